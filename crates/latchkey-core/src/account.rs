@@ -1,0 +1,265 @@
+//! What a signed-in user does with their sessions (SPEC 5.1): Bearer authentication,
+//! logout (idempotent), logout-all, the device list, revoking one device, `me`, and
+//! password change (which revokes every other session and bumps `authz_ver`).
+
+use latchkey_proto::auth::{MeResponse, PasswordChangeRequest, SessionInfo, SessionsResponse};
+use latchkey_proto::claims::AccessTokenClaims;
+use latchkey_proto::{ErrorReason, RefreshToken, TokenErrorReason};
+
+use crate::crypto::TokenHash;
+use crate::password::PasswordError;
+use crate::service::{ClientContext, Latchkey};
+use crate::store::{
+    RevocationTarget, SessionRecord, SessionRevocation, StoreError, UserChange, UserChangeKind, UserRecord,
+    UserStatus,
+};
+
+/// A Bearer token that verified and whose session and user are alive: proof for the
+/// account operations below, which take it instead of re-checking.
+#[derive(Debug, Clone)]
+pub struct Authenticated {
+    /// The token's claims.
+    pub claims: AccessTokenClaims,
+    /// Its session.
+    pub session: SessionRecord,
+    /// Its user.
+    pub user: UserRecord,
+}
+
+/// Bearer authentication failures.
+#[derive(Debug, thiserror::Error)]
+pub enum AuthError {
+    /// `invalid_token` with this reason.
+    #[error("invalid token: {}", .0.as_str())]
+    InvalidToken(TokenErrorReason),
+    /// Storage.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// Account operation failures.
+#[derive(Debug, thiserror::Error)]
+pub enum AccountError {
+    /// No such session of this user.
+    #[error("no such session")]
+    SessionNotFound,
+    /// `current_password` is wrong.
+    #[error("current password is wrong")]
+    WrongPassword,
+    /// The new password breaks the rules, or the pool is overloaded.
+    #[error(transparent)]
+    Password(#[from] PasswordError),
+    /// Neither a Bearer token nor a refresh token was given.
+    #[error("a Bearer token or a refresh_token is required")]
+    MissingCredential,
+    /// Bearer authentication failed.
+    #[error(transparent)]
+    Auth(#[from] AuthError),
+    /// Storage.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+impl Latchkey {
+    /// Authenticates a Bearer access token for the first-party endpoints: signature and
+    /// claims, then the session (not revoked, not expired) and the user (active).
+    ///
+    /// # Errors
+    /// [`AuthError::InvalidToken`] with the reason.
+    pub async fn authenticate(&self, bearer: &str) -> Result<Authenticated, AuthError> {
+        let claims = self.verify_access_token(bearer, false).map_err(AuthError::InvalidToken)?;
+        let sid = claims.sid.as_deref().ok_or(AuthError::InvalidToken(TokenErrorReason::Malformed))?;
+        let revoked = AuthError::InvalidToken(TokenErrorReason::Revoked);
+        let session =
+            self.store.find_session(sid).await?.ok_or(AuthError::InvalidToken(TokenErrorReason::Revoked))?;
+        let now = self.clock.now();
+        if session.revoked_at.is_some() || session.user_id != claims.sub {
+            return Err(revoked);
+        }
+        if now >= session.expires_at || now >= session.idle_expires_at {
+            return Err(AuthError::InvalidToken(TokenErrorReason::Expired));
+        }
+        let user = self
+            .store
+            .find_user(&session.user_id)
+            .await?
+            .ok_or(AuthError::InvalidToken(TokenErrorReason::Revoked))?;
+        if user.status != UserStatus::Active {
+            return Err(revoked);
+        }
+        Ok(Authenticated { claims, session, user })
+    }
+
+    async fn revoke(
+        &self,
+        target: RevocationTarget,
+        reason: ErrorReason,
+        user_id: Option<&str>,
+        session_id: Option<&str>,
+        ctx: &ClientContext,
+    ) -> Result<Vec<String>, StoreError> {
+        let now = self.clock.now();
+        let revocation = SessionRevocation {
+            reason,
+            now,
+            until: self.revocation_until(now),
+            event: self.event(now, "session_revoked", user_id, session_id, Some(ctx)),
+        };
+        let revoked = self.store.revoke_sessions(&target, &revocation).await?;
+        self.metrics.revocations(reason.as_str(), revoked.len());
+        Ok(revoked)
+    }
+
+    /// Logs a session out (SPEC 5.1 `POST /auth/logout`). Idempotent: an already revoked
+    /// session, an expired access token or an unknown refresh token still succeed, so a
+    /// client can always reach the logged-out state. A Bearer token must carry a valid
+    /// signature; that alone proves which session to end.
+    ///
+    /// # Errors
+    /// A Bearer token that is not ours, or neither credential.
+    pub async fn logout(
+        &self,
+        bearer: Option<&str>,
+        refresh_token: Option<&RefreshToken>,
+        ctx: &ClientContext,
+    ) -> Result<(), AccountError> {
+        let session_id = match (bearer, refresh_token) {
+            (Some(token), _) => {
+                let claims = self
+                    .verify_access_token(token, true)
+                    .map_err(|r| AccountError::Auth(AuthError::InvalidToken(r)))?;
+                claims.sid
+            }
+            (None, Some(rt)) => self
+                .store
+                .find_session_by_refresh_token(&TokenHash::of(rt.expose_secret()))
+                .await?
+                .map(|s| s.id),
+            (None, None) => return Err(AccountError::MissingCredential),
+        };
+        if let Some(id) = session_id {
+            let target = RevocationTarget::Session { id: id.clone(), user_id: None };
+            self.revoke(target, ErrorReason::LoggedOut, None, Some(&id), ctx).await?;
+        }
+        Ok(())
+    }
+
+    /// Logs out every session of the user, optionally keeping the current one.
+    ///
+    /// # Errors
+    /// Storage.
+    pub async fn logout_all(
+        &self,
+        auth: &Authenticated,
+        keep_current: bool,
+        ctx: &ClientContext,
+    ) -> Result<(), AccountError> {
+        let target = RevocationTarget::UserSessions {
+            user_id: auth.user.id.clone(),
+            except: keep_current.then(|| auth.session.id.clone()),
+        };
+        self.revoke(target, ErrorReason::LoggedOut, Some(&auth.user.id), Some(&auth.session.id), ctx).await?;
+        Ok(())
+    }
+
+    /// The user's live sessions ("your devices").
+    ///
+    /// # Errors
+    /// Storage.
+    pub async fn sessions(&self, auth: &Authenticated) -> Result<SessionsResponse, AccountError> {
+        let now = self.clock.now();
+        let sessions = self.store.list_live_sessions(&auth.user.id, now).await?;
+        Ok(SessionsResponse {
+            sessions: sessions
+                .into_iter()
+                .map(|s| SessionInfo {
+                    current: s.id == auth.session.id,
+                    id: s.id,
+                    client_id: s.client_id,
+                    created_at: s.created_at.rfc3339(),
+                    last_used_at: s.last_used_at.rfc3339(),
+                    idle_expires_at: s.idle_expires_at.rfc3339(),
+                    expires_at: s.expires_at.rfc3339(),
+                    ip: s.ip,
+                    user_agent: s.user_agent,
+                })
+                .collect(),
+        })
+    }
+
+    /// Revokes one of the user's own sessions; another user's id is "not found".
+    ///
+    /// # Errors
+    /// [`AccountError::SessionNotFound`].
+    pub async fn revoke_own_session(
+        &self,
+        auth: &Authenticated,
+        id: &str,
+        ctx: &ClientContext,
+    ) -> Result<(), AccountError> {
+        let session = self.store.find_session(id).await?;
+        match session {
+            Some(s) if s.user_id == auth.user.id => {
+                let target =
+                    RevocationTarget::Session { id: s.id.clone(), user_id: Some(auth.user.id.clone()) };
+                self.revoke(target, ErrorReason::RevokedByUser, Some(&auth.user.id), Some(&s.id), ctx)
+                    .await?;
+                Ok(())
+            }
+            _ => Err(AccountError::SessionNotFound),
+        }
+    }
+
+    /// `GET /auth/me`: the user as stored now (roles are fresh, not the token's).
+    pub fn me(&self, auth: &Authenticated) -> MeResponse {
+        MeResponse {
+            sub: auth.user.id.clone(),
+            username: auth.user.username.clone(),
+            roles: auth.user.roles.clone(),
+        }
+    }
+
+    /// Changes the password: checks the current one, revokes every other session
+    /// (`password_changed`), bumps `authz_ver` and publishes `user_changed`.
+    ///
+    /// # Errors
+    /// [`AccountError::WrongPassword`], password rules.
+    pub async fn change_password(
+        &self,
+        auth: &Authenticated,
+        req: PasswordChangeRequest,
+        ctx: &ClientContext,
+    ) -> Result<(), AccountError> {
+        crate::password::check_new_password(&req.new_password)?;
+        let is_valid = self.passwords.verify(&req.current_password, Some(&auth.user.password_hash)).await?;
+        let now = self.clock.now();
+        if !is_valid {
+            let mut event = self.event(
+                now,
+                "password_change_failed",
+                Some(&auth.user.id),
+                Some(&auth.session.id),
+                Some(ctx),
+            );
+            event.detail = Some("wrong current password".into());
+            self.record(event).await;
+            return Err(AccountError::WrongPassword);
+        }
+        let password_hash = self.passwords.hash(&req.new_password).await?;
+        let change = UserChange {
+            user_id: auth.user.id.clone(),
+            kind: UserChangeKind::SetPassword { password_hash, keep_session: Some(auth.session.id.clone()) },
+            now,
+            until: self.revocation_until(now),
+            event: self.event(
+                now,
+                "password_changed",
+                Some(&auth.user.id),
+                Some(&auth.session.id),
+                Some(ctx),
+            ),
+        };
+        self.store.apply_user_change(&change).await?;
+        Ok(())
+    }
+}

@@ -1,0 +1,217 @@
+//! Administration, as the CLI uses it (SPEC 6): users (add, set roles, set password,
+//! disable, revoke sessions, list) and signing keys (list, rotate). Every change is
+//! written to the database, so a server running on it sees it at once.
+
+use latchkey_proto::auth::{Credentials, RegisterResponse};
+use latchkey_proto::{ErrorReason, Password};
+
+use crate::keys::{KeyError, unpublish_at};
+use crate::login::RegisterError;
+use crate::service::Latchkey;
+use crate::store::{RevocationTarget, SessionRevocation, StoreError, UserChange, UserChangeKind, UserRecord};
+
+/// Administration failures.
+#[derive(Debug, thiserror::Error)]
+pub enum AdminError {
+    /// No such user.
+    #[error("no user named {0:?}")]
+    UnknownUser(String),
+    /// Creating the user failed.
+    #[error(transparent)]
+    Register(#[from] RegisterError),
+    /// Password rules.
+    #[error(transparent)]
+    Password(#[from] crate::password::PasswordError),
+    /// Keys.
+    #[error(transparent)]
+    Keys(#[from] KeyError),
+    /// Storage.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// One row of `latchkey keys list`.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct KeyInfo {
+    /// Key id.
+    pub kid: String,
+    /// Algorithm.
+    pub alg: String,
+    /// RFC 3339.
+    pub created_at: String,
+    /// RFC 3339: from when it signs.
+    pub activates_at: String,
+    /// `pending` (published, not signing yet), `active`, or `retiring` (published until its
+    /// tokens expire).
+    pub state: &'static str,
+}
+
+/// A placeholder hash that no password matches (a user created without a password).
+const NO_PASSWORD: &str = "!";
+
+fn normalise_roles(roles: &[String]) -> Vec<String> {
+    let mut out: Vec<String> = roles.iter().map(|r| r.trim().to_owned()).filter(|r| !r.is_empty()).collect();
+    out.sort();
+    out.dedup();
+    out
+}
+
+impl Latchkey {
+    async fn user_named(&self, username: &str) -> Result<UserRecord, AdminError> {
+        self.store
+            .find_user_by_username(username)
+            .await?
+            .ok_or_else(|| AdminError::UnknownUser(username.to_owned()))
+    }
+
+    async fn change_user(
+        &self,
+        username: &str,
+        kind: UserChangeKind,
+        event_kind: &'static str,
+    ) -> Result<(), AdminError> {
+        let user = self.user_named(username).await?;
+        let now = self.clock.now();
+        let change = UserChange {
+            user_id: user.id.clone(),
+            kind,
+            now,
+            until: self.revocation_until(now),
+            event: self.event(now, event_kind, Some(&user.id), None, None),
+        };
+        self.store
+            .apply_user_change(&change)
+            .await?
+            .ok_or_else(|| AdminError::UnknownUser(username.to_owned()))?;
+        Ok(())
+    }
+
+    /// `latchkey user add`. Without a password the user cannot sign in until one is set.
+    ///
+    /// # Errors
+    /// A taken name, password rules, storage.
+    pub async fn admin_add_user(
+        &self,
+        username: latchkey_proto::Username,
+        password: Option<Password>,
+        roles: &[String],
+    ) -> Result<RegisterResponse, AdminError> {
+        let roles = normalise_roles(roles);
+        let user = match password {
+            Some(password) => self.create_user(&Credentials { username, password }, roles).await?,
+            None => {
+                let user = UserRecord {
+                    id: crate::crypto::new_id(),
+                    username: username.as_str().to_owned(),
+                    password_hash: NO_PASSWORD.to_owned(),
+                    roles,
+                    authz_ver: 1,
+                    status: crate::store::UserStatus::Active,
+                    created_at: self.clock.now(),
+                };
+                self.store.insert_user(&user).await.map_err(RegisterError::from)?;
+                user
+            }
+        };
+        Ok(RegisterResponse { sub: user.id, username: user.username })
+    }
+
+    /// `latchkey user set-roles`: bumps `authz_ver`, publishes `user_changed`.
+    ///
+    /// # Errors
+    /// Unknown user, storage.
+    pub async fn admin_set_roles(&self, username: &str, roles: &[String]) -> Result<(), AdminError> {
+        self.change_user(username, UserChangeKind::SetRoles(normalise_roles(roles)), "roles_changed").await
+    }
+
+    /// `latchkey user set-password`: revokes every session (`password_changed`).
+    ///
+    /// # Errors
+    /// Unknown user, password rules, storage.
+    pub async fn admin_set_password(&self, username: &str, password: &Password) -> Result<(), AdminError> {
+        let password_hash = self.passwords.hash(password).await?;
+        let kind = UserChangeKind::SetPassword { password_hash, keep_session: None };
+        self.change_user(username, kind, "password_changed").await
+    }
+
+    /// `latchkey user disable`: revokes every session (`user_disabled`).
+    ///
+    /// # Errors
+    /// Unknown user, storage.
+    pub async fn admin_disable_user(&self, username: &str) -> Result<(), AdminError> {
+        self.change_user(username, UserChangeKind::Disable, "user_disabled").await
+    }
+
+    /// `latchkey user revoke-sessions`: revokes every session (`revoked_by_admin`).
+    /// Returns how many.
+    ///
+    /// # Errors
+    /// Unknown user, storage.
+    pub async fn admin_revoke_sessions(&self, username: &str) -> Result<usize, AdminError> {
+        let user = self.user_named(username).await?;
+        let now = self.clock.now();
+        let revocation = SessionRevocation {
+            reason: ErrorReason::RevokedByAdmin,
+            now,
+            until: self.revocation_until(now),
+            event: self.event(now, "session_revoked", Some(&user.id), None, None),
+        };
+        let target = RevocationTarget::UserSessions { user_id: user.id, except: None };
+        Ok(self.store.revoke_sessions(&target, &revocation).await?.len())
+    }
+
+    /// `latchkey user list`.
+    ///
+    /// # Errors
+    /// Storage.
+    pub async fn admin_list_users(&self) -> Result<Vec<UserRecord>, AdminError> {
+        Ok(self.store.list_users().await?)
+    }
+
+    /// `latchkey keys list`.
+    ///
+    /// # Errors
+    /// Storage.
+    pub async fn admin_list_keys(&self) -> Result<Vec<KeyInfo>, AdminError> {
+        let now = self.clock.now();
+        let stored = self.store.list_signing_keys().await?;
+        Ok(stored
+            .iter()
+            .map(|k| KeyInfo {
+                kid: k.kid.clone(),
+                alg: k.alg.clone(),
+                created_at: k.created_at.rfc3339(),
+                activates_at: k.activates_at.rfc3339(),
+                state: if k.activates_at > now {
+                    "pending"
+                } else if unpublish_at(&stored, k, now, std::time::Duration::ZERO).is_some() {
+                    "retiring"
+                } else {
+                    "active"
+                },
+            })
+            .collect())
+    }
+
+    /// `latchkey keys rotate`: a new key for every algorithm in use, published now and
+    /// signing after `key_publish_ahead`. Returns the new kids.
+    ///
+    /// # Errors
+    /// Storage, key generation.
+    pub async fn admin_rotate_keys(&self) -> Result<Vec<String>, AdminError> {
+        let now = self.clock.now();
+        let s = &self.settings;
+        let mut algs = vec![s.access_token_alg];
+        if s.id_token_alg != s.access_token_alg {
+            algs.push(s.id_token_alg);
+        }
+        let mut kids = Vec::new();
+        for alg in algs {
+            kids.push(
+                self.keys.create_key(self.store.as_ref(), alg, now, now.plus(s.key_publish_ahead)).await?,
+            );
+        }
+        self.keys.reload(self.store.as_ref(), now).await?;
+        Ok(kids)
+    }
+}

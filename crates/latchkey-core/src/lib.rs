@@ -1,0 +1,25 @@
+//! Latchkey's domain: users, sessions, refresh-token rotation with reuse detection and a
+//! grace window, signing keys, login throttling and password hashing (SPEC 3, 4, 5.1, 8).
+//!
+//! It talks to the world only through two ports, [`store::Store`] and [`clock::Clock`].
+//! It must not know about HTTP, SQL or the process it runs in.
+
+pub mod account;
+pub mod admin;
+pub mod clock;
+pub mod crypto;
+pub mod keys;
+pub mod login;
+pub mod metrics;
+pub mod password;
+pub mod refresh;
+pub mod service;
+pub mod settings;
+pub mod store;
+pub mod throttle;
+pub mod tokens;
+
+pub use clock::{Clock, SystemClock, Timestamp};
+pub use service::{ClientContext, Latchkey};
+pub use settings::Settings;
+pub use store::{Store, StoreError};

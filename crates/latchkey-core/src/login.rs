@@ -1,0 +1,231 @@
+//! Registration and login (SPEC 5.1): a session per login, with its first refresh token.
+//! Unknown users and wrong passwords cost the same and answer the same; failures are
+//! throttled per account and per address before any password is checked.
+
+use latchkey_proto::auth::{Credentials, RegisterResponse, TokenResponse};
+
+use crate::clock::Timestamp;
+use crate::crypto::{TokenHash, new_id, new_refresh_token};
+use crate::keys::KeyError;
+use crate::metrics::LoginOutcome;
+use crate::password::PasswordError;
+use crate::service::{ClientContext, Latchkey};
+use crate::settings::Registration;
+use crate::store::{SessionRecord, StoreError, UserRecord, UserStatus};
+use crate::throttle::{account_key, account_retry_after, address_key, address_retry_after};
+
+/// The client id of the server's own (first-party) sessions.
+pub const FIRST_PARTY_CLIENT_ID: &str = "latchkey";
+/// The scope of first-party sessions.
+pub const FIRST_PARTY_SCOPE: &str = "profile";
+
+/// Registration failures.
+#[derive(Debug, thiserror::Error)]
+pub enum RegisterError {
+    /// `registration = "closed"`.
+    #[error("registration is closed")]
+    RegistrationClosed,
+    /// The username exists.
+    #[error("username taken")]
+    UsernameTaken,
+    /// The password breaks the length rules, or the pool is overloaded.
+    #[error(transparent)]
+    Password(#[from] PasswordError),
+    /// Storage.
+    #[error(transparent)]
+    Store(StoreError),
+}
+
+impl From<StoreError> for RegisterError {
+    fn from(e: StoreError) -> Self {
+        match e {
+            StoreError::Conflict(_) => Self::UsernameTaken,
+            other => Self::Store(other),
+        }
+    }
+}
+
+/// Login failures.
+#[derive(Debug, thiserror::Error)]
+pub enum LoginError {
+    /// Wrong username or password (the same for both).
+    #[error("invalid credentials")]
+    InvalidCredentials,
+    /// Too many failures; retry after this many seconds.
+    #[error("throttled for {retry_after} s")]
+    Throttled {
+        /// Seconds.
+        retry_after: u64,
+    },
+    /// Over 1 KiB, or the password pool is overloaded.
+    #[error(transparent)]
+    Password(#[from] PasswordError),
+    /// Signing.
+    #[error(transparent)]
+    Keys(#[from] KeyError),
+    /// Storage.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+impl Latchkey {
+    /// Registers a user (SPEC 5.1 `POST /auth/register`).
+    ///
+    /// # Errors
+    /// See [`RegisterError`].
+    pub async fn register(&self, creds: Credentials) -> Result<RegisterResponse, RegisterError> {
+        if self.settings.registration == Registration::Closed {
+            return Err(RegisterError::RegistrationClosed);
+        }
+        let user = self.create_user(&creds, Vec::new()).await?;
+        self.metrics.registration();
+        Ok(RegisterResponse { sub: user.id, username: user.username })
+    }
+
+    /// Creates a user (also used by the CLI).
+    pub(crate) async fn create_user(
+        &self,
+        creds: &Credentials,
+        roles: Vec<String>,
+    ) -> Result<UserRecord, RegisterError> {
+        // Check for a taken name first, so a duplicate costs no argon2 hash.
+        if self.store.find_user_by_username(creds.username.as_str()).await?.is_some() {
+            return Err(RegisterError::UsernameTaken);
+        }
+        let password_hash = self.passwords.hash(&creds.password).await?;
+        let user = UserRecord {
+            id: new_id(),
+            username: creds.username.as_str().to_owned(),
+            password_hash,
+            roles,
+            authz_ver: 1,
+            status: UserStatus::Active,
+            created_at: self.clock.now(),
+        };
+        self.store.insert_user(&user).await?;
+        Ok(user)
+    }
+
+    /// Signs a user in: a new session and its tokens (SPEC 5.1 `POST /auth/login`).
+    ///
+    /// # Errors
+    /// See [`LoginError`].
+    pub async fn login(&self, creds: Credentials, ctx: &ClientContext) -> Result<TokenResponse, LoginError> {
+        let now = self.clock.now();
+        let policy = &self.settings.throttle;
+        let acct = account_key(creds.username.as_str());
+        let addr = ctx.ip.as_deref().map(address_key);
+        let addr_rec = match &addr {
+            Some(k) => self.store.find_throttle(k).await?,
+            None => None,
+        };
+        let acct_rec = self.store.find_throttle(&acct).await?;
+        let locked = account_retry_after(acct_rec.as_ref(), policy, now).max(address_retry_after(
+            addr_rec.as_ref(),
+            policy,
+            now,
+        ));
+        if let Some(retry_after) = locked {
+            self.metrics.login(LoginOutcome::Throttled);
+            return Err(LoginError::Throttled { retry_after });
+        }
+
+        let user = self.store.find_user_by_username(creds.username.as_str()).await?;
+        let is_valid =
+            self.passwords.verify(&creds.password, user.as_ref().map(|u| u.password_hash.as_str())).await?;
+        let user = match user {
+            Some(u) if is_valid && u.status == UserStatus::Active => u,
+            other => return Err(self.login_failed(other.as_ref(), &acct, addr.as_deref(), ctx, now).await),
+        };
+
+        self.store.delete_throttle(&acct).await?;
+        let tokens = self.open_session(&user, ctx, now).await?;
+        self.metrics.login(LoginOutcome::Success);
+        Ok(tokens)
+    }
+
+    /// Counts a failure and says whether it crossed a throttling threshold.
+    async fn login_failed(
+        &self,
+        user: Option<&UserRecord>,
+        acct: &str,
+        addr: Option<&str>,
+        ctx: &ClientContext,
+        now: Timestamp,
+    ) -> LoginError {
+        let policy = &self.settings.throttle;
+        let window = |d: std::time::Duration| i64::try_from(d.as_secs()).unwrap_or(i64::MAX);
+        let mut event = self.event(now, "login_failed", user.map(|u| u.id.as_str()), None, Some(ctx));
+        let acct_rec = self.store.record_throttle_failure(acct, now, window(policy.account_window)).await;
+        let addr_rec = match addr {
+            Some(k) => {
+                self.store.record_throttle_failure(k, now, window(policy.address_window)).await.map(Some)
+            }
+            None => Ok(None),
+        };
+        let (acct_rec, addr_rec) = match (acct_rec, addr_rec) {
+            (Ok(a), Ok(b)) => (a, b),
+            (Err(e), _) | (_, Err(e)) => return LoginError::Store(e),
+        };
+        let locked = account_retry_after(Some(&acct_rec), policy, now).max(address_retry_after(
+            addr_rec.as_ref(),
+            policy,
+            now,
+        ));
+        if locked.is_some() {
+            event.kind = "login_throttled";
+            event.detail = Some(format!(
+                "account failures {}, address failures {}",
+                acct_rec.count,
+                addr_rec.map_or(0, |r| r.count)
+            ));
+        }
+        self.record(event).await;
+        match locked {
+            Some(retry_after) => {
+                self.metrics.login(LoginOutcome::Throttled);
+                LoginError::Throttled { retry_after }
+            }
+            None => {
+                self.metrics.login(LoginOutcome::Failure);
+                LoginError::InvalidCredentials
+            }
+        }
+    }
+
+    /// Creates a first-party session with its first refresh token, and mints its tokens.
+    async fn open_session(
+        &self,
+        user: &UserRecord,
+        ctx: &ClientContext,
+        now: Timestamp,
+    ) -> Result<TokenResponse, LoginError> {
+        let s = &self.settings;
+        let expires_at = now.plus(s.session_max_ttl);
+        let session = SessionRecord {
+            id: new_id(),
+            user_id: user.id.clone(),
+            client_id: FIRST_PARTY_CLIENT_ID.to_owned(),
+            scope: FIRST_PARTY_SCOPE.to_owned(),
+            created_at: now,
+            last_used_at: now,
+            idle_expires_at: now.plus(s.session_idle_ttl).min(expires_at),
+            expires_at,
+            ip: ctx.ip.clone(),
+            user_agent: ctx.user_agent.clone(),
+            revoked_at: None,
+            revoke_reason: None,
+        };
+        let refresh_token = new_refresh_token();
+        self.store.insert_session(&session, &TokenHash::of(refresh_token.expose_secret())).await?;
+        let access_token = self.mint_access_token(user, &session, now)?;
+        Ok(TokenResponse {
+            access_token,
+            token_type: "Bearer",
+            expires_in: self.access_token_lifetime(),
+            refresh_token,
+            session_id: session.id,
+            scope: session.scope,
+        })
+    }
+}

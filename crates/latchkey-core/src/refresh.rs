@@ -1,0 +1,221 @@
+//! Refresh-token rotation (SPEC 4) as a pure decision plus one atomic store call.
+//!
+//! [`decide`] is the whole policy: revoked and expired sessions are refused; a live token
+//! rotates; the newest retired token, presented again within the grace window and before
+//! its successor has been used, is a benign concurrent refresh and gets the same successor;
+//! any other retired token is reuse and revokes the session. The store runs `decide` inside
+//! the rotation's transaction, so concurrent refreshes of one token see each other's writes
+//! and yield exactly one successor.
+
+use latchkey_proto::auth::TokenResponse;
+use latchkey_proto::{ErrorReason, RefreshToken};
+
+use crate::clock::Timestamp;
+use crate::crypto::{TokenHash, new_refresh_token, open_successor, seal_successor};
+use crate::keys::KeyError;
+use crate::metrics::RefreshOutcome;
+use crate::service::{ClientContext, Latchkey};
+use crate::settings::{BindingPolicy, Settings};
+use crate::store::{
+    NewSecurityEvent, RefreshSnapshot, RotationDecision, SessionRevocation, StoreError, Touch, UserStatus,
+};
+
+/// Refresh failures.
+#[derive(Debug, thiserror::Error)]
+pub enum RefreshError {
+    /// `invalid_grant` with this reason.
+    #[error("refresh refused: {}", .0.as_str())]
+    Refused(ErrorReason),
+    /// Signing.
+    #[error(transparent)]
+    Keys(#[from] KeyError),
+    /// Storage.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// The sealed successor could not be opened or sealed (a server fault).
+    #[error("successor sealing failed")]
+    Sealing,
+}
+
+/// Inputs to a decision besides the snapshot.
+#[derive(Debug)]
+pub struct RefreshContext<'a> {
+    /// Now.
+    pub now: Timestamp,
+    /// Settings.
+    pub settings: &'a Settings,
+    /// The caller.
+    pub client: &'a ClientContext,
+    /// Hash of the successor to install if the token rotates.
+    pub successor_hash: TokenHash,
+    /// The successor sealed under the presented token.
+    pub successor_sealed: &'a [u8],
+}
+
+fn event(
+    ctx: &RefreshContext<'_>,
+    snap: &RefreshSnapshot,
+    kind: &'static str,
+    detail: Option<String>,
+) -> NewSecurityEvent {
+    NewSecurityEvent {
+        at: ctx.now,
+        kind,
+        user_id: Some(snap.user.id.clone()),
+        session_id: Some(snap.session.id.clone()),
+        ip: ctx.client.ip.clone(),
+        detail,
+    }
+}
+
+fn revoke(
+    ctx: &RefreshContext<'_>,
+    snap: &RefreshSnapshot,
+    reason: ErrorReason,
+    kind: &'static str,
+    detail: Option<String>,
+) -> RotationDecision {
+    RotationDecision::Revoke {
+        revocation: SessionRevocation {
+            reason,
+            now: ctx.now,
+            until: ctx.now.plus(ctx.settings.revocation_horizon()),
+            event: event(ctx, snap, kind, detail),
+        },
+    }
+}
+
+/// The rotation policy. Pure: everything it needs is in its arguments.
+pub fn decide(snap: &RefreshSnapshot, ctx: &RefreshContext<'_>) -> RotationDecision {
+    let session = &snap.session;
+    let now = ctx.now;
+    if session.revoked_at.is_some() {
+        let reason = session.revoke_reason.unwrap_or(ErrorReason::RevokedByAdmin);
+        return RotationDecision::Refuse { reason };
+    }
+    if snap.user.status != UserStatus::Active {
+        return RotationDecision::Refuse { reason: ErrorReason::UserDisabled };
+    }
+    if now >= session.expires_at {
+        return RotationDecision::Refuse { reason: ErrorReason::SessionExpired };
+    }
+    if now >= session.idle_expires_at {
+        return RotationDecision::Refuse { reason: ErrorReason::IdleExpired };
+    }
+
+    // Binding (SPEC 4): a different user agent than the login's.
+    let is_foreign_agent = session.user_agent.is_some() && ctx.client.user_agent != session.user_agent;
+    let mut anomaly = None;
+    if is_foreign_agent {
+        let detail = Some(format!(
+            "user agent changed from {:?} to {:?}",
+            session.user_agent.as_deref().unwrap_or(""),
+            ctx.client.user_agent.as_deref().unwrap_or("")
+        ));
+        match ctx.settings.binding {
+            BindingPolicy::Off => {}
+            BindingPolicy::Log => anomaly = Some(event(ctx, snap, "binding_anomaly", detail)),
+            BindingPolicy::Deny => {
+                return revoke(ctx, snap, ErrorReason::BindingMismatch, "binding_denied", detail);
+            }
+        }
+    }
+
+    let touch = Touch {
+        now,
+        idle_expires_at: now.plus(ctx.settings.session_idle_ttl).min(session.expires_at),
+        ip: ctx.client.ip.clone().or_else(|| session.ip.clone()),
+    };
+    match snap.token.retired_at {
+        None => RotationDecision::Rotate {
+            successor_hash: ctx.successor_hash,
+            successor_sealed: ctx.successor_sealed.to_vec(),
+            touch,
+            event: anomaly,
+        },
+        Some(retired_at) => {
+            let grace = i64::try_from(ctx.settings.refresh_grace.as_secs()).unwrap_or(i64::MAX);
+            let is_within_window = grace > 0 && now.seconds_since(retired_at) <= grace;
+            if is_within_window && !snap.token.is_successor_used && snap.token.successor_sealed.is_some() {
+                RotationDecision::Replay { touch }
+            } else {
+                let detail = Some(format!(
+                    "retired {} s ago; successor {}",
+                    now.seconds_since(retired_at),
+                    if snap.token.is_successor_used { "already used" } else { "unused" }
+                ));
+                revoke(ctx, snap, ErrorReason::ReuseDetected, "refresh_token_reuse", detail)
+            }
+        }
+    }
+}
+
+impl Latchkey {
+    /// Rotates a refresh token (SPEC 4, 5.1 `POST /auth/refresh`).
+    ///
+    /// # Errors
+    /// [`RefreshError::Refused`] with the reason for every refusal.
+    pub async fn refresh(
+        &self,
+        presented: &RefreshToken,
+        client: &ClientContext,
+    ) -> Result<TokenResponse, RefreshError> {
+        if !presented.expose_secret().starts_with(RefreshToken::PREFIX) {
+            self.metrics.refresh(RefreshOutcome::Refused);
+            return Err(RefreshError::Refused(ErrorReason::UnknownToken));
+        }
+        let now = self.clock.now();
+        let successor = new_refresh_token();
+        let successor_sealed = seal_successor(presented, &successor).ok_or(RefreshError::Sealing)?;
+        let ctx = RefreshContext {
+            now,
+            settings: &self.settings,
+            client,
+            successor_hash: TokenHash::of(successor.expose_secret()),
+            successor_sealed: &successor_sealed,
+        };
+        let presented_hash = TokenHash::of(presented.expose_secret());
+        let outcome = self.store.rotate_refresh_token(&presented_hash, &|snap| decide(snap, &ctx)).await?;
+        let Some((snap, decision)) = outcome else {
+            self.metrics.refresh(RefreshOutcome::Refused);
+            return Err(RefreshError::Refused(ErrorReason::UnknownToken));
+        };
+        let refresh_token = match decision {
+            RotationDecision::Rotate { .. } => {
+                self.metrics.refresh(RefreshOutcome::Rotated);
+                successor
+            }
+            RotationDecision::Replay { .. } => {
+                self.metrics.refresh(RefreshOutcome::Grace);
+                let sealed = snap.token.successor_sealed.as_deref().ok_or(RefreshError::Sealing)?;
+                open_successor(presented, sealed).ok_or(RefreshError::Sealing)?
+            }
+            RotationDecision::Revoke { revocation } => {
+                if revocation.reason == ErrorReason::ReuseDetected {
+                    self.metrics.refresh(RefreshOutcome::ReuseDetected);
+                    tracing::warn!(sid = %snap.session.id, sub = %snap.user.id, "refresh token reuse detected; session revoked");
+                } else {
+                    self.metrics.refresh(RefreshOutcome::Refused);
+                }
+                self.metrics.revocations(revocation.reason.as_str(), 1);
+                return Err(RefreshError::Refused(revocation.reason));
+            }
+            RotationDecision::Refuse { reason } => {
+                self.metrics.refresh(RefreshOutcome::Refused);
+                return Err(RefreshError::Refused(reason));
+            }
+        };
+        let access_token = self.mint_access_token(&snap.user, &snap.session, now)?;
+        Ok(TokenResponse {
+            access_token,
+            token_type: "Bearer",
+            expires_in: self.access_token_lifetime(),
+            refresh_token,
+            session_id: snap.session.id,
+            scope: snap.session.scope,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests;

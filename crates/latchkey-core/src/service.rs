@@ -1,0 +1,147 @@
+//! [`Latchkey`]: the domain facade the HTTP layer and the CLI call. It owns the ports
+//! (store, clock), the settings, the key ring, the password pool and the metrics. Each
+//! operation lives in the module named after it (`login.rs`, `refresh.rs`, `account.rs`,
+//! `admin.rs`); this file only wires them and runs periodic maintenance.
+
+use std::sync::Arc;
+
+use crate::clock::{Clock, Timestamp};
+use crate::crypto::MasterKey;
+use crate::keys::{KeyError, KeyRing};
+use crate::metrics::Metrics;
+use crate::password::{PasswordError, PasswordHasher};
+use crate::settings::Settings;
+use crate::store::{NewSecurityEvent, Store};
+
+/// Facts about the client making a request.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ClientContext {
+    /// Client address (the TCP peer, or `X-Forwarded-For` from a trusted proxy).
+    pub ip: Option<String>,
+    /// `User-Agent`.
+    pub user_agent: Option<String>,
+}
+
+/// Why the service could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// Keys.
+    #[error(transparent)]
+    Keys(#[from] KeyError),
+    /// Password pool.
+    #[error(transparent)]
+    Password(#[from] PasswordError),
+}
+
+/// The domain service.
+pub struct Latchkey {
+    pub(crate) store: Arc<dyn Store>,
+    pub(crate) clock: Arc<dyn Clock>,
+    pub(crate) settings: Settings,
+    pub(crate) keys: KeyRing,
+    pub(crate) passwords: PasswordHasher,
+    pub(crate) metrics: Metrics,
+}
+
+impl Latchkey {
+    /// Starts the service: creates signing keys on first start, loads the key ring.
+    ///
+    /// # Errors
+    /// When keys cannot be created, decrypted or loaded.
+    pub async fn start(
+        store: Arc<dyn Store>,
+        clock: Arc<dyn Clock>,
+        settings: Settings,
+        master_key: Option<MasterKey>,
+    ) -> Result<Self, StartError> {
+        let retention =
+            settings.access_token_ttl.max(std::time::Duration::from_secs(3600)) + settings.clock_skew;
+        let keys = KeyRing::new(master_key, retention);
+        let passwords = PasswordHasher::new(settings.password_hash_concurrency)?;
+        let service = Self { store, clock, settings, keys, passwords, metrics: Metrics::default() };
+        service.maintain().await?;
+        Ok(service)
+    }
+
+    /// Periodic work: scheduled key rotation, pruning, reloading keys changed by other
+    /// processes (the CLI, other nodes). The binary runs it every few seconds.
+    ///
+    /// # Errors
+    /// Storage or key errors.
+    pub async fn maintain(&self) -> Result<(), KeyError> {
+        let now = self.clock.now();
+        let s = &self.settings;
+        let mut algs = vec![s.access_token_alg];
+        if s.id_token_alg != s.access_token_alg {
+            algs.push(s.id_token_alg);
+        }
+        let store = self.store.as_ref();
+        let created = self.keys.ensure_keys(store, &algs, now, s.key_rotation, s.key_publish_ahead).await?;
+        for kid in created {
+            tracing::info!(kid, "created signing key");
+        }
+        self.keys.prune(store, now).await?;
+        self.keys.reload(store, now).await
+    }
+
+    /// Settings in force.
+    pub fn settings(&self) -> &Settings {
+        &self.settings
+    }
+
+    /// The store.
+    pub fn store(&self) -> &Arc<dyn Store> {
+        &self.store
+    }
+
+    /// The clock.
+    pub fn clock(&self) -> &Arc<dyn Clock> {
+        &self.clock
+    }
+
+    /// The key ring.
+    pub fn keys(&self) -> &KeyRing {
+        &self.keys
+    }
+
+    /// Metrics.
+    pub fn metrics(&self) -> &Metrics {
+        &self.metrics
+    }
+
+    /// Whether the database answers.
+    pub async fn is_healthy(&self) -> bool {
+        self.store.ping().await.is_ok()
+    }
+
+    /// The `until` of a feed event written now.
+    pub(crate) fn revocation_until(&self, now: Timestamp) -> Timestamp {
+        now.plus(self.settings.revocation_horizon())
+    }
+
+    /// A security event skeleton.
+    pub(crate) fn event(
+        &self,
+        now: Timestamp,
+        kind: &'static str,
+        user_id: Option<&str>,
+        session_id: Option<&str>,
+        ctx: Option<&ClientContext>,
+    ) -> NewSecurityEvent {
+        NewSecurityEvent {
+            at: now,
+            kind,
+            user_id: user_id.map(str::to_owned),
+            session_id: session_id.map(str::to_owned),
+            ip: ctx.and_then(|c| c.ip.clone()),
+            detail: None,
+        }
+    }
+
+    /// Records a security event; a failure to record is logged, never fatal.
+    pub(crate) async fn record(&self, event: NewSecurityEvent) {
+        if let Err(e) = self.store.insert_security_event(&event).await {
+            tracing::warn!(error = %e, kind = event.kind, "could not record security event");
+        }
+    }
+}

@@ -1,0 +1,123 @@
+//! Typed settings the domain runs with. The binary builds them once, at startup, from the
+//! TOML file, `LATCHKEY_*` variables and flags (SPEC 7); defaults are the safe ones.
+
+use std::time::Duration;
+
+use crate::keys::Algorithm;
+
+/// What to do when a refresh comes from another user agent than the login (SPEC 4).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BindingPolicy {
+    /// Ignore.
+    Off,
+    /// Record a `binding_anomaly` security event and continue.
+    Log,
+    /// Refuse and revoke the session (`binding_mismatch`).
+    Deny,
+}
+
+/// Who may create users.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Registration {
+    /// `POST /auth/register` is open.
+    Open,
+    /// Only the CLI creates users.
+    Closed,
+}
+
+/// Login throttling limits (SPEC 5.1, 8).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ThrottlePolicy {
+    /// Consecutive failures for one account after which it is throttled.
+    pub account_failures: i64,
+    /// How long an account's failures are remembered.
+    pub account_window: Duration,
+    /// First lockout; doubles with each further failure.
+    pub account_lockout: Duration,
+    /// Longest lockout.
+    pub account_lockout_max: Duration,
+    /// Failures from one address within `address_window` after which it is throttled.
+    pub address_failures: i64,
+    /// The per-address window.
+    pub address_window: Duration,
+}
+
+impl Default for ThrottlePolicy {
+    fn default() -> Self {
+        Self {
+            account_failures: 10,
+            account_window: Duration::from_secs(3600),
+            account_lockout: Duration::from_secs(30),
+            account_lockout_max: Duration::from_secs(900),
+            address_failures: 20,
+            address_window: Duration::from_secs(60),
+        }
+    }
+}
+
+/// The domain's settings.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// Issuer URL (`iss`).
+    pub issuer: String,
+    /// Audience (`aud`).
+    pub audience: String,
+    /// Access-token lifetime.
+    pub access_token_ttl: Duration,
+    /// Idle timeout; every refresh extends it.
+    pub session_idle_ttl: Duration,
+    /// Absolute session lifetime.
+    pub session_max_ttl: Duration,
+    /// The grace window for idempotent rotation; zero disables it.
+    pub refresh_grace: Duration,
+    /// Binding policy.
+    pub binding: BindingPolicy,
+    /// Registration.
+    pub registration: Registration,
+    /// Access-token signing algorithm.
+    pub access_token_alg: Algorithm,
+    /// ID-token signing algorithm.
+    pub id_token_alg: Algorithm,
+    /// How often signing keys rotate.
+    pub key_rotation: Duration,
+    /// How long a new key is published before it signs.
+    pub key_publish_ahead: Duration,
+    /// Throttling.
+    pub throttle: ThrottlePolicy,
+    /// Argon2 hashes in flight at once (default: the number of cores).
+    pub password_hash_concurrency: usize,
+    /// Allowed clock skew when checking token times.
+    pub clock_skew: Duration,
+}
+
+impl Settings {
+    /// Defaults for an issuer (SPEC 7).
+    pub fn new(issuer: impl Into<String>) -> Self {
+        let issuer = issuer.into();
+        Self {
+            audience: issuer.clone(),
+            issuer,
+            access_token_ttl: Duration::from_secs(300),
+            session_idle_ttl: Duration::from_secs(14 * 86_400),
+            session_max_ttl: Duration::from_secs(90 * 86_400),
+            refresh_grace: Duration::from_secs(10),
+            binding: BindingPolicy::Log,
+            registration: Registration::Open,
+            access_token_alg: Algorithm::EdDSA,
+            id_token_alg: Algorithm::RS256,
+            key_rotation: Duration::from_secs(30 * 86_400),
+            key_publish_ahead: Duration::from_secs(600),
+            throttle: ThrottlePolicy::default(),
+            password_hash_concurrency: std::thread::available_parallelism()
+                .map(std::num::NonZeroUsize::get)
+                .unwrap_or(1),
+            clock_skew: Duration::from_secs(30),
+        }
+    }
+
+    /// How long after a revocation a token it concerns can still be valid: the feed
+    /// event's `until` is now plus this.
+    pub fn revocation_horizon(&self) -> Duration {
+        self.access_token_ttl + self.clock_skew
+    }
+}

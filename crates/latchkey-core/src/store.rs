@@ -1,0 +1,405 @@
+//! The storage port. `latchkey-store` implements it for SQLite (and later PostgreSQL).
+//!
+//! Every operation that must be atomic is one method here, run by the store in one
+//! transaction: rotation with reuse detection, revocation (with its feed event), user
+//! changes that revoke sessions. The domain never holds a transaction. No SQL and no
+//! backend types appear in this file.
+
+use async_trait::async_trait;
+use latchkey_proto::ErrorReason;
+
+use crate::clock::Timestamp;
+use crate::crypto::TokenHash;
+
+/// What went wrong in the store, without backend types.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// A unique constraint was violated (for example a taken username).
+    #[error("conflict: {0}")]
+    Conflict(String),
+    /// The database cannot be reached now.
+    #[error("database unavailable: {0}")]
+    Unavailable(String),
+    /// Anything else the backend reported.
+    #[error("database error: {0}")]
+    Backend(String),
+}
+
+/// Whether a user may sign in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UserStatus {
+    /// Normal.
+    Active,
+    /// Disabled by an administrator: no login, no refresh.
+    Disabled,
+}
+
+impl UserStatus {
+    /// As stored.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Active => "active",
+            Self::Disabled => "disabled",
+        }
+    }
+
+    /// Parses a stored value; unknown values are treated as disabled (fail closed).
+    pub fn parse(s: &str) -> Self {
+        if s == "active" { Self::Active } else { Self::Disabled }
+    }
+}
+
+/// A user.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UserRecord {
+    /// Opaque id (the `sub` claim).
+    pub id: String,
+    /// Unique username.
+    pub username: String,
+    /// Argon2id PHC string.
+    pub password_hash: String,
+    /// Roles.
+    pub roles: Vec<String>,
+    /// Bumped whenever roles, password or status change (SPEC 1.6).
+    pub authz_ver: i64,
+    /// Status.
+    pub status: UserStatus,
+    /// Creation time.
+    pub created_at: Timestamp,
+}
+
+/// A session: one login on one device, or one grant of a user to an app (SPEC 4).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SessionRecord {
+    /// Opaque id (the `sid` claim).
+    pub id: String,
+    /// The user.
+    pub user_id: String,
+    /// The client.
+    pub client_id: String,
+    /// Granted scope, space-separated.
+    pub scope: String,
+    /// Login time.
+    pub created_at: Timestamp,
+    /// Last login or refresh.
+    pub last_used_at: Timestamp,
+    /// Sliding expiry; never after `expires_at`.
+    pub idle_expires_at: Timestamp,
+    /// Absolute expiry; nothing extends it.
+    pub expires_at: Timestamp,
+    /// Client address at the last use.
+    pub ip: Option<String>,
+    /// User agent at login (the binding reference).
+    pub user_agent: Option<String>,
+    /// When it was revoked; revoked is final.
+    pub revoked_at: Option<Timestamp>,
+    /// Why.
+    pub revoke_reason: Option<ErrorReason>,
+}
+
+/// A refresh token as stored: only its hash.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RefreshTokenRecord {
+    /// SHA-256 of the token.
+    pub hash: TokenHash,
+    /// Its session.
+    pub session_id: String,
+    /// Issue time.
+    pub created_at: Timestamp,
+    /// When it was rotated; `None` while it is the session's live token.
+    pub retired_at: Option<Timestamp>,
+    /// The successor, sealed under a key only the holder of this token can derive.
+    pub successor_sealed: Option<Vec<u8>>,
+    /// Whether the successor has itself been rotated (the grace window's use bound).
+    pub is_successor_used: bool,
+}
+
+/// Everything a rotation decision needs, read inside the rotation's transaction.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RefreshSnapshot {
+    /// The presented token.
+    pub token: RefreshTokenRecord,
+    /// Its session.
+    pub session: SessionRecord,
+    /// The session's user.
+    pub user: UserRecord,
+}
+
+/// Updates to a session when it is used.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Touch {
+    /// Now.
+    pub now: Timestamp,
+    /// New idle expiry.
+    pub idle_expires_at: Timestamp,
+    /// Client address, when known.
+    pub ip: Option<String>,
+}
+
+/// What the domain decided, for the store to apply inside the same transaction.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RotationDecision {
+    /// Retire the presented token and make `successor` the live one.
+    Rotate {
+        /// Hash of the new token.
+        successor_hash: TokenHash,
+        /// The new token sealed for the grace window.
+        successor_sealed: Vec<u8>,
+        /// Session update.
+        touch: Touch,
+        /// An anomaly to record (binding policy `log`).
+        event: Option<NewSecurityEvent>,
+    },
+    /// A benign concurrent refresh inside the grace window: hand out the same successor.
+    Replay {
+        /// Session update.
+        touch: Touch,
+    },
+    /// Revoke the session (reuse detected, binding denied).
+    Revoke {
+        /// The revocation.
+        revocation: SessionRevocation,
+    },
+    /// Refuse without changing anything (already revoked, expired).
+    Refuse {
+        /// Why.
+        reason: ErrorReason,
+    },
+}
+
+/// The common part of every revocation: why, when, until when the feed must remember
+/// it, and the security event to record with it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SessionRevocation {
+    /// Reason stored on the session.
+    pub reason: ErrorReason,
+    /// Now.
+    pub now: Timestamp,
+    /// The feed event's `until`.
+    pub until: Timestamp,
+    /// Recorded in the same transaction.
+    pub event: NewSecurityEvent,
+}
+
+/// Which sessions a revocation applies to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RevocationTarget {
+    /// One session, only if it belongs to `user_id` when given.
+    Session {
+        /// Session id.
+        id: String,
+        /// Owner check.
+        user_id: Option<String>,
+    },
+    /// Every live session of a user, except one.
+    UserSessions {
+        /// The user.
+        user_id: String,
+        /// A session to keep.
+        except: Option<String>,
+    },
+}
+
+/// A change to a user that bumps `authz_ver`, publishes `user_changed` and may revoke
+/// sessions, all in one transaction.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum UserChangeKind {
+    /// New roles.
+    SetRoles(Vec<String>),
+    /// New password hash; every session but `keep_session` is revoked (`password_changed`).
+    SetPassword {
+        /// Argon2id PHC string.
+        password_hash: String,
+        /// The session that made the change.
+        keep_session: Option<String>,
+    },
+    /// Disable the user and revoke every session (`user_disabled`).
+    Disable,
+}
+
+/// A user change.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UserChange {
+    /// The user.
+    pub user_id: String,
+    /// What changes.
+    pub kind: UserChangeKind,
+    /// Now.
+    pub now: Timestamp,
+    /// The feed events' `until`.
+    pub until: Timestamp,
+    /// Recorded in the same transaction.
+    pub event: NewSecurityEvent,
+}
+
+/// A security event to record (SPEC 8).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewSecurityEvent {
+    /// When.
+    pub at: Timestamp,
+    /// What, e.g. `login_failed`, `refresh_token_reuse`.
+    pub kind: &'static str,
+    /// The user, when known.
+    pub user_id: Option<String>,
+    /// The session, when known.
+    pub session_id: Option<String>,
+    /// The client address, when known.
+    pub ip: Option<String>,
+    /// Free text; never a secret.
+    pub detail: Option<String>,
+}
+
+/// A recorded security event.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SecurityEventRecord {
+    /// Sequence.
+    pub id: i64,
+    /// When.
+    pub at: Timestamp,
+    /// What.
+    pub kind: String,
+    /// The user.
+    pub user_id: Option<String>,
+    /// The session.
+    pub session_id: Option<String>,
+    /// Client address.
+    pub ip: Option<String>,
+    /// Detail.
+    pub detail: Option<String>,
+}
+
+/// A signing key as stored.
+#[derive(Clone, PartialEq, Eq)]
+pub struct StoredKey {
+    /// Key id (the JOSE `kid`).
+    pub kid: String,
+    /// JOSE algorithm name.
+    pub alg: String,
+    /// PKCS#8 private key, sealed under the master key when one is set (see `keys.rs`).
+    pub private_key: Vec<u8>,
+    /// Created.
+    pub created_at: Timestamp,
+    /// From when it signs (published before that, so caches learn it first).
+    pub activates_at: Timestamp,
+}
+
+impl std::fmt::Debug for StoredKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StoredKey")
+            .field("kid", &self.kid)
+            .field("alg", &self.alg)
+            .field("created_at", &self.created_at)
+            .field("activates_at", &self.activates_at)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A throttling counter.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ThrottleRecord {
+    /// Failures in the current window.
+    pub count: i64,
+    /// Start of the current window.
+    pub window_start: Timestamp,
+    /// The latest failure.
+    pub last_failure_at: Timestamp,
+}
+
+/// A revocation-feed event as stored (SPEC 5.4).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FeedEventRecord {
+    /// Sequence number.
+    pub seq: i64,
+    /// The event.
+    pub event: latchkey_proto::events::RevocationEvent,
+}
+
+/// The rotation decision function, run by the store inside the rotation's transaction.
+pub type Decide<'a> = dyn Fn(&RefreshSnapshot) -> RotationDecision + Send + Sync + 'a;
+
+/// The storage port.
+#[async_trait]
+pub trait Store: Send + Sync + 'static {
+    /// Succeeds when the database answers.
+    async fn ping(&self) -> Result<(), StoreError>;
+
+    /// Inserts a user; a taken username is [`StoreError::Conflict`].
+    async fn insert_user(&self, user: &UserRecord) -> Result<(), StoreError>;
+    /// A user by id.
+    async fn find_user(&self, id: &str) -> Result<Option<UserRecord>, StoreError>;
+    /// A user by username.
+    async fn find_user_by_username(&self, username: &str) -> Result<Option<UserRecord>, StoreError>;
+    /// Every user, oldest first.
+    async fn list_users(&self) -> Result<Vec<UserRecord>, StoreError>;
+    /// Applies a user change atomically; returns the new `authz_ver`, or `None` for an
+    /// unknown user.
+    async fn apply_user_change(&self, change: &UserChange) -> Result<Option<i64>, StoreError>;
+
+    /// Inserts a session with its first refresh token.
+    async fn insert_session(
+        &self,
+        session: &SessionRecord,
+        refresh_token: &TokenHash,
+    ) -> Result<(), StoreError>;
+    /// A session by id.
+    async fn find_session(&self, id: &str) -> Result<Option<SessionRecord>, StoreError>;
+    /// The session a refresh token (live or retired) belongs to.
+    async fn find_session_by_refresh_token(
+        &self,
+        hash: &TokenHash,
+    ) -> Result<Option<SessionRecord>, StoreError>;
+    /// A user's sessions that are neither revoked nor expired at `now`, newest first.
+    async fn list_live_sessions(
+        &self,
+        user_id: &str,
+        now: Timestamp,
+    ) -> Result<Vec<SessionRecord>, StoreError>;
+    /// Revokes sessions that are not yet revoked, with one feed event each and the security
+    /// event, atomically. Returns the ids it revoked.
+    async fn revoke_sessions(
+        &self,
+        target: &RevocationTarget,
+        revocation: &SessionRevocation,
+    ) -> Result<Vec<String>, StoreError>;
+
+    /// Rotation with reuse detection, atomically: finds the token by hash, reads the
+    /// snapshot, asks `decide`, applies the decision, commits. Concurrent calls for one
+    /// session are serialised. `None` when the hash is unknown.
+    async fn rotate_refresh_token(
+        &self,
+        presented: &TokenHash,
+        decide: &Decide<'_>,
+    ) -> Result<Option<(RefreshSnapshot, RotationDecision)>, StoreError>;
+
+    /// Inserts a signing key.
+    async fn insert_signing_key(&self, key: &StoredKey) -> Result<(), StoreError>;
+    /// Every signing key, oldest first.
+    async fn list_signing_keys(&self) -> Result<Vec<StoredKey>, StoreError>;
+    /// Deletes a signing key that no live token can have been signed with.
+    async fn delete_signing_key(&self, kid: &str) -> Result<(), StoreError>;
+
+    /// A throttling counter.
+    async fn find_throttle(&self, key: &str) -> Result<Option<ThrottleRecord>, StoreError>;
+    /// Counts a failure; a window older than `window_secs` starts again at one.
+    async fn record_throttle_failure(
+        &self,
+        key: &str,
+        now: Timestamp,
+        window_secs: i64,
+    ) -> Result<ThrottleRecord, StoreError>;
+    /// Forgets a counter (after a successful login).
+    async fn delete_throttle(&self, key: &str) -> Result<(), StoreError>;
+
+    /// Records a security event.
+    async fn insert_security_event(&self, event: &NewSecurityEvent) -> Result<(), StoreError>;
+    /// The latest security events, newest first.
+    async fn list_security_events(&self, limit: i64) -> Result<Vec<SecurityEventRecord>, StoreError>;
+
+    /// Feed events after `after` whose `until` has not passed at `now`, in seq order.
+    async fn list_feed_events(
+        &self,
+        after: i64,
+        now: Timestamp,
+        limit: i64,
+    ) -> Result<Vec<FeedEventRecord>, StoreError>;
+}

@@ -1,0 +1,101 @@
+//! Login throttling policy (SPEC 5.1, 8): per account (consecutive failures from any
+//! address, with a doubling lockout) and per client address (failures within a minute).
+//! The counters live in the store so several nodes count once; this file decides.
+
+use std::net::IpAddr;
+
+use crate::clock::Timestamp;
+use crate::settings::ThrottlePolicy;
+use crate::store::ThrottleRecord;
+
+/// The counter key of an account. Usernames that do not exist are counted too, so the
+/// answer never tells whether an account exists.
+pub fn account_key(username: &str) -> String {
+    format!("acct:{username}")
+}
+
+/// The counter key of a client address. IPv6 clients are counted per /64, since one
+/// subscriber usually holds a whole /64.
+pub fn address_key(ip: &str) -> String {
+    match ip.parse::<IpAddr>() {
+        Ok(IpAddr::V6(v6)) => {
+            let s = v6.segments();
+            format!("addr:{:x}:{:x}:{:x}:{:x}::/64", s[0], s[1], s[2], s[3])
+        }
+        _ => format!("addr:{ip}"),
+    }
+}
+
+fn secs(d: std::time::Duration) -> i64 {
+    i64::try_from(d.as_secs()).unwrap_or(i64::MAX)
+}
+
+/// Seconds the account must wait, if it is locked.
+pub fn account_retry_after(
+    rec: Option<&ThrottleRecord>,
+    policy: &ThrottlePolicy,
+    now: Timestamp,
+) -> Option<u64> {
+    let rec = rec?;
+    if rec.count < policy.account_failures
+        || now.seconds_since(rec.window_start) >= secs(policy.account_window)
+    {
+        return None;
+    }
+    let doublings = u32::try_from(rec.count - policy.account_failures).unwrap_or(u32::MAX).min(16);
+    let lockout =
+        secs(policy.account_lockout).saturating_mul(1_i64 << doublings).min(secs(policy.account_lockout_max));
+    let wait = rec.last_failure_at.0.saturating_add(lockout) - now.0;
+    u64::try_from(wait).ok().filter(|w| *w > 0)
+}
+
+/// Seconds the address must wait, if it is locked.
+pub fn address_retry_after(
+    rec: Option<&ThrottleRecord>,
+    policy: &ThrottlePolicy,
+    now: Timestamp,
+) -> Option<u64> {
+    let rec = rec?;
+    if rec.count < policy.address_failures {
+        return None;
+    }
+    let wait = rec.window_start.0.saturating_add(secs(policy.address_window)) - now.0;
+    u64::try_from(wait).ok().filter(|w| *w > 0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rec(count: i64, start: i64, last: i64) -> ThrottleRecord {
+        ThrottleRecord { count, window_start: Timestamp(start), last_failure_at: Timestamp(last) }
+    }
+
+    #[test]
+    fn account_locks_at_the_tenth_failure_and_doubles() {
+        let p = ThrottlePolicy::default();
+        assert_eq!(account_retry_after(None, &p, Timestamp(0)), None);
+        assert_eq!(account_retry_after(Some(&rec(9, 0, 100)), &p, Timestamp(100)), None);
+        assert_eq!(account_retry_after(Some(&rec(10, 0, 100)), &p, Timestamp(100)), Some(30));
+        assert_eq!(account_retry_after(Some(&rec(11, 0, 100)), &p, Timestamp(100)), Some(60));
+        assert_eq!(account_retry_after(Some(&rec(10, 0, 100)), &p, Timestamp(130)), None);
+        assert_eq!(account_retry_after(Some(&rec(40, 0, 100)), &p, Timestamp(100)), Some(900));
+        // A window that has passed no longer counts.
+        assert_eq!(account_retry_after(Some(&rec(10, 0, 100)), &p, Timestamp(3600)), None);
+    }
+
+    #[test]
+    fn address_locks_at_the_twentieth_failure_in_the_window() {
+        let p = ThrottlePolicy::default();
+        assert_eq!(address_retry_after(Some(&rec(19, 0, 5)), &p, Timestamp(5)), None);
+        assert_eq!(address_retry_after(Some(&rec(20, 0, 5)), &p, Timestamp(5)), Some(55));
+        assert_eq!(address_retry_after(Some(&rec(20, 0, 5)), &p, Timestamp(60)), None);
+    }
+
+    #[test]
+    fn ipv6_is_counted_per_64() {
+        assert_eq!(address_key("2001:db8:1:2:3:4:5:6"), address_key("2001:db8:1:2:ffff::1"));
+        assert_ne!(address_key("2001:db8:1:2::1"), address_key("2001:db8:1:3::1"));
+        assert_eq!(address_key("10.0.0.1"), "addr:10.0.0.1");
+    }
+}

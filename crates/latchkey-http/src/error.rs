@@ -1,0 +1,218 @@
+//! The one place where domain errors become HTTP answers: status, `{error,
+//! error_description[, error_reason]}` body, and headers (`WWW-Authenticate`,
+//! `Retry-After`). Every domain error enum is matched exhaustively, so a new variant cannot
+//! silently become a 500. A 500 says only `server_error` and a request id; the detail goes
+//! to the log.
+
+use std::any::Any;
+
+use axum::Json;
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use latchkey_core::StoreError;
+use latchkey_core::account::{AccountError, AuthError};
+use latchkey_core::crypto::new_id;
+use latchkey_core::keys::KeyError;
+use latchkey_core::login::{LoginError, RegisterError};
+use latchkey_core::password::PasswordError;
+use latchkey_core::refresh::RefreshError;
+use latchkey_proto::{ErrorBody, ErrorCode, TokenErrorReason};
+
+/// Every failure a handler can answer with.
+#[derive(Debug)]
+pub enum ApiError {
+    /// Registration.
+    Register(RegisterError),
+    /// Login.
+    Login(LoginError),
+    /// Refresh.
+    Refresh(RefreshError),
+    /// Bearer authentication.
+    Auth(AuthError),
+    /// Account operations.
+    Account(AccountError),
+    /// A request rejected before reaching the domain (bad JSON, content type, size).
+    Rejected(StatusCode, ErrorCode, String),
+    /// A fixed answer.
+    Status(StatusCode, ErrorCode, &'static str),
+    /// The server cannot serve now.
+    Unavailable(String),
+    /// No usable Bearer token.
+    MissingToken,
+}
+
+macro_rules! from_domain {
+    ($($variant:ident($ty:ty)),*) => {$(
+        impl From<$ty> for ApiError {
+            fn from(e: $ty) -> Self {
+                Self::$variant(e)
+            }
+        }
+    )*};
+}
+from_domain!(
+    Register(RegisterError),
+    Login(LoginError),
+    Refresh(RefreshError),
+    Auth(AuthError),
+    Account(AccountError)
+);
+
+fn body(status: StatusCode, body: ErrorBody) -> Response {
+    (status, Json(body)).into_response()
+}
+
+fn plain(status: StatusCode, code: ErrorCode, description: impl Into<String>) -> Response {
+    body(status, ErrorBody::new(code, description))
+}
+
+/// 401 `invalid_token` with the RFC 6750 challenge.
+fn invalid_token(reason: TokenErrorReason) -> Response {
+    let b = ErrorBody::invalid_token(reason);
+    let challenge = format!("Bearer error=\"invalid_token\", error_description=\"{}\"", b.error_description);
+    let mut res = body(StatusCode::UNAUTHORIZED, b);
+    if let Ok(v) = HeaderValue::from_str(&challenge) {
+        res.headers_mut().insert(header::WWW_AUTHENTICATE, v);
+    }
+    res
+}
+
+/// 401 for a request without a Bearer token (RFC 6750 §3.1: no error code in the challenge).
+fn missing_token() -> Response {
+    let mut res =
+        plain(StatusCode::UNAUTHORIZED, ErrorCode::InvalidToken, "A Bearer access token is required.");
+    res.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer realm=\"latchkey\""));
+    res
+}
+
+fn with_retry_after(mut res: Response, secs: u64) -> Response {
+    res.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(secs.max(1)));
+    res
+}
+
+/// A server fault: log the detail under a request id; answer only the id.
+fn internal(detail: &dyn std::fmt::Display) -> Response {
+    let request_id = new_id();
+    tracing::error!(%request_id, error = %detail, "request failed");
+    plain(
+        StatusCode::INTERNAL_SERVER_ERROR,
+        ErrorCode::ServerError,
+        format!("Internal error; request id {request_id}."),
+    )
+}
+
+fn unavailable(detail: &dyn std::fmt::Display) -> Response {
+    tracing::warn!(error = %detail, "service unavailable");
+    with_retry_after(
+        plain(
+            StatusCode::SERVICE_UNAVAILABLE,
+            ErrorCode::TemporarilyUnavailable,
+            "The service is temporarily unavailable; retry shortly.",
+        ),
+        1,
+    )
+}
+
+fn store(e: &StoreError) -> Response {
+    match e {
+        StoreError::Unavailable(_) => unavailable(e),
+        StoreError::Conflict(_) | StoreError::Backend(_) => internal(e),
+    }
+}
+
+fn keys(e: &KeyError) -> Response {
+    match e {
+        KeyError::Store(s) => store(s),
+        KeyError::Rejected(_) | KeyError::MasterKeyMismatch { .. } | KeyError::NoActiveKey(_) => internal(e),
+    }
+}
+
+fn password(e: &PasswordError) -> Response {
+    match e {
+        PasswordError::TooShort | PasswordError::TooLong => {
+            plain(StatusCode::BAD_REQUEST, ErrorCode::InvalidRequest, format!("{e}."))
+        }
+        PasswordError::Overloaded => unavailable(e),
+        PasswordError::Hash(_) => internal(e),
+    }
+}
+
+fn auth(e: &AuthError) -> Response {
+    match e {
+        AuthError::InvalidToken(reason) => invalid_token(*reason),
+        AuthError::Store(s) => store(s),
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        match &self {
+            Self::Register(e) => match e {
+                RegisterError::RegistrationClosed => plain(
+                    StatusCode::FORBIDDEN,
+                    ErrorCode::RegistrationClosed,
+                    "Registration is closed on this server.",
+                ),
+                RegisterError::UsernameTaken => {
+                    plain(StatusCode::CONFLICT, ErrorCode::UsernameTaken, "That username is taken.")
+                }
+                RegisterError::Password(p) => password(p),
+                RegisterError::Store(s) => store(s),
+            },
+            Self::Login(e) => match e {
+                LoginError::InvalidCredentials => plain(
+                    StatusCode::UNAUTHORIZED,
+                    ErrorCode::InvalidCredentials,
+                    "Invalid username or password.",
+                ),
+                LoginError::Throttled { retry_after } => with_retry_after(
+                    plain(
+                        StatusCode::TOO_MANY_REQUESTS,
+                        ErrorCode::TooManyRequests,
+                        format!("Too many failed sign-in attempts; try again in {retry_after} seconds."),
+                    ),
+                    *retry_after,
+                ),
+                LoginError::Password(p) => password(p),
+                LoginError::Keys(k) => keys(k),
+                LoginError::Store(s) => store(s),
+            },
+            Self::Refresh(e) => match e {
+                RefreshError::Refused(reason) => {
+                    body(StatusCode::BAD_REQUEST, ErrorBody::with_reason(ErrorCode::InvalidGrant, *reason))
+                }
+                RefreshError::Keys(k) => keys(k),
+                RefreshError::Store(s) => store(s),
+                RefreshError::Sealing => internal(e),
+            },
+            Self::Auth(e) => auth(e),
+            Self::Account(e) => match e {
+                AccountError::SessionNotFound => {
+                    plain(StatusCode::NOT_FOUND, ErrorCode::NotFound, "No such session.")
+                }
+                AccountError::WrongPassword => plain(
+                    StatusCode::FORBIDDEN,
+                    ErrorCode::InvalidCredentials,
+                    "The current password is wrong.",
+                ),
+                AccountError::Password(p) => password(p),
+                AccountError::MissingCredential => plain(
+                    StatusCode::BAD_REQUEST,
+                    ErrorCode::InvalidRequest,
+                    "A Bearer access token or a refresh_token is required.",
+                ),
+                AccountError::Auth(a) => auth(a),
+                AccountError::Store(s) => store(s),
+            },
+            Self::Rejected(status, code, description) => plain(*status, *code, description.clone()),
+            Self::Status(status, code, description) => plain(*status, *code, *description),
+            Self::Unavailable(detail) => unavailable(detail),
+            Self::MissingToken => missing_token(),
+        }
+    }
+}
+
+/// Answers a panic (which the code is written never to cause) with a JSON 500.
+pub(crate) fn panic_response(_err: Box<dyn Any + Send + 'static>) -> Response {
+    internal(&"handler panicked")
+}

@@ -1,0 +1,6 @@
+//! Extractors that parse requests once, at the edge, and reject malformed ones with the
+//! JSON errors of SPEC 5 (never axum's plain-text rejections).
+
+pub(crate) mod bearer;
+pub(crate) mod client;
+pub(crate) mod json;

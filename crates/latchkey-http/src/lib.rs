@@ -1,0 +1,76 @@
+//! Latchkey's HTTP layer (axum). [`router`] lists every route. Handlers extract, call one
+//! domain function and map the result; `error.rs` maps every domain error to a status, a
+//! JSON body and headers. No business decisions here, and no SQL.
+
+mod error;
+mod extract;
+mod ops;
+mod session;
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::Router;
+use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
+use axum::http::{HeaderValue, header};
+use axum::middleware::{self, Next};
+use axum::response::Response;
+use axum::routing::{delete, get, post};
+use latchkey_core::Latchkey;
+
+pub use error::ApiError;
+pub use extract::client::TrustedProxies;
+
+/// The largest request body, in bytes (SPEC 5: 64 KiB by default).
+pub const BODY_LIMIT: usize = 64 * 1024;
+
+/// What every handler can reach.
+#[derive(Clone)]
+pub struct AppState {
+    /// The domain service.
+    pub app: Arc<Latchkey>,
+    /// Proxies whose `X-Forwarded-For` is believed.
+    pub trusted_proxies: Arc<TrustedProxies>,
+}
+
+/// Every route of the server.
+pub fn router(state: AppState) -> Router {
+    Router::new()
+        .route("/auth/register", post(session::register))
+        .route("/auth/login", post(session::login))
+        .route("/auth/refresh", post(session::refresh))
+        .route("/auth/logout", post(session::logout))
+        .route("/auth/logout-all", post(session::logout_all))
+        .route("/auth/sessions", get(session::list_sessions))
+        .route("/auth/sessions/{id}", delete(session::revoke_session))
+        .route("/auth/me", get(session::me))
+        .route("/auth/password", post(session::change_password))
+        .route("/jwks.json", get(ops::jwks))
+        .route("/healthz", get(ops::healthz))
+        .route("/metrics", get(ops::metrics))
+        .fallback(ops::not_found)
+        .method_not_allowed_fallback(ops::method_not_allowed)
+        .layer(middleware::from_fn_with_state(state.clone(), observe))
+        .layer(tower_http::catch_panic::CatchPanicLayer::custom(error::panic_response))
+        .layer(DefaultBodyLimit::max(BODY_LIMIT))
+        .with_state(state)
+}
+
+/// Records latency per route and makes every answer `Cache-Control: no-store` unless the
+/// handler chose otherwise (token responses must never be cached; SPEC 5).
+async fn observe(State(state): State<AppState>, req: Request, next: Next) -> Response {
+    let start = Instant::now();
+    let method = req.method().as_str().to_owned();
+    let route = req
+        .extensions()
+        .get::<MatchedPath>()
+        .map_or_else(|| "unmatched".to_owned(), |p| p.as_str().to_owned());
+    let mut res = next.run(req).await;
+    let headers = res.headers_mut();
+    if !headers.contains_key(header::CACHE_CONTROL) {
+        headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+        headers.insert(header::PRAGMA, HeaderValue::from_static("no-cache"));
+    }
+    state.app.metrics().http_request(&method, &route, res.status().as_u16(), start.elapsed().as_secs_f64());
+    res
+}

@@ -1,0 +1,99 @@
+//! The first-party session API (SPEC 5.1). Each handler extracts, calls one domain
+//! function and maps the result.
+
+use axum::Json;
+use axum::extract::{Path, State};
+use axum::http::{HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use latchkey_proto::auth::{
+    Credentials, LogoutAllRequest, LogoutRequest, PasswordChangeRequest, RefreshRequest,
+};
+
+use crate::AppState;
+use crate::error::ApiError;
+use crate::extract::bearer::{Bearer, MaybeBearer};
+use crate::extract::client::Client;
+use crate::extract::json::{ApiJson, OptionalJson};
+
+type ApiResult = Result<Response, ApiError>;
+
+/// 204 that also tells browsers to drop cookies and storage for this origin.
+fn logged_out() -> Response {
+    let mut res = StatusCode::NO_CONTENT.into_response();
+    res.headers_mut().insert("clear-site-data", HeaderValue::from_static("\"cookies\", \"storage\""));
+    res
+}
+
+pub(crate) async fn register(State(s): State<AppState>, ApiJson(creds): ApiJson<Credentials>) -> ApiResult {
+    let created = s.app.register(creds).await?;
+    Ok((StatusCode::CREATED, Json(created)).into_response())
+}
+
+pub(crate) async fn login(
+    State(s): State<AppState>,
+    Client(client): Client,
+    ApiJson(creds): ApiJson<Credentials>,
+) -> ApiResult {
+    Ok(Json(s.app.login(creds, &client).await?).into_response())
+}
+
+pub(crate) async fn refresh(
+    State(s): State<AppState>,
+    Client(client): Client,
+    ApiJson(req): ApiJson<RefreshRequest>,
+) -> ApiResult {
+    Ok(Json(s.app.refresh(&req.refresh_token, &client).await?).into_response())
+}
+
+pub(crate) async fn logout(
+    State(s): State<AppState>,
+    MaybeBearer(bearer): MaybeBearer,
+    Client(client): Client,
+    OptionalJson(req): OptionalJson<LogoutRequest>,
+) -> ApiResult {
+    s.app.logout(bearer.as_deref(), req.refresh_token.as_ref(), &client).await?;
+    Ok(logged_out())
+}
+
+pub(crate) async fn logout_all(
+    State(s): State<AppState>,
+    Bearer(token): Bearer,
+    Client(client): Client,
+    OptionalJson(req): OptionalJson<LogoutAllRequest>,
+) -> ApiResult {
+    let auth = s.app.authenticate(&token).await?;
+    s.app.logout_all(&auth, req.keep_current, &client).await?;
+    Ok(logged_out())
+}
+
+pub(crate) async fn list_sessions(State(s): State<AppState>, Bearer(token): Bearer) -> ApiResult {
+    let auth = s.app.authenticate(&token).await?;
+    Ok(Json(s.app.sessions(&auth).await?).into_response())
+}
+
+pub(crate) async fn revoke_session(
+    State(s): State<AppState>,
+    Bearer(token): Bearer,
+    Client(client): Client,
+    Path(id): Path<String>,
+) -> ApiResult {
+    let auth = s.app.authenticate(&token).await?;
+    s.app.revoke_own_session(&auth, &id, &client).await?;
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+pub(crate) async fn me(State(s): State<AppState>, Bearer(token): Bearer) -> ApiResult {
+    let auth = s.app.authenticate(&token).await?;
+    Ok(Json(s.app.me(&auth)).into_response())
+}
+
+pub(crate) async fn change_password(
+    State(s): State<AppState>,
+    Bearer(token): Bearer,
+    Client(client): Client,
+    ApiJson(req): ApiJson<PasswordChangeRequest>,
+) -> ApiResult {
+    let auth = s.app.authenticate(&token).await?;
+    s.app.change_password(&auth, req, &client).await?;
+    Ok(StatusCode::NO_CONTENT.into_response())
+}

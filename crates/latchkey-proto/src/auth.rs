@@ -1,0 +1,153 @@
+//! Request and response bodies of the first-party session API (SPEC 5.1).
+//! Unknown extra fields are ignored, as the spec requires.
+
+use serde::{Deserialize, Serialize};
+
+use crate::secret::{Password, RefreshToken, serialize_refresh_token};
+use crate::username::Username;
+
+/// `POST /auth/register` and `POST /auth/login` body.
+#[derive(Debug, Deserialize)]
+pub struct Credentials {
+    /// The username.
+    pub username: Username,
+    /// The password.
+    pub password: Password,
+}
+
+/// `POST /auth/register` answer.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RegisterResponse {
+    /// The new user's id.
+    pub sub: String,
+    /// The username as stored.
+    pub username: String,
+}
+
+/// `POST /auth/refresh` body.
+#[derive(Debug, Deserialize)]
+pub struct RefreshRequest {
+    /// The refresh token to rotate.
+    pub refresh_token: RefreshToken,
+}
+
+/// `POST /auth/logout` body, when the client has no access token at hand.
+#[derive(Debug, Default, Deserialize)]
+pub struct LogoutRequest {
+    /// A refresh token of the session to end.
+    #[serde(default)]
+    pub refresh_token: Option<RefreshToken>,
+}
+
+/// `POST /auth/logout-all` body.
+#[derive(Debug, Default, Deserialize)]
+pub struct LogoutAllRequest {
+    /// Keep the session the Bearer token belongs to.
+    #[serde(default)]
+    pub keep_current: bool,
+}
+
+/// `POST /auth/password` body.
+#[derive(Debug, Deserialize)]
+pub struct PasswordChangeRequest {
+    /// The password in use now.
+    pub current_password: Password,
+    /// The new password.
+    pub new_password: Password,
+}
+
+/// The token response of login and refresh (SPEC 5.1).
+#[derive(Serialize)]
+pub struct TokenResponse {
+    /// The signed JWT access token.
+    pub access_token: String,
+    /// Always `Bearer`.
+    pub token_type: &'static str,
+    /// Seconds until the access token expires.
+    pub expires_in: u64,
+    /// The session's one live refresh token.
+    #[serde(serialize_with = "serialize_refresh_token")]
+    pub refresh_token: RefreshToken,
+    /// The session id (the `sid` claim).
+    pub session_id: String,
+    /// The granted scope, space-separated.
+    pub scope: String,
+}
+
+impl std::fmt::Debug for TokenResponse {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TokenResponse")
+            .field("session_id", &self.session_id)
+            .field("expires_in", &self.expires_in)
+            .finish_non_exhaustive()
+    }
+}
+
+/// One entry of `GET /auth/sessions`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SessionInfo {
+    /// Session id.
+    pub id: String,
+    /// The client the session belongs to.
+    pub client_id: String,
+    /// RFC 3339 UTC.
+    pub created_at: String,
+    /// RFC 3339 UTC.
+    pub last_used_at: String,
+    /// RFC 3339 UTC.
+    pub idle_expires_at: String,
+    /// RFC 3339 UTC.
+    pub expires_at: String,
+    /// The client address at the last login or refresh.
+    pub ip: Option<String>,
+    /// The user agent at login.
+    pub user_agent: Option<String>,
+    /// Whether this is the session of the token that asked.
+    pub current: bool,
+}
+
+/// `GET /auth/sessions` answer.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SessionsResponse {
+    /// The user's live sessions, newest first.
+    pub sessions: Vec<SessionInfo>,
+}
+
+/// `GET /auth/me` answer.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MeResponse {
+    /// User id.
+    pub sub: String,
+    /// Username.
+    pub username: String,
+    /// Current roles.
+    pub roles: Vec<String>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn token_response_shape_is_pinned() {
+        let r = TokenResponse {
+            access_token: "a.b.c".into(),
+            token_type: "Bearer",
+            expires_in: 300,
+            refresh_token: RefreshToken::new("lkr_x".into()),
+            session_id: "s1".into(),
+            scope: "profile".into(),
+        };
+        assert_eq!(
+            serde_json::to_string(&r).unwrap(),
+            r#"{"access_token":"a.b.c","token_type":"Bearer","expires_in":300,"refresh_token":"lkr_x","session_id":"s1","scope":"profile"}"#
+        );
+        assert!(!format!("{r:?}").contains("lkr_x"));
+    }
+
+    #[test]
+    fn unknown_fields_are_ignored() {
+        let c: Credentials = serde_json::from_str(r#"{"username":"a","password":"p","extra":1}"#).unwrap();
+        assert_eq!(c.username.as_str(), "a");
+    }
+}

@@ -1,0 +1,231 @@
+//! The command line (SPEC 6). Every command takes `--database-url` anywhere on its command
+//! line; commands that create something print one JSON object on stdout. [`run`] takes its
+//! input and output as arguments so tests drive the real command paths in-process.
+
+use std::io::{BufRead, Write};
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use anyhow::{Context, bail};
+use clap::{Args, Parser, Subcommand};
+use latchkey_core::SystemClock;
+use latchkey_proto::{Password, Username};
+use serde_json::json;
+use zeroize::Zeroizing;
+
+use crate::config::{Config, Flags};
+use crate::server::{MAINTENANCE_INTERVAL, Server, shutdown_signal, start_service};
+
+/// Latchkey: an authentication and session server.
+#[derive(Debug, Parser)]
+#[command(name = "latchkey", version, about)]
+pub struct Cli {
+    /// Database URL (default sqlite://latchkey.db).
+    #[arg(long, global = true, env = "LATCHKEY_DATABASE_URL")]
+    database_url: Option<String>,
+    /// TOML configuration file.
+    #[arg(long, global = true)]
+    config: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the server.
+    Serve(ServeArgs),
+    /// Manage users.
+    #[command(subcommand)]
+    User(UserCommand),
+    /// Manage signing keys.
+    #[command(subcommand)]
+    Keys(KeysCommand),
+    /// Show recent security events.
+    Events {
+        /// How many, newest first.
+        #[arg(long, default_value_t = 50)]
+        limit: i64,
+    },
+}
+
+#[derive(Debug, Args)]
+struct ServeArgs {
+    /// Listen address (default 127.0.0.1:8080).
+    #[arg(long)]
+    listen: Option<String>,
+    /// Issuer URL (default http:// + listen).
+    #[arg(long)]
+    issuer: Option<String>,
+}
+
+#[derive(Debug, Subcommand)]
+enum UserCommand {
+    /// Create a user; prints {"sub","username"}.
+    Add {
+        /// Username.
+        username: String,
+        /// Read the password from one line of standard input.
+        #[arg(long)]
+        password_stdin: bool,
+        /// Comma-separated roles.
+        #[arg(long, value_delimiter = ',')]
+        roles: Vec<String>,
+    },
+    /// Replace a user's roles (publishes user_changed).
+    SetRoles {
+        /// Username.
+        username: String,
+        /// Comma-separated roles (empty for none).
+        roles: String,
+    },
+    /// Set a user's password from standard input (revokes every session).
+    SetPassword {
+        /// Username.
+        username: String,
+        /// Read the password from one line of standard input (required).
+        #[arg(long)]
+        password_stdin: bool,
+    },
+    /// Disable a user and revoke all their sessions.
+    Disable {
+        /// Username.
+        username: String,
+    },
+    /// Revoke all of a user's sessions (reason revoked_by_admin).
+    RevokeSessions {
+        /// Username.
+        username: String,
+    },
+    /// List users, one JSON object per line.
+    List,
+}
+
+#[derive(Debug, Subcommand)]
+enum KeysCommand {
+    /// List signing keys, one JSON object per line.
+    List,
+    /// Create new signing keys; published now, signing after key_publish_ahead.
+    Rotate,
+}
+
+fn read_password(stdin: &mut dyn BufRead) -> anyhow::Result<Password> {
+    let mut line = Zeroizing::new(String::new());
+    stdin.read_line(&mut line).context("reading the password from standard input")?;
+    let trimmed = line.strip_suffix('\n').unwrap_or(&line);
+    let trimmed = trimmed.strip_suffix('\r').unwrap_or(trimmed);
+    Ok(Password::new(trimmed.to_owned()))
+}
+
+fn roles(list: &str) -> Vec<String> {
+    list.split(',').map(str::to_owned).collect()
+}
+
+/// Runs a parsed command line.
+///
+/// # Errors
+/// Whatever the command reports; the binary prints it and exits 1.
+pub async fn run(cli: Cli, stdin: &mut dyn BufRead, stdout: &mut dyn Write) -> anyhow::Result<()> {
+    let mut flags = Flags { database_url: cli.database_url, ..Flags::default() };
+    if let Command::Serve(args) = &cli.command {
+        flags.listen.clone_from(&args.listen);
+        flags.issuer.clone_from(&args.issuer);
+    }
+    let config = Config::load(cli.config.as_deref(), &flags)?;
+    if let Command::Serve(_) = cli.command {
+        let server = Server::bind(&config, Arc::new(SystemClock), MAINTENANCE_INTERVAL).await?;
+        return server.run(shutdown_signal()).await;
+    }
+    let app = start_service(&config, Arc::new(SystemClock)).await?;
+    let mut print = |v: serde_json::Value| writeln!(stdout, "{v}").context("writing to standard output");
+    match cli.command {
+        Command::Serve(_) => {}
+        Command::User(cmd) => match cmd {
+            UserCommand::Add { username, password_stdin, roles } => {
+                let username = Username::parse(&username).map_err(|e| anyhow::anyhow!("{e}"))?;
+                let password = if password_stdin { Some(read_password(stdin)?) } else { None };
+                let created = app.admin_add_user(username, password, &roles).await?;
+                print(json!({"sub": created.sub, "username": created.username}))?;
+            }
+            UserCommand::SetRoles { username, roles: list } => {
+                app.admin_set_roles(&username, &roles(&list)).await?
+            }
+            UserCommand::SetPassword { username, password_stdin } => {
+                if !password_stdin {
+                    bail!("set-password needs --password-stdin");
+                }
+                app.admin_set_password(&username, &read_password(stdin)?).await?;
+            }
+            UserCommand::Disable { username } => app.admin_disable_user(&username).await?,
+            UserCommand::RevokeSessions { username } => {
+                let n = app.admin_revoke_sessions(&username).await?;
+                print(json!({"revoked": n}))?;
+            }
+            UserCommand::List => {
+                for u in app.admin_list_users().await? {
+                    print(json!({
+                        "sub": u.id, "username": u.username, "roles": u.roles,
+                        "status": u.status.as_str(), "authz_ver": u.authz_ver,
+                        "created_at": u.created_at.rfc3339(),
+                    }))?;
+                }
+            }
+        },
+        Command::Keys(cmd) => match cmd {
+            KeysCommand::List => {
+                for k in app.admin_list_keys().await? {
+                    print(serde_json::to_value(k)?)?;
+                }
+            }
+            KeysCommand::Rotate => {
+                let kids = app.admin_rotate_keys().await?;
+                print(json!({"created": kids}))?;
+            }
+        },
+        Command::Events { limit } => {
+            for e in app.store().list_security_events(limit).await? {
+                print(json!({
+                    "id": e.id, "at": e.at.rfc3339(), "kind": e.kind, "user_id": e.user_id,
+                    "session_id": e.session_id, "ip": e.ip, "detail": e.detail,
+                }))?;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Parses arguments and runs (for tests: `["latchkey", "user", "add", ...]`).
+///
+/// # Errors
+/// Usage errors and command failures.
+pub async fn run_args(args: &[&str], stdin: &mut dyn BufRead, stdout: &mut dyn Write) -> anyhow::Result<()> {
+    let cli = Cli::try_parse_from(args)?;
+    run(cli, stdin, stdout).await
+}
+
+fn init_logging(is_server: bool) {
+    let default = if is_server { "info" } else { "warn" };
+    let directive = std::env::var("RUST_LOG")
+        .or_else(|_| std::env::var("LATCHKEY_LOG"))
+        .unwrap_or_else(|_| default.to_owned());
+    // sqlx logs statements at info; they carry no bound values, but they are noise.
+    let filter = tracing_subscriber::EnvFilter::try_new(format!("{directive},sqlx=warn"))
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).try_init();
+}
+
+/// The binary's entry point.
+pub async fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging(matches!(cli.command, Command::Serve(_)));
+    let stdin = std::io::stdin();
+    let mut stdin = stdin.lock();
+    let mut stdout = std::io::stdout();
+    match run(cli, &mut stdin, &mut stdout).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

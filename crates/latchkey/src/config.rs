@@ -1,0 +1,372 @@
+//! Configuration (SPEC 7): a TOML file, overridden by `LATCHKEY_*` environment variables,
+//! overridden by flags. The raw form (`deny_unknown_fields`, so a typo is an error, not a
+//! silently ignored setting) becomes typed settings once, at startup. Secrets
+//! (`master_key`) come from the environment or `*_FILE`, and are never printed.
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use latchkey_core::Settings;
+use latchkey_core::keys::Algorithm;
+use latchkey_core::settings::{BindingPolicy, Registration};
+use serde::Deserialize;
+use zeroize::Zeroizing;
+
+/// The default listen address.
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
+/// The default database.
+pub const DEFAULT_DATABASE_URL: &str = "sqlite://latchkey.db";
+
+/// A duration or number as written in TOML: `"5m"` or `300`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+enum RawDuration {
+    Seconds(u64),
+    Text(String),
+}
+
+/// A list as written in TOML (`["a", "b"]`) or in the environment (`"a,b"`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+enum RawList {
+    List(Vec<String>),
+    Text(String),
+}
+
+/// The file's keys (SPEC 7). Every key is optional; defaults are applied when typing.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    listen: Option<String>,
+    issuer: Option<String>,
+    database_url: Option<String>,
+    audience: Option<String>,
+    access_token_ttl: Option<RawDuration>,
+    session_idle_ttl: Option<RawDuration>,
+    session_max_ttl: Option<RawDuration>,
+    refresh_grace: Option<RawDuration>,
+    binding: Option<String>,
+    registration: Option<String>,
+    access_token_alg: Option<String>,
+    id_token_alg: Option<String>,
+    key_rotation: Option<RawDuration>,
+    key_publish_ahead: Option<RawDuration>,
+    trusted_proxies: Option<RawList>,
+    master_key: Option<String>,
+    log: Option<String>,
+    password_hash_concurrency: Option<usize>,
+}
+
+/// Overrides from flags.
+#[derive(Debug, Default, Clone)]
+pub struct Flags {
+    /// `--listen`.
+    pub listen: Option<String>,
+    /// `--issuer`.
+    pub issuer: Option<String>,
+    /// `--database-url`.
+    pub database_url: Option<String>,
+}
+
+/// Typed configuration.
+pub struct Config {
+    /// Listen address.
+    pub listen: SocketAddr,
+    /// Database URL.
+    pub database_url: String,
+    /// Domain settings.
+    pub settings: Settings,
+    /// Trusted proxies (addresses and CIDR networks).
+    pub trusted_proxies: Vec<String>,
+    /// The master key, when set.
+    pub master_key: Option<Zeroizing<String>>,
+    /// Log filter.
+    pub log: String,
+}
+
+impl std::fmt::Debug for Config {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Config")
+            .field("listen", &self.listen)
+            .field("database_url", &self.database_url)
+            .field("settings", &self.settings)
+            .field("trusted_proxies", &self.trusted_proxies)
+            .field("master_key", &self.master_key.as_ref().map(|_| "[redacted]"))
+            .field("log", &self.log)
+            .finish()
+    }
+}
+
+/// Parses `300s`, `5m`, `2h`, `14d` or a bare number of seconds.
+///
+/// # Errors
+/// Anything else.
+pub fn parse_duration(text: &str) -> anyhow::Result<Duration> {
+    let t = text.trim();
+    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (digits, unit) = t.split_at(split);
+    let n: u64 =
+        digits.parse().with_context(|| format!("invalid duration {text:?}: expected e.g. 300s, 5m, 14d"))?;
+    let mult = match unit.trim() {
+        "" | "s" => 1,
+        "m" => 60,
+        "h" => 3600,
+        "d" => 86_400,
+        other => bail!("invalid duration unit {other:?} in {text:?}: use s, m, h or d"),
+    };
+    Ok(Duration::from_secs(n.saturating_mul(mult)))
+}
+
+fn duration(raw: Option<RawDuration>, key: &str) -> anyhow::Result<Option<Duration>> {
+    raw.map(|r| match r {
+        RawDuration::Seconds(s) => Ok(Duration::from_secs(s)),
+        RawDuration::Text(t) => parse_duration(&t).with_context(|| format!("setting {key}")),
+    })
+    .transpose()
+}
+
+fn algorithm(raw: Option<String>, key: &str, default: Algorithm) -> anyhow::Result<Algorithm> {
+    match raw {
+        None => Ok(default),
+        Some(s) => Algorithm::parse(&s)
+            .with_context(|| format!("setting {key}: expected EdDSA, ES256 or RS256, got {s:?}")),
+    }
+}
+
+/// Reads `LATCHKEY_<KEY>` for every key, over the file's values.
+fn apply_env(raw: &mut RawConfig, env: &dyn Fn(&str) -> Option<String>) -> anyhow::Result<()> {
+    let get = |k: &str| env(&format!("LATCHKEY_{}", k.to_ascii_uppercase()));
+    let dur = |k: &str| get(k).map(RawDuration::Text);
+    macro_rules! text {
+        ($($field:ident),*) => {$(
+            if let Some(v) = get(stringify!($field)) { raw.$field = Some(v); }
+        )*};
+    }
+    macro_rules! durations {
+        ($($field:ident),*) => {$(
+            if let Some(v) = dur(stringify!($field)) { raw.$field = Some(v); }
+        )*};
+    }
+    text!(
+        listen,
+        issuer,
+        database_url,
+        audience,
+        binding,
+        registration,
+        access_token_alg,
+        id_token_alg,
+        master_key,
+        log
+    );
+    durations!(
+        access_token_ttl,
+        session_idle_ttl,
+        session_max_ttl,
+        refresh_grace,
+        key_rotation,
+        key_publish_ahead
+    );
+    if let Some(v) = get("trusted_proxies") {
+        raw.trusted_proxies = Some(RawList::Text(v));
+    }
+    if let Some(v) = get("password_hash_concurrency") {
+        raw.password_hash_concurrency = Some(v.parse().context("LATCHKEY_PASSWORD_HASH_CONCURRENCY")?);
+    }
+    if raw.master_key.is_none()
+        && let Some(path) = get("master_key_file")
+    {
+        let secret = std::fs::read_to_string(&path)
+            .with_context(|| format!("reading LATCHKEY_MASTER_KEY_FILE {path}"))?;
+        raw.master_key = Some(secret.trim_end_matches(['\r', '\n']).to_owned());
+    }
+    Ok(())
+}
+
+impl Config {
+    /// Loads the configuration from an optional file, the process environment and flags.
+    ///
+    /// # Errors
+    /// An unreadable file, an unknown key, or an invalid value (naming the key).
+    pub fn load(file: Option<&Path>, flags: &Flags) -> anyhow::Result<Self> {
+        Self::load_with(file, flags, &|k| std::env::var(k).ok())
+    }
+
+    /// As [`Config::load`], with the environment given (for tests).
+    ///
+    /// # Errors
+    /// As [`Config::load`].
+    pub fn load_with(
+        file: Option<&Path>,
+        flags: &Flags,
+        env: &dyn Fn(&str) -> Option<String>,
+    ) -> anyhow::Result<Self> {
+        let mut raw = match file {
+            Some(path) => {
+                let text = std::fs::read_to_string(path)
+                    .with_context(|| format!("reading config file {}", path.display()))?;
+                toml::from_str::<RawConfig>(&text)
+                    .with_context(|| format!("parsing config file {}", path.display()))?
+            }
+            None => RawConfig::default(),
+        };
+        apply_env(&mut raw, env)?;
+        if let Some(v) = &flags.listen {
+            raw.listen = Some(v.clone());
+        }
+        if let Some(v) = &flags.issuer {
+            raw.issuer = Some(v.clone());
+        }
+        if let Some(v) = &flags.database_url {
+            raw.database_url = Some(v.clone());
+        }
+        Self::from_raw(raw)
+    }
+
+    fn from_raw(raw: RawConfig) -> anyhow::Result<Self> {
+        let listen_text = raw.listen.unwrap_or_else(|| DEFAULT_LISTEN.to_owned());
+        let listen: SocketAddr = listen_text
+            .parse()
+            .with_context(|| format!("setting listen: {listen_text:?} is not an address:port"))?;
+        let issuer = raw.issuer.unwrap_or_else(|| format!("http://{listen}"));
+        let issuer = issuer.trim_end_matches('/').to_owned();
+        if !(issuer.starts_with("https://") || issuer.starts_with("http://")) {
+            bail!("setting issuer: {issuer:?} must be an http(s) URL");
+        }
+        let mut s = Settings::new(issuer);
+        if let Some(a) = raw.audience {
+            s.audience = a;
+        }
+        if let Some(d) = duration(raw.access_token_ttl, "access_token_ttl")? {
+            s.access_token_ttl = d;
+        }
+        if let Some(d) = duration(raw.session_idle_ttl, "session_idle_ttl")? {
+            s.session_idle_ttl = d;
+        }
+        if let Some(d) = duration(raw.session_max_ttl, "session_max_ttl")? {
+            s.session_max_ttl = d;
+        }
+        if let Some(d) = duration(raw.refresh_grace, "refresh_grace")? {
+            s.refresh_grace = d;
+        }
+        if let Some(d) = duration(raw.key_rotation, "key_rotation")? {
+            s.key_rotation = d;
+        }
+        if let Some(d) = duration(raw.key_publish_ahead, "key_publish_ahead")? {
+            s.key_publish_ahead = d;
+        }
+        if s.access_token_ttl.is_zero() || s.session_idle_ttl.is_zero() || s.session_max_ttl.is_zero() {
+            bail!("access_token_ttl, session_idle_ttl and session_max_ttl must be positive");
+        }
+        s.binding = match raw.binding.as_deref() {
+            None | Some("log") => BindingPolicy::Log,
+            Some("off") => BindingPolicy::Off,
+            Some("deny") => BindingPolicy::Deny,
+            Some(other) => bail!("setting binding: expected off, log or deny, got {other:?}"),
+        };
+        s.registration = match raw.registration.as_deref() {
+            None | Some("open") => Registration::Open,
+            Some("closed") => Registration::Closed,
+            Some(other) => bail!("setting registration: expected open or closed, got {other:?}"),
+        };
+        s.access_token_alg = algorithm(raw.access_token_alg, "access_token_alg", Algorithm::EdDSA)?;
+        s.id_token_alg = algorithm(raw.id_token_alg, "id_token_alg", Algorithm::RS256)?;
+        if let Some(n) = raw.password_hash_concurrency {
+            s.password_hash_concurrency = n.max(1);
+        }
+        let trusted_proxies = match raw.trusted_proxies {
+            None => Vec::new(),
+            Some(RawList::List(v)) => v,
+            Some(RawList::Text(t)) => {
+                t.split(',').map(str::trim).filter(|x| !x.is_empty()).map(str::to_owned).collect()
+            }
+        };
+        latchkey_http::TrustedProxies::parse(&trusted_proxies).map_err(|bad| {
+            anyhow::anyhow!("setting trusted_proxies: {bad:?} is not an address or CIDR network")
+        })?;
+        Ok(Self {
+            listen,
+            database_url: raw.database_url.unwrap_or_else(|| DEFAULT_DATABASE_URL.to_owned()),
+            settings: s,
+            trusted_proxies,
+            master_key: raw.master_key.filter(|k| !k.is_empty()).map(Zeroizing::new),
+            log: raw.log.unwrap_or_else(|| "info".to_owned()),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn no_env(_: &str) -> Option<String> {
+        None
+    }
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("300s").unwrap(), Duration::from_secs(300));
+        assert_eq!(parse_duration("5m").unwrap(), Duration::from_secs(300));
+        assert_eq!(parse_duration("14d").unwrap(), Duration::from_secs(14 * 86_400));
+        assert_eq!(parse_duration("42").unwrap(), Duration::from_secs(42));
+        assert!(parse_duration("5 weeks").is_err());
+        assert!(parse_duration("m").is_err());
+        assert!(parse_duration("").is_err());
+    }
+
+    #[test]
+    fn defaults() {
+        let c = Config::load_with(None, &Flags::default(), &no_env).unwrap();
+        assert_eq!(c.listen.to_string(), "127.0.0.1:8080");
+        assert_eq!(c.settings.issuer, "http://127.0.0.1:8080");
+        assert_eq!(c.settings.audience, "http://127.0.0.1:8080");
+        assert_eq!(c.database_url, "sqlite://latchkey.db");
+        assert_eq!(c.settings.refresh_grace, Duration::from_secs(10));
+        assert_eq!(c.settings.binding, BindingPolicy::Log);
+        assert!(c.master_key.is_none());
+    }
+
+    #[test]
+    fn file_then_env_then_flags() {
+        let dir = std::env::temp_dir().join(format!("latchkey-config-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("latchkey.toml");
+        std::fs::write(&path, "listen = \"127.0.0.1:9000\"\nrefresh_grace = \"3s\"\naccess_token_ttl = 60\nbinding = \"deny\"\ntrusted_proxies = [\"10.0.0.0/8\"]\n").unwrap();
+        let env = |k: &str| match k {
+            "LATCHKEY_REFRESH_GRACE" => Some("0".to_owned()),
+            "LATCHKEY_LISTEN" => Some("127.0.0.1:9001".to_owned()),
+            _ => None,
+        };
+        let flags = Flags { listen: Some("127.0.0.1:9002".into()), ..Flags::default() };
+        let c = Config::load_with(Some(&path), &flags, &env).unwrap();
+        assert_eq!(c.listen.to_string(), "127.0.0.1:9002");
+        assert_eq!(c.settings.refresh_grace, Duration::ZERO);
+        assert_eq!(c.settings.access_token_ttl, Duration::from_secs(60));
+        assert_eq!(c.settings.binding, BindingPolicy::Deny);
+        assert_eq!(c.trusted_proxies, vec!["10.0.0.0/8".to_owned()]);
+        std::fs::write(&path, "lisen = \"typo\"\n").unwrap();
+        assert!(Config::load_with(Some(&path), &Flags::default(), &no_env).is_err());
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn invalid_values_name_the_key() {
+        let env = |k: &str| (k == "LATCHKEY_BINDING").then(|| "maybe".to_owned());
+        let err = Config::load_with(None, &Flags::default(), &env).unwrap_err();
+        assert!(format!("{err:#}").contains("binding"));
+        let env = |k: &str| (k == "LATCHKEY_SESSION_IDLE_TTL").then(|| "3 weeks".to_owned());
+        assert!(
+            format!("{:#}", Config::load_with(None, &Flags::default(), &env).unwrap_err())
+                .contains("session_idle_ttl")
+        );
+    }
+
+    #[test]
+    fn master_key_is_redacted_in_debug() {
+        let env = |k: &str| (k == "LATCHKEY_MASTER_KEY").then(|| "super-secret-value".to_owned());
+        let c = Config::load_with(None, &Flags::default(), &env).unwrap();
+        assert!(!format!("{c:?}").contains("super-secret-value"));
+    }
+}
