@@ -1,1 +1,286 @@
-//! placeholder
+//! Test support: [`TestServer`] starts the real server (the binary's own builder) on a free
+//! port with a fresh SQLite file and a [`ManualClock`], so tests talk real HTTP and advance
+//! time instead of sleeping. It also captures every log line of the test process, so tests
+//! can prove no secret is ever logged.
+
+// Test support fails loudly on purpose: a broken fixture should stop the test at once.
+#![allow(
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing,
+    reason = "test support: failing loudly is the point"
+)]
+
+use std::io::Write;
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::Duration;
+
+use latchkey::config::{Config, Flags};
+use latchkey::server::Server;
+use latchkey_core::{Clock, Latchkey, Store, Timestamp};
+use serde_json::{Value, json};
+use tokio::sync::oneshot;
+
+/// A clock tests move by hand.
+#[derive(Debug)]
+pub struct ManualClock(AtomicI64);
+
+impl ManualClock {
+    /// Starts at the real current time, so tokens look normal to outside verifiers.
+    pub fn new() -> Self {
+        Self(AtomicI64::new(latchkey_core::SystemClock.now().0))
+    }
+
+    /// Moves time forward.
+    pub fn advance(&self, by: Duration) {
+        self.0.fetch_add(i64::try_from(by.as_secs()).unwrap_or(i64::MAX), Ordering::SeqCst);
+    }
+}
+
+impl Default for ManualClock {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Clock for ManualClock {
+    fn now(&self) -> Timestamp {
+        Timestamp(self.0.load(Ordering::SeqCst))
+    }
+}
+
+/// Every log line written by the test process.
+static LOGS: OnceLock<Arc<Mutex<Vec<u8>>>> = OnceLock::new();
+
+#[derive(Clone)]
+struct LogSink(Arc<Mutex<Vec<u8>>>);
+
+impl Write for LogSink {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner).extend_from_slice(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// Installs the capturing subscriber (at TRACE, for every crate) once per process.
+fn capture_logs() -> Arc<Mutex<Vec<u8>>> {
+    Arc::clone(LOGS.get_or_init(|| {
+        let buf = Arc::new(Mutex::new(Vec::new()));
+        let sink = LogSink(Arc::clone(&buf));
+        let _ = tracing_subscriber::fmt()
+            .with_max_level(tracing::Level::TRACE)
+            .with_ansi(false)
+            .with_writer(move || sink.clone())
+            .try_init();
+        buf
+    }))
+}
+
+/// Everything logged so far by this test process.
+pub fn captured_logs() -> String {
+    let buf = capture_logs();
+    let bytes = buf.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone();
+    String::from_utf8_lossy(&bytes).into_owned()
+}
+
+/// The real server on a free port with a fresh database.
+pub struct TestServer {
+    /// `http://127.0.0.1:PORT`.
+    pub base: String,
+    /// The running service (for its store and metrics).
+    pub app: Arc<Latchkey>,
+    /// The server's clock.
+    pub clock: Arc<ManualClock>,
+    /// The database URL (for CLI calls and direct inspection).
+    pub database_url: String,
+    shutdown: Option<oneshot::Sender<()>>,
+    task: tokio::task::JoinHandle<()>,
+    _dir: tempfile::TempDir,
+}
+
+/// The issuer every test server uses.
+pub const ISSUER: &str = "http://latchkey.test";
+
+impl TestServer {
+    /// Starts a server with default settings.
+    pub async fn start() -> Self {
+        Self::start_with(|_| {}).await
+    }
+
+    /// Starts a server after letting the test adjust its configuration.
+    pub async fn start_with(adjust: impl FnOnce(&mut Config)) -> Self {
+        capture_logs();
+        let dir = tempfile::tempdir().expect("temp dir");
+        let database_url = format!("sqlite://{}", dir.path().join("latchkey.db").display());
+        let flags = Flags {
+            listen: Some("127.0.0.1:0".into()),
+            issuer: Some(ISSUER.into()),
+            database_url: Some(database_url.clone()),
+        };
+        let mut config = Config::load_with(None, &flags, &|_| None).expect("config");
+        // One hash at a time keeps the suite's many parallel servers from fighting over the
+        // two cores; it changes no behaviour.
+        config.settings.password_hash_concurrency = 1;
+        adjust(&mut config);
+        let clock = Arc::new(ManualClock::new());
+        let server = Server::bind(&config, Arc::clone(&clock) as Arc<dyn Clock>, Duration::from_millis(200))
+            .await
+            .expect("bind test server");
+        let addr = server.local_addr().expect("addr");
+        let app = Arc::clone(server.app());
+        let (tx, rx) = oneshot::channel::<()>();
+        let task = tokio::spawn(async move {
+            let _ = server
+                .run(async {
+                    let _ = rx.await;
+                })
+                .await;
+        });
+        Self { base: format!("http://{addr}"), app, clock, database_url, shutdown: Some(tx), task, _dir: dir }
+    }
+
+    /// An absolute URL for a path.
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    /// The store under the server.
+    pub fn store(&self) -> &Arc<dyn Store> {
+        self.app.store()
+    }
+
+    /// Runs a CLI command against this server's database, in-process; returns stdout.
+    pub async fn cli(&self, args: &[&str], stdin: &str) -> anyhow::Result<String> {
+        let mut argv = vec!["latchkey", "--database-url", &self.database_url];
+        argv.extend_from_slice(args);
+        let mut input = std::io::Cursor::new(stdin.as_bytes().to_vec());
+        let mut out = Vec::new();
+        latchkey::cli::run_args(&argv, &mut input, &mut out).await?;
+        Ok(String::from_utf8(out)?)
+    }
+
+    /// Stops the server and waits for it to finish.
+    pub async fn stop(mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        let _ = (&mut self.task).await;
+    }
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// An HTTP client like a browser's: a cookie store, no redirects followed.
+pub fn http_client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .cookie_store(true)
+        .user_agent("latchkey-tests/1")
+        .build()
+        .expect("client")
+}
+
+/// A parsed answer.
+#[derive(Debug, Clone)]
+pub struct Answer {
+    /// Status code.
+    pub status: u16,
+    /// Headers.
+    pub headers: reqwest::header::HeaderMap,
+    /// Raw body.
+    pub text: String,
+    /// Body as JSON (`Null` when it is not JSON).
+    pub json: Value,
+}
+
+impl Answer {
+    /// A header's value as text.
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).and_then(|v| v.to_str().ok())
+    }
+
+    /// A string field of the JSON body.
+    pub fn str(&self, field: &str) -> &str {
+        self.json[field].as_str().unwrap_or_else(|| panic!("no string field {field:?} in {}", self.text))
+    }
+}
+
+/// Sends a request and reads the whole answer.
+pub async fn send(req: reqwest::RequestBuilder) -> Answer {
+    let res = req.send().await.expect("request");
+    let status = res.status().as_u16();
+    let headers = res.headers().clone();
+    let text = res.text().await.expect("body");
+    let json = serde_json::from_str(&text).unwrap_or(Value::Null);
+    Answer { status, headers, text, json }
+}
+
+/// Conveniences for the first-party API.
+impl TestServer {
+    /// `POST` JSON.
+    pub async fn post(&self, client: &reqwest::Client, path: &str, body: Value) -> Answer {
+        send(client.post(self.url(path)).json(&body)).await
+    }
+
+    /// `POST` JSON with a Bearer token.
+    pub async fn post_auth(&self, client: &reqwest::Client, path: &str, token: &str, body: Value) -> Answer {
+        send(client.post(self.url(path)).bearer_auth(token).json(&body)).await
+    }
+
+    /// `GET` with a Bearer token.
+    pub async fn get_auth(&self, client: &reqwest::Client, path: &str, token: &str) -> Answer {
+        send(client.get(self.url(path)).bearer_auth(token)).await
+    }
+
+    /// Registers a user; panics unless it succeeds.
+    pub async fn register(&self, client: &reqwest::Client, username: &str, password: &str) -> Answer {
+        let a =
+            self.post(client, "/auth/register", json!({"username": username, "password": password})).await;
+        assert_eq!(a.status, 201, "register: {}", a.text);
+        a
+    }
+
+    /// Logs in; panics unless it succeeds.
+    pub async fn login(&self, client: &reqwest::Client, username: &str, password: &str) -> Answer {
+        let a = self.post(client, "/auth/login", json!({"username": username, "password": password})).await;
+        assert_eq!(a.status, 200, "login: {}", a.text);
+        a
+    }
+
+    /// Registers and logs in a fresh user; returns the login answer.
+    pub async fn signed_in(&self, client: &reqwest::Client, username: &str) -> Answer {
+        self.register(client, username, "correct horse battery").await;
+        self.login(client, username, "correct horse battery").await
+    }
+
+    /// Refreshes.
+    pub async fn refresh(&self, client: &reqwest::Client, refresh_token: &str) -> Answer {
+        self.post(client, "/auth/refresh", json!({"refresh_token": refresh_token})).await
+    }
+
+    /// Counts a session's live (not retired) refresh tokens, straight from the database.
+    pub async fn live_refresh_tokens(&self, session_id: &str) -> i64 {
+        use sqlx::ConnectOptions as _;
+        use std::str::FromStr as _;
+        let mut conn = sqlx::sqlite::SqliteConnectOptions::from_str(&self.database_url)
+            .expect("url")
+            .read_only(true)
+            .connect()
+            .await
+            .expect("open db");
+        sqlx::query_scalar("SELECT COUNT(*) FROM refresh_tokens WHERE session_id = ? AND retired_at IS NULL")
+            .bind(session_id)
+            .fetch_one(&mut conn)
+            .await
+            .expect("count")
+    }
+}

@@ -48,7 +48,16 @@ async fn read_body<S: Send + Sync>(req: Request, state: &S) -> Result<Bytes, Api
 }
 
 fn parse<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
-    serde_json::from_slice(bytes).map_err(|e| {
+    // Validate the whole body as UTF-8 first: serde skips ignored fields without checking
+    // them, and a body that is not text is malformed wherever the bad bytes are.
+    let text = std::str::from_utf8(bytes).map_err(|_| {
+        ApiError::Rejected(
+            StatusCode::BAD_REQUEST,
+            ErrorCode::InvalidRequest,
+            "The request body is not valid UTF-8.".into(),
+        )
+    })?;
+    serde_json::from_str(text).map_err(|e| {
         use serde_json::error::Category;
         let what = match e.classify() {
             Category::Data => format!("Invalid request body: {e}."),

@@ -1,1 +1,21 @@
+//! The HTTP suite: every behaviour of SPEC 5.1, 6, 7 and 8 over real HTTP against the real
+//! server on a free port with a real SQLite file. One test binary for all of it.
 
+// Helpers in an integration-test crate are not `#[test]` functions, so clippy's
+// allow-*-in-tests settings do not reach them; a failing index is a failing test here.
+#![allow(
+    clippy::indexing_slicing,
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    reason = "test code"
+)]
+
+mod account;
+mod cli;
+mod input;
+mod rotation;
+mod security;
+mod tokens;
+
+pub(crate) use latchkey_testkit::{TestServer, http_client, send};

@@ -1,0 +1,190 @@
+//! The bad-input matrix (SPEC 5): every malformed request gets a JSON 4xx, changes nothing,
+//! and leaves the server healthy.
+
+use serde_json::json;
+
+use crate::{TestServer, http_client, send};
+
+const JSON_ENDPOINTS: [&str; 5] =
+    ["/auth/register", "/auth/login", "/auth/refresh", "/auth/password", "/auth/logout"];
+
+fn assert_json_4xx(a: &latchkey_testkit::Answer, what: &str) {
+    assert!((400..500).contains(&a.status), "{what}: status {} body {}", a.status, a.text);
+    assert!(a.json["error"].is_string(), "{what}: not a JSON error: {}", a.text);
+    assert!(a.json["error_description"].is_string(), "{what}: {}", a.text);
+    assert_eq!(a.header("content-type"), Some("application/json"), "{what}");
+}
+
+#[tokio::test]
+async fn malformed_bodies_are_json_4xx_and_change_nothing() {
+    let s = TestServer::start().await;
+    let c = http_client();
+    let login = s.signed_in(&c, "matrix").await;
+    let at = login.str("access_token").to_owned();
+    let users_before = s.store().list_users().await.unwrap().len();
+    let big = vec![b'a'; 2 * 1024 * 1024];
+    // (what, content type, body, expected status when one is pinned)
+    type Case<'a> = (&'a str, Option<&'a str>, Vec<u8>, Option<u16>);
+    let cases: Vec<Case<'_>> = vec![
+        ("invalid json", Some("application/json"), b"{not json".to_vec(), Some(400)),
+        (
+            "wrong content type",
+            Some("text/plain"),
+            br#"{"username":"a","password":"bbbbbbbb"}"#.to_vec(),
+            Some(415),
+        ),
+        (
+            "form content type",
+            Some("application/x-www-form-urlencoded"),
+            b"username=a&password=b".to_vec(),
+            Some(415),
+        ),
+        ("missing content type", None, br#"{"username":"a","password":"bbbbbbbb"}"#.to_vec(), None),
+        ("empty body", Some("application/json"), Vec::new(), None),
+        ("2 MB body", Some("application/json"), big, Some(413)),
+        (
+            "invalid utf-8",
+            Some("application/json"),
+            b"{\"username\":\"\xff\xfe\",\"password\":\"bbbbbbbb\"}".to_vec(),
+            Some(400),
+        ),
+        (
+            "NUL in username",
+            Some("application/json"),
+            br#"{"username":"a\u0000b","password":"bbbbbbbbbb"}"#.to_vec(),
+            None,
+        ),
+        (
+            "control character",
+            Some("application/json"),
+            br#"{"username":"a\u0007b","password":"bbbbbbbbbb"}"#.to_vec(),
+            None,
+        ),
+        (
+            "blank username",
+            Some("application/json"),
+            br#"{"username":"   ","password":"bbbbbbbbbb"}"#.to_vec(),
+            None,
+        ),
+        (
+            "wrong types",
+            Some("application/json"),
+            br#"{"username":5,"password":["x"],"refresh_token":7,"current_password":1,"new_password":false}"#
+                .to_vec(),
+            None,
+        ),
+        ("array body", Some("application/json"), b"[1,2,3]".to_vec(), None),
+        ("null body", Some("application/json"), b"null".to_vec(), None),
+    ];
+    let long_password = json!({"username": "someone", "password": "p".repeat(10 * 1024),
+        "current_password": "p".repeat(10 * 1024), "new_password": "p".repeat(10 * 1024)});
+    for endpoint in JSON_ENDPOINTS {
+        for (what, ctype, body, status) in &cases {
+            // Logout takes an optional body with an optional field: an empty body or an
+            // object without `refresh_token` is a valid logout, not bad input.
+            let is_valid_logout = ["empty", "NUL", "control", "blank"].iter().any(|p| what.starts_with(p));
+            if endpoint == "/auth/logout" && is_valid_logout {
+                continue;
+            }
+            let mut req = c.post(s.url(endpoint)).bearer_auth(&at).body(body.clone());
+            if let Some(t) = ctype {
+                req = req.header("content-type", *t);
+            }
+            let a = send(req).await;
+            assert_json_4xx(&a, &format!("{endpoint} {what}"));
+            if let Some(st) = status {
+                assert_eq!(a.status, *st, "{endpoint} {what}: {}", a.text);
+            }
+        }
+        if endpoint != "/auth/refresh" && endpoint != "/auth/logout" {
+            let a = send(c.post(s.url(endpoint)).bearer_auth(&at).json(&long_password)).await;
+            assert_json_4xx(&a, &format!("{endpoint} 10 KB password"));
+        }
+    }
+    assert_eq!(s.store().list_users().await.unwrap().len(), users_before, "no user was created");
+    // The session is intact and the server healthy.
+    assert_eq!(s.get_auth(&c, "/auth/me", &at).await.status, 200);
+    assert_eq!(s.refresh(&c, login.str("refresh_token")).await.status, 200);
+    assert_eq!(send(c.get(s.url("/healthz"))).await.status, 200);
+}
+
+#[tokio::test]
+async fn usernames_follow_the_rules() {
+    let s = TestServer::start().await;
+    let c = http_client();
+    for (name, ok) in [
+        ("a", true),
+        ("Zoë 名前", true),
+        (&*"x".repeat(255), true),
+        (&*"x".repeat(256), false),
+        ("", false),
+        ("tab\there", false),
+    ] {
+        let a = s.post(&c, "/auth/register", json!({"username": name, "password": "long enough pw"})).await;
+        assert_eq!(a.status == 201, ok, "{name:?}: {}", a.text);
+        if !ok {
+            assert_eq!(a.json["error"], "invalid_request");
+        }
+    }
+}
+
+#[tokio::test]
+async fn passwords_follow_the_rules() {
+    let s = TestServer::start().await;
+    let c = http_client();
+    let exactly_1k = "p".repeat(1024);
+    assert_eq!(
+        s.post(&c, "/auth/register", json!({"username": "k1", "password": exactly_1k})).await.status,
+        201
+    );
+    s.login(&c, "k1", &exactly_1k).await;
+    assert_eq!(
+        s.post(&c, "/auth/register", json!({"username": "k2", "password": "p".repeat(1025)})).await.status,
+        400
+    );
+    assert_eq!(
+        s.post(&c, "/auth/register", json!({"username": "k3", "password": "1234567"})).await.status,
+        400
+    );
+    assert_eq!(
+        s.post(&c, "/auth/register", json!({"username": "k4", "password": "12345678"})).await.status,
+        201
+    );
+    let long = s.post(&c, "/auth/login", json!({"username": "k1", "password": "p".repeat(10 * 1024)})).await;
+    assert_eq!(long.status, 400);
+}
+
+#[tokio::test]
+async fn bearer_edge_cases() {
+    let s = TestServer::start().await;
+    let c = http_client();
+    let login = s.signed_in(&c, "bearer").await;
+    let at = login.str("access_token");
+    // Two Authorization headers.
+    let two = send(
+        c.get(s.url("/auth/me"))
+            .header("authorization", format!("Bearer {at}"))
+            .header("authorization", format!("Bearer {at}")),
+    )
+    .await;
+    assert_eq!(two.status, 400);
+    assert_eq!(two.json["error"], "invalid_request");
+    // A token in the query string is never accepted.
+    let q = send(c.get(s.url(&format!("/auth/me?access_token={at}")))).await;
+    assert_eq!(q.status, 401);
+    assert_eq!(q.header("www-authenticate"), Some("Bearer realm=\"latchkey\""));
+    // Wrong scheme, garbage, tampered payload.
+    let basic = send(c.get(s.url("/auth/me")).header("authorization", "Basic Zm9vOmJhcg==")).await;
+    assert_eq!(basic.status, 401);
+    let garbage = s.get_auth(&c, "/auth/me", "garbage").await;
+    assert_eq!(garbage.json["error_reason"], "malformed");
+    let mut parts: Vec<String> = at.split('.').map(str::to_owned).collect();
+    let payload = crate::tokens::claims(at);
+    let mut forged = payload.clone();
+    forged["roles"] = json!(["admin"]);
+    parts[1] = base64::Engine::encode(&base64::engine::general_purpose::URL_SAFE_NO_PAD, forged.to_string());
+    let tampered = s.get_auth(&c, "/auth/me", &parts.join(".")).await;
+    assert_eq!(tampered.status, 401);
+    assert_eq!(tampered.json["error_reason"], "bad_signature");
+    assert_eq!(tampered.json["error_type"], "OAuthAccessTokenError");
+}
