@@ -123,23 +123,23 @@ impl Latchkey {
         refresh_token: Option<&RefreshToken>,
         ctx: &ClientContext,
     ) -> Result<(), AccountError> {
-        let session_id = match (bearer, refresh_token) {
+        let session = match (bearer, refresh_token) {
             (Some(token), _) => {
                 let claims = self
                     .verify_access_token(token, true)
                     .map_err(|r| AccountError::Auth(AuthError::InvalidToken(r)))?;
-                claims.sid
+                claims.sid.map(|sid| (sid, claims.sub))
             }
             (None, Some(rt)) => self
                 .store
                 .find_session_by_refresh_token(&TokenHash::of(rt.expose_secret()))
                 .await?
-                .map(|s| s.id),
+                .map(|s| (s.id, s.user_id)),
             (None, None) => return Err(AccountError::MissingCredential),
         };
-        if let Some(id) = session_id {
+        if let Some((id, user_id)) = session {
             let target = RevocationTarget::Session { id: id.clone(), user_id: None };
-            self.revoke(target, ErrorReason::LoggedOut, None, Some(&id), ctx).await?;
+            self.revoke(target, ErrorReason::LoggedOut, Some(&user_id), Some(&id), ctx).await?;
         }
         Ok(())
     }
@@ -259,7 +259,9 @@ impl Latchkey {
                 Some(ctx),
             ),
         };
-        self.store.apply_user_change(&change).await?;
+        if let Some((_, revoked)) = self.store.apply_user_change(&change).await? {
+            self.metrics.revocations(ErrorReason::PasswordChanged.as_str(), revoked.len());
+        }
         Ok(())
     }
 }

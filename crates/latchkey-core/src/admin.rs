@@ -70,6 +70,11 @@ impl Latchkey {
         kind: UserChangeKind,
         event_kind: &'static str,
     ) -> Result<(), AdminError> {
+        let reason = match &kind {
+            UserChangeKind::SetRoles(_) => None,
+            UserChangeKind::SetPassword { .. } => Some(ErrorReason::PasswordChanged),
+            UserChangeKind::Disable => Some(ErrorReason::UserDisabled),
+        };
         let user = self.user_named(username).await?;
         let now = self.clock.now();
         let change = UserChange {
@@ -79,10 +84,14 @@ impl Latchkey {
             until: self.revocation_until(now),
             event: self.event(now, event_kind, Some(&user.id), None, None),
         };
-        self.store
+        let (_, revoked) = self
+            .store
             .apply_user_change(&change)
             .await?
             .ok_or_else(|| AdminError::UnknownUser(username.to_owned()))?;
+        if let Some(reason) = reason {
+            self.metrics.revocations(reason.as_str(), revoked.len());
+        }
         Ok(())
     }
 
@@ -157,7 +166,9 @@ impl Latchkey {
             event: self.event(now, "session_revoked", Some(&user.id), None, None),
         };
         let target = RevocationTarget::UserSessions { user_id: user.id, except: None };
-        Ok(self.store.revoke_sessions(&target, &revocation).await?.len())
+        let revoked = self.store.revoke_sessions(&target, &revocation).await?.len();
+        self.metrics.revocations(ErrorReason::RevokedByAdmin.as_str(), revoked);
+        Ok(revoked)
     }
 
     /// `latchkey user list`.

@@ -137,7 +137,7 @@ pub fn decide(snap: &RefreshSnapshot, ctx: &RefreshContext<'_>) -> RotationDecis
             let grace = i64::try_from(ctx.settings.refresh_grace.as_secs()).unwrap_or(i64::MAX);
             let is_within_window = grace > 0 && now.seconds_since(retired_at) <= grace;
             if is_within_window && !snap.token.is_successor_used && snap.token.successor_sealed.is_some() {
-                RotationDecision::Replay { touch }
+                RotationDecision::Replay { touch, event: anomaly }
             } else {
                 let detail = Some(format!(
                     "retired {} s ago; successor {}",

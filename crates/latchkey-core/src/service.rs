@@ -41,7 +41,15 @@ pub struct Latchkey {
     pub(crate) keys: KeyRing,
     pub(crate) passwords: PasswordHasher,
     pub(crate) metrics: Metrics,
+    /// When maintenance last pruned old rows.
+    last_prune: std::sync::atomic::AtomicI64,
 }
+
+/// How long ended sessions stay in the database (for the device history and so that an
+/// old refresh token still answers with its session's revocation reason).
+const SESSION_RETENTION: std::time::Duration = std::time::Duration::from_secs(30 * 86_400);
+/// How often maintenance prunes.
+const PRUNE_EVERY_SECS: i64 = 3600;
 
 impl Latchkey {
     /// Starts the service: creates signing keys on first start, loads the key ring.
@@ -58,7 +66,15 @@ impl Latchkey {
             settings.access_token_ttl.max(std::time::Duration::from_secs(3600)) + settings.clock_skew;
         let keys = KeyRing::new(master_key, retention);
         let passwords = PasswordHasher::new(settings.password_hash_concurrency)?;
-        let service = Self { store, clock, settings, keys, passwords, metrics: Metrics::default() };
+        let service = Self {
+            store,
+            clock,
+            settings,
+            keys,
+            passwords,
+            metrics: Metrics::default(),
+            last_prune: std::sync::atomic::AtomicI64::new(0),
+        };
         service.maintain().await?;
         Ok(service)
     }
@@ -81,7 +97,19 @@ impl Latchkey {
             tracing::info!(kid, "created signing key");
         }
         self.keys.prune(store, now).await?;
-        self.keys.reload(store, now).await
+        self.keys.reload(store, now).await?;
+        let last = self.last_prune.load(std::sync::atomic::Ordering::Relaxed);
+        if now.0 - last >= PRUNE_EVERY_SECS {
+            self.last_prune.store(now.0, std::sync::atomic::Ordering::Relaxed);
+            let forget_before =
+                Timestamp(now.0 - i64::try_from(SESSION_RETENTION.as_secs()).unwrap_or(i64::MAX));
+            match store.prune(now, forget_before).await {
+                Ok(n) if n > 0 => tracing::info!(rows = n, "pruned expired rows"),
+                Ok(_) => {}
+                Err(e) => tracing::warn!(error = %e, "pruning failed; will retry"),
+            }
+        }
+        Ok(())
     }
 
     /// Settings in force.

@@ -154,6 +154,8 @@ pub enum RotationDecision {
     Replay {
         /// Session update.
         touch: Touch,
+        /// An anomaly to record (binding policy `log`).
+        event: Option<NewSecurityEvent>,
     },
     /// Revoke the session (reuse detected, binding denied).
     Revoke {
@@ -331,9 +333,9 @@ pub trait Store: Send + Sync + 'static {
     async fn find_user_by_username(&self, username: &str) -> Result<Option<UserRecord>, StoreError>;
     /// Every user, oldest first.
     async fn list_users(&self) -> Result<Vec<UserRecord>, StoreError>;
-    /// Applies a user change atomically; returns the new `authz_ver`, or `None` for an
-    /// unknown user.
-    async fn apply_user_change(&self, change: &UserChange) -> Result<Option<i64>, StoreError>;
+    /// Applies a user change atomically; returns the new `authz_ver` and the ids of the
+    /// sessions it revoked, or `None` for an unknown user.
+    async fn apply_user_change(&self, change: &UserChange) -> Result<Option<(i64, Vec<String>)>, StoreError>;
 
     /// Inserts a session with its first refresh token.
     async fn insert_session(
@@ -394,6 +396,11 @@ pub trait Store: Send + Sync + 'static {
     async fn insert_security_event(&self, event: &NewSecurityEvent) -> Result<(), StoreError>;
     /// The latest security events, newest first.
     async fn list_security_events(&self, limit: i64) -> Result<Vec<SecurityEventRecord>, StoreError>;
+
+    /// Deletes what no longer matters: feed events past their `until`, throttling counters
+    /// idle for a day, and sessions (with their refresh tokens) that expired or were revoked
+    /// before `forget_sessions_before`. Returns how many rows went.
+    async fn prune(&self, now: Timestamp, forget_sessions_before: Timestamp) -> Result<u64, StoreError>;
 
     /// Feed events after `after` whose `until` has not passed at `now`, in seq order.
     async fn list_feed_events(

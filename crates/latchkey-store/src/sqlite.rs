@@ -48,13 +48,12 @@ impl SqliteStore {
     /// # Errors
     /// When the file cannot be opened or migrated.
     pub async fn open(url: &str) -> Result<Self, StoreError> {
-        let options = SqliteConnectOptions::from_str(url)
+        let (url, synchronous) = split_synchronous(url)?;
+        let options = SqliteConnectOptions::from_str(&url)
             .map_err(db_err)?
             .create_if_missing(true)
             .journal_mode(SqliteJournalMode::Wal)
-            // NORMAL in WAL mode: a commit survives a crash of the process (kill -9); only
-            // an OS crash or power loss can lose the last transactions. See docs/security.md.
-            .synchronous(SqliteSynchronous::Normal)
+            .synchronous(synchronous)
             .busy_timeout(Duration::from_secs(10))
             .foreign_keys(true)
             .pragma("cache_size", "-16000");
@@ -107,6 +106,37 @@ impl SqliteStore {
     async fn begin(&self) -> Result<Transaction<'static, Sqlite>, StoreError> {
         self.writer.begin_with("BEGIN IMMEDIATE").await.map_err(db_err)
     }
+}
+
+/// Takes Latchkey's own `synchronous=normal|full` parameter out of a `sqlite://` URL.
+///
+/// `normal` (the default) in WAL mode: a commit survives a crash of the process (kill -9);
+/// only an OS crash or power loss can lose the last transactions. `full` also survives those,
+/// at about four times the cost per commit (PERF-FACTS). See docs/security.md.
+fn split_synchronous(url: &str) -> Result<(String, SqliteSynchronous), StoreError> {
+    let Some((base, query)) = url.split_once('?') else {
+        return Ok((url.to_owned(), SqliteSynchronous::Normal));
+    };
+    let mut synchronous = SqliteSynchronous::Normal;
+    let mut kept = Vec::new();
+    for pair in query.split('&') {
+        match pair.split_once('=') {
+            Some(("synchronous", value)) => {
+                synchronous = match value.to_ascii_lowercase().as_str() {
+                    "normal" => SqliteSynchronous::Normal,
+                    "full" => SqliteSynchronous::Full,
+                    other => {
+                        return Err(StoreError::Backend(format!(
+                            "database_url: synchronous must be normal or full, not {other:?}"
+                        )));
+                    }
+                }
+            }
+            _ => kept.push(pair),
+        }
+    }
+    let url = if kept.is_empty() { base.to_owned() } else { format!("{base}?{}", kept.join("&")) };
+    Ok((url, synchronous))
 }
 
 fn user_from_row(row: &SqliteRow) -> Result<UserRecord, sqlx::Error> {
@@ -278,7 +308,7 @@ impl Store for SqliteStore {
         rows.iter().map(user_from_row).collect::<Result<_, _>>().map_err(db_err)
     }
 
-    async fn apply_user_change(&self, change: &UserChange) -> Result<Option<i64>, StoreError> {
+    async fn apply_user_change(&self, change: &UserChange) -> Result<Option<(i64, Vec<String>)>, StoreError> {
         let mut tx = self.begin().await?;
         let authz_ver: Option<i64> =
             sqlx::query_scalar("UPDATE users SET authz_ver = authz_ver + 1 WHERE id = ? RETURNING authz_ver")
@@ -328,15 +358,16 @@ impl Store for SqliteStore {
             .await
             .map_err(db_err)?;
         insert_security_event(&mut tx, &change.event).await.map_err(db_err)?;
+        let mut revoked = Vec::new();
         if let Some((reason, except)) = to_revoke {
             let ids = live_session_ids(&mut tx, &change.user_id, except.as_deref()).await.map_err(db_err)?;
             let mut event = change.event.clone();
             event.kind = "session_revoked";
             let rev = SessionRevocation { reason, now: change.now, until: change.until, event };
-            revoke_in_tx(&mut tx, ids, &rev).await.map_err(db_err)?;
+            revoked = revoke_in_tx(&mut tx, ids, &rev).await.map_err(db_err)?;
         }
         tx.commit().await.map_err(db_err)?;
-        Ok(Some(authz_ver))
+        Ok(Some((authz_ver, revoked)))
     }
 
     async fn insert_session(&self, s: &SessionRecord, refresh_token: &TokenHash) -> Result<(), StoreError> {
@@ -499,7 +530,12 @@ impl Store for SqliteStore {
                     insert_security_event(&mut tx, e).await.map_err(db_err)?;
                 }
             }
-            RotationDecision::Replay { touch } => touch_session(&mut tx, sid, touch).await.map_err(db_err)?,
+            RotationDecision::Replay { touch, event } => {
+                touch_session(&mut tx, sid, touch).await.map_err(db_err)?;
+                if let Some(e) = event {
+                    insert_security_event(&mut tx, e).await.map_err(db_err)?;
+                }
+            }
             RotationDecision::Revoke { revocation } => {
                 revoke_in_tx(&mut tx, vec![sid.clone()], revocation).await.map_err(db_err)?;
             }
@@ -619,6 +655,29 @@ impl Store for SqliteStore {
             .map_err(db_err)
     }
 
+    async fn prune(&self, now: Timestamp, forget_sessions_before: Timestamp) -> Result<u64, StoreError> {
+        let mut tx = self.begin().await?;
+        let mut n = 0;
+        let before = forget_sessions_before.0;
+        for (sql, arg) in [
+            ("DELETE FROM revocation_events WHERE until <= ?", now.0),
+            ("DELETE FROM throttles WHERE last_failure_at <= ?", now.0 - 86_400),
+            (
+                "DELETE FROM refresh_tokens WHERE session_id IN \
+                 (SELECT id FROM sessions WHERE expires_at <= ?1 OR idle_expires_at <= ?1 OR revoked_at <= ?1)",
+                before,
+            ),
+            (
+                "DELETE FROM sessions WHERE expires_at <= ?1 OR idle_expires_at <= ?1 OR revoked_at <= ?1",
+                before,
+            ),
+        ] {
+            n += sqlx::query(sql).bind(arg).execute(&mut *tx).await.map_err(db_err)?.rows_affected();
+        }
+        tx.commit().await.map_err(db_err)?;
+        Ok(n)
+    }
+
     async fn list_feed_events(
         &self,
         after: i64,
@@ -678,4 +737,20 @@ fn throttle_from_row(row: &SqliteRow) -> Result<ThrottleRecord, sqlx::Error> {
         window_start: Timestamp(row.try_get("window_start")?),
         last_failure_at: Timestamp(row.try_get("last_failure_at")?),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn synchronous_parameter_is_ours() {
+        let (url, s) = split_synchronous("sqlite://a.db?synchronous=full&mode=rwc").unwrap();
+        assert_eq!(url, "sqlite://a.db?mode=rwc");
+        assert!(matches!(s, SqliteSynchronous::Full));
+        let (url, s) = split_synchronous("sqlite://a.db").unwrap();
+        assert_eq!(url, "sqlite://a.db");
+        assert!(matches!(s, SqliteSynchronous::Normal));
+        assert!(split_synchronous("sqlite://a.db?synchronous=off").is_err());
+    }
 }

@@ -132,6 +132,7 @@ pub async fn run(cli: Cli, stdin: &mut dyn BufRead, stdout: &mut dyn Write) -> a
         flags.issuer.clone_from(&args.issuer);
     }
     let config = Config::load(cli.config.as_deref(), &flags)?;
+    init_logging(&config.log, matches!(cli.command, Command::Serve(_)));
     if let Command::Serve(_) = cli.command {
         let server = Server::bind(&config, Arc::new(SystemClock), MAINTENANCE_INTERVAL).await?;
         return server.run(shutdown_signal()).await;
@@ -203,11 +204,12 @@ pub async fn run_args(args: &[&str], stdin: &mut dyn BufRead, stdout: &mut dyn W
     run(cli, stdin, stdout).await
 }
 
-fn init_logging(is_server: bool) {
-    let default = if is_server { "info" } else { "warn" };
-    let directive = std::env::var("RUST_LOG")
-        .or_else(|_| std::env::var("LATCHKEY_LOG"))
-        .unwrap_or_else(|_| default.to_owned());
+/// Installs the log subscriber (once per process; later calls do nothing). `RUST_LOG`
+/// overrides the `log` setting. Commands other than `serve` log warnings only, so their
+/// standard output stays one JSON object per line.
+fn init_logging(configured: &str, is_server: bool) {
+    let default = if is_server { configured } else { "warn" };
+    let directive = std::env::var("RUST_LOG").unwrap_or_else(|_| default.to_owned());
     // sqlx logs statements at info; they carry no bound values, but they are noise.
     let filter = tracing_subscriber::EnvFilter::try_new(format!("{directive},sqlx=warn"))
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
@@ -217,7 +219,6 @@ fn init_logging(is_server: bool) {
 /// The binary's entry point.
 pub async fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_logging(matches!(cli.command, Command::Serve(_)));
     let stdin = std::io::stdin();
     let mut stdin = stdin.lock();
     let mut stdout = std::io::stdout();

@@ -186,6 +186,15 @@ fn binding_policy_off_log_deny() {
     s.binding = BindingPolicy::Deny;
     assert_eq!(reason(&run(&snapshot(), T0 + 1, &s, "other/2")), Some(ErrorReason::BindingMismatch));
     assert!(matches!(run(&snapshot(), T0 + 1, &s, "agent/1"), RotationDecision::Rotate { .. }));
+    // Log also applies to a grace replay from another agent.
+    let mut replayed = snapshot();
+    retired(&mut replayed, T0, false);
+    s.binding = BindingPolicy::Log;
+    let RotationDecision::Replay { event: Some(e), .. } = run(&replayed, T0 + 1, &s, "other/2") else {
+        panic!()
+    };
+    assert_eq!(e.kind, "binding_anomaly");
+    s.binding = BindingPolicy::Deny;
     // Deny also applies to a grace replay from another agent.
     let mut snap = snapshot();
     retired(&mut snap, T0, false);

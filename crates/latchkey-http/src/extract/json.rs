@@ -60,13 +60,26 @@ fn parse<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
     serde_json::from_str(text).map_err(|e| {
         use serde_json::error::Category;
         let what = match e.classify() {
-            Category::Data => format!("Invalid request body: {e}."),
+            // serde's own wording quotes the offending value (`invalid type: integer
+            // \`12345678\``), which may be a password: only messages that carry no value
+            // are passed on.
+            Category::Data if is_value_free(&e.to_string()) => format!("Invalid request body: {e}."),
+            Category::Data => format!(
+                "Invalid request body: a field has the wrong type or value (line {}, column {}).",
+                e.line(),
+                e.column()
+            ),
             Category::Syntax | Category::Eof | Category::Io => {
                 "The request body is not valid JSON.".to_owned()
             }
         };
         ApiError::Rejected(StatusCode::BAD_REQUEST, ErrorCode::InvalidRequest, what)
     })
+}
+
+/// Messages that name a field or a rule, never a value.
+fn is_value_free(message: &str) -> bool {
+    message.starts_with("missing field") || message.starts_with("username must")
 }
 
 fn wrong_type() -> ApiError {

@@ -25,6 +25,9 @@ CREATE TABLE sessions (
     revoke_reason   TEXT
 );
 CREATE INDEX sessions_by_user ON sessions(user_id);
+CREATE INDEX sessions_by_expiry ON sessions(expires_at);
+CREATE INDEX sessions_by_idle_expiry ON sessions(idle_expires_at);
+CREATE INDEX sessions_by_revocation ON sessions(revoked_at);
 
 -- One row per refresh token ever issued: the live one has retired_at NULL. Retired rows
 -- are kept so that replaying any of them is detected as reuse.
@@ -73,3 +76,4 @@ CREATE TABLE revocation_events (
     until      INTEGER NOT NULL,
     created_at INTEGER NOT NULL
 );
+CREATE INDEX revocation_events_by_until ON revocation_events(until);

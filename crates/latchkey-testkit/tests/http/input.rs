@@ -188,3 +188,22 @@ async fn bearer_edge_cases() {
     assert_eq!(tampered.json["error_reason"], "bad_signature");
     assert_eq!(tampered.json["error_type"], "OAuthAccessTokenError");
 }
+
+#[tokio::test]
+async fn error_descriptions_never_echo_values() {
+    let s = TestServer::start().await;
+    let c = http_client();
+    for body in [
+        json!({"username": "someone", "password": 987_654_321_u64}),
+        json!({"username": "someone", "password": true, "extra": "x"}),
+        json!({"username": ["secret-in-array-42"], "password": "long enough"}),
+    ] {
+        let a = s.post(&c, "/auth/login", body).await;
+        assert_eq!(a.status, 400, "{}", a.text);
+        for leaked in ["987654321", "secret-in-array-42", "true"] {
+            assert!(!a.text.contains(leaked), "echoed a value: {}", a.text);
+        }
+    }
+    let missing = s.post(&c, "/auth/login", json!({"username": "someone"})).await;
+    assert!(missing.text.contains("missing field `password`"), "{}", missing.text);
+}

@@ -16,6 +16,7 @@ mod cli;
 mod input;
 mod rotation;
 mod security;
+mod tidy;
 mod tokens;
 
 pub(crate) use latchkey_testkit::{TestServer, http_client, send};
