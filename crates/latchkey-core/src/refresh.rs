@@ -7,6 +7,8 @@
 //! the rotation's transaction, so concurrent refreshes of one token see each other's writes
 //! and yield exactly one successor.
 
+use std::time::Duration;
+
 use latchkey_proto::auth::TokenResponse;
 use latchkey_proto::{ErrorReason, RefreshToken};
 
@@ -37,23 +39,48 @@ pub enum RefreshError {
     Sealing,
 }
 
-/// Inputs to a decision besides the snapshot.
-#[derive(Debug)]
-pub struct RefreshContext<'a> {
+/// The settings a rotation decision depends on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RotationPolicy {
+    /// The grace window; zero disables it.
+    pub refresh_grace: Duration,
+    /// Idle timeout.
+    pub session_idle_ttl: Duration,
+    /// Binding policy.
+    pub binding: BindingPolicy,
+    /// How long a revocation's feed event must be remembered.
+    pub revocation_horizon: Duration,
+}
+
+impl From<&Settings> for RotationPolicy {
+    fn from(s: &Settings) -> Self {
+        Self {
+            refresh_grace: s.refresh_grace,
+            session_idle_ttl: s.session_idle_ttl,
+            binding: s.binding,
+            revocation_horizon: s.revocation_horizon(),
+        }
+    }
+}
+
+/// Inputs to a decision besides the snapshot. Owned, so the store may run the decision on
+/// its own thread.
+#[derive(Debug, Clone)]
+pub struct RefreshContext {
     /// Now.
     pub now: Timestamp,
     /// Settings.
-    pub settings: &'a Settings,
+    pub policy: RotationPolicy,
     /// The caller.
-    pub client: &'a ClientContext,
+    pub client: ClientContext,
     /// Hash of the successor to install if the token rotates.
     pub successor_hash: TokenHash,
     /// The successor sealed under the presented token.
-    pub successor_sealed: &'a [u8],
+    pub successor_sealed: Vec<u8>,
 }
 
 fn event(
-    ctx: &RefreshContext<'_>,
+    ctx: &RefreshContext,
     snap: &RefreshSnapshot,
     kind: &'static str,
     detail: Option<String>,
@@ -69,7 +96,7 @@ fn event(
 }
 
 fn revoke(
-    ctx: &RefreshContext<'_>,
+    ctx: &RefreshContext,
     snap: &RefreshSnapshot,
     reason: ErrorReason,
     kind: &'static str,
@@ -79,14 +106,14 @@ fn revoke(
         revocation: SessionRevocation {
             reason,
             now: ctx.now,
-            until: ctx.now.plus(ctx.settings.revocation_horizon()),
+            until: ctx.now.plus(ctx.policy.revocation_horizon),
             event: event(ctx, snap, kind, detail),
         },
     }
 }
 
 /// The rotation policy. Pure: everything it needs is in its arguments.
-pub fn decide(snap: &RefreshSnapshot, ctx: &RefreshContext<'_>) -> RotationDecision {
+pub fn decide(snap: &RefreshSnapshot, ctx: &RefreshContext) -> RotationDecision {
     let session = &snap.session;
     let now = ctx.now;
     if session.revoked_at.is_some() {
@@ -112,7 +139,7 @@ pub fn decide(snap: &RefreshSnapshot, ctx: &RefreshContext<'_>) -> RotationDecis
             session.user_agent.as_deref().unwrap_or(""),
             ctx.client.user_agent.as_deref().unwrap_or("")
         ));
-        match ctx.settings.binding {
+        match ctx.policy.binding {
             BindingPolicy::Off => {}
             BindingPolicy::Log => anomaly = Some(event(ctx, snap, "binding_anomaly", detail)),
             BindingPolicy::Deny => {
@@ -123,18 +150,18 @@ pub fn decide(snap: &RefreshSnapshot, ctx: &RefreshContext<'_>) -> RotationDecis
 
     let touch = Touch {
         now,
-        idle_expires_at: now.plus(ctx.settings.session_idle_ttl).min(session.expires_at),
+        idle_expires_at: now.plus(ctx.policy.session_idle_ttl).min(session.expires_at),
         ip: ctx.client.ip.clone().or_else(|| session.ip.clone()),
     };
     match snap.token.retired_at {
         None => RotationDecision::Rotate {
             successor_hash: ctx.successor_hash,
-            successor_sealed: ctx.successor_sealed.to_vec(),
+            successor_sealed: ctx.successor_sealed.clone(),
             touch,
             event: anomaly,
         },
         Some(retired_at) => {
-            let grace = i64::try_from(ctx.settings.refresh_grace.as_secs()).unwrap_or(i64::MAX);
+            let grace = i64::try_from(ctx.policy.refresh_grace.as_secs()).unwrap_or(i64::MAX);
             let is_within_window = grace > 0 && now.seconds_since(retired_at) <= grace;
             if is_within_window && !snap.token.is_successor_used && snap.token.successor_sealed.is_some() {
                 RotationDecision::Replay { touch, event: anomaly }
@@ -169,13 +196,16 @@ impl Latchkey {
         let successor_sealed = seal_successor(presented, &successor).ok_or(RefreshError::Sealing)?;
         let ctx = RefreshContext {
             now,
-            settings: &self.settings,
-            client,
+            policy: RotationPolicy::from(&self.settings),
+            client: client.clone(),
             successor_hash: TokenHash::of(successor.expose_secret()),
-            successor_sealed: &successor_sealed,
+            successor_sealed,
         };
         let presented_hash = TokenHash::of(presented.expose_secret());
-        let outcome = self.store.rotate_refresh_token(&presented_hash, &|snap| decide(snap, &ctx)).await?;
+        let outcome = self
+            .store
+            .rotate_refresh_token(&presented_hash, Box::new(move |snap| decide(snap, &ctx)))
+            .await?;
         let Some((snap, decision)) = outcome else {
             self.metrics.refresh(RefreshOutcome::Refused);
             return Err(RefreshError::Refused(ErrorReason::UnknownToken));

@@ -316,8 +316,9 @@ pub struct FeedEventRecord {
     pub event: latchkey_proto::events::RevocationEvent,
 }
 
-/// The rotation decision function, run by the store inside the rotation's transaction.
-pub type Decide<'a> = dyn Fn(&RefreshSnapshot) -> RotationDecision + Send + Sync + 'a;
+/// The rotation decision function, run by the store inside the rotation's transaction
+/// (possibly on the store's own thread, hence owned and `Send`).
+pub type Decide = Box<dyn FnOnce(&RefreshSnapshot) -> RotationDecision + Send>;
 
 /// The storage port.
 #[async_trait]
@@ -370,7 +371,7 @@ pub trait Store: Send + Sync + 'static {
     async fn rotate_refresh_token(
         &self,
         presented: &TokenHash,
-        decide: &Decide<'_>,
+        decide: Decide,
     ) -> Result<Option<(RefreshSnapshot, RotationDecision)>, StoreError>;
 
     /// Inserts a signing key.

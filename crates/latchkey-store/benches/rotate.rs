@@ -11,7 +11,7 @@ use std::sync::Mutex;
 use criterion::{Criterion, criterion_group, criterion_main};
 use latchkey_core::clock::Timestamp;
 use latchkey_core::crypto::{TokenHash, new_refresh_token, seal_successor};
-use latchkey_core::refresh::{RefreshContext, decide};
+use latchkey_core::refresh::{RefreshContext, RotationPolicy, decide};
 use latchkey_core::store::{SessionRecord, Store, UserRecord, UserStatus};
 use latchkey_core::{ClientContext, Settings};
 use latchkey_proto::RefreshToken;
@@ -62,13 +62,16 @@ fn rotate(c: &mut Criterion) {
             let sealed = seal_successor(&presented, &successor).expect("seal");
             let ctx = RefreshContext {
                 now,
-                settings: &settings,
-                client: &client,
+                policy: RotationPolicy::from(&settings),
+                client: client.clone(),
                 successor_hash: TokenHash::of(successor.expose_secret()),
-                successor_sealed: &sealed,
+                successor_sealed: sealed,
             };
             let out = store
-                .rotate_refresh_token(&TokenHash::of(presented.expose_secret()), &|snap| decide(snap, &ctx))
+                .rotate_refresh_token(
+                    &TokenHash::of(presented.expose_secret()),
+                    Box::new(move |snap| decide(snap, &ctx)),
+                )
                 .await
                 .expect("rotate");
             assert!(matches!(out, Some((_, latchkey_core::store::RotationDecision::Rotate { .. }))));

@@ -269,18 +269,20 @@ impl TestServer {
 
     /// Counts a session's live (not retired) refresh tokens, straight from the database.
     pub async fn live_refresh_tokens(&self, session_id: &str) -> i64 {
-        use sqlx::ConnectOptions as _;
-        use std::str::FromStr as _;
-        let mut conn = sqlx::sqlite::SqliteConnectOptions::from_str(&self.database_url)
-            .expect("url")
-            .read_only(true)
-            .connect()
-            .await
-            .expect("open db");
-        sqlx::query_scalar("SELECT COUNT(*) FROM refresh_tokens WHERE session_id = ? AND retired_at IS NULL")
-            .bind(session_id)
-            .fetch_one(&mut conn)
-            .await
+        let path = self.database_url.trim_start_matches("sqlite://").to_owned();
+        let session_id = session_id.to_owned();
+        tokio::task::spawn_blocking(move || {
+            let conn =
+                rusqlite::Connection::open_with_flags(&path, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
+                    .expect("open db");
+            conn.query_row(
+                "SELECT COUNT(*) FROM refresh_tokens WHERE session_id = ?1 AND retired_at IS NULL",
+                [session_id],
+                |r| r.get(0),
+            )
             .expect("count")
+        })
+        .await
+        .expect("join")
     }
 }

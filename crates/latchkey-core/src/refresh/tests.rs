@@ -52,13 +52,12 @@ fn client(agent: &str) -> ClientContext {
 }
 
 fn run(snap: &RefreshSnapshot, now: i64, settings: &Settings, agent: &str) -> RotationDecision {
-    let client = client(agent);
     let ctx = RefreshContext {
         now: Timestamp(now),
-        settings,
-        client: &client,
+        policy: RotationPolicy::from(settings),
+        client: client(agent),
         successor_hash: TokenHash::of("lkr_new"),
-        successor_sealed: b"sealed",
+        successor_sealed: b"sealed".to_vec(),
     };
     decide(snap, &ctx)
 }
