@@ -1,15 +1,17 @@
-//! Password hashing with Argon2id (OWASP: m=19 MiB, t=2, p=1), run on the blocking pool
-//! with bounded concurrency so a login flood cannot starve refreshes (PERF-FACTS: one hash
-//! costs ~22 ms of a core). Unknown users are checked against a dummy hash so that their
-//! timing matches a wrong password.
+//! Password hashing with Argon2id (OWASP: m=19 MiB, t=2, p=1) on its own small pool of
+//! threads, off the async runtime, with bounded concurrency and a bounded queue, so a login
+//! flood cannot starve refreshes (PERF-FACTS: one hash costs ~22 ms of a core). The hashing
+//! threads run at a lower CPU priority (nice 10): when the machine is busy, refreshes and
+//! API calls go first and logins take longer; when it is idle, logins get the whole core.
+//! Unknown users are checked against a dummy hash so that their timing matches a wrong
+//! password.
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, mpsc};
 
 use argon2::password_hash::{PasswordHash, PasswordHasher as _, PasswordVerifier as _, SaltString};
 use argon2::{Argon2, Params, Version};
 use latchkey_proto::Password;
-use tokio::sync::Semaphore;
 
 use crate::crypto::random_bytes;
 
@@ -69,28 +71,64 @@ fn verify_blocking(password: &[u8], phc: &str) -> bool {
     PasswordHash::new(phc).is_ok_and(|parsed| Argon2::default().verify_password(password, &parsed).is_ok())
 }
 
+type Job = Box<dyn FnOnce() + Send>;
+
+/// The niceness of the hashing threads (0 is normal, 19 the lowest priority).
+const HASHING_NICENESS: i32 = 10;
+
+/// Lowers the calling thread's CPU priority. Best effort: where the OS refuses, hashing runs
+/// at normal priority, which is still off the async runtime and bounded.
+fn lower_priority() {
+    #[cfg(target_os = "linux")]
+    if let Err(e) = rustix::process::setpriority_process(Some(rustix::thread::gettid()), HASHING_NICENESS) {
+        tracing::debug!(error = %e, "could not lower the password-hashing thread's priority");
+    }
+}
+
 /// The bounded password-hashing pool.
 pub struct PasswordHasher {
-    permits: Arc<Semaphore>,
-    waiting: AtomicUsize,
-    max_waiting: usize,
+    jobs: mpsc::Sender<Job>,
+    in_flight: Arc<AtomicUsize>,
+    max_in_flight: usize,
     dummy_hash: String,
 }
 
 impl PasswordHasher {
-    /// A pool running at most `concurrency` hashes at once, with at most 64 per slot
-    /// waiting (beyond that, [`PasswordError::Overloaded`]: the server answers 503 with
+    /// A pool of `concurrency` hashing threads, with at most 64 requests per thread queued
+    /// or running (beyond that, [`PasswordError::Overloaded`]: the server answers 503 with
     /// `Retry-After` rather than queue without bound).
     ///
     /// # Errors
-    /// When the dummy hash cannot be computed.
+    /// When the threads cannot start or the dummy hash cannot be computed.
     pub fn new(concurrency: usize) -> Result<Self, PasswordError> {
         let concurrency = concurrency.max(1);
+        let (tx, rx) = mpsc::channel::<Job>();
+        let rx = Arc::new(Mutex::new(rx));
+        for i in 0..concurrency {
+            let rx = Arc::clone(&rx);
+            std::thread::Builder::new()
+                .name(format!("latchkey-argon2-{i}"))
+                .spawn(move || {
+                    lower_priority();
+                    loop {
+                        // The lock is held only while taking a job, never while hashing.
+                        let job = match rx.lock() {
+                            Ok(guard) => guard.recv(),
+                            Err(_) => return,
+                        };
+                        match job {
+                            Ok(job) => job(),
+                            Err(_) => return, // the pool was dropped
+                        }
+                    }
+                })
+                .map_err(|e| PasswordError::Hash(format!("cannot start hashing thread: {e}")))?;
+        }
         let dummy_hash = hash_blocking(&random_bytes::<16>())?;
         Ok(Self {
-            permits: Arc::new(Semaphore::new(concurrency)),
-            waiting: AtomicUsize::new(0),
-            max_waiting: concurrency * 64,
+            jobs: tx,
+            in_flight: Arc::new(AtomicUsize::new(0)),
+            max_in_flight: concurrency * 64,
             dummy_hash,
         })
     }
@@ -99,27 +137,26 @@ impl PasswordHasher {
         &self,
         job: impl FnOnce() -> T + Send + 'static,
     ) -> Result<T, PasswordError> {
-        struct Waiting<'a>(&'a AtomicUsize);
-        impl Drop for Waiting<'_> {
+        /// Counts a request from when it is queued until its answer is consumed or dropped.
+        struct InFlight(Arc<AtomicUsize>);
+        impl Drop for InFlight {
             fn drop(&mut self) {
                 self.0.fetch_sub(1, Ordering::Relaxed);
             }
         }
-        if self.waiting.fetch_add(1, Ordering::Relaxed) >= self.max_waiting {
-            self.waiting.fetch_sub(1, Ordering::Relaxed);
+        if self.in_flight.fetch_add(1, Ordering::Relaxed) >= self.max_in_flight {
+            self.in_flight.fetch_sub(1, Ordering::Relaxed);
             return Err(PasswordError::Overloaded);
         }
-        let guard = Waiting(&self.waiting);
-        let permit =
-            Arc::clone(&self.permits).acquire_owned().await.map_err(|_| PasswordError::Overloaded)?;
+        let guard = InFlight(Arc::clone(&self.in_flight));
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let job: Job = Box::new(move || {
+            let _ = tx.send(job());
+        });
+        self.jobs.send(job).map_err(|_| PasswordError::Hash("hashing threads stopped".into()))?;
+        let out = rx.await.map_err(|_| PasswordError::Hash("hashing thread failed".into()));
         drop(guard);
-        tokio::task::spawn_blocking(move || {
-            let out = job();
-            drop(permit);
-            out
-        })
-        .await
-        .map_err(|e| PasswordError::Hash(e.to_string()))
+        out
     }
 
     /// Hashes a new password.
