@@ -12,7 +12,7 @@ use crate::clock::Timestamp;
 use crate::crypto::TokenHash;
 
 /// What went wrong in the store, without backend types.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum StoreError {
     /// A unique constraint was violated (for example a taken username).
     #[error("conflict: {0}")]

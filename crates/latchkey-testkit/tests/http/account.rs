@@ -229,3 +229,29 @@ async fn unknown_routes_and_methods_answer_json() {
     let h = send(c.get(s.url("/healthz"))).await;
     assert_eq!(h.status, 200);
 }
+
+#[tokio::test]
+async fn concurrent_registrations_one_name_one_winner() {
+    // Writes are committed in groups; a job that fails (a taken name) must roll back alone.
+    let s = TestServer::start().await;
+    let c = http_client();
+    let same = (0..12).map(|_| {
+        s.post(&c, "/auth/register", json!({"username": "contested", "password": "long enough pw"}))
+    });
+    let distinct = (0..12).map(|i| {
+        s.post(
+            &c,
+            "/auth/register",
+            json!({"username": format!("distinct{i}"), "password": "long enough pw"}),
+        )
+    });
+    let (same, distinct) = tokio::join!(futures::future::join_all(same), futures::future::join_all(distinct));
+    assert_eq!(same.iter().filter(|a| a.status == 201).count(), 1);
+    assert!(same.iter().all(|a| a.status == 201 || (a.status == 409 && a.json["error"] == "username_taken")));
+    assert!(
+        distinct.iter().all(|a| a.status == 201),
+        "{:?}",
+        distinct.iter().map(|a| a.status).collect::<Vec<_>>()
+    );
+    assert_eq!(s.store().list_users().await.unwrap().len(), 13);
+}
