@@ -46,6 +46,12 @@ pub enum AccountError {
     /// `current_password` is wrong.
     #[error("current password is wrong")]
     WrongPassword,
+    /// Too many wrong passwords for this account or address; retry after this many seconds.
+    #[error("throttled for {retry_after} s")]
+    Throttled {
+        /// Seconds.
+        retry_after: u64,
+    },
     /// The new password breaks the rules, or the pool is overloaded.
     #[error(transparent)]
     Password(#[from] PasswordError),
@@ -123,18 +129,17 @@ impl Latchkey {
         refresh_token: Option<&RefreshToken>,
         ctx: &ClientContext,
     ) -> Result<(), AccountError> {
-        let session = match (bearer, refresh_token) {
-            (Some(token), _) => {
-                let claims = self
-                    .verify_access_token(token, true)
-                    .map_err(|r| AccountError::Auth(AuthError::InvalidToken(r)))?;
-                claims.sid.map(|sid| (sid, claims.sub))
-            }
-            (None, Some(rt)) => self
+        // A Bearer token that no longer verifies (its key was retired, say) does not stop a
+        // logout that also carries the refresh token.
+        let from_bearer = bearer.map(|token| self.verify_access_token(token, true));
+        let session = match (from_bearer, refresh_token) {
+            (Some(Ok(claims)), _) => claims.sid.map(|sid| (sid, claims.sub)),
+            (Some(Err(_)) | None, Some(rt)) => self
                 .store
                 .find_session_by_refresh_token(&TokenHash::of(rt.expose_secret()))
                 .await?
                 .map(|s| (s.id, s.user_id)),
+            (Some(Err(reason)), None) => return Err(AccountError::Auth(AuthError::InvalidToken(reason))),
             (None, None) => return Err(AccountError::MissingCredential),
         };
         if let Some((id, user_id)) = session {
@@ -231,19 +236,24 @@ impl Latchkey {
         ctx: &ClientContext,
     ) -> Result<(), AccountError> {
         crate::password::check_new_password(&req.new_password)?;
-        let is_valid = self.passwords.verify(&req.current_password, Some(&auth.user.password_hash)).await?;
+        // A wrong current password counts against the account like a failed login, so a
+        // stolen token is not an unthrottled password oracle.
         let now = self.clock.now();
+        let acct = crate::throttle::account_key(&auth.user.username);
+        let addr = ctx.ip.as_deref().map(crate::throttle::address_key);
+        if let Some(retry_after) = self.throttled_for(&acct, addr.as_deref(), now).await? {
+            return Err(AccountError::Throttled { retry_after });
+        }
+        let is_valid = self.passwords.verify(&req.current_password, Some(&auth.user.password_hash)).await?;
         if !is_valid {
-            let mut event = self.event(
-                now,
-                "password_change_failed",
-                Some(&auth.user.id),
-                Some(&auth.session.id),
-                Some(ctx),
-            );
-            event.detail = Some("wrong current password".into());
-            self.record(event).await;
-            return Err(AccountError::WrongPassword);
+            let user_id = Some(auth.user.id.as_str());
+            let locked = self
+                .record_failure("password_change_failed", user_id, &acct, addr.as_deref(), ctx, now)
+                .await?;
+            return Err(match locked {
+                Some(retry_after) => AccountError::Throttled { retry_after },
+                None => AccountError::WrongPassword,
+            });
         }
         let password_hash = self.passwords.hash(&req.new_password).await?;
         let change = UserChange {

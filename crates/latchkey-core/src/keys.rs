@@ -379,7 +379,11 @@ impl KeyRing {
         now: Timestamp,
         activates_at: Timestamp,
     ) -> Result<String, KeyError> {
-        let pkcs8 = zeroize::Zeroizing::new(generate_pkcs8(alg)?);
+        // RSA generation takes a good fraction of a second: off the async runtime.
+        let pkcs8 = tokio::task::spawn_blocking(move || generate_pkcs8(alg))
+            .await
+            .map_err(|e| KeyError::Rejected(format!("key generation failed: {e}")))??;
+        let pkcs8 = zeroize::Zeroizing::new(pkcs8);
         let key = StoredKey {
             kid: new_id(),
             alg: alg.as_str().to_owned(),

@@ -112,20 +112,9 @@ impl Latchkey {
     /// See [`LoginError`].
     pub async fn login(&self, creds: Credentials, ctx: &ClientContext) -> Result<TokenResponse, LoginError> {
         let now = self.clock.now();
-        let policy = &self.settings.throttle;
         let acct = account_key(creds.username.as_str());
         let addr = ctx.ip.as_deref().map(address_key);
-        let addr_rec = match &addr {
-            Some(k) => self.store.find_throttle(k).await?,
-            None => None,
-        };
-        let acct_rec = self.store.find_throttle(&acct).await?;
-        let locked = account_retry_after(acct_rec.as_ref(), policy, now).max(address_retry_after(
-            addr_rec.as_ref(),
-            policy,
-            now,
-        ));
-        if let Some(retry_after) = locked {
+        if let Some(retry_after) = self.throttled_for(&acct, addr.as_deref(), now).await? {
             self.metrics.login(LoginOutcome::Throttled);
             return Err(LoginError::Throttled { retry_after });
         }
@@ -135,8 +124,29 @@ impl Latchkey {
             self.passwords.verify(&creds.password, user.as_ref().map(|u| u.password_hash.as_str())).await?;
         let user = match user {
             Some(u) if is_valid && u.status == UserStatus::Active => u,
-            other => return Err(self.login_failed(other.as_ref(), &acct, addr.as_deref(), ctx, now).await),
+            other => {
+                let user_id = other.as_ref().map(|u| u.id.as_str());
+                let locked =
+                    self.record_failure("login_failed", user_id, &acct, addr.as_deref(), ctx, now).await?;
+                return Err(match locked {
+                    Some(retry_after) => {
+                        self.metrics.login(LoginOutcome::Throttled);
+                        LoginError::Throttled { retry_after }
+                    }
+                    None => {
+                        self.metrics.login(LoginOutcome::Failure);
+                        LoginError::InvalidCredentials
+                    }
+                });
+            }
         };
+        // Parallel guesses all pass the first check while their failures are still being
+        // hashed; a right guess that arrives after the threshold was crossed meanwhile must
+        // not get in, or throttling would allow as many guesses as the hashing queue holds.
+        if let Some(retry_after) = self.throttled_for(&acct, addr.as_deref(), now).await? {
+            self.metrics.login(LoginOutcome::Throttled);
+            return Err(LoginError::Throttled { retry_after });
+        }
 
         self.store.delete_throttle(&acct).await?;
         let tokens = self.open_session(&user, ctx, now).await?;
@@ -144,53 +154,61 @@ impl Latchkey {
         Ok(tokens)
     }
 
-    /// Counts a failure and says whether it crossed a throttling threshold.
-    async fn login_failed(
+    /// Seconds the account or the address must still wait, if either is locked.
+    pub(crate) async fn throttled_for(
         &self,
-        user: Option<&UserRecord>,
+        acct: &str,
+        addr: Option<&str>,
+        now: Timestamp,
+    ) -> Result<Option<u64>, StoreError> {
+        let policy = &self.settings.throttle;
+        let acct_rec = self.store.find_throttle(acct).await?;
+        let addr_rec = match addr {
+            Some(k) => self.store.find_throttle(k).await?,
+            None => None,
+        };
+        Ok(account_retry_after(acct_rec.as_ref(), policy, now).max(address_retry_after(
+            addr_rec.as_ref(),
+            policy,
+            now,
+        )))
+    }
+
+    /// Counts a failed password check against the account and the address, records the
+    /// security event, and returns the wait if this failure locked either.
+    pub(crate) async fn record_failure(
+        &self,
+        kind: &'static str,
+        user_id: Option<&str>,
         acct: &str,
         addr: Option<&str>,
         ctx: &ClientContext,
         now: Timestamp,
-    ) -> LoginError {
+    ) -> Result<Option<u64>, StoreError> {
         let policy = &self.settings.throttle;
         let window = |d: std::time::Duration| i64::try_from(d.as_secs()).unwrap_or(i64::MAX);
-        let mut event = self.event(now, "login_failed", user.map(|u| u.id.as_str()), None, Some(ctx));
-        let acct_rec = self.store.record_throttle_failure(acct, now, window(policy.account_window)).await;
+        let acct_rec = self.store.record_throttle_failure(acct, now, window(policy.account_window)).await?;
         let addr_rec = match addr {
-            Some(k) => {
-                self.store.record_throttle_failure(k, now, window(policy.address_window)).await.map(Some)
-            }
-            None => Ok(None),
-        };
-        let (acct_rec, addr_rec) = match (acct_rec, addr_rec) {
-            (Ok(a), Ok(b)) => (a, b),
-            (Err(e), _) | (_, Err(e)) => return LoginError::Store(e),
+            Some(k) => Some(self.store.record_throttle_failure(k, now, window(policy.address_window)).await?),
+            None => None,
         };
         let locked = account_retry_after(Some(&acct_rec), policy, now).max(address_retry_after(
             addr_rec.as_ref(),
             policy,
             now,
         ));
+        self.metrics.password_failure();
+        let mut event = self.event(now, kind, user_id, None, Some(ctx));
         if locked.is_some() {
             event.kind = "login_throttled";
             event.detail = Some(format!(
-                "account failures {}, address failures {}",
+                "{kind}: account failures {}, address failures {}",
                 acct_rec.count,
                 addr_rec.map_or(0, |r| r.count)
             ));
         }
         self.record(event).await;
-        match locked {
-            Some(retry_after) => {
-                self.metrics.login(LoginOutcome::Throttled);
-                LoginError::Throttled { retry_after }
-            }
-            None => {
-                self.metrics.login(LoginOutcome::Failure);
-                LoginError::InvalidCredentials
-            }
-        }
+        Ok(locked)
     }
 
     /// Creates a first-party session with its first refresh token, and mints its tokens.

@@ -48,6 +48,7 @@ pub struct Metrics {
     logins: [AtomicU64; 3],
     refreshes: [AtomicU64; 4],
     registrations: AtomicU64,
+    password_failures: AtomicU64,
     revocations: Mutex<BTreeMap<&'static str, u64>>,
     http: Mutex<BTreeMap<(String, String, u16), Histogram>>,
 }
@@ -69,6 +70,11 @@ impl Metrics {
         if let Some(c) = self.refreshes.get(outcome as usize) {
             c.fetch_add(1, Ordering::Relaxed);
         }
+    }
+
+    /// Counts a failed password check (login or password change), whatever was answered.
+    pub fn password_failure(&self) {
+        self.password_failures.fetch_add(1, Ordering::Relaxed);
     }
 
     /// Counts a registration.
@@ -106,8 +112,8 @@ impl Metrics {
         for (label, c) in ["success", "failure", "throttled"].iter().zip(&self.logins) {
             let _ = writeln!(out, "latchkey_logins_total{{result=\"{label}\"}} {}", load(c));
         }
-        out.push_str("# HELP latchkey_login_failures_total Failed logins (wrong username or password).\n# TYPE latchkey_login_failures_total counter\n");
-        let _ = writeln!(out, "latchkey_login_failures_total {}", load(&self.logins[1]));
+        out.push_str("# HELP latchkey_login_failures_total Failed password checks (wrong username or password), including those that started throttling.\n# TYPE latchkey_login_failures_total counter\n");
+        let _ = writeln!(out, "latchkey_login_failures_total {}", load(&self.password_failures));
         out.push_str("# HELP latchkey_login_throttled_total Logins refused with 429.\n# TYPE latchkey_login_throttled_total counter\n");
         let _ = writeln!(out, "latchkey_login_throttled_total {}", load(&self.logins[2]));
         out.push_str("# HELP latchkey_registrations_total Users registered over HTTP.\n# TYPE latchkey_registrations_total counter\n");

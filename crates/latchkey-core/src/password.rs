@@ -66,9 +66,18 @@ fn hash_blocking(password: &[u8]) -> Result<String, PasswordError> {
         .map_err(|e| PasswordError::Hash(e.to_string()))
 }
 
-fn verify_blocking(password: &[u8], phc: &str) -> bool {
+/// Checks a password; a stored value that is not a hash (a user created without a
+/// password) is checked against the dummy hash instead, so it costs the same.
+fn verify_blocking(password: &[u8], phc: &str, dummy: &str) -> bool {
     // Verification uses the parameters recorded in the hash itself.
-    PasswordHash::new(phc).is_ok_and(|parsed| Argon2::default().verify_password(password, &parsed).is_ok())
+    let check = |hash: &PasswordHash<'_>| Argon2::default().verify_password(password, hash).is_ok();
+    match PasswordHash::new(phc) {
+        Ok(parsed) => check(&parsed),
+        Err(_) => {
+            let _ = PasswordHash::new(dummy).map(|d| check(&d));
+            false
+        }
+    }
 }
 
 type Job = Box<dyn FnOnce() + Send>;
@@ -137,26 +146,26 @@ impl PasswordHasher {
         &self,
         job: impl FnOnce() -> T + Send + 'static,
     ) -> Result<T, PasswordError> {
-        /// Counts a request from when it is queued until its answer is consumed or dropped.
-        struct InFlight(Arc<AtomicUsize>);
-        impl Drop for InFlight {
-            fn drop(&mut self) {
-                self.0.fetch_sub(1, Ordering::Relaxed);
-            }
-        }
         if self.in_flight.fetch_add(1, Ordering::Relaxed) >= self.max_in_flight {
             self.in_flight.fetch_sub(1, Ordering::Relaxed);
             return Err(PasswordError::Overloaded);
         }
-        let guard = InFlight(Arc::clone(&self.in_flight));
+        // The slot is released by the job itself, when it has run (or been skipped): a client
+        // that disconnects does not free its slot while its hash is still queued, so
+        // connect-and-drop floods stay bounded too.
+        let in_flight = Arc::clone(&self.in_flight);
         let (tx, rx) = tokio::sync::oneshot::channel();
         let job: Job = Box::new(move || {
-            let _ = tx.send(job());
+            if !tx.is_closed() {
+                let _ = tx.send(job());
+            }
+            in_flight.fetch_sub(1, Ordering::Relaxed);
         });
-        self.jobs.send(job).map_err(|_| PasswordError::Hash("hashing threads stopped".into()))?;
-        let out = rx.await.map_err(|_| PasswordError::Hash("hashing thread failed".into()));
-        drop(guard);
-        out
+        if self.jobs.send(job).is_err() {
+            self.in_flight.fetch_sub(1, Ordering::Relaxed);
+            return Err(PasswordError::Hash("hashing threads stopped".into()));
+        }
+        rx.await.map_err(|_| PasswordError::Hash("hashing thread failed".into()))
     }
 
     /// Hashes a new password.
@@ -183,7 +192,8 @@ impl PasswordHasher {
             Some(p) => (p.to_owned(), true),
             None => (self.dummy_hash.clone(), false),
         };
-        let ok = self.run(move || verify_blocking(&bytes, &phc)).await?;
+        let dummy = self.dummy_hash.clone();
+        let ok = self.run(move || verify_blocking(&bytes, &phc, &dummy)).await?;
         Ok(ok && is_real)
     }
 }

@@ -130,6 +130,24 @@ pub fn decide(snap: &RefreshSnapshot, ctx: &RefreshContext) -> RotationDecision 
         return RotationDecision::Refuse { reason: ErrorReason::IdleExpired };
     }
 
+    // A retired token is reuse unless it is the benign concurrent retry of SPEC 4: inside
+    // the grace window and before its successor was used. Decided before binding, so theft
+    // is reported as theft whatever user agent the thief sends.
+    if let Some(retired_at) = snap.token.retired_at {
+        let grace = i64::try_from(ctx.policy.refresh_grace.as_secs()).unwrap_or(i64::MAX);
+        let is_within_window = grace > 0 && now.seconds_since(retired_at) <= grace;
+        let is_benign_retry =
+            is_within_window && !snap.token.is_successor_used && snap.token.successor_sealed.is_some();
+        if !is_benign_retry {
+            let detail = Some(format!(
+                "retired {} s ago; successor {}",
+                now.seconds_since(retired_at),
+                if snap.token.is_successor_used { "already used" } else { "unused" }
+            ));
+            return revoke(ctx, snap, ErrorReason::ReuseDetected, "refresh_token_reuse", detail);
+        }
+    }
+
     // Binding (SPEC 4): a different user agent than the login's.
     let is_foreign_agent = session.user_agent.is_some() && ctx.client.user_agent != session.user_agent;
     let mut anomaly = None;
@@ -160,20 +178,7 @@ pub fn decide(snap: &RefreshSnapshot, ctx: &RefreshContext) -> RotationDecision 
             touch,
             event: anomaly,
         },
-        Some(retired_at) => {
-            let grace = i64::try_from(ctx.policy.refresh_grace.as_secs()).unwrap_or(i64::MAX);
-            let is_within_window = grace > 0 && now.seconds_since(retired_at) <= grace;
-            if is_within_window && !snap.token.is_successor_used && snap.token.successor_sealed.is_some() {
-                RotationDecision::Replay { touch, event: anomaly }
-            } else {
-                let detail = Some(format!(
-                    "retired {} s ago; successor {}",
-                    now.seconds_since(retired_at),
-                    if snap.token.is_successor_used { "already used" } else { "unused" }
-                ));
-                revoke(ctx, snap, ErrorReason::ReuseDetected, "refresh_token_reuse", detail)
-            }
-        }
+        Some(_) => RotationDecision::Replay { touch, event: anomaly },
     }
 }
 

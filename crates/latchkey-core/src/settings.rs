@@ -30,15 +30,17 @@ pub enum Registration {
 pub struct ThrottlePolicy {
     /// Consecutive failures for one account after which it is throttled.
     pub account_failures: i64,
-    /// How long an account's failures are remembered.
+    /// How long after its last failure an account's count is forgotten (a success resets it
+    /// at once): failures are "consecutive" until then.
     pub account_window: Duration,
     /// First lockout; doubles with each further failure.
     pub account_lockout: Duration,
     /// Longest lockout.
     pub account_lockout_max: Duration,
-    /// Failures from one address within `address_window` after which it is throttled.
+    /// Failures from one address, each within `address_window` of the previous one, after
+    /// which it is throttled (so any `address_failures` failures within one window are).
     pub address_failures: i64,
-    /// The per-address window.
+    /// The per-address window; the lock lasts this long after the last failure.
     pub address_window: Duration,
 }
 
@@ -46,7 +48,7 @@ impl Default for ThrottlePolicy {
     fn default() -> Self {
         Self {
             account_failures: 10,
-            account_window: Duration::from_secs(3600),
+            account_window: Duration::from_secs(86_400),
             account_lockout: Duration::from_secs(30),
             account_lockout_max: Duration::from_secs(900),
             address_failures: 20,

@@ -49,8 +49,8 @@ impl UserStatus {
     }
 }
 
-/// A user.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// A user. `Debug` leaves out the password hash.
+#[derive(Clone, PartialEq, Eq)]
 pub struct UserRecord {
     /// Opaque id (the `sub` claim).
     pub id: String,
@@ -66,6 +66,19 @@ pub struct UserRecord {
     pub status: UserStatus,
     /// Creation time.
     pub created_at: Timestamp,
+}
+
+impl std::fmt::Debug for UserRecord {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("UserRecord")
+            .field("id", &self.id)
+            .field("username", &self.username)
+            .field("roles", &self.roles)
+            .field("authz_ver", &self.authz_ver)
+            .field("status", &self.status)
+            .field("created_at", &self.created_at)
+            .finish_non_exhaustive()
+    }
 }
 
 /// A session: one login on one device, or one grant of a user to an app (SPEC 4).
@@ -383,7 +396,8 @@ pub trait Store: Send + Sync + 'static {
 
     /// A throttling counter.
     async fn find_throttle(&self, key: &str) -> Result<Option<ThrottleRecord>, StoreError>;
-    /// Counts a failure; a window older than `window_secs` starts again at one.
+    /// Counts a failure; a counter whose last failure is `window_secs` old or older starts
+    /// again at one (a sliding idle window: failures keep counting while they keep coming).
     async fn record_throttle_failure(
         &self,
         key: &str,

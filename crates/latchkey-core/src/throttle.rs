@@ -30,7 +30,8 @@ fn secs(d: std::time::Duration) -> i64 {
     i64::try_from(d.as_secs()).unwrap_or(i64::MAX)
 }
 
-/// Seconds the account must wait, if it is locked.
+/// Seconds the account must wait, if it is locked: from its `account_failures`th
+/// consecutive failure, for a lockout that doubles with each further failure.
 pub fn account_retry_after(
     rec: Option<&ThrottleRecord>,
     policy: &ThrottlePolicy,
@@ -38,7 +39,7 @@ pub fn account_retry_after(
 ) -> Option<u64> {
     let rec = rec?;
     if rec.count < policy.account_failures
-        || now.seconds_since(rec.window_start) >= secs(policy.account_window)
+        || now.seconds_since(rec.last_failure_at) >= secs(policy.account_window)
     {
         return None;
     }
@@ -49,7 +50,8 @@ pub fn account_retry_after(
     u64::try_from(wait).ok().filter(|w| *w > 0)
 }
 
-/// Seconds the address must wait, if it is locked.
+/// Seconds the address must wait, if it is locked: from its `address_failures`th failure
+/// (each within a window of the previous), until a window after the last one.
 pub fn address_retry_after(
     rec: Option<&ThrottleRecord>,
     policy: &ThrottlePolicy,
@@ -59,7 +61,7 @@ pub fn address_retry_after(
     if rec.count < policy.address_failures {
         return None;
     }
-    let wait = rec.window_start.0.saturating_add(secs(policy.address_window)) - now.0;
+    let wait = rec.last_failure_at.0.saturating_add(secs(policy.address_window)) - now.0;
     u64::try_from(wait).ok().filter(|w| *w > 0)
 }
 
@@ -80,16 +82,21 @@ mod tests {
         assert_eq!(account_retry_after(Some(&rec(11, 0, 100)), &p, Timestamp(100)), Some(60));
         assert_eq!(account_retry_after(Some(&rec(10, 0, 100)), &p, Timestamp(130)), None);
         assert_eq!(account_retry_after(Some(&rec(40, 0, 100)), &p, Timestamp(100)), Some(900));
-        // A window that has passed no longer counts.
-        assert_eq!(account_retry_after(Some(&rec(10, 0, 100)), &p, Timestamp(3600)), None);
+        // Failures spread over many hours still count while they keep coming...
+        assert_eq!(account_retry_after(Some(&rec(10, 0, 20_000)), &p, Timestamp(20_000)), Some(30));
+        // ...and are forgotten a day after the last one.
+        assert_eq!(account_retry_after(Some(&rec(40, 0, 100)), &p, Timestamp(100 + 86_400)), None);
     }
 
     #[test]
-    fn address_locks_at_the_twentieth_failure_in_the_window() {
+    fn address_locks_at_the_twentieth_failure_and_the_window_slides() {
         let p = ThrottlePolicy::default();
         assert_eq!(address_retry_after(Some(&rec(19, 0, 5)), &p, Timestamp(5)), None);
-        assert_eq!(address_retry_after(Some(&rec(20, 0, 5)), &p, Timestamp(5)), Some(55));
-        assert_eq!(address_retry_after(Some(&rec(20, 0, 5)), &p, Timestamp(60)), None);
+        assert_eq!(address_retry_after(Some(&rec(20, 0, 5)), &p, Timestamp(5)), Some(60));
+        assert_eq!(address_retry_after(Some(&rec(20, 0, 5)), &p, Timestamp(64)), Some(1));
+        assert_eq!(address_retry_after(Some(&rec(20, 0, 5)), &p, Timestamp(65)), None);
+        // Failures straddling a minute boundary still count (the window slides).
+        assert_eq!(address_retry_after(Some(&rec(20, 0, 95)), &p, Timestamp(95)), Some(60));
     }
 
     #[test]

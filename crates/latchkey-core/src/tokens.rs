@@ -34,7 +34,9 @@ impl Latchkey {
             sub: user.id.clone(),
             aud: s.audience.clone(),
             client_id: session.client_id.clone(),
-            exp: now.plus(s.access_token_ttl).0,
+            // Never valid past the session's absolute end, even for verifiers that only look
+            // at the token.
+            exp: now.plus(s.access_token_ttl).min(session.expires_at).0,
             iat: now.0,
             jti: new_id(),
             sid: Some(session.id.clone()),

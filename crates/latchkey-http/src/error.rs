@@ -90,6 +90,18 @@ fn with_retry_after(mut res: Response, secs: u64) -> Response {
     res
 }
 
+/// 429 with `Retry-After`.
+fn throttled(retry_after: u64) -> Response {
+    with_retry_after(
+        plain(
+            StatusCode::TOO_MANY_REQUESTS,
+            ErrorCode::TooManyRequests,
+            format!("Too many failed password attempts; try again in {retry_after} seconds."),
+        ),
+        retry_after,
+    )
+}
+
 /// A server fault: log the detail under a request id; answer only the id.
 fn internal(detail: &dyn std::fmt::Display) -> Response {
     let request_id = new_id();
@@ -165,14 +177,7 @@ impl IntoResponse for ApiError {
                     ErrorCode::InvalidCredentials,
                     "Invalid username or password.",
                 ),
-                LoginError::Throttled { retry_after } => with_retry_after(
-                    plain(
-                        StatusCode::TOO_MANY_REQUESTS,
-                        ErrorCode::TooManyRequests,
-                        format!("Too many failed sign-in attempts; try again in {retry_after} seconds."),
-                    ),
-                    *retry_after,
-                ),
+                LoginError::Throttled { retry_after } => throttled(*retry_after),
                 LoginError::Password(p) => password(p),
                 LoginError::Keys(k) => keys(k),
                 LoginError::Store(s) => store(s),
@@ -190,6 +195,7 @@ impl IntoResponse for ApiError {
                 AccountError::SessionNotFound => {
                     plain(StatusCode::NOT_FOUND, ErrorCode::NotFound, "No such session.")
                 }
+                AccountError::Throttled { retry_after } => throttled(*retry_after),
                 AccountError::WrongPassword => plain(
                     StatusCode::FORBIDDEN,
                     ErrorCode::InvalidCredentials,

@@ -50,8 +50,8 @@ pub fn router(state: AppState) -> Router {
         .route("/metrics", get(ops::metrics))
         .fallback(ops::not_found)
         .method_not_allowed_fallback(ops::method_not_allowed)
-        .layer(middleware::from_fn_with_state(state.clone(), observe))
         .layer(tower_http::catch_panic::CatchPanicLayer::custom(error::panic_response))
+        .layer(middleware::from_fn_with_state(state.clone(), observe))
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
         .with_state(state)
 }
@@ -60,7 +60,18 @@ pub fn router(state: AppState) -> Router {
 /// handler chose otherwise (token responses must never be cached; SPEC 5).
 async fn observe(State(state): State<AppState>, req: Request, next: Next) -> Response {
     let start = Instant::now();
-    let method = req.method().as_str().to_owned();
+    // Only known methods become labels: any token is a valid method, and each label value
+    // would be a new series kept forever.
+    let method = match *req.method() {
+        axum::http::Method::GET => "GET",
+        axum::http::Method::POST => "POST",
+        axum::http::Method::PUT => "PUT",
+        axum::http::Method::DELETE => "DELETE",
+        axum::http::Method::PATCH => "PATCH",
+        axum::http::Method::HEAD => "HEAD",
+        axum::http::Method::OPTIONS => "OPTIONS",
+        _ => "other",
+    };
     let route = req
         .extensions()
         .get::<MatchedPath>()
@@ -71,6 +82,6 @@ async fn observe(State(state): State<AppState>, req: Request, next: Next) -> Res
         headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
         headers.insert(header::PRAGMA, HeaderValue::from_static("no-cache"));
     }
-    state.app.metrics().http_request(&method, &route, res.status().as_u16(), start.elapsed().as_secs_f64());
+    state.app.metrics().http_request(method, &route, res.status().as_u16(), start.elapsed().as_secs_f64());
     res
 }

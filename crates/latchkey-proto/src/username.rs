@@ -60,10 +60,23 @@ impl Username {
     }
 }
 
-/// Format characters that render as nothing and make look-alike usernames (bidi overrides,
-/// zero-width characters). They are "printable" to no user.
+/// Characters that render as nothing or reorder text, and so make look-alike usernames:
+/// format characters (bidi controls and isolates, zero-width characters, soft hyphen), line
+/// and paragraph separators, and private-use code points. They are "printable" to no user.
 fn is_invisible_format(c: char) -> bool {
-    matches!(c, '\u{200B}'..='\u{200F}' | '\u{202A}'..='\u{202E}' | '\u{2060}'..='\u{2064}' | '\u{FEFF}')
+    matches!(
+        c,
+        '\u{00AD}'
+            | '\u{061C}'
+            | '\u{180E}'
+            | '\u{200B}'..='\u{200F}'
+            | '\u{2028}'..='\u{202E}'
+            | '\u{2060}'..='\u{206F}'
+            | '\u{FEFF}'
+            | '\u{FFF9}'..='\u{FFFB}'
+            | '\u{E000}'..='\u{F8FF}'
+            | '\u{F0000}'..='\u{10FFFF}'
+    )
 }
 
 impl fmt::Display for Username {
@@ -98,5 +111,8 @@ mod tests {
         assert_eq!(Username::parse("a\0b"), Err(UsernameError::ControlCharacter));
         assert_eq!(Username::parse("a\nb"), Err(UsernameError::ControlCharacter));
         assert_eq!(Username::parse("a\u{202E}b"), Err(UsernameError::ControlCharacter));
+        for sneaky in ["a\u{2066}b", "a\u{2028}b", "a\u{00AD}b", "a\u{E000}b", "a\u{061C}b"] {
+            assert_eq!(Username::parse(sneaky), Err(UsernameError::ControlCharacter), "{sneaky:?}");
+        }
     }
 }

@@ -1,5 +1,5 @@
 //! Latchkey storage: implementations of `latchkey_core::Store`. This crate holds the only
-//! SQL in the project; nothing outside it sees sqlx types. SQLite now; PostgreSQL slots in
+//! SQL in the project; nothing outside it sees database-driver types. SQLite now; PostgreSQL slots in
 //! beside it as `postgres.rs` with its own migrations.
 
 mod sqlite;

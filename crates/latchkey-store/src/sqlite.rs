@@ -575,7 +575,9 @@ fn apply_rotation(
 #[async_trait]
 impl Store for SqliteStore {
     async fn ping(&self) -> Result<(), StoreError> {
+        // Both sides: a stopped writer would fail every write while reads still worked.
         self.read(|c| c.query_row("SELECT 1", [], |r| r.get::<_, i64>(0))).await?;
+        self.write(|c| c.query_row("SELECT 1", [], |r| r.get::<_, i64>(0))).await?;
         Ok(())
     }
 
@@ -857,8 +859,8 @@ impl Store for SqliteStore {
             tx.prepare_cached(
                 "INSERT INTO throttles (key, count, window_start, last_failure_at) VALUES (?1, 1, ?2, ?2) \
                  ON CONFLICT (key) DO UPDATE SET \
-                   count = CASE WHEN window_start + ?3 <= ?2 THEN 1 ELSE count + 1 END, \
-                   window_start = CASE WHEN window_start + ?3 <= ?2 THEN ?2 ELSE window_start END, \
+                   count = CASE WHEN last_failure_at + ?3 <= ?2 THEN 1 ELSE count + 1 END, \
+                   window_start = CASE WHEN last_failure_at + ?3 <= ?2 THEN ?2 ELSE window_start END, \
                    last_failure_at = ?2 \
                  RETURNING count, window_start, last_failure_at",
             )?

@@ -210,8 +210,7 @@ pub async fn run_args(args: &[&str], stdin: &mut dyn BufRead, stdout: &mut dyn W
 fn init_logging(configured: &str, is_server: bool) {
     let default = if is_server { configured } else { "warn" };
     let directive = std::env::var("RUST_LOG").unwrap_or_else(|_| default.to_owned());
-    // sqlx logs statements at info; they carry no bound values, but they are noise.
-    let filter = tracing_subscriber::EnvFilter::try_new(format!("{directive},sqlx=warn"))
+    let filter = tracing_subscriber::EnvFilter::try_new(&directive)
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
     let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).try_init();
 }

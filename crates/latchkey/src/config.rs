@@ -207,8 +207,18 @@ impl Config {
             Some(path) => {
                 let text = std::fs::read_to_string(path)
                     .with_context(|| format!("reading config file {}", path.display()))?;
-                toml::from_str::<RawConfig>(&text)
-                    .with_context(|| format!("parsing config file {}", path.display()))?
+                // The error's message and line only: its default form quotes the source line,
+                // which could hold the master key.
+                toml::from_str::<RawConfig>(&text).map_err(|e| {
+                    let line =
+                        e.span().map(|s| text.get(..s.start).unwrap_or_default().lines().count().max(1));
+                    anyhow::anyhow!(
+                        "parsing config file {} (line {}): {}",
+                        path.display(),
+                        line.map_or_else(|| "?".to_owned(), |l| l.to_string()),
+                        e.message()
+                    )
+                })?
             }
             None => RawConfig::default(),
         };

@@ -26,12 +26,22 @@ pub const MAINTENANCE_INTERVAL: Duration = Duration::from_secs(5);
 pub async fn start_service(config: &Config, clock: Arc<dyn Clock>) -> anyhow::Result<Arc<Latchkey>> {
     let store = latchkey_store::open(&config.database_url)
         .await
-        .with_context(|| format!("opening database {}", config.database_url))?;
+        .with_context(|| format!("opening database {}", redact_userinfo(&config.database_url)))?;
     let master = config.master_key.as_ref().map(|k| MasterKey::from_secret(k));
     let app = Latchkey::start(store, clock, config.settings.clone(), master)
         .await
         .context("starting the service")?;
     Ok(Arc::new(app))
+}
+
+/// A database URL without its `user:password@` part, for messages.
+fn redact_userinfo(url: &str) -> String {
+    match (url.split_once("://"), url.rfind('@')) {
+        (Some((scheme, _)), Some(at)) => {
+            format!("{scheme}://[redacted]@{}", url.get(at + 1..).unwrap_or_default())
+        }
+        _ => url.to_owned(),
+    }
 }
 
 /// A bound, not yet serving, server.

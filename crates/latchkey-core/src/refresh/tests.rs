@@ -199,3 +199,14 @@ fn binding_policy_off_log_deny() {
     retired(&mut snap, T0, false);
     assert_eq!(reason(&run(&snap, T0 + 1, &s, "other/2")), Some(ErrorReason::BindingMismatch));
 }
+
+#[test]
+fn reuse_is_reported_as_reuse_even_from_another_agent_under_deny() {
+    let mut s = settings();
+    s.binding = BindingPolicy::Deny;
+    let mut snap = snapshot();
+    retired(&mut snap, T0, true);
+    let RotationDecision::Revoke { revocation } = run(&snap, T0 + 1, &s, "thief/1") else { panic!() };
+    assert_eq!(revocation.reason, ErrorReason::ReuseDetected);
+    assert_eq!(revocation.event.kind, "refresh_token_reuse");
+}

@@ -65,6 +65,35 @@ fn prefix_eq(a: &[u8], b: &[u8], len: u8) -> bool {
     }
 }
 
+/// Walks `X-Forwarded-For` from the right while the hops are trusted proxies; the first
+/// entry that is not one is the client. An entry that does not parse as an address ends the
+/// walk at the nearest trusted hop: anything left of it may have been written by the client.
+fn client_address(peer: IpAddr, headers: &axum::http::HeaderMap, trusted: &TrustedProxies) -> IpAddr {
+    if !trusted.contains(peer) {
+        return peer;
+    }
+    let mut client = peer;
+    let hops: Vec<&str> = headers
+        .get_all("x-forwarded-for")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(str::trim)
+        .collect();
+    for hop in hops.iter().rev() {
+        match hop.parse::<IpAddr>().map(|ip| ip.to_canonical()) {
+            Ok(ip) => {
+                client = ip;
+                if !trusted.contains(ip) {
+                    break;
+                }
+            }
+            Err(_) => break,
+        }
+    }
+    client
+}
+
 /// The client making the request.
 pub(crate) struct Client(pub(crate) ClientContext);
 
@@ -77,26 +106,10 @@ where
 
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
         let state = AppState::from_ref(state);
-        let peer = parts.extensions.get::<ConnectInfo<SocketAddr>>().map(|c| c.0.ip());
-        let ip = peer.map(|peer| {
-            if !state.trusted_proxies.contains(peer) {
-                return peer;
-            }
-            let forwarded = parts
-                .headers
-                .get_all("x-forwarded-for")
-                .iter()
-                .filter_map(|v| v.to_str().ok())
-                .flat_map(|v| v.split(','))
-                .map(str::trim)
-                .collect::<Vec<_>>();
-            forwarded
-                .iter()
-                .rev()
-                .filter_map(|s| s.parse::<IpAddr>().ok())
-                .find(|ip| !state.trusted_proxies.contains(*ip))
-                .unwrap_or(peer)
-        });
+        // IPv4 clients of a dual-stack listener appear as `::ffff:a.b.c.d`; canonical form
+        // makes them IPv4 again (for throttling, trusted_proxies and the device list).
+        let peer = parts.extensions.get::<ConnectInfo<SocketAddr>>().map(|c| c.0.ip().to_canonical());
+        let ip = peer.map(|peer| client_address(peer, &parts.headers, &state.trusted_proxies));
         let user_agent = parts
             .headers
             .get(header::USER_AGENT)
@@ -121,5 +134,25 @@ mod tests {
         assert!(!t.contains("fe80::1".parse().unwrap()));
         assert!(TrustedProxies::parse(&["nonsense".into()]).is_err());
         assert!(TrustedProxies::parse(&["10.0.0.0/33".into()]).is_err());
+    }
+
+    #[test]
+    fn forwarded_for_walk() {
+        let t = TrustedProxies::parse(&["10.0.0.0/8".into()]).unwrap();
+        let peer: IpAddr = "10.0.0.1".parse().unwrap();
+        let h = |v: &str| {
+            let mut m = axum::http::HeaderMap::new();
+            m.insert("x-forwarded-for", v.parse().unwrap());
+            m
+        };
+        let ip = |s: &str| s.parse::<IpAddr>().unwrap();
+        assert_eq!(client_address(peer, &h("6.6.6.6, 203.0.113.5"), &t), ip("203.0.113.5"));
+        assert_eq!(client_address(peer, &h("203.0.113.5, 10.0.0.9"), &t), ip("203.0.113.5"));
+        // An unparseable hop stops the walk: the client's own 6.6.6.6 is not believed.
+        assert_eq!(client_address(peer, &h("6.6.6.6, unknown"), &t), peer);
+        assert_eq!(client_address(peer, &h("6.6.6.6, 203.0.113.5:4711"), &t), peer);
+        // Untrusted peers' headers are ignored; mapped IPv4 is canonical.
+        assert_eq!(client_address(ip("8.8.8.8"), &h("6.6.6.6"), &t), ip("8.8.8.8"));
+        assert_eq!(client_address(peer, &h("::ffff:203.0.113.5"), &t), ip("203.0.113.5"));
     }
 }

@@ -75,8 +75,15 @@ pub(crate) async fn revoke_session(
     State(s): State<AppState>,
     Bearer(token): Bearer,
     Client(client): Client,
-    Path(id): Path<String>,
+    id: Result<Path<String>, axum::extract::rejection::PathRejection>,
 ) -> ApiResult {
+    let Path(id) = id.map_err(|_| {
+        ApiError::Status(
+            StatusCode::BAD_REQUEST,
+            latchkey_proto::ErrorCode::InvalidRequest,
+            "Invalid session id.",
+        )
+    })?;
     let auth = s.app.authenticate(&token).await?;
     s.app.revoke_own_session(&auth, &id, &client).await?;
     Ok(StatusCode::NO_CONTENT.into_response())

@@ -75,7 +75,17 @@ async fn disable_revokes_every_session_and_blocks_login() {
     let c = http_client();
     let a = s.signed_in(&c, "leaver").await;
     let b = s.login(&c, "leaver", "correct horse battery").await;
+    let sub = s.get_auth(&c, "/auth/me", a.str("access_token")).await.str("sub").to_owned();
     s.cli(&["user", "disable", "leaver"], "").await.unwrap();
+    let user = s.store().find_user(&sub).await.unwrap().unwrap();
+    assert_eq!(user.authz_ver, 2, "disable bumps authz_ver");
+    let feed = s.store().list_feed_events(0, latchkey_core::Clock::now(&*s.clock), 100).await.unwrap();
+    assert!(feed.iter().any(|e| matches!(&e.event, latchkey_proto::events::RevocationEvent::UserChanged { sub: x, authz_ver: 2, .. } if *x == sub)));
+    let revoked = feed
+        .iter()
+        .filter(|e| matches!(&e.event, latchkey_proto::events::RevocationEvent::SessionRevoked { .. }))
+        .count();
+    assert_eq!(revoked, 2, "one session_revoked per session");
     for login in [&a, &b] {
         assert_eq!(s.refresh(&c, login.str("refresh_token")).await.json["error_reason"], "user_disabled");
         assert_eq!(s.get_auth(&c, "/auth/me", login.str("access_token")).await.status, 401);

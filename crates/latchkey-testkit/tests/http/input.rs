@@ -207,3 +207,64 @@ async fn error_descriptions_never_echo_values() {
     let missing = s.post(&c, "/auth/login", json!({"username": "someone"})).await;
     assert!(missing.text.contains("missing field `password`"), "{}", missing.text);
 }
+
+#[tokio::test]
+async fn other_endpoints_reject_bad_input_as_json() {
+    let s = TestServer::start().await;
+    let c = http_client();
+    let login = s.signed_in(&c, "edges").await;
+    let at = login.str("access_token");
+    for (what, req) in [
+        (
+            "logout-all invalid json",
+            c.post(s.url("/auth/logout-all"))
+                .bearer_auth(at)
+                .header("content-type", "application/json")
+                .body("{"),
+        ),
+        (
+            "logout-all wrong type",
+            c.post(s.url("/auth/logout-all")).bearer_auth(at).json(&json!({"keep_current": "yes"})),
+        ),
+        (
+            "logout-all text body",
+            c.post(s.url("/auth/logout-all")).bearer_auth(at).header("content-type", "text/plain").body("x"),
+        ),
+        ("session id not utf-8", c.delete(s.url("/auth/sessions/%FF%FE")).bearer_auth(at)),
+        ("unknown session id", c.delete(s.url("/auth/sessions/nope")).bearer_auth(at)),
+    ] {
+        let a = send(req).await;
+        assert_json_4xx(&a, what);
+    }
+    // Nothing was logged out.
+    assert_eq!(s.refresh(&c, login.str("refresh_token")).await.status, 200);
+}
+
+#[tokio::test]
+async fn no_store_and_clear_site_data_everywhere_they_belong() {
+    let s = TestServer::start().await;
+    let c = http_client();
+    let login = s.signed_in(&c, "headers").await;
+    let r = s.refresh(&c, login.str("refresh_token")).await;
+    assert_eq!(r.header("cache-control"), Some("no-store"));
+    let bad = s.refresh(&c, "lkr_nope").await;
+    assert_eq!(bad.header("cache-control"), Some("no-store"));
+    let all = send(c.post(s.url("/auth/logout-all")).bearer_auth(r.str("access_token"))).await;
+    assert_eq!(all.status, 204);
+    assert_eq!(all.header("clear-site-data"), Some("\"cookies\", \"storage\""));
+}
+
+#[tokio::test]
+async fn logout_falls_back_to_the_refresh_token() {
+    let s = TestServer::start().await;
+    let c = http_client();
+    let login = s.signed_in(&c, "fallback").await;
+    let out = send(
+        c.post(s.url("/auth/logout"))
+            .bearer_auth("not.a.token")
+            .json(&json!({"refresh_token": login.str("refresh_token")})),
+    )
+    .await;
+    assert_eq!(out.status, 204, "{}", out.text);
+    assert_eq!(s.refresh(&c, login.str("refresh_token")).await.json["error_reason"], "logged_out");
+}

@@ -147,25 +147,37 @@ async fn no_secret_reaches_the_logs() {
     let rt = login.str("refresh_token").to_owned();
     let at = login.str("access_token").to_owned();
     let next = s.refresh(&c, &rt).await;
-    s.clock.advance(Duration::from_secs(30));
-    let _reuse = s.refresh(&c, &rt).await;
-    let _ = s.post(&c, "/auth/login", json!({"username": "quiet", "password": "wrong-pw-also-secret"})).await;
     let _ = s.get_auth(&c, "/auth/me", &at).await;
-    let _ = send(c.post(s.url("/auth/logout")).bearer_auth(&at)).await;
-    let _ = s
-        .post(
+    let changed = s
+        .post_auth(
             &c,
             "/auth/password",
+            &at,
             json!({"current_password": password, "new_password": "another-secret-99"}),
         )
         .await;
+    assert_eq!(changed.status, 204, "{}", changed.text);
+    let wrong = json!({"current_password": "wrong-current-77", "new_password": "long enough new"});
+    assert_eq!(s.post_auth(&c, "/auth/password", &at, wrong).await.status, 403);
+    let _ = s.post(&c, "/auth/login", json!({"username": "quiet", "password": "wrong-pw-also-secret"})).await;
+    s.clock.advance(Duration::from_secs(30));
+    let _reuse = s.refresh(&c, &rt).await;
+    let _ = send(c.post(s.url("/auth/logout")).bearer_auth(&at)).await;
     let logs = latchkey_testkit::captured_logs();
     if let Ok(path) = std::env::var("LATCHKEY_DUMP_TEST_LOGS") {
         std::fs::write(path, &logs).unwrap();
     }
     assert!(!logs.is_empty(), "the capture works");
     assert!(logs.contains("refresh token reuse detected"), "the reuse warning is logged");
-    for secret in [password, "wrong-pw-also-secret", rt.as_str(), next.str("refresh_token"), at.as_str()] {
+    for secret in [
+        password,
+        "wrong-pw-also-secret",
+        "another-secret-99",
+        "wrong-current-77",
+        rt.as_str(),
+        next.str("refresh_token"),
+        at.as_str(),
+    ] {
         assert!(!logs.contains(secret), "a secret leaked into the logs");
     }
     // No refresh token of any test in this process appears either.
@@ -205,4 +217,45 @@ async fn metrics_and_health() {
         assert!(m.text.contains(line), "missing {line}\n{}", m.text);
     }
     assert_eq!(send(c.get(s.url("/healthz"))).await.json["status"], "ok");
+}
+
+#[tokio::test]
+async fn parallel_guesses_cannot_outrun_the_account_lock() {
+    let s = behind_proxy().await;
+    let c = http_client();
+    s.register(&c, "raced", "correct horse battery").await;
+    let guesses =
+        (0..24).map(|i| send(login_from(&s, &c, &format!("198.51.100.{i}"), "raced", "wrong password")));
+    let answers = futures::future::join_all(guesses).await;
+    let refused = answers.iter().filter(|a| a.status == 401).count();
+    assert!(refused <= 9, "{refused} failures answered 401 before the lock");
+    assert!(answers.iter().all(|a| a.status == 401 || a.status == 429));
+    // However the guesses interleaved, the right password is now refused.
+    let right = send(login_from(&s, &c, "203.0.113.1", "raced", "correct horse battery")).await;
+    assert_eq!(right.status, 429, "{}", right.text);
+}
+
+#[tokio::test]
+async fn wrong_current_passwords_are_throttled_too() {
+    let s = TestServer::start().await;
+    let c = http_client();
+    let login = s.signed_in(&c, "oracle").await;
+    let at = login.str("access_token");
+    let mut statuses = Vec::new();
+    for i in 0..10 {
+        let body =
+            json!({"current_password": format!("guess number {i}"), "new_password": "brand new secret"});
+        statuses.push(s.post_auth(&c, "/auth/password", at, body).await.status);
+    }
+    assert_eq!(statuses.last(), Some(&429), "{statuses:?}");
+    // Login is locked for the account as well.
+    let l =
+        s.post(&c, "/auth/login", json!({"username": "oracle", "password": "correct horse battery"})).await;
+    assert_eq!(l.status, 429);
+}
+
+#[tokio::test]
+async fn master_key_warning_is_loud_off_loopback() {
+    let _s = TestServer::start_with(|c| c.listen = "0.0.0.0:0".parse().unwrap()).await;
+    assert!(latchkey_testkit::captured_logs().contains("LATCHKEY_MASTER_KEY IS NOT SET"));
 }

@@ -9,7 +9,7 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use jsonwebtoken::jwk::JwkSet;
 use jsonwebtoken::{DecodingKey, Validation};
 use latchkey_core::keys::Algorithm;
-use serde_json::Value;
+use serde_json::{Value, json};
 
 use crate::{TestServer, http_client, send};
 
@@ -162,4 +162,119 @@ async fn signing_keys_are_encrypted_at_rest_with_the_master_key() {
     assert!(format!("{:#}", wrong.err().unwrap()).contains("LATCHKEY_MASTER_KEY"));
     assert!(latchkey::server::start_service(&load(None), clock.clone()).await.is_err());
     assert!(latchkey::server::start_service(&load(Some("first master key")), clock).await.is_ok());
+}
+
+/// Signs `claims` with the server's own current EdDSA key, under a header of our choosing:
+/// what an attacker cannot do, used here to prove each claim check works on its own.
+fn forge(s: &TestServer, typ: &str, claims: &Value) -> String {
+    let now = latchkey_core::Clock::now(&*s.clock);
+    let set = s.app.keys().current();
+    let key = set.signer(Algorithm::EdDSA, now).expect("signer");
+    key.sign_jwt(typ, claims).expect("sign")
+}
+
+fn b64(v: &Value) -> String {
+    URL_SAFE_NO_PAD.encode(v.to_string())
+}
+
+#[tokio::test]
+async fn bearer_verification_rejects_every_forgery() {
+    let s = TestServer::start().await;
+    let c = http_client();
+    let login = s.signed_in(&c, "target").await;
+    let at = login.str("access_token");
+    let good = claims(at);
+    let kid = header(at)["kid"].as_str().unwrap().to_owned();
+    let me = |token: String| {
+        let c = c.clone();
+        let url = s.url("/auth/me");
+        async move { send(c.get(url).bearer_auth(token)).await }
+    };
+    let expect = |a: &latchkey_testkit::Answer, reason: &str| {
+        assert_eq!(a.status, 401, "{reason}: {}", a.text);
+        assert_eq!(a.json["error_reason"], reason, "{}", a.text);
+        assert!(a.header("www-authenticate").unwrap().contains("invalid_token"));
+    };
+    // Sanity: the untouched token and a re-signed copy of its claims pass.
+    assert_eq!(me(at.to_owned()).await.status, 200);
+    assert_eq!(me(forge(&s, "at+jwt", &good)).await.status, 200);
+
+    // alg none, in any case, with and without a signature part.
+    for alg in ["none", "None", "NONE"] {
+        let h = json!({"alg": alg, "typ": "at+jwt", "kid": kid});
+        let token = format!("{}.{}.", b64(&h), b64(&good));
+        assert_eq!(me(token).await.status, 401, "alg {alg}");
+    }
+    // HS256 keyed with the public key (algorithm confusion).
+    let jwks: Value = serde_json::from_str(&send(c.get(s.url("/jwks.json"))).await.text).unwrap();
+    let x = jwks["keys"].as_array().unwrap().iter().find(|k| k["kid"] == kid.as_str()).unwrap()["x"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let raw = URL_SAFE_NO_PAD.decode(&x).unwrap();
+    for secret in [raw.clone(), x.as_bytes().to_vec()] {
+        let mut h = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256);
+        h.kid = Some(kid.clone());
+        h.typ = Some("at+jwt".into());
+        let token =
+            jsonwebtoken::encode(&h, &good, &jsonwebtoken::EncodingKey::from_secret(&secret)).unwrap();
+        let a = me(token).await;
+        assert_eq!(a.status, 401);
+        assert_eq!(a.json["error_reason"], "bad_signature", "{}", a.text);
+    }
+    // Unknown and missing kid.
+    let parts: Vec<&str> = at.split('.').collect();
+    let h = json!({"alg": "EdDSA", "typ": "at+jwt", "kid": "no-such-key"});
+    expect(&me(format!("{}.{}.{}", b64(&h), parts[1], parts[2])).await, "unknown_key");
+    let h = json!({"alg": "EdDSA", "typ": "at+jwt"});
+    expect(&me(format!("{}.{}.{}", b64(&h), parts[1], parts[2])).await, "unknown_key");
+    // Properly signed, but wrong typ, iss, aud, or issued in the future.
+    expect(&me(forge(&s, "JWT", &good)).await, "malformed");
+    let mut bad = good.clone();
+    bad["iss"] = json!("https://evil.example");
+    expect(&me(forge(&s, "at+jwt", &bad)).await, "wrong_issuer");
+    let mut bad = good.clone();
+    bad["aud"] = json!("https://other-api.example");
+    expect(&me(forge(&s, "at+jwt", &bad)).await, "wrong_audience");
+    let mut bad = good.clone();
+    bad["iat"] = json!(good["iat"].as_i64().unwrap() + 3600);
+    expect(&me(forge(&s, "at+jwt", &bad)).await, "malformed");
+    let mut bad = good.clone();
+    bad["exp"] = json!(good["iat"].as_i64().unwrap() - 60);
+    expect(&me(forge(&s, "at+jwt", &bad)).await, "expired");
+    let mut bad = good.clone();
+    bad.as_object_mut().unwrap().remove("sid");
+    expect(&me(forge(&s, "at+jwt", &bad)).await, "malformed");
+    // Signature of another token grafted on.
+    let other = s.login(&c, "target", "correct horse battery").await;
+    let other_sig = other.str("access_token").rsplit('.').next().unwrap().to_owned();
+    expect(&me(format!("{}.{}.{}", parts[0], parts[1], other_sig)).await, "bad_signature");
+}
+
+#[tokio::test]
+async fn keys_rotate_on_schedule() {
+    let s = TestServer::start().await;
+    let c = http_client();
+    let login = s.signed_in(&c, "sched").await;
+    let first_kid = header(login.str("access_token"))["kid"].as_str().unwrap().to_owned();
+    s.clock.advance(Duration::from_secs(31 * 86_400));
+    s.app.maintain().await.unwrap();
+    let listed = s.app.admin_list_keys().await.unwrap();
+    assert_eq!(listed.iter().filter(|k| k.state == "pending").count(), 2, "{listed:?}");
+    // Still signing with the old key until the new one activates.
+    let l2 = s.login(&c, "sched", "correct horse battery").await;
+    assert_eq!(header(l2.str("access_token"))["kid"], first_kid.as_str());
+    s.clock.advance(Duration::from_secs(601));
+    s.app.maintain().await.unwrap();
+    let l3 = s.login(&c, "sched", "correct horse battery").await;
+    assert_ne!(header(l3.str("access_token"))["kid"], first_kid.as_str());
+}
+
+#[tokio::test]
+async fn access_tokens_never_outlive_their_session() {
+    let s = TestServer::start_with(|c| c.settings.session_max_ttl = Duration::from_secs(100)).await;
+    let c = http_client();
+    let login = s.signed_in(&c, "short").await;
+    let cl = claims(login.str("access_token"));
+    assert_eq!(cl["exp"].as_i64().unwrap() - cl["iat"].as_i64().unwrap(), 100);
 }
