@@ -1,0 +1,256 @@
+//! Store tests, written once against `&dyn Store` (STYLE: `store_test!`). Each runs on a
+//! fresh SQLite file; PostgreSQL joins the macro when its store lands.
+
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing,
+    reason = "test code"
+)]
+
+use std::sync::Arc;
+
+use latchkey_core::clock::Timestamp;
+use latchkey_core::crypto::{TokenHash, new_refresh_token, seal_successor};
+use latchkey_core::refresh::{RefreshContext, RotationPolicy, decide};
+use latchkey_core::store::{
+    NewSecurityEvent, RevocationTarget, RotationDecision, SessionRecord, SessionRevocation, Store,
+    StoreError, UserChange, UserChangeKind, UserRecord, UserStatus,
+};
+use latchkey_core::{ClientContext, Settings};
+use latchkey_proto::events::RevocationEvent;
+use latchkey_proto::{ErrorReason, RefreshToken};
+
+/// Defines a test that runs its body against every backend.
+macro_rules! store_test {
+    ($name:ident, |$store:ident| $body:block) => {
+        mod $name {
+            use super::*;
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn sqlite() {
+                let dir = tempfile::tempdir().unwrap();
+                let url = format!("sqlite://{}", dir.path().join("store.db").display());
+                let $store: Arc<dyn Store> = Arc::new(latchkey_store::SqliteStore::open(&url).await.unwrap());
+                $body
+            }
+        }
+    };
+}
+
+const T0: i64 = 1_800_000_000;
+
+fn user(id: &str) -> UserRecord {
+    UserRecord {
+        id: id.into(),
+        username: format!("name-{id}"),
+        password_hash: String::new(),
+        roles: vec!["a".into()],
+        authz_ver: 1,
+        status: UserStatus::Active,
+        created_at: Timestamp(T0),
+    }
+}
+
+fn session(id: &str, user_id: &str, expires_at: i64) -> SessionRecord {
+    SessionRecord {
+        id: id.into(),
+        user_id: user_id.into(),
+        client_id: "latchkey".into(),
+        scope: "profile".into(),
+        created_at: Timestamp(T0),
+        last_used_at: Timestamp(T0),
+        idle_expires_at: Timestamp(expires_at),
+        expires_at: Timestamp(expires_at),
+        ip: Some("127.0.0.1".into()),
+        user_agent: Some("ua".into()),
+        revoked_at: None,
+        revoke_reason: None,
+    }
+}
+
+fn event(kind: &'static str) -> NewSecurityEvent {
+    NewSecurityEvent { at: Timestamp(T0), kind, user_id: None, session_id: None, ip: None, detail: None }
+}
+
+async fn rotate(store: &dyn Store, presented: &RefreshToken, now: i64) -> Option<RotationDecision> {
+    let successor = new_refresh_token();
+    let ctx = RefreshContext {
+        now: Timestamp(now),
+        policy: RotationPolicy::from(&Settings::new("http://issuer")),
+        client: ClientContext { ip: None, user_agent: Some("ua".into()) },
+        successor_hash: TokenHash::of(successor.expose_secret()),
+        successor_sealed: seal_successor(presented, &successor).unwrap(),
+    };
+    let hash = TokenHash::of(presented.expose_secret());
+    store.rotate_refresh_token(&hash, Box::new(move |snap| decide(snap, &ctx))).await.unwrap().map(|(_, d)| d)
+}
+
+async fn seeded(store: &dyn Store) -> RefreshToken {
+    store.insert_user(&user("u")).await.unwrap();
+    let first = new_refresh_token();
+    store
+        .insert_session(&session("s", "u", T0 + 100_000), &TokenHash::of(first.expose_secret()))
+        .await
+        .unwrap();
+    first
+}
+
+store_test!(concurrent_rotations_yield_one_successor, |store| {
+    let first = seeded(store.as_ref()).await;
+    let mut tasks = tokio::task::JoinSet::new();
+    for _ in 0..32 {
+        let (store, first) = (Arc::clone(&store), first.clone());
+        tasks.spawn(async move { rotate(store.as_ref(), &first, T0 + 1).await });
+    }
+    let mut rotated = 0;
+    let mut replayed = 0;
+    while let Some(d) = tasks.join_next().await {
+        match d.unwrap() {
+            Some(RotationDecision::Rotate { .. }) => rotated += 1,
+            Some(RotationDecision::Replay { .. }) => replayed += 1,
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    assert_eq!((rotated, replayed), (1, 31));
+});
+
+store_test!(reuse_revokes_and_publishes, |store| {
+    let first = seeded(store.as_ref()).await;
+    assert!(matches!(rotate(store.as_ref(), &first, T0 + 1).await, Some(RotationDecision::Rotate { .. })));
+    // Outside the grace window: reuse.
+    let d = rotate(store.as_ref(), &first, T0 + 100).await.unwrap();
+    assert!(
+        matches!(d, RotationDecision::Revoke { revocation } if revocation.reason == ErrorReason::ReuseDetected)
+    );
+    let s = store.find_session("s").await.unwrap().unwrap();
+    assert_eq!(s.revoke_reason, Some(ErrorReason::ReuseDetected));
+    let feed = store.list_feed_events(0, Timestamp(T0), 10).await.unwrap();
+    assert!(matches!(&feed[0].event, RevocationEvent::SessionRevoked { sid, .. } if sid == "s"));
+    let events = store.list_security_events(10).await.unwrap();
+    assert_eq!(events[0].kind, "refresh_token_reuse");
+    // Unknown tokens are None.
+    assert!(rotate(store.as_ref(), &new_refresh_token(), T0).await.is_none());
+});
+
+store_test!(a_failing_write_does_not_spoil_its_group, |store| {
+    let mut tasks = tokio::task::JoinSet::new();
+    for i in 0..24 {
+        let store = Arc::clone(&store);
+        tasks.spawn(async move {
+            // Half the inserts share one username.
+            let mut u = user(&format!("id{i}"));
+            if i % 2 == 0 {
+                u.username = "same".into();
+            }
+            store.insert_user(&u).await
+        });
+    }
+    let (mut ok, mut conflict) = (0, 0);
+    while let Some(r) = tasks.join_next().await {
+        match r.unwrap() {
+            Ok(()) => ok += 1,
+            Err(StoreError::Conflict(_)) => conflict += 1,
+            Err(e) => panic!("{e}"),
+        }
+    }
+    assert_eq!((ok, conflict), (13, 11));
+    assert_eq!(store.list_users().await.unwrap().len(), 13);
+});
+
+store_test!(revocation_checks_the_owner_and_is_final, |store| {
+    seeded(store.as_ref()).await;
+    let rev = SessionRevocation {
+        reason: ErrorReason::RevokedByUser,
+        now: Timestamp(T0 + 5),
+        until: Timestamp(T0 + 400),
+        event: event("session_revoked"),
+    };
+    let wrong_owner = RevocationTarget::Session { id: "s".into(), user_id: Some("other".into()) };
+    assert!(store.revoke_sessions(&wrong_owner, &rev).await.unwrap().is_empty());
+    let right = RevocationTarget::Session { id: "s".into(), user_id: Some("u".into()) };
+    assert_eq!(store.revoke_sessions(&right, &rev).await.unwrap(), vec!["s".to_owned()]);
+    // Again: nothing more to revoke, the first reason stays.
+    let mut again = rev.clone();
+    again.reason = ErrorReason::LoggedOut;
+    assert!(store.revoke_sessions(&right, &again).await.unwrap().is_empty());
+    assert_eq!(
+        store.find_session("s").await.unwrap().unwrap().revoke_reason,
+        Some(ErrorReason::RevokedByUser)
+    );
+});
+
+store_test!(user_changes_bump_authz_ver_and_revoke, |store| {
+    seeded(store.as_ref()).await;
+    store.insert_session(&session("s2", "u", T0 + 100_000), &TokenHash::of("lkr_two")).await.unwrap();
+    let change = |kind| UserChange {
+        user_id: "u".into(),
+        kind,
+        now: Timestamp(T0),
+        until: Timestamp(T0 + 400),
+        event: event("x"),
+    };
+    let (v, revoked) =
+        store.apply_user_change(&change(UserChangeKind::SetRoles(vec!["b".into()]))).await.unwrap().unwrap();
+    assert_eq!((v, revoked.len()), (2, 0));
+    assert_eq!(store.find_user("u").await.unwrap().unwrap().roles, vec!["b".to_owned()]);
+    let kind = UserChangeKind::SetPassword { password_hash: "h2".into(), keep_session: Some("s".into()) };
+    let (v, revoked) = store.apply_user_change(&change(kind)).await.unwrap().unwrap();
+    assert_eq!((v, revoked), (3, vec!["s2".to_owned()]));
+    let (v, revoked) = store.apply_user_change(&change(UserChangeKind::Disable)).await.unwrap().unwrap();
+    assert_eq!((v, revoked), (4, vec!["s".to_owned()]));
+    assert_eq!(store.find_user("u").await.unwrap().unwrap().status, UserStatus::Disabled);
+    let mut unknown = change(UserChangeKind::Disable);
+    unknown.user_id = "nobody".into();
+    assert!(store.apply_user_change(&unknown).await.unwrap().is_none());
+    let feed = store.list_feed_events(0, Timestamp(T0), 100).await.unwrap();
+    let changed = feed.iter().filter(|e| matches!(e.event, RevocationEvent::UserChanged { .. })).count();
+    assert_eq!(changed, 3);
+});
+
+store_test!(throttle_window_slides, |store| {
+    let count = |t: i64| {
+        let store = Arc::clone(&store);
+        async move { store.record_throttle_failure("k", Timestamp(t), 60).await.unwrap().count }
+    };
+    assert_eq!(count(T0).await, 1);
+    assert_eq!(count(T0 + 50).await, 2);
+    assert_eq!(count(T0 + 100).await, 3, "within 60 s of the previous failure");
+    assert_eq!(count(T0 + 160).await, 1, "60 s after the last failure it starts again");
+    store.delete_throttle("k").await.unwrap();
+    assert!(store.find_throttle("k").await.unwrap().is_none());
+});
+
+store_test!(prune_forgets_only_what_is_over, |store| {
+    seeded(store.as_ref()).await;
+    store.insert_session(&session("old", "u", T0 + 10), &TokenHash::of("lkr_old")).await.unwrap();
+    let rev = SessionRevocation {
+        reason: ErrorReason::LoggedOut,
+        now: Timestamp(T0),
+        until: Timestamp(T0 + 300),
+        event: event("session_revoked"),
+    };
+    store
+        .revoke_sessions(&RevocationTarget::Session { id: "old".into(), user_id: None }, &rev)
+        .await
+        .unwrap();
+    store.prune(Timestamp(T0 + 301), Timestamp(T0 + 20)).await.unwrap();
+    assert!(store.find_session("old").await.unwrap().is_none());
+    assert!(store.find_session_by_refresh_token(&TokenHash::of("lkr_old")).await.unwrap().is_none());
+    assert!(store.find_session("s").await.unwrap().is_some());
+    assert!(store.list_feed_events(0, Timestamp(T0), 10).await.unwrap().is_empty());
+});
+
+#[tokio::test]
+async fn data_survives_reopening_and_migrations_run_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}?synchronous=full", dir.path().join("re.db").display());
+    {
+        let store = latchkey_store::SqliteStore::open(&url).await.unwrap();
+        store.insert_user(&user("u")).await.unwrap();
+    }
+    let store = latchkey_store::SqliteStore::open(&url).await.unwrap();
+    assert_eq!(store.find_user("u").await.unwrap().unwrap().username, "name-u");
+    assert!(latchkey_store::open("mysql://x").await.is_err());
+}
