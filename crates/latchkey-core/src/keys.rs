@@ -296,6 +296,9 @@ pub fn unpublish_at(
 /// after every local change.
 pub struct KeyRing {
     current: RwLock<Arc<KeySet>>,
+    /// Serialises scheduled rotation within this process, so the periodic maintenance and
+    /// an explicit call cannot both decide a rotation is due and create two keys.
+    rotating: tokio::sync::Mutex<()>,
     master: Option<MasterKey>,
     retention: Duration,
 }
@@ -304,7 +307,12 @@ impl KeyRing {
     /// An empty ring; call [`KeyRing::reload`] before use.
     pub fn new(master: Option<MasterKey>, retention: Duration) -> Self {
         let empty = KeySet { keys: Vec::new(), jwks: r#"{"keys":[]}"#.to_owned() };
-        Self { current: RwLock::new(Arc::new(empty)), master, retention }
+        Self {
+            current: RwLock::new(Arc::new(empty)),
+            rotating: tokio::sync::Mutex::new(()),
+            master,
+            retention,
+        }
     }
 
     /// The current key set.
@@ -351,6 +359,7 @@ impl KeyRing {
         rotate_after: Duration,
         publish_ahead: Duration,
     ) -> Result<Vec<String>, KeyError> {
+        let _rotating = self.rotating.lock().await;
         let stored = store.list_signing_keys().await?;
         let mut created = Vec::new();
         for alg in algs {

@@ -240,7 +240,7 @@ impl Latchkey {
         Ok(TokenResponse {
             access_token,
             token_type: "Bearer",
-            expires_in: self.access_token_lifetime(),
+            expires_in: self.access_token_lifetime(&session, now),
             refresh_token,
             session_id: session.id,
             scope: session.scope,

@@ -244,7 +244,7 @@ impl Latchkey {
         Ok(TokenResponse {
             access_token,
             token_type: "Bearer",
-            expires_in: self.access_token_lifetime(),
+            expires_in: self.access_token_lifetime(&snap.session, now),
             refresh_token,
             session_id: snap.session.id,
             scope: snap.session.scope,

@@ -51,9 +51,11 @@ impl Latchkey {
         key.sign_jwt(ACCESS_TOKEN_TYP, &claims)
     }
 
-    /// Seconds an access token lives (`expires_in`).
-    pub(crate) fn access_token_lifetime(&self) -> u64 {
-        self.settings.access_token_ttl.as_secs()
+    /// Seconds a token minted now for `session` lives (`expires_in`): the configured
+    /// lifetime, or less when the session ends sooner.
+    pub(crate) fn access_token_lifetime(&self, session: &SessionRecord, now: Timestamp) -> u64 {
+        let exp = now.plus(self.settings.access_token_ttl).min(session.expires_at);
+        u64::try_from(exp.seconds_since(now)).unwrap_or(0)
     }
 
     /// Verifies an access token's signature and claims; `allow_expired` is for logout,

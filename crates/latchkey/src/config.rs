@@ -36,7 +36,8 @@ enum RawList {
 }
 
 /// The file's keys (SPEC 7). Every key is optional; defaults are applied when typing.
-#[derive(Debug, Default, Deserialize)]
+// No `Debug`: it holds `master_key`.
+#[derive(Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawConfig {
     listen: Option<String>,

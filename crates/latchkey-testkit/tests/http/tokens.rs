@@ -277,4 +277,5 @@ async fn access_tokens_never_outlive_their_session() {
     let login = s.signed_in(&c, "short").await;
     let cl = claims(login.str("access_token"));
     assert_eq!(cl["exp"].as_i64().unwrap() - cl["iat"].as_i64().unwrap(), 100);
+    assert_eq!(login.json["expires_in"], 100);
 }
