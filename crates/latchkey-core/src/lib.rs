@@ -6,8 +6,10 @@
 
 pub mod account;
 pub mod admin;
+pub mod clients;
 pub mod clock;
 pub mod crypto;
+pub mod feed;
 pub mod keys;
 pub mod login;
 pub mod metrics;

@@ -309,6 +309,38 @@ impl std::fmt::Debug for StoredKey {
     }
 }
 
+/// A registered OAuth client (an app, or a resource server reading the feed).
+#[derive(Clone, PartialEq, Eq)]
+pub struct ClientRecord {
+    /// The public id.
+    pub client_id: String,
+    /// A name for people.
+    pub name: String,
+    /// SHA-256 of the secret; `None` for a public client.
+    pub secret_hash: Option<TokenHash>,
+    /// Exact redirect URIs.
+    pub redirect_uris: Vec<String>,
+    /// Allowed grant types.
+    pub grant_types: Vec<String>,
+    /// Scopes it may hold.
+    pub scopes: Vec<String>,
+    /// Registration time.
+    pub created_at: Timestamp,
+}
+
+impl std::fmt::Debug for ClientRecord {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ClientRecord")
+            .field("client_id", &self.client_id)
+            .field("name", &self.name)
+            .field("is_public", &self.secret_hash.is_none())
+            .field("redirect_uris", &self.redirect_uris)
+            .field("grant_types", &self.grant_types)
+            .field("scopes", &self.scopes)
+            .finish_non_exhaustive()
+    }
+}
+
 /// A throttling counter.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ThrottleRecord {
@@ -416,6 +448,15 @@ pub trait Store: Send + Sync + 'static {
     /// idle for a day, and sessions (with their refresh tokens) that expired or were revoked
     /// before `forget_sessions_before`. Returns how many rows went.
     async fn prune(&self, now: Timestamp, forget_sessions_before: Timestamp) -> Result<u64, StoreError>;
+
+    /// Inserts a registered client; a taken id is [`StoreError::Conflict`].
+    async fn insert_client(&self, client: &ClientRecord) -> Result<(), StoreError>;
+    /// A client by id.
+    async fn find_client(&self, client_id: &str) -> Result<Option<ClientRecord>, StoreError>;
+    /// Every client, oldest first.
+    async fn list_clients(&self) -> Result<Vec<ClientRecord>, StoreError>;
+    /// Deletes a client; `false` when there was none.
+    async fn delete_client(&self, client_id: &str) -> Result<bool, StoreError>;
 
     /// Feed events after `after` whose `until` has not passed at `now`, in seq order.
     async fn list_feed_events(

@@ -11,7 +11,9 @@ use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use latchkey_core::StoreError;
 use latchkey_core::account::{AccountError, AuthError};
+use latchkey_core::clients::ClientError;
 use latchkey_core::crypto::new_id;
+use latchkey_core::feed::FeedError;
 use latchkey_core::keys::KeyError;
 use latchkey_core::login::{LoginError, RegisterError};
 use latchkey_core::password::PasswordError;
@@ -39,6 +41,12 @@ pub enum ApiError {
     Unavailable(String),
     /// No usable Bearer token.
     MissingToken,
+    /// Missing or unusable client credentials.
+    InvalidClient,
+    /// Client registration or authentication.
+    Client(ClientError),
+    /// The revocation feed.
+    Feed(FeedError),
 }
 
 macro_rules! from_domain {
@@ -50,6 +58,7 @@ macro_rules! from_domain {
         }
     )*};
 }
+from_domain!(Client(ClientError), Feed(FeedError));
 from_domain!(
     Register(RegisterError),
     Login(LoginError),
@@ -87,6 +96,13 @@ fn missing_token() -> Response {
 
 fn with_retry_after(mut res: Response, secs: u64) -> Response {
     res.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(secs.max(1)));
+    res
+}
+
+/// 401 `invalid_client` with a Basic challenge (RFC 6749 §5.2).
+fn invalid_client() -> Response {
+    let mut res = plain(StatusCode::UNAUTHORIZED, ErrorCode::InvalidClient, "Client authentication failed.");
+    res.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Basic realm=\"latchkey\""));
     res
 }
 
@@ -214,6 +230,22 @@ impl IntoResponse for ApiError {
             Self::Status(status, code, description) => plain(*status, *code, *description),
             Self::Unavailable(detail) => unavailable(detail),
             Self::MissingToken => missing_token(),
+            Self::InvalidClient => invalid_client(),
+            Self::Client(e) => match e {
+                ClientError::AuthenticationFailed | ClientError::UnknownClient(_) => invalid_client(),
+                ClientError::Invalid(why) => {
+                    plain(StatusCode::BAD_REQUEST, ErrorCode::InvalidRequest, why.clone())
+                }
+                ClientError::Store(s) => store(s),
+            },
+            Self::Feed(e) => match e {
+                FeedError::InsufficientScope => plain(
+                    StatusCode::FORBIDDEN,
+                    ErrorCode::InsufficientScope,
+                    "The client lacks the scope revocations:read.",
+                ),
+                FeedError::Store(s) => store(s),
+            },
         }
     }
 }

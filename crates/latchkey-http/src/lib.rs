@@ -4,6 +4,7 @@
 
 mod error;
 mod extract;
+mod feed;
 mod ops;
 mod session;
 
@@ -45,6 +46,7 @@ pub fn router(state: AppState) -> Router {
         .route("/auth/sessions/{id}", delete(session::revoke_session))
         .route("/auth/me", get(session::me))
         .route("/auth/password", post(session::change_password))
+        .route("/revocations", get(feed::revocations))
         .route("/jwks.json", get(ops::jwks))
         .route("/healthz", get(ops::healthz))
         .route("/metrics", get(ops::metrics))

@@ -38,6 +38,15 @@ pub enum RevocationEvent {
     },
 }
 
+/// `GET /revocations?after=SEQ` answer (SPEC 5.4).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FeedPage {
+    /// Events after the requested seq, in seq order.
+    pub events: Vec<RevocationEvent>,
+    /// The seq to ask after next time.
+    pub next: i64,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

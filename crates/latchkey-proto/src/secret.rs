@@ -58,6 +58,12 @@ secret_string!(
     RefreshToken
 );
 
+secret_string!(
+    /// A confidential client's secret (`lks_` + base64url of 256 random bits). Stored only
+    /// as a hash; shown once, when the client is registered.
+    ClientSecret
+);
+
 impl RefreshToken {
     /// The prefix that lets secret scanners recognise a leaked Latchkey refresh token.
     pub const PREFIX: &'static str = "lkr_";

@@ -41,6 +41,9 @@ enum Command {
     /// Manage signing keys.
     #[command(subcommand)]
     Keys(KeysCommand),
+    /// Manage registered clients (apps, and resource servers reading the feed).
+    #[command(subcommand)]
+    Client(ClientCommand),
     /// Show recent security events.
     Events {
         /// How many, newest first.
@@ -99,6 +102,36 @@ enum UserCommand {
     },
     /// List users, one JSON object per line.
     List,
+}
+
+#[derive(Debug, Subcommand)]
+enum ClientCommand {
+    /// Register a client; prints {"client_id", "client_secret"} (the secret only for
+    /// confidential clients, and only now).
+    Add {
+        /// A name for people.
+        #[arg(long)]
+        name: String,
+        /// An exact redirect URI (repeat for several).
+        #[arg(long = "redirect-uri")]
+        redirect_uris: Vec<String>,
+        /// A public client: no secret, PKCE only.
+        #[arg(long)]
+        public: bool,
+        /// Comma-separated grant types (default authorization_code,refresh_token).
+        #[arg(long, value_delimiter = ',')]
+        grant_types: Vec<String>,
+        /// Space-separated scopes (default "openid profile").
+        #[arg(long)]
+        scopes: Option<String>,
+    },
+    /// List clients, one JSON object per line (no secrets).
+    List,
+    /// Remove a client.
+    Remove {
+        /// The client's id.
+        client_id: String,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -182,6 +215,33 @@ pub async fn run(cli: Cli, stdin: &mut dyn BufRead, stdout: &mut dyn Write) -> a
                 let kids = app.admin_rotate_keys().await?;
                 print(json!({"created": kids}))?;
             }
+        },
+        Command::Client(cmd) => match cmd {
+            ClientCommand::Add { name, redirect_uris, public, grant_types, scopes } => {
+                let new = latchkey_core::clients::NewClient {
+                    name,
+                    redirect_uris,
+                    grant_types,
+                    scopes: scopes.map(|s| vec![s]).unwrap_or_default(),
+                    is_public: public,
+                };
+                let (client, secret) = app.admin_add_client(new).await?;
+                let mut out = json!({"client_id": client.client_id});
+                if let (Some(secret), Some(obj)) = (secret, out.as_object_mut()) {
+                    obj.insert("client_secret".into(), json!(secret.expose_secret()));
+                }
+                print(out)?;
+            }
+            ClientCommand::List => {
+                for c in app.admin_list_clients().await? {
+                    print(json!({
+                        "client_id": c.client_id, "name": c.name, "public": c.secret_hash.is_none(),
+                        "redirect_uris": c.redirect_uris, "grant_types": c.grant_types, "scopes": c.scopes,
+                        "created_at": c.created_at.rfc3339(),
+                    }))?;
+                }
+            }
+            ClientCommand::Remove { client_id } => app.admin_remove_client(&client_id).await?,
         },
         Command::Events { limit } => {
             for e in app.store().list_security_events(limit).await? {

@@ -3,4 +3,5 @@
 
 pub(crate) mod bearer;
 pub(crate) mod client;
+pub(crate) mod client_auth;
 pub(crate) mod json;

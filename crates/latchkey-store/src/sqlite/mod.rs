@@ -26,9 +26,9 @@ use async_trait::async_trait;
 use latchkey_core::clock::Timestamp;
 use latchkey_core::crypto::TokenHash;
 use latchkey_core::store::{
-    Decide, FeedEventRecord, NewSecurityEvent, RefreshSnapshot, RefreshTokenRecord, RevocationTarget,
-    RotationDecision, SecurityEventRecord, SessionRecord, SessionRevocation, Store, StoreError, StoredKey,
-    ThrottleRecord, Touch, UserChange, UserChangeKind, UserRecord, UserStatus,
+    ClientRecord, Decide, FeedEventRecord, NewSecurityEvent, RefreshSnapshot, RefreshTokenRecord,
+    RevocationTarget, RotationDecision, SecurityEventRecord, SessionRecord, SessionRevocation, Store,
+    StoreError, StoredKey, ThrottleRecord, Touch, UserChange, UserChangeKind, UserRecord, UserStatus,
 };
 use latchkey_proto::ErrorReason;
 use latchkey_proto::events::RevocationEvent;
@@ -37,7 +37,10 @@ use rusqlite::{Connection, OptionalExtension, Row, TransactionBehavior, params};
 use self::connections::{Threads, Writer, open_connection, parse_url, spawn_checkpointer};
 
 /// Schema migrations, applied in order, each once.
-const MIGRATIONS: &[(i64, &str)] = &[(1, include_str!("../../migrations/sqlite/0001_init.sql"))];
+const MIGRATIONS: &[(i64, &str)] = &[
+    (1, include_str!("../../migrations/sqlite/0001_init.sql")),
+    (2, include_str!("../../migrations/sqlite/0002_clients.sql")),
+];
 
 /// Maps SQLite errors to the port's, without leaking rusqlite types.
 fn db_err(e: rusqlite::Error) -> StoreError {
@@ -230,6 +233,26 @@ fn touch_session(tx: &Connection, sid: &str, touch: &Touch) -> Result<(), rusqli
     tx.prepare_cached("UPDATE sessions SET last_used_at = ?1, idle_expires_at = ?2, ip = ?3 WHERE id = ?4")?
         .execute(params![touch.now.0, touch.idle_expires_at.0, touch.ip, sid])?;
     Ok(())
+}
+
+const CLIENT_SELECT: &str =
+    "SELECT client_id, name, secret_hash, redirect_uris, grant_types, scopes, created_at FROM clients";
+
+fn client_from_row(row: &Row<'_>) -> Result<ClientRecord, rusqlite::Error> {
+    let list = |i: usize| -> Result<Vec<String>, rusqlite::Error> {
+        Ok(serde_json::from_str(&row.get::<_, String>(i)?).unwrap_or_default())
+    };
+    let secret_hash: Option<Vec<u8>> = row.get(2)?;
+    Ok(ClientRecord {
+        client_id: row.get(0)?,
+        name: row.get(1)?,
+        // A stored hash of the wrong length can match nothing: treat it as no secret.
+        secret_hash: secret_hash.and_then(|h| <[u8; 32]>::try_from(h.as_slice()).ok()).map(TokenHash),
+        redirect_uris: list(3)?,
+        grant_types: list(4)?,
+        scopes: list(5)?,
+        created_at: Timestamp(row.get(6)?),
+    })
 }
 
 fn throttle_from_row(row: &Row<'_>) -> Result<ThrottleRecord, rusqlite::Error> {
@@ -680,6 +703,57 @@ impl Store for SqliteStore {
                 [before],
             )?;
             Ok(u64::try_from(n).unwrap_or(u64::MAX))
+        })
+        .await
+    }
+
+    async fn insert_client(&self, client: &ClientRecord) -> Result<(), StoreError> {
+        let c = client.clone();
+        let json = |v: &Vec<String>| serde_json::to_string(v).map_err(|e| StoreError::Backend(e.to_string()));
+        let (redirect_uris, grant_types, scopes) =
+            (json(&c.redirect_uris)?, json(&c.grant_types)?, json(&c.scopes)?);
+        self.write(move |tx| {
+            tx.prepare_cached(
+                "INSERT INTO clients (client_id, name, secret_hash, redirect_uris, grant_types, scopes, created_at) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+            )?
+            .execute(params![
+                c.client_id,
+                c.name,
+                c.secret_hash.map(|h| h.0.to_vec()),
+                redirect_uris,
+                grant_types,
+                scopes,
+                c.created_at.0
+            ])?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn find_client(&self, client_id: &str) -> Result<Option<ClientRecord>, StoreError> {
+        let client_id = client_id.to_owned();
+        self.read(move |c| {
+            c.prepare_cached(&format!("{CLIENT_SELECT} WHERE client_id = ?1"))?
+                .query_row([client_id], client_from_row)
+                .optional()
+        })
+        .await
+    }
+
+    async fn list_clients(&self) -> Result<Vec<ClientRecord>, StoreError> {
+        self.read(|c| {
+            c.prepare_cached(&format!("{CLIENT_SELECT} ORDER BY created_at, client_id"))?
+                .query_map([], client_from_row)?
+                .collect()
+        })
+        .await
+    }
+
+    async fn delete_client(&self, client_id: &str) -> Result<bool, StoreError> {
+        let client_id = client_id.to_owned();
+        self.write(move |tx| {
+            Ok(tx.prepare_cached("DELETE FROM clients WHERE client_id = ?1")?.execute([client_id])? == 1)
         })
         .await
     }

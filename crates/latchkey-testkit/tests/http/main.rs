@@ -13,6 +13,7 @@
 
 mod account;
 mod cli;
+mod feed;
 mod input;
 mod rotation;
 mod security;

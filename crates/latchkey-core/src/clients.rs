@@ -1,0 +1,187 @@
+//! Registered clients (SPEC 5.2, 6): registration by the CLI with the secret shown once and
+//! stored as a SHA-256 hash, and client authentication, whose success is the proof type
+//! [`AuthenticatedClient`] that client-only operations (the revocation feed) require.
+
+use latchkey_proto::secret::ClientSecret;
+
+use crate::crypto::{TokenHash, b64, new_id, random_bytes};
+use crate::service::Latchkey;
+use crate::store::{ClientRecord, StoreError};
+
+/// The grant types a client may be registered for.
+pub const GRANT_TYPES: [&str; 3] = ["authorization_code", "refresh_token", "client_credentials"];
+/// The prefix of generated client secrets (so secret scanners can spot leaks).
+pub const SECRET_PREFIX: &str = "lks_";
+
+/// What `latchkey client add` asks for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewClient {
+    /// A name for people.
+    pub name: String,
+    /// Exact redirect URIs.
+    pub redirect_uris: Vec<String>,
+    /// Grant types; empty means `authorization_code` and `refresh_token`.
+    pub grant_types: Vec<String>,
+    /// Scopes; empty means `openid profile`.
+    pub scopes: Vec<String>,
+    /// A public client (no secret; PKCE only).
+    pub is_public: bool,
+}
+
+/// Registration and authentication failures.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    /// A field is not acceptable.
+    #[error("{0}")]
+    Invalid(String),
+    /// No such client.
+    #[error("no client with id {0:?}")]
+    UnknownClient(String),
+    /// Authentication failed (unknown id, wrong secret, public client).
+    #[error("client authentication failed")]
+    AuthenticationFailed,
+    /// Storage.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// A client whose credentials were checked: the only way to reach client-only operations.
+#[derive(Debug, Clone)]
+pub struct AuthenticatedClient(ClientRecord);
+
+impl AuthenticatedClient {
+    /// The client.
+    pub fn record(&self) -> &ClientRecord {
+        &self.0
+    }
+
+    /// Whether the client was registered with `scope`.
+    pub fn has_scope(&self, scope: &str) -> bool {
+        self.0.scopes.iter().any(|s| s == scope)
+    }
+}
+
+fn is_acceptable_redirect_uri(uri: &str) -> bool {
+    let Some((scheme, rest)) = uri.split_once("://") else {
+        return false;
+    };
+    let is_scheme = scheme.chars().next().is_some_and(|c| c.is_ascii_alphabetic())
+        && scheme.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '+' | '-' | '.'));
+    // RFC 6749 §3.1.2: absolute, no fragment.
+    is_scheme && !rest.is_empty() && !uri.contains('#') && !uri.chars().any(char::is_whitespace)
+}
+
+impl Latchkey {
+    /// `latchkey client add`: registers a client; returns it and, for a confidential
+    /// client, its secret (shown once, stored only as a hash).
+    ///
+    /// # Errors
+    /// An unacceptable field, storage.
+    pub async fn admin_add_client(
+        &self,
+        new: NewClient,
+    ) -> Result<(ClientRecord, Option<ClientSecret>), ClientError> {
+        let name = new.name.trim().to_owned();
+        if name.is_empty() || name.chars().any(char::is_control) {
+            return Err(ClientError::Invalid("the name must be printable and not blank".into()));
+        }
+        if let Some(bad) = new.redirect_uris.iter().find(|u| !is_acceptable_redirect_uri(u)) {
+            return Err(ClientError::Invalid(format!(
+                "redirect URI {bad:?} must be absolute, without a fragment"
+            )));
+        }
+        let mut grant_types = if new.grant_types.is_empty() {
+            vec!["authorization_code".to_owned(), "refresh_token".to_owned()]
+        } else {
+            new.grant_types.iter().map(|g| g.trim().to_owned()).filter(|g| !g.is_empty()).collect()
+        };
+        grant_types.sort();
+        grant_types.dedup();
+        if let Some(bad) = grant_types.iter().find(|g| !GRANT_TYPES.contains(&g.as_str())) {
+            return Err(ClientError::Invalid(format!(
+                "unknown grant type {bad:?}; use {}",
+                GRANT_TYPES.join(", ")
+            )));
+        }
+        if new.is_public && grant_types.iter().any(|g| g == "client_credentials") {
+            return Err(ClientError::Invalid("a public client cannot use client_credentials".into()));
+        }
+        if grant_types.iter().any(|g| g == "authorization_code") && new.redirect_uris.is_empty() {
+            return Err(ClientError::Invalid("authorization_code needs at least one --redirect-uri".into()));
+        }
+        let mut scopes: Vec<String> = if new.scopes.is_empty() {
+            vec!["openid".to_owned(), "profile".to_owned()]
+        } else {
+            new.scopes.iter().flat_map(|s| s.split_whitespace()).map(str::to_owned).collect()
+        };
+        scopes.sort();
+        scopes.dedup();
+        let secret = (!new.is_public)
+            .then(|| ClientSecret::new(format!("{SECRET_PREFIX}{}", b64(&random_bytes::<32>()))));
+        let record = ClientRecord {
+            client_id: new_id(),
+            name,
+            secret_hash: secret.as_ref().map(|s| TokenHash::of(s.expose_secret())),
+            redirect_uris: new.redirect_uris,
+            grant_types,
+            scopes,
+            created_at: self.clock.now(),
+        };
+        self.store.insert_client(&record).await?;
+        Ok((record, secret))
+    }
+
+    /// `latchkey client list`.
+    ///
+    /// # Errors
+    /// Storage.
+    pub async fn admin_list_clients(&self) -> Result<Vec<ClientRecord>, ClientError> {
+        Ok(self.store.list_clients().await?)
+    }
+
+    /// `latchkey client remove`.
+    ///
+    /// # Errors
+    /// An unknown id, storage.
+    pub async fn admin_remove_client(&self, client_id: &str) -> Result<(), ClientError> {
+        if self.store.delete_client(client_id).await? {
+            Ok(())
+        } else {
+            Err(ClientError::UnknownClient(client_id.to_owned()))
+        }
+    }
+
+    /// Authenticates a confidential client by id and secret (compared as hashes, in
+    /// constant time). Public clients cannot authenticate this way.
+    ///
+    /// # Errors
+    /// [`ClientError::AuthenticationFailed`] for every kind of mismatch alike.
+    pub async fn authenticate_client(
+        &self,
+        client_id: &str,
+        secret: &ClientSecret,
+    ) -> Result<AuthenticatedClient, ClientError> {
+        let presented = TokenHash::of(secret.expose_secret());
+        let record = self.store.find_client(client_id).await?;
+        match record {
+            Some(r) if r.secret_hash.is_some_and(|h| h.ct_eq(&presented)) => Ok(AuthenticatedClient(r)),
+            _ => Err(ClientError::AuthenticationFailed),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn redirect_uris() {
+        assert!(is_acceptable_redirect_uri("https://app.example/cb"));
+        assert!(is_acceptable_redirect_uri("http://127.0.0.1:8000/cb"));
+        assert!(is_acceptable_redirect_uri("com.example.app://oauth"));
+        assert!(!is_acceptable_redirect_uri("/relative"));
+        assert!(!is_acceptable_redirect_uri("https://app.example/cb#frag"));
+        assert!(!is_acceptable_redirect_uri("https://"));
+        assert!(!is_acceptable_redirect_uri("https://a b"));
+    }
+}
