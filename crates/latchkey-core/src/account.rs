@@ -112,6 +112,7 @@ impl Latchkey {
             event: self.event(now, "session_revoked", user_id, session_id, Some(ctx)),
         };
         let revoked = self.store.revoke_sessions(&target, &revocation).await?;
+        self.feed.changed();
         self.metrics.revocations(reason.as_str(), revoked.len());
         Ok(revoked)
     }
@@ -269,7 +270,9 @@ impl Latchkey {
                 Some(ctx),
             ),
         };
-        if let Some((_, revoked)) = self.store.apply_user_change(&change).await? {
+        let changed = self.store.apply_user_change(&change).await?;
+        self.feed.changed();
+        if let Some((_, revoked)) = changed {
             self.metrics.revocations(ErrorReason::PasswordChanged.as_str(), revoked.len());
         }
         Ok(())

@@ -87,7 +87,8 @@ impl Latchkey {
         let (_, revoked) = self
             .store
             .apply_user_change(&change)
-            .await?
+            .await
+            .inspect(|_| self.feed.changed())?
             .ok_or_else(|| AdminError::UnknownUser(username.to_owned()))?;
         if let Some(reason) = reason {
             self.metrics.revocations(reason.as_str(), revoked.len());
@@ -167,6 +168,7 @@ impl Latchkey {
         };
         let target = RevocationTarget::UserSessions { user_id: user.id, except: None };
         let revoked = self.store.revoke_sessions(&target, &revocation).await?.len();
+        self.feed.changed();
         self.metrics.revocations(ErrorReason::RevokedByAdmin.as_str(), revoked);
         Ok(revoked)
     }

@@ -7,11 +7,15 @@
 //! commit order and a reader can never see seq N+1 before N. (Several writers on PostgreSQL
 //! will need more care; that store must keep this guarantee.)
 
-use latchkey_proto::events::FeedPage;
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::time::Duration;
+
+use latchkey_proto::events::{FeedPage, RevocationEvent};
+use tokio::sync::{Notify, broadcast, watch};
 
 use crate::clients::AuthenticatedClient;
 use crate::service::Latchkey;
-use crate::store::StoreError;
+use crate::store::{FeedEventRecord, StoreError};
 
 /// The scope that grants the feed.
 pub const FEED_SCOPE: &str = "revocations:read";
@@ -44,5 +48,115 @@ impl Latchkey {
         let events = self.store.list_feed_events(after.max(0), now, PAGE_SIZE).await?;
         let next = events.last().map_or(after.max(0), |e| e.seq);
         Ok(FeedPage { events: events.into_iter().map(|e| e.event).collect(), next })
+    }
+}
+
+/// How often the hub looks for events written by other processes (the CLI, other nodes).
+/// Events written by this process are pushed at once.
+pub const POLL_EVERY: Duration = Duration::from_millis(500);
+
+/// Fans new feed events out to every open stream: one store query per change (or per poll)
+/// however many streams are open.
+pub struct FeedHub {
+    sender: broadcast::Sender<FeedEventRecord>,
+    changed: Notify,
+    last_seq: AtomicI64,
+    closing: watch::Sender<bool>,
+}
+
+impl FeedHub {
+    pub(crate) fn new() -> Self {
+        let (sender, _) = broadcast::channel(4096);
+        let (closing, _) = watch::channel(false);
+        Self { sender, changed: Notify::new(), last_seq: AtomicI64::new(0), closing }
+    }
+
+    /// Ends every open stream (graceful shutdown: streams never end by themselves).
+    pub fn close(&self) {
+        self.closing.send_replace(true);
+    }
+
+    /// Changes to `true` when the server shuts down.
+    pub fn closing(&self) -> watch::Receiver<bool> {
+        self.closing.subscribe()
+    }
+
+    /// Tells the hub that this process wrote feed events.
+    pub(crate) fn changed(&self) {
+        self.changed.notify_one();
+    }
+
+    /// A receiver of every event published from now on.
+    pub fn subscribe(&self) -> broadcast::Receiver<FeedEventRecord> {
+        self.sender.subscribe()
+    }
+}
+
+impl Latchkey {
+    /// Checks the caller may read the feed (for the stream, which then reads on its own).
+    ///
+    /// # Errors
+    /// [`FeedError::InsufficientScope`].
+    pub fn authorize_feed(&self, client: &AuthenticatedClient) -> Result<(), FeedError> {
+        if client.has_scope(FEED_SCOPE) { Ok(()) } else { Err(FeedError::InsufficientScope) }
+    }
+
+    /// The feed hub.
+    pub fn feed_hub(&self) -> &FeedHub {
+        &self.feed
+    }
+
+    /// Events after `after` still in force, one page, for streams catching up.
+    ///
+    /// # Errors
+    /// Storage.
+    pub async fn feed_events_after(&self, after: i64) -> Result<Vec<FeedEventRecord>, StoreError> {
+        self.store.list_feed_events(after.max(0), self.clock.now(), PAGE_SIZE).await
+    }
+
+    /// Runs the hub until the process ends: on every local change, and every
+    /// [`POLL_EVERY`], reads the events after the last one seen and broadcasts them in seq
+    /// order. Starts at the newest event, so streams catch up on older ones themselves.
+    pub async fn run_feed_hub(&self) {
+        let hub = &self.feed;
+        match self.store.last_feed_seq().await {
+            Ok(seq) => hub.last_seq.store(seq, Ordering::Relaxed),
+            Err(e) => tracing::warn!(error = %e, "feed hub could not read the last seq"),
+        }
+        loop {
+            tokio::select! {
+                () = hub.changed.notified() => {}
+                () = tokio::time::sleep(POLL_EVERY) => {}
+            }
+            loop {
+                let after = hub.last_seq.load(Ordering::Relaxed);
+                // Events already past their `until` are broadcast too: a stream must see
+                // every seq to keep its position, and holders simply forget them.
+                let page =
+                    self.store.list_feed_events(after, crate::clock::Timestamp(i64::MIN), PAGE_SIZE).await;
+                let events = match page {
+                    Ok(events) => events,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "feed hub could not read events; will retry");
+                        break;
+                    }
+                };
+                let Some(last) = events.last().map(|e| e.seq) else { break };
+                for event in events {
+                    // No receivers is fine: nobody is streaming.
+                    let _ = hub.sender.send(event);
+                }
+                hub.last_seq.store(last, Ordering::Relaxed);
+            }
+        }
+    }
+}
+
+/// The `seq` of an event.
+pub fn seq_of(event: &RevocationEvent) -> i64 {
+    match event {
+        RevocationEvent::SessionRevoked { seq, .. }
+        | RevocationEvent::UserChanged { seq, .. }
+        | RevocationEvent::TokenRevoked { seq, .. } => *seq,
     }
 }

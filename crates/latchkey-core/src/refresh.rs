@@ -233,6 +233,7 @@ impl Latchkey {
                     self.metrics.refresh(RefreshOutcome::Refused);
                 }
                 self.metrics.revocations(revocation.reason.as_str(), 1);
+                self.feed.changed();
                 return Err(RefreshError::Refused(revocation.reason));
             }
             RotationDecision::Refuse { reason } => {

@@ -41,6 +41,7 @@ pub struct Latchkey {
     pub(crate) keys: KeyRing,
     pub(crate) passwords: PasswordHasher,
     pub(crate) metrics: Metrics,
+    pub(crate) feed: crate::feed::FeedHub,
     /// When maintenance last pruned old rows.
     last_prune: std::sync::atomic::AtomicI64,
 }
@@ -73,6 +74,7 @@ impl Latchkey {
             keys,
             passwords,
             metrics: Metrics::default(),
+            feed: crate::feed::FeedHub::new(),
             last_prune: std::sync::atomic::AtomicI64::new(0),
         };
         service.maintain().await?;

@@ -458,6 +458,9 @@ pub trait Store: Send + Sync + 'static {
     /// Deletes a client; `false` when there was none.
     async fn delete_client(&self, client_id: &str) -> Result<bool, StoreError>;
 
+    /// The highest feed seq written so far (0 when none).
+    async fn last_feed_seq(&self) -> Result<i64, StoreError>;
+
     /// Feed events after `after` whose `until` has not passed at `now`, in seq order.
     async fn list_feed_events(
         &self,

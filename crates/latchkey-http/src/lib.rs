@@ -47,6 +47,7 @@ pub fn router(state: AppState) -> Router {
         .route("/auth/me", get(session::me))
         .route("/auth/password", post(session::change_password))
         .route("/revocations", get(feed::revocations))
+        .route("/revocations/stream", get(feed::stream))
         .route("/jwks.json", get(ops::jwks))
         .route("/healthz", get(ops::healthz))
         .route("/metrics", get(ops::metrics))

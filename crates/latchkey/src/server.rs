@@ -113,11 +113,20 @@ impl Server {
                 }
             }
         });
+        let app = Arc::clone(&self.app);
+        let feed_hub = tokio::spawn(async move { app.run_feed_hub().await });
         let addr = self.local_addr()?;
         tracing::info!(%addr, issuer = %self.app.settings().issuer, "latchkey listening");
         let service = router(self.state).into_make_service_with_connect_info::<SocketAddr>();
+        let app = Arc::clone(&self.app);
+        let shutdown = async move {
+            shutdown.await;
+            // Feed streams never end by themselves; graceful shutdown waits for them.
+            app.feed_hub().close();
+        };
         let result = axum::serve(self.listener, service).with_graceful_shutdown(shutdown).await;
         maintenance.abort();
+        feed_hub.abort();
         result.context("serving")
     }
 }

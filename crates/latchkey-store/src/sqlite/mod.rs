@@ -758,6 +758,18 @@ impl Store for SqliteStore {
         .await
     }
 
+    async fn last_feed_seq(&self) -> Result<i64, StoreError> {
+        // sqlite_sequence keeps the AUTOINCREMENT high-water mark even after pruning.
+        self.read(|c| {
+            c.query_row(
+                "SELECT COALESCE((SELECT seq FROM sqlite_sequence WHERE name = 'revocation_events'), 0)",
+                [],
+                |r| r.get(0),
+            )
+        })
+        .await
+    }
+
     async fn list_feed_events(
         &self,
         after: i64,

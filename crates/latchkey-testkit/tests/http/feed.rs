@@ -132,3 +132,145 @@ async fn client_registration_rules() {
     assert_eq!(list.lines().count(), 1);
     assert!(list.contains("\"public\":true") && !list.contains("lks_"), "{list}");
 }
+
+/// Reads Server-Sent Events from a response, one event at a time, skipping comments.
+struct SseReader {
+    res: reqwest::Response,
+    buf: String,
+}
+
+impl SseReader {
+    async fn open(s: &TestServer, id: &str, secret: &str, last_event_id: Option<i64>) -> reqwest::Response {
+        let mut req = http_client().get(s.url("/revocations/stream")).basic_auth(id, Some(secret));
+        if let Some(last) = last_event_id {
+            req = req.header("last-event-id", last.to_string());
+        }
+        req.send().await.unwrap()
+    }
+
+    /// The next event's `(id, data)`; panics after 10 s without one.
+    async fn next(&mut self) -> (i64, Value) {
+        loop {
+            if let Some(end) = self.buf.find("\n\n") {
+                let block: String = self.buf.drain(..end + 2).collect();
+                let mut id = None;
+                let mut data = String::new();
+                for line in block.lines() {
+                    if let Some(v) = line.strip_prefix("id:") {
+                        id = Some(v.trim().parse::<i64>().unwrap());
+                    } else if let Some(v) = line.strip_prefix("data:") {
+                        data.push_str(v.trim());
+                    }
+                }
+                if let Some(id) = id {
+                    return (id, serde_json::from_str(&data).unwrap());
+                }
+                continue; // a keep-alive comment
+            }
+            let chunk = tokio::time::timeout(std::time::Duration::from_secs(10), self.res.chunk())
+                .await
+                .expect("an event within 10 s")
+                .unwrap()
+                .expect("the stream stays open");
+            self.buf.push_str(std::str::from_utf8(&chunk).unwrap());
+        }
+    }
+}
+
+#[tokio::test]
+async fn stream_sends_the_snapshot_then_live_events_and_resumes() {
+    let s = TestServer::start().await;
+    let c = http_client();
+    let (id, secret) = feed_client(&s, "revocations:read").await;
+    let first = s.signed_in(&c, "streamer").await;
+    assert_eq!(send(c.post(s.url("/auth/logout")).bearer_auth(first.str("access_token"))).await.status, 204);
+
+    let res = SseReader::open(&s, &id, &secret, None).await;
+    assert_eq!(res.status(), 200);
+    assert!(res.headers()["content-type"].to_str().unwrap().starts_with("text/event-stream"));
+    let mut stream = SseReader { res, buf: String::new() };
+    let (seq1, e1) = stream.next().await;
+    assert_eq!(e1["type"], "session_revoked");
+    assert_eq!(e1["sid"], first.json["session_id"]);
+    assert_eq!(e1["seq"], seq1);
+
+    // A logout on this server is pushed at once.
+    let second = s.login(&c, "streamer", "correct horse battery").await;
+    assert_eq!(send(c.post(s.url("/auth/logout")).bearer_auth(second.str("access_token"))).await.status, 204);
+    let (seq2, e2) = stream.next().await;
+    assert!(seq2 > seq1);
+    assert_eq!(e2["sid"], second.json["session_id"]);
+
+    // A change written by another process (the CLI) arrives by polling.
+    s.cli(&["user", "set-roles", "streamer", "manager"], "").await.unwrap();
+    let (seq3, e3) = stream.next().await;
+    assert!(seq3 > seq2);
+    assert_eq!(e3["type"], "user_changed");
+
+    // Resuming after the first event gives the rest, in order.
+    let res = SseReader::open(&s, &id, &secret, Some(seq1)).await;
+    let mut resumed = SseReader { res, buf: String::new() };
+    assert_eq!(resumed.next().await.0, seq2);
+    assert_eq!(resumed.next().await.0, seq3);
+}
+
+#[tokio::test]
+async fn stream_misses_nothing_under_concurrent_revocations() {
+    let s = TestServer::start().await;
+    let c = http_client();
+    let (id, secret) = feed_client(&s, "revocations:read").await;
+    s.register(&c, "many", "correct horse battery").await;
+    let mut logins = Vec::new();
+    for _ in 0..30 {
+        logins.push(s.login(&c, "many", "correct horse battery").await);
+    }
+    let res = SseReader::open(&s, &id, &secret, None).await;
+    let mut stream = SseReader { res, buf: String::new() };
+    let logouts =
+        logins.iter().map(|l| send(c.post(s.url("/auth/logout")).bearer_auth(l.str("access_token"))));
+    for a in futures::future::join_all(logouts).await {
+        assert_eq!(a.status, 204);
+    }
+    let mut seen = Vec::new();
+    for _ in 0..30 {
+        seen.push(stream.next().await);
+    }
+    let seqs: Vec<i64> = seen.iter().map(|(seq, _)| *seq).collect();
+    assert!(seqs.windows(2).all(|w| w[0] < w[1]), "in seq order: {seqs:?}");
+    let mut sids: Vec<&str> = seen.iter().map(|(_, e)| e["sid"].as_str().unwrap()).collect();
+    sids.sort_unstable();
+    sids.dedup();
+    assert_eq!(sids.len(), 30, "every session exactly once");
+    // The stream and the page agree.
+    let page = send(c.get(s.url("/revocations?after=0")).basic_auth(&id, Some(&secret))).await;
+    let listed: Vec<i64> =
+        page.json["events"].as_array().unwrap().iter().map(|e| e["seq"].as_i64().unwrap()).collect();
+    assert_eq!(listed, seqs);
+}
+
+#[tokio::test]
+async fn stream_refuses_bad_clients_and_positions() {
+    let s = TestServer::start().await;
+    let c = http_client();
+    let (id, secret) = feed_client(&s, "revocations:read").await;
+    let (other, other_secret) = feed_client(&s, "profile").await;
+    let url = s.url("/revocations/stream");
+    assert_eq!(send(c.get(&url)).await.status, 401);
+    assert_eq!(send(c.get(&url).basic_auth(&other, Some(&other_secret))).await.status, 403);
+    let bad = send(c.get(&url).basic_auth(&id, Some(&secret)).header("last-event-id", "x")).await;
+    assert_eq!(bad.status, 400);
+    assert_eq!(bad.json["error"], "invalid_request");
+}
+
+#[tokio::test]
+async fn graceful_shutdown_ends_open_streams() {
+    let s = TestServer::start().await;
+    let (id, secret) = feed_client(&s, "revocations:read").await;
+    let mut res = SseReader::open(&s, &id, &secret, None).await;
+    assert_eq!(res.status(), 200);
+    tokio::time::timeout(std::time::Duration::from_secs(10), s.stop()).await.expect("shutdown does not hang");
+    // The stream ended cleanly.
+    let end =
+        tokio::time::timeout(std::time::Duration::from_secs(10), res.chunk()).await.expect("stream closes");
+    assert!(matches!(end, Ok(None) | Err(_)));
+}
