@@ -15,6 +15,7 @@ mod account;
 mod cli;
 mod feed;
 mod input;
+mod notes;
 mod rotation;
 mod security;
 mod tidy;

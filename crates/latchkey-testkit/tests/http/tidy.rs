@@ -27,8 +27,15 @@ fn crate_sources(name: &str) -> Vec<(PathBuf, String)> {
     files.into_iter().map(|p| (p.clone(), std::fs::read_to_string(&p).unwrap())).collect()
 }
 
-const CRATES: [&str; 6] =
-    ["latchkey-proto", "latchkey-core", "latchkey-store", "latchkey-http", "latchkey", "latchkey-testkit"];
+const CRATES: [&str; 7] = [
+    "latchkey-proto",
+    "latchkey-core",
+    "latchkey-store",
+    "latchkey-http",
+    "latchkey",
+    "latchkey-testkit",
+    "latchkey-verify",
+];
 
 #[test]
 fn every_source_file_starts_with_a_module_doc() {

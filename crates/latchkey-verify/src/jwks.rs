@@ -1,0 +1,49 @@
+//! The published keys, cached: fetched at start, on schedule, and when a token names a key
+//! the cache does not know (rate-limited, so garbage `kid`s cannot make it hammer the
+//! server).
+
+use std::collections::HashMap;
+
+use jsonwebtoken::jwk::{AlgorithmParameters, JwkSet, KeyAlgorithm};
+use jsonwebtoken::{Algorithm, DecodingKey};
+
+/// One usable key: its algorithm is fixed by the key, never taken from a token.
+pub(crate) struct Key {
+    pub(crate) alg: Algorithm,
+    pub(crate) decoding: DecodingKey,
+}
+
+/// Keys by `kid`.
+#[derive(Default)]
+pub(crate) struct KeySet(pub(crate) HashMap<String, std::sync::Arc<Key>>);
+
+impl KeySet {
+    /// Builds the set from a JWKS document, keeping only signature keys of the algorithms
+    /// Latchkey uses (EdDSA, ES256, RS256) whose type matches their algorithm.
+    pub(crate) fn from_jwks(set: &JwkSet) -> Self {
+        let mut keys = HashMap::new();
+        for jwk in &set.keys {
+            let Some(kid) = jwk.common.key_id.clone() else { continue };
+            let alg = match (&jwk.common.key_algorithm, &jwk.algorithm) {
+                (Some(KeyAlgorithm::EdDSA), AlgorithmParameters::OctetKeyPair(_)) => Algorithm::EdDSA,
+                (Some(KeyAlgorithm::ES256), AlgorithmParameters::EllipticCurve(_)) => Algorithm::ES256,
+                (Some(KeyAlgorithm::RS256), AlgorithmParameters::RSA(_)) => Algorithm::RS256,
+                _ => continue,
+            };
+            if let Ok(decoding) = DecodingKey::from_jwk(jwk) {
+                keys.insert(kid, std::sync::Arc::new(Key { alg, decoding }));
+            }
+        }
+        Self(keys)
+    }
+}
+
+/// Fetches the JWKS.
+pub(crate) async fn fetch(http: &reqwest::Client, url: &str) -> Result<KeySet, String> {
+    let res = http.get(url).send().await.map_err(|e| e.to_string())?;
+    if !res.status().is_success() {
+        return Err(format!("JWKS answered {}", res.status()));
+    }
+    let set: JwkSet = res.json().await.map_err(|e| e.to_string())?;
+    Ok(KeySet::from_jwks(&set))
+}

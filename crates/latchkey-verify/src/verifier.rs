@@ -1,0 +1,319 @@
+//! [`Verifier`]: local access-token verification (SPEC 8) plus the revocation state
+//! (SPEC 5.4), and the error reasons of SPEC 5.5.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant};
+
+use jsonwebtoken::{Validation, decode, decode_header};
+use latchkey_proto::TokenErrorReason;
+use latchkey_proto::claims::{ACCESS_TOKEN_TYP, AccessTokenClaims};
+
+use crate::feed::{self, FeedSource, Revocations};
+use crate::jwks::{self, KeySet};
+
+/// What to do when the revocation feed has been unreachable for too long.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FeedPolicy {
+    /// Refuse every token (the default): a revoked session must not slip through.
+    FailClosed,
+    /// Accept tokens on signature and claims alone, as if there were no feed.
+    FailOpen,
+}
+
+/// Why a token was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum VerifyError {
+    /// The token is not acceptable (SPEC 5.5 reasons).
+    #[error("invalid token: {}", .0.as_str())]
+    Invalid(TokenErrorReason),
+    /// The revocation feed has been unreachable longer than allowed (fail closed).
+    #[error("revocation feed unavailable")]
+    FeedUnavailable,
+}
+
+/// A verified token's claims.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Verified {
+    /// The claims.
+    pub claims: AccessTokenClaims,
+}
+
+impl Verified {
+    /// Whether the token carries a role.
+    pub fn has_role(&self, role: &str) -> bool {
+        self.claims.roles.iter().any(|r| r == role)
+    }
+
+    /// Whether the token carries a scope.
+    pub fn has_scope(&self, scope: &str) -> bool {
+        self.claims.scope.split_whitespace().any(|s| s == scope)
+    }
+}
+
+/// Builds a [`Verifier`].
+#[derive(Debug, Clone)]
+pub struct VerifierBuilder {
+    issuer: String,
+    endpoint: Option<String>,
+    audience: Option<String>,
+    feed: Option<(String, String)>,
+    poll_every: Duration,
+    max_feed_staleness: Duration,
+    policy: FeedPolicy,
+    skew: i64,
+    http: Option<reqwest::Client>,
+}
+
+impl VerifierBuilder {
+    /// Where to reach the server for keys and the feed, when that is not the issuer URL
+    /// (an internal address, a test server).
+    #[must_use]
+    pub fn endpoint(mut self, base_url: impl Into<String>) -> Self {
+        self.endpoint = Some(base_url.into());
+        self
+    }
+
+    /// The audience tokens must carry (default: the issuer).
+    #[must_use]
+    pub fn audience(mut self, audience: impl Into<String>) -> Self {
+        self.audience = Some(audience.into());
+        self
+    }
+
+    /// Credentials of a client with the scope `revocations:read`, to follow the feed.
+    #[must_use]
+    pub fn feed_credentials(
+        mut self,
+        client_id: impl Into<String>,
+        client_secret: impl Into<String>,
+    ) -> Self {
+        self.feed = Some((client_id.into(), client_secret.into()));
+        self
+    }
+
+    /// How often to ask the feed for news (default 1 s).
+    #[must_use]
+    pub fn poll_every(mut self, every: Duration) -> Self {
+        self.poll_every = every;
+        self
+    }
+
+    /// How long the feed may be unreachable before [`FeedPolicy`] applies (default 30 s).
+    #[must_use]
+    pub fn max_feed_staleness(mut self, limit: Duration) -> Self {
+        self.max_feed_staleness = limit;
+        self
+    }
+
+    /// Fail closed (default) or open when the feed is unreachable.
+    #[must_use]
+    pub fn feed_policy(mut self, policy: FeedPolicy) -> Self {
+        self.policy = policy;
+        self
+    }
+
+    /// The HTTP client to use (for tests that count requests).
+    #[must_use]
+    pub fn http_client(mut self, http: reqwest::Client) -> Self {
+        self.http = Some(http);
+        self
+    }
+
+    /// Fetches the keys and, with feed credentials, the revocation snapshot, then starts
+    /// following the feed in the background (for as long as the verifier lives).
+    ///
+    /// # Errors
+    /// When the keys cannot be fetched.
+    pub async fn build(self) -> Result<Arc<Verifier>, String> {
+        let http = self.http.unwrap_or_default();
+        let issuer = self.issuer.trim_end_matches('/').to_owned();
+        let base = self.endpoint.as_deref().unwrap_or(&issuer).trim_end_matches('/').to_owned();
+        let jwks_url = format!("{base}/jwks.json");
+        let keys = jwks::fetch(&http, &jwks_url).await?;
+        let revocations = Arc::new(RwLock::new(Revocations::default()));
+        let has_feed = self.feed.is_some();
+        if let Some((client_id, client_secret)) = self.feed {
+            let src = FeedSource {
+                url: format!("{base}/revocations"),
+                client_id,
+                client_secret,
+                poll_every: self.poll_every,
+            };
+            tokio::spawn(feed::follow(http.clone(), src, Arc::downgrade(&revocations)));
+        }
+        Ok(Arc::new(Verifier {
+            audience: self.audience.unwrap_or_else(|| issuer.clone()),
+            issuer,
+            jwks_url,
+            http,
+            keys: RwLock::new(keys),
+            last_jwks_fetch: Mutex::new(Instant::now()),
+            revocations,
+            has_feed,
+            max_feed_staleness: self.max_feed_staleness,
+            policy: self.policy,
+            skew: self.skew,
+            cache: Mutex::new(HashMap::new()),
+        }))
+    }
+}
+
+/// The most verified tokens remembered (a token seen again costs a lookup, not a signature
+/// check; revocation still applies to it).
+const CACHE_LIMIT: usize = 10_000;
+/// The least time between two JWKS fetches for unknown `kid`s.
+const JWKS_REFETCH_EVERY: Duration = Duration::from_secs(10);
+
+/// Verifies access tokens.
+pub struct Verifier {
+    issuer: String,
+    audience: String,
+    jwks_url: String,
+    http: reqwest::Client,
+    keys: RwLock<KeySet>,
+    last_jwks_fetch: Mutex<Instant>,
+    revocations: Arc<RwLock<Revocations>>,
+    has_feed: bool,
+    max_feed_staleness: Duration,
+    policy: FeedPolicy,
+    skew: i64,
+    cache: Mutex<HashMap<String, Verified>>,
+}
+
+#[expect(clippy::disallowed_methods, reason = "the resource server's own clock decides expiry")]
+pub(crate) fn now_secs() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+impl Verifier {
+    /// Starts building a verifier for tokens from `issuer`.
+    pub fn builder(issuer: impl Into<String>) -> VerifierBuilder {
+        VerifierBuilder {
+            issuer: issuer.into(),
+            endpoint: None,
+            audience: None,
+            feed: None,
+            poll_every: Duration::from_secs(1),
+            max_feed_staleness: Duration::from_secs(30),
+            policy: FeedPolicy::FailClosed,
+            skew: 30,
+            http: None,
+        }
+    }
+
+    /// Verifies a token: signature and claims (or the cache), then the revocation state.
+    ///
+    /// # Errors
+    /// The reason of SPEC 5.5, or [`VerifyError::FeedUnavailable`].
+    pub async fn verify(&self, token: &str) -> Result<Verified, VerifyError> {
+        let now = now_secs();
+        let cached = lock(&self.cache).get(token).cloned();
+        let verified = match cached {
+            Some(v) if v.claims.exp.saturating_add(self.skew) > now => v,
+            _ => {
+                let v = self.check_signature_and_claims(token, now).await?;
+                let mut cache = lock(&self.cache);
+                if cache.len() >= CACHE_LIMIT {
+                    cache.clear();
+                }
+                cache.insert(token.to_owned(), v.clone());
+                v
+            }
+        };
+        self.check_revocation(&verified)?;
+        Ok(verified)
+    }
+
+    async fn check_signature_and_claims(&self, token: &str, now: i64) -> Result<Verified, VerifyError> {
+        let invalid = VerifyError::Invalid;
+        let header = decode_header(token).map_err(|_| invalid(TokenErrorReason::Malformed))?;
+        let typ_ok = header.typ.as_deref().is_some_and(|t| {
+            t.eq_ignore_ascii_case(ACCESS_TOKEN_TYP) || t.eq_ignore_ascii_case("application/at+jwt")
+        });
+        if !typ_ok {
+            return Err(invalid(TokenErrorReason::Malformed));
+        }
+        // `jku`, `x5u` and an embedded `jwk` are ignored: keys come only from our JWKS.
+        let kid = header.kid.as_deref().ok_or(invalid(TokenErrorReason::UnknownKey))?;
+        let key = match self.key(kid) {
+            Some(k) => k,
+            None => {
+                self.refetch_keys().await;
+                self.key(kid).ok_or(invalid(TokenErrorReason::UnknownKey))?
+            }
+        };
+        if header.alg != key.alg {
+            return Err(invalid(TokenErrorReason::BadSignature));
+        }
+        let mut validation = Validation::new(key.alg);
+        validation.validate_exp = false;
+        validation.validate_nbf = false;
+        validation.validate_aud = false;
+        validation.required_spec_claims.clear();
+        let claims = decode::<AccessTokenClaims>(token, &key.decoding, &validation)
+            .map_err(|e| match e.kind() {
+                jsonwebtoken::errors::ErrorKind::InvalidSignature => invalid(TokenErrorReason::BadSignature),
+                _ => invalid(TokenErrorReason::Malformed),
+            })?
+            .claims;
+        if claims.iss != self.issuer {
+            return Err(invalid(TokenErrorReason::WrongIssuer));
+        }
+        if claims.aud != self.audience {
+            return Err(invalid(TokenErrorReason::WrongAudience));
+        }
+        if claims.iat > now.saturating_add(self.skew) {
+            return Err(invalid(TokenErrorReason::Malformed));
+        }
+        if claims.exp.saturating_add(self.skew) <= now {
+            return Err(invalid(TokenErrorReason::Expired));
+        }
+        Ok(Verified { claims })
+    }
+
+    fn key(&self, kid: &str) -> Option<Arc<jwks::Key>> {
+        self.keys.read().unwrap_or_else(std::sync::PoisonError::into_inner).0.get(kid).cloned()
+    }
+
+    /// Fetches the JWKS again, at most once per [`JWKS_REFETCH_EVERY`].
+    async fn refetch_keys(&self) {
+        {
+            let mut last = lock(&self.last_jwks_fetch);
+            if last.elapsed() < JWKS_REFETCH_EVERY {
+                return;
+            }
+            *last = Instant::now();
+        }
+        match jwks::fetch(&self.http, &self.jwks_url).await {
+            Ok(keys) => *self.keys.write().unwrap_or_else(std::sync::PoisonError::into_inner) = keys,
+            Err(e) => tracing::warn!(error = %e, "could not refresh the JWKS"),
+        }
+    }
+
+    fn check_revocation(&self, v: &Verified) -> Result<(), VerifyError> {
+        if !self.has_feed {
+            return Ok(());
+        }
+        let state = feed::read(&self.revocations);
+        let is_fresh = state.last_ok.is_some_and(|t| t.elapsed() <= self.max_feed_staleness);
+        if !is_fresh && self.policy == FeedPolicy::FailClosed {
+            return Err(VerifyError::FeedUnavailable);
+        }
+        let c = &v.claims;
+        if c.sid.as_deref().is_some_and(|sid| state.is_session_revoked(sid)) || state.is_token_revoked(&c.jti)
+        {
+            return Err(VerifyError::Invalid(TokenErrorReason::Revoked));
+        }
+        if state.latest_authz_ver(&c.sub).is_some_and(|latest| c.authz_ver < latest) {
+            return Err(VerifyError::Invalid(TokenErrorReason::ClaimsStale));
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,112 @@
+//! notes-api (SPEC 5.6): a protected API built only on `latchkey-verify`. Every request is
+//! answered from memory: the token is verified locally and the revocation feed is followed
+//! in the background, so no request reaches the Latchkey server or a database.
+
+use std::sync::{Arc, Mutex};
+
+use axum::extract::rejection::JsonRejection;
+use axum::extract::{FromRef, Path, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{delete, get};
+use axum::{Json, Router};
+use latchkey_verify::Verifier;
+use latchkey_verify::axum::AccessToken;
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+
+/// A note.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Note {
+    /// Its id.
+    pub id: u64,
+    /// Its text.
+    pub text: String,
+    /// Who wrote it (`sub`).
+    pub owner: String,
+}
+
+/// The API's state: the verifier and the notes.
+#[derive(Clone)]
+pub struct NotesState {
+    verifier: Arc<Verifier>,
+    notes: Arc<Mutex<(u64, Vec<Note>)>>,
+}
+
+impl FromRef<NotesState> for Arc<Verifier> {
+    fn from_ref(state: &NotesState) -> Self {
+        Arc::clone(&state.verifier)
+    }
+}
+
+#[derive(Deserialize)]
+struct NewNote {
+    text: String,
+}
+
+fn error(status: StatusCode, code: &str, description: &str) -> Response {
+    (status, Json(json!({"error": code, "error_description": description}))).into_response()
+}
+
+async fn whoami(AccessToken(token): AccessToken) -> Json<serde_json::Value> {
+    let c = &token.claims;
+    Json(json!({"sub": c.sub, "sid": c.sid, "roles": c.roles, "scope": c.scope}))
+}
+
+async fn list(State(s): State<NotesState>, _token: AccessToken) -> Json<Vec<Note>> {
+    Json(s.notes.lock().map(|n| n.1.clone()).unwrap_or_default())
+}
+
+async fn create(
+    State(s): State<NotesState>,
+    AccessToken(token): AccessToken,
+    body: Result<Json<NewNote>, JsonRejection>,
+) -> Response {
+    let Ok(Json(new)) = body else {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "invalid_request",
+            "Expected a JSON body {\"text\": \"...\"}.",
+        );
+    };
+    let Ok(mut notes) = s.notes.lock() else {
+        return error(StatusCode::INTERNAL_SERVER_ERROR, "server_error", "Notes are unavailable.");
+    };
+    notes.0 += 1;
+    let note = Note { id: notes.0, text: new.text, owner: token.claims.sub };
+    notes.1.push(note.clone());
+    (StatusCode::CREATED, Json(note)).into_response()
+}
+
+async fn remove(
+    State(s): State<NotesState>,
+    token: AccessToken,
+    id: Result<Path<u64>, axum::extract::rejection::PathRejection>,
+) -> Response {
+    if let Err(rejection) = token.require_role("manager") {
+        return rejection.into_response();
+    }
+    let Ok(Path(id)) = id else {
+        return error(StatusCode::BAD_REQUEST, "invalid_request", "The note id must be a number.");
+    };
+    let Ok(mut notes) = s.notes.lock() else {
+        return error(StatusCode::INTERNAL_SERVER_ERROR, "server_error", "Notes are unavailable.");
+    };
+    let before = notes.1.len();
+    notes.1.retain(|n| n.id != id);
+    if notes.1.len() == before {
+        return error(StatusCode::NOT_FOUND, "not_found", "No such note.");
+    }
+    StatusCode::NO_CONTENT.into_response()
+}
+
+/// The API's routes.
+pub fn app(verifier: Arc<Verifier>) -> Router {
+    let state = NotesState { verifier, notes: Arc::new(Mutex::new((0, Vec::new()))) };
+    Router::new()
+        .route("/whoami", get(whoami))
+        .route("/notes", get(list).post(create))
+        .route("/notes/{id}", delete(remove))
+        .fallback(|| async { error(StatusCode::NOT_FOUND, "not_found", "No such endpoint.") })
+        .with_state(state)
+}
