@@ -85,8 +85,83 @@ async fn page(http: &reqwest::Client, src: &FeedSource, after: i64) -> Result<Fe
     res.json().await.map_err(|e| e.to_string())
 }
 
-/// Follows the feed until the state is dropped: pages until caught up, then waits
-/// `poll_every` and asks again.
+/// Applies one page and records that the feed answered.
+fn absorb(state: &Arc<RwLock<Revocations>>, page: FeedPage) {
+    let mut guard = write(state);
+    guard.apply(page);
+    guard.prune(crate::verifier::now_secs());
+    guard.last_ok = Some(Instant::now());
+}
+
+/// Pages until caught up. `Err` when the feed cannot be read.
+async fn catch_up(
+    http: &reqwest::Client,
+    src: &FeedSource,
+    state: &Arc<RwLock<Revocations>>,
+) -> Result<(), String> {
+    loop {
+        let after = read(state).next;
+        let p = page(http, src, after).await?;
+        let is_done = p.events.is_empty();
+        absorb(state, p);
+        if is_done {
+            return Ok(());
+        }
+    }
+}
+
+/// Reads the SSE stream from `next` until it ends or fails, applying each event as it
+/// arrives; any chunk (a keep-alive comment too) proves the feed is alive.
+async fn stream(
+    http: &reqwest::Client,
+    src: &FeedSource,
+    state: &std::sync::Weak<RwLock<Revocations>>,
+) -> Result<(), String> {
+    let after = match state.upgrade() {
+        Some(s) => read(&s).next,
+        None => return Ok(()),
+    };
+    let mut res = http
+        .get(format!("{}/stream", src.url))
+        .basic_auth(&src.client_id, Some(&src.client_secret))
+        .header("last-event-id", after.to_string())
+        .send()
+        .await
+        .map_err(|e| e.to_string())?;
+    if !res.status().is_success() {
+        return Err(format!("feed stream answered {}", res.status()));
+    }
+    let mut buf = String::new();
+    while let Some(chunk) = res.chunk().await.map_err(|e| e.to_string())? {
+        let Some(strong) = state.upgrade() else { return Ok(()) };
+        buf.push_str(&String::from_utf8_lossy(&chunk));
+        let mut events = Vec::new();
+        let mut next = None;
+        while let Some(end) = buf.find("\n\n") {
+            let block: String = buf.drain(..end + 2).collect();
+            let mut id = None;
+            let mut data = String::new();
+            for line in block.lines() {
+                if let Some(v) = line.strip_prefix("id:") {
+                    id = v.trim().parse::<i64>().ok();
+                } else if let Some(v) = line.strip_prefix("data:") {
+                    data.push_str(v.trim_start());
+                }
+            }
+            if let (Some(id), Ok(event)) = (id, serde_json::from_str::<RevocationEvent>(&data)) {
+                events.push(event);
+                next = Some(id);
+            }
+        }
+        let current = read(&strong).next;
+        absorb(&strong, FeedPage { events, next: next.unwrap_or(current) });
+    }
+    Ok(())
+}
+
+/// Follows the feed until the state is dropped: catches up by paging, then follows the SSE
+/// stream (resuming from the last seq); when the stream fails or ends, it falls back to
+/// paging every `poll_every` and tries the stream again.
 pub(crate) async fn follow(
     http: reqwest::Client,
     src: FeedSource,
@@ -94,22 +169,16 @@ pub(crate) async fn follow(
 ) {
     loop {
         let Some(strong) = state.upgrade() else { return };
-        let after = read(&strong).next;
-        match page(&http, &src, after).await {
-            Ok(p) => {
-                let is_full = !p.events.is_empty();
-                let mut guard = write(&strong);
-                guard.apply(p);
-                guard.prune(crate::verifier::now_secs());
-                guard.last_ok = Some(Instant::now());
-                drop(guard);
-                if is_full {
-                    continue; // there may be more
-                }
-            }
-            Err(e) => tracing::warn!(error = %e, "revocation feed unreachable; will retry"),
+        if let Err(e) = catch_up(&http, &src, &strong).await {
+            tracing::warn!(error = %e, "revocation feed unreachable; will retry");
         }
         drop(strong);
+        if let Err(e) = stream(&http, &src, &state).await {
+            tracing::debug!(error = %e, "revocation stream unavailable; polling");
+        }
+        if state.strong_count() == 0 {
+            return;
+        }
         tokio::time::sleep(src.poll_every).await;
     }
 }

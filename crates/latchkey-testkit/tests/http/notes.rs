@@ -202,3 +202,180 @@ async fn api_calls_make_no_request_to_the_server() {
     assert_eq!(calls("/jwks.json"), jwks_before, "no JWKS fetch per request");
     assert_eq!(calls("/revocations"), feed_before, "no feed request per request");
 }
+
+fn b64(bytes: &[u8]) -> String {
+    base64::Engine::encode(&base64::engine::general_purpose::URL_SAFE_NO_PAD, bytes)
+}
+
+/// Signs `claims` with a server's current EdDSA key: used with an
+/// *attacker's* server to make tokens signed by a key the victim never published.
+fn sign_with(server: &TestServer, claims: &Value) -> String {
+    let set = server.app.keys().current();
+    let key =
+        set.signer(latchkey_core::keys::Algorithm::EdDSA, latchkey_core::Clock::now(&*server.clock)).unwrap();
+    key.sign_jwt("at+jwt", claims).unwrap()
+}
+
+#[tokio::test]
+async fn attack_corpus_against_notes_api() {
+    let s = TestServer::start().await;
+    let c = http_client();
+    let n = notes_api(&s, Duration::from_millis(100)).await;
+    let login = s.signed_in(&c, "victim").await;
+    let at = login.str("access_token").to_owned();
+    wait_for(|| async { api(&n, reqwest::Method::GET, "/whoami", &at, None).await.status == 200 }).await;
+    let parts: Vec<&str> = at.split('.').collect();
+    let header: Value = serde_json::from_slice(
+        &base64::Engine::decode(&base64::engine::general_purpose::URL_SAFE_NO_PAD, parts[0]).unwrap(),
+    )
+    .unwrap();
+    let claims: Value = serde_json::from_slice(
+        &base64::Engine::decode(&base64::engine::general_purpose::URL_SAFE_NO_PAD, parts[1]).unwrap(),
+    )
+    .unwrap();
+    let kid = header["kid"].as_str().unwrap().to_owned();
+    let jwks: Value = serde_json::from_str(&send(c.get(s.url("/jwks.json"))).await.text).unwrap();
+    let jwk = jwks["keys"].as_array().unwrap().iter().find(|k| k["kid"] == kid.as_str()).unwrap().clone();
+    let raw =
+        base64::Engine::decode(&base64::engine::general_purpose::URL_SAFE_NO_PAD, jwk["x"].as_str().unwrap())
+            .unwrap();
+    let mut der = vec![0x30, 0x2a, 0x30, 0x05, 0x06, 0x03, 0x2b, 0x65, 0x70, 0x03, 0x21, 0x00];
+    der.extend_from_slice(&raw);
+    let pem = format!(
+        "-----BEGIN PUBLIC KEY-----\n{}\n-----END PUBLIC KEY-----\n",
+        base64::Engine::encode(&base64::engine::general_purpose::STANDARD, &der)
+    );
+    let mut corpus: Vec<(String, String)> = Vec::new();
+    // alg none, in any case, with and without a signature part.
+    for alg in ["none", "None", "NONE", "nOnE"] {
+        let h = b64(json!({"alg": alg, "typ": "at+jwt", "kid": kid}).to_string().as_bytes());
+        corpus.push((format!("alg {alg}"), format!("{h}.{}.", parts[1])));
+        corpus.push((format!("alg {alg} with signature"), format!("{h}.{}.{}", parts[1], parts[2])));
+    }
+    // HMAC keyed with the public key, in every encoding.
+    for (alg, name) in [
+        (jsonwebtoken::Algorithm::HS256, "HS256"),
+        (jsonwebtoken::Algorithm::HS384, "HS384"),
+        (jsonwebtoken::Algorithm::HS512, "HS512"),
+    ] {
+        for (enc, secret) in [
+            ("raw", raw.clone()),
+            ("DER", der.clone()),
+            ("PEM", pem.as_bytes().to_vec()),
+            ("JWK JSON", jwk.to_string().into_bytes()),
+            ("base64url x", jwk["x"].as_str().unwrap().as_bytes().to_vec()),
+        ] {
+            let mut h = jsonwebtoken::Header::new(alg);
+            h.kid = Some(kid.clone());
+            h.typ = Some("at+jwt".into());
+            let t =
+                jsonwebtoken::encode(&h, &claims, &jsonwebtoken::EncodingKey::from_secret(&secret)).unwrap();
+            corpus.push((format!("{name} keyed with the {enc} public key"), t));
+        }
+    }
+    // Tampered payload; stripped, truncated and swapped signatures.
+    let mut forged = claims.clone();
+    forged["roles"] = json!(["manager"]);
+    corpus.push((
+        "tampered payload".into(),
+        format!("{}.{}.{}", parts[0], b64(forged.to_string().as_bytes()), parts[2]),
+    ));
+    corpus.push(("stripped signature".into(), format!("{}.{}.", parts[0], parts[1])));
+    corpus.push(("no signature part".into(), format!("{}.{}", parts[0], parts[1])));
+    corpus.push(("truncated signature".into(), format!("{}.{}.{}", parts[0], parts[1], &parts[2][..20])));
+    let other = s.login(&c, "victim", "correct horse battery").await;
+    let other_sig = other.str("access_token").rsplit('.').next().unwrap().to_owned();
+    corpus.push(("swapped signature".into(), format!("{}.{}.{}", parts[0], parts[1], other_sig)));
+    // kid games.
+    for bad_kid in ["no-such-key", "../../../../etc/passwd", "' OR '1'='1' --", "", "\u{0}"] {
+        let h = b64(json!({"alg": "EdDSA", "typ": "at+jwt", "kid": bad_kid}).to_string().as_bytes());
+        corpus.push((format!("kid {bad_kid:?}"), format!("{h}.{}.{}", parts[1], parts[2])));
+    }
+    // A key the attacker made: another Latchkey's key, under its own kid and under ours.
+    let attacker = TestServer::start().await;
+    let theirs = sign_with(&attacker, &claims);
+    corpus.push(("attacker's key, attacker's kid".into(), theirs.clone()));
+    let tp: Vec<&str> = theirs.split('.').collect();
+    let ours_kid = b64(json!({"alg": "EdDSA", "typ": "at+jwt", "kid": kid}).to_string().as_bytes());
+    corpus.push(("attacker's key, our kid".into(), format!("{ours_kid}.{}.{}", tp[1], tp[2])));
+    // Embedded jwk, jku and x5u pointing at a server the test runs: it must never be contacted.
+    let trap = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let trap_url = format!("http://{}/jwks.json", trap.local_addr().unwrap());
+    let attacker_jwks: Value =
+        serde_json::from_str(&send(c.get(attacker.url("/jwks.json"))).await.text).unwrap();
+    let attacker_jwk = attacker_jwks["keys"][0].clone();
+    let attacker_kid = attacker_jwk["kid"].as_str().unwrap().to_owned();
+    for (what, extra) in [
+        ("embedded jwk", json!({"jwk": attacker_jwk})),
+        ("jku", json!({"jku": trap_url})),
+        ("x5u", json!({"x5u": trap_url})),
+    ] {
+        let mut h = json!({"alg": "EdDSA", "typ": "at+jwt", "kid": attacker_kid});
+        for (k, v) in extra.as_object().unwrap() {
+            h[k] = v.clone();
+        }
+        corpus.push((what.into(), format!("{}.{}.{}", b64(h.to_string().as_bytes()), tp[1], tp[2])));
+    }
+    // typ missing or JWT (an ID token or any other JWT is not an access token).
+    for typ in [None, Some("JWT"), Some("id+jwt")] {
+        let mut h = json!({"alg": "EdDSA", "kid": kid});
+        if let Some(t) = typ {
+            h["typ"] = json!(t);
+        }
+        corpus.push((
+            format!("typ {typ:?}"),
+            format!("{}.{}.{}", b64(h.to_string().as_bytes()), parts[1], parts[2]),
+        ));
+    }
+    // Garbage.
+    for g in ["garbage", "a.b.c", "....", "eyJ.eyJ.eyJ", "%00", &"A".repeat(8 * 1024)] {
+        corpus.push((format!("garbage {}", &g[..g.len().min(12)]), g.to_owned()));
+    }
+    for (what, token) in &corpus {
+        let a = api(&n, reqwest::Method::GET, "/whoami", token, None).await;
+        assert_eq!(a.status, 401, "{what}: {}", a.text);
+        assert!(
+            a.header("www-authenticate").is_some_and(|h| h.starts_with("Bearer")),
+            "{what}: {:?}",
+            a.header("www-authenticate")
+        );
+        assert!(a.json["error"] == "invalid_token", "{what}: {}", a.text);
+    }
+    // The trap saw no connection.
+    let accepted = tokio::time::timeout(Duration::from_millis(200), trap.accept()).await;
+    assert!(accepted.is_err(), "the verifier contacted a URL from a token header");
+    // The real token still works.
+    assert_eq!(api(&n, reqwest::Method::GET, "/whoami", &at, None).await.status, 200);
+}
+
+#[tokio::test]
+async fn revocations_reach_the_api_over_sse_quickly() {
+    let s = TestServer::start().await;
+    let c = http_client();
+    // Polling once an hour: only the stream can deliver in time.
+    let n = notes_api(&s, Duration::from_secs(3600)).await;
+    s.register(&c, "timed", "correct horse battery").await;
+    let mut delays = Vec::new();
+    for _ in 0..10 {
+        let login = s.login(&c, "timed", "correct horse battery").await;
+        let at = login.str("access_token").to_owned();
+        wait_for(|| async { api(&n, reqwest::Method::GET, "/whoami", &at, None).await.status == 200 }).await;
+        let start = std::time::Instant::now();
+        assert_eq!(send(c.post(s.url("/auth/logout")).bearer_auth(&at)).await.status, 204);
+        loop {
+            if api(&n, reqwest::Method::GET, "/whoami", &at, None).await.json["error_reason"] == "revoked" {
+                break;
+            }
+            assert!(start.elapsed() < Duration::from_secs(10), "revocation never arrived");
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+        delays.push(start.elapsed());
+    }
+    delays.sort();
+    // Reported, not asserted (timing is for benchmarks): visible with --nocapture.
+    eprintln!(
+        "logout -> API rejection over SSE: p50 {:?}, max {:?}",
+        delays[delays.len() / 2],
+        delays[delays.len() - 1]
+    );
+}
