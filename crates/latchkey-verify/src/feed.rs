@@ -20,6 +20,8 @@ pub(crate) struct Revocations {
     pub(crate) next: i64,
     /// When the feed last answered.
     pub(crate) last_ok: Option<Instant>,
+    /// Whether the SSE stream is connected (and so the state current, events or not).
+    pub(crate) is_streaming: bool,
 }
 
 impl Revocations {
@@ -131,8 +133,30 @@ async fn stream(
     if !res.status().is_success() {
         return Err(format!("feed stream answered {}", res.status()));
     }
+    if let Some(strong) = state.upgrade() {
+        write(&strong).is_streaming = true;
+    }
+    let result = read_stream(&mut res, state).await;
+    if let Some(strong) = state.upgrade() {
+        write(&strong).is_streaming = false;
+    }
+    result
+}
+
+/// The server sends a keep-alive every 15 s: a stream silent for longer is dead.
+const STREAM_SILENCE_LIMIT: Duration = Duration::from_secs(35);
+
+async fn read_stream(
+    res: &mut reqwest::Response,
+    state: &std::sync::Weak<RwLock<Revocations>>,
+) -> Result<(), String> {
     let mut buf = String::new();
-    while let Some(chunk) = res.chunk().await.map_err(|e| e.to_string())? {
+    loop {
+        let chunk = tokio::time::timeout(STREAM_SILENCE_LIMIT, res.chunk())
+            .await
+            .map_err(|_| "feed stream went silent".to_owned())?
+            .map_err(|e| e.to_string())?;
+        let Some(chunk) = chunk else { return Ok(()) };
         let Some(strong) = state.upgrade() else { return Ok(()) };
         buf.push_str(&String::from_utf8_lossy(&chunk));
         let mut events = Vec::new();
@@ -156,7 +180,6 @@ async fn stream(
         let current = read(&strong).next;
         absorb(&strong, FeedPage { events, next: next.unwrap_or(current) });
     }
-    Ok(())
 }
 
 /// Follows the feed until the state is dropped: catches up by paging, then follows the SSE

@@ -142,20 +142,25 @@ impl VerifierBuilder {
             };
             tokio::spawn(feed::follow(http.clone(), src, Arc::downgrade(&revocations)));
         }
-        Ok(Arc::new(Verifier {
+        let verifier = Arc::new(Verifier {
             audience: self.audience.unwrap_or_else(|| issuer.clone()),
             issuer,
             jwks_url,
             http,
             keys: RwLock::new(keys),
-            last_jwks_fetch: Mutex::new(Instant::now()),
+            // The first unknown kid may refetch at once.
+            last_jwks_fetch: Mutex::new(
+                Instant::now().checked_sub(JWKS_REFETCH_EVERY).unwrap_or_else(Instant::now),
+            ),
             revocations,
             has_feed,
             max_feed_staleness: self.max_feed_staleness,
             policy: self.policy,
             skew: self.skew,
             cache: Mutex::new(HashMap::new()),
-        }))
+        });
+        tokio::spawn(refresh_keys_on_schedule(Arc::downgrade(&verifier)));
+        Ok(verifier)
     }
 }
 
@@ -164,6 +169,22 @@ impl VerifierBuilder {
 const CACHE_LIMIT: usize = 10_000;
 /// The least time between two JWKS fetches for unknown `kid`s.
 const JWKS_REFETCH_EVERY: Duration = Duration::from_secs(10);
+
+/// How often the keys are refetched on schedule, so a key published ahead of its use is
+/// known before the first token it signs arrives.
+const JWKS_REFRESH_EVERY: Duration = Duration::from_secs(300);
+
+/// Refetches the keys every [`JWKS_REFRESH_EVERY`] while the verifier lives.
+async fn refresh_keys_on_schedule(verifier: std::sync::Weak<Verifier>) {
+    loop {
+        tokio::time::sleep(JWKS_REFRESH_EVERY).await;
+        let Some(v) = verifier.upgrade() else { return };
+        match jwks::fetch(&v.http, &v.jwks_url).await {
+            Ok(keys) => *v.keys.write().unwrap_or_else(std::sync::PoisonError::into_inner) = keys,
+            Err(e) => tracing::warn!(error = %e, "scheduled JWKS refresh failed"),
+        }
+    }
+}
 
 /// Verifies access tokens.
 pub struct Verifier {
@@ -302,7 +323,8 @@ impl Verifier {
             return Ok(());
         }
         let state = feed::read(&self.revocations);
-        let is_fresh = state.last_ok.is_some_and(|t| t.elapsed() <= self.max_feed_staleness);
+        let is_fresh =
+            state.is_streaming || state.last_ok.is_some_and(|t| t.elapsed() <= self.max_feed_staleness);
         if !is_fresh && self.policy == FeedPolicy::FailClosed {
             return Err(VerifyError::FeedUnavailable);
         }

@@ -15,6 +15,13 @@ struct Notes {
 }
 
 async fn notes_api(s: &TestServer, poll_every: Duration) -> Notes {
+    notes_api_with(s, |b| b.poll_every(poll_every)).await
+}
+
+async fn notes_api_with(
+    s: &TestServer,
+    configure: impl FnOnce(latchkey_verify::VerifierBuilder) -> latchkey_verify::VerifierBuilder,
+) -> Notes {
     let out = s
         .cli(
             &[
@@ -34,11 +41,8 @@ async fn notes_api(s: &TestServer, poll_every: Duration) -> Notes {
     let v: Value = serde_json::from_str(out.trim()).unwrap();
     let verifier = latchkey_verify::Verifier::builder(latchkey_testkit::ISSUER)
         .endpoint(&s.base)
-        .feed_credentials(v["client_id"].as_str().unwrap(), v["client_secret"].as_str().unwrap())
-        .poll_every(poll_every)
-        .build()
-        .await
-        .unwrap();
+        .feed_credentials(v["client_id"].as_str().unwrap(), v["client_secret"].as_str().unwrap());
+    let verifier = configure(verifier).build().await.unwrap();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let base = format!("http://{}", listener.local_addr().unwrap());
     let task = tokio::spawn(async move {
@@ -378,4 +382,62 @@ async fn revocations_reach_the_api_over_sse_quickly() {
         delays[delays.len() / 2],
         delays[delays.len() - 1]
     );
+}
+
+#[tokio::test]
+async fn key_rotation_while_the_api_runs() {
+    // New keys sign at once here: the API runs on the real clock, so the test cannot move
+    // the server's clock past the pre-publication period without making tokens look
+    // issued in the future.
+    let s = TestServer::start_with(|c| c.settings.key_publish_ahead = Duration::ZERO).await;
+    let c = http_client();
+    let n = notes_api(&s, Duration::from_millis(100)).await;
+    let before = s.signed_in(&c, "rotating").await;
+    let old = before.str("access_token").to_owned();
+    wait_for(|| async { api(&n, reqwest::Method::GET, "/whoami", &old, None).await.status == 200 }).await;
+    // The server's own rotation (a CLI would use its own config's key_publish_ahead), a
+    // couple of seconds later so the new key is unambiguously the newest (well inside the
+    // verifier's clock skew).
+    s.clock.advance(Duration::from_secs(2));
+    s.app.admin_rotate_keys().await.unwrap();
+    let after = s.refresh(&c, before.str("refresh_token")).await;
+    let new = after.str("access_token").to_owned();
+    assert_ne!(new.split('.').next(), old.split('.').next(), "signed with the new key");
+    // The new kid is unknown to the API: it refetches the keys once and accepts the token;
+    // the old token still verifies too.
+    assert_eq!(api(&n, reqwest::Method::GET, "/whoami", &new, None).await.status, 200);
+    assert_eq!(api(&n, reqwest::Method::GET, "/notes", &old, None).await.status, 200);
+}
+
+#[tokio::test]
+async fn feed_down_fails_closed_by_default_and_open_when_chosen() {
+    for policy in [latchkey_verify::FeedPolicy::FailClosed, latchkey_verify::FeedPolicy::FailOpen] {
+        let s = TestServer::start().await;
+        let c = http_client();
+        let n = notes_api_with(&s, |b| {
+            b.poll_every(Duration::from_millis(100))
+                .max_feed_staleness(Duration::from_millis(500))
+                .feed_policy(policy)
+        })
+        .await;
+        let login = s.signed_in(&c, "outage").await;
+        let at = login.str("access_token").to_owned();
+        wait_for(|| async { api(&n, reqwest::Method::GET, "/whoami", &at, None).await.status == 200 }).await;
+        s.stop().await;
+        match policy {
+            latchkey_verify::FeedPolicy::FailClosed => {
+                wait_for(|| async {
+                    api(&n, reqwest::Method::GET, "/whoami", &at, None).await.status == 503
+                })
+                .await;
+                let a = api(&n, reqwest::Method::GET, "/whoami", &at, None).await;
+                assert_eq!(a.json["error"], "temporarily_unavailable");
+                assert!(a.header("retry-after").is_some());
+            }
+            latchkey_verify::FeedPolicy::FailOpen => {
+                tokio::time::sleep(Duration::from_millis(800)).await;
+                assert_eq!(api(&n, reqwest::Method::GET, "/whoami", &at, None).await.status, 200);
+            }
+        }
+    }
 }
