@@ -3,13 +3,15 @@
 //!
 //! - [`Verifier`] checks tokens locally against the published keys (JWKS, cached, refreshed
 //!   on an unknown `kid` at most once every few seconds): the algorithm comes from the key,
-//!   never the header; `typ` must be `at+jwt`; `iss`, `aud`, `exp`, `nbf`/`iat` are checked
+//!   never the header; `typ` must be `at+jwt`; `iss`, `aud`, `exp` and `iat` are checked
 //!   with a small skew.
-//! - It follows the server's revocation feed in the background (snapshot, then polling
-//!   `GET /revocations?after=SEQ`), so logout, theft and role changes take effect at once:
+//! - It follows the server's revocation feed in the background (snapshot, then the SSE
+//!   stream with resume, paging `GET /revocations?after=SEQ` while the stream is down), so
+//!   logout, theft and role changes take effect at once:
 //!   a token whose `sid` or `jti` is revoked is `revoked`; one whose `authz_ver` is below the
 //!   user's latest is `claims_stale`. When the feed has been unreachable longer than the
-//!   configured limit, tokens are refused (fail closed) unless fail-open was chosen.
+//!   configured limit, tokens are refused (fail closed) unless fail-open was chosen, which
+//!   keeps applying the revocations already known.
 //! - [`axum`] adapts it: an extractor answering exactly as SPEC 5.5 says.
 //!
 //! No request I/O happens on the request path for a known key.

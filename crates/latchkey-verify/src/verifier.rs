@@ -17,7 +17,7 @@ use crate::jwks::{self, KeySet};
 pub enum FeedPolicy {
     /// Refuse every token (the default): a revoked session must not slip through.
     FailClosed,
-    /// Accept tokens on signature and claims alone, as if there were no feed.
+    /// Keep accepting tokens on signature, claims and the revocations already known.
     FailOpen,
 }
 
@@ -51,8 +51,8 @@ impl Verified {
     }
 }
 
-/// Builds a [`Verifier`].
-#[derive(Debug, Clone)]
+/// Builds a [`Verifier`]. `Debug` leaves out the feed client's secret.
+#[derive(Clone)]
 pub struct VerifierBuilder {
     issuer: String,
     endpoint: Option<String>,
@@ -63,6 +63,20 @@ pub struct VerifierBuilder {
     policy: FeedPolicy,
     skew: i64,
     http: Option<reqwest::Client>,
+}
+
+impl std::fmt::Debug for VerifierBuilder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("VerifierBuilder")
+            .field("issuer", &self.issuer)
+            .field("endpoint", &self.endpoint)
+            .field("audience", &self.audience)
+            .field("feed_client_id", &self.feed.as_ref().map(|(id, _)| id))
+            .field("poll_every", &self.poll_every)
+            .field("max_feed_staleness", &self.max_feed_staleness)
+            .field("policy", &self.policy)
+            .finish_non_exhaustive()
+    }
 }
 
 impl VerifierBuilder {
