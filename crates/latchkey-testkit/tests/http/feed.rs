@@ -7,7 +7,7 @@ use serde_json::{Value, json};
 use crate::{TestServer, http_client, send};
 
 /// Registers a client through the CLI; returns (client_id, client_secret).
-async fn feed_client(s: &TestServer, scopes: &str) -> (String, String) {
+pub(crate) async fn feed_client(s: &TestServer, scopes: &str) -> (String, String) {
     let out = s
         .cli(
             &[

@@ -22,26 +22,10 @@ async fn notes_api_with(
     s: &TestServer,
     configure: impl FnOnce(latchkey_verify::VerifierBuilder) -> latchkey_verify::VerifierBuilder,
 ) -> Notes {
-    let out = s
-        .cli(
-            &[
-                "client",
-                "add",
-                "--name",
-                "notes-api",
-                "--grant-types",
-                "client_credentials",
-                "--scopes",
-                "revocations:read",
-            ],
-            "",
-        )
-        .await
-        .unwrap();
-    let v: Value = serde_json::from_str(out.trim()).unwrap();
+    let (client_id, client_secret) = crate::feed::feed_client(s, "revocations:read").await;
     let verifier = latchkey_verify::Verifier::builder(latchkey_testkit::ISSUER)
         .endpoint(&s.base)
-        .feed_credentials(v["client_id"].as_str().unwrap(), v["client_secret"].as_str().unwrap());
+        .feed_credentials(client_id, client_secret);
     let verifier = configure(verifier).build().await.unwrap();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let base = format!("http://{}", listener.local_addr().unwrap());
