@@ -61,6 +61,17 @@ impl AuthenticatedClient {
     }
 }
 
+/// A new client id: 128 random bits, base64url, never starting with `-` (it is typed on
+/// command lines, where a leading dash reads as an option).
+fn new_client_id() -> String {
+    loop {
+        let id = new_id();
+        if !id.starts_with('-') {
+            return id;
+        }
+    }
+}
+
 fn is_acceptable_redirect_uri(uri: &str) -> bool {
     let Some((scheme, rest)) = uri.split_once("://") else {
         return false;
@@ -119,7 +130,7 @@ impl Latchkey {
         let secret = (!new.is_public)
             .then(|| ClientSecret::new(format!("{SECRET_PREFIX}{}", b64(&random_bytes::<32>()))));
         let record = ClientRecord {
-            client_id: new_id(),
+            client_id: new_client_id(),
             name,
             secret_hash: secret.as_ref().map(|s| TokenHash::of(s.expose_secret())),
             redirect_uris: new.redirect_uris,
@@ -173,6 +184,11 @@ impl Latchkey {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn client_ids_never_look_like_options() {
+        assert!((0..2000).map(|_| new_client_id()).all(|id| !id.starts_with('-') && id.len() == 22));
+    }
 
     #[test]
     fn redirect_uris() {

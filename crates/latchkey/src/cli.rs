@@ -129,7 +129,8 @@ enum ClientCommand {
     List,
     /// Remove a client.
     Remove {
-        /// The client's id.
+        /// The client's id (ids of older versions may start with `-`).
+        #[arg(allow_hyphen_values = true)]
         client_id: String,
     },
 }

@@ -106,6 +106,9 @@ async fn feed_refuses_bad_clients() {
     s.cli(&["client", "remove", &id], "").await.unwrap();
     assert_eq!(send(c.get(&url).basic_auth(&id, Some(&secret))).await.status, 401);
     assert!(s.cli(&["client", "remove", &id], "").await.is_err());
+    // An id that starts with a dash is an id, not an option.
+    let err = s.cli(&["client", "remove", "-starts-with-dash"], "").await.unwrap_err();
+    assert!(format!("{err:#}").contains("no client"), "{err:#}");
 }
 
 #[tokio::test]
