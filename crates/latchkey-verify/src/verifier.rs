@@ -63,6 +63,7 @@ pub struct VerifierBuilder {
     policy: FeedPolicy,
     skew: i64,
     http: Option<reqwest::Client>,
+    initial_jwks: Option<String>,
 }
 
 impl std::fmt::Debug for VerifierBuilder {
@@ -127,6 +128,14 @@ impl VerifierBuilder {
         self
     }
 
+    /// Starts from this JWKS document instead of fetching one (offline use, benchmarks);
+    /// an unknown `kid` still triggers a (rate-limited) fetch.
+    #[must_use]
+    pub fn jwks_json(mut self, jwks: impl Into<String>) -> Self {
+        self.initial_jwks = Some(jwks.into());
+        self
+    }
+
     /// The HTTP client to use (for tests that count requests).
     #[must_use]
     pub fn http_client(mut self, http: reqwest::Client) -> Self {
@@ -144,7 +153,12 @@ impl VerifierBuilder {
         let issuer = self.issuer.trim_end_matches('/').to_owned();
         let base = self.endpoint.as_deref().unwrap_or(&issuer).trim_end_matches('/').to_owned();
         let jwks_url = format!("{base}/jwks.json");
-        let keys = jwks::fetch(&http, &jwks_url).await?;
+        let keys = match &self.initial_jwks {
+            Some(json) => {
+                KeySet::from_jwks(&serde_json::from_str(json).map_err(|e| format!("invalid JWKS: {e}"))?)
+            }
+            None => jwks::fetch(&http, &jwks_url).await?,
+        };
         let revocations = Arc::new(RwLock::new(Revocations::default()));
         let has_feed = self.feed.is_some();
         if let Some((client_id, client_secret)) = self.feed {
@@ -240,6 +254,7 @@ impl Verifier {
             policy: FeedPolicy::FailClosed,
             skew: 30,
             http: None,
+            initial_jwks: None,
         }
     }
 
