@@ -10,7 +10,7 @@
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::Duration;
 
-use latchkey_proto::events::{FeedPage, RevocationEvent};
+use latchkey_proto::events::FeedPage;
 use tokio::sync::{Notify, broadcast, watch};
 
 use crate::clients::AuthenticatedClient;
@@ -41,11 +41,8 @@ impl Latchkey {
     /// # Errors
     /// [`FeedError::InsufficientScope`], storage.
     pub async fn revocations(&self, client: &AuthenticatedClient, after: i64) -> Result<FeedPage, FeedError> {
-        if !client.has_scope(FEED_SCOPE) {
-            return Err(FeedError::InsufficientScope);
-        }
-        let now = self.clock.now();
-        let events = self.store.list_feed_events(after.max(0), now, PAGE_SIZE).await?;
+        self.authorize_feed(client)?;
+        let events = self.feed_events_after(after).await?;
         let next = events.last().map_or(after.max(0), |e| e.seq);
         Ok(FeedPage { events: events.into_iter().map(|e| e.event).collect(), next })
     }
@@ -149,14 +146,5 @@ impl Latchkey {
                 hub.last_seq.store(last, Ordering::Relaxed);
             }
         }
-    }
-}
-
-/// The `seq` of an event.
-pub fn seq_of(event: &RevocationEvent) -> i64 {
-    match event {
-        RevocationEvent::SessionRevoked { seq, .. }
-        | RevocationEvent::UserChanged { seq, .. }
-        | RevocationEvent::TokenRevoked { seq, .. } => *seq,
     }
 }

@@ -86,6 +86,17 @@ impl SqliteStore {
         Ok(Self { writer, readers, _checkpointer: Arc::new(checkpointer) })
     }
 
+    /// Reads at most one row by a text key.
+    async fn find_one<T: Send + 'static>(
+        &self,
+        sql: String,
+        key: &str,
+        map: fn(&Row<'_>) -> Result<T, rusqlite::Error>,
+    ) -> Result<Option<T>, StoreError> {
+        let key = key.to_owned();
+        self.read(move |c| c.prepare_cached(&sql)?.query_row([key], map).optional()).await
+    }
+
     /// Runs a read.
     async fn read<T: Send + 'static>(
         &self,
@@ -388,22 +399,15 @@ impl Store for SqliteStore {
     }
 
     async fn find_user(&self, id: &str) -> Result<Option<UserRecord>, StoreError> {
-        let id = id.to_owned();
-        self.read(move |c| {
-            c.prepare_cached(&format!("SELECT {USER_COLUMNS} FROM users u WHERE u.id = ?1"))?
-                .query_row([id], user_from_row)
-                .optional()
-        })
-        .await
+        self.find_one(format!("SELECT {USER_COLUMNS} FROM users u WHERE u.id = ?1"), id, user_from_row).await
     }
 
     async fn find_user_by_username(&self, username: &str) -> Result<Option<UserRecord>, StoreError> {
-        let username = username.to_owned();
-        self.read(move |c| {
-            c.prepare_cached(&format!("SELECT {USER_COLUMNS} FROM users u WHERE u.username = ?1"))?
-                .query_row([username], user_from_row)
-                .optional()
-        })
+        self.find_one(
+            format!("SELECT {USER_COLUMNS} FROM users u WHERE u.username = ?1"),
+            username,
+            user_from_row,
+        )
         .await
     }
 
@@ -496,12 +500,11 @@ impl Store for SqliteStore {
     }
 
     async fn find_session(&self, id: &str) -> Result<Option<SessionRecord>, StoreError> {
-        let id = id.to_owned();
-        self.read(move |c| {
-            c.prepare_cached(&format!("SELECT {SESSION_COLUMNS} FROM sessions s WHERE s.id = ?1"))?
-                .query_row([id], session_from_row)
-                .optional()
-        })
+        self.find_one(
+            format!("SELECT {SESSION_COLUMNS} FROM sessions s WHERE s.id = ?1"),
+            id,
+            session_from_row,
+        )
         .await
     }
 
@@ -623,13 +626,8 @@ impl Store for SqliteStore {
     }
 
     async fn find_throttle(&self, key: &str) -> Result<Option<ThrottleRecord>, StoreError> {
-        let key = key.to_owned();
-        self.read(move |c| {
-            c.prepare_cached("SELECT count, window_start, last_failure_at FROM throttles WHERE key = ?1")?
-                .query_row([key], throttle_from_row)
-                .optional()
-        })
-        .await
+        let sql = "SELECT count, window_start, last_failure_at FROM throttles WHERE key = ?1".to_owned();
+        self.find_one(sql, key, throttle_from_row).await
     }
 
     async fn record_throttle_failure(
@@ -732,13 +730,7 @@ impl Store for SqliteStore {
     }
 
     async fn find_client(&self, client_id: &str) -> Result<Option<ClientRecord>, StoreError> {
-        let client_id = client_id.to_owned();
-        self.read(move |c| {
-            c.prepare_cached(&format!("{CLIENT_SELECT} WHERE client_id = ?1"))?
-                .query_row([client_id], client_from_row)
-                .optional()
-        })
-        .await
+        self.find_one(format!("{CLIENT_SELECT} WHERE client_id = ?1"), client_id, client_from_row).await
     }
 
     async fn list_clients(&self) -> Result<Vec<ClientRecord>, StoreError> {
