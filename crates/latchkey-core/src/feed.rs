@@ -50,7 +50,7 @@ impl Latchkey {
 
 /// How often the hub looks for events written by other processes (the CLI, other nodes).
 /// Events written by this process are pushed at once.
-pub const POLL_EVERY: Duration = Duration::from_millis(500);
+pub const POLL_EVERY: Duration = Duration::from_millis(25);
 
 /// Fans new feed events out to every open stream: one store query per change (or per poll)
 /// however many streams are open.

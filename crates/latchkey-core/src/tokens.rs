@@ -5,7 +5,9 @@
 
 use jsonwebtoken::{Validation, decode, decode_header};
 use latchkey_proto::TokenErrorReason;
-use latchkey_proto::claims::{ACCESS_TOKEN_TYP, AccessTokenClaims};
+use latchkey_proto::claims::{
+    ACCESS_TOKEN_TYP, AccessTokenClaims, ClaimsCheck, MAX_ACCESS_TOKEN_LEN, is_access_token_typ,
+};
 
 use crate::clock::Timestamp;
 use crate::crypto::new_id;
@@ -38,6 +40,7 @@ impl Latchkey {
             // at the token.
             exp: now.plus(s.access_token_ttl).min(session.expires_at).0,
             iat: now.0,
+            nbf: None,
             jti: new_id(),
             sid: Some(session.id.clone()),
             scope: session.scope.clone(),
@@ -68,11 +71,11 @@ impl Latchkey {
         token: &str,
         allow_expired: bool,
     ) -> Result<AccessTokenClaims, TokenErrorReason> {
+        if token.len() > MAX_ACCESS_TOKEN_LEN {
+            return Err(TokenErrorReason::Malformed);
+        }
         let header = decode_header(token).map_err(|_| TokenErrorReason::Malformed)?;
-        let typ_ok = header.typ.as_deref().is_some_and(|t| {
-            t.eq_ignore_ascii_case(ACCESS_TOKEN_TYP) || t.eq_ignore_ascii_case("application/at+jwt")
-        });
-        if !typ_ok {
+        if !is_access_token_typ(header.typ.as_deref()) {
             return Err(TokenErrorReason::Malformed);
         }
         let kid = header.kid.as_deref().ok_or(TokenErrorReason::UnknownKey)?;
@@ -95,20 +98,13 @@ impl Latchkey {
             })?
             .claims;
         let s = &self.settings;
-        if claims.iss != s.issuer {
-            return Err(TokenErrorReason::WrongIssuer);
-        }
-        if claims.aud != s.audience {
-            return Err(TokenErrorReason::WrongAudience);
-        }
-        let now = self.clock.now().0;
-        let skew = secs(s.clock_skew);
-        if claims.iat > now.saturating_add(skew) {
-            return Err(TokenErrorReason::Malformed);
-        }
-        if !allow_expired && claims.exp.saturating_add(skew) <= now {
-            return Err(TokenErrorReason::Expired);
-        }
+        claims.check(&ClaimsCheck {
+            issuer: &s.issuer,
+            audience: &s.audience,
+            now: self.clock.now().0,
+            skew: secs(s.clock_skew),
+            allow_expired,
+        })?;
         Ok(claims)
     }
 }

@@ -42,6 +42,7 @@ fn tokens() -> (String, DecodingKey, Vec<String>) {
                 client_id: "latchkey".into(),
                 exp,
                 iat: 1_700_000_000,
+                nbf: None,
                 jti: format!("jti{i}"),
                 sid: Some(format!("sid{i}")),
                 scope: "profile".into(),

@@ -1,21 +1,26 @@
-//! axum adapter: the [`AccessToken`] extractor and role/scope guards, answering exactly as
-//! SPEC 5.5 says: `401` + `WWW-Authenticate: Bearer error="invalid_token"` with the JSON
-//! body `{error, error_description, error_reason, error_type}`; `403 insufficient_scope`
-//! for a missing role or scope; `400` for two `Authorization` headers. Tokens are taken
-//! from the `Authorization` header only, never from the query string.
+//! axum adapter: the [`AccessToken`] extractor, the [`VerifyLayer`] tower layer, and
+//! role/scope guards, answering exactly as SPEC 5.5 says: `401` +
+//! `WWW-Authenticate: Bearer error="invalid_token"` with the JSON body
+//! `{error, error_description, error_reason, error_type}`; `403 insufficient_scope` for a
+//! missing role or scope; `400 invalid_request` for two `Authorization` headers. Tokens are
+//! taken from the `Authorization` header only: one offered in the query string is refused.
 
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 
 use axum::Json;
-use axum::extract::{FromRef, FromRequestParts};
+use axum::extract::{FromRef, FromRequestParts, Request};
 use axum::http::request::Parts;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use latchkey_proto::{ErrorBody, ErrorCode};
+use latchkey_proto::{ErrorBody, ErrorCode, TokenErrorReason};
 
 use crate::verifier::{Verified, Verifier, VerifyError};
 
-/// A verified access token, extracted from `Authorization: Bearer`.
+/// A verified access token, extracted from `Authorization: Bearer` (or left in the request
+/// extensions by [`VerifyLayer`], where `Extension<AccessToken>` finds it too).
 #[derive(Debug, Clone)]
 pub struct AccessToken(pub Verified);
 
@@ -24,6 +29,8 @@ pub struct AccessToken(pub Verified);
 pub enum Rejection {
     /// No Bearer token.
     Missing,
+    /// A token offered in the query string (never accepted, RFC 6750 §2.3 is not supported).
+    TokenInQuery,
     /// More than one `Authorization` header.
     TwoAuthorizationHeaders,
     /// The token was refused.
@@ -39,6 +46,12 @@ fn with_challenge(mut res: Response, challenge: String) -> Response {
     res
 }
 
+fn invalid_token(body: ErrorBody) -> Response {
+    let challenge =
+        format!("Bearer error=\"invalid_token\", error_description=\"{}\"", body.error_description);
+    with_challenge((StatusCode::UNAUTHORIZED, Json(body)).into_response(), challenge)
+}
+
 impl IntoResponse for Rejection {
     fn into_response(self) -> Response {
         match self {
@@ -50,19 +63,24 @@ impl IntoResponse for Rejection {
                     .into_response(),
                 "Bearer".to_owned(),
             ),
-            Self::TwoAuthorizationHeaders => (
-                StatusCode::BAD_REQUEST,
-                Json(ErrorBody::new(ErrorCode::InvalidRequest, "Only one Authorization header is allowed.")),
-            )
-                .into_response(),
-            Self::Verify(VerifyError::Invalid(reason)) => {
-                let body = ErrorBody::invalid_token(reason);
-                let challenge = format!(
-                    "Bearer error=\"invalid_token\", error_description=\"{}\"",
-                    body.error_description
-                );
-                with_challenge((StatusCode::UNAUTHORIZED, Json(body)).into_response(), challenge)
+            Self::TokenInQuery => {
+                let mut body = ErrorBody::invalid_token(TokenErrorReason::Malformed);
+                "Access tokens are accepted in the Authorization header only.".clone_into(&mut body.error_description);
+                invalid_token(body)
             }
+            Self::TwoAuthorizationHeaders => with_challenge(
+                (
+                    StatusCode::BAD_REQUEST,
+                    Json(ErrorBody::new(
+                        ErrorCode::InvalidRequest,
+                        "Only one Authorization header is allowed.",
+                    )),
+                )
+                    .into_response(),
+                "Bearer error=\"invalid_request\", error_description=\"Only one Authorization header is allowed.\""
+                    .to_owned(),
+            ),
+            Self::Verify(VerifyError::Invalid(reason)) => invalid_token(ErrorBody::invalid_token(reason)),
             Self::Verify(VerifyError::FeedUnavailable) => {
                 let mut res = (
                     StatusCode::SERVICE_UNAVAILABLE,
@@ -112,6 +130,33 @@ impl AccessToken {
     }
 }
 
+/// The Bearer token of a request: from exactly one `Authorization` header, never the query.
+fn bearer(parts: &Parts) -> Result<&str, Rejection> {
+    let mut values = parts.headers.get_all(header::AUTHORIZATION).iter();
+    let Some(value) = values.next() else {
+        let in_query = parts.uri.query().is_some_and(|q| {
+            q.split('&').any(|pair| pair.split('=').next().is_some_and(|k| k == "access_token"))
+        });
+        return Err(if in_query { Rejection::TokenInQuery } else { Rejection::Missing });
+    };
+    if values.next().is_some() {
+        return Err(Rejection::TwoAuthorizationHeaders);
+    }
+    let (scheme, token) = value.to_str().ok().and_then(|v| v.split_once(' ')).ok_or(Rejection::Missing)?;
+    let token = token.trim();
+    if !scheme.eq_ignore_ascii_case("bearer") || token.is_empty() {
+        return Err(Rejection::Missing);
+    }
+    Ok(token)
+}
+
+async fn authenticate(parts: &Parts, verifier: &Verifier) -> Result<AccessToken, Rejection> {
+    if let Some(done) = parts.extensions.get::<AccessToken>() {
+        return Ok(done.clone());
+    }
+    verifier.verify(bearer(parts)?).await.map(AccessToken).map_err(Rejection::Verify)
+}
+
 impl<S> FromRequestParts<S> for AccessToken
 where
     S: Send + Sync,
@@ -120,17 +165,78 @@ where
     type Rejection = Rejection;
 
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
-        let mut values = parts.headers.get_all(header::AUTHORIZATION).iter();
-        let value = values.next().ok_or(Rejection::Missing)?;
-        if values.next().is_some() {
-            return Err(Rejection::TwoAuthorizationHeaders);
-        }
-        let (scheme, token) =
-            value.to_str().ok().and_then(|v| v.split_once(' ')).ok_or(Rejection::Missing)?;
-        if !scheme.eq_ignore_ascii_case("bearer") || token.trim().is_empty() {
-            return Err(Rejection::Missing);
-        }
-        let verifier = Arc::<Verifier>::from_ref(state);
-        verifier.verify(token.trim()).await.map(Self).map_err(Rejection::Verify)
+        authenticate(parts, &Arc::<Verifier>::from_ref(state)).await
+    }
+}
+
+/// A tower layer that lets only requests with a valid access token through, and leaves the
+/// [`AccessToken`] in the request extensions (`Extension<AccessToken>` or the
+/// [`AccessToken`] extractor read it without verifying again). Refusals are SPEC 5.5's.
+///
+/// ```no_run
+/// # async fn run(verifier: std::sync::Arc<latchkey_verify::Verifier>) {
+/// use axum::{Extension, Router, routing::get};
+/// use latchkey_verify::axum::{AccessToken, VerifyLayer};
+///
+/// let app: Router = Router::new()
+///     .route("/me", get(|Extension(AccessToken(t)): Extension<AccessToken>| async move { t.claims.sub }))
+///     .layer(VerifyLayer::new(verifier));
+/// # }
+/// ```
+#[derive(Clone)]
+pub struct VerifyLayer {
+    verifier: Arc<Verifier>,
+}
+
+impl VerifyLayer {
+    /// A layer checking tokens with `verifier`.
+    pub fn new(verifier: Arc<Verifier>) -> Self {
+        Self { verifier }
+    }
+}
+
+impl<S> tower::Layer<S> for VerifyLayer {
+    type Service = VerifyService<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        VerifyService { verifier: Arc::clone(&self.verifier), inner }
+    }
+}
+
+/// The service [`VerifyLayer`] wraps around an inner service.
+#[derive(Clone)]
+pub struct VerifyService<S> {
+    verifier: Arc<Verifier>,
+    inner: S,
+}
+
+impl<S> tower::Service<Request> for VerifyService<S>
+where
+    S: tower::Service<Request, Response = Response> + Clone + Send + 'static,
+    S::Future: Send + 'static,
+{
+    type Response = Response;
+    type Error = S::Error;
+    type Future = Pin<Box<dyn Future<Output = Result<Response, S::Error>> + Send>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: Request) -> Self::Future {
+        let verifier = Arc::clone(&self.verifier);
+        // The clone that was made ready serves this request; the fresh clone stays behind.
+        let clone = self.inner.clone();
+        let mut inner = std::mem::replace(&mut self.inner, clone);
+        Box::pin(async move {
+            let (mut parts, body) = request.into_parts();
+            match authenticate(&parts, &verifier).await {
+                Ok(token) => {
+                    parts.extensions.insert(token);
+                    inner.call(Request::from_parts(parts, body)).await
+                }
+                Err(rejection) => Ok(rejection.into_response()),
+            }
+        })
     }
 }

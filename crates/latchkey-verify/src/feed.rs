@@ -2,40 +2,86 @@
 //! current from the server's feed (snapshot with `after=0`, then `after=next`).
 
 use std::collections::HashMap;
+use std::hash::{BuildHasher, RandomState};
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
 use latchkey_proto::events::{FeedPage, RevocationEvent};
 
-/// What the feed has said so far, minus what has expired.
-#[derive(Debug, Default)]
-pub(crate) struct Revocations {
+/// A session, token or user id as held in memory: a 128-bit keyed hash of the id (two
+/// SipHash-1-3 runs under random keys chosen per process), so a million revoked sessions
+/// fit in well under 100 MB whatever the ids look like. An id can only be mistaken for
+/// another with probability about n / 2^128, and nobody outside the process knows the keys.
+type IdKey = [u8; 16];
+
+/// Seconds since the epoch, as held (until 2106; later values saturate).
+fn compact_time(t: i64) -> u32 {
+    u32::try_from(t.max(0)).unwrap_or(u32::MAX)
+}
+
+/// What the feed has said so far, minus what has expired. Public for benchmarks and for
+/// callers that bring their own transport; a [`crate::Verifier`] keeps one current itself.
+#[derive(Debug)]
+pub struct Revocations {
+    hashers: (RandomState, RandomState),
     /// Revoked sessions, with when they may be forgotten.
-    sids: HashMap<String, i64>,
+    sids: HashMap<IdKey, u32>,
     /// Revoked tokens.
-    jtis: HashMap<String, i64>,
+    jtis: HashMap<IdKey, u32>,
     /// The latest `authz_ver` per user, with when it may be forgotten.
-    authz: HashMap<String, (i64, i64)>,
+    authz: HashMap<IdKey, (i64, u32)>,
     /// The seq to ask after next.
     pub(crate) next: i64,
     /// When the feed last answered.
     pub(crate) last_ok: Option<Instant>,
     /// Whether the SSE stream is connected (and so the state current, events or not).
     pub(crate) is_streaming: bool,
+    /// When expired entries were last forgotten (seconds since the epoch).
+    pruned_at: i64,
+}
+
+impl Default for Revocations {
+    fn default() -> Self {
+        Self {
+            hashers: (RandomState::new(), RandomState::new()),
+            sids: HashMap::new(),
+            jtis: HashMap::new(),
+            authz: HashMap::new(),
+            next: 0,
+            last_ok: None,
+            is_streaming: false,
+            pruned_at: 0,
+        }
+    }
 }
 
 impl Revocations {
-    pub(crate) fn apply(&mut self, page: FeedPage) {
+    fn key(&self, id: &str) -> IdKey {
+        let (a, b) = (self.hashers.0.hash_one(id), self.hashers.1.hash_one(id));
+        let mut key = [0; 16];
+        key[..8].copy_from_slice(&a.to_le_bytes());
+        key[8..].copy_from_slice(&b.to_le_bytes());
+        key
+    }
+
+    /// Applies a page of the feed (events in seq order) and moves `next` forward.
+    pub fn apply(&mut self, page: FeedPage) {
         for event in page.events {
             match event {
                 RevocationEvent::SessionRevoked { sid, until, .. } => {
-                    self.sids.insert(sid, until);
+                    let key = self.key(&sid);
+                    let entry = self.sids.entry(key).or_insert(0);
+                    *entry = (*entry).max(compact_time(until));
                 }
                 RevocationEvent::TokenRevoked { jti, until, .. } => {
-                    self.jtis.insert(jti, until);
+                    let key = self.key(&jti);
+                    let entry = self.jtis.entry(key).or_insert(0);
+                    *entry = (*entry).max(compact_time(until));
                 }
                 RevocationEvent::UserChanged { sub, authz_ver, until, .. } => {
-                    let entry = self.authz.entry(sub).or_insert((authz_ver, until));
+                    let key = self.key(&sub);
+                    let until = compact_time(until);
+                    let entry = self.authz.entry(key).or_insert((authz_ver, until));
                     if authz_ver >= entry.0 {
                         *entry = (authz_ver, until.max(entry.1));
                     }
@@ -46,22 +92,44 @@ impl Revocations {
     }
 
     /// Forgets what can no longer matter.
-    pub(crate) fn prune(&mut self, now: i64) {
+    pub fn prune(&mut self, now: i64) {
+        self.pruned_at = now;
+        let now = compact_time(now);
         self.sids.retain(|_, until| *until > now);
         self.jtis.retain(|_, until| *until > now);
         self.authz.retain(|_, (_, until)| *until > now);
     }
 
-    pub(crate) fn is_session_revoked(&self, sid: &str) -> bool {
-        self.sids.contains_key(sid)
+    /// [`Self::prune`]s at most once a minute: a scan of every entry is not paid per event.
+    pub(crate) fn prune_if_due(&mut self, now: i64) {
+        if now.saturating_sub(self.pruned_at) >= 60 {
+            self.prune(now);
+        }
     }
 
-    pub(crate) fn is_token_revoked(&self, jti: &str) -> bool {
-        self.jtis.contains_key(jti)
+    /// Whether session `sid` is revoked.
+    pub fn is_session_revoked(&self, sid: &str) -> bool {
+        self.sids.contains_key(&self.key(sid))
     }
 
-    pub(crate) fn latest_authz_ver(&self, sub: &str) -> Option<i64> {
-        self.authz.get(sub).map(|(v, _)| *v)
+    /// Whether the token `jti` is revoked.
+    pub fn is_token_revoked(&self, jti: &str) -> bool {
+        self.jtis.contains_key(&self.key(jti))
+    }
+
+    /// The latest `authz_ver` announced for user `sub`.
+    pub fn latest_authz_ver(&self, sub: &str) -> Option<i64> {
+        self.authz.get(&self.key(sub)).map(|(v, _)| *v)
+    }
+
+    /// How many revoked sessions, revoked tokens and changed users are held.
+    pub fn counts(&self) -> (usize, usize, usize) {
+        (self.sids.len(), self.jtis.len(), self.authz.len())
+    }
+
+    /// The seq to ask after next.
+    pub fn next(&self) -> i64 {
+        self.next
     }
 }
 
@@ -71,6 +139,8 @@ pub(crate) struct FeedSource {
     pub(crate) client_id: String,
     pub(crate) client_secret: String,
     pub(crate) poll_every: Duration,
+    /// Whether to follow the SSE stream (else only page every `poll_every`).
+    pub(crate) use_stream: bool,
 }
 
 /// Reads one page after `after`.
@@ -91,7 +161,7 @@ async fn page(http: &reqwest::Client, src: &FeedSource, after: i64) -> Result<Fe
 fn absorb(state: &Arc<RwLock<Revocations>>, page: FeedPage) {
     let mut guard = write(state);
     guard.apply(page);
-    guard.prune(crate::verifier::now_secs());
+    guard.prune_if_due(crate::verifier::now_secs());
     guard.last_ok = Some(Instant::now());
 }
 
@@ -196,7 +266,9 @@ pub(crate) async fn follow(
             tracing::warn!(error = %e, "revocation feed unreachable; will retry");
         }
         drop(strong);
-        if let Err(e) = stream(&http, &src, &state).await {
+        if src.use_stream
+            && let Err(e) = stream(&http, &src, &state).await
+        {
             tracing::debug!(error = %e, "revocation stream unavailable; polling");
         }
         if state.strong_count() == 0 {
@@ -212,4 +284,62 @@ pub(crate) fn read(state: &Arc<RwLock<Revocations>>) -> std::sync::RwLockReadGua
 
 pub(crate) fn write(state: &Arc<RwLock<Revocations>>) -> std::sync::RwLockWriteGuard<'_, Revocations> {
     state.write().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn page(events: Vec<RevocationEvent>, next: i64) -> FeedPage {
+        FeedPage { events, next }
+    }
+
+    #[test]
+    fn holds_revocations_until_they_can_no_longer_matter() {
+        let mut r = Revocations::default();
+        r.apply(page(
+            vec![
+                RevocationEvent::SessionRevoked { seq: 1, sid: "s1".into(), until: 100 },
+                RevocationEvent::TokenRevoked { seq: 2, jti: "j1".into(), until: 200 },
+                RevocationEvent::UserChanged { seq: 3, sub: "u1".into(), authz_ver: 3, until: 300 },
+            ],
+            3,
+        ));
+        assert!(r.is_session_revoked("s1") && !r.is_session_revoked("s2") && !r.is_session_revoked("j1"));
+        assert!(r.is_token_revoked("j1") && !r.is_token_revoked("s1"));
+        assert_eq!((r.latest_authz_ver("u1"), r.latest_authz_ver("u2")), (Some(3), None));
+        assert_eq!((r.next(), r.counts()), (3, (1, 1, 1)));
+        // An older version arriving late never lowers the latest one.
+        r.apply(page(
+            vec![RevocationEvent::UserChanged { seq: 4, sub: "u1".into(), authz_ver: 2, until: 50 }],
+            4,
+        ));
+        assert_eq!(r.latest_authz_ver("u1"), Some(3));
+        // A page never moves the position back.
+        r.apply(page(Vec::new(), 1));
+        assert_eq!(r.next(), 4);
+        r.prune(150);
+        assert!(!r.is_session_revoked("s1") && r.is_token_revoked("j1"));
+        r.prune(300);
+        assert_eq!(r.counts(), (0, 0, 0));
+    }
+
+    #[test]
+    fn pruning_waits_a_minute_between_scans() {
+        let mut r = Revocations::default();
+        r.apply(page(vec![RevocationEvent::SessionRevoked { seq: 1, sid: "s".into(), until: 10 }], 1));
+        r.prune_if_due(5);
+        assert_eq!(r.counts().0, 1, "not expired yet");
+        r.prune_if_due(20);
+        assert_eq!(r.counts().0, 1, "less than a minute since the last scan");
+        r.prune_if_due(65);
+        assert_eq!(r.counts().0, 0);
+    }
+
+    #[test]
+    fn times_beyond_2106_and_before_1970_saturate() {
+        assert_eq!(compact_time(-5), 0);
+        assert_eq!(compact_time(i64::MAX), u32::MAX);
+        assert_eq!(compact_time(1_767_225_600), 1_767_225_600);
+    }
 }

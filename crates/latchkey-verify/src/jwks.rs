@@ -47,3 +47,31 @@ pub(crate) async fn fetch(http: &reqwest::Client, url: &str) -> Result<KeySet, S
     let set: JwkSet = res.json().await.map_err(|e| e.to_string())?;
     Ok(KeySet::from_jwks(&set))
 }
+
+/// The JWKS URL: `jwks_uri` from the issuer's discovery document (OpenID Connect
+/// Discovery, else RFC 8414), reached at `base`; when the verifier talks to the server at
+/// another address than the issuer's, the issuer prefix of `jwks_uri` is replaced with it.
+/// Without a usable document, `{base}/jwks.json`.
+pub(crate) async fn discover(http: &reqwest::Client, issuer: &str, base: &str) -> String {
+    #[derive(serde::Deserialize)]
+    struct Discovery {
+        issuer: String,
+        jwks_uri: String,
+    }
+    for path in ["/.well-known/openid-configuration", "/.well-known/oauth-authorization-server"] {
+        let Ok(res) = http.get(format!("{base}{path}")).send().await else { continue };
+        if !res.status().is_success() {
+            continue;
+        }
+        let Ok(doc) = res.json::<Discovery>().await else { continue };
+        if doc.issuer.trim_end_matches('/') != issuer {
+            tracing::warn!(expected = issuer, found = %doc.issuer, "discovery names another issuer; ignored");
+            continue;
+        }
+        return match doc.jwks_uri.strip_prefix(issuer) {
+            Some(rest) => format!("{base}{rest}"),
+            None => doc.jwks_uri,
+        };
+    }
+    format!("{base}/jwks.json")
+}

@@ -12,7 +12,7 @@
 //!   user's latest is `claims_stale`. When the feed has been unreachable longer than the
 //!   configured limit, tokens are refused (fail closed) unless fail-open was chosen, which
 //!   keeps applying the revocations already known.
-//! - [`axum`] adapts it: an extractor answering exactly as SPEC 5.5 says.
+//! - [`axum`] adapts it: an extractor and a tower layer answering exactly as SPEC 5.5 says.
 //!
 //! No request I/O happens on the request path for a known key.
 
@@ -21,4 +21,6 @@ mod feed;
 mod jwks;
 mod verifier;
 
+#[doc(hidden)]
+pub use feed::Revocations;
 pub use verifier::{FeedPolicy, Verified, Verifier, VerifierBuilder, VerifyError};

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use jsonwebtoken::{Validation, decode, decode_header};
 use latchkey_proto::TokenErrorReason;
-use latchkey_proto::claims::{ACCESS_TOKEN_TYP, AccessTokenClaims};
+use latchkey_proto::claims::{AccessTokenClaims, ClaimsCheck, MAX_ACCESS_TOKEN_LEN, is_access_token_typ};
 
 use crate::feed::{self, FeedSource, Revocations};
 use crate::jwks::{self, KeySet};
@@ -59,6 +59,7 @@ pub struct VerifierBuilder {
     audience: Option<String>,
     feed: Option<(String, String)>,
     poll_every: Duration,
+    use_stream: bool,
     max_feed_staleness: Duration,
     policy: FeedPolicy,
     skew: i64,
@@ -74,6 +75,7 @@ impl std::fmt::Debug for VerifierBuilder {
             .field("audience", &self.audience)
             .field("feed_client_id", &self.feed.as_ref().map(|(id, _)| id))
             .field("poll_every", &self.poll_every)
+            .field("use_stream", &self.use_stream)
             .field("max_feed_staleness", &self.max_feed_staleness)
             .field("policy", &self.policy)
             .finish_non_exhaustive()
@@ -107,10 +109,19 @@ impl VerifierBuilder {
         self
     }
 
-    /// How often to ask the feed for news (default 1 s).
+    /// How often to page the feed while its stream is down, and how long to wait before
+    /// reconnecting the stream (default 500 ms).
     #[must_use]
     pub fn poll_every(mut self, every: Duration) -> Self {
         self.poll_every = every;
+        self
+    }
+
+    /// Whether to follow the feed's SSE stream (default) or only page it every
+    /// [`Self::poll_every`] (behind proxies that buffer or cut long responses).
+    #[must_use]
+    pub fn use_stream(mut self, use_stream: bool) -> Self {
+        self.use_stream = use_stream;
         self
     }
 
@@ -143,8 +154,10 @@ impl VerifierBuilder {
         self
     }
 
-    /// Fetches the keys and, with feed credentials, the revocation snapshot, then starts
-    /// following the feed in the background (for as long as the verifier lives).
+    /// Finds the keys through discovery and fetches them, starts loading the revocation
+    /// snapshot (with feed credentials), then keeps following the feed in the background
+    /// for as long as the verifier lives. Until the snapshot arrives, tokens are refused
+    /// under [`FeedPolicy::FailClosed`].
     ///
     /// # Errors
     /// When the keys cannot be fetched.
@@ -152,7 +165,10 @@ impl VerifierBuilder {
         let http = self.http.unwrap_or_default();
         let issuer = self.issuer.trim_end_matches('/').to_owned();
         let base = self.endpoint.as_deref().unwrap_or(&issuer).trim_end_matches('/').to_owned();
-        let jwks_url = format!("{base}/jwks.json");
+        let jwks_url = match &self.initial_jwks {
+            Some(_) => format!("{base}/jwks.json"),
+            None => jwks::discover(&http, &issuer, &base).await,
+        };
         let keys = match &self.initial_jwks {
             Some(json) => {
                 KeySet::from_jwks(&serde_json::from_str(json).map_err(|e| format!("invalid JWKS: {e}"))?)
@@ -167,6 +183,7 @@ impl VerifierBuilder {
                 client_id,
                 client_secret,
                 poll_every: self.poll_every,
+                use_stream: self.use_stream,
             };
             tokio::spawn(feed::follow(http.clone(), src, Arc::downgrade(&revocations)));
         }
@@ -249,7 +266,8 @@ impl Verifier {
             endpoint: None,
             audience: None,
             feed: None,
-            poll_every: Duration::from_secs(1),
+            poll_every: Duration::from_millis(500),
+            use_stream: true,
             max_feed_staleness: Duration::from_secs(30),
             policy: FeedPolicy::FailClosed,
             skew: 30,
@@ -263,6 +281,9 @@ impl Verifier {
     /// # Errors
     /// The reason of SPEC 5.5, or [`VerifyError::FeedUnavailable`].
     pub async fn verify(&self, token: &str) -> Result<Verified, VerifyError> {
+        if token.len() > MAX_ACCESS_TOKEN_LEN {
+            return Err(VerifyError::Invalid(TokenErrorReason::Malformed));
+        }
         let now = now_secs();
         let cached = lock(&self.cache).get(token).cloned();
         let verified = match cached {
@@ -284,10 +305,7 @@ impl Verifier {
     async fn check_signature_and_claims(&self, token: &str, now: i64) -> Result<Verified, VerifyError> {
         let invalid = VerifyError::Invalid;
         let header = decode_header(token).map_err(|_| invalid(TokenErrorReason::Malformed))?;
-        let typ_ok = header.typ.as_deref().is_some_and(|t| {
-            t.eq_ignore_ascii_case(ACCESS_TOKEN_TYP) || t.eq_ignore_ascii_case("application/at+jwt")
-        });
-        if !typ_ok {
+        if !is_access_token_typ(header.typ.as_deref()) {
             return Err(invalid(TokenErrorReason::Malformed));
         }
         // `jku`, `x5u` and an embedded `jwk` are ignored: keys come only from our JWKS.
@@ -313,18 +331,15 @@ impl Verifier {
                 _ => invalid(TokenErrorReason::Malformed),
             })?
             .claims;
-        if claims.iss != self.issuer {
-            return Err(invalid(TokenErrorReason::WrongIssuer));
-        }
-        if claims.aud != self.audience {
-            return Err(invalid(TokenErrorReason::WrongAudience));
-        }
-        if claims.iat > now.saturating_add(self.skew) {
-            return Err(invalid(TokenErrorReason::Malformed));
-        }
-        if claims.exp.saturating_add(self.skew) <= now {
-            return Err(invalid(TokenErrorReason::Expired));
-        }
+        claims
+            .check(&ClaimsCheck {
+                issuer: &self.issuer,
+                audience: &self.audience,
+                now,
+                skew: self.skew,
+                allow_expired: false,
+            })
+            .map_err(invalid)?;
         Ok(Verified { claims })
     }
 

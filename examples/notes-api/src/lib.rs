@@ -110,3 +110,36 @@ pub fn app(verifier: Arc<Verifier>) -> Router {
         .fallback(|| async { error(StatusCode::NOT_FOUND, "not_found", "No such endpoint.") })
         .with_state(state)
 }
+
+/// The largest request head the API reads (hyper's default is about 400 KiB): big enough
+/// that even a megabyte of `Authorization` header reaches the verifier and gets the
+/// SPEC 5.5 `401` rather than a bare `431`. The buffer only grows as a client sends.
+pub const MAX_REQUEST_HEAD: usize = 2 * 1024 * 1024;
+
+/// Serves `app` on `listener` (HTTP/1.1 and HTTP/2) until the process ends; a failed accept
+/// (out of file descriptors) is logged and retried shortly.
+pub async fn serve(listener: tokio::net::TcpListener, app: Router) {
+    use hyper_util::rt::{TokioExecutor, TokioIo};
+    use hyper_util::server::conn::auto::Builder;
+    use hyper_util::service::TowerToHyperService;
+
+    let mut builder = Builder::new(TokioExecutor::new());
+    builder.http1().max_buf_size(MAX_REQUEST_HEAD);
+    loop {
+        let stream = match listener.accept().await {
+            Ok((stream, _)) => stream,
+            Err(e) => {
+                tracing::warn!(error = %e, "accept failed");
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let service = TowerToHyperService::new(app.clone());
+        let builder = builder.clone();
+        tokio::spawn(async move {
+            if let Err(e) = builder.serve_connection_with_upgrades(TokioIo::new(stream), service).await {
+                tracing::debug!(error = %e, "connection ended with an error");
+            }
+        });
+    }
+}

@@ -42,6 +42,6 @@ async fn main() -> anyhow::Result<()> {
         .await
         .with_context(|| format!("binding {}", args.listen))?;
     tracing::info!(listen = %args.listen, "notes-api listening");
-    axum::serve(listener, notes_api::app(verifier)).await?;
+    notes_api::serve(listener, notes_api::app(verifier)).await;
     Ok(())
 }

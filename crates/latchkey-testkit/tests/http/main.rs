@@ -13,6 +13,7 @@
 
 mod account;
 mod cli;
+mod delays;
 mod feed;
 mod input;
 mod notes;

@@ -9,7 +9,7 @@ use serde_json::{Value, json};
 use crate::{TestServer, http_client, send};
 
 /// A running notes-api that follows `s`.
-struct Notes {
+pub(crate) struct Notes {
     base: String,
     _task: tokio::task::JoinHandle<()>,
 }
@@ -18,7 +18,7 @@ async fn notes_api(s: &TestServer, poll_every: Duration) -> Notes {
     notes_api_with(s, |b| b.poll_every(poll_every)).await
 }
 
-async fn notes_api_with(
+pub(crate) async fn notes_api_with(
     s: &TestServer,
     configure: impl FnOnce(latchkey_verify::VerifierBuilder) -> latchkey_verify::VerifierBuilder,
 ) -> Notes {
@@ -30,7 +30,7 @@ async fn notes_api_with(
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let base = format!("http://{}", listener.local_addr().unwrap());
     let task = tokio::spawn(async move {
-        let _ = axum::serve(listener, notes_api::app(verifier)).await;
+        notes_api::serve(listener, notes_api::app(verifier)).await;
     });
     // Until its first feed snapshot the verifier refuses tokens (fail closed): tests wait
     // for their first 200.
@@ -38,7 +38,7 @@ async fn notes_api_with(
 }
 
 /// Polls (bounded, 50 ms steps) until `cond` holds: the feed is asynchronous by design.
-async fn wait_for<F, Fut>(cond: F)
+pub(crate) async fn wait_for<F, Fut>(cond: F)
 where
     F: Fn() -> Fut,
     Fut: std::future::Future<Output = bool>,
@@ -52,7 +52,7 @@ where
     panic!("condition not met within 10 s");
 }
 
-async fn api(
+pub(crate) async fn api(
     n: &Notes,
     method: reqwest::Method,
     path: &str,
@@ -138,8 +138,15 @@ async fn notes_api_refuses_bad_requests_as_spec_5_5_says() {
         assert_eq!(a.status, 401);
         assert_eq!(a.json["error_reason"], reason, "{}", a.text);
     }
+    // A token in the query string is refused as such, even a valid one.
     let query = send(c.get(format!("{}/whoami?access_token={at}", n.base))).await;
     assert_eq!(query.status, 401);
+    assert_eq!(query.json["error"], "invalid_token");
+    assert!(query.header("www-authenticate").unwrap().starts_with("Bearer error=\"invalid_token\""));
+    // No token at all: a bare challenge (RFC 6750 §3.1).
+    let bare = send(c.get(format!("{}/whoami", n.base))).await;
+    assert_eq!((bare.status, bare.header("www-authenticate")), (401, Some("Bearer")));
+    // Two Authorization headers: SPEC 5.5's 400, with RFC 6750's invalid_request challenge.
     let two = send(
         c.get(format!("{}/whoami", n.base))
             .header("authorization", format!("Bearer {at}"))
@@ -147,6 +154,8 @@ async fn notes_api_refuses_bad_requests_as_spec_5_5_says() {
     )
     .await;
     assert_eq!(two.status, 400);
+    assert_eq!(two.json["error"], "invalid_request");
+    assert!(two.header("www-authenticate").unwrap().starts_with("Bearer error=\"invalid_request\""));
     let bad_body = send(
         c.post(format!("{}/notes", n.base))
             .bearer_auth(&at)
@@ -315,9 +324,23 @@ async fn attack_corpus_against_notes_api() {
             format!("{}.{}.{}", b64(h.to_string().as_bytes()), parts[1], parts[2]),
         ));
     }
-    // Garbage.
-    for g in ["garbage", "a.b.c", "....", "eyJ.eyJ.eyJ", "%00", &"A".repeat(8 * 1024)] {
-        corpus.push((format!("garbage {}", &g[..g.len().min(12)]), g.to_owned()));
+    // Validly signed by the server's own key, but with the wrong claims.
+    let now = claims["iat"].as_i64().unwrap();
+    for (what, field, value) in [
+        ("wrong iss", "iss", json!("http://evil.test")),
+        ("wrong aud", "aud", json!("http://another-api.test")),
+        ("expired", "exp", json!(now - 3600)),
+        ("issued in the future", "iat", json!(now + 3600)),
+        ("not yet valid", "nbf", json!(now + 3600)),
+    ] {
+        let mut c = claims.clone();
+        c[field] = value;
+        corpus.push((what.into(), sign_with(&s, &c)));
+    }
+    // Garbage, up to a megabyte of it.
+    let mega = format!("{}.{}.{}", parts[0], "A".repeat(1024 * 1024), parts[2]);
+    for g in ["garbage", "a.b.c", "....", "eyJ.eyJ.eyJ", "%00", &"A".repeat(8 * 1024), &mega] {
+        corpus.push((format!("garbage {} ({} bytes)", &g[..g.len().min(12)], g.len()), g.to_owned()));
     }
     for (what, token) in &corpus {
         let a = api(&n, reqwest::Method::GET, "/whoami", token, None).await;
@@ -424,4 +447,62 @@ async fn feed_down_fails_closed_by_default_and_open_when_chosen() {
             }
         }
     }
+}
+
+#[tokio::test]
+async fn the_tower_layer_guards_a_whole_router() {
+    use axum::Extension;
+    use latchkey_verify::axum::{AccessToken, VerifyLayer};
+
+    let s = TestServer::start().await;
+    let c = http_client();
+    let (client_id, client_secret) = crate::feed::feed_client(&s, "revocations:read").await;
+    let verifier = latchkey_verify::Verifier::builder(latchkey_testkit::ISSUER)
+        .endpoint(&s.base)
+        .feed_credentials(client_id, client_secret)
+        .build()
+        .await
+        .unwrap();
+    let app = axum::Router::new()
+        .route(
+            "/sub",
+            axum::routing::get(
+                |Extension(AccessToken(t)): Extension<AccessToken>| async move { t.claims.sub },
+            ),
+        )
+        // The extractor finds the layer's token and does not verify again.
+        .route("/roles", axum::routing::get(|t: AccessToken| async move { t.0.claims.roles.join(",") }))
+        .with_state(std::sync::Arc::clone(&verifier))
+        .layer(VerifyLayer::new(verifier));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    let _task = tokio::spawn(notes_api::serve(listener, app));
+    let login = s.signed_in(&c, "layered").await;
+    let at = login.str("access_token").to_owned();
+    let get = |path: &'static str, token: Option<String>| {
+        let c = c.clone();
+        let url = format!("{base}{path}");
+        async move {
+            let mut req = c.get(url);
+            if let Some(t) = token {
+                req = req.bearer_auth(t);
+            }
+            send(req).await
+        }
+    };
+    wait_for(|| async { get("/sub", Some(at.clone())).await.status == 200 }).await;
+    let sub = get("/sub", Some(at.clone())).await;
+    assert_eq!(sub.text, s.get_auth(&c, "/auth/me", &at).await.str("sub"));
+    assert_eq!(get("/roles", Some(at.clone())).await.status, 200);
+    // Refusals are SPEC 5.5's, for every route behind the layer, even unknown ones.
+    for path in ["/sub", "/roles", "/nowhere"] {
+        let a = get(path, Some("garbage".into())).await;
+        assert_eq!(a.status, 401, "{path}");
+        assert_eq!(a.json["error_reason"], "malformed");
+        assert!(a.header("www-authenticate").unwrap().starts_with("Bearer error=\"invalid_token\""));
+        assert_eq!(get(path, None).await.status, 401);
+    }
+    // Logout reaches routes behind the layer too.
+    assert_eq!(send(c.post(s.url("/auth/logout")).bearer_auth(&at)).await.status, 204);
+    wait_for(|| async { get("/sub", Some(at.clone())).await.json["error_reason"] == "revoked" }).await;
 }
