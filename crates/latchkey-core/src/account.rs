@@ -32,6 +32,9 @@ pub enum AuthError {
     /// `invalid_token` with this reason.
     #[error("invalid token: {}", .0.as_str())]
     InvalidToken(TokenErrorReason),
+    /// A valid token of a third-party app on a first-party endpoint (`403`).
+    #[error("an app's token cannot manage the account")]
+    NotFirstParty,
     /// Storage.
     #[error(transparent)]
     Store(#[from] StoreError),
@@ -67,12 +70,26 @@ pub enum AccountError {
 }
 
 impl Latchkey {
-    /// Authenticates a Bearer access token for the first-party endpoints: signature and
-    /// claims, then the session (not revoked, not expired) and the user (active).
+    /// Authenticates a Bearer access token for the first-party endpoints: any valid token
+    /// (see [`Self::authenticate_any`]) of a first-party session. An app's token cannot
+    /// manage the account (sessions, password, logout-all).
+    ///
+    /// # Errors
+    /// [`AuthError::InvalidToken`] with the reason; [`AuthError::NotFirstParty`].
+    pub async fn authenticate(&self, bearer: &str) -> Result<Authenticated, AuthError> {
+        let auth = self.authenticate_any(bearer).await?;
+        if auth.session.client_id != crate::login::FIRST_PARTY_CLIENT_ID {
+            return Err(AuthError::NotFirstParty);
+        }
+        Ok(auth)
+    }
+
+    /// Authenticates a Bearer access token of any session: signature and claims, then the
+    /// session (not revoked, not expired) and the user (active).
     ///
     /// # Errors
     /// [`AuthError::InvalidToken`] with the reason.
-    pub async fn authenticate(&self, bearer: &str) -> Result<Authenticated, AuthError> {
+    pub async fn authenticate_any(&self, bearer: &str) -> Result<Authenticated, AuthError> {
         let claims = self.verify_access_token(bearer, false).map_err(AuthError::InvalidToken)?;
         let sid = claims.sid.as_deref().ok_or(AuthError::InvalidToken(TokenErrorReason::Malformed))?;
         let revoked = AuthError::InvalidToken(TokenErrorReason::Revoked);
@@ -96,7 +113,7 @@ impl Latchkey {
         Ok(Authenticated { claims, session, user })
     }
 
-    async fn revoke(
+    pub(crate) async fn revoke(
         &self,
         target: RevocationTarget,
         reason: ErrorReason,

@@ -13,6 +13,7 @@ pub mod feed;
 pub mod keys;
 pub mod login;
 pub mod metrics;
+pub mod oauth;
 pub mod password;
 pub mod refresh;
 pub mod service;
@@ -20,6 +21,7 @@ pub mod settings;
 pub mod store;
 pub mod throttle;
 pub mod tokens;
+pub mod web;
 
 pub use clock::{Clock, SystemClock, Timestamp};
 pub use service::{ClientContext, Latchkey};

@@ -112,6 +112,22 @@ impl Latchkey {
     /// See [`LoginError`].
     pub async fn login(&self, creds: Credentials, ctx: &ClientContext) -> Result<TokenResponse, LoginError> {
         let now = self.clock.now();
+        let user = self.check_credentials(creds, ctx, now).await?;
+        self.open_session(&user, ctx, now).await
+    }
+
+    /// Checks a username and password with throttling (per account and per address, also
+    /// against parallel guesses), the same cost for unknown users, and the metrics: the
+    /// part of signing in shared by the API and the sign-in page.
+    ///
+    /// # Errors
+    /// See [`LoginError`].
+    pub(crate) async fn check_credentials(
+        &self,
+        creds: Credentials,
+        ctx: &ClientContext,
+        now: Timestamp,
+    ) -> Result<UserRecord, LoginError> {
         let acct = account_key(creds.username.as_str());
         let addr = ctx.ip.as_deref().map(address_key);
         if let Some(retry_after) = self.throttled_for(&acct, addr.as_deref(), now).await? {
@@ -149,9 +165,8 @@ impl Latchkey {
         }
 
         self.store.delete_throttle(&acct).await?;
-        let tokens = self.open_session(&user, ctx, now).await?;
         self.metrics.login(LoginOutcome::Success);
-        Ok(tokens)
+        Ok(user)
     }
 
     /// Seconds the account or the address must still wait, if either is locked.

@@ -67,6 +67,8 @@ impl From<&Settings> for RotationPolicy {
 /// its own thread.
 #[derive(Debug, Clone)]
 pub struct RefreshContext {
+    /// The client presenting the token: a session's tokens work only for its client.
+    pub client_id: String,
     /// Now.
     pub now: Timestamp,
     /// Settings.
@@ -116,6 +118,11 @@ fn revoke(
 pub fn decide(snap: &RefreshSnapshot, ctx: &RefreshContext) -> RotationDecision {
     let session = &snap.session;
     let now = ctx.now;
+    // Another client's token is not this client's to use (RFC 6749 §6): unknown to it, and
+    // nothing to revoke on its word.
+    if session.client_id != ctx.client_id {
+        return RotationDecision::Refuse { reason: ErrorReason::UnknownToken };
+    }
     if session.revoked_at.is_some() {
         let reason = session.revoke_reason.unwrap_or(ErrorReason::RevokedByAdmin);
         return RotationDecision::Refuse { reason };
@@ -183,12 +190,26 @@ pub fn decide(snap: &RefreshSnapshot, ctx: &RefreshContext) -> RotationDecision 
 }
 
 impl Latchkey {
-    /// Rotates a refresh token (SPEC 4, 5.1 `POST /auth/refresh`).
+    /// Rotates a first-party refresh token (SPEC 4, 5.1 `POST /auth/refresh`).
     ///
     /// # Errors
     /// [`RefreshError::Refused`] with the reason for every refusal.
     pub async fn refresh(
         &self,
+        presented: &RefreshToken,
+        client: &ClientContext,
+    ) -> Result<TokenResponse, RefreshError> {
+        self.refresh_for(crate::login::FIRST_PARTY_CLIENT_ID, presented, client).await
+    }
+
+    /// Rotates a refresh token presented by `client_id` (the first-party API, or an app at
+    /// the token endpoint): the same engine, grace window and reuse detection for both.
+    ///
+    /// # Errors
+    /// [`RefreshError::Refused`] with the reason for every refusal.
+    pub async fn refresh_for(
+        &self,
+        client_id: &str,
         presented: &RefreshToken,
         client: &ClientContext,
     ) -> Result<TokenResponse, RefreshError> {
@@ -200,6 +221,7 @@ impl Latchkey {
         let successor = new_refresh_token();
         let successor_sealed = seal_successor(presented, &successor).ok_or(RefreshError::Sealing)?;
         let ctx = RefreshContext {
+            client_id: client_id.to_owned(),
             now,
             policy: RotationPolicy::from(&self.settings),
             client: client.clone(),

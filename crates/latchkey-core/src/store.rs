@@ -213,6 +213,82 @@ pub enum RevocationTarget {
         /// A session to keep.
         except: Option<String>,
     },
+    /// A user's grant to an app: every live session of the user with that client; the
+    /// remembered consent is forgotten in the same transaction.
+    AppGrant {
+        /// The user.
+        user_id: String,
+        /// The app.
+        client_id: String,
+    },
+}
+
+/// An authorization code as stored: only its hash (RFC 6749 §4.1.2, SPEC 5.2).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuthCodeRecord {
+    /// SHA-256 of the code.
+    pub hash: TokenHash,
+    /// The client it was issued to.
+    pub client_id: String,
+    /// The user who approved it.
+    pub user_id: String,
+    /// The redirect URI of the authorization request (the token request must repeat it).
+    pub redirect_uri: String,
+    /// Granted scope, space-separated.
+    pub scope: String,
+    /// The request's `nonce`, for the ID token.
+    pub nonce: Option<String>,
+    /// PKCE S256 challenge (base64url of SHA-256 of the verifier).
+    pub code_challenge: String,
+    /// When the user authenticated.
+    pub auth_time: Timestamp,
+    /// Issue time.
+    pub created_at: Timestamp,
+    /// Expiry (60 s after issue).
+    pub expires_at: Timestamp,
+    /// First redemption.
+    pub used_at: Option<Timestamp>,
+    /// The session the first redemption produced.
+    pub session_id: Option<String>,
+}
+
+/// What the domain decided about a code's first redemption.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CodeDecision {
+    /// Open this session (with this refresh token, if the client gets one).
+    Issue {
+        /// The new session.
+        session: Box<SessionRecord>,
+        /// Its first refresh token.
+        refresh_token: Option<TokenHash>,
+    },
+    /// Refuse (the code is spent anyway).
+    Refuse,
+}
+
+/// The code-redemption decision, run inside the store's transaction.
+pub type CodeDecide = Box<dyn FnOnce(&AuthCodeRecord) -> CodeDecision + Send>;
+
+/// What a code redemption came to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CodeRedemption {
+    /// No such code.
+    Unknown,
+    /// The code had been redeemed before: what the first use produced was revoked (the
+    /// ids), with a feed event each.
+    Reused {
+        /// The code.
+        code: Box<AuthCodeRecord>,
+        /// Sessions revoked.
+        revoked: Vec<String>,
+    },
+    /// First redemption: the code is now spent, and the decision applied.
+    Redeemed {
+        /// The code as it was.
+        code: Box<AuthCodeRecord>,
+        /// The decision.
+        decision: CodeDecision,
+    },
 }
 
 /// A change to a user that bumps `authz_ver`, publishes `user_changed` and may revoke
@@ -457,6 +533,51 @@ pub trait Store: Send + Sync + 'static {
     async fn list_clients(&self) -> Result<Vec<ClientRecord>, StoreError>;
     /// Deletes a client; `false` when there was none.
     async fn delete_client(&self, client_id: &str) -> Result<bool, StoreError>;
+
+    /// Opens a browser sign-in: the session and the hash of its cookie.
+    async fn insert_web_session(&self, session: &SessionRecord, cookie: &TokenHash)
+    -> Result<(), StoreError>;
+    /// The session a browser cookie belongs to (revoked or expired ones too).
+    async fn find_web_session(&self, cookie: &TokenHash) -> Result<Option<SessionRecord>, StoreError>;
+    /// Records use of a session that has no refresh token (a browser sign-in).
+    async fn touch_session(&self, session_id: &str, touch: &Touch) -> Result<(), StoreError>;
+
+    /// Stores a new authorization code.
+    async fn insert_auth_code(&self, code: &AuthCodeRecord) -> Result<(), StoreError>;
+    /// Redeems a code atomically: an unknown code is [`CodeRedemption::Unknown`]; a spent
+    /// one revokes the session its first use produced ([`CodeRedemption::Reused`], with
+    /// `reuse`); otherwise the code is spent, `decide` runs and its session is inserted.
+    async fn redeem_auth_code(
+        &self,
+        hash: &TokenHash,
+        now: Timestamp,
+        reuse: &SessionRevocation,
+        decide: CodeDecide,
+    ) -> Result<CodeRedemption, StoreError>;
+
+    /// The scopes a user has granted a client so far.
+    async fn find_consent(&self, user_id: &str, client_id: &str) -> Result<Option<Vec<String>>, StoreError>;
+    /// Records (replaces) the scopes a user has granted a client.
+    async fn save_consent(
+        &self,
+        user_id: &str,
+        client_id: &str,
+        scopes: &[String],
+        now: Timestamp,
+    ) -> Result<(), StoreError>;
+
+    /// Whether a refresh token is its session's live one (not retired).
+    async fn is_live_refresh_token(&self, hash: &TokenHash) -> Result<bool, StoreError>;
+
+    /// Publishes a `token_revoked` feed event for an access token (RFC 7009).
+    async fn revoke_access_token(
+        &self,
+        jti: &str,
+        until: Timestamp,
+        now: Timestamp,
+    ) -> Result<(), StoreError>;
+    /// Whether an access token was revoked (and the event is still kept).
+    async fn is_access_token_revoked(&self, jti: &str) -> Result<bool, StoreError>;
 
     /// The highest feed seq written so far (0 when none).
     async fn last_feed_seq(&self) -> Result<i64, StoreError>;

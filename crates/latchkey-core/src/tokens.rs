@@ -54,6 +54,39 @@ impl Latchkey {
         key.sign_jwt(ACCESS_TOKEN_TYP, &claims)
     }
 
+    /// Mints an access token for a client acting on its own behalf (`client_credentials`):
+    /// `sub` is the client, no session, no roles.
+    ///
+    /// # Errors
+    /// When no key can sign.
+    pub(crate) fn mint_client_token(
+        &self,
+        client_id: &str,
+        scope: &str,
+        now: Timestamp,
+    ) -> Result<String, KeyError> {
+        let s = &self.settings;
+        let claims = AccessTokenClaims {
+            iss: s.issuer.clone(),
+            sub: client_id.to_owned(),
+            aud: s.audience.clone(),
+            client_id: client_id.to_owned(),
+            exp: now.plus(s.access_token_ttl).0,
+            iat: now.0,
+            nbf: None,
+            jti: new_id(),
+            sid: None,
+            scope: scope.to_owned(),
+            roles: Vec::new(),
+            authz_ver: 0,
+            cnf: None,
+        };
+        let set = self.keys.current();
+        let key =
+            set.signer(s.access_token_alg, now).ok_or(KeyError::NoActiveKey(s.access_token_alg.as_str()))?;
+        key.sign_jwt(ACCESS_TOKEN_TYP, &claims)
+    }
+
     /// Seconds a token minted now for `session` lives (`expires_in`): the configured
     /// lifetime, or less when the session ends sooner.
     pub(crate) fn access_token_lifetime(&self, session: &SessionRecord, now: Timestamp) -> u64 {

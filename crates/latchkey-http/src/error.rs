@@ -16,6 +16,7 @@ use latchkey_core::crypto::new_id;
 use latchkey_core::feed::FeedError;
 use latchkey_core::keys::KeyError;
 use latchkey_core::login::{LoginError, RegisterError};
+use latchkey_core::oauth::{TokenRequestError, UserinfoError};
 use latchkey_core::password::PasswordError;
 use latchkey_core::refresh::RefreshError;
 use latchkey_proto::{ErrorBody, ErrorCode, TokenErrorReason};
@@ -47,6 +48,10 @@ pub enum ApiError {
     Client(ClientError),
     /// The revocation feed.
     Feed(FeedError),
+    /// The token, revocation and introspection endpoints.
+    Token(TokenRequestError),
+    /// Userinfo.
+    Userinfo(UserinfoError),
 }
 
 macro_rules! from_domain {
@@ -58,7 +63,7 @@ macro_rules! from_domain {
         }
     )*};
 }
-from_domain!(Client(ClientError), Feed(FeedError));
+from_domain!(Client(ClientError), Feed(FeedError), Token(TokenRequestError), Userinfo(UserinfoError));
 from_domain!(
     Register(RegisterError),
     Login(LoginError),
@@ -168,6 +173,11 @@ fn password(e: &PasswordError) -> Response {
 fn auth(e: &AuthError) -> Response {
     match e {
         AuthError::InvalidToken(reason) => invalid_token(*reason),
+        AuthError::NotFirstParty => plain(
+            StatusCode::FORBIDDEN,
+            ErrorCode::InsufficientScope,
+            "An app's access token cannot manage the account.",
+        ),
         AuthError::Store(s) => store(s),
     }
 }
@@ -245,6 +255,45 @@ impl IntoResponse for ApiError {
                     "The client lacks the scope revocations:read.",
                 ),
                 FeedError::Store(s) => store(s),
+            },
+            Self::Token(e) => match e {
+                TokenRequestError::InvalidRequest(why) => {
+                    plain(StatusCode::BAD_REQUEST, ErrorCode::InvalidRequest, *why)
+                }
+                TokenRequestError::InvalidClient { basic: true } => invalid_client(),
+                TokenRequestError::InvalidClient { basic: false } => {
+                    plain(StatusCode::UNAUTHORIZED, ErrorCode::InvalidClient, "Client authentication failed.")
+                }
+                TokenRequestError::InvalidGrant { description, reason } => match reason {
+                    Some(r) => {
+                        body(StatusCode::BAD_REQUEST, ErrorBody::with_reason(ErrorCode::InvalidGrant, *r))
+                    }
+                    None => plain(StatusCode::BAD_REQUEST, ErrorCode::InvalidGrant, *description),
+                },
+                TokenRequestError::UnauthorizedClient(why) => {
+                    plain(StatusCode::BAD_REQUEST, ErrorCode::UnauthorizedClient, *why)
+                }
+                TokenRequestError::InvalidScope(why) => {
+                    plain(StatusCode::BAD_REQUEST, ErrorCode::InvalidScope, *why)
+                }
+                TokenRequestError::Keys(k) => keys(k),
+                TokenRequestError::Store(s) => store(s),
+                TokenRequestError::Internal => internal(e),
+            },
+            Self::Userinfo(e) => match e {
+                UserinfoError::Auth(a) => auth(a),
+                UserinfoError::InsufficientScope => {
+                    let mut res = plain(
+                        StatusCode::FORBIDDEN,
+                        ErrorCode::InsufficientScope,
+                        "The access token lacks the openid scope.",
+                    );
+                    res.headers_mut().insert(
+                        header::WWW_AUTHENTICATE,
+                        HeaderValue::from_static("Bearer error=\"insufficient_scope\", scope=\"openid\""),
+                    );
+                    res
+                }
             },
         }
     }

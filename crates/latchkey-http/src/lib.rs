@@ -5,7 +5,9 @@
 mod error;
 mod extract;
 mod feed;
+mod oauth;
 mod ops;
+mod pages;
 mod session;
 
 use std::sync::Arc;
@@ -48,6 +50,19 @@ pub fn router(state: AppState) -> Router {
         .route("/auth/password", post(session::change_password))
         .route("/revocations", get(feed::revocations))
         .route("/revocations/stream", get(feed::stream))
+        .route("/.well-known/openid-configuration", get(oauth::discovery))
+        .route("/.well-known/oauth-authorization-server", get(oauth::discovery))
+        .route("/oauth/authorize", get(pages::authorize).post(pages::consent))
+        .route("/oauth/token", post(oauth::token))
+        .route("/oauth/revoke", post(oauth::revoke))
+        .route("/oauth/introspect", post(oauth::introspect))
+        .route("/oauth/userinfo", get(oauth::userinfo).post(oauth::userinfo))
+        .route("/login", get(pages::login_page).post(pages::login))
+        .route("/logout", post(pages::logout))
+        .route("/account", get(pages::account))
+        .route("/account/sessions/{id}/revoke", post(pages::revoke_device))
+        .route("/account/apps/{client_id}/revoke", post(pages::revoke_app))
+        .route("/static/latchkey.css", get(pages::stylesheet))
         .route("/jwks.json", get(ops::jwks))
         .route("/healthz", get(ops::healthz))
         .route("/metrics", get(ops::metrics))

@@ -21,6 +21,12 @@ pub enum ErrorCode {
     InvalidScope,
     /// RFC 6749: the resource owner denied the request.
     AccessDenied,
+    /// RFC 6749 §4.1.2.1: the response type is not supported (only `code` is).
+    UnsupportedResponseType,
+    /// OpenID Connect: `prompt=none` but nobody is signed in.
+    LoginRequired,
+    /// OpenID Connect: `prompt=none` but the user has not consented.
+    ConsentRequired,
     /// RFC 6750: the access token is invalid.
     InvalidToken,
     /// RFC 6750: the token lacks a scope or role.
@@ -58,6 +64,9 @@ impl ErrorCode {
             Self::UnsupportedGrantType => "unsupported_grant_type",
             Self::InvalidScope => "invalid_scope",
             Self::AccessDenied => "access_denied",
+            Self::UnsupportedResponseType => "unsupported_response_type",
+            Self::LoginRequired => "login_required",
+            Self::ConsentRequired => "consent_required",
             Self::InvalidToken => "invalid_token",
             Self::InsufficientScope => "insufficient_scope",
             Self::InvalidCredentials => "invalid_credentials",

@@ -6,6 +6,7 @@ pub mod auth;
 pub mod claims;
 pub mod error;
 pub mod events;
+pub mod oauth;
 pub mod secret;
 pub mod username;
 

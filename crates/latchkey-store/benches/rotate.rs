@@ -61,6 +61,7 @@ fn rotate(c: &mut Criterion) {
             let successor = new_refresh_token();
             let sealed = seal_successor(&presented, &successor).expect("seal");
             let ctx = RefreshContext {
+                client_id: "latchkey".into(),
                 now,
                 policy: RotationPolicy::from(&settings),
                 client: client.clone(),

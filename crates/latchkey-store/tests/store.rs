@@ -77,6 +77,7 @@ fn event(kind: &'static str) -> NewSecurityEvent {
 async fn rotate(store: &dyn Store, presented: &RefreshToken, now: i64) -> Option<RotationDecision> {
     let successor = new_refresh_token();
     let ctx = RefreshContext {
+        client_id: "latchkey".into(),
         now: Timestamp(now),
         policy: RotationPolicy::from(&Settings::new("http://issuer")),
         client: ClientContext { ip: None, user_agent: Some("ua".into()) },

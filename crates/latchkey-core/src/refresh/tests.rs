@@ -53,6 +53,7 @@ fn client(agent: &str) -> ClientContext {
 
 fn run(snap: &RefreshSnapshot, now: i64, settings: &Settings, agent: &str) -> RotationDecision {
     let ctx = RefreshContext {
+        client_id: "latchkey".into(),
         now: Timestamp(now),
         policy: RotationPolicy::from(settings),
         client: client(agent),
@@ -209,4 +210,19 @@ fn reuse_is_reported_as_reuse_even_from_another_agent_under_deny() {
     let RotationDecision::Revoke { revocation } = run(&snap, T0 + 1, &s, "thief/1") else { panic!() };
     assert_eq!(revocation.reason, ErrorReason::ReuseDetected);
     assert_eq!(revocation.event.kind, "refresh_token_reuse");
+}
+
+#[test]
+fn another_clients_token_is_unknown_and_revokes_nothing() {
+    let settings = Settings::new("http://issuer");
+    let snap = snapshot();
+    let ctx = RefreshContext {
+        client_id: "some-app".into(),
+        now: Timestamp(T0 + 1),
+        policy: RotationPolicy::from(&settings),
+        client: client("ua"),
+        successor_hash: TokenHash::of("lkr_new"),
+        successor_sealed: b"sealed".to_vec(),
+    };
+    assert_eq!(decide(&snap, &ctx), RotationDecision::Refuse { reason: ErrorReason::UnknownToken });
 }

@@ -16,7 +16,7 @@ use crate::error::ApiError;
 pub(crate) struct BasicClient(pub(crate) AuthenticatedClient);
 
 /// Decodes `application/x-www-form-urlencoded` text (`+` is a space, `%XX` a byte).
-fn form_decode(s: &str) -> Option<String> {
+pub(crate) fn form_decode(s: &str) -> Option<String> {
     let bytes = s.as_bytes();
     let mut out = Vec::with_capacity(bytes.len());
     let mut i = 0;
@@ -36,8 +36,8 @@ fn form_decode(s: &str) -> Option<String> {
 }
 
 /// The `(client_id, client_secret)` of a Basic `Authorization` header.
-fn credentials(parts: &Parts) -> Option<(String, ClientSecret)> {
-    let mut values = parts.headers.get_all(header::AUTHORIZATION).iter();
+pub(crate) fn credentials(headers: &axum::http::HeaderMap) -> Option<(String, ClientSecret)> {
+    let mut values = headers.get_all(header::AUTHORIZATION).iter();
     let value = values.next()?;
     if values.next().is_some() {
         return None;
@@ -59,7 +59,7 @@ where
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
-        let (id, secret) = credentials(parts).ok_or(ApiError::InvalidClient)?;
+        let (id, secret) = credentials(&parts.headers).ok_or(ApiError::InvalidClient)?;
         let state = AppState::from_ref(state);
         Ok(Self(state.app.authenticate_client(&id, &secret).await?))
     }

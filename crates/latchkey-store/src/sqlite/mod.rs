@@ -26,9 +26,10 @@ use async_trait::async_trait;
 use latchkey_core::clock::Timestamp;
 use latchkey_core::crypto::TokenHash;
 use latchkey_core::store::{
-    ClientRecord, Decide, FeedEventRecord, NewSecurityEvent, RefreshSnapshot, RefreshTokenRecord,
-    RevocationTarget, RotationDecision, SecurityEventRecord, SessionRecord, SessionRevocation, Store,
-    StoreError, StoredKey, ThrottleRecord, Touch, UserChange, UserChangeKind, UserRecord, UserStatus,
+    AuthCodeRecord, ClientRecord, CodeDecide, CodeDecision, CodeRedemption, Decide, FeedEventRecord,
+    NewSecurityEvent, RefreshSnapshot, RefreshTokenRecord, RevocationTarget, RotationDecision,
+    SecurityEventRecord, SessionRecord, SessionRevocation, Store, StoreError, StoredKey, ThrottleRecord,
+    Touch, UserChange, UserChangeKind, UserRecord, UserStatus,
 };
 use latchkey_proto::ErrorReason;
 use latchkey_proto::events::RevocationEvent;
@@ -40,6 +41,7 @@ use self::connections::{Threads, Writer, open_connection, parse_url, spawn_check
 const MIGRATIONS: &[(i64, &str)] = &[
     (1, include_str!("../../migrations/sqlite/0001_init.sql")),
     (2, include_str!("../../migrations/sqlite/0002_clients.sql")),
+    (3, include_str!("../../migrations/sqlite/0003_oauth.sql")),
 ];
 
 /// Maps SQLite errors to the port's, without leaking rusqlite types.
@@ -244,6 +246,56 @@ fn touch_session(tx: &Connection, sid: &str, touch: &Touch) -> Result<(), rusqli
     tx.prepare_cached("UPDATE sessions SET last_used_at = ?1, idle_expires_at = ?2, ip = ?3 WHERE id = ?4")?
         .execute(params![touch.now.0, touch.idle_expires_at.0, touch.ip, sid])?;
     Ok(())
+}
+
+/// Inserts a session, with its first refresh token when it has one.
+fn insert_session_in_tx(
+    tx: &Connection,
+    s: &SessionRecord,
+    refresh_token: Option<&TokenHash>,
+) -> Result<(), rusqlite::Error> {
+    tx.prepare_cached(
+        "INSERT INTO sessions (id, user_id, client_id, scope, created_at, last_used_at, idle_expires_at, \
+         expires_at, ip, user_agent) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+    )?
+    .execute(params![
+        s.id,
+        s.user_id,
+        s.client_id,
+        s.scope,
+        s.created_at.0,
+        s.last_used_at.0,
+        s.idle_expires_at.0,
+        s.expires_at.0,
+        s.ip,
+        s.user_agent
+    ])?;
+    if let Some(hash) = refresh_token {
+        tx.prepare_cached("INSERT INTO refresh_tokens (hash, session_id, created_at) VALUES (?1, ?2, ?3)")?
+            .execute(params![&hash.0[..], s.id, s.created_at.0])?;
+    }
+    Ok(())
+}
+
+const CODE_COLUMNS: &str = "hash, client_id, user_id, redirect_uri, scope, nonce, code_challenge, auth_time, \
+    created_at, expires_at, used_at, session_id";
+
+fn code_from_row(row: &Row<'_>) -> Result<AuthCodeRecord, rusqlite::Error> {
+    let hash: Vec<u8> = row.get(0)?;
+    Ok(AuthCodeRecord {
+        hash: TokenHash(hash.try_into().unwrap_or([0; 32])),
+        client_id: row.get(1)?,
+        user_id: row.get(2)?,
+        redirect_uri: row.get(3)?,
+        scope: row.get(4)?,
+        nonce: row.get(5)?,
+        code_challenge: row.get(6)?,
+        auth_time: Timestamp(row.get(7)?),
+        created_at: Timestamp(row.get(8)?),
+        expires_at: Timestamp(row.get(9)?),
+        used_at: row.get::<_, Option<i64>>(10)?.map(Timestamp),
+        session_id: row.get(11)?,
+    })
 }
 
 const CLIENT_SELECT: &str =
@@ -474,29 +526,8 @@ impl Store for SqliteStore {
 
     async fn insert_session(&self, s: &SessionRecord, refresh_token: &TokenHash) -> Result<(), StoreError> {
         let s = s.clone();
-        let hash = refresh_token.0;
-        self.write(move |tx| {
-            tx.prepare_cached(
-                "INSERT INTO sessions (id, user_id, client_id, scope, created_at, last_used_at, idle_expires_at, \
-                 expires_at, ip, user_agent) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
-            )?
-            .execute(params![
-                s.id,
-                s.user_id,
-                s.client_id,
-                s.scope,
-                s.created_at.0,
-                s.last_used_at.0,
-                s.idle_expires_at.0,
-                s.expires_at.0,
-                s.ip,
-                s.user_agent
-            ])?;
-            tx.prepare_cached("INSERT INTO refresh_tokens (hash, session_id, created_at) VALUES (?1, ?2, ?3)")?
-                .execute(params![&hash[..], s.id, s.created_at.0])?;
-            Ok(())
-        })
-        .await
+        let hash = *refresh_token;
+        self.write(move |tx| insert_session_in_tx(tx, &s, Some(&hash))).await
     }
 
     async fn find_session(&self, id: &str) -> Result<Option<SessionRecord>, StoreError> {
@@ -561,6 +592,15 @@ impl Store for SqliteStore {
                 }
                 RevocationTarget::UserSessions { user_id, except } => {
                     live_session_ids(tx, user_id, except.as_deref())?
+                }
+                RevocationTarget::AppGrant { user_id, client_id } => {
+                    tx.prepare_cached("DELETE FROM consents WHERE user_id = ?1 AND client_id = ?2")?
+                        .execute(params![user_id, client_id])?;
+                    tx.prepare_cached(
+                        "SELECT id FROM sessions WHERE user_id = ?1 AND client_id = ?2 AND revoked_at IS NULL",
+                    )?
+                    .query_map(params![user_id, client_id], |r| r.get(0))?
+                    .collect::<Result<Vec<String>, _>>()?
                 }
             };
             revoke_in_tx(tx, ids, &rev)
@@ -691,6 +731,13 @@ impl Store for SqliteStore {
             let before = forget_sessions_before.0;
             let mut n = tx.execute("DELETE FROM revocation_events WHERE until <= ?1", [now.0])?;
             n += tx.execute("DELETE FROM throttles WHERE last_failure_at <= ?1", [now.0 - 86_400])?;
+            // Codes are kept 10 minutes past expiry, so a late second use still revokes.
+            n += tx.execute("DELETE FROM auth_codes WHERE expires_at <= ?1", [now.0 - 600])?;
+            n += tx.execute(
+                "DELETE FROM web_sessions WHERE session_id IN \
+                 (SELECT id FROM sessions WHERE expires_at <= ?1 OR idle_expires_at <= ?1 OR revoked_at <= ?1)",
+                [before],
+            )?;
             n += tx.execute(
                 "DELETE FROM refresh_tokens WHERE session_id IN \
                  (SELECT id FROM sessions WHERE expires_at <= ?1 OR idle_expires_at <= ?1 OR revoked_at <= ?1)",
@@ -748,6 +795,178 @@ impl Store for SqliteStore {
             Ok(tx.prepare_cached("DELETE FROM clients WHERE client_id = ?1")?.execute([client_id])? == 1)
         })
         .await
+    }
+
+    async fn insert_web_session(
+        &self,
+        session: &SessionRecord,
+        cookie: &TokenHash,
+    ) -> Result<(), StoreError> {
+        let (s, cookie) = (session.clone(), *cookie);
+        self.write(move |tx| {
+            insert_session_in_tx(tx, &s, None)?;
+            tx.prepare_cached(
+                "INSERT INTO web_sessions (cookie_hash, session_id, created_at) VALUES (?1, ?2, ?3)",
+            )?
+            .execute(params![&cookie.0[..], s.id, s.created_at.0])?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn find_web_session(&self, cookie: &TokenHash) -> Result<Option<SessionRecord>, StoreError> {
+        let cookie = cookie.0;
+        self.read(move |c| {
+            c.prepare_cached(&format!(
+                "SELECT {SESSION_COLUMNS} FROM web_sessions w JOIN sessions s ON s.id = w.session_id \
+                 WHERE w.cookie_hash = ?1"
+            ))?
+            .query_row([&cookie[..]], session_from_row)
+            .optional()
+        })
+        .await
+    }
+
+    async fn touch_session(&self, session_id: &str, touch: &Touch) -> Result<(), StoreError> {
+        let (sid, touch) = (session_id.to_owned(), touch.clone());
+        self.write(move |tx| touch_session(tx, &sid, &touch)).await
+    }
+
+    async fn insert_auth_code(&self, code: &AuthCodeRecord) -> Result<(), StoreError> {
+        let c = code.clone();
+        self.write(move |tx| {
+            tx.prepare_cached(&format!(
+                "INSERT INTO auth_codes ({CODE_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)"
+            ))?
+            .execute(params![
+                &c.hash.0[..],
+                c.client_id,
+                c.user_id,
+                c.redirect_uri,
+                c.scope,
+                c.nonce,
+                c.code_challenge,
+                c.auth_time.0,
+                c.created_at.0,
+                c.expires_at.0,
+                c.used_at.map(|t| t.0),
+                c.session_id
+            ])?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn redeem_auth_code(
+        &self,
+        hash: &TokenHash,
+        now: Timestamp,
+        reuse: &SessionRevocation,
+        decide: CodeDecide,
+    ) -> Result<CodeRedemption, StoreError> {
+        let (hash, reuse) = (hash.0, reuse.clone());
+        self.write(move |tx| {
+            let code = tx
+                .prepare_cached(&format!("SELECT {CODE_COLUMNS} FROM auth_codes WHERE hash = ?1"))?
+                .query_row([&hash[..]], code_from_row)
+                .optional()?;
+            let Some(code) = code else { return Ok(CodeRedemption::Unknown) };
+            if code.used_at.is_some() {
+                let revoked = match &code.session_id {
+                    Some(sid) => revoke_in_tx(tx, vec![sid.clone()], &reuse)?,
+                    None => Vec::new(),
+                };
+                return Ok(CodeRedemption::Reused { code: Box::new(code), revoked });
+            }
+            let decision = decide(&code);
+            let session_id = match &decision {
+                CodeDecision::Issue { session, refresh_token } => {
+                    insert_session_in_tx(tx, session, refresh_token.as_ref())?;
+                    Some(session.id.clone())
+                }
+                CodeDecision::Refuse => None,
+            };
+            tx.prepare_cached("UPDATE auth_codes SET used_at = ?1, session_id = ?2 WHERE hash = ?3")?
+                .execute(params![now.0, session_id, &hash[..]])?;
+            Ok(CodeRedemption::Redeemed { code: Box::new(code), decision })
+        })
+        .await
+    }
+
+    async fn find_consent(&self, user_id: &str, client_id: &str) -> Result<Option<Vec<String>>, StoreError> {
+        let (user_id, client_id) = (user_id.to_owned(), client_id.to_owned());
+        self.read(move |c| {
+            let scopes: Option<String> = c
+                .prepare_cached("SELECT scopes FROM consents WHERE user_id = ?1 AND client_id = ?2")?
+                .query_row(params![user_id, client_id], |r| r.get(0))
+                .optional()?;
+            Ok(scopes.map(|s| serde_json::from_str(&s).unwrap_or_default()))
+        })
+        .await
+    }
+
+    async fn save_consent(
+        &self,
+        user_id: &str,
+        client_id: &str,
+        scopes: &[String],
+        now: Timestamp,
+    ) -> Result<(), StoreError> {
+        let json = serde_json::to_string(scopes).map_err(|e| StoreError::Backend(e.to_string()))?;
+        let (user_id, client_id) = (user_id.to_owned(), client_id.to_owned());
+        self.write(move |tx| {
+            tx.prepare_cached(
+                "INSERT INTO consents (user_id, client_id, scopes, updated_at) VALUES (?1, ?2, ?3, ?4) \
+                 ON CONFLICT (user_id, client_id) DO UPDATE SET scopes = excluded.scopes, updated_at = excluded.updated_at",
+            )?
+            .execute(params![user_id, client_id, json, now.0])?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn is_live_refresh_token(&self, hash: &TokenHash) -> Result<bool, StoreError> {
+        let hash = hash.0;
+        self.read(move |c| {
+            let retired: Option<Option<i64>> = c
+                .prepare_cached("SELECT retired_at FROM refresh_tokens WHERE hash = ?1")?
+                .query_row([&hash[..]], |r| r.get(0))
+                .optional()?;
+            Ok(matches!(retired, Some(None)))
+        })
+        .await
+    }
+
+    async fn revoke_access_token(
+        &self,
+        jti: &str,
+        until: Timestamp,
+        now: Timestamp,
+    ) -> Result<(), StoreError> {
+        let jti = jti.to_owned();
+        self.write(move |tx| {
+            let known: Option<i64> = tx
+                .prepare_cached("SELECT seq FROM revocation_events WHERE jti = ?1")?
+                .query_row([&jti], |r| r.get(0))
+                .optional()?;
+            if known.is_none() {
+                tx.prepare_cached(
+                    "INSERT INTO revocation_events (type, jti, until, created_at) VALUES ('token_revoked', ?1, ?2, ?3)",
+                )?
+                .execute(params![jti, until.0, now.0])?;
+            }
+            Ok(())
+        })
+        .await
+    }
+
+    async fn is_access_token_revoked(&self, jti: &str) -> Result<bool, StoreError> {
+        let found = self
+            .find_one("SELECT seq FROM revocation_events WHERE jti = ?1".to_owned(), jti, |r| {
+                r.get::<_, i64>(0)
+            })
+            .await?;
+        Ok(found.is_some())
     }
 
     async fn last_feed_seq(&self) -> Result<i64, StoreError> {

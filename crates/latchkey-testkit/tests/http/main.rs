@@ -17,6 +17,7 @@ mod delays;
 mod feed;
 mod input;
 mod notes;
+mod oauth;
 mod rotation;
 mod security;
 mod tidy;

@@ -1,0 +1,469 @@
+//! `GET/POST /oauth/authorize` (RFC 6749 §4.1, RFC 7636, OpenID Connect Core §3.1.2): the
+//! request is checked in the order that decides where errors go (an unknown client or a
+//! redirect URI that is not registered exactly gets an error page, never a redirect; every
+//! later error is redirected with `state`), then the user's sign-in and remembered consent
+//! decide the next step: the sign-in page, the consent page, or straight back with a code.
+
+use latchkey_proto::ErrorCode;
+
+use super::{CODE_TTL, OFFLINE_ACCESS, RedirectError, describe_scope, redirect_with};
+use crate::clock::Timestamp;
+use crate::crypto::{TokenHash, b64, random_bytes};
+use crate::service::Latchkey;
+use crate::store::{AuthCodeRecord, ClientRecord, SessionRecord, StoreError, UserRecord};
+
+/// The longest `state` or `nonce` accepted.
+const MAX_ECHOED_LEN: usize = 1024;
+
+/// The parameters of an authorization request, as received (query or form).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct AuthorizeParams {
+    /// `client_id`.
+    pub client_id: Option<String>,
+    /// `redirect_uri`.
+    pub redirect_uri: Option<String>,
+    /// `response_type`.
+    pub response_type: Option<String>,
+    /// `scope`.
+    pub scope: Option<String>,
+    /// `state`.
+    pub state: Option<String>,
+    /// `nonce`.
+    pub nonce: Option<String>,
+    /// `code_challenge`.
+    pub code_challenge: Option<String>,
+    /// `code_challenge_method`.
+    pub code_challenge_method: Option<String>,
+    /// `prompt`.
+    pub prompt: Option<String>,
+    /// `max_age`.
+    pub max_age: Option<String>,
+    /// Names given more than once (RFC 6749 §3.1: an error).
+    pub repeated: Vec<String>,
+}
+
+impl AuthorizeParams {
+    /// Collects the parameters Latchkey reads; others are ignored (RFC 6749 §3.1).
+    pub fn from_pairs<K: AsRef<str>, V: Into<String>>(pairs: impl IntoIterator<Item = (K, V)>) -> Self {
+        let mut p = Self::default();
+        for (k, v) in pairs {
+            let k = k.as_ref();
+            let slot = match k {
+                "client_id" => &mut p.client_id,
+                "redirect_uri" => &mut p.redirect_uri,
+                "response_type" => &mut p.response_type,
+                "scope" => &mut p.scope,
+                "state" => &mut p.state,
+                "nonce" => &mut p.nonce,
+                "code_challenge" => &mut p.code_challenge,
+                "code_challenge_method" => &mut p.code_challenge_method,
+                "prompt" => &mut p.prompt,
+                "max_age" => &mut p.max_age,
+                _ => continue,
+            };
+            if slot.is_some() {
+                p.repeated.push(k.to_owned());
+            } else {
+                *slot = Some(v.into());
+            }
+        }
+        p
+    }
+
+    /// The parameters as pairs (for the consent form and the way back from sign-in),
+    /// leaving out `prompt=login` when `drop_login_prompt` (it has been honoured).
+    pub fn to_pairs(&self, drop_login_prompt: bool) -> Vec<(String, String)> {
+        let prompt = self.prompt.as_deref().map(|p| {
+            if drop_login_prompt {
+                p.split_whitespace().filter(|v| *v != "login").collect::<Vec<_>>().join(" ")
+            } else {
+                p.to_owned()
+            }
+        });
+        [
+            ("client_id", &self.client_id),
+            ("redirect_uri", &self.redirect_uri),
+            ("response_type", &self.response_type),
+            ("scope", &self.scope),
+            ("state", &self.state),
+            ("nonce", &self.nonce),
+            ("code_challenge", &self.code_challenge),
+            ("code_challenge_method", &self.code_challenge_method),
+            ("prompt", &prompt.filter(|p| !p.is_empty())),
+            ("max_age", &self.max_age),
+        ]
+        .into_iter()
+        .filter_map(|(k, v)| v.as_ref().map(|v| (k.to_owned(), v.clone())))
+        .collect()
+    }
+}
+
+/// The `prompt` values Latchkey honours.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Prompt {
+    /// Show no page: fail with `login_required` / `consent_required` instead.
+    pub none: bool,
+    /// Ask for the password again.
+    pub login: bool,
+    /// Ask for consent again.
+    pub consent: bool,
+}
+
+/// A checked authorization request.
+#[derive(Debug, Clone)]
+pub struct AuthorizeRequest {
+    /// The client.
+    pub client: ClientRecord,
+    /// The registered redirect URI it named.
+    pub redirect_uri: String,
+    /// The requested scopes, in order, without duplicates.
+    pub scopes: Vec<String>,
+    /// `state`.
+    pub state: Option<String>,
+    /// `nonce`.
+    pub nonce: Option<String>,
+    /// The PKCE S256 challenge.
+    pub code_challenge: String,
+    /// `prompt`.
+    pub prompt: Prompt,
+    /// `max_age` in seconds.
+    pub max_age: Option<i64>,
+    /// The parameters as received.
+    pub params: AuthorizeParams,
+}
+
+/// A scope in plain words.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ScopeInfo {
+    /// The scope.
+    pub name: String,
+    /// What it lets the app do.
+    pub description: String,
+}
+
+/// What happens next.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AuthorizeStep {
+    /// Show the sign-in page.
+    Login,
+    /// Show the consent page for these scopes.
+    Consent {
+        /// Everything the app asks for.
+        scopes: Vec<ScopeInfo>,
+    },
+    /// Redirect the browser here (a code, or an error).
+    Redirect(String),
+}
+
+/// Why an authorization request cannot go on.
+#[derive(Debug, thiserror::Error)]
+pub enum AuthorizeError {
+    /// The client or redirect URI cannot be trusted: an error page, never a redirect.
+    #[error("{title}: {message}")]
+    Page {
+        /// A title.
+        title: &'static str,
+        /// What is wrong.
+        message: &'static str,
+    },
+    /// An error for the client, sent to its redirect URI.
+    #[error("{}", .0.description)]
+    Redirect(RedirectError),
+    /// Storage.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+fn page(title: &'static str, message: &'static str) -> AuthorizeError {
+    AuthorizeError::Page { title, message }
+}
+
+/// Whether `s` is a well-formed S256 challenge: 43 base64url characters (32 bytes).
+fn is_s256_challenge(s: &str) -> bool {
+    s.len() == 43 && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+}
+
+impl Latchkey {
+    /// Checks an authorization request.
+    ///
+    /// # Errors
+    /// [`AuthorizeError::Page`] for an unknown client or redirect URI,
+    /// [`AuthorizeError::Redirect`] for the rest.
+    pub async fn check_authorize(&self, params: AuthorizeParams) -> Result<AuthorizeRequest, AuthorizeError> {
+        let repeated = |name: &str| params.repeated.iter().any(|r| r == name);
+        if repeated("client_id") || repeated("redirect_uri") {
+            return Err(page("Invalid request", "The client_id and redirect_uri may be given only once."));
+        }
+        let client_id = params.client_id.as_deref().filter(|c| !c.is_empty());
+        let client_id = client_id.ok_or_else(|| page("Invalid request", "The request names no client."))?;
+        let client = self
+            .store
+            .find_client(client_id)
+            .await?
+            .ok_or_else(|| page("Unknown app", "No app with this client_id is registered here."))?;
+        let redirect_uri = params
+            .redirect_uri
+            .clone()
+            .ok_or_else(|| page("Invalid request", "The request has no redirect_uri."))?;
+        if !client.redirect_uris.contains(&redirect_uri) {
+            return Err(page(
+                "Invalid redirect URI",
+                "The redirect_uri is not registered for this app, so Latchkey will not send you there.",
+            ));
+        }
+        let fail = |error: ErrorCode, description: &'static str| {
+            AuthorizeError::Redirect(RedirectError {
+                redirect_uri: redirect_uri.clone(),
+                state: params.state.clone().filter(|s| s.len() <= MAX_ECHOED_LEN),
+                error,
+                description,
+                reason: None,
+            })
+        };
+        if !params.repeated.is_empty() {
+            return Err(fail(ErrorCode::InvalidRequest, "A parameter was given more than once."));
+        }
+        match params.response_type.as_deref() {
+            None => return Err(fail(ErrorCode::InvalidRequest, "response_type is required.")),
+            Some("code") => {}
+            Some(_) => {
+                return Err(fail(
+                    ErrorCode::UnsupportedResponseType,
+                    "Only response_type=code is supported.",
+                ));
+            }
+        }
+        if !client.grant_types.iter().any(|g| g == "authorization_code") {
+            return Err(fail(
+                ErrorCode::UnauthorizedClient,
+                "This app may not use the authorization code flow.",
+            ));
+        }
+        let echoed_too_long = [&params.state, &params.nonce]
+            .iter()
+            .any(|v| v.as_ref().is_some_and(|v| v.len() > MAX_ECHOED_LEN));
+        if echoed_too_long {
+            return Err(fail(ErrorCode::InvalidRequest, "state and nonce may be at most 1024 characters."));
+        }
+        let may_refresh = client.grant_types.iter().any(|g| g == "refresh_token");
+        let mut scopes: Vec<String> = Vec::new();
+        match params.scope.as_deref() {
+            Some(s) if !s.trim().is_empty() => {
+                for scope in s.split(' ').filter(|s| !s.is_empty()) {
+                    let allowed =
+                        client.scopes.iter().any(|c| c == scope) || (scope == OFFLINE_ACCESS && may_refresh);
+                    if !allowed {
+                        return Err(fail(
+                            ErrorCode::InvalidScope,
+                            "The app asked for a scope it is not allowed.",
+                        ));
+                    }
+                    if !scopes.iter().any(|x| x == scope) {
+                        scopes.push(scope.to_owned());
+                    }
+                }
+            }
+            // No scope: the client's registered scopes (RFC 6749 §3.3).
+            _ => scopes.clone_from(&client.scopes),
+        }
+        let code_challenge = params.code_challenge.clone().ok_or_else(|| {
+            fail(ErrorCode::InvalidRequest, "PKCE is required: send code_challenge (S256).")
+        })?;
+        if params.code_challenge_method.as_deref() != Some("S256") {
+            return Err(fail(ErrorCode::InvalidRequest, "code_challenge_method must be S256."));
+        }
+        if !is_s256_challenge(&code_challenge) {
+            return Err(fail(ErrorCode::InvalidRequest, "code_challenge must be 43 base64url characters."));
+        }
+        let mut prompt = Prompt::default();
+        for value in params.prompt.as_deref().unwrap_or_default().split(' ') {
+            match value {
+                "none" => prompt.none = true,
+                "login" => prompt.login = true,
+                "consent" => prompt.consent = true,
+                _ => {} // select_account and unknown values: nothing to do
+            }
+        }
+        if prompt.none && (prompt.login || prompt.consent) {
+            return Err(fail(ErrorCode::InvalidRequest, "prompt=none cannot be combined with other values."));
+        }
+        let max_age =
+            match params.max_age.as_deref() {
+                None => None,
+                Some(v) => Some(v.parse::<i64>().ok().filter(|v| *v >= 0).ok_or_else(|| {
+                    fail(ErrorCode::InvalidRequest, "max_age must be a number of seconds.")
+                })?),
+            };
+        Ok(AuthorizeRequest {
+            client,
+            redirect_uri,
+            scopes,
+            state: params.state.clone(),
+            nonce: params.nonce.clone(),
+            code_challenge,
+            prompt,
+            max_age,
+            params,
+        })
+    }
+
+    fn redirect_error(
+        req: &AuthorizeRequest,
+        error: ErrorCode,
+        description: &'static str,
+        reason: Option<&'static str>,
+    ) -> RedirectError {
+        RedirectError {
+            redirect_uri: req.redirect_uri.clone(),
+            state: req.state.clone(),
+            error,
+            description,
+            reason,
+        }
+    }
+
+    /// The next step of a checked request for whoever is signed in on this browser.
+    ///
+    /// # Errors
+    /// `login_required` / `consent_required` under `prompt=none`; storage.
+    pub async fn authorize_step(
+        &self,
+        req: &AuthorizeRequest,
+        signed_in: Option<&(SessionRecord, UserRecord)>,
+    ) -> Result<AuthorizeStep, AuthorizeError> {
+        let now = self.clock.now();
+        let is_too_old =
+            |s: &SessionRecord| req.max_age.is_some_and(|max| now.seconds_since(s.created_at) > max);
+        let signed_in = match signed_in {
+            Some(pair) if !req.prompt.login && !is_too_old(&pair.0) => pair,
+            _ if req.prompt.none => {
+                return Err(AuthorizeError::Redirect(Self::redirect_error(
+                    req,
+                    ErrorCode::LoginRequired,
+                    "The user is not signed in.",
+                    None,
+                )));
+            }
+            _ => return Ok(AuthorizeStep::Login),
+        };
+        let granted =
+            self.store.find_consent(&signed_in.1.id, &req.client.client_id).await?.unwrap_or_default();
+        let is_covered = req.scopes.iter().all(|s| granted.contains(s));
+        if is_covered && !req.prompt.consent {
+            return Ok(AuthorizeStep::Redirect(self.issue_code(req, signed_in, now).await?));
+        }
+        if req.prompt.none {
+            return Err(AuthorizeError::Redirect(Self::redirect_error(
+                req,
+                ErrorCode::ConsentRequired,
+                "The user has not allowed this app yet.",
+                None,
+            )));
+        }
+        let scopes = req
+            .scopes
+            .iter()
+            .map(|s| ScopeInfo { name: s.clone(), description: describe_scope(s) })
+            .collect();
+        Ok(AuthorizeStep::Consent { scopes })
+    }
+
+    /// The user's answer on the consent page: Allow remembers the consent and returns with
+    /// a code; Deny returns with `access_denied` and `error_reason=user_denied`.
+    ///
+    /// # Errors
+    /// Storage.
+    pub async fn decide_consent(
+        &self,
+        req: &AuthorizeRequest,
+        signed_in: &(SessionRecord, UserRecord),
+        allow: bool,
+    ) -> Result<String, AuthorizeError> {
+        if !allow {
+            let denied = Self::redirect_error(
+                req,
+                ErrorCode::AccessDenied,
+                "The user denied your request",
+                Some("user_denied"),
+            );
+            return Ok(denied.url(&self.settings.issuer));
+        }
+        let now = self.clock.now();
+        let user = &signed_in.1;
+        let mut granted = self.store.find_consent(&user.id, &req.client.client_id).await?.unwrap_or_default();
+        for s in &req.scopes {
+            if !granted.contains(s) {
+                granted.push(s.clone());
+            }
+        }
+        self.store.save_consent(&user.id, &req.client.client_id, &granted, now).await?;
+        self.issue_code(req, signed_in, now).await
+    }
+
+    async fn issue_code(
+        &self,
+        req: &AuthorizeRequest,
+        signed_in: &(SessionRecord, UserRecord),
+        now: Timestamp,
+    ) -> Result<String, AuthorizeError> {
+        let code = format!("lkc_{}", b64(&random_bytes::<32>()));
+        let record = AuthCodeRecord {
+            hash: TokenHash::of(&code),
+            client_id: req.client.client_id.clone(),
+            user_id: signed_in.1.id.clone(),
+            redirect_uri: req.redirect_uri.clone(),
+            scope: req.scopes.join(" "),
+            nonce: req.nonce.clone(),
+            code_challenge: req.code_challenge.clone(),
+            auth_time: signed_in.0.created_at,
+            created_at: now,
+            expires_at: now.plus(CODE_TTL),
+            used_at: None,
+            session_id: None,
+        };
+        self.store.insert_auth_code(&record).await?;
+        let mut params = vec![("code", code.as_str())];
+        if let Some(s) = &req.state {
+            params.push(("state", s));
+        }
+        params.push(("iss", &self.settings.issuer));
+        Ok(redirect_with(&req.redirect_uri, &params))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn repeated_parameters_are_noticed() {
+        let p = AuthorizeParams::from_pairs([
+            ("client_id", "a"),
+            ("scope", "openid"),
+            ("scope", "profile"),
+            ("x", "y"),
+        ]);
+        assert_eq!(p.client_id.as_deref(), Some("a"));
+        assert_eq!(p.scope.as_deref(), Some("openid"));
+        assert_eq!(p.repeated, vec!["scope".to_owned()]);
+    }
+
+    #[test]
+    fn the_way_back_from_sign_in_drops_prompt_login_only() {
+        let p = AuthorizeParams::from_pairs([("client_id", "a"), ("prompt", "login consent")]);
+        assert_eq!(
+            p.to_pairs(true),
+            vec![("client_id".to_owned(), "a".to_owned()), ("prompt".to_owned(), "consent".to_owned())]
+        );
+        let only_login = AuthorizeParams::from_pairs([("prompt", "login")]);
+        assert!(only_login.to_pairs(true).is_empty());
+        assert_eq!(only_login.to_pairs(false).len(), 1);
+    }
+
+    #[test]
+    fn s256_challenges_have_one_shape() {
+        assert!(is_s256_challenge("E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM"));
+        assert!(!is_s256_challenge("E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-c"));
+        assert!(!is_s256_challenge("E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw+cM"));
+    }
+}

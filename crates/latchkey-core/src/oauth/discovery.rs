@@ -1,0 +1,43 @@
+//! Discovery (OpenID Connect Discovery 1.0 §3, RFC 8414 §2): one document served at both
+//! well-known paths.
+
+use serde_json::{Value, json};
+
+use crate::service::Latchkey;
+
+impl Latchkey {
+    /// The provider metadata.
+    pub fn discovery(&self) -> Value {
+        let s = &self.settings;
+        let iss = s.issuer.as_str();
+        let client_auth = ["client_secret_basic", "client_secret_post", "none"];
+        json!({
+            "issuer": iss,
+            "authorization_endpoint": format!("{iss}/oauth/authorize"),
+            "token_endpoint": format!("{iss}/oauth/token"),
+            "userinfo_endpoint": format!("{iss}/oauth/userinfo"),
+            "jwks_uri": format!("{iss}/jwks.json"),
+            "revocation_endpoint": format!("{iss}/oauth/revoke"),
+            "introspection_endpoint": format!("{iss}/oauth/introspect"),
+            "scopes_supported": ["openid", "profile", "offline_access"],
+            "response_types_supported": ["code"],
+            "response_modes_supported": ["query"],
+            "grant_types_supported": ["authorization_code", "refresh_token", "client_credentials"],
+            "subject_types_supported": ["public"],
+            "id_token_signing_alg_values_supported": [s.id_token_alg.as_str()],
+            "token_endpoint_auth_methods_supported": client_auth,
+            "revocation_endpoint_auth_methods_supported": client_auth,
+            "introspection_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post"],
+            "code_challenge_methods_supported": ["S256"],
+            "prompt_values_supported": ["none", "login", "consent"],
+            "claims_supported": [
+                "iss", "sub", "aud", "azp", "exp", "iat", "auth_time", "nonce", "at_hash", "sid",
+                "preferred_username"
+            ],
+            "authorization_response_iss_parameter_supported": true,
+            "request_parameter_supported": false,
+            "request_uri_parameter_supported": false,
+            "claims_parameter_supported": false,
+        })
+    }
+}

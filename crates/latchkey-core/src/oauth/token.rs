@@ -1,0 +1,449 @@
+//! `POST /oauth/token` (RFC 6749 §3.2, §4.1.3, §4.4, §6; RFC 7636 §4.6): client
+//! authentication (`client_secret_basic`, `client_secret_post`, or none for public clients)
+//! and the three grants. A code is redeemed atomically: its first use opens the app's
+//! session (with a refresh token when the client may refresh) and a second use revokes
+//! that session. Refresh uses the same rotation engine as first-party sessions.
+
+use aws_lc_rs::digest::{SHA256, digest};
+use latchkey_proto::oauth::OAuthTokenResponse;
+use latchkey_proto::secret::ClientSecret;
+use latchkey_proto::{ErrorReason, RefreshToken};
+
+use super::OPENID;
+use crate::clock::Timestamp;
+use crate::crypto::{TokenHash, b64, new_id, new_refresh_token};
+use crate::keys::KeyError;
+use crate::refresh::RefreshError;
+use crate::service::{ClientContext, Latchkey};
+use crate::store::{
+    AuthCodeRecord, ClientRecord, CodeDecision, CodeRedemption, RevocationTarget, SessionRecord,
+    SessionRevocation, StoreError, UserStatus,
+};
+
+/// How the client presented itself.
+#[derive(Debug)]
+pub enum ClientCredentials {
+    /// HTTP Basic (`client_secret_basic`).
+    Basic {
+        /// The id.
+        id: String,
+        /// The secret.
+        secret: ClientSecret,
+    },
+    /// Form fields (`client_secret_post`).
+    Post {
+        /// The id.
+        id: String,
+        /// The secret.
+        secret: ClientSecret,
+    },
+    /// A public client: `client_id` only.
+    Public {
+        /// The id.
+        id: String,
+    },
+}
+
+impl ClientCredentials {
+    fn id(&self) -> &str {
+        match self {
+            Self::Basic { id, .. } | Self::Post { id, .. } | Self::Public { id } => id,
+        }
+    }
+}
+
+/// A token request's grant.
+#[derive(Debug)]
+pub enum TokenGrant {
+    /// `authorization_code`.
+    AuthorizationCode {
+        /// The code.
+        code: String,
+        /// The redirect URI of the authorization request.
+        redirect_uri: Option<String>,
+        /// The PKCE verifier.
+        code_verifier: Option<String>,
+    },
+    /// `refresh_token`.
+    RefreshToken {
+        /// The token.
+        refresh_token: RefreshToken,
+        /// A narrower scope, if asked (must be within the grant).
+        scope: Option<String>,
+    },
+    /// `client_credentials`.
+    ClientCredentials {
+        /// The scope asked (default: every scope the client has).
+        scope: Option<String>,
+    },
+}
+
+/// Token endpoint failures (RFC 6749 §5.2).
+#[derive(Debug, thiserror::Error)]
+pub enum TokenRequestError {
+    /// `invalid_request`.
+    #[error("{0}")]
+    InvalidRequest(&'static str),
+    /// `invalid_client` (401; with a Basic challenge when Basic was used).
+    #[error("client authentication failed")]
+    InvalidClient {
+        /// Whether the client used HTTP Basic.
+        basic: bool,
+    },
+    /// `invalid_grant`, with Latchkey's `error_reason` for refresh failures.
+    #[error("{description}")]
+    InvalidGrant {
+        /// A sentence.
+        description: &'static str,
+        /// The reason, when there is one.
+        reason: Option<ErrorReason>,
+    },
+    /// `unauthorized_client`.
+    #[error("{0}")]
+    UnauthorizedClient(&'static str),
+    /// `invalid_scope`.
+    #[error("{0}")]
+    InvalidScope(&'static str),
+    /// Signing.
+    #[error(transparent)]
+    Keys(#[from] KeyError),
+    /// Storage.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// A server fault in the refresh engine.
+    #[error("refresh failed")]
+    Internal,
+}
+
+impl From<RefreshError> for TokenRequestError {
+    fn from(e: RefreshError) -> Self {
+        match e {
+            RefreshError::Refused(reason) => {
+                Self::InvalidGrant { description: reason.description(), reason: Some(reason) }
+            }
+            RefreshError::Keys(k) => Self::Keys(k),
+            RefreshError::Store(s) => Self::Store(s),
+            RefreshError::Sealing => Self::Internal,
+        }
+    }
+}
+
+fn has_grant(client: &ClientRecord, grant: &str) -> bool {
+    client.grant_types.iter().any(|g| g == grant)
+}
+
+/// Whether a PKCE verifier has the RFC 7636 §4.1 shape: 43 to 128 unreserved characters.
+fn is_verifier(v: &str) -> bool {
+    (43..=128).contains(&v.len())
+        && v.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~'))
+}
+
+/// Why a code cannot be redeemed by this request, if it cannot.
+fn code_problem(
+    code: &AuthCodeRecord,
+    client_id: &str,
+    redirect_uri: &str,
+    verifier: &str,
+    now: Timestamp,
+) -> Option<&'static str> {
+    if code.client_id != client_id {
+        return Some("The authorization code was issued to another client.");
+    }
+    if now >= code.expires_at {
+        return Some("The authorization code has expired.");
+    }
+    if code.redirect_uri != redirect_uri {
+        return Some("redirect_uri does not match the authorization request.");
+    }
+    let challenge = b64(digest(&SHA256, verifier.as_bytes()).as_ref());
+    if !TokenHash::of(&challenge).ct_eq(&TokenHash::of(&code.code_challenge)) {
+        return Some("The code_verifier does not match the code_challenge.");
+    }
+    None
+}
+
+/// Scopes of `asked` (space-separated) if all are within `allowed`.
+fn narrowed(asked: &str, allowed: &[String]) -> Option<Vec<String>> {
+    let mut out: Vec<String> = Vec::new();
+    for s in asked.split(' ').filter(|s| !s.is_empty()) {
+        if !allowed.iter().any(|a| a == s) {
+            return None;
+        }
+        if !out.iter().any(|o| o == s) {
+            out.push(s.to_owned());
+        }
+    }
+    Some(out)
+}
+
+impl Latchkey {
+    /// Authenticates the client of a token, revocation or introspection request.
+    ///
+    /// # Errors
+    /// [`TokenRequestError::InvalidClient`] for every mismatch alike.
+    pub async fn authenticate_token_client(
+        &self,
+        creds: &ClientCredentials,
+    ) -> Result<ClientRecord, TokenRequestError> {
+        let basic = matches!(creds, ClientCredentials::Basic { .. });
+        let invalid = TokenRequestError::InvalidClient { basic };
+        match creds {
+            ClientCredentials::Basic { id, secret } | ClientCredentials::Post { id, secret } => {
+                self.authenticate_client(id, secret).await.map(|c| c.record().clone()).map_err(|e| match e {
+                    crate::clients::ClientError::Store(s) => TokenRequestError::Store(s),
+                    _ => invalid,
+                })
+            }
+            ClientCredentials::Public { id } => match self.store.find_client(creds.id()).await? {
+                Some(c) if c.secret_hash.is_none() && c.client_id == *id => Ok(c),
+                _ => Err(invalid),
+            },
+        }
+    }
+
+    /// Serves a token request.
+    ///
+    /// # Errors
+    /// See [`TokenRequestError`].
+    pub async fn token(
+        &self,
+        creds: &ClientCredentials,
+        grant: TokenGrant,
+        ctx: &ClientContext,
+    ) -> Result<OAuthTokenResponse, TokenRequestError> {
+        let client = self.authenticate_token_client(creds).await?;
+        match grant {
+            TokenGrant::AuthorizationCode { code, redirect_uri, code_verifier } => {
+                let redirect_uri =
+                    redirect_uri.ok_or(TokenRequestError::InvalidRequest("redirect_uri is required."))?;
+                let verifier = code_verifier
+                    .ok_or(TokenRequestError::InvalidRequest("code_verifier (PKCE) is required."))?;
+                if !is_verifier(&verifier) {
+                    return Err(TokenRequestError::InvalidRequest(
+                        "code_verifier must be 43 to 128 unreserved characters.",
+                    ));
+                }
+                self.redeem_code(&client, &code, &redirect_uri, &verifier, ctx).await
+            }
+            TokenGrant::RefreshToken { refresh_token, scope } => {
+                if !has_grant(&client, "refresh_token") {
+                    return Err(TokenRequestError::UnauthorizedClient(
+                        "This client may not use refresh tokens.",
+                    ));
+                }
+                let t = self.refresh_for(&client.client_id, &refresh_token, ctx).await?;
+                if let Some(asked) = scope {
+                    let granted: Vec<String> = t.scope.split(' ').map(str::to_owned).collect();
+                    if narrowed(&asked, &granted).is_none() {
+                        return Err(TokenRequestError::InvalidScope("The scope exceeds what was granted."));
+                    }
+                }
+                Ok(OAuthTokenResponse {
+                    access_token: t.access_token,
+                    token_type: "Bearer",
+                    expires_in: t.expires_in,
+                    refresh_token: Some(t.refresh_token),
+                    id_token: None,
+                    scope: t.scope,
+                })
+            }
+            TokenGrant::ClientCredentials { scope } => {
+                if client.secret_hash.is_none() || !has_grant(&client, "client_credentials") {
+                    return Err(TokenRequestError::UnauthorizedClient(
+                        "This client may not use the client_credentials grant.",
+                    ));
+                }
+                let scopes = match scope {
+                    Some(asked) => narrowed(&asked, &client.scopes).ok_or(
+                        TokenRequestError::InvalidScope("The client is not registered for that scope."),
+                    )?,
+                    None => client.scopes.clone(),
+                };
+                let now = self.clock.now();
+                let scope = scopes.join(" ");
+                let access_token = self.mint_client_token(&client.client_id, &scope, now)?;
+                Ok(OAuthTokenResponse {
+                    access_token,
+                    token_type: "Bearer",
+                    expires_in: self.settings.access_token_ttl.as_secs(),
+                    refresh_token: None,
+                    id_token: None,
+                    scope,
+                })
+            }
+        }
+    }
+
+    async fn redeem_code(
+        &self,
+        client: &ClientRecord,
+        code: &str,
+        redirect_uri: &str,
+        verifier: &str,
+        ctx: &ClientContext,
+    ) -> Result<OAuthTokenResponse, TokenRequestError> {
+        let unknown = TokenRequestError::InvalidGrant {
+            description: "The authorization code is not valid.",
+            reason: None,
+        };
+        if !has_grant(client, "authorization_code") {
+            return Err(TokenRequestError::UnauthorizedClient(
+                "This client may not use authorization codes.",
+            ));
+        }
+        if !code.starts_with("lkc_") {
+            return Err(unknown);
+        }
+        let now = self.clock.now();
+        let s = &self.settings;
+        let refresh_token = has_grant(client, "refresh_token").then(new_refresh_token);
+        let refresh_hash = refresh_token.as_ref().map(|t| TokenHash::of(t.expose_secret()));
+        let (client_id, redirect, verifier_owned) =
+            (client.client_id.clone(), redirect_uri.to_owned(), verifier.to_owned());
+        let (session_max_ttl, session_idle_ttl) = (s.session_max_ttl, s.session_idle_ttl);
+        let (ip, user_agent) = (ctx.ip.clone(), ctx.user_agent.clone());
+        let decide = Box::new(move |code: &AuthCodeRecord| {
+            if code_problem(code, &client_id, &redirect, &verifier_owned, now).is_some() {
+                return CodeDecision::Refuse;
+            }
+            let expires_at = now.plus(session_max_ttl);
+            CodeDecision::Issue {
+                session: Box::new(SessionRecord {
+                    id: new_id(),
+                    user_id: code.user_id.clone(),
+                    client_id: client_id.clone(),
+                    scope: code.scope.clone(),
+                    created_at: now,
+                    last_used_at: now,
+                    idle_expires_at: now.plus(session_idle_ttl).min(expires_at),
+                    expires_at,
+                    ip,
+                    user_agent,
+                    revoked_at: None,
+                    revoke_reason: None,
+                }),
+                refresh_token: refresh_hash,
+            }
+        });
+        let reuse = SessionRevocation {
+            reason: ErrorReason::ReuseDetected,
+            now,
+            until: self.revocation_until(now),
+            event: self.event(now, "authorization_code_reuse", None, None, Some(ctx)),
+        };
+        let outcome = self.store.redeem_auth_code(&TokenHash::of(code), now, &reuse, decide).await?;
+        let (code, session) = match outcome {
+            CodeRedemption::Unknown => return Err(unknown),
+            CodeRedemption::Reused { code, revoked } => {
+                tracing::warn!(client_id = %code.client_id, sessions = revoked.len(), "authorization code reused; what it produced is revoked");
+                self.metrics.revocations(ErrorReason::ReuseDetected.as_str(), revoked.len());
+                self.feed.changed();
+                return Err(TokenRequestError::InvalidGrant {
+                    description: "The authorization code was already used.",
+                    reason: None,
+                });
+            }
+            CodeRedemption::Redeemed { code, decision: CodeDecision::Refuse } => {
+                let why = code_problem(&code, &client.client_id, redirect_uri, verifier, now)
+                    .unwrap_or("The authorization code is not valid.");
+                return Err(TokenRequestError::InvalidGrant { description: why, reason: None });
+            }
+            CodeRedemption::Redeemed { code, decision: CodeDecision::Issue { session, .. } } => {
+                (code, session)
+            }
+        };
+        let user = self.store.find_user(&session.user_id).await?;
+        let Some(user) = user.filter(|u| u.status == UserStatus::Active) else {
+            let revocation = SessionRevocation {
+                reason: ErrorReason::UserDisabled,
+                now,
+                until: self.revocation_until(now),
+                event: self.event(
+                    now,
+                    "session_revoked",
+                    Some(&session.user_id),
+                    Some(&session.id),
+                    Some(ctx),
+                ),
+            };
+            let target = RevocationTarget::Session { id: session.id.clone(), user_id: None };
+            self.store.revoke_sessions(&target, &revocation).await?;
+            self.feed.changed();
+            return Err(TokenRequestError::InvalidGrant {
+                description: ErrorReason::UserDisabled.description(),
+                reason: Some(ErrorReason::UserDisabled),
+            });
+        };
+        let access_token = self.mint_access_token(&user, &session, now)?;
+        let is_oidc = session.scope.split(' ').any(|s| s == OPENID);
+        let id_token = if is_oidc {
+            Some(self.mint_id_token(
+                &user,
+                &session,
+                code.auth_time,
+                code.nonce.as_deref(),
+                &access_token,
+                now,
+            )?)
+        } else {
+            None
+        };
+        Ok(OAuthTokenResponse {
+            access_token,
+            token_type: "Bearer",
+            expires_in: self.access_token_lifetime(&session, now),
+            refresh_token,
+            id_token,
+            scope: session.scope,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn code() -> AuthCodeRecord {
+        AuthCodeRecord {
+            hash: TokenHash::of("lkc_x"),
+            client_id: "app".into(),
+            user_id: "u".into(),
+            redirect_uri: "https://app.example/cb".into(),
+            scope: "openid".into(),
+            nonce: None,
+            // RFC 7636 appendix B.
+            code_challenge: "E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM".into(),
+            auth_time: Timestamp(100),
+            created_at: Timestamp(100),
+            expires_at: Timestamp(160),
+            used_at: None,
+            session_id: None,
+        }
+    }
+
+    const VERIFIER: &str = "dBjftJeZ4CVP-mB92K27uhbUJU1p1r_wW1gFWFOEjXk";
+
+    #[test]
+    fn a_code_needs_its_client_redirect_uri_verifier_and_time() {
+        let c = code();
+        let ok = |client: &str, redirect: &str, verifier: &str, now: i64| {
+            code_problem(&c, client, redirect, verifier, Timestamp(now))
+        };
+        assert_eq!(ok("app", "https://app.example/cb", VERIFIER, 159), None);
+        assert!(ok("other", "https://app.example/cb", VERIFIER, 120).is_some());
+        assert!(ok("app", "https://app.example/cb/", VERIFIER, 120).is_some());
+        assert!(ok("app", "https://app.example/cb", &VERIFIER.replace('d', "e"), 120).is_some());
+        assert!(ok("app", "https://app.example/cb", VERIFIER, 160).is_some());
+    }
+
+    #[test]
+    fn verifiers_and_scopes() {
+        assert!(is_verifier(VERIFIER));
+        assert!(!is_verifier("short"));
+        assert!(!is_verifier(&"a".repeat(129)));
+        assert!(!is_verifier(&format!("{VERIFIER}+")));
+        let allowed = vec!["a".to_owned(), "b".to_owned()];
+        assert_eq!(narrowed("b a b", &allowed), Some(vec!["b".to_owned(), "a".to_owned()]));
+        assert_eq!(narrowed("a c", &allowed), None);
+    }
+}

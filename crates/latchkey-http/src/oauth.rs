@@ -1,0 +1,167 @@
+//! The OAuth 2.1 / OpenID Connect endpoints that apps call directly (SPEC 5.2): discovery,
+//! token, revocation, introspection and userinfo. Bodies are
+//! `application/x-www-form-urlencoded`; a parameter given twice is an `invalid_request`
+//! (RFC 6749 §3.1). Client authentication is Basic, form fields, or `client_id` alone for
+//! public clients; mixing two methods is refused (RFC 6749 §2.3).
+
+use axum::Json;
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use latchkey_core::oauth::{ClientCredentials, TokenGrant, TokenRequestError};
+use latchkey_proto::RefreshToken;
+use latchkey_proto::secret::ClientSecret;
+
+use crate::AppState;
+use crate::error::ApiError;
+use crate::extract::bearer::Bearer;
+use crate::extract::client::Client;
+use crate::extract::client_auth::{credentials, form_decode};
+
+type ApiResult = Result<Response, ApiError>;
+
+/// `GET /.well-known/openid-configuration` and `/.well-known/oauth-authorization-server`.
+pub(crate) async fn discovery(State(s): State<AppState>) -> Response {
+    let mut res = Json(s.app.discovery()).into_response();
+    res.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("public, max-age=300"));
+    res
+}
+
+/// A form body's parameters; `None` when it is not one (wrong type, bad encoding).
+pub(crate) fn form(headers: &HeaderMap, body: &[u8]) -> Option<Vec<(String, String)>> {
+    let ctype = headers.get(header::CONTENT_TYPE)?.to_str().ok()?;
+    let essence = ctype.split(';').next().unwrap_or_default().trim();
+    if !essence.eq_ignore_ascii_case("application/x-www-form-urlencoded") {
+        return None;
+    }
+    parse_pairs(std::str::from_utf8(body).ok()?)
+}
+
+/// `a=b&c=d` pairs, form-decoded; `None` on a bad escape or invalid UTF-8.
+pub(crate) fn parse_pairs(text: &str) -> Option<Vec<(String, String)>> {
+    let mut out = Vec::new();
+    for pair in text.split('&').filter(|p| !p.is_empty()) {
+        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+        out.push((form_decode(k)?, form_decode(v)?));
+    }
+    Some(out)
+}
+
+/// The parameters of a token-endpoint style request, each at most once; empty values
+/// count as absent (RFC 6749 §3.1).
+struct Params(Vec<(String, String)>);
+
+impl Params {
+    fn parse(headers: &HeaderMap, body: &[u8]) -> Result<Self, ApiError> {
+        let pairs = form(headers, body).ok_or(ApiError::Token(TokenRequestError::InvalidRequest(
+            "The body must be application/x-www-form-urlencoded.",
+        )))?;
+        for (i, (k, _)) in pairs.iter().enumerate() {
+            if pairs.iter().skip(i + 1).any(|(other, _)| other == k) {
+                return Err(ApiError::Token(TokenRequestError::InvalidRequest(
+                    "A parameter was given more than once.",
+                )));
+            }
+        }
+        Ok(Self(pairs))
+    }
+
+    fn get(&self, name: &str) -> Option<String> {
+        self.0.iter().find(|(k, v)| k == name && !v.is_empty()).map(|(_, v)| v.clone())
+    }
+
+    fn require(&self, name: &str, why: &'static str) -> Result<String, ApiError> {
+        self.get(name).ok_or(ApiError::Token(TokenRequestError::InvalidRequest(why)))
+    }
+}
+
+/// How the client authenticated: Basic, form fields, or a public `client_id`.
+fn client_credentials(parts: &HeaderMap, params: &Params) -> Result<ClientCredentials, ApiError> {
+    let has_basic = parts.get(header::AUTHORIZATION).is_some();
+    let (form_id, form_secret) = (params.get("client_id"), params.get("client_secret"));
+    if has_basic {
+        let (id, secret) =
+            credentials(parts).ok_or(ApiError::Token(TokenRequestError::InvalidClient { basic: true }))?;
+        if form_secret.is_some() || form_id.as_ref().is_some_and(|f| *f != id) {
+            return Err(ApiError::Token(TokenRequestError::InvalidRequest(
+                "Use one client authentication method only.",
+            )));
+        }
+        return Ok(ClientCredentials::Basic { id, secret });
+    }
+    match (form_id, form_secret) {
+        (Some(id), Some(secret)) => Ok(ClientCredentials::Post { id, secret: ClientSecret::new(secret) }),
+        (Some(id), None) => Ok(ClientCredentials::Public { id }),
+        _ => Err(ApiError::Token(TokenRequestError::InvalidClient { basic: false })),
+    }
+}
+
+/// `POST /oauth/token`.
+pub(crate) async fn token(
+    State(s): State<AppState>,
+    Client(ctx): Client,
+    headers: HeaderMap,
+    body: Bytes,
+) -> ApiResult {
+    let params = Params::parse(&headers, &body)?;
+    let creds = client_credentials(&headers, &params)?;
+    let grant = match params.get("grant_type").as_deref() {
+        None => return Err(ApiError::Token(TokenRequestError::InvalidRequest("grant_type is required."))),
+        Some("authorization_code") => TokenGrant::AuthorizationCode {
+            code: params.require("code", "code is required.")?,
+            redirect_uri: params.get("redirect_uri"),
+            code_verifier: params.get("code_verifier"),
+        },
+        Some("refresh_token") => TokenGrant::RefreshToken {
+            refresh_token: RefreshToken::new(params.require("refresh_token", "refresh_token is required.")?),
+            scope: params.get("scope"),
+        },
+        Some("client_credentials") => TokenGrant::ClientCredentials { scope: params.get("scope") },
+        Some(_) => {
+            // Authenticate first, so an unknown grant does not reveal whether the client exists.
+            s.app.authenticate_token_client(&creds).await?;
+            return Err(ApiError::Status(
+                StatusCode::BAD_REQUEST,
+                latchkey_proto::ErrorCode::UnsupportedGrantType,
+                "Supported grant types: authorization_code, refresh_token, client_credentials.",
+            ));
+        }
+    };
+    let answer = s.app.token(&creds, grant, &ctx).await?;
+    let mut res = Json(answer).into_response();
+    res.headers_mut().insert(header::PRAGMA, HeaderValue::from_static("no-cache"));
+    Ok(res)
+}
+
+/// `POST /oauth/revoke` (RFC 7009): 200 whatever the token was.
+pub(crate) async fn revoke(
+    State(s): State<AppState>,
+    Client(ctx): Client,
+    headers: HeaderMap,
+    body: Bytes,
+) -> ApiResult {
+    let params = Params::parse(&headers, &body)?;
+    let creds = client_credentials(&headers, &params)?;
+    let client = s.app.authenticate_token_client(&creds).await?;
+    let token = params.require("token", "token is required.")?;
+    s.app.revoke_oauth_token(&client, &token, &ctx).await?;
+    Ok(StatusCode::OK.into_response())
+}
+
+/// `POST /oauth/introspect` (RFC 7662).
+pub(crate) async fn introspect(State(s): State<AppState>, headers: HeaderMap, body: Bytes) -> ApiResult {
+    let params = Params::parse(&headers, &body)?;
+    let creds = client_credentials(&headers, &params)?;
+    if matches!(creds, ClientCredentials::Public { .. }) {
+        return Err(ApiError::Token(TokenRequestError::InvalidClient { basic: false }));
+    }
+    let client = s.app.authenticate_token_client(&creds).await?;
+    let token = params.require("token", "token is required.")?;
+    Ok(Json(s.app.introspect(&client, &token).await?).into_response())
+}
+
+/// `GET/POST /oauth/userinfo` with a Bearer token.
+pub(crate) async fn userinfo(State(s): State<AppState>, Bearer(token): Bearer) -> ApiResult {
+    Ok(Json(s.app.userinfo(&token).await?).into_response())
+}

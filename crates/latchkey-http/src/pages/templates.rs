@@ -1,0 +1,114 @@
+//! The page templates (askama, compiled into the binary): one struct per template in
+//! `templates/`, fields as the templates use them (SPEC 5.3). Values are HTML-escaped by
+//! askama, attributes included. This module holds no logic: handlers fill these structs
+//! with display-ready strings and render them; it must not reach the domain or the store.
+//!
+//! Every template extends `base.html`, which links `/static/latchkey.css` and carries no
+//! inline style or script, so the pages satisfy the strict Content-Security-Policy and
+//! work with JavaScript disabled.
+
+use askama::Template;
+
+/// `GET /login` and a failed `POST /login` (SPEC 5.3).
+#[derive(Template)]
+#[template(path = "login.html")]
+pub(crate) struct LoginPage {
+    /// The CSRF token echoed in the form.
+    pub(crate) csrf: String,
+    /// Where to go after signing in (a local path, already checked by the handler).
+    pub(crate) return_to: String,
+    /// The username to prefill (empty on a first visit).
+    pub(crate) username: String,
+    /// Why the last attempt failed, shown with `role="alert"`.
+    pub(crate) error: Option<String>,
+    /// The app the user is signing in for, when the login interrupts an authorization.
+    pub(crate) app_name: Option<String>,
+}
+
+/// One requested scope on the consent page.
+#[derive(Debug, Clone)]
+pub(crate) struct ScopeLine {
+    /// The scope as the protocol names it (`profile`, `notes:read`).
+    pub(crate) name: String,
+    /// What the scope allows, in plain words.
+    pub(crate) description: String,
+}
+
+/// The consent page of `GET /oauth/authorize` (SPEC 5.2, 5.3).
+#[derive(Template)]
+#[template(path = "consent.html")]
+pub(crate) struct ConsentPage {
+    /// The CSRF token echoed in the form.
+    pub(crate) csrf: String,
+    /// The client's display name.
+    pub(crate) app_name: String,
+    /// The signed-in user's username.
+    pub(crate) username: String,
+    /// The scopes the client asks for.
+    pub(crate) scopes: Vec<ScopeLine>,
+    /// The authorization request's parameters, resubmitted as hidden fields.
+    pub(crate) params: Vec<(String, String)>,
+}
+
+/// One of the user's sessions on the account page.
+#[derive(Debug, Clone)]
+pub(crate) struct DeviceRow {
+    /// The session id (opaque), used in the revoke form's action.
+    pub(crate) id: String,
+    /// The user agent, or "Unknown device".
+    pub(crate) description: String,
+    /// The client IP the session was last seen from.
+    pub(crate) ip: String,
+    /// When the session began, formatted for display.
+    pub(crate) created_at: String,
+    /// When the session was last used, formatted for display.
+    pub(crate) last_used_at: String,
+    /// Whether this is the session viewing the page.
+    pub(crate) current: bool,
+}
+
+/// One connected app (an OAuth grant, which is a session) on the account page.
+#[derive(Debug, Clone)]
+pub(crate) struct AppRow {
+    /// The client id, used in the revoke form's action.
+    pub(crate) client_id: String,
+    /// The client's display name.
+    pub(crate) name: String,
+    /// What the app may access, formatted for display.
+    pub(crate) scopes: String,
+    /// When the app was connected, formatted for display.
+    pub(crate) connected_at: String,
+}
+
+/// `GET /account`: the user's devices and connected apps, each with a revoke button
+/// (SPEC 5.3).
+#[derive(Template)]
+#[template(path = "account.html")]
+pub(crate) struct AccountPage {
+    /// The CSRF token echoed in every form.
+    pub(crate) csrf: String,
+    /// The signed-in user's username.
+    pub(crate) username: String,
+    /// The user's sessions.
+    pub(crate) devices: Vec<DeviceRow>,
+    /// The apps the user has connected.
+    pub(crate) apps: Vec<AppRow>,
+    /// The outcome of the last action (for example a revocation), shown with `role="status"`.
+    pub(crate) notice: Option<String>,
+}
+
+/// An HTML error page, for example an unknown client or `redirect_uri` at
+/// `/oauth/authorize`, which must never redirect (SPEC 5.2).
+#[derive(Template)]
+#[template(path = "error.html")]
+pub(crate) struct ErrorPage {
+    /// The heading and page title.
+    pub(crate) title: String,
+    /// What happened, in plain words.
+    pub(crate) message: String,
+}
+
+/// The page shown after `POST /logout` (SPEC 5.3).
+#[derive(Template)]
+#[template(path = "signed_out.html")]
+pub(crate) struct SignedOutPage;

@@ -1,0 +1,75 @@
+//! OAuth 2.1 / OpenID Connect wire types (SPEC 5.2): the token endpoint's answer and the
+//! ID token's claims.
+
+use serde::{Deserialize, Serialize};
+
+use crate::secret::RefreshToken;
+
+/// `POST /oauth/token` answer (RFC 6749 §5.1, OpenID Connect Core §3.1.3.3).
+#[derive(Serialize)]
+pub struct OAuthTokenResponse {
+    /// The signed JWT access token.
+    pub access_token: String,
+    /// Always `Bearer`.
+    pub token_type: &'static str,
+    /// Seconds until the access token expires.
+    pub expires_in: u64,
+    /// A refresh token, for clients allowed the `refresh_token` grant.
+    #[serde(skip_serializing_if = "Option::is_none", serialize_with = "serialize_optional_refresh_token")]
+    pub refresh_token: Option<RefreshToken>,
+    /// The ID token, when the scope has `openid` (not on refresh).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub id_token: Option<String>,
+    /// The granted scope, space-separated.
+    pub scope: String,
+}
+
+impl std::fmt::Debug for OAuthTokenResponse {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("OAuthTokenResponse")
+            .field("expires_in", &self.expires_in)
+            .field("has_refresh_token", &self.refresh_token.is_some())
+            .field("has_id_token", &self.id_token.is_some())
+            .field("scope", &self.scope)
+            .finish_non_exhaustive()
+    }
+}
+
+fn serialize_optional_refresh_token<S: serde::Serializer>(
+    token: &Option<RefreshToken>,
+    s: S,
+) -> Result<S::Ok, S::Error> {
+    match token {
+        Some(t) => s.serialize_str(t.expose_secret()),
+        None => s.serialize_none(),
+    }
+}
+
+/// The claims of an ID token (OpenID Connect Core §2, §3.1.3.6).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IdTokenClaims {
+    /// Issuer URL.
+    pub iss: String,
+    /// The user.
+    pub sub: String,
+    /// The client.
+    pub aud: String,
+    /// Authorized party: the client.
+    pub azp: String,
+    /// Expiry.
+    pub exp: i64,
+    /// Issued at.
+    pub iat: i64,
+    /// When the user authenticated.
+    pub auth_time: i64,
+    /// The authorization request's `nonce`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub nonce: Option<String>,
+    /// Left half of the hash of the access token, base64url.
+    pub at_hash: String,
+    /// The session (the app's grant).
+    pub sid: String,
+    /// The username, with the `profile` scope.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub preferred_username: Option<String>,
+}
