@@ -19,6 +19,48 @@ pub const FIRST_PARTY_CLIENT_ID: &str = "latchkey";
 /// The scope of first-party sessions.
 pub const FIRST_PARTY_SCOPE: &str = "profile";
 
+/// The lifetimes a new session gets (SPEC 4), copied out of the settings so a session can
+/// also be started inside a store transaction.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct SessionLifetimes {
+    max: std::time::Duration,
+    idle: std::time::Duration,
+}
+
+impl From<&crate::settings::Settings> for SessionLifetimes {
+    fn from(s: &crate::settings::Settings) -> Self {
+        Self { max: s.session_max_ttl, idle: s.session_idle_ttl }
+    }
+}
+
+impl SessionLifetimes {
+    /// A new live session starting `now`.
+    pub(crate) fn start(
+        self,
+        user_id: String,
+        client_id: &str,
+        scope: String,
+        ctx: &ClientContext,
+        now: Timestamp,
+    ) -> SessionRecord {
+        let expires_at = now.plus(self.max);
+        SessionRecord {
+            id: new_id(),
+            user_id,
+            client_id: client_id.to_owned(),
+            scope,
+            created_at: now,
+            last_used_at: now,
+            idle_expires_at: now.plus(self.idle).min(expires_at),
+            expires_at,
+            ip: ctx.ip.clone(),
+            user_agent: ctx.user_agent.clone(),
+            revoked_at: None,
+            revoke_reason: None,
+        }
+    }
+}
+
 /// Registration failures.
 #[derive(Debug, thiserror::Error)]
 pub enum RegisterError {
@@ -233,22 +275,13 @@ impl Latchkey {
         ctx: &ClientContext,
         now: Timestamp,
     ) -> Result<TokenResponse, LoginError> {
-        let s = &self.settings;
-        let expires_at = now.plus(s.session_max_ttl);
-        let session = SessionRecord {
-            id: new_id(),
-            user_id: user.id.clone(),
-            client_id: FIRST_PARTY_CLIENT_ID.to_owned(),
-            scope: FIRST_PARTY_SCOPE.to_owned(),
-            created_at: now,
-            last_used_at: now,
-            idle_expires_at: now.plus(s.session_idle_ttl).min(expires_at),
-            expires_at,
-            ip: ctx.ip.clone(),
-            user_agent: ctx.user_agent.clone(),
-            revoked_at: None,
-            revoke_reason: None,
-        };
+        let session = SessionLifetimes::from(&self.settings).start(
+            user.id.clone(),
+            FIRST_PARTY_CLIENT_ID,
+            FIRST_PARTY_SCOPE.to_owned(),
+            ctx,
+            now,
+        );
         let refresh_token = new_refresh_token();
         self.store.insert_session(&session, &TokenHash::of(refresh_token.expose_secret())).await?;
         let access_token = self.mint_access_token(user, &session, now)?;

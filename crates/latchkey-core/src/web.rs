@@ -5,8 +5,8 @@
 use latchkey_proto::ErrorReason;
 use latchkey_proto::auth::Credentials;
 
-use crate::crypto::{TokenHash, b64, new_id, random_bytes};
-use crate::login::{FIRST_PARTY_CLIENT_ID, FIRST_PARTY_SCOPE, LoginError};
+use crate::crypto::{TokenHash, b64, random_bytes};
+use crate::login::{FIRST_PARTY_CLIENT_ID, FIRST_PARTY_SCOPE, LoginError, SessionLifetimes};
 use crate::service::{ClientContext, Latchkey};
 use crate::store::{
     ClientRecord, RevocationTarget, SessionRecord, StoreError, Touch, UserRecord, UserStatus,
@@ -44,22 +44,13 @@ impl Latchkey {
     ) -> Result<(SignedIn, String), LoginError> {
         let now = self.clock.now();
         let user = self.check_credentials(creds, ctx, now).await?;
-        let s = &self.settings;
-        let expires_at = now.plus(s.session_max_ttl);
-        let session = SessionRecord {
-            id: new_id(),
-            user_id: user.id.clone(),
-            client_id: FIRST_PARTY_CLIENT_ID.to_owned(),
-            scope: FIRST_PARTY_SCOPE.to_owned(),
-            created_at: now,
-            last_used_at: now,
-            idle_expires_at: now.plus(s.session_idle_ttl).min(expires_at),
-            expires_at,
-            ip: ctx.ip.clone(),
-            user_agent: ctx.user_agent.clone(),
-            revoked_at: None,
-            revoke_reason: None,
-        };
+        let session = SessionLifetimes::from(&self.settings).start(
+            user.id.clone(),
+            FIRST_PARTY_CLIENT_ID,
+            FIRST_PARTY_SCOPE.to_owned(),
+            ctx,
+            now,
+        );
         let cookie = format!("{COOKIE_PREFIX}{}", b64(&random_bytes::<32>()));
         self.store.insert_web_session(&session, &TokenHash::of(&cookie)).await?;
         Ok(((session, user), cookie))

@@ -15,8 +15,8 @@ use latchkey_core::clock::Timestamp;
 use latchkey_core::crypto::{TokenHash, new_refresh_token, seal_successor};
 use latchkey_core::refresh::{RefreshContext, RotationPolicy, decide};
 use latchkey_core::store::{
-    NewSecurityEvent, RevocationTarget, RotationDecision, SessionRecord, SessionRevocation, Store,
-    StoreError, UserChange, UserChangeKind, UserRecord, UserStatus,
+    AuthCodeRecord, CodeDecision, CodeRedemption, NewSecurityEvent, RevocationTarget, RotationDecision,
+    SessionRecord, SessionRevocation, Store, StoreError, UserChange, UserChangeKind, UserRecord, UserStatus,
 };
 use latchkey_core::{ClientContext, Settings};
 use latchkey_proto::events::RevocationEvent;
@@ -255,3 +255,122 @@ async fn data_survives_reopening_and_migrations_run_once() {
     assert_eq!(store.find_user("u").await.unwrap().unwrap().username, "name-u");
     assert!(latchkey_store::open("mysql://x").await.is_err());
 }
+
+fn code(hash: &TokenHash) -> AuthCodeRecord {
+    AuthCodeRecord {
+        hash: *hash,
+        client_id: "app".into(),
+        user_id: "u".into(),
+        redirect_uri: "https://app.example/cb".into(),
+        scope: "openid".into(),
+        nonce: Some("n".into()),
+        code_challenge: "c".repeat(43),
+        auth_time: Timestamp(T0),
+        created_at: Timestamp(T0),
+        expires_at: Timestamp(T0 + 60),
+        used_at: None,
+        session_id: None,
+    }
+}
+
+fn code_reuse() -> SessionRevocation {
+    SessionRevocation {
+        reason: ErrorReason::ReuseDetected,
+        now: Timestamp(T0 + 2),
+        until: Timestamp(T0 + 1000),
+        event: event("authorization_code_reuse"),
+    }
+}
+
+store_test!(a_code_is_redeemed_once_and_reuse_revokes_its_session, |store| {
+    store.insert_user(&user("u")).await.unwrap();
+    let hash = TokenHash::of("lkc_code");
+    store.insert_auth_code(&code(&hash)).await.unwrap();
+    let mut tasks = tokio::task::JoinSet::new();
+    for i in 0..16 {
+        let store = Arc::clone(&store);
+        tasks.spawn(async move {
+            let decide = Box::new(move |c: &AuthCodeRecord| {
+                let mut s = session(&format!("app-session-{i}"), &c.user_id, T0 + 100_000);
+                s.client_id = c.client_id.clone();
+                CodeDecision::Issue {
+                    session: Box::new(s),
+                    refresh_token: Some(TokenHash::of(&format!("lkr_{i}"))),
+                }
+            });
+            store.redeem_auth_code(&hash, Timestamp(T0 + 1), &code_reuse(), decide).await.unwrap()
+        });
+    }
+    let mut issued = Vec::new();
+    let mut reused = 0;
+    while let Some(r) = tasks.join_next().await {
+        match r.unwrap() {
+            CodeRedemption::Redeemed { decision: CodeDecision::Issue { session, .. }, code } => {
+                assert_eq!(code.nonce.as_deref(), Some("n"));
+                issued.push(session.id);
+            }
+            CodeRedemption::Reused { .. } => reused += 1,
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    assert_eq!((issued.len(), reused), (1, 15));
+    // The session exists, and the reuses revoked it (once), with its feed event.
+    let s = store.find_session(&issued[0]).await.unwrap().unwrap();
+    assert_eq!(s.revoke_reason, Some(ErrorReason::ReuseDetected));
+    let feed = store.list_feed_events(0, Timestamp(T0), 10).await.unwrap();
+    assert_eq!(feed.len(), 1);
+    // An unknown code.
+    let unknown = store
+        .redeem_auth_code(
+            &TokenHash::of("lkc_other"),
+            Timestamp(T0),
+            &code_reuse(),
+            Box::new(|_| CodeDecision::Refuse),
+        )
+        .await
+        .unwrap();
+    assert_eq!(unknown, CodeRedemption::Unknown);
+});
+
+store_test!(consent_web_sessions_and_access_token_revocation, |store| {
+    store.insert_user(&user("u")).await.unwrap();
+    assert_eq!(store.find_consent("u", "app").await.unwrap(), None);
+    store.save_consent("u", "app", &["openid".into()], Timestamp(T0)).await.unwrap();
+    store.save_consent("u", "app", &["openid".into(), "profile".into()], Timestamp(T0)).await.unwrap();
+    assert_eq!(store.find_consent("u", "app").await.unwrap(), Some(vec!["openid".into(), "profile".into()]));
+    // A web session is found by its cookie's hash.
+    let cookie = TokenHash::of("lkw_cookie");
+    store.insert_web_session(&session("w", "u", T0 + 1000), &cookie).await.unwrap();
+    assert_eq!(store.find_web_session(&cookie).await.unwrap().map(|s| s.id), Some("w".to_owned()));
+    assert!(store.find_web_session(&TokenHash::of("lkw_other")).await.unwrap().is_none());
+    // Revoking the app grant forgets the consent and revokes the app's sessions only.
+    let mut app_session = session("a", "u", T0 + 1000);
+    app_session.client_id = "app".into();
+    store.insert_session(&app_session, &TokenHash::of("lkr_a")).await.unwrap();
+    let rev = SessionRevocation {
+        reason: ErrorReason::RevokedByUser,
+        now: Timestamp(T0),
+        until: Timestamp(T0 + 10),
+        event: event("session_revoked"),
+    };
+    let target = RevocationTarget::AppGrant { user_id: "u".into(), client_id: "app".into() };
+    assert_eq!(store.revoke_sessions(&target, &rev).await.unwrap(), vec!["a".to_owned()]);
+    assert_eq!(store.find_consent("u", "app").await.unwrap(), None);
+    assert!(store.find_session("w").await.unwrap().unwrap().revoked_at.is_none());
+    // Access-token revocation is published once and can be asked about.
+    assert!(!store.is_access_token_revoked("jti-1").await.unwrap());
+    store.revoke_access_token("jti-1", Timestamp(T0 + 300), Timestamp(T0)).await.unwrap();
+    store.revoke_access_token("jti-1", Timestamp(T0 + 300), Timestamp(T0)).await.unwrap();
+    assert!(store.is_access_token_revoked("jti-1").await.unwrap());
+    let tokens = store
+        .list_feed_events(0, Timestamp(T0), 10)
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|e| matches!(&e.event, RevocationEvent::TokenRevoked { jti, .. } if jti == "jti-1"))
+        .count();
+    assert_eq!(tokens, 1);
+    // Live refresh tokens.
+    assert!(!store.is_live_refresh_token(&TokenHash::of("lkr_nope")).await.unwrap());
+    assert!(store.is_live_refresh_token(&TokenHash::of("lkr_a")).await.unwrap());
+});

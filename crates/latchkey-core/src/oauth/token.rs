@@ -11,13 +11,14 @@ use latchkey_proto::{ErrorReason, RefreshToken};
 
 use super::OPENID;
 use crate::clock::Timestamp;
-use crate::crypto::{TokenHash, b64, new_id, new_refresh_token};
+use crate::crypto::{TokenHash, b64, new_refresh_token};
 use crate::keys::KeyError;
+use crate::login::SessionLifetimes;
 use crate::refresh::RefreshError;
 use crate::service::{ClientContext, Latchkey};
 use crate::store::{
-    AuthCodeRecord, ClientRecord, CodeDecision, CodeRedemption, RevocationTarget, SessionRecord,
-    SessionRevocation, StoreError, UserStatus,
+    AuthCodeRecord, ClientRecord, CodeDecision, CodeRedemption, RevocationTarget, SessionRevocation,
+    StoreError, UserStatus,
 };
 
 /// How the client presented itself.
@@ -300,30 +301,15 @@ impl Latchkey {
         let refresh_hash = refresh_token.as_ref().map(|t| TokenHash::of(t.expose_secret()));
         let (client_id, redirect, verifier_owned) =
             (client.client_id.clone(), redirect_uri.to_owned(), verifier.to_owned());
-        let (session_max_ttl, session_idle_ttl) = (s.session_max_ttl, s.session_idle_ttl);
-        let (ip, user_agent) = (ctx.ip.clone(), ctx.user_agent.clone());
+        let lifetimes = SessionLifetimes::from(s);
+        let ctx_owned = ctx.clone();
         let decide = Box::new(move |code: &AuthCodeRecord| {
             if code_problem(code, &client_id, &redirect, &verifier_owned, now).is_some() {
                 return CodeDecision::Refuse;
             }
-            let expires_at = now.plus(session_max_ttl);
-            CodeDecision::Issue {
-                session: Box::new(SessionRecord {
-                    id: new_id(),
-                    user_id: code.user_id.clone(),
-                    client_id: client_id.clone(),
-                    scope: code.scope.clone(),
-                    created_at: now,
-                    last_used_at: now,
-                    idle_expires_at: now.plus(session_idle_ttl).min(expires_at),
-                    expires_at,
-                    ip,
-                    user_agent,
-                    revoked_at: None,
-                    revoke_reason: None,
-                }),
-                refresh_token: refresh_hash,
-            }
+            let session =
+                lifetimes.start(code.user_id.clone(), &client_id, code.scope.clone(), &ctx_owned, now);
+            CodeDecision::Issue { session: Box::new(session), refresh_token: refresh_hash }
         });
         let reuse = SessionRevocation {
             reason: ErrorReason::ReuseDetected,

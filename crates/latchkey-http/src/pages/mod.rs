@@ -181,6 +181,26 @@ fn check_csrf(s: &AppState, headers: &HeaderMap, form_token: Option<&str>) -> bo
     form_token.is_some_and(|t| TokenHash::of(t).ct_eq(&TokenHash::of(&cookie)))
 }
 
+/// A form post's fields, once its CSRF checks passed; the error page otherwise.
+fn checked_form(
+    s: &AppState,
+    b: &Browser,
+    headers: &HeaderMap,
+    body: &[u8],
+) -> Result<Vec<(String, String)>, Box<Response>> {
+    let pairs = form(headers, body).ok_or_else(|| {
+        Box::new(b.error(StatusCode::BAD_REQUEST, "Invalid request", "The form could not be read."))
+    })?;
+    if !check_csrf(s, headers, form_value(&pairs, "csrf")) {
+        return Err(Box::new(b.error(
+            StatusCode::FORBIDDEN,
+            "Request refused",
+            "This form expired or came from another site. Go back, reload the page and try again.",
+        )));
+    }
+    Ok(pairs)
+}
+
 async fn signed_in(s: &AppState, headers: &HeaderMap, ctx: &ClientContext) -> Option<SignedIn> {
     let value = cookie(headers, SESSION_COOKIE)?;
     match s.app.web_session(&value, ctx).await {
@@ -257,16 +277,10 @@ pub(crate) async fn login(
     body: Bytes,
 ) -> Response {
     let b = Browser::of(&s, &headers);
-    let Some(pairs) = form(&headers, &body) else {
-        return b.error(StatusCode::BAD_REQUEST, "Invalid request", "The form could not be read.");
+    let pairs = match checked_form(&s, &b, &headers, &body) {
+        Ok(p) => p,
+        Err(res) => return *res,
     };
-    if !check_csrf(&s, &headers, form_value(&pairs, "csrf")) {
-        return b.error(
-            StatusCode::FORBIDDEN,
-            "Request refused",
-            "This form expired or came from another site. Go back, reload the page and try again.",
-        );
-    }
     let return_to = safe_return_to(form_value(&pairs, "return_to"));
     let raw_username = form_value(&pairs, "username").unwrap_or_default().to_owned();
     let shown = raw_username.chars().take(255).collect::<String>();
@@ -377,16 +391,10 @@ pub(crate) async fn consent(
     body: Bytes,
 ) -> Response {
     let b = Browser::of(&s, &headers);
-    let Some(pairs) = form(&headers, &body) else {
-        return b.error(StatusCode::BAD_REQUEST, "Invalid request", "The form could not be read.");
+    let pairs = match checked_form(&s, &b, &headers, &body) {
+        Ok(p) => p,
+        Err(res) => return *res,
     };
-    if !check_csrf(&s, &headers, form_value(&pairs, "csrf")) {
-        return b.error(
-            StatusCode::FORBIDDEN,
-            "Request refused",
-            "This form expired or came from another site. Go back, reload the page and try again.",
-        );
-    }
     let allow = match form_value(&pairs, "decision") {
         Some("allow") => true,
         Some("deny") => false,
@@ -470,15 +478,7 @@ async fn account_post(
     body: &[u8],
     ctx: &ClientContext,
 ) -> Result<SignedIn, Response> {
-    let pairs = form(headers, body)
-        .ok_or_else(|| b.error(StatusCode::BAD_REQUEST, "Invalid request", "The form could not be read."))?;
-    if !check_csrf(s, headers, form_value(&pairs, "csrf")) {
-        return Err(b.error(
-            StatusCode::FORBIDDEN,
-            "Request refused",
-            "This form expired or came from another site. Go back, reload the page and try again.",
-        ));
-    }
+    checked_form(s, b, headers, body).map_err(|res| *res)?;
     signed_in(s, headers, ctx).await.ok_or_else(|| b.redirect(StatusCode::SEE_OTHER, "/login"))
 }
 
@@ -543,13 +543,8 @@ pub(crate) async fn logout(
     body: Bytes,
 ) -> Response {
     let b = Browser::of(&s, &headers);
-    let pairs = form(&headers, &body).unwrap_or_default();
-    if !check_csrf(&s, &headers, form_value(&pairs, "csrf")) {
-        return b.error(
-            StatusCode::FORBIDDEN,
-            "Request refused",
-            "This form expired or came from another site. Go back, reload the page and try again.",
-        );
+    if let Err(res) = checked_form(&s, &b, &headers, &body) {
+        return *res;
     }
     if let Some(who) = signed_in(&s, &headers, &ctx).await
         && let Err(e) = s.app.web_sign_out(&who, &ctx).await

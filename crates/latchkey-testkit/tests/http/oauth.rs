@@ -712,3 +712,29 @@ async fn pages_send_strict_headers_and_survive_malformed_forms() {
         assert!(a.status < 500, "{q}");
     }
 }
+
+#[tokio::test]
+async fn parallel_redemptions_of_one_code_yield_one_answer_and_revoke_it() {
+    let s = TestServer::start().await;
+    let c = http_client();
+    s.register(&c, "hana", "correct horse battery").await;
+    let app = register_app(&s, &[]).await;
+    let b = browser();
+    let mut code = first_code(&s, &b, &app, "hana").await;
+    for round in 0..20 {
+        let answers = futures::future::join_all((0..8).map(|_| exchange(&s, &app, &code))).await;
+        let winners: Vec<_> = answers.iter().filter(|a| a.status == 200).collect();
+        assert_eq!(winners.len(), 1, "round {round}: exactly one redemption succeeds");
+        assert!(answers.iter().filter(|a| a.status != 200).all(|a| a.json["error"] == "invalid_grant"));
+        // The other seven were reuse: what the winner got is revoked.
+        let r = token(
+            &s,
+            &app,
+            &[("grant_type", "refresh_token"), ("refresh_token", winners[0].str("refresh_token"))],
+        )
+        .await;
+        assert_eq!(r.json["error_reason"], "reuse_detected", "round {round}: {}", r.text);
+        let again = send(b.get(authorize_url(&s, &app, &[]))).await;
+        code = param(&location(&again), "code").unwrap();
+    }
+}
