@@ -100,7 +100,9 @@ impl Browser {
         }
         h.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
         h.insert(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
-        h.insert(header::REFERRER_POLICY, HeaderValue::from_static("no-referrer"));
+        // `same-origin`, not `no-referrer`: with `no-referrer` browsers send `Origin: null` on
+        // the forms' own posts, which the CSRF check refuses.
+        h.insert(header::REFERRER_POLICY, HeaderValue::from_static("same-origin"));
         if self.set_csrf
             && let Ok(v) =
                 HeaderValue::from_str(&format!("{CSRF_COOKIE}={}{}", self.csrf, self.cookie_attrs()))

@@ -12,10 +12,12 @@
 )]
 
 mod account;
+mod browser;
 mod cli;
 mod delays;
 mod feed;
 mod input;
+mod interop;
 mod notes;
 mod oauth;
 mod rotation;

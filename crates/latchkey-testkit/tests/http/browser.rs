@@ -1,0 +1,293 @@
+//! The pages in a real headless Chromium (SPEC 5.3), driven over WebDriver (chromedriver +
+//! fantoccini): sign in by label, Allow, Deny, the second authorization going straight
+//! back without a page, Revoke on the account page, Sign out, and sign-in with JavaScript
+//! disabled. Needs `chromium` and `chromium-driver` (Debian); `.ci/run` installs them.
+
+use std::process::Stdio;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use fantoccini::{Client, ClientBuilder, Locator};
+use serde_json::{Value, json};
+
+use crate::oauth::{App, VERIFIER, challenge, register_app};
+use crate::{TestServer, http_client, send};
+
+/// A chromedriver on a free port, killed on drop.
+struct Driver {
+    child: tokio::process::Child,
+    url: String,
+}
+
+impl Driver {
+    async fn start() -> Self {
+        let port = {
+            let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            l.local_addr().unwrap().port()
+        };
+        let child = tokio::process::Command::new("chromedriver")
+            .arg(format!("--port={port}"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("chromedriver must be installed (Debian: apt-get install chromium chromium-driver)");
+        let url = format!("http://127.0.0.1:{port}");
+        for _ in 0..100 {
+            if http_client().get(format!("{url}/status")).send().await.is_ok() {
+                return Self { child, url };
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        panic!("chromedriver did not start");
+    }
+
+    /// A fresh headless browser; with `javascript` false, scripts are disabled.
+    async fn browser(&self, javascript: bool) -> Client {
+        let mut options = json!({
+            "args": ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                     "--disable-dev-shm-usage", "--window-size=1200,900"],
+        });
+        if !javascript {
+            options["prefs"] = json!({"profile.managed_default_content_settings.javascript": 2});
+        }
+        let mut caps = serde_json::Map::new();
+        caps.insert("goog:chromeOptions".to_owned(), options);
+        ClientBuilder::rustls()
+            .unwrap()
+            .capabilities(caps)
+            .connect(&self.url)
+            .await
+            .expect("a browser session")
+    }
+}
+
+impl Drop for Driver {
+    fn drop(&mut self) {
+        let _ = self.child.start_kill();
+    }
+}
+
+/// The app's side: a redirect URI that records what the browser brought back.
+struct Callback {
+    base: String,
+    seen: Arc<Mutex<Vec<String>>>,
+    _task: tokio::task::JoinHandle<()>,
+}
+
+impl Callback {
+    async fn start() -> Self {
+        let seen: Arc<Mutex<Vec<String>>> = Arc::default();
+        let record = Arc::clone(&seen);
+        let app = axum::Router::new()
+            .route(
+                "/js",
+                axum::routing::get(|| async {
+                    axum::response::Html(
+                        "<!doctype html><title>js</title><h1 id=\"state\">off</h1>\
+                         <script>document.getElementById('state').textContent = 'on'</script>",
+                    )
+                }),
+            )
+            .route(
+                "/cb",
+                axum::routing::get(move |axum::extract::RawQuery(q): axum::extract::RawQuery| {
+                    let record = Arc::clone(&record);
+                    async move {
+                        record.lock().unwrap().push(q.unwrap_or_default());
+                        axum::response::Html("<!doctype html><title>App</title><h1>Back at the app</h1>")
+                    }
+                }),
+            );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let base = format!("http://{}", listener.local_addr().unwrap());
+        let task = tokio::spawn(async move {
+            let _ = axum::serve(listener, app).await;
+        });
+        Self { base, seen, _task: task }
+    }
+
+    fn redirect_uri(&self) -> String {
+        format!("{}/cb", self.base)
+    }
+
+    fn last(&self) -> Vec<(String, String)> {
+        let q = self.seen.lock().unwrap().last().cloned().expect("the app was reached");
+        reqwest::Url::parse(&format!("http://x/?{q}"))
+            .unwrap()
+            .query_pairs()
+            .map(|(k, v)| (k.into_owned(), v.into_owned()))
+            .collect()
+    }
+
+    fn count(&self) -> usize {
+        self.seen.lock().unwrap().len()
+    }
+}
+
+fn get<'a>(pairs: &'a [(String, String)], name: &str) -> Option<&'a str> {
+    pairs.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str())
+}
+
+fn authorize(s: &TestServer, app: &App, redirect_uri: &str, state: &str) -> String {
+    reqwest::Url::parse_with_params(
+        &s.url("/oauth/authorize"),
+        &[
+            ("response_type", "code"),
+            ("client_id", app.id.as_str()),
+            ("redirect_uri", redirect_uri),
+            ("scope", "openid profile"),
+            ("state", state),
+            ("code_challenge", &challenge(VERIFIER)),
+            ("code_challenge_method", "S256"),
+        ],
+    )
+    .unwrap()
+    .to_string()
+}
+
+/// Fills the input a `<label>` names, as a person would find it.
+async fn fill_by_label(b: &Client, label: &str, text: &str) {
+    let label = b.find(Locator::XPath(&format!("//label[normalize-space()='{label}']"))).await.unwrap();
+    let id = label.attr("for").await.unwrap().expect("the label names its input");
+    b.find(Locator::Id(&id)).await.unwrap().send_keys(text).await.unwrap();
+}
+
+async fn click_button(b: &Client, text: &str) {
+    b.find(Locator::XPath(&format!("//button[normalize-space()='{text}']")))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+}
+
+async fn sign_in(b: &Client, user: &str) {
+    fill_by_label(b, "Username", user).await;
+    fill_by_label(b, "Password", "correct horse battery").await;
+    click_button(b, "Sign in").await;
+}
+
+async fn wait_until(b: &Client, what: &str, cond: impl Fn(&str, &str) -> bool) {
+    for _ in 0..100 {
+        let url = b.current_url().await.unwrap().to_string();
+        let source = b.source().await.unwrap();
+        if cond(&url, &source) {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let source = b.source().await.unwrap();
+    let text: String =
+        source.lines().filter(|l| l.contains("<h1") || l.contains("<p") || l.contains("alert")).collect();
+    panic!("{what}: still at {}: {text}", b.current_url().await.unwrap());
+}
+
+async fn exchange(s: &TestServer, app: &App, redirect_uri: &str, code: &str) -> Value {
+    let a =
+        send(http_client().post(s.url("/oauth/token")).basic_auth(&app.id, app.secret.as_deref()).form(&[
+            ("grant_type", "authorization_code"),
+            ("code", code),
+            ("redirect_uri", redirect_uri),
+            ("code_verifier", VERIFIER),
+        ]))
+        .await;
+    assert_eq!(a.status, 200, "{}", a.text);
+    a.json
+}
+
+#[tokio::test]
+async fn a_person_signs_in_allows_denies_revokes_and_signs_out_in_chromium() {
+    let s = TestServer::start().await;
+    s.register(&http_client(), "ivy", "correct horse battery").await;
+    let cb = Callback::start().await;
+    let redirect = cb.redirect_uri();
+    let app = register_app(&s, &["--redirect-uri", &redirect]).await;
+    let driver = Driver::start().await;
+    let b = driver.browser(true).await;
+
+    // First authorization: the sign-in page, then consent, then back at the app with a code.
+    b.goto(&authorize(&s, &app, &redirect, "one")).await.unwrap();
+    wait_until(&b, "sign-in page", |_, src| src.contains("Sign in")).await;
+    sign_in(&b, "ivy").await;
+    wait_until(&b, "consent page", |_, src| src.contains("Test App") && src.contains("Allow")).await;
+    click_button(&b, "Allow").await;
+    wait_until(&b, "back at the app", |url, _| url.starts_with(&redirect)).await;
+    let back = cb.last();
+    assert_eq!(get(&back, "state"), Some("one"));
+    let tokens = exchange(&s, &app, &redirect, get(&back, "code").unwrap()).await;
+    assert!(tokens["id_token"].is_string());
+
+    // The second authorization goes straight back: no page in between.
+    let before = cb.count();
+    b.goto(&authorize(&s, &app, &redirect, "two")).await.unwrap();
+    wait_until(&b, "straight back", |url, _| url.starts_with(&redirect)).await;
+    assert_eq!(cb.count(), before + 1);
+    assert_eq!(get(&cb.last(), "state"), Some("two"));
+
+    // Deny (prompt=consent asks again): access_denied with user_denied.
+    b.goto(&format!("{}&prompt=consent", authorize(&s, &app, &redirect, "three"))).await.unwrap();
+    wait_until(&b, "consent again", |_, src| src.contains("Deny")).await;
+    click_button(&b, "Deny").await;
+    wait_until(&b, "denied", |url, _| url.starts_with(&redirect)).await;
+    let denied = cb.last();
+    assert_eq!(get(&denied, "error"), Some("access_denied"));
+    assert_eq!(get(&denied, "error_reason"), Some("user_denied"));
+    assert_eq!(get(&denied, "error_description"), Some("The user denied your request"));
+    assert_eq!(get(&denied, "state"), Some("three"));
+
+    // The account page lists the app; Revoke disconnects it and kills its tokens.
+    b.goto(&s.url("/account")).await.unwrap();
+    wait_until(&b, "account page", |_, src| src.contains("Connected apps") && src.contains("Test App")).await;
+    b.find(Locator::Css(&format!("form[action='/account/apps/{}/revoke'] button", app.id)))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    wait_until(&b, "app revoked", |url, src| url.ends_with("/account") && !src.contains("Test App")).await;
+    let refresh =
+        send(http_client().post(s.url("/oauth/token")).basic_auth(&app.id, app.secret.as_deref()).form(&[
+            ("grant_type", "refresh_token"),
+            ("refresh_token", tokens["refresh_token"].as_str().unwrap()),
+        ]))
+        .await;
+    assert_eq!(refresh.json["error_reason"], "revoked_by_user", "{}", refresh.text);
+
+    // Sign out: the account page then asks for a sign-in.
+    click_button(&b, "Sign out").await;
+    wait_until(&b, "signed out", |_, src| src.contains("You are signed out")).await;
+    b.goto(&s.url("/account")).await.unwrap();
+    wait_until(&b, "sign-in again", |url, _| url.contains("/login")).await;
+    b.close().await.unwrap();
+}
+
+#[tokio::test]
+async fn sign_in_works_with_javascript_disabled() {
+    let s = TestServer::start().await;
+    s.register(&http_client(), "jo", "correct horse battery").await;
+    let cb = Callback::start().await;
+    let redirect = cb.redirect_uri();
+    let app = register_app(&s, &["--redirect-uri", &redirect]).await;
+    let driver = Driver::start().await;
+    let b = driver.browser(false).await;
+    // The page's scripts really are off.
+    b.goto(&format!("{}/js", cb.base)).await.unwrap();
+    assert_eq!(b.find(Locator::Id("state")).await.unwrap().text().await.unwrap(), "off");
+    b.goto(&authorize(&s, &app, &redirect, "nojs")).await.unwrap();
+    wait_until(&b, "sign-in page", |_, src| src.contains("Sign in")).await;
+    sign_in(&b, "jo").await;
+    wait_until(&b, "consent page", |_, src| src.contains("Allow")).await;
+    click_button(&b, "Allow").await;
+    wait_until(&b, "back at the app", |url, _| url.starts_with(&redirect)).await;
+    assert_eq!(get(&cb.last(), "state"), Some("nojs"));
+    // Wrong password with JavaScript off: the page says so.
+    let other = driver.browser(false).await;
+    other.goto(&s.url("/login")).await.unwrap();
+    fill_by_label(&other, "Username", "jo").await;
+    fill_by_label(&other, "Password", "not the password").await;
+    click_button(&other, "Sign in").await;
+    wait_until(&other, "error shown", |_, src| src.contains("Wrong username or password")).await;
+    other.close().await.unwrap();
+    b.close().await.unwrap();
+}
