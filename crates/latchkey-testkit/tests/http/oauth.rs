@@ -442,17 +442,20 @@ async fn token_endpoint_errors() {
     let late = next_code().await;
     s.clock.advance(std::time::Duration::from_secs(61));
     assert_eq!(post(&app, grant(&late, VERIFIER, REDIRECT)).await.json["error"], "invalid_grant");
-    // Malformed bodies never 5xx.
-    for body in ["%", "grant_type=%FF", "a", "=&=", "grant_type=authorization_code&code=%00"] {
-        let a = send(
-            http_client()
-                .post(s.url("/oauth/token"))
-                .basic_auth(&app.id, app.secret.as_deref())
-                .header("content-type", "application/x-www-form-urlencoded")
-                .body(body),
-        )
-        .await;
-        assert!((400..500).contains(&a.status), "{body}: {} {}", a.status, a.text);
+    // Malformed bodies never 5xx, on every endpoint apps post to.
+    for path in ["/oauth/token", "/oauth/revoke", "/oauth/introspect"] {
+        for body in ["%", "grant_type=%FF", "a", "=&=", "grant_type=authorization_code&code=%00", "token=%"] {
+            let a = send(
+                http_client()
+                    .post(s.url(path))
+                    .basic_auth(&app.id, app.secret.as_deref())
+                    .header("content-type", "application/x-www-form-urlencoded")
+                    .body(body),
+            )
+            .await;
+            assert!((400..500).contains(&a.status), "{path} {body}: {} {}", a.status, a.text);
+            assert!(a.json["error"].is_string(), "{path} {body}: a JSON error");
+        }
     }
 }
 
@@ -737,4 +740,47 @@ async fn parallel_redemptions_of_one_code_yield_one_answer_and_revoke_it() {
         let again = send(b.get(authorize_url(&s, &app, &[]))).await;
         code = param(&location(&again), "code").unwrap();
     }
+}
+
+#[tokio::test]
+async fn the_sign_in_page_is_throttled_like_the_api_and_its_cookie_is_secure_on_https() {
+    let s = TestServer::start_with(|c| c.settings.issuer = "https://login.example".into()).await;
+    let c = http_client();
+    s.register(&c, "kim", "correct horse battery").await;
+    let b = browser();
+    let page = send(b.get(s.url("/login"))).await;
+    assert!(page.header("set-cookie").unwrap().contains("; Secure"), "{:?}", page.header("set-cookie"));
+    let csrf = hidden_fields(&page.text).into_iter().find(|(k, _)| k == "csrf").unwrap().1;
+    // The issuer's origin is the expected Origin of form posts behind a TLS proxy.
+    let post = |password: &'static str| {
+        let form =
+            vec![("csrf", csrf.clone()), ("username", "kim".to_owned()), ("password", password.to_owned())];
+        let req = b.post(s.url("/login")).header("origin", "https://login.example").form(&form);
+        async move { send(req).await }
+    };
+    let mut statuses = Vec::new();
+    for _ in 0..10 {
+        statuses.push(post("wrong password!").await.status);
+    }
+    assert_eq!(statuses[..9], [401; 9]);
+    assert_eq!(statuses[9], 429, "the 10th failure locks the account, as on the API");
+    let locked = post("correct horse battery").await;
+    assert_eq!(locked.status, 429);
+    assert!(locked.header("retry-after").is_some());
+    assert!(locked.text.contains("Too many failed attempts"));
+    // The API sees the same lock.
+    let api =
+        s.post(&c, "/auth/login", json!({"username": "kim", "password": "correct horse battery"})).await;
+    assert_eq!(api.status, 429);
+    // Once the lock is over, the right password signs in, with a Secure session cookie.
+    s.clock.advance(std::time::Duration::from_secs(3600));
+    let ok = post("correct horse battery").await;
+    assert_eq!(ok.status, 303, "{}", ok.text);
+    let cookies: Vec<&str> =
+        ok.headers.get_all("set-cookie").iter().filter_map(|v| v.to_str().ok()).collect();
+    let session = cookies.iter().find(|c| c.starts_with("lk_session=")).unwrap();
+    assert!(
+        session.contains("HttpOnly") && session.contains("SameSite=Lax") && session.contains("Secure"),
+        "{session}"
+    );
 }
