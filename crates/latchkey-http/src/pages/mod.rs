@@ -291,8 +291,15 @@ pub(crate) async fn login(
         return render_login(&s, &b, StatusCode::UNAUTHORIZED, return_to, shown, Some(wrong)).await;
     };
     let password = Password::new(form_value(&pairs, "password").unwrap_or_default().to_owned());
+    // A sign-in over an existing one (another user, or `prompt=login`) replaces it.
+    let previous = signed_in(&s, &headers, &ctx).await;
     match s.app.web_sign_in(Credentials { username, password }, &ctx).await {
         Ok((_, cookie)) => {
+            if let Some(old) = previous
+                && let Err(e) = s.app.web_sign_out(&old, &ctx).await
+            {
+                tracing::warn!(error = %e, "the replaced browser session could not be ended");
+            }
             let mut res = b.redirect(StatusCode::SEE_OTHER, &return_to);
             if let Ok(v) = HeaderValue::from_str(&format!("{SESSION_COOKIE}={cookie}{}", b.cookie_attrs())) {
                 res.headers_mut().append(header::SET_COOKIE, v);

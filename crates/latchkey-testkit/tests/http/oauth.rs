@@ -266,6 +266,10 @@ async fn code_flow_with_pkce_consent_once_then_straight_back() {
     assert!(wider.text.contains(">Allow</button>"));
 }
 
+async fn bob_sub(s: &TestServer) -> String {
+    s.store().find_user_by_username("bob").await.unwrap().unwrap().id
+}
+
 async fn app_with_offline(s: &TestServer, app: &App, b: &reqwest::Client) -> latchkey_testkit::Answer {
     send(b.get(authorize_url(s, app, &[("scope", "openid profile offline_access")]))).await
 }
@@ -306,8 +310,21 @@ async fn deny_redirects_with_user_denied_and_prompt_values_behave() {
     assert!(asked.text.contains(">Allow</button>"));
     let relogin = send(b.get(authorize_url(&s, &app, &[("prompt", "login")]))).await;
     assert_eq!(relogin.status, 303);
+    let devices_before = s
+        .store()
+        .list_live_sessions(&bob_sub(&s).await, latchkey_core::Clock::now(&*s.clock))
+        .await
+        .unwrap()
+        .len();
     let back = sign_in(&s, &b, &location(&relogin), "bob").await;
     assert!(!back.contains("prompt=login"), "{back}");
+    let devices_after = s
+        .store()
+        .list_live_sessions(&bob_sub(&s).await, latchkey_core::Clock::now(&*s.clock))
+        .await
+        .unwrap()
+        .len();
+    assert_eq!(devices_before, devices_after, "signing in again replaces the browser's session");
     let straight = send(b.get(s.url(&back))).await;
     assert_eq!(straight.status, 302, "{}", straight.text);
     assert!(param(&location(&straight), "code").is_some());
