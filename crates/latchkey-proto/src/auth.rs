@@ -151,3 +151,26 @@ mod tests {
         assert_eq!(c.username.as_str(), "a");
     }
 }
+
+/// A token answer as a client reads it: the first-party one (SPEC 5.1, with `session_id`)
+/// or the OAuth token endpoint's (SPEC 5.2, `refresh_token` only for clients that may
+/// refresh). Unknown fields are ignored.
+#[derive(Debug, Deserialize)]
+pub struct ReceivedTokens {
+    /// The access token.
+    pub access_token: String,
+    /// Seconds until it expires.
+    pub expires_in: u64,
+    /// The refresh token, when one was issued.
+    #[serde(default)]
+    pub refresh_token: Option<RefreshToken>,
+    /// The session id (first-party answers).
+    #[serde(default)]
+    pub session_id: Option<String>,
+    /// The granted scope.
+    #[serde(default)]
+    pub scope: String,
+    /// The ID token (OpenID Connect).
+    #[serde(default)]
+    pub id_token: Option<String>,
+}

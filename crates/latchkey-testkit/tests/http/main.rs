@@ -14,6 +14,7 @@
 mod account;
 mod browser;
 mod cli;
+mod client;
 mod delays;
 mod feed;
 mod input;

@@ -10,7 +10,7 @@ use crate::{TestServer, http_client, send};
 
 /// A running notes-api that follows `s`.
 pub(crate) struct Notes {
-    base: String,
+    pub(crate) base: String,
     _task: tokio::task::JoinHandle<()>,
 }
 
