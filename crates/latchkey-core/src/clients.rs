@@ -150,16 +150,20 @@ impl Latchkey {
         Ok(self.store.list_clients().await?)
     }
 
-    /// `latchkey client remove`.
+    /// `latchkey client remove`: the client, its sessions (revoked as `revoked_by_admin`, with
+    /// feed events) and its remembered consents.
     ///
     /// # Errors
     /// An unknown id, storage.
     pub async fn admin_remove_client(&self, client_id: &str) -> Result<(), ClientError> {
-        if self.store.delete_client(client_id).await? {
-            Ok(())
-        } else {
-            Err(ClientError::UnknownClient(client_id.to_owned()))
+        if !self.store.delete_client(client_id).await? {
+            return Err(ClientError::UnknownClient(client_id.to_owned()));
         }
+        // What the app held dies with it: its sessions (through the feed too) and consents.
+        let target = crate::store::RevocationTarget::ClientSessions { client_id: client_id.to_owned() };
+        let ctx = crate::service::ClientContext { ip: None, user_agent: None };
+        self.revoke(target, latchkey_proto::ErrorReason::RevokedByAdmin, None, None, &ctx).await?;
+        Ok(())
     }
 
     /// Authenticates a confidential client by id and secret (compared as hashes, in

@@ -213,6 +213,12 @@ pub enum RevocationTarget {
         /// A session to keep.
         except: Option<String>,
     },
+    /// Every live session of a client, for every user (the client is being removed); its
+    /// remembered consents are forgotten in the same transaction.
+    ClientSessions {
+        /// The client.
+        client_id: String,
+    },
     /// A user's grant to an app: every live session of the user with that client; the
     /// remembered consent is forgotten in the same transaction.
     AppGrant {

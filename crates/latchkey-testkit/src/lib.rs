@@ -67,13 +67,15 @@ impl Write for LogSink {
     }
 }
 
-/// Installs the capturing subscriber (at TRACE, for every crate) once per process.
+/// Installs the capturing subscriber (at TRACE, for every crate but the tests' own HTTP
+/// client's cookie jar, which logs the cookies the tests' browsers receive) once per
+/// process.
 fn capture_logs() -> Arc<Mutex<Vec<u8>>> {
     Arc::clone(LOGS.get_or_init(|| {
         let buf = Arc::new(Mutex::new(Vec::new()));
         let sink = LogSink(Arc::clone(&buf));
         let _ = tracing_subscriber::fmt()
-            .with_max_level(tracing::Level::TRACE)
+            .with_env_filter(tracing_subscriber::EnvFilter::new("trace,cookie_store=off"))
             .with_ansi(false)
             .with_writer(move || sink.clone())
             .try_init();

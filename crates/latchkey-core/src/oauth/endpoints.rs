@@ -147,6 +147,11 @@ impl Latchkey {
     /// See [`UserinfoError`].
     pub async fn userinfo(&self, bearer: &str) -> Result<Value, UserinfoError> {
         let auth = self.authenticate_any(bearer).await?;
+        if self.store.is_access_token_revoked(&auth.claims.jti).await.map_err(AuthError::Store)? {
+            return Err(UserinfoError::Auth(AuthError::InvalidToken(
+                latchkey_proto::TokenErrorReason::Revoked,
+            )));
+        }
         let scopes: Vec<&str> = auth.claims.scope.split(' ').collect();
         if !scopes.contains(&OPENID) {
             return Err(UserinfoError::InsufficientScope);

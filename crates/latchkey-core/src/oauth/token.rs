@@ -53,8 +53,7 @@ impl ClientCredentials {
     }
 }
 
-/// A token request's grant.
-#[derive(Debug)]
+/// A token request's grant. `Debug` shows the grant type only.
 pub enum TokenGrant {
     /// `authorization_code`.
     AuthorizationCode {
@@ -77,6 +76,16 @@ pub enum TokenGrant {
         /// The scope asked (default: every scope the client has).
         scope: Option<String>,
     },
+}
+
+impl std::fmt::Debug for TokenGrant {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::AuthorizationCode { .. } => "TokenGrant::AuthorizationCode",
+            Self::RefreshToken { .. } => "TokenGrant::RefreshToken",
+            Self::ClientCredentials { .. } => "TokenGrant::ClientCredentials",
+        })
+    }
 }
 
 /// Token endpoint failures (RFC 6749 §5.2).
@@ -232,13 +241,24 @@ impl Latchkey {
                         "This client may not use refresh tokens.",
                     ));
                 }
-                let t = self.refresh_for(&client.client_id, &refresh_token, ctx).await?;
+                // A scope beyond the grant is refused before anything rotates (RFC 6749 §6). A
+                // narrower one is accepted, and the tokens keep the session's scope, which
+                // the answer's `scope` states.
                 if let Some(asked) = scope {
-                    let granted: Vec<String> = t.scope.split(' ').map(str::to_owned).collect();
-                    if narrowed(&asked, &granted).is_none() {
-                        return Err(TokenRequestError::InvalidScope("The scope exceeds what was granted."));
+                    let session = self
+                        .store
+                        .find_session_by_refresh_token(&TokenHash::of(refresh_token.expose_secret()))
+                        .await?;
+                    if let Some(session) = session.filter(|s| s.client_id == client.client_id) {
+                        let granted: Vec<String> = session.scope.split(' ').map(str::to_owned).collect();
+                        if narrowed(&asked, &granted).is_none() {
+                            return Err(TokenRequestError::InvalidScope(
+                                "The scope exceeds what was granted.",
+                            ));
+                        }
                     }
                 }
+                let t = self.refresh_for(&client.client_id, &refresh_token, ctx).await?;
                 Ok(OAuthTokenResponse {
                     access_token: t.access_token,
                     token_type: "Bearer",

@@ -593,6 +593,12 @@ impl Store for SqliteStore {
                 RevocationTarget::UserSessions { user_id, except } => {
                     live_session_ids(tx, user_id, except.as_deref())?
                 }
+                RevocationTarget::ClientSessions { client_id } => {
+                    tx.prepare_cached("DELETE FROM consents WHERE client_id = ?1")?.execute([client_id])?;
+                    tx.prepare_cached("SELECT id FROM sessions WHERE client_id = ?1 AND revoked_at IS NULL")?
+                        .query_map([client_id], |r| r.get(0))?
+                        .collect::<Result<Vec<String>, _>>()?
+                }
                 RevocationTarget::AppGrant { user_id, client_id } => {
                     tx.prepare_cached("DELETE FROM consents WHERE user_id = ?1 AND client_id = ?2")?
                         .execute(params![user_id, client_id])?;

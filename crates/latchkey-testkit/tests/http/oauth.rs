@@ -801,3 +801,52 @@ async fn the_sign_in_page_is_throttled_like_the_api_and_its_cookie_is_secure_on_
         "{session}"
     );
 }
+
+#[tokio::test]
+async fn removing_an_app_ends_what_it_held_and_revoked_access_tokens_stop_at_userinfo() {
+    let s = TestServer::start().await;
+    let c = http_client();
+    s.register(&c, "lee", "correct horse battery").await;
+    let app = register_app(&s, &[]).await;
+    let b = browser();
+    let t = exchange(&s, &app, &first_code(&s, &b, &app, "lee").await).await;
+    // A revoked access token no longer answers at userinfo.
+    let t2 =
+        token(&s, &app, &[("grant_type", "refresh_token"), ("refresh_token", t.str("refresh_token"))]).await;
+    assert_eq!(s.get_auth(&c, "/oauth/userinfo", t2.str("access_token")).await.status, 200);
+    let revoke = send(
+        http_client()
+            .post(s.url("/oauth/revoke"))
+            .basic_auth(&app.id, app.secret.as_deref())
+            .form(&[("token", t2.str("access_token"))]),
+    )
+    .await;
+    assert_eq!(revoke.status, 200);
+    let ui = s.get_auth(&c, "/oauth/userinfo", t2.str("access_token")).await;
+    assert_eq!((ui.status, ui.json["error_reason"].as_str()), (401, Some("revoked")));
+    // A scope beyond the grant is refused before the refresh token rotates.
+    let wide = token(
+        &s,
+        &app,
+        &[
+            ("grant_type", "refresh_token"),
+            ("refresh_token", t2.str("refresh_token")),
+            ("scope", "openid admin"),
+        ],
+    )
+    .await;
+    assert_eq!(wide.json["error"], "invalid_scope");
+    let still =
+        token(&s, &app, &[("grant_type", "refresh_token"), ("refresh_token", t2.str("refresh_token"))]).await;
+    assert_eq!(still.status, 200, "the refused request rotated nothing: {}", still.text);
+    // Removing the client revokes its sessions and forgets consent.
+    s.cli(&["client", "remove", &app.id], "").await.unwrap();
+    let account = send(b.get(s.url("/account"))).await;
+    assert!(!account.text.contains("Test App"), "no longer connected");
+    let me = s.get_auth(&c, "/oauth/userinfo", still.str("access_token")).await;
+    assert_eq!(me.status, 401);
+    let (fid, fsecret) = crate::feed::feed_client(&s, "revocations:read").await;
+    let feed = send(c.get(s.url("/revocations?after=0")).basic_auth(&fid, Some(&fsecret))).await;
+    let sid = claims(still.str("access_token"))["sid"].clone();
+    assert!(feed.json["events"].as_array().unwrap().iter().any(|e| e["sid"] == sid));
+}

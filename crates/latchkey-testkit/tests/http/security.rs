@@ -180,20 +180,26 @@ async fn no_secret_reaches_the_logs() {
     ] {
         assert!(!logs.contains(secret), "a secret leaked into the logs");
     }
-    // No refresh token of any test in this process appears either.
-    let leaked: Vec<&str> = logs.lines().filter(|l| contains_refresh_token(l)).take(3).collect();
-    assert!(leaked.is_empty(), "a refresh token leaked into the logs: {leaked:?}");
+    // No refresh token, authorization code, browser cookie or client secret of any test in
+    // this process appears either.
+    let leaked: Vec<&str> = logs.lines().filter(|l| contains_secret_token(l)).take(3).collect();
+    assert!(leaked.is_empty(), "a secret token leaked into the logs: {leaked:?}");
     // The access token's signature part alone must not appear either.
     let sig = at.rsplit('.').next().unwrap();
     assert!(!logs.contains(sig));
 }
 
-/// Whether a line holds something shaped like a refresh token: `lkr_` and 43 base64url
-/// characters. (A random 22-character id may contain the letters `lkr_` by chance.)
-fn contains_refresh_token(line: &str) -> bool {
-    line.match_indices("lkr_").any(|(i, _)| {
-        let rest = &line.as_bytes()[i + 4..];
-        rest.len() >= 43 && rest[..43].iter().all(|b| b.is_ascii_alphanumeric() || *b == b'-' || *b == b'_')
+/// Whether a line holds something shaped like a Latchkey secret: a refresh token (`lkr_`),
+/// an authorization code (`lkc_`), a browser session cookie (`lkw_`) or a client secret
+/// (`lks_`), each followed by 43 base64url characters. (A random 22-character id may
+/// contain such letters by chance.)
+fn contains_secret_token(line: &str) -> bool {
+    ["lkr_", "lkc_", "lkw_", "lks_"].iter().any(|prefix| {
+        line.match_indices(prefix).any(|(i, _)| {
+            let rest = &line.as_bytes()[i + 4..];
+            rest.len() >= 43
+                && rest[..43].iter().all(|b| b.is_ascii_alphanumeric() || *b == b'-' || *b == b'_')
+        })
     })
 }
 
