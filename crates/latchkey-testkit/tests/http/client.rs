@@ -171,7 +171,9 @@ async fn the_seed_race_a_refresh_in_flight_when_logout_starts() {
             assert_eq!(me.status, 401, "round {round}: a late access token still works");
         }
     }
-    assert!(late_tokens_seen >= 40, "every round produced tokens that had to die ({late_tokens_seen})");
+    // Most rounds produce a late answer (a logout that wins outright leaves none to kill).
+    assert!(late_tokens_seen >= 30, "the race was exercised ({late_tokens_seen} late answers)");
+    eprintln!("seed race: 40 rounds, {late_tokens_seen} late token answers, all dead on the server");
 }
 
 #[tokio::test]

@@ -15,6 +15,7 @@ mod account;
 mod browser;
 mod cli;
 mod client;
+mod client_js;
 mod delays;
 mod feed;
 mod input;
