@@ -291,3 +291,170 @@ async fn sign_in_works_with_javascript_disabled() {
     other.close().await.unwrap();
     b.close().await.unwrap();
 }
+
+/// One origin for two tabs: the JS client's page, the client module, and proxies to
+/// Latchkey (`/auth/*`, counting and delaying refreshes) and notes-api (`/api/*`), so the
+/// page needs no CORS.
+struct Origin {
+    base: String,
+    refreshes: Arc<std::sync::atomic::AtomicUsize>,
+    _task: tokio::task::JoinHandle<()>,
+}
+
+const TWO_TAB_PAGE: &str = r#"<!doctype html><title>two tabs</title>
+<script type="module">
+import { Latchkey } from '/client/index.js';
+const storage = {
+  get: async (k) => localStorage.getItem(k),
+  set: async (k, v) => localStorage.setItem(k, v),
+  remove: async (k) => localStorage.removeItem(k),
+};
+const noLocks = location.search.includes('nolocks');
+window.offset = 0;
+window.lk = new Latchkey({
+  issuer: location.origin, storage, now: () => Date.now() + window.offset,
+  ...(noLocks ? { locks: null } : {}),
+});
+window.ready = true;
+</script>"#;
+
+impl Origin {
+    async fn start(latchkey: &str, notes: &str) -> Self {
+        use axum::body::Body;
+        use axum::extract::{Request, State};
+        use axum::response::Response;
+
+        #[derive(Clone)]
+        struct Up {
+            latchkey: String,
+            notes: String,
+            refreshes: Arc<std::sync::atomic::AtomicUsize>,
+        }
+        async fn forward(State(up): State<Up>, req: Request) -> Response {
+            let (parts, body) = req.into_parts();
+            let path = parts.uri.path_and_query().map(|p| p.as_str().to_owned()).unwrap_or_default();
+            let target = match path.strip_prefix("/api") {
+                Some(rest) => format!("{}{rest}", up.notes),
+                None => format!("{}{path}", up.latchkey),
+            };
+            let is_refresh = path.starts_with("/auth/refresh");
+            if is_refresh {
+                up.refreshes.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            }
+            let body = axum::body::to_bytes(body, 1 << 20).await.unwrap();
+            let mut headers = parts.headers.clone();
+            headers.remove("host");
+            headers.remove("content-length");
+            headers.remove("origin");
+            let res =
+                http_client().request(parts.method, target).headers(headers).body(body).send().await.unwrap();
+            if is_refresh {
+                // Long enough that the other tab asks while this refresh is in flight.
+                tokio::time::sleep(Duration::from_millis(700)).await;
+            }
+            let status = res.status();
+            let mut out_headers = res.headers().clone();
+            out_headers.remove("content-length");
+            out_headers.remove("transfer-encoding");
+            let mut out = Response::new(Body::from(res.bytes().await.unwrap()));
+            *out.status_mut() = status;
+            *out.headers_mut() = out_headers;
+            out
+        }
+        let refreshes: Arc<std::sync::atomic::AtomicUsize> = Arc::default();
+        let up =
+            Up { latchkey: latchkey.to_owned(), notes: notes.to_owned(), refreshes: Arc::clone(&refreshes) };
+        let module = std::fs::read_to_string(
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../clients/js/src/index.js"),
+        )
+        .unwrap();
+        let app = axum::Router::new()
+            .route("/", axum::routing::get(|| async { axum::response::Html(TWO_TAB_PAGE) }))
+            .route(
+                "/client/index.js",
+                axum::routing::get(move || {
+                    let module = module.clone();
+                    async move { ([("content-type", "text/javascript")], module) }
+                }),
+            )
+            .fallback(forward)
+            .with_state(up);
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let base = format!("http://{}", listener.local_addr().unwrap());
+        let task = tokio::spawn(async move {
+            let _ = axum::serve(listener, app).await;
+        });
+        Self { base, refreshes, _task: task }
+    }
+}
+
+async fn page_ready(b: &Client) {
+    for _ in 0..100 {
+        if b.execute("return window.ready === true", vec![]).await.unwrap() == json!(true) {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("the page's module did not load");
+}
+
+#[tokio::test]
+async fn two_tabs_share_one_refresh_with_web_locks_and_without() {
+    let s = TestServer::start().await;
+    s.register(&http_client(), "tabs", "correct horse battery").await;
+    let notes = crate::notes::notes_api_with(&s, |b| b.poll_every(Duration::from_millis(100))).await;
+    let origin = Origin::start(&s.base, &notes.base).await;
+    let driver = Driver::start().await;
+    for variant in ["", "?nolocks"] {
+        let b = driver.browser(true).await;
+        b.goto(&format!("{}/{variant}", origin.base)).await.unwrap();
+        page_ready(&b).await;
+        let login = b
+            .execute_async(
+                "const done = arguments[arguments.length - 1];
+                 window.lk.login({username: 'tabs', password: 'correct horse battery'})
+                   .then(() => done('ok'), (e) => done(String(e.code)));",
+                vec![],
+            )
+            .await
+            .unwrap();
+        assert_eq!(login, json!("ok"));
+        let first = b.window().await.unwrap();
+        let second = b.new_window(true).await.unwrap().handle;
+        b.switch_to_window(second.clone()).await.unwrap();
+        b.goto(&format!("{}/{variant}", origin.base)).await.unwrap();
+        page_ready(&b).await;
+        let resumed = b
+            .execute_async(
+                "const done = arguments[arguments.length - 1]; window.lk.resume().then(done);",
+                vec![],
+            )
+            .await
+            .unwrap();
+        assert_eq!(resumed, json!(true), "the second tab shares the session");
+        // Both tabs' clocks jump past the access token's expiry; 25 calls start in each.
+        let before = origin.refreshes.load(std::sync::atomic::Ordering::SeqCst);
+        let burst = "window.offset = 10 * 60 * 1000;
+             window.burst = Promise.all(Array.from({length: 25}, () => window.lk.fetch('/api/whoami')))
+               .then((rs) => rs.map((r) => r.status), (e) => ['error ' + e.code]);
+             return true;";
+        for tab in [&first, &second] {
+            b.switch_to_window(tab.clone()).await.unwrap();
+            b.execute(burst, vec![]).await.unwrap();
+        }
+        for tab in [&first, &second] {
+            b.switch_to_window(tab.clone()).await.unwrap();
+            let statuses = b
+                .execute_async(
+                    "const done = arguments[arguments.length - 1]; window.burst.then(done);",
+                    vec![],
+                )
+                .await
+                .unwrap();
+            assert_eq!(statuses, json!(vec![200; 25]), "{variant}");
+        }
+        let refreshes = origin.refreshes.load(std::sync::atomic::Ordering::SeqCst) - before;
+        assert_eq!(refreshes, 1, "{variant}: one refresh for 50 calls in two tabs");
+        b.close().await.unwrap();
+    }
+}
