@@ -148,42 +148,74 @@ test('claims_stale: one refresh, one retry, the new roles', async () => {
   }
 });
 
-test('a session ended elsewhere: onReauth once with the reason, then no requests', async () => {
-  await register('js-ended');
-  const auth = await proxy(LATCHKEY_URL);
-  try {
-    const reasons = [];
-    const storage = new MemoryStorage();
-    const lk = new Latchkey({ issuer: auth.url, storage, onReauth: (r) => reasons.push(r) });
-    await lk.login({ username: 'js-ended', password: PASSWORD });
-    assert.equal((await lk.fetch(`${NOTES_URL}/whoami`)).status, 200);
-    // Logout-all from another device.
-    const other = await (await fetch(`${LATCHKEY_URL}/auth/login`, {
-      method: 'POST',
-      headers: { 'content-type': 'application/json' },
-      body: JSON.stringify({ username: 'js-ended', password: PASSWORD }),
-    })).json();
-    const all = await fetch(`${LATCHKEY_URL}/auth/logout-all`, {
-      method: 'POST',
-      headers: { authorization: `Bearer ${other.access_token}`, 'content-type': 'application/json' },
-      body: '{}',
-    });
-    assert.equal(all.status, 204);
-    const held = await lk.accessToken();
-    await waitFor(async () => (await whoami(held)).status === 401);
-    await assert.rejects(lk.fetch(`${NOTES_URL}/whoami`), (e) => e.code === 'reauth' && e.reason === 'logged_out');
-    assert.deepEqual(reasons, ['logged_out']);
-    const before = auth.stats.requests;
-    for (let i = 0; i < 5; i += 1) {
-      await assert.rejects(lk.fetch(`${NOTES_URL}/whoami`), (e) => e.code === 'not_signed_in');
-    }
-    assert.equal(auth.stats.requests, before, 'no loop: no more requests');
-    assert.deepEqual(reasons, ['logged_out']);
-    assert.equal(await storage.get('latchkey.session'), null);
-  } finally {
-    await auth.close();
-  }
+async function loginDirect(username) {
+  const res = await fetch(`${LATCHKEY_URL}/auth/login`, {
+    method: 'POST',
+    headers: { 'content-type': 'application/json' },
+    body: JSON.stringify({ username, password: PASSWORD }),
+  });
+  assert.equal(res.status, 200);
+  return res.json();
+}
+
+const refreshDirect = (token) => fetch(`${LATCHKEY_URL}/auth/refresh`, {
+  method: 'POST',
+  headers: { 'content-type': 'application/json' },
+  body: JSON.stringify({ refresh_token: token }),
 });
+
+for (const how of ['revoked_by_user', 'logged_out', 'reuse_detected']) {
+  test(`a session ended elsewhere (${how}): onReauth once with the reason, then no requests`, async () => {
+    const user = `js-ended-${how}`;
+    await register(user);
+    const auth = await proxy(LATCHKEY_URL);
+    try {
+      const reasons = [];
+      const storage = new MemoryStorage();
+      let now = Date.now();
+      const lk = new Latchkey({ issuer: auth.url, storage, now: () => now, onReauth: (r) => reasons.push(r) });
+      const session = await lk.login({ username: user, password: PASSWORD });
+      assert.equal((await lk.fetch(`${NOTES_URL}/whoami`)).status, 200);
+      const other = await loginDirect(user);
+      const held = await lk.accessToken();
+      if (how === 'revoked_by_user') {
+        // Another device removes this one from the device list.
+        const del = await fetch(`${LATCHKEY_URL}/auth/sessions/${session.sessionId}`, {
+          method: 'DELETE',
+          headers: { authorization: `Bearer ${other.access_token}` },
+        });
+        assert.equal(del.status, 204);
+      } else if (how === 'logged_out') {
+        const all = await fetch(`${LATCHKEY_URL}/auth/logout-all`, {
+          method: 'POST',
+          headers: { authorization: `Bearer ${other.access_token}`, 'content-type': 'application/json' },
+          body: '{}',
+        });
+        assert.equal(all.status, 204);
+      } else {
+        // A thief copied the stored refresh token and rotated it twice; the victim's next
+        // refresh (its access token has expired on its clock) is reuse.
+        const stolen = JSON.parse(await storage.get('latchkey.session')).refreshToken;
+        const t1 = await (await refreshDirect(stolen)).json();
+        assert.equal((await refreshDirect(t1.refresh_token)).status, 200);
+        now += 10 * 60 * 1000;
+      }
+      if (how !== 'reuse_detected') await waitFor(async () => (await whoami(held)).status === 401);
+      await assert.rejects(lk.fetch(`${NOTES_URL}/whoami`), (e) => e.code === 'reauth' && e.reason === how);
+      assert.deepEqual(reasons, [how]);
+      const before = auth.stats.requests;
+      for (let i = 0; i < 5; i += 1) {
+        await assert.rejects(lk.fetch(`${NOTES_URL}/whoami`), (e) => e.code === 'not_signed_in');
+      }
+      assert.equal(auth.stats.requests, before, 'no loop: no more requests');
+      assert.deepEqual(reasons, [how]);
+      assert.equal(await storage.get('latchkey.session'), null);
+      assert.equal(lk.session, null);
+    } finally {
+      await auth.close();
+    }
+  });
+}
 
 test('errors never carry a token', async () => {
   await register('js-quiet');

@@ -50,7 +50,10 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         ["login", username] => {
             let mut password = String::new();
             std::io::stdin().read_line(&mut password)?;
-            client.login(username, password.trim_end_matches(['\r', '\n'])).await.map(|_| "Signed in.".to_owned())
+            client
+                .login(username, password.trim_end_matches(['\r', '\n']))
+                .await
+                .map(|_| "Signed in.".to_owned())
         }
         ["logout"] => client.logout().await.map(|()| "Signed out.".to_owned()),
         ["whoami"] => text(client.get(&format!("{api}/whoami")).await).await,
