@@ -77,10 +77,12 @@ pub struct RedirectError {
 impl RedirectError {
     /// The URL to redirect to, with `iss` (RFC 9207).
     pub fn url(&self, issuer: &str) -> String {
-        let mut params = vec![("error", self.error.as_str()), ("error_description", self.description)];
+        // SPEC 5.2's order: error, error_reason, error_description, then state.
+        let mut params = vec![("error", self.error.as_str())];
         if let Some(r) = self.reason {
             params.push(("error_reason", r));
         }
+        params.push(("error_description", self.description));
         if let Some(s) = &self.state {
             params.push(("state", s));
         }
@@ -116,7 +118,7 @@ mod tests {
         };
         assert_eq!(
             e.url("http://issuer"),
-            "https://a.example/cb?error=access_denied&error_description=The+user+denied+your+request&error_reason=user_denied&state=s1&iss=http%3A%2F%2Fissuer"
+            "https://a.example/cb?error=access_denied&error_reason=user_denied&error_description=The+user+denied+your+request&state=s1&iss=http%3A%2F%2Fissuer"
         );
     }
 }

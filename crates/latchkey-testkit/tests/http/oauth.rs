@@ -292,11 +292,9 @@ async fn deny_redirects_with_user_denied_and_prompt_values_behave() {
     let denied = consent(&s, &b, &back, "deny").await;
     assert!(
         denied.starts_with(&format!(
-            "{REDIRECT}?error=access_denied&error_reason=user_denied&error_description=The+user+denied+your+request"
-        )) || denied.starts_with(&format!(
-            "{REDIRECT}?error=access_denied&error_description=The+user+denied+your+request&error_reason=user_denied"
+            "{REDIRECT}?error=access_denied&error_reason=user_denied&error_description=The+user+denied+your+request&state=st-1"
         )),
-        "{denied}"
+        "SPEC 5.2 to the letter: {denied}"
     );
     assert_eq!(param(&denied, "state").as_deref(), Some("st-1"));
     // Signed in without consent, prompt=none: consent_required.
