@@ -1,14 +1,20 @@
 //! Latchkey storage: implementations of `latchkey_core::Store`. This crate holds the only
-//! SQL in the project; nothing outside it sees database-driver types. SQLite now; PostgreSQL slots in
-//! beside it as `postgres.rs` with its own migrations.
+//! SQL in the project; nothing outside it sees database-driver types. SQLite (rusqlite, the
+//! embedded default) and PostgreSQL (sqlx, for several server nodes), each with its own
+//! migrations.
 
+mod postgres;
 mod sqlite;
 
 use std::sync::Arc;
 
 use latchkey_core::{Store, StoreError};
 
+pub use postgres::PgStore;
 pub use sqlite::SqliteStore;
+
+/// Connections in a PostgreSQL pool unless the URL says otherwise (`?max_connections=N`).
+pub const DEFAULT_PG_POOL: u32 = 16;
 
 /// Opens the store a `database_url` names, applying migrations.
 ///
@@ -17,9 +23,11 @@ pub use sqlite::SqliteStore;
 pub async fn open(database_url: &str) -> Result<Arc<dyn Store>, StoreError> {
     if database_url.starts_with("sqlite:") {
         Ok(Arc::new(SqliteStore::open(database_url).await?))
+    } else if database_url.starts_with("postgres:") || database_url.starts_with("postgresql:") {
+        Ok(Arc::new(PgStore::open(database_url, DEFAULT_PG_POOL).await?))
     } else {
         Err(StoreError::Backend(format!(
-            "unsupported database_url scheme (expected sqlite://PATH): {}",
+            "unsupported database_url scheme (expected sqlite://PATH or postgres://...): {}",
             database_url.split(':').next().unwrap_or_default()
         )))
     }

@@ -1,5 +1,5 @@
-//! Store tests, written once against `&dyn Store` (STYLE: `store_test!`). Each runs on a
-//! fresh SQLite file; PostgreSQL joins the macro when its store lands.
+//! Store tests, written once against `&dyn Store` (STYLE: `store_test!`). Each runs twice:
+//! on a fresh SQLite file and on a fresh PostgreSQL database.
 
 #![allow(
     clippy::unwrap_used,
@@ -35,8 +35,53 @@ macro_rules! store_test {
                 let $store: Arc<dyn Store> = Arc::new(latchkey_store::SqliteStore::open(&url).await.unwrap());
                 $body
             }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn postgres() {
+                let db = FreshPgDatabase::create().await;
+                let $store: Arc<dyn Store> =
+                    Arc::new(latchkey_store::PgStore::open(&db.url, 8).await.unwrap());
+                $body
+                drop($store);
+                db.drop_database().await;
+            }
         }
     };
+}
+
+/// Where the PostgreSQL store tests connect (`.ci/run` starts PostgreSQL): the database
+/// `test` of the local server unless `LATCHKEY_TEST_POSTGRES` names another.
+fn pg_admin_url() -> String {
+    std::env::var("LATCHKEY_TEST_POSTGRES")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".to_owned())
+}
+
+/// A new, empty database for one test, so tests run in parallel without seeing each other.
+struct FreshPgDatabase {
+    name: String,
+    url: String,
+}
+
+impl FreshPgDatabase {
+    async fn create() -> Self {
+        use sqlx::Connection as _;
+        let admin = pg_admin_url();
+        let mut conn = sqlx::PgConnection::connect(&admin)
+            .await
+            .expect("PostgreSQL must be running for the store tests (see .ci/run)");
+        let name = format!("latchkey_t_{}", latchkey_core::crypto::new_id().to_lowercase().replace('-', "_"));
+        sqlx::query(&format!("CREATE DATABASE {name}")).execute(&mut conn).await.unwrap();
+        let base = admin.rsplit_once('/').map_or(admin.as_str(), |(b, _)| b).to_owned();
+        Self { url: format!("{base}/{name}"), name }
+    }
+
+    async fn drop_database(self) {
+        use sqlx::Connection as _;
+        let mut conn = sqlx::PgConnection::connect(&pg_admin_url()).await.unwrap();
+        let _ = sqlx::query(&format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.name))
+            .execute(&mut conn)
+            .await;
+    }
 }
 
 const T0: i64 = 1_800_000_000;

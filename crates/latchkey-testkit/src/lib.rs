@@ -105,6 +105,30 @@ pub struct TestServer {
     _dir: tempfile::TempDir,
 }
 
+/// Where PostgreSQL-backed test servers create their databases: the database `test` of the
+/// local server unless `LATCHKEY_TEST_POSTGRES` names another (`.ci/run` starts PostgreSQL).
+pub fn pg_admin_url() -> String {
+    std::env::var("LATCHKEY_TEST_POSTGRES")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".to_owned())
+}
+
+/// Creates an empty PostgreSQL database (`latchkey_t_…`, left for the machine's cleanup:
+/// `.ci/run` drops them first) and returns its URL.
+///
+/// # Panics
+/// When PostgreSQL cannot be reached.
+pub async fn fresh_pg_database() -> String {
+    use sqlx::Connection as _;
+    let admin = pg_admin_url();
+    let mut conn = sqlx::PgConnection::connect(&admin)
+        .await
+        .expect("PostgreSQL must be running for LATCHKEY_TEST_BACKEND=postgres (see .ci/run)");
+    let name = format!("latchkey_t_{}", latchkey_core::crypto::new_id().to_lowercase().replace('-', "_"));
+    sqlx::query(&format!("CREATE DATABASE {name}")).execute(&mut conn).await.expect("create database");
+    let base = admin.rsplit_once('/').map_or(admin.as_str(), |(b, _)| b).to_owned();
+    format!("{base}/{name}")
+}
+
 /// The issuer every test server uses.
 pub const ISSUER: &str = "http://latchkey.test";
 
@@ -118,7 +142,10 @@ impl TestServer {
     pub async fn start_with(adjust: impl FnOnce(&mut Config)) -> Self {
         capture_logs();
         let dir = tempfile::tempdir().expect("temp dir");
-        let database_url = format!("sqlite://{}", dir.path().join("latchkey.db").display());
+        let database_url = match std::env::var("LATCHKEY_TEST_BACKEND").as_deref() {
+            Ok("postgres") => fresh_pg_database().await,
+            _ => format!("sqlite://{}", dir.path().join("latchkey.db").display()),
+        };
         let flags = Flags {
             listen: Some("127.0.0.1:0".into()),
             issuer: Some(ISSUER.into()),
@@ -271,6 +298,17 @@ impl TestServer {
 
     /// Counts a session's live (not retired) refresh tokens, straight from the database.
     pub async fn live_refresh_tokens(&self, session_id: &str) -> i64 {
+        if self.database_url.starts_with("postgres") {
+            use sqlx::Connection as _;
+            let mut conn = sqlx::PgConnection::connect(&self.database_url).await.expect("connect");
+            return sqlx::query_scalar(
+                "SELECT COUNT(*) FROM refresh_tokens WHERE session_id = $1 AND retired_at IS NULL",
+            )
+            .bind(session_id)
+            .fetch_one(&mut conn)
+            .await
+            .expect("count");
+        }
         let path = self.database_url.trim_start_matches("sqlite://").to_owned();
         let session_id = session_id.to_owned();
         tokio::task::spawn_blocking(move || {
