@@ -140,11 +140,19 @@ impl TestServer {
 
     /// Starts a server after letting the test adjust its configuration.
     pub async fn start_with(adjust: impl FnOnce(&mut Config)) -> Self {
+        Self::start_on(None, adjust).await
+    }
+
+    /// Starts a server on `database_url` (another node of a shared PostgreSQL database),
+    /// or, with `None`, on a fresh database: a SQLite file, or a new PostgreSQL database
+    /// when `LATCHKEY_TEST_BACKEND=postgres`.
+    pub async fn start_on(database_url: Option<&str>, adjust: impl FnOnce(&mut Config)) -> Self {
         capture_logs();
         let dir = tempfile::tempdir().expect("temp dir");
-        let database_url = match std::env::var("LATCHKEY_TEST_BACKEND").as_deref() {
-            Ok("postgres") => fresh_pg_database().await,
-            _ => format!("sqlite://{}", dir.path().join("latchkey.db").display()),
+        let database_url = match (database_url, std::env::var("LATCHKEY_TEST_BACKEND").as_deref()) {
+            (Some(url), _) => url.to_owned(),
+            (None, Ok("postgres")) => fresh_pg_database().await,
+            (None, _) => format!("sqlite://{}", dir.path().join("latchkey.db").display()),
         };
         let flags = Flags {
             listen: Some("127.0.0.1:0".into()),

@@ -20,6 +20,7 @@ mod delays;
 mod feed;
 mod input;
 mod interop;
+mod nodes;
 mod notes;
 mod oauth;
 mod rotation;
