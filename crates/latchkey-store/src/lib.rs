@@ -13,18 +13,27 @@ use latchkey_core::{Store, StoreError};
 pub use postgres::PgStore;
 pub use sqlite::SqliteStore;
 
-/// Connections in a PostgreSQL pool unless the URL says otherwise (`?max_connections=N`).
+/// Connections in a PostgreSQL pool unless the `database_pool_size` setting says otherwise.
 pub const DEFAULT_PG_POOL: u32 = 16;
 
-/// Opens the store a `database_url` names, applying migrations.
+/// Opens the store a `database_url` names, applying migrations, with the default pool.
 ///
 /// # Errors
 /// An unsupported scheme, or a database that cannot be opened or migrated.
 pub async fn open(database_url: &str) -> Result<Arc<dyn Store>, StoreError> {
+    open_with(database_url, DEFAULT_PG_POOL).await
+}
+
+/// Opens the store a `database_url` names, applying migrations; a PostgreSQL pool gets
+/// `pool_size` connections.
+///
+/// # Errors
+/// An unsupported scheme, or a database that cannot be opened or migrated.
+pub async fn open_with(database_url: &str, pool_size: u32) -> Result<Arc<dyn Store>, StoreError> {
     if database_url.starts_with("sqlite:") {
         Ok(Arc::new(SqliteStore::open(database_url).await?))
     } else if database_url.starts_with("postgres:") || database_url.starts_with("postgresql:") {
-        Ok(Arc::new(PgStore::open(database_url, DEFAULT_PG_POOL).await?))
+        Ok(Arc::new(PgStore::open(database_url, pool_size).await?))
     } else {
         Err(StoreError::Backend(format!(
             "unsupported database_url scheme (expected sqlite://PATH or postgres://...): {}",

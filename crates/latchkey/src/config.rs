@@ -58,6 +58,7 @@ struct RawConfig {
     master_key: Option<String>,
     log: Option<String>,
     password_hash_concurrency: Option<usize>,
+    database_pool_size: Option<u32>,
 }
 
 /// Overrides from flags.
@@ -77,6 +78,8 @@ pub struct Config {
     pub listen: SocketAddr,
     /// Database URL.
     pub database_url: String,
+    /// Connections in the PostgreSQL pool (SQLite has its own fixed threads).
+    pub database_pool_size: u32,
     /// Domain settings.
     pub settings: Settings,
     /// Trusted proxies (addresses and CIDR networks).
@@ -92,6 +95,7 @@ impl std::fmt::Debug for Config {
         f.debug_struct("Config")
             .field("listen", &self.listen)
             .field("database_url", &self.database_url)
+            .field("database_pool_size", &self.database_pool_size)
             .field("settings", &self.settings)
             .field("trusted_proxies", &self.trusted_proxies)
             .field("master_key", &self.master_key.as_ref().map(|_| "[redacted]"))
@@ -175,6 +179,9 @@ fn apply_env(raw: &mut RawConfig, env: &dyn Fn(&str) -> Option<String>) -> anyho
     }
     if let Some(v) = get("password_hash_concurrency") {
         raw.password_hash_concurrency = Some(v.parse().context("LATCHKEY_PASSWORD_HASH_CONCURRENCY")?);
+    }
+    if let Some(v) = get("database_pool_size") {
+        raw.database_pool_size = Some(v.parse().context("LATCHKEY_DATABASE_POOL_SIZE")?);
     }
     if raw.master_key.is_none()
         && let Some(path) = get("master_key_file")
@@ -300,6 +307,11 @@ impl Config {
         Ok(Self {
             listen,
             database_url: raw.database_url.unwrap_or_else(|| DEFAULT_DATABASE_URL.to_owned()),
+            database_pool_size: match raw.database_pool_size {
+                None => latchkey_store::DEFAULT_PG_POOL,
+                Some(0) => bail!("setting database_pool_size: must be at least 1"),
+                Some(n) => n,
+            },
             settings: s,
             trusted_proxies,
             master_key: raw.master_key.filter(|k| !k.is_empty()).map(Zeroizing::new),
@@ -334,9 +346,18 @@ mod tests {
         assert_eq!(c.settings.issuer, "http://127.0.0.1:8080");
         assert_eq!(c.settings.audience, "http://127.0.0.1:8080");
         assert_eq!(c.database_url, "sqlite://latchkey.db");
+        assert_eq!(c.database_pool_size, 16);
         assert_eq!(c.settings.refresh_grace, Duration::from_secs(10));
         assert_eq!(c.settings.binding, BindingPolicy::Log);
         assert!(c.master_key.is_none());
+    }
+
+    #[test]
+    fn database_pool_size() {
+        let env = |v: &'static str| move |k: &str| (k == "LATCHKEY_DATABASE_POOL_SIZE").then(|| v.to_owned());
+        assert_eq!(Config::load_with(None, &Flags::default(), &env("4")).unwrap().database_pool_size, 4);
+        assert!(Config::load_with(None, &Flags::default(), &env("0")).is_err());
+        assert!(Config::load_with(None, &Flags::default(), &env("many")).is_err());
     }
 
     #[test]

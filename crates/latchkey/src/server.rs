@@ -24,7 +24,7 @@ pub const MAINTENANCE_INTERVAL: Duration = Duration::from_secs(5);
 /// # Errors
 /// The database cannot be opened, or keys cannot be created or decrypted.
 pub async fn start_service(config: &Config, clock: Arc<dyn Clock>) -> anyhow::Result<Arc<Latchkey>> {
-    let store = latchkey_store::open(&config.database_url)
+    let store = latchkey_store::open_with(&config.database_url, config.database_pool_size)
         .await
         .with_context(|| format!("opening database {}", redact_userinfo(&config.database_url)))?;
     let master = config.master_key.as_ref().map(|k| MasterKey::from_secret(k));
