@@ -3,7 +3,8 @@
 //
 // - Single-flight refresh: concurrent calls that need a refresh share one request; across
 //   tabs too, with the Web Locks API (navigator.locks) and tabs sharing one `storage`.
-//   Without Web Locks, a short lease kept in the shared storage stands in.
+//   Without Web Locks, a short lease kept in the shared storage stands in. Share an
+//   IndexedDB-backed storage between tabs: localStorage can show another tab's write late.
 // - Proactive refresh shortly before the access token expires; a 401 invalid_token
 //   (claims_stale, expired) triggers one refresh and one retry.
 // - Logout barrier: logout() raises the epoch and forgets the tokens before it calls the
@@ -134,7 +135,12 @@ export class Latchkey {
     if (epoch !== this.#epoch) return;
     if (stored === null) {
       if (this.#tokens !== null) { this.#tokens = null; this.#epoch += 1; }
-    } else if (this.#tokens?.accessToken !== stored.accessToken) {
+    } else if (
+      this.#tokens?.accessToken !== stored.accessToken &&
+      // A read that began before this tab's own refresh wrote its result must not put the
+      // older tokens back: newer tokens expire later.
+      (this.#tokens === null || stored.expiresAt > this.#tokens.expiresAt)
+    ) {
       this.#tokens = stored;
       this.#reauthReported = false;
     }

@@ -304,10 +304,24 @@ struct Origin {
 const TWO_TAB_PAGE: &str = r#"<!doctype html><title>two tabs</title>
 <script type="module">
 import { Latchkey } from '/client/index.js';
+// IndexedDB, not localStorage: its transactions are consistent across tabs at once, while
+// localStorage may show another tab's write late when the tabs live in different processes.
+const db = await new Promise((resolve, reject) => {
+  const open = indexedDB.open('latchkey', 1);
+  open.onupgradeneeded = () => open.result.createObjectStore('kv');
+  open.onsuccess = () => resolve(open.result);
+  open.onerror = () => reject(open.error);
+});
+const tx = (mode, run) => new Promise((resolve, reject) => {
+  const t = db.transaction('kv', mode);
+  const req = run(t.objectStore('kv'));
+  t.oncomplete = () => resolve(req.result ?? null);
+  t.onerror = () => reject(t.error);
+});
 const storage = {
-  get: async (k) => localStorage.getItem(k),
-  set: async (k, v) => localStorage.setItem(k, v),
-  remove: async (k) => localStorage.removeItem(k),
+  get: (k) => tx('readonly', (s) => s.get(k)),
+  set: (k, v) => tx('readwrite', (s) => s.put(v, k)).then(() => {}),
+  remove: (k) => tx('readwrite', (s) => s.delete(k)).then(() => {}),
 };
 const noLocks = location.search.includes('nolocks');
 window.offset = 0;
