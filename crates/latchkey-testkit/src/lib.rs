@@ -11,6 +11,8 @@
     reason = "test support: failing loudly is the point"
 )]
 
+pub mod process;
+
 use std::io::Write;
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};

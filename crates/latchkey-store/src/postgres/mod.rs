@@ -54,13 +54,28 @@
 //! the sequence: after pruning every event it is 0 again, which only makes the feed hub
 //! start from 0 and find nothing older. Reading the sequence itself would be wrong here: it
 //! counts seqs of transactions that have not committed.
+//!
+//! # When the database goes away
+//!
+//! Every operation that cannot reach PostgreSQL (connection refused or reset, the server
+//! shutting down, no connection within the pool's timeout) fails with
+//! [`StoreError::Unavailable`], which the server answers with 503 and a JSON body; nothing is
+//! half-applied, because every write is one transaction. The first such failure marks the
+//! database down, and from then on each call waits at most `PROBE_TIMEOUT` for a connection
+//! instead of queueing for `ACQUIRE_TIMEOUT`, so requests fail fast during an outage. The
+//! pool checks a connection before handing it out, so connections that died with the old
+//! server are dropped, and the first call that gets a working connection ends the outage:
+//! no restart of the node is needed. A rotation whose commit reached the database but whose
+//! answer did not reach the client is safe: the client presents the same token again and,
+//! inside the grace window, receives the same successor.
 
 mod url;
 
 use std::future::Future;
 use std::pin::Pin;
 use std::str::FromStr;
-use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -88,6 +103,8 @@ const FEED_LOCK: i64 = 4243;
 const MAX_ATTEMPTS: u32 = 5;
 /// How long a caller waits for a pooled connection before the database counts as unavailable.
 const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long a caller waits for a connection while the database is known to be down.
+const PROBE_TIMEOUT: Duration = Duration::from_millis(250);
 
 /// A transaction, owned by a transaction body for the length of one attempt.
 type PgTx = sqlx::Transaction<'static, Postgres>;
@@ -126,6 +143,20 @@ fn is_transient(code: &str) -> bool {
     code.starts_with("08") || matches!(code, "57P01" | "57P02" | "57P03" | "53300" | "40001" | "40P01")
 }
 
+/// Whether an error says the database cannot be reached at all (as opposed to refusing one
+/// statement): connection failures, pool timeouts, shutdown in progress.
+fn is_unreachable(e: &sqlx::Error) -> bool {
+    match e {
+        sqlx::Error::Database(d) => d
+            .code()
+            .is_some_and(|code| code.starts_with("08") || matches!(&*code, "57P01" | "57P02" | "57P03")),
+        sqlx::Error::Io(_) | sqlx::Error::Tls(_) | sqlx::Error::PoolTimedOut | sqlx::Error::WorkerCrashed => {
+            true
+        }
+        _ => false,
+    }
+}
+
 /// Whether running the whole transaction again may succeed.
 fn is_retryable(e: &sqlx::Error) -> bool {
     matches!(e, sqlx::Error::Database(d) if matches!(d.code().as_deref(), Some("40001" | "40P01")))
@@ -160,6 +191,8 @@ fn decided_twice() -> sqlx::Error {
 #[derive(Clone)]
 pub struct PgStore {
     pool: PgPool,
+    /// Set when an operation could not reach the database; see [`PgStore::pool`].
+    is_down: Arc<AtomicBool>,
 }
 
 impl std::fmt::Debug for PgStore {
@@ -186,24 +219,51 @@ impl PgStore {
             .await
             .map_err(|e| connect_err(url, e))?;
         migrate(&pool).await?;
-        Ok(Self { pool })
+        Ok(Self { pool, is_down: Arc::new(AtomicBool::new(false)) })
+    }
+
+    /// The pool, once the database looks reachable. While it is down (the last operation
+    /// failed to reach it), each call first tries for a connection for at most
+    /// [`PROBE_TIMEOUT`] and fails with [`StoreError::Unavailable`] if there is none, instead
+    /// of queueing for [`ACQUIRE_TIMEOUT`]: requests fail fast during an outage (the server
+    /// answers 503), and the first connection made after it ends the down state.
+    async fn pool(&self) -> Result<&PgPool, StoreError> {
+        if self.is_down.load(Ordering::Relaxed) {
+            match tokio::time::timeout(PROBE_TIMEOUT, self.pool.acquire()).await {
+                Ok(Ok(_probe)) => {
+                    self.is_down.store(false, Ordering::Relaxed);
+                    tracing::info!("the database is reachable again");
+                }
+                Ok(Err(e)) => return Err(self.fail(e)),
+                Err(_) => return Err(StoreError::Unavailable("the database is unreachable".into())),
+            }
+        }
+        Ok(&self.pool)
+    }
+
+    /// Maps an error to the port's, noting whether it says the database cannot be reached.
+    fn fail(&self, e: sqlx::Error) -> StoreError {
+        if is_unreachable(&e) && !self.is_down.swap(true, Ordering::Relaxed) {
+            tracing::warn!(error = %e, "the database is unreachable; failing fast until it answers again");
+        }
+        db_err(e)
     }
 
     /// Reads at most one row.
     async fn find_one<T: Send>(&self, query: PgQuery<'_>, map: FromRow<T>) -> Result<Option<T>, StoreError> {
-        let row = query.fetch_optional(&self.pool).await.map_err(db_err)?;
-        row.as_ref().map(map).transpose().map_err(db_err)
+        let row = query.fetch_optional(self.pool().await?).await.map_err(|e| self.fail(e))?;
+        row.as_ref().map(map).transpose().map_err(|e| self.fail(e))
     }
 
     /// Reads every row.
     async fn find_all<T: Send>(&self, query: PgQuery<'_>, map: FromRow<T>) -> Result<Vec<T>, StoreError> {
-        let rows = query.fetch_all(&self.pool).await.map_err(db_err)?;
-        rows.iter().map(map).collect::<Result<_, _>>().map_err(db_err)
+        let rows = query.fetch_all(self.pool().await?).await.map_err(|e| self.fail(e))?;
+        rows.iter().map(map).collect::<Result<_, _>>().map_err(|e| self.fail(e))
     }
 
     /// Runs one statement on its own (autocommit); returns the rows it changed.
     async fn execute(&self, query: PgQuery<'_>) -> Result<u64, StoreError> {
-        Ok(query.execute(&self.pool).await.map_err(db_err)?.rows_affected())
+        Ok(query.execute(self.pool().await?).await.map_err(|e| self.fail(e))?.rows_affected())
     }
 
     /// Runs `body` in a transaction and commits it, running it again on a deadlock or
@@ -224,12 +284,12 @@ impl PgStore {
     ) -> Result<T, StoreError> {
         let mut attempt = 1;
         loop {
-            let e = match self.run_once(&mut body).await {
+            let e = match run_once(self.pool().await?, &mut body).await {
                 Ok(value) => return Ok(value),
                 Err(e) => e,
             };
             if !is_retryable(&e) {
-                return Err(db_err(e));
+                return Err(self.fail(e));
             }
             if attempt >= MAX_ATTEMPTS || !can_retry() {
                 return Err(StoreError::Unavailable(format!(
@@ -241,18 +301,18 @@ impl PgStore {
             attempt += 1;
         }
     }
+}
 
-    /// One attempt: begin, run the body, commit. A body that fails drops its transaction,
-    /// which rolls it back.
-    async fn run_once<'a, T: Send>(
-        &self,
-        body: &mut (impl FnMut(PgTx) -> TxFuture<'a, T> + Send),
-    ) -> Result<T, sqlx::Error> {
-        let tx = self.pool.begin().await?;
-        let (tx, value) = body(tx).await?;
-        tx.commit().await?;
-        Ok(value)
-    }
+/// One attempt: begin, run the body, commit. A body that fails drops its transaction,
+/// which rolls it back.
+async fn run_once<'a, T: Send>(
+    pool: &PgPool,
+    body: &mut (impl FnMut(PgTx) -> TxFuture<'a, T> + Send),
+) -> Result<T, sqlx::Error> {
+    let tx = pool.begin().await?;
+    let (tx, value) = body(tx).await?;
+    tx.commit().await?;
+    Ok(value)
 }
 
 /// A connection error, with the URL redacted and any password scrubbed from the message.
@@ -1123,8 +1183,8 @@ impl Store for PgStore {
         .bind(key)
         .bind(now.0)
         .bind(window_secs);
-        let row = query.fetch_one(&self.pool).await.map_err(db_err)?;
-        throttle_from_row(&row).map_err(db_err)
+        let row = query.fetch_one(self.pool().await?).await.map_err(|e| self.fail(e))?;
+        throttle_from_row(&row).map_err(|e| self.fail(e))
     }
 
     async fn delete_throttle(&self, key: &str) -> Result<(), StoreError> {
@@ -1132,8 +1192,8 @@ impl Store for PgStore {
     }
 
     async fn insert_security_event(&self, event: &NewSecurityEvent) -> Result<(), StoreError> {
-        let mut conn = self.pool.acquire().await.map_err(db_err)?;
-        insert_security_event(&mut conn, event).await.map_err(db_err)
+        let mut conn = self.pool().await?.acquire().await.map_err(|e| self.fail(e))?;
+        insert_security_event(&mut conn, event).await.map_err(|e| self.fail(e))
     }
 
     async fn list_security_events(&self, limit: i64) -> Result<Vec<SecurityEventRecord>, StoreError> {
@@ -1193,8 +1253,8 @@ impl Store for PgStore {
     }
 
     async fn touch_session(&self, session_id: &str, touch: &Touch) -> Result<(), StoreError> {
-        let mut conn = self.pool.acquire().await.map_err(db_err)?;
-        touch_session(&mut conn, session_id, touch).await.map_err(db_err)
+        let mut conn = self.pool().await?.acquire().await.map_err(|e| self.fail(e))?;
+        touch_session(&mut conn, session_id, touch).await.map_err(|e| self.fail(e))
     }
 
     async fn insert_auth_code(&self, c: &AuthCodeRecord) -> Result<(), StoreError> {
@@ -1236,9 +1296,9 @@ impl Store for PgStore {
             sqlx::query_scalar("SELECT scopes FROM consents WHERE user_id = $1 AND client_id = $2")
                 .bind(user_id)
                 .bind(client_id)
-                .fetch_optional(&self.pool)
+                .fetch_optional(self.pool().await?)
                 .await
-                .map_err(db_err)?;
+                .map_err(|e| self.fail(e))?;
         Ok(scopes.map(|s| serde_json::from_str(&s).unwrap_or_default()))
     }
 
@@ -1265,9 +1325,9 @@ impl Store for PgStore {
         let retired: Option<Option<i64>> =
             sqlx::query_scalar("SELECT retired_at FROM refresh_tokens WHERE hash = $1")
                 .bind(hash.0.as_slice())
-                .fetch_optional(&self.pool)
+                .fetch_optional(self.pool().await?)
                 .await
-                .map_err(db_err)?;
+                .map_err(|e| self.fail(e))?;
         Ok(matches!(retired, Some(None)))
     }
 
@@ -1284,9 +1344,9 @@ impl Store for PgStore {
         let found: Option<i64> =
             sqlx::query_scalar("SELECT seq FROM revocation_events WHERE jti = $1 LIMIT 1")
                 .bind(jti)
-                .fetch_optional(&self.pool)
+                .fetch_optional(self.pool().await?)
                 .await
-                .map_err(db_err)?;
+                .map_err(|e| self.fail(e))?;
         Ok(found.is_some())
     }
 
@@ -1294,9 +1354,9 @@ impl Store for PgStore {
         // Safe as a starting point because feed events commit in seq order (module doc):
         // no event below this one can still appear.
         sqlx::query_scalar("SELECT COALESCE(MAX(seq), 0) FROM revocation_events")
-            .fetch_one(&self.pool)
+            .fetch_one(self.pool().await?)
             .await
-            .map_err(db_err)
+            .map_err(|e| self.fail(e))
     }
 
     async fn list_feed_events(
@@ -1315,9 +1375,9 @@ impl Store for PgStore {
         .bind(after)
         .bind(now.0)
         .bind(limit)
-        .fetch_all(&self.pool)
+        .fetch_all(self.pool().await?)
         .await
-        .map_err(db_err)?;
+        .map_err(|e| self.fail(e))?;
         rows.iter().map(feed_event_from_row).collect()
     }
 }

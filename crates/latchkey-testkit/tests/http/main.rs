@@ -23,6 +23,7 @@ mod interop;
 mod nodes;
 mod notes;
 mod oauth;
+mod processes;
 mod rotation;
 mod security;
 mod tidy;

@@ -142,3 +142,41 @@ async fn a_feed_consumer_on_either_node_sees_every_event_once() {
     assert_eq!(seen_a, all, "node A's stream: every event once, in order");
     assert_eq!(seen_b, all, "node B's stream: every event once, in order");
 }
+
+#[tokio::test]
+async fn a_key_rotated_through_one_node_is_published_and_used_by_both() {
+    use crate::tokens::{header, verify};
+    let (a, b) = two_nodes().await;
+    let c = http_client();
+    let login = a.signed_in(&c, "keyring").await;
+    let old_kid = header(login.str("access_token"))["kid"].as_str().unwrap().to_owned();
+    let out = a.cli(&["keys", "rotate"], "").await.unwrap();
+    let created: Value = serde_json::from_str(out.trim()).unwrap();
+    let new_kids: Vec<String> =
+        created["created"].as_array().unwrap().iter().map(|k| k.as_str().unwrap().to_owned()).collect();
+    // Both nodes publish the new keys (each reloads the shared ring), before signing with them.
+    for node in [&a, &b] {
+        wait_for(|| async {
+            let jwks = send(c.get(node.url("/jwks.json"))).await.text;
+            new_kids.iter().all(|k| jwks.contains(k.as_str()))
+        })
+        .await;
+    }
+    let r1 = b.refresh(&c, login.str("refresh_token")).await;
+    assert_eq!(
+        header(r1.str("access_token"))["kid"],
+        old_kid.as_str(),
+        "not before the pre-publication period"
+    );
+    // After it, both nodes sign with the new key, and each node's JWKS verifies the other's tokens.
+    a.clock.advance(Duration::from_secs(601));
+    b.clock.advance(Duration::from_secs(601));
+    let r2 = a.refresh(&c, r1.str("refresh_token")).await;
+    let r3 = b.refresh(&c, r2.str("refresh_token")).await;
+    for (token, other) in [(r2.str("access_token"), &b), (r3.str("access_token"), &a)] {
+        let kid = header(token)["kid"].as_str().unwrap().to_owned();
+        assert!(new_kids.contains(&kid), "{kid} is one of {new_kids:?}");
+        verify(other, token).await;
+    }
+    verify(&b, r1.str("access_token")).await;
+}

@@ -19,13 +19,13 @@ pub(crate) fn claims(jwt: &str) -> Value {
     serde_json::from_slice(&URL_SAFE_NO_PAD.decode(payload).expect("base64")).expect("json")
 }
 
-fn header(jwt: &str) -> Value {
+pub(crate) fn header(jwt: &str) -> Value {
     let h = jwt.split('.').next().expect("header");
     serde_json::from_slice(&URL_SAFE_NO_PAD.decode(h).expect("base64")).expect("json")
 }
 
 /// Verifies a token with `jsonwebtoken` and the server's JWKS, as a resource server would.
-async fn verify(s: &TestServer, jwt: &str) -> Value {
+pub(crate) async fn verify(s: &TestServer, jwt: &str) -> Value {
     let jwks: JwkSet =
         serde_json::from_str(&send(http_client().get(s.url("/jwks.json"))).await.text).expect("jwks");
     let h = jsonwebtoken::decode_header(jwt).expect("header");
