@@ -17,7 +17,7 @@ use axum::Router;
 use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
 use axum::http::{HeaderValue, header};
 use axum::middleware::{self, Next};
-use axum::response::Response;
+use axum::response::{IntoResponse as _, Response};
 use axum::routing::{delete, get, post};
 use latchkey_core::Latchkey;
 
@@ -35,6 +35,10 @@ pub struct AppState {
     /// Proxies whose `X-Forwarded-For` is believed.
     pub trusted_proxies: Arc<TrustedProxies>,
 }
+
+/// How long a client may take to send a whole request body; a slower one is answered
+/// `408 invalid_request` and its connection closed (a slow body holds nothing for long).
+pub const REQUEST_BODY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// Every route of the server.
 pub fn router(state: AppState) -> Router {
@@ -69,9 +73,37 @@ pub fn router(state: AppState) -> Router {
         .fallback(ops::not_found)
         .method_not_allowed_fallback(ops::method_not_allowed)
         .layer(tower_http::catch_panic::CatchPanicLayer::custom(error::panic_response))
+        .layer(middleware::from_fn(read_body_in_time))
         .layer(middleware::from_fn_with_state(state.clone(), observe))
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
         .with_state(state)
+}
+
+/// Reads the whole request body (at most [`BODY_LIMIT`] bytes) within
+/// [`REQUEST_BODY_TIMEOUT`] before any handler runs, so that a client trickling a body holds
+/// no handler, lock or database connection, and is cut off at a deadline rather than per
+/// byte. Bodies here are small JSON or forms; nothing streams a request body.
+async fn read_body_in_time(req: Request, next: Next) -> Response {
+    let (parts, body) = req.into_parts();
+    match tokio::time::timeout(REQUEST_BODY_TIMEOUT, axum::body::to_bytes(body, BODY_LIMIT)).await {
+        Ok(Ok(bytes)) => next.run(Request::from_parts(parts, axum::body::Body::from(bytes))).await,
+        Ok(Err(_)) => error::ApiError::Rejected(
+            axum::http::StatusCode::PAYLOAD_TOO_LARGE,
+            latchkey_proto::ErrorCode::PayloadTooLarge,
+            format!("The request body is larger than {BODY_LIMIT} bytes."),
+        )
+        .into_response(),
+        Err(_) => {
+            let mut res = error::ApiError::Rejected(
+                axum::http::StatusCode::REQUEST_TIMEOUT,
+                latchkey_proto::ErrorCode::InvalidRequest,
+                format!("The request body did not arrive within {} s.", REQUEST_BODY_TIMEOUT.as_secs()),
+            )
+            .into_response();
+            res.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
+            res
+        }
+    }
 }
 
 /// Records latency per route and makes every answer `Cache-Control: no-store` unless the

@@ -11,6 +11,7 @@
     reason = "test support: failing loudly is the point"
 )]
 
+pub mod html;
 pub mod process;
 
 use std::io::Write;

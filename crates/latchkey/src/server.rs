@@ -117,18 +117,86 @@ impl Server {
         let feed_hub = tokio::spawn(async move { app.run_feed_hub().await });
         let addr = self.local_addr()?;
         tracing::info!(%addr, issuer = %self.app.settings().issuer, "latchkey listening");
-        let service = router(self.state).into_make_service_with_connect_info::<SocketAddr>();
         let app = Arc::clone(&self.app);
         let shutdown = async move {
             shutdown.await;
             // Feed streams never end by themselves; graceful shutdown waits for them.
             app.feed_hub().close();
         };
-        let result = axum::serve(self.listener, service).with_graceful_shutdown(shutdown).await;
+        let result = serve(self.listener, router(self.state), shutdown).await;
         maintenance.abort();
         feed_hub.abort();
-        result.context("serving")
+        result
     }
+}
+
+/// How long a client may take to send a request head; also how long an idle keep-alive
+/// connection is kept. Slow or silent clients (slowloris) are cut off after it.
+pub const REQUEST_HEAD_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Serves HTTP/1.1 on `listener` until `shutdown` completes, then lets in-flight requests
+/// finish. Each connection has [`REQUEST_HEAD_TIMEOUT`] to send each request head (the
+/// router bounds the body the same way); a failed accept (out of file descriptors) is
+/// logged and retried shortly instead of ending the server. HTTP/2 is left to the TLS
+/// proxy in front (browsers speak it only over TLS).
+async fn serve(
+    listener: TcpListener,
+    router: axum::Router,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+    use hyper_util::server::conn::auto::Builder;
+    use hyper_util::service::TowerToHyperService;
+    use tower::ServiceExt as _;
+
+    let mut builder = Builder::new(TokioExecutor::new()).http1_only();
+    builder.http1().timer(TokioTimer::new()).header_read_timeout(REQUEST_HEAD_TIMEOUT);
+    let (closing_tx, closing) = tokio::sync::watch::channel(false);
+    // Every connection task holds a clone; when all are gone, every connection is done.
+    let (alive_tx, mut alive) = tokio::sync::mpsc::channel::<()>(1);
+    tokio::pin!(shutdown);
+    loop {
+        let (stream, remote) = tokio::select! {
+            () = &mut shutdown => break,
+            accepted = listener.accept() => match accepted {
+                Ok(accepted) => accepted,
+                Err(e) => {
+                    tracing::warn!(error = %e, "accept failed; retrying");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+        };
+        let _ = stream.set_nodelay(true);
+        let router = router.clone();
+        let service = tower::service_fn(move |mut req: axum::http::Request<hyper::body::Incoming>| {
+            req.extensions_mut().insert(axum::extract::ConnectInfo(remote));
+            router.clone().oneshot(req)
+        });
+        let builder = builder.clone();
+        let mut closing = closing.clone();
+        let alive = alive_tx.clone();
+        tokio::spawn(async move {
+            let conn = builder.serve_connection(TokioIo::new(stream), TowerToHyperService::new(service));
+            tokio::pin!(conn);
+            let ended = tokio::select! {
+                ended = conn.as_mut() => ended,
+                () = async { let _ = closing.wait_for(|is_closing| *is_closing).await; } => {
+                    conn.as_mut().graceful_shutdown();
+                    conn.await
+                }
+            };
+            if let Err(e) = ended {
+                tracing::debug!(error = %e, "connection ended with an error");
+            }
+            drop(alive);
+        });
+    }
+    drop(listener);
+    let _ = closing_tx.send(true);
+    drop(alive_tx);
+    let _ = alive.recv().await;
+    Ok(())
 }
 
 /// Completes on Ctrl-C or SIGTERM.

@@ -119,12 +119,17 @@ pub const MAX_REQUEST_HEAD: usize = 2 * 1024 * 1024;
 /// Serves `app` on `listener` (HTTP/1.1 and HTTP/2) until the process ends; a failed accept
 /// (out of file descriptors) is logged and retried shortly.
 pub async fn serve(listener: tokio::net::TcpListener, app: Router) {
-    use hyper_util::rt::{TokioExecutor, TokioIo};
+    use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
     use hyper_util::server::conn::auto::Builder;
     use hyper_util::service::TowerToHyperService;
 
     let mut builder = Builder::new(TokioExecutor::new());
-    builder.http1().max_buf_size(MAX_REQUEST_HEAD);
+    // A client has 10 s to send each request head (idle keep-alive connections close then).
+    builder
+        .http1()
+        .max_buf_size(MAX_REQUEST_HEAD)
+        .timer(TokioTimer::new())
+        .header_read_timeout(std::time::Duration::from_secs(10));
     loop {
         let stream = match listener.accept().await {
             Ok((stream, _)) => stream,

@@ -11,6 +11,7 @@
     reason = "test code"
 )]
 
+mod abuse;
 mod account;
 mod browser;
 mod cli;

@@ -9,6 +9,7 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use serde_json::{Value, json};
 
 use crate::{TestServer, http_client, send};
+pub(crate) use latchkey_testkit::html::hidden_fields;
 
 pub(crate) const REDIRECT: &str = "http://127.0.0.1:9/cb";
 pub(crate) const VERIFIER: &str = "dBjftJeZ4CVP-mB92K27uhbUJU1p1r_wW1gFWFOEjXk";
@@ -60,56 +61,6 @@ pub(crate) fn authorize_url(s: &TestServer, app: &App, extra: &[(&str, &str)]) -
     }
     let url = reqwest::Url::parse_with_params(&s.url("/oauth/authorize"), &params).unwrap();
     url.to_string()
-}
-
-/// Undoes HTML escaping: the named entities and numeric ones (`&#38;`, `&#x27;`).
-pub(crate) fn unescape(v: &str) -> String {
-    let mut out = String::with_capacity(v.len());
-    let mut rest = v;
-    while let Some(i) = rest.find('&') {
-        out.push_str(&rest[..i]);
-        rest = &rest[i..];
-        let Some(end) = rest.find(';') else { break };
-        let entity = &rest[1..end];
-        let ch = match entity {
-            "amp" => Some('&'),
-            "lt" => Some('<'),
-            "gt" => Some('>'),
-            "quot" => Some('"'),
-            "apos" => Some('\''),
-            _ => entity
-                .strip_prefix("#x")
-                .map(|h| u32::from_str_radix(h, 16))
-                .or_else(|| entity.strip_prefix('#').map(str::parse::<u32>))
-                .and_then(Result::ok)
-                .and_then(char::from_u32),
-        };
-        match ch {
-            Some(c) => {
-                out.push(c);
-                rest = &rest[end + 1..];
-            }
-            None => {
-                out.push('&');
-                rest = &rest[1..];
-            }
-        }
-    }
-    out.push_str(rest);
-    out
-}
-
-/// `<input type="hidden" name="X" value="Y">` pairs of a page, unescaped.
-pub(crate) fn hidden_fields(html: &str) -> Vec<(String, String)> {
-    html.split("<input type=\"hidden\" name=\"")
-        .skip(1)
-        .filter_map(|rest| {
-            let (name, rest) = rest.split_once('"')?;
-            let rest = rest.strip_prefix(" value=\"")?;
-            let (value, _) = rest.split_once('"')?;
-            Some((unescape(name), unescape(value)))
-        })
-        .collect()
 }
 
 pub(crate) fn location(a: &latchkey_testkit::Answer) -> String {
