@@ -80,6 +80,11 @@ impl NodeProcess {
         format!("{}{path}", self.base)
     }
 
+    /// The process id (for reading its memory and open files under `/proc`).
+    pub fn pid(&self) -> u32 {
+        self.child.id().expect("the process is running")
+    }
+
     /// Kills the process with SIGKILL (no shutdown of any kind) and waits for it to die.
     pub async fn kill_9(mut self) {
         self.child.kill().await.expect("kill -9");

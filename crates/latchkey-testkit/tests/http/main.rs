@@ -19,6 +19,7 @@ mod client;
 mod client_js;
 mod delays;
 mod feed;
+mod fuzz;
 mod input;
 mod interop;
 mod nodes;
@@ -27,6 +28,7 @@ mod oauth;
 mod processes;
 mod rotation;
 mod security;
+mod soak;
 mod tidy;
 mod tokens;
 
