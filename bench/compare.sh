@@ -123,7 +123,7 @@ record "hello-world axum GET /hello" axum "$(load --url "http://127.0.0.1:$HELLO
 VERIFY=""
 if [ "$QUICK" = 0 ]; then
   cargo bench -p latchkey-verify --bench verify -- --noplot >"$DIR/verify.txt" 2>&1 || true
-  VERIFY=$(grep -E "^(verify|[a-z_/ -]+)\s+time:" -A0 "$DIR/verify.txt" | sed 's/^/    /' || true)
+  VERIFY=$(grep -B1 'time:' "$DIR/verify.txt" | grep -v '^--' | paste - - | sed 's/  */ /g; s/^/    /' || true)
 fi
 
 OUT=bench/results-compare.md
