@@ -123,7 +123,17 @@ record "hello-world axum GET /hello" axum "$(load --url "http://127.0.0.1:$HELLO
 VERIFY=""
 if [ "$QUICK" = 0 ]; then
   cargo bench -p latchkey-verify --bench verify -- --noplot >"$DIR/verify.txt" 2>&1 || true
-  VERIFY=$(grep -B1 'time:' "$DIR/verify.txt" | grep -v '^--' | paste - - | sed 's/  */ /g; s/^/    /' || true)
+  VERIFY=$(python3 -c "
+import re, sys
+name = ''
+for line in open(sys.argv[1], errors='replace'):
+    line = line.split(chr(13))[-1].rstrip()
+    m = re.match(r'^(\\S.*?)\\s+time:\\s+(\\[.*\\])', line)
+    if m: print('    ' + m.group(1) + ': ' + m.group(2)); continue
+    m = re.match(r'^\\s+time:\\s+(\\[.*\\])', line)
+    if m: print('    ' + name + ': ' + m.group(1)); continue
+    if line and not line.startswith(' ') and not line.startswith('Benchmarking'): name = line.strip()
+" "$DIR/verify.txt" || true)
 fi
 
 OUT=bench/results-compare.md
