@@ -211,17 +211,23 @@ export class Latchkey {
     if (tokens) await this.#revoke(tokens);
   }
 
+  // A form POST to an OAuth endpoint as the app: HTTP Basic with its secret
+  // (client_secret_basic), or its client_id in the form when it is a public client.
+  #oauthPost(path, fields) {
+    const form = new URLSearchParams(fields);
+    const headers = { 'content-type': 'application/x-www-form-urlencoded' };
+    if (this.#oauth.clientSecret) {
+      headers.authorization = `Basic ${btoa(`${encodeURIComponent(this.#oauth.clientId)}:${encodeURIComponent(this.#oauth.clientSecret)}`)}`;
+    } else {
+      form.set('client_id', this.#oauth.clientId);
+    }
+    return this.#fetch(this.#url(path), { method: 'POST', headers, body: form.toString() });
+  }
+
   async #revoke(tokens) {
     let res;
     if (this.#oauth) {
-      const form = new URLSearchParams({ token: tokens.refreshToken ?? tokens.accessToken });
-      const headers = { 'content-type': 'application/x-www-form-urlencoded' };
-      if (this.#oauth.clientSecret) {
-        headers.authorization = `Basic ${btoa(`${encodeURIComponent(this.#oauth.clientId)}:${encodeURIComponent(this.#oauth.clientSecret)}`)}`;
-      } else {
-        form.set('client_id', this.#oauth.clientId);
-      }
-      res = await this.#fetch(this.#url('/oauth/revoke'), { method: 'POST', headers, body: form.toString() });
+      res = await this.#oauthPost('/oauth/revoke', { token: tokens.refreshToken ?? tokens.accessToken });
     } else if (tokens.refreshToken) {
       res = await this.#fetch(this.#url('/auth/logout'), {
         method: 'POST',
@@ -327,14 +333,7 @@ export class Latchkey {
       return Promise.resolve(new Response(JSON.stringify({ error: 'invalid_grant', error_reason: 'unknown_token' }), { status: 400 }));
     }
     if (this.#oauth) {
-      const form = new URLSearchParams({ grant_type: 'refresh_token', refresh_token: refreshToken });
-      const headers = { 'content-type': 'application/x-www-form-urlencoded' };
-      if (this.#oauth.clientSecret) {
-        headers.authorization = `Basic ${btoa(`${encodeURIComponent(this.#oauth.clientId)}:${encodeURIComponent(this.#oauth.clientSecret)}`)}`;
-      } else {
-        form.set('client_id', this.#oauth.clientId);
-      }
-      return this.#fetch(this.#url('/oauth/token'), { method: 'POST', headers, body: form.toString() });
+      return this.#oauthPost('/oauth/token', { grant_type: 'refresh_token', refresh_token: refreshToken });
     }
     return this.#fetch(this.#url('/auth/refresh'), {
       method: 'POST',

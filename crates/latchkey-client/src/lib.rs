@@ -455,16 +455,7 @@ impl Client {
             (Grant::FirstParty, None) => http.post(self.url("/auth/logout")).bearer_auth(&tokens.access),
             (Grant::OAuth { client_id, client_secret }, rt) => {
                 let token = rt.as_ref().map_or(tokens.access.as_str(), RefreshToken::expose_secret);
-                let mut form = vec![("token", token)];
-                let req = http.post(self.url("/oauth/revoke"));
-                let req = match client_secret {
-                    Some(secret) => req.basic_auth(client_id, Some(secret)),
-                    None => {
-                        form.push(("client_id", client_id));
-                        req
-                    }
-                };
-                req.form(&form)
+                self.oauth_post("/oauth/revoke", vec![("token", token)], client_id, client_secret.as_deref())
             }
         };
         let res = req.send().await.map_err(Error::transport)?;
@@ -550,24 +541,38 @@ impl Client {
         }
     }
 
+    /// A form `POST` to an OAuth endpoint as the app: HTTP Basic with its secret
+    /// (`client_secret_basic`), or its `client_id` in the form when it is a public client.
+    fn oauth_post<'a>(
+        &self,
+        path: &str,
+        mut form: Vec<(&'a str, &'a str)>,
+        client_id: &'a str,
+        client_secret: Option<&str>,
+    ) -> reqwest::RequestBuilder {
+        let req = self.inner.http.post(self.url(path));
+        let req = match client_secret {
+            Some(secret) => req.basic_auth(client_id, Some(secret)),
+            None => {
+                form.push(("client_id", client_id));
+                req
+            }
+        };
+        req.form(&form)
+    }
+
     async fn post_refresh(&self, rt: &RefreshToken) -> Result<Refreshed, Error> {
         let http = &self.inner.http;
         let req = match &self.inner.grant {
             Grant::FirstParty => {
                 http.post(self.url("/auth/refresh")).json(&json!({"refresh_token": rt.expose_secret()}))
             }
-            Grant::OAuth { client_id, client_secret } => {
-                let mut form = vec![("grant_type", "refresh_token"), ("refresh_token", rt.expose_secret())];
-                let req = http.post(self.url("/oauth/token"));
-                let req = match client_secret {
-                    Some(secret) => req.basic_auth(client_id, Some(secret)),
-                    None => {
-                        form.push(("client_id", client_id));
-                        req
-                    }
-                };
-                req.form(&form)
-            }
+            Grant::OAuth { client_id, client_secret } => self.oauth_post(
+                "/oauth/token",
+                vec![("grant_type", "refresh_token"), ("refresh_token", rt.expose_secret())],
+                client_id,
+                client_secret.as_deref(),
+            ),
         };
         let res = req.send().await.map_err(Error::transport)?;
         if res.status().is_success() {
