@@ -46,6 +46,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (1, include_str!("../../migrations/sqlite/0001_init.sql")),
     (2, include_str!("../../migrations/sqlite/0002_clients.sql")),
     (3, include_str!("../../migrations/sqlite/0003_oauth.sql")),
+    (4, include_str!("../../migrations/sqlite/0004_refresh_tokens_in_issue_order.sql")),
 ];
 
 /// Maps SQLite errors to the port's, without leaking rusqlite types.
@@ -1072,5 +1073,51 @@ impl Store for SqliteStore {
                 Ok(FeedEventRecord { seq, event })
             })
             .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A database an earlier version migrated up to 0003 keeps its refresh tokens through
+    /// 0004 (the move to issue order): the live one is still live, the retired one is still
+    /// known (so replaying it is still detected), both still lead to their session.
+    #[tokio::test]
+    async fn refresh_tokens_survive_the_move_to_issue_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("old.db");
+        let (retired, live) = (TokenHash::of("lkr_retired"), TokenHash::of("lkr_live"));
+        {
+            let conn = Connection::open(&path).unwrap();
+            conn.execute_batch(
+                "CREATE TABLE latchkey_migrations (version INTEGER PRIMARY KEY, applied_at INTEGER NOT NULL)",
+            )
+            .unwrap();
+            for (version, sql) in MIGRATIONS.iter().filter(|(v, _)| *v <= 3) {
+                conn.execute_batch(sql).unwrap();
+                conn.execute("INSERT INTO latchkey_migrations VALUES (?1, 0)", [version]).unwrap();
+            }
+            conn.execute_batch(
+                "INSERT INTO users (id, username, password_hash, authz_ver, status, created_at) \
+                   VALUES ('u1', 'old', 'x', 1, 'active', 0); \
+                 INSERT INTO sessions (id, user_id, client_id, scope, created_at, last_used_at, idle_expires_at, expires_at) \
+                   VALUES ('s1', 'u1', 'latchkey', 'profile', 0, 0, 9999999999, 9999999999);",
+            )
+            .unwrap();
+            conn.execute(
+                "INSERT INTO refresh_tokens (hash, session_id, created_at, retired_at, successor_hash) \
+                 VALUES (?1, 's1', 1, 2, ?2), (?2, 's1', 2, NULL, NULL)",
+                params![&retired.0[..], &live.0[..]],
+            )
+            .unwrap();
+        }
+        let store = SqliteStore::open(&format!("sqlite://{}", path.display())).await.unwrap();
+        assert!(store.is_live_refresh_token(&live).await.unwrap());
+        assert!(!store.is_live_refresh_token(&retired).await.unwrap());
+        for hash in [&retired, &live] {
+            let session = store.find_session_by_refresh_token(hash).await.unwrap().unwrap();
+            assert_eq!(session.id, "s1");
+        }
     }
 }
