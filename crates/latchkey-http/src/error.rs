@@ -54,6 +54,17 @@ pub enum ApiError {
     Userinfo(UserinfoError),
 }
 
+impl ApiError {
+    /// `413`: a body over [`crate::BODY_LIMIT`], whoever noticed it first.
+    pub(crate) fn body_too_large() -> Self {
+        Self::Rejected(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            ErrorCode::PayloadTooLarge,
+            format!("The request body is larger than {} bytes.", crate::BODY_LIMIT),
+        )
+    }
+}
+
 macro_rules! from_domain {
     ($($variant:ident($ty:ty)),*) => {$(
         impl From<$ty> for ApiError {

@@ -87,12 +87,7 @@ async fn read_body_in_time(req: Request, next: Next) -> Response {
     let (parts, body) = req.into_parts();
     match tokio::time::timeout(REQUEST_BODY_TIMEOUT, axum::body::to_bytes(body, BODY_LIMIT)).await {
         Ok(Ok(bytes)) => next.run(Request::from_parts(parts, axum::body::Body::from(bytes))).await,
-        Ok(Err(_)) => error::ApiError::Rejected(
-            axum::http::StatusCode::PAYLOAD_TOO_LARGE,
-            latchkey_proto::ErrorCode::PayloadTooLarge,
-            format!("The request body is larger than {BODY_LIMIT} bytes."),
-        )
-        .into_response(),
+        Ok(Err(_)) => error::ApiError::body_too_large().into_response(),
         Err(_) => {
             let mut res = error::ApiError::Rejected(
                 axum::http::StatusCode::REQUEST_TIMEOUT,

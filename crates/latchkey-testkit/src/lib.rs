@@ -264,6 +264,27 @@ pub async fn send(req: reqwest::RequestBuilder) -> Answer {
     Answer { status, headers, text, json }
 }
 
+/// Registers a user on the server at `base`; panics unless it succeeds.
+pub async fn register_at(base: &str, client: &reqwest::Client, username: &str, password: &str) -> Answer {
+    let body = json!({"username": username, "password": password});
+    let a = send(client.post(format!("{base}/auth/register")).json(&body)).await;
+    assert_eq!(a.status, 201, "register: {}", a.text);
+    a
+}
+
+/// Logs in on the server at `base`; panics unless it succeeds.
+pub async fn login_at(base: &str, client: &reqwest::Client, username: &str, password: &str) -> Answer {
+    let body = json!({"username": username, "password": password});
+    let a = send(client.post(format!("{base}/auth/login")).json(&body)).await;
+    assert_eq!(a.status, 200, "login: {}", a.text);
+    a
+}
+
+/// Refreshes on the server at `base`.
+pub async fn refresh_at(base: &str, client: &reqwest::Client, refresh_token: &str) -> Answer {
+    send(client.post(format!("{base}/auth/refresh")).json(&json!({"refresh_token": refresh_token}))).await
+}
+
 /// Conveniences for the first-party API.
 impl TestServer {
     /// `POST` JSON.
@@ -283,17 +304,12 @@ impl TestServer {
 
     /// Registers a user; panics unless it succeeds.
     pub async fn register(&self, client: &reqwest::Client, username: &str, password: &str) -> Answer {
-        let a =
-            self.post(client, "/auth/register", json!({"username": username, "password": password})).await;
-        assert_eq!(a.status, 201, "register: {}", a.text);
-        a
+        register_at(&self.base, client, username, password).await
     }
 
     /// Logs in; panics unless it succeeds.
     pub async fn login(&self, client: &reqwest::Client, username: &str, password: &str) -> Answer {
-        let a = self.post(client, "/auth/login", json!({"username": username, "password": password})).await;
-        assert_eq!(a.status, 200, "login: {}", a.text);
-        a
+        login_at(&self.base, client, username, password).await
     }
 
     /// Registers and logs in a fresh user; returns the login answer.
@@ -304,7 +320,7 @@ impl TestServer {
 
     /// Refreshes.
     pub async fn refresh(&self, client: &reqwest::Client, refresh_token: &str) -> Answer {
-        self.post(client, "/auth/refresh", json!({"refresh_token": refresh_token})).await
+        refresh_at(&self.base, client, refresh_token).await
     }
 
     /// Counts a session's live (not retired) refresh tokens, straight from the database.

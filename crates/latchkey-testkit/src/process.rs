@@ -176,13 +176,18 @@ impl PrivatePostgres {
 
     /// One of PostgreSQL's programs, run as `postgres` when the test runs as root.
     fn command(&self, program: &str, args: &[&str]) -> Command {
+        Command::from(self.std_command(program, args))
+    }
+
+    /// [`Self::command`] for blocking use (in `drop`).
+    fn std_command(&self, program: &str, args: &[&str]) -> std::process::Command {
         let program = self.bin.join(program);
         let mut command = if self.as_postgres {
-            let mut c = Command::new("runuser");
+            let mut c = std::process::Command::new("runuser");
             c.args(["-u", "postgres", "--"]).arg(program);
             c
         } else {
-            Command::new(program)
+            std::process::Command::new(program)
         };
         command.args(args).stdin(Stdio::null());
         command
@@ -192,18 +197,9 @@ impl PrivatePostgres {
 impl Drop for PrivatePostgres {
     fn drop(&mut self) {
         let data = self.data_dir();
-        let program = self.bin.join("pg_ctl");
-        let mut command = if self.as_postgres {
-            let mut c = std::process::Command::new("runuser");
-            c.args(["-u", "postgres", "--"]).arg(program);
-            c
-        } else {
-            std::process::Command::new(program)
-        };
-        let _ = command
-            .arg("-D")
-            .arg(data)
-            .args(["-m", "immediate", "-w", "stop"])
+        let Some(data) = data.to_str() else { return };
+        let _ = self
+            .std_command("pg_ctl", &["-D", data, "-m", "immediate", "-w", "stop"])
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .status();

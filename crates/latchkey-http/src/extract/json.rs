@@ -32,11 +32,7 @@ fn is_json(req: &Request) -> bool {
 async fn read_body<S: Send + Sync>(req: Request, state: &S) -> Result<Bytes, ApiError> {
     Bytes::from_request(req, state).await.map_err(|rejection| {
         if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
-            ApiError::Rejected(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                ErrorCode::PayloadTooLarge,
-                format!("The request body is larger than {} bytes.", crate::BODY_LIMIT),
-            )
+            ApiError::body_too_large()
         } else {
             ApiError::Rejected(
                 StatusCode::BAD_REQUEST,

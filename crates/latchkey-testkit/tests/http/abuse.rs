@@ -4,6 +4,8 @@
 //! these tests check request by request; the latency of that traffic during the abuse is
 //! printed next to its idle value (figures, not assertions: timing depends on the machine).
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use serde_json::json;
@@ -45,6 +47,55 @@ async fn legit_refreshes(s: &TestServer, token: &mut String, n: usize) -> Figure
         r.str("refresh_token").clone_into(token);
     }
     Figures(out)
+}
+
+/// Attackers: `workers` tasks, each sending the request `make(client, worker, n)` builds
+/// for its n-th attempt, again and again until stopped.
+struct Attack {
+    stop: Arc<AtomicBool>,
+    tasks: Vec<tokio::task::JoinHandle<(Vec<u16>, usize)>>,
+}
+
+impl Attack {
+    fn start<F>(workers: usize, make: F) -> Self
+    where
+        F: Fn(&reqwest::Client, usize, usize) -> reqwest::RequestBuilder + Send + Sync + 'static,
+    {
+        let stop = Arc::new(AtomicBool::new(false));
+        let make = Arc::new(make);
+        let tasks = (0..workers)
+            .map(|worker| {
+                let (stop, make) = (Arc::clone(&stop), Arc::clone(&make));
+                tokio::spawn(async move {
+                    let c = reqwest::Client::new();
+                    let (mut statuses, mut unanswered) = (Vec::new(), 0);
+                    let mut n = 0;
+                    while !stop.load(Ordering::Relaxed) {
+                        n += 1;
+                        match make(&c, worker, n).send().await {
+                            Ok(res) => statuses.push(res.status().as_u16()),
+                            Err(_) => unanswered += 1,
+                        }
+                    }
+                    (statuses, unanswered)
+                })
+            })
+            .collect();
+        Self { stop, tasks }
+    }
+
+    /// Stops the attackers; returns every status they were answered, and how many requests
+    /// got no answer (the server may close a connection on a request it refuses early).
+    async fn stop(self) -> (Vec<u16>, usize) {
+        self.stop.store(true, Ordering::Relaxed);
+        let mut all = (Vec::new(), 0);
+        for task in self.tasks {
+            let (statuses, unanswered) = task.await.unwrap();
+            all.0.extend(statuses);
+            all.1 += unanswered;
+        }
+        all
+    }
 }
 
 /// Reads until the server closes the connection; panics unless that happens in time.
@@ -133,33 +184,16 @@ async fn oversized_requests_are_refused_without_slowing_anyone_else() {
     let c = http_client();
     let mut token = s.signed_in(&c, "steady").await.str("refresh_token").to_owned();
     let idle = legit_refreshes(&s, &mut token, 100).await;
-    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let mut attackers = Vec::new();
-    for i in 0..8 {
-        let (url, stop) = (s.url("/auth/login"), std::sync::Arc::clone(&stop));
-        attackers.push(tokio::spawn(async move {
-            let c = reqwest::Client::new();
-            let mut statuses = Vec::new();
-            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
-                let req = if i % 2 == 0 {
-                    c.post(&url).header("content-type", "application/json").body(vec![b'x'; 4 * 1024 * 1024])
-                } else {
-                    c.post(&url).header("x-huge", "h".repeat(1024 * 1024)).json(&json!({}))
-                };
-                // A server may close the connection on a request it refuses early.
-                if let Ok(res) = req.send().await {
-                    statuses.push(res.status().as_u16());
-                }
-            }
-            statuses
-        }));
-    }
+    let url = s.url("/auth/login");
+    let attack = Attack::start(8, move |c, worker, _| {
+        if worker % 2 == 0 {
+            c.post(&url).header("content-type", "application/json").body(vec![b'x'; 4 * 1024 * 1024])
+        } else {
+            c.post(&url).header("x-huge", "h".repeat(1024 * 1024)).json(&json!({}))
+        }
+    });
     let during = legit_refreshes(&s, &mut token, 300).await;
-    stop.store(true, std::sync::atomic::Ordering::Relaxed);
-    let mut statuses: Vec<u16> = Vec::new();
-    for a in attackers {
-        statuses.extend(a.await.unwrap());
-    }
+    let (statuses, _) = attack.stop().await;
     assert!(statuses.iter().all(|s| matches!(s, 413 | 431 | 400)), "{statuses:?}");
     eprintln!(
         "{} oversized requests (4 MiB bodies, 1 MiB headers) refused; legitimate refreshes idle {} / during {}",
@@ -177,31 +211,12 @@ async fn a_wrong_password_flood_from_many_addresses_leaves_others_served() {
     s.register(&c, "victim", "correct horse battery").await;
     s.register(&c, "bystander", "correct horse battery").await;
     let idle = legit_refreshes(&s, &mut token, 100).await;
-    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let mut attackers = Vec::new();
-    for worker in 0..32u32 {
-        let (url, stop) = (s.url("/auth/login"), std::sync::Arc::clone(&stop));
-        attackers.push(tokio::spawn(async move {
-            let c = reqwest::Client::new();
-            let mut statuses = Vec::new();
-            let mut n = 0u32;
-            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
-                n += 1;
-                let user =
-                    if n.is_multiple_of(2) { "victim".to_owned() } else { format!("nobody-{worker}-{n}") };
-                let ip = format!("10.{}.{}.{}", worker, (n >> 8) & 255, n & 255);
-                let res = c
-                    .post(&url)
-                    .header("x-forwarded-for", ip)
-                    .json(&json!({"username": user, "password": "wrong guess"}))
-                    .send()
-                    .await
-                    .unwrap();
-                statuses.push(res.status().as_u16());
-            }
-            statuses
-        }));
-    }
+    let url = s.url("/auth/login");
+    let attack = Attack::start(32, move |c, worker, n| {
+        let user = if n.is_multiple_of(2) { "victim".to_owned() } else { format!("nobody-{worker}-{n}") };
+        let ip = format!("10.{}.{}.{}", worker, (n >> 8) & 255, n & 255);
+        c.post(&url).header("x-forwarded-for", ip).json(&json!({"username": user, "password": "wrong guess"}))
+    });
     let during = legit_refreshes(&s, &mut token, 300).await;
     // A legitimate login of another account during the flood: it may have to wait for the
     // hashing queue, or be told to retry (503), but never fails otherwise.
@@ -217,11 +232,8 @@ async fn a_wrong_password_flood_from_many_addresses_leaves_others_served() {
     }
     assert_eq!(login.status, 200, "{}", login.text);
     let login_took = t.elapsed();
-    stop.store(true, std::sync::atomic::Ordering::Relaxed);
-    let mut statuses: Vec<u16> = Vec::new();
-    for a in attackers {
-        statuses.extend(a.await.unwrap());
-    }
+    let (statuses, unanswered) = attack.stop().await;
+    assert_eq!(unanswered, 0, "every flood request is answered");
     assert!(
         statuses.iter().all(|s| matches!(s, 401 | 429 | 503)),
         "{:?}",
@@ -274,31 +286,13 @@ async fn a_storm_of_garbage_tokens_at_an_api_leaves_valid_tokens_served() {
         at.replace('.', ""),
         format!("{}x", &at[..at.len() - 1]),
     ];
-    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let mut attackers = Vec::new();
-    for worker in 0..16usize {
-        let (url, stop, garbage) =
-            (format!("{}/whoami", notes.base), std::sync::Arc::clone(&stop), garbage.clone());
-        attackers.push(tokio::spawn(async move {
-            let c = reqwest::Client::new();
-            let mut statuses = Vec::new();
-            let mut n = worker;
-            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
-                n += 1;
-                let token = &garbage[n % garbage.len()];
-                if let Ok(res) = c.get(&url).header("authorization", format!("Bearer {token}")).send().await {
-                    statuses.push(res.status().as_u16());
-                }
-            }
-            statuses
-        }));
-    }
+    let url = format!("{}/whoami", notes.base);
+    let attack = Attack::start(16, move |c, worker, n| {
+        let token = &garbage[(worker + n) % garbage.len()];
+        c.get(&url).header("authorization", format!("Bearer {token}"))
+    });
     let during = legit(600).await;
-    stop.store(true, std::sync::atomic::Ordering::Relaxed);
-    let mut statuses: Vec<u16> = Vec::new();
-    for a in attackers {
-        statuses.extend(a.await.unwrap());
-    }
+    let (statuses, _) = attack.stop().await;
     assert!(
         statuses.iter().all(|s| *s == 401),
         "{:?}",

@@ -145,15 +145,12 @@ async fn a_feed_consumer_on_either_node_sees_every_event_once() {
 
 #[tokio::test]
 async fn a_key_rotated_through_one_node_is_published_and_used_by_both() {
-    use crate::tokens::{header, verify};
+    use crate::tokens::{header, rotate_keys, verify};
     let (a, b) = two_nodes().await;
     let c = http_client();
     let login = a.signed_in(&c, "keyring").await;
     let old_kid = header(login.str("access_token"))["kid"].as_str().unwrap().to_owned();
-    let out = a.cli(&["keys", "rotate"], "").await.unwrap();
-    let created: Value = serde_json::from_str(out.trim()).unwrap();
-    let new_kids: Vec<String> =
-        created["created"].as_array().unwrap().iter().map(|k| k.as_str().unwrap().to_owned()).collect();
+    let new_kids = rotate_keys(&a).await;
     // Both nodes publish the new keys (each reloads the shared ring), before signing with them.
     for node in [&a, &b] {
         wait_for(|| async {

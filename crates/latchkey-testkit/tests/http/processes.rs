@@ -14,6 +14,7 @@ use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
 use latchkey_testkit::process::{NodeProcess, PrivatePostgres};
+use latchkey_testkit::{login_at, refresh_at, register_at};
 use serde_json::{Value, json};
 
 use crate::{http_client, send};
@@ -37,13 +38,10 @@ struct Tokens {
 /// Registers `username` on `base` and logs in `sessions` times.
 async fn sign_in(base: &str, username: &str, sessions: usize) -> Vec<Tokens> {
     let c = http_client();
-    let creds = json!({"username": username, "password": "correct horse battery"});
-    let reg = send(c.post(format!("{base}/auth/register")).json(&creds)).await;
-    assert_eq!(reg.status, 201, "{}", reg.text);
+    register_at(base, &c, username, PASSWORD).await;
     let mut out = Vec::new();
     for _ in 0..sessions {
-        let login = send(c.post(format!("{base}/auth/login")).json(&creds)).await;
-        assert_eq!(login.status, 200, "{}", login.text);
+        let login = login_at(base, &c, username, PASSWORD).await;
         out.push(Tokens {
             refresh: login.str("refresh_token").into(),
             access: login.str("access_token").into(),
@@ -52,8 +50,10 @@ async fn sign_in(base: &str, username: &str, sessions: usize) -> Vec<Tokens> {
     out
 }
 
+const PASSWORD: &str = "correct horse battery";
+
 async fn refresh(base: &str, token: &str) -> latchkey_testkit::Answer {
-    send(http_client().post(format!("{base}/auth/refresh")).json(&json!({"refresh_token": token}))).await
+    refresh_at(base, &http_client(), token).await
 }
 
 /// What one client of the fleet saw.

@@ -11,6 +11,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use latchkey_testkit::process::NodeProcess;
+use latchkey_testkit::{login_at, register_at};
 use serde_json::{Value, json};
 
 use crate::{http_client, send};
@@ -74,9 +75,7 @@ impl Soak {
     }
 
     async fn login(&self, user: &str) -> latchkey_testkit::Answer {
-        let a =
-            self.post("/auth/login", json!({"username": user, "password": "correct horse battery"})).await;
-        assert_eq!(a.status, 200, "{}", a.text);
+        let a = login_at(&self.node, &http_client(), user, "correct horse battery").await;
         self.count(LOGINS);
         a
     }
@@ -198,16 +197,16 @@ async fn soak_mixed_load_keeps_memory_and_files_flat_and_enforces_every_logout()
     let mut workers = Vec::new();
     for i in 0..4 {
         let user = format!("chain{i}");
-        soak.post("/auth/register", json!({"username": user, "password": "correct horse battery"})).await;
+        register_at(&soak.node, &c, &user, "correct horse battery").await;
         let login = soak.login(&user).await;
         workers.push(tokio::spawn(rotate_chain(Arc::clone(&soak), login.str("refresh_token").to_owned())));
     }
     for i in 0..2 {
         let user = format!("visitor{i}");
-        soak.post("/auth/register", json!({"username": user, "password": "correct horse battery"})).await;
+        register_at(&soak.node, &c, &user, "correct horse battery").await;
         workers.push(tokio::spawn(log_in_and_out(Arc::clone(&soak), user)));
     }
-    soak.post("/auth/register", json!({"username": "promoted", "password": "correct horse battery"})).await;
+    register_at(&soak.node, &c, "promoted", "correct horse battery").await;
     workers.push(tokio::spawn(change_roles(Arc::clone(&soak), "promoted".into())));
 
     let started = Instant::now();

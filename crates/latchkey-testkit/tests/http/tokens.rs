@@ -19,6 +19,13 @@ pub(crate) fn claims(jwt: &str) -> Value {
     serde_json::from_slice(&URL_SAFE_NO_PAD.decode(payload).expect("base64")).expect("json")
 }
 
+/// `latchkey keys rotate` on the server's database; returns the new key ids.
+pub(crate) async fn rotate_keys(s: &TestServer) -> Vec<String> {
+    let out = s.cli(&["keys", "rotate"], "").await.unwrap();
+    let created: Value = serde_json::from_str(out.trim()).unwrap();
+    created["created"].as_array().unwrap().iter().map(|k| k.as_str().unwrap().to_owned()).collect()
+}
+
 pub(crate) fn header(jwt: &str) -> Value {
     let h = jwt.split('.').next().expect("header");
     serde_json::from_slice(&URL_SAFE_NO_PAD.decode(h).expect("base64")).expect("json")
@@ -102,10 +109,7 @@ async fn key_rotation_publishes_first_then_signs_and_keeps_old_tokens_valid() {
     let c = http_client();
     let login = s.signed_in(&c, "rot").await;
     let old_kid = header(login.str("access_token"))["kid"].as_str().unwrap().to_owned();
-    let out = s.cli(&["keys", "rotate"], "").await.unwrap();
-    let created: Value = serde_json::from_str(out.trim()).unwrap();
-    let new_kids: Vec<String> =
-        created["created"].as_array().unwrap().iter().map(|k| k.as_str().unwrap().to_owned()).collect();
+    let new_kids = rotate_keys(&s).await;
     assert_eq!(new_kids.len(), 2);
     let listed = s.cli(&["keys", "list"], "").await.unwrap();
     assert_eq!(listed.lines().count(), 4);
