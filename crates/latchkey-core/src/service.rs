@@ -44,6 +44,9 @@ pub struct Latchkey {
     pub(crate) feed: crate::feed::FeedHub,
     /// When maintenance last pruned old rows.
     last_prune: std::sync::atomic::AtomicI64,
+    /// Held for a whole `maintain`, so a second caller waits for a run in progress instead
+    /// of skipping its prune and returning before that run's prune has committed.
+    maintaining: tokio::sync::Mutex<()>,
 }
 
 /// How long ended sessions stay in the database (for the device history and so that an
@@ -76,6 +79,7 @@ impl Latchkey {
             metrics: Metrics::default(),
             feed: crate::feed::FeedHub::new(),
             last_prune: std::sync::atomic::AtomicI64::new(0),
+            maintaining: tokio::sync::Mutex::new(()),
         };
         service.maintain().await?;
         Ok(service)
@@ -87,6 +91,7 @@ impl Latchkey {
     /// # Errors
     /// Storage or key errors.
     pub async fn maintain(&self) -> Result<(), KeyError> {
+        let _one_at_a_time = self.maintaining.lock().await;
         let now = self.clock.now();
         let s = &self.settings;
         let mut algs = vec![s.access_token_alg];
@@ -108,7 +113,11 @@ impl Latchkey {
             match store.prune(now, forget_before).await {
                 Ok(n) if n > 0 => tracing::info!(rows = n, "pruned expired rows"),
                 Ok(_) => {}
-                Err(e) => tracing::warn!(error = %e, "pruning failed; will retry"),
+                Err(e) => {
+                    // Retry at the next run rather than a whole prune interval later.
+                    self.last_prune.store(last, std::sync::atomic::Ordering::Relaxed);
+                    tracing::warn!(error = %e, "pruning failed; will retry");
+                }
             }
         }
         Ok(())
