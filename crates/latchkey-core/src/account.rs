@@ -15,15 +15,30 @@ use crate::store::{
 };
 
 /// A Bearer token that verified and whose session and user are alive: proof for the
-/// account operations below, which take it instead of re-checking.
+/// account operations below, which take it instead of re-checking. Its fields are private,
+/// so only [`Latchkey::authenticate_any`] (after the checks) can make one.
 #[derive(Debug, Clone)]
 pub struct Authenticated {
+    claims: AccessTokenClaims,
+    session: SessionRecord,
+    user: UserRecord,
+}
+
+impl Authenticated {
     /// The token's claims.
-    pub claims: AccessTokenClaims,
-    /// Its session.
-    pub session: SessionRecord,
-    /// Its user.
-    pub user: UserRecord,
+    pub fn claims(&self) -> &AccessTokenClaims {
+        &self.claims
+    }
+
+    /// The token's session, as stored when the token was checked.
+    pub fn session(&self) -> &SessionRecord {
+        &self.session
+    }
+
+    /// The session's user, as stored when the token was checked.
+    pub fn user(&self) -> &UserRecord {
+        &self.user
+    }
 }
 
 /// Bearer authentication failures.
@@ -113,6 +128,7 @@ impl Latchkey {
         Ok(Authenticated { claims, session, user })
     }
 
+    /// Revokes `target` for `reason`, recording a `session_revoked` security event.
     pub(crate) async fn revoke(
         &self,
         target: RevocationTarget,
@@ -121,22 +137,43 @@ impl Latchkey {
         session_id: Option<&str>,
         ctx: &ClientContext,
     ) -> Result<Vec<String>, StoreError> {
+        self.revoke_with(target, self.revocation(reason, user_id, session_id, ctx)).await
+    }
+
+    /// A revocation now, with a `session_revoked` security event the caller may reword.
+    pub(crate) fn revocation(
+        &self,
+        reason: ErrorReason,
+        user_id: Option<&str>,
+        session_id: Option<&str>,
+        ctx: &ClientContext,
+    ) -> SessionRevocation {
         let now = self.clock.now();
-        let revocation = SessionRevocation {
+        SessionRevocation {
             reason,
             now,
             until: self.revocation_until(now),
             event: self.event(now, "session_revoked", user_id, session_id, Some(ctx)),
-        };
+        }
+    }
+
+    /// Applies a revocation: the store revokes and publishes atomically, then the feed hub
+    /// and the metrics learn of it.
+    pub(crate) async fn revoke_with(
+        &self,
+        target: RevocationTarget,
+        revocation: SessionRevocation,
+    ) -> Result<Vec<String>, StoreError> {
         let revoked = self.store.revoke_sessions(&target, &revocation).await?;
         self.feed.changed();
-        self.metrics.revocations(reason.as_str(), revoked.len());
+        self.metrics.revocations(revocation.reason.as_str(), revoked.len());
         Ok(revoked)
     }
 
-    /// Logs a session out (SPEC 5.1 `POST /auth/logout`). Idempotent: an already revoked
-    /// session, an expired access token or an unknown refresh token still succeed, so a
-    /// client can always reach the logged-out state. A Bearer token must carry a valid
+    /// Logs a first-party session out (SPEC 5.1 `POST /auth/logout`). Idempotent: an
+    /// already revoked session, an expired access token or an unknown refresh token still
+    /// succeed, so a client can always reach the logged-out state; an app's token succeeds
+    /// too and changes nothing. A Bearer token must carry a valid
     /// signature; that alone proves which session to end.
     ///
     /// # Errors
@@ -150,12 +187,20 @@ impl Latchkey {
         // A Bearer token that no longer verifies (its key was retired, say) does not stop a
         // logout that also carries the refresh token.
         let from_bearer = bearer.map(|token| self.verify_access_token(token, true));
+        // First-party logout ends first-party sessions only (SPEC 5.1): an app's token is
+        // left alone, and the answer is the same 204, so this endpoint is neither a way to
+        // end someone's app grant with a leaked token nor an oracle for which tokens exist.
+        // Apps revoke their own tokens with RFC 7009, which authenticates the client.
+        let is_first_party = |client_id: &str| client_id == crate::login::FIRST_PARTY_CLIENT_ID;
         let session = match (from_bearer, refresh_token) {
-            (Some(Ok(claims)), _) => claims.sid.map(|sid| (sid, claims.sub)),
+            (Some(Ok(claims)), _) => {
+                claims.sid.filter(|_| is_first_party(&claims.client_id)).map(|sid| (sid, claims.sub))
+            }
             (Some(Err(_)) | None, Some(rt)) => self
                 .store
                 .find_session_by_refresh_token(&TokenHash::of(rt.expose_secret()))
                 .await?
+                .filter(|s| is_first_party(&s.client_id))
                 .map(|s| (s.id, s.user_id)),
             (Some(Err(reason)), None) => return Err(AccountError::Auth(AuthError::InvalidToken(reason))),
             (None, None) => return Err(AccountError::MissingCredential),

@@ -69,7 +69,7 @@ impl std::fmt::Debug for TokenHash {
 }
 
 /// Encrypts with AES-256-GCM under `key`; output is nonce || ciphertext || tag.
-fn seal(key: &[u8; 32], plaintext: &[u8]) -> Option<Vec<u8>> {
+pub(crate) fn seal(key: &[u8; 32], plaintext: &[u8]) -> Option<Vec<u8>> {
     let key = LessSafeKey::new(UnboundKey::new(&AES_256_GCM, key).ok()?);
     let nonce_bytes = random_bytes::<NONCE_LEN>();
     let mut buf = plaintext.to_vec();
@@ -80,7 +80,7 @@ fn seal(key: &[u8; 32], plaintext: &[u8]) -> Option<Vec<u8>> {
 }
 
 /// Decrypts what [`seal`] produced.
-fn open(key: &[u8; 32], sealed: &[u8]) -> Option<Zeroizing<Vec<u8>>> {
+pub(crate) fn open(key: &[u8; 32], sealed: &[u8]) -> Option<Zeroizing<Vec<u8>>> {
     let key = LessSafeKey::new(UnboundKey::new(&AES_256_GCM, key).ok()?);
     let (nonce, ct) = sealed.split_at_checked(NONCE_LEN)?;
     let nonce = Nonce::try_assume_unique_for_key(nonce).ok()?;
@@ -115,47 +115,6 @@ pub fn open_successor(presented: &RefreshToken, sealed: &[u8]) -> Option<Refresh
     Some(RefreshToken::new(s))
 }
 
-/// The operator's key for encrypting signing keys at rest (`LATCHKEY_MASTER_KEY`).
-pub struct MasterKey {
-    key: Zeroizing<[u8; 32]>,
-    id: String,
-}
-
-impl MasterKey {
-    /// Derives the AES-256 key from the configured secret (SHA-256 of it, so operators may
-    /// give any long random string) and a short id that names it in stored blobs.
-    pub fn from_secret(secret: &str) -> Self {
-        let d = digest(&SHA256, secret.as_bytes());
-        let mut key = Zeroizing::new([0u8; 32]);
-        key.copy_from_slice(d.as_ref());
-        let mut id_input = b"latchkey master key id\0".to_vec();
-        id_input.extend_from_slice(key.as_ref());
-        let id = b64(digest(&SHA256, &id_input).as_ref().get(..6).unwrap_or_default());
-        Self { key, id }
-    }
-
-    /// The key's id.
-    pub fn id(&self) -> &str {
-        &self.id
-    }
-
-    /// Encrypts.
-    pub fn encrypt(&self, plaintext: &[u8]) -> Option<Vec<u8>> {
-        seal(&self.key, plaintext)
-    }
-
-    /// Decrypts.
-    pub fn decrypt(&self, sealed: &[u8]) -> Option<Zeroizing<Vec<u8>>> {
-        open(&self.key, sealed)
-    }
-}
-
-impl std::fmt::Debug for MasterKey {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "MasterKey(id={}, [redacted])", self.id)
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -185,14 +144,5 @@ mod tests {
     fn successor_key_is_not_the_stored_hash() {
         let t = new_refresh_token();
         assert_ne!(successor_key(&t).as_ref(), &TokenHash::of(t.expose_secret()).0);
-    }
-
-    #[test]
-    fn master_key_round_trip_and_wrong_key_fails() {
-        let mk = MasterKey::from_secret("a long operator secret");
-        let sealed = mk.encrypt(b"pkcs8").unwrap();
-        assert_eq!(mk.decrypt(&sealed).unwrap().as_slice(), b"pkcs8");
-        assert!(MasterKey::from_secret("other").decrypt(&sealed).is_none());
-        assert_ne!(mk.id(), MasterKey::from_secret("other").id());
     }
 }

@@ -7,7 +7,9 @@
 //! commit order and a reader can never see seq N+1 before N. (Several writers on PostgreSQL
 //! will need more care; that store must keep this guarantee.)
 
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use latchkey_proto::events::FeedPage;
@@ -21,6 +23,11 @@ use crate::store::{FeedEventRecord, StoreError};
 pub const FEED_SCOPE: &str = "revocations:read";
 /// The most events in one page.
 pub const PAGE_SIZE: i64 = 1000;
+/// The most Server-Sent Event streams one feed client may hold open on one server process.
+/// A resource server needs one per process; this leaves room for many replicas and
+/// reconnects overlapping their predecessors, while a leaked or stolen credential cannot
+/// hold thousands of connections (and their memory) open.
+pub const MAX_STREAMS_PER_CLIENT: usize = 32;
 
 /// Feed failures.
 #[derive(Debug, thiserror::Error)]
@@ -28,6 +35,9 @@ pub enum FeedError {
     /// The client lacks `revocations:read`.
     #[error("the client lacks the scope revocations:read")]
     InsufficientScope,
+    /// The client already holds [`MAX_STREAMS_PER_CLIENT`] open streams.
+    #[error("the client holds too many open feed streams")]
+    TooManyStreams,
     /// Storage.
     #[error(transparent)]
     Store(#[from] StoreError),
@@ -59,13 +69,52 @@ pub struct FeedHub {
     changed: Notify,
     last_seq: AtomicI64,
     closing: watch::Sender<bool>,
+    open_streams: Arc<Mutex<HashMap<String, usize>>>,
+}
+
+/// One open stream of a feed client, counted against [`MAX_STREAMS_PER_CLIENT`] until it
+/// is dropped (when the stream ends, however it ends).
+pub struct StreamSlot {
+    client_id: String,
+    open_streams: Arc<Mutex<HashMap<String, usize>>>,
+}
+
+impl Drop for StreamSlot {
+    fn drop(&mut self) {
+        // A poisoned lock means a panic while counting; the count is then lost either way.
+        if let Ok(mut open) = self.open_streams.lock()
+            && let Some(count) = open.get_mut(&self.client_id)
+        {
+            *count = count.saturating_sub(1);
+            if *count == 0 {
+                open.remove(&self.client_id);
+            }
+        }
+    }
 }
 
 impl FeedHub {
     pub(crate) fn new() -> Self {
         let (sender, _) = broadcast::channel(4096);
         let (closing, _) = watch::channel(false);
-        Self { sender, changed: Notify::new(), last_seq: AtomicI64::new(0), closing }
+        Self {
+            sender,
+            changed: Notify::new(),
+            last_seq: AtomicI64::new(0),
+            closing,
+            open_streams: Arc::default(),
+        }
+    }
+
+    /// Counts a new stream of `client_id`, or `None` when it holds the most already.
+    fn open_stream(&self, client_id: &str) -> Option<StreamSlot> {
+        let mut open = self.open_streams.lock().ok()?;
+        let count = open.entry(client_id.to_owned()).or_default();
+        if *count >= MAX_STREAMS_PER_CLIENT {
+            return None;
+        }
+        *count += 1;
+        Some(StreamSlot { client_id: client_id.to_owned(), open_streams: Arc::clone(&self.open_streams) })
     }
 
     /// Ends every open stream (graceful shutdown: streams never end by themselves).
@@ -94,8 +143,19 @@ impl Latchkey {
     ///
     /// # Errors
     /// [`FeedError::InsufficientScope`].
-    pub fn authorize_feed(&self, client: &AuthenticatedClient) -> Result<(), FeedError> {
+    fn authorize_feed(&self, client: &AuthenticatedClient) -> Result<(), FeedError> {
         if client.has_scope(FEED_SCOPE) { Ok(()) } else { Err(FeedError::InsufficientScope) }
+    }
+
+    /// Checks the caller may open a stream: the feed scope, and fewer than
+    /// [`MAX_STREAMS_PER_CLIENT`] streams open already. The slot must live as long as the
+    /// stream.
+    ///
+    /// # Errors
+    /// [`FeedError::InsufficientScope`], [`FeedError::TooManyStreams`].
+    pub fn open_feed_stream(&self, client: &AuthenticatedClient) -> Result<StreamSlot, FeedError> {
+        self.authorize_feed(client)?;
+        self.feed.open_stream(&client.record().client_id).ok_or(FeedError::TooManyStreams)
     }
 
     /// The feed hub.

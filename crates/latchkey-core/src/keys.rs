@@ -16,7 +16,8 @@ use jsonwebtoken::DecodingKey;
 use serde_json::json;
 
 use crate::clock::Timestamp;
-use crate::crypto::{MasterKey, b64, new_id};
+use crate::crypto::{b64, new_id};
+use crate::master_key::MasterKey;
 use crate::store::{Store, StoreError, StoredKey};
 
 /// A JOSE signature algorithm Latchkey signs with.
@@ -74,6 +75,23 @@ pub enum KeyError {
         /// The master key id it is sealed under.
         key_id: String,
     },
+    /// A key is stored unencrypted while a master key is configured: it could have been
+    /// written by anyone with access to the database, so it is not used.
+    #[error(
+        "signing key {kid} is stored unencrypted but LATCHKEY_MASTER_KEY is set; \
+         run `latchkey keys seal` (with the master key set) to encrypt the existing keys"
+    )]
+    PlaintextKey {
+        /// The key.
+        kid: String,
+    },
+    /// This process has no master key, and the database holds sealed keys: it must not
+    /// create keys that it could only store unencrypted.
+    #[error(
+        "the database's signing keys are encrypted, and this process has no LATCHKEY_MASTER_KEY; \
+         set it to create or use keys"
+    )]
+    MasterKeyRequired,
     /// No key can sign with this algorithm.
     #[error("no active signing key for {0}")]
     NoActiveKey(&'static str),
@@ -82,8 +100,17 @@ pub enum KeyError {
     Store(#[from] StoreError),
 }
 
+/// A private key stored as it is (no master key configured).
 const PLAIN_PREFIX: &[u8] = b"LKP1";
-const SEALED_PREFIX: &[u8] = b"LKE1";
+/// A private key sealed by an earlier version (see `master_key.rs`): opened, never written.
+const LEGACY_SEALED_PREFIX: &[u8] = b"LKE1";
+/// A private key sealed under the master key's HKDF-derived key: `LKE2` id `:` sealed.
+const SEALED_PREFIX: &[u8] = b"LKE2";
+
+/// Whether a stored key is sealed (in any version's form).
+fn is_sealed(stored: &StoredKey) -> bool {
+    !stored.private_key.starts_with(PLAIN_PREFIX)
+}
 
 /// Wraps a PKCS#8 document for storage: sealed under the master key when there is one.
 fn wrap_private(pkcs8: &[u8], master: Option<&MasterKey>) -> Result<Vec<u8>, KeyError> {
@@ -104,24 +131,37 @@ fn wrap_private(pkcs8: &[u8], master: Option<&MasterKey>) -> Result<Vec<u8>, Key
     }
 }
 
-/// Recovers the PKCS#8 document of a stored key.
+/// Recovers the PKCS#8 document of a stored key. With a master key configured, only sealed
+/// keys are accepted (SPEC 3: no plaintext key is used while a master key is set).
 fn unwrap_private(
     stored: &StoredKey,
     master: Option<&MasterKey>,
 ) -> Result<zeroize::Zeroizing<Vec<u8>>, KeyError> {
     if let Some(plain) = stored.private_key.strip_prefix(PLAIN_PREFIX) {
+        if master.is_some() {
+            return Err(KeyError::PlaintextKey { kid: stored.kid.clone() });
+        }
         return Ok(zeroize::Zeroizing::new(plain.to_vec()));
     }
-    let rest = stored
-        .private_key
-        .strip_prefix(SEALED_PREFIX)
-        .ok_or_else(|| KeyError::Rejected(format!("key {} has an unknown format", stored.kid)))?;
+    let (rest, is_legacy) = match stored.private_key.strip_prefix(SEALED_PREFIX) {
+        Some(rest) => (rest, false),
+        None => match stored.private_key.strip_prefix(LEGACY_SEALED_PREFIX) {
+            Some(rest) => (rest, true),
+            None => return Err(KeyError::Rejected(format!("key {} has an unknown format", stored.kid))),
+        },
+    };
     let colon = rest.iter().position(|b| *b == b':').unwrap_or(rest.len());
     let (key_id, sealed) = rest.split_at(colon);
     let key_id = String::from_utf8_lossy(key_id).into_owned();
+    let sealed = sealed.get(1..).unwrap_or_default();
     let mismatch = || KeyError::MasterKeyMismatch { kid: stored.kid.clone(), key_id: key_id.clone() };
-    let mk = master.filter(|mk| mk.id() == key_id).ok_or_else(mismatch)?;
-    mk.decrypt(sealed.get(1..).unwrap_or_default()).ok_or_else(mismatch)
+    let mk = master.ok_or_else(mismatch)?;
+    let opened = match is_legacy {
+        false if mk.id() == key_id => mk.decrypt(sealed),
+        true if mk.legacy_id() == key_id => mk.decrypt_legacy(sealed),
+        _ => None,
+    };
+    opened.ok_or_else(mismatch)
 }
 
 /// Generates a new PKCS#8 key pair.
@@ -361,6 +401,7 @@ impl KeyRing {
     ) -> Result<Vec<String>, KeyError> {
         let _rotating = self.rotating.lock().await;
         let stored = store.list_signing_keys().await?;
+        self.check_may_create(&stored)?;
         let mut created = Vec::new();
         for alg in algs {
             let newest = stored.iter().filter(|k| k.alg == alg.as_str()).max_by_key(|k| k.created_at);
@@ -377,10 +418,23 @@ impl KeyRing {
         Ok(created)
     }
 
+    /// Refuses to create keys in a process that could not open the keys already stored: one
+    /// without a master key beside sealed keys (its key could only be stored unencrypted,
+    /// SPEC 3), or one with another master key (its key would stop every other node).
+    fn check_may_create(&self, stored: &[StoredKey]) -> Result<(), KeyError> {
+        if self.master.is_none() && stored.iter().any(is_sealed) {
+            return Err(KeyError::MasterKeyRequired);
+        }
+        for key in stored {
+            unwrap_private(key, self.master.as_ref())?;
+        }
+        Ok(())
+    }
+
     /// Creates a key now that activates at `activates_at` (`latchkey keys rotate`).
     ///
     /// # Errors
-    /// Storage or key-generation errors.
+    /// [`KeyError::MasterKeyRequired`], storage or key-generation errors.
     pub async fn create_key(
         &self,
         store: &dyn Store,
@@ -388,6 +442,7 @@ impl KeyRing {
         now: Timestamp,
         activates_at: Timestamp,
     ) -> Result<String, KeyError> {
+        self.check_may_create(&store.list_signing_keys().await?)?;
         // RSA generation takes a good fraction of a second: off the async runtime.
         let pkcs8 = tokio::task::spawn_blocking(move || generate_pkcs8(alg))
             .await
@@ -402,6 +457,32 @@ impl KeyRing {
         };
         store.insert_signing_key(&key).await?;
         Ok(key.kid)
+    }
+
+    /// Seals every stored key that is unencrypted or sealed in an earlier version's form
+    /// under `master` (`latchkey keys seal`, the migration of an existing database to a
+    /// master key). Returns the kids it sealed. Works on the store alone, since a ring with
+    /// a master key refuses to load the plaintext keys this is for.
+    ///
+    /// # Errors
+    /// A key sealed under another master key, storage errors.
+    pub async fn seal_stored_keys(store: &dyn Store, master: &MasterKey) -> Result<Vec<String>, KeyError> {
+        let mut sealed = Vec::new();
+        for key in store.list_signing_keys().await? {
+            if key.private_key.starts_with(SEALED_PREFIX) {
+                // Already current; opening it proves it is ours.
+                unwrap_private(&key, Some(master))?;
+                continue;
+            }
+            let pkcs8 = match key.private_key.strip_prefix(PLAIN_PREFIX) {
+                Some(plain) => zeroize::Zeroizing::new(plain.to_vec()),
+                None => unwrap_private(&key, Some(master))?,
+            };
+            let resealed = StoredKey { private_key: wrap_private(&pkcs8, Some(master))?, ..key };
+            store.update_signing_key(&resealed).await?;
+            sealed.push(resealed.kid);
+        }
+        Ok(sealed)
     }
 
     /// Deletes stored keys that are no longer published.
@@ -451,15 +532,45 @@ mod tests {
         }
     }
 
+    fn master(b64_key: &str) -> MasterKey {
+        MasterKey::parse(b64_key).unwrap()
+    }
+
+    const OTHER_KEY: &str = "Zt0e5r3Yv3b7a9o1mK8sQ2wE4rT6yU8iO0pA1sD3fG4=";
+
     #[test]
     fn encrypted_keys_need_the_same_master_key() {
-        let mk = MasterKey::from_secret("one");
+        let mk = master(crate::master_key::tests::KEY_A);
         let key = stored(Algorithm::EdDSA, Some(&mk), 0);
-        assert!(!key.private_key.starts_with(PLAIN_PREFIX));
+        assert!(key.private_key.starts_with(SEALED_PREFIX));
         assert!(LoadedKey::load(&key, Some(&mk)).is_ok());
         assert!(matches!(LoadedKey::load(&key, None), Err(KeyError::MasterKeyMismatch { .. })));
-        let other = MasterKey::from_secret("two");
+        let other = master(OTHER_KEY);
         assert!(matches!(LoadedKey::load(&key, Some(&other)), Err(KeyError::MasterKeyMismatch { .. })));
+    }
+
+    /// Issue 12 (8): a plaintext key is not used while a master key is set.
+    #[test]
+    fn plaintext_keys_are_refused_with_a_master_key() {
+        let plain = stored(Algorithm::EdDSA, None, 0);
+        assert!(LoadedKey::load(&plain, None).is_ok());
+        let mk = master(crate::master_key::tests::KEY_A);
+        assert!(matches!(LoadedKey::load(&plain, Some(&mk)), Err(KeyError::PlaintextKey { .. })));
+    }
+
+    #[test]
+    fn only_a_ring_with_a_master_key_creates_keys_beside_sealed_ones() {
+        let mk = master(crate::master_key::tests::KEY_A);
+        let sealed = vec![stored(Algorithm::EdDSA, Some(&mk), 0)];
+        let plain = vec![stored(Algorithm::EdDSA, None, 0)];
+        let without = KeyRing::new(None, Duration::from_secs(60));
+        assert!(matches!(without.check_may_create(&sealed), Err(KeyError::MasterKeyRequired)));
+        assert!(without.check_may_create(&plain).is_ok());
+        assert!(without.check_may_create(&[]).is_ok());
+        let with = KeyRing::new(Some(mk), Duration::from_secs(60));
+        assert!(with.check_may_create(&sealed).is_ok());
+        let another = KeyRing::new(Some(master(OTHER_KEY)), Duration::from_secs(60));
+        assert!(matches!(another.check_may_create(&sealed), Err(KeyError::MasterKeyMismatch { .. })));
     }
 
     #[test]

@@ -6,12 +6,14 @@
 
 pub mod account;
 pub mod admin;
+pub mod caller;
 pub mod clients;
 pub mod clock;
 pub mod crypto;
 pub mod feed;
 pub mod keys;
 pub mod login;
+pub mod master_key;
 pub mod metrics;
 pub mod oauth;
 pub mod password;

@@ -70,6 +70,12 @@ pub enum RegisterError {
     /// The username exists.
     #[error("username taken")]
     UsernameTaken,
+    /// Too many attempts from this address; retry after this many seconds.
+    #[error("throttled for {retry_after} s")]
+    Throttled {
+        /// Seconds.
+        retry_after: u64,
+    },
     /// The password breaks the length rules, or the pool is overloaded.
     #[error(transparent)]
     Password(#[from] PasswordError),
@@ -115,9 +121,28 @@ impl Latchkey {
     ///
     /// # Errors
     /// See [`RegisterError`].
-    pub async fn register(&self, creds: Credentials) -> Result<RegisterResponse, RegisterError> {
+    pub async fn register(
+        &self,
+        creds: Credentials,
+        ctx: &ClientContext,
+    ) -> Result<RegisterResponse, RegisterError> {
         if self.settings.registration == Registration::Closed {
             return Err(RegisterError::RegistrationClosed);
+        }
+        // Every attempt counts, whatever its outcome: the 409 for a taken name is the
+        // oracle this limits (SPEC 10).
+        if let Some(ip) = ctx.ip.as_deref() {
+            let now = self.clock.now();
+            let policy = &self.settings.throttle;
+            let window = i64::try_from(policy.address_window.as_secs()).unwrap_or(i64::MAX);
+            let key = crate::throttle::registration_key(ip);
+            let rec = self.store.record_throttle_failure(&key, now, window).await?;
+            if let Some(retry_after) = crate::throttle::registration_retry_after(&rec, policy, now) {
+                if rec.count == policy.registration_attempts + 1 {
+                    self.record(self.event(now, "registration_throttled", None, None, Some(ctx))).await;
+                }
+                return Err(RegisterError::Throttled { retry_after });
+            }
         }
         let user = self.create_user(&creds, Vec::new()).await?;
         self.metrics.registration();

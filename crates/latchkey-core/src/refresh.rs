@@ -1,9 +1,11 @@
 //! Refresh-token rotation (SPEC 4) as a pure decision plus one atomic store call.
 //!
 //! [`decide`] is the whole policy: revoked and expired sessions are refused; a live token
-//! rotates; the newest retired token, presented again within the grace window and before
-//! its successor has been used, is a benign concurrent refresh and gets the same successor;
-//! any other retired token is reuse and revokes the session. The store runs `decide` inside
+//! rotates; the newest retired token, presented again within the grace window, before its
+//! successor has been used and by the caller that rotated it (same IP network and user
+//! agent, see `caller.rs`), is a benign concurrent refresh and gets the same successor;
+//! any other retired token is reuse and revokes the session, whatever else is wrong with
+//! the request (a scope beyond the grant is judged only after the token's state). The store runs `decide` inside
 //! the rotation's transaction, so concurrent refreshes of one token see each other's writes
 //! and yield exactly one successor.
 
@@ -12,6 +14,7 @@ use std::time::Duration;
 use latchkey_proto::auth::TokenResponse;
 use latchkey_proto::{ErrorReason, RefreshToken};
 
+use crate::caller::CallerFingerprint;
 use crate::clock::Timestamp;
 use crate::crypto::{TokenHash, new_refresh_token, open_successor, seal_successor};
 use crate::keys::KeyError;
@@ -28,6 +31,9 @@ pub enum RefreshError {
     /// `invalid_grant` with this reason.
     #[error("refresh refused: {}", .0.as_str())]
     Refused(ErrorReason),
+    /// The request asked for a scope the session does not hold (`invalid_scope`).
+    #[error("the scope exceeds what was granted")]
+    ScopeExceeded,
     /// Signing.
     #[error(transparent)]
     Keys(#[from] KeyError),
@@ -75,6 +81,8 @@ pub struct RefreshContext {
     pub policy: RotationPolicy,
     /// The caller.
     pub client: ClientContext,
+    /// The scope the request asked for (the token endpoint's `scope`), when it asked.
+    pub requested_scope: Option<String>,
     /// Hash of the successor to install if the token rotates.
     pub successor_hash: TokenHash,
     /// The successor sealed under the presented token.
@@ -138,18 +146,26 @@ pub fn decide(snap: &RefreshSnapshot, ctx: &RefreshContext) -> RotationDecision 
     }
 
     // A retired token is reuse unless it is the benign concurrent retry of SPEC 4: inside
-    // the grace window and before its successor was used. Decided before binding, so theft
-    // is reported as theft whatever user agent the thief sends.
+    // the grace window, before its successor was used, and from the caller that rotated it.
+    // Without the caller bound, a thief holding a copy could wait for the victim to rotate
+    // (the device list shows when) and collect the victim's successor inside the window.
+    // Decided before binding and before the requested scope, so theft is reported as theft
+    // whatever else the thief sends.
     if let Some(retired_at) = snap.token.retired_at {
         let grace = i64::try_from(ctx.policy.refresh_grace.as_secs()).unwrap_or(i64::MAX);
         let is_within_window = grace > 0 && now.seconds_since(retired_at) <= grace;
-        let is_benign_retry =
-            is_within_window && !snap.token.is_successor_used && snap.token.successor_sealed.is_some();
+        let is_same_caller =
+            snap.token.retired_by.is_some_and(|by| by.ct_eq(&CallerFingerprint::of(&ctx.client)));
+        let is_benign_retry = is_within_window
+            && !snap.token.is_successor_used
+            && snap.token.successor_sealed.is_some()
+            && is_same_caller;
         if !is_benign_retry {
             let detail = Some(format!(
-                "retired {} s ago; successor {}",
+                "retired {} s ago; successor {}; {}",
                 now.seconds_since(retired_at),
-                if snap.token.is_successor_used { "already used" } else { "unused" }
+                if snap.token.is_successor_used { "already used" } else { "unused" },
+                if is_same_caller { "same caller" } else { "another caller than the rotation's" }
             ));
             return revoke(ctx, snap, ErrorReason::ReuseDetected, "refresh_token_reuse", detail);
         }
@@ -173,6 +189,13 @@ pub fn decide(snap: &RefreshSnapshot, ctx: &RefreshContext) -> RotationDecision 
         }
     }
 
+    // RFC 6749 §6: a scope beyond the grant is refused, and nothing rotates.
+    if let Some(asked) = &ctx.requested_scope
+        && !asked.split(' ').filter(|x| !x.is_empty()).all(|x| session.scope.split(' ').any(|g| g == x))
+    {
+        return RotationDecision::ScopeExceeded;
+    }
+
     let touch = Touch {
         now,
         idle_expires_at: now.plus(ctx.policy.session_idle_ttl).min(session.expires_at),
@@ -180,6 +203,7 @@ pub fn decide(snap: &RefreshSnapshot, ctx: &RefreshContext) -> RotationDecision 
     };
     match snap.token.retired_at {
         None => RotationDecision::Rotate {
+            retired_by: CallerFingerprint::of(&ctx.client),
             successor_hash: ctx.successor_hash,
             successor_sealed: ctx.successor_sealed.clone(),
             touch,
@@ -199,18 +223,21 @@ impl Latchkey {
         presented: &RefreshToken,
         client: &ClientContext,
     ) -> Result<TokenResponse, RefreshError> {
-        self.refresh_for(crate::login::FIRST_PARTY_CLIENT_ID, presented, client).await
+        self.refresh_for(crate::login::FIRST_PARTY_CLIENT_ID, presented, None, client).await
     }
 
     /// Rotates a refresh token presented by `client_id` (the first-party API, or an app at
     /// the token endpoint): the same engine, grace window and reuse detection for both.
+    /// `requested_scope` is the token request's `scope`, which may narrow but not widen.
     ///
     /// # Errors
-    /// [`RefreshError::Refused`] with the reason for every refusal.
+    /// [`RefreshError::Refused`] with the reason for every refusal;
+    /// [`RefreshError::ScopeExceeded`].
     pub async fn refresh_for(
         &self,
         client_id: &str,
         presented: &RefreshToken,
+        requested_scope: Option<String>,
         client: &ClientContext,
     ) -> Result<TokenResponse, RefreshError> {
         if !presented.expose_secret().starts_with(RefreshToken::PREFIX) {
@@ -225,6 +252,7 @@ impl Latchkey {
             now,
             policy: RotationPolicy::from(&self.settings),
             client: client.clone(),
+            requested_scope,
             successor_hash: TokenHash::of(successor.expose_secret()),
             successor_sealed,
         };
@@ -261,6 +289,10 @@ impl Latchkey {
             RotationDecision::Refuse { reason } => {
                 self.metrics.refresh(RefreshOutcome::Refused);
                 return Err(RefreshError::Refused(reason));
+            }
+            RotationDecision::ScopeExceeded => {
+                self.metrics.refresh(RefreshOutcome::Refused);
+                return Err(RefreshError::ScopeExceeded);
             }
         };
         let access_token = self.mint_access_token(&snap.user, &snap.session, now)?;

@@ -6,8 +6,8 @@
 use std::sync::Arc;
 
 use crate::clock::{Clock, Timestamp};
-use crate::crypto::MasterKey;
 use crate::keys::{KeyError, KeyRing};
+use crate::master_key::MasterKey;
 use crate::metrics::Metrics;
 use crate::password::{PasswordError, PasswordHasher};
 use crate::settings::Settings;

@@ -8,6 +8,7 @@
 use async_trait::async_trait;
 use latchkey_proto::ErrorReason;
 
+use crate::caller::CallerFingerprint;
 use crate::clock::Timestamp;
 use crate::crypto::TokenHash;
 
@@ -125,6 +126,9 @@ pub struct RefreshTokenRecord {
     pub successor_sealed: Option<Vec<u8>>,
     /// Whether the successor has itself been rotated (the grace window's use bound).
     pub is_successor_used: bool,
+    /// Who rotated it: a duplicate is benign only from the same caller (SPEC 4). `None`
+    /// while live, and for tokens retired before this was recorded.
+    pub retired_by: Option<CallerFingerprint>,
 }
 
 /// Everything a rotation decision needs, read inside the rotation's transaction.
@@ -154,6 +158,8 @@ pub struct Touch {
 pub enum RotationDecision {
     /// Retire the presented token and make `successor` the live one.
     Rotate {
+        /// The caller that rotated, stored with the retired token.
+        retired_by: CallerFingerprint,
         /// Hash of the new token.
         successor_hash: TokenHash,
         /// The new token sealed for the grace window.
@@ -180,6 +186,10 @@ pub enum RotationDecision {
         /// Why.
         reason: ErrorReason,
     },
+    /// Refuse without changing anything: the request asked for a scope the session does not
+    /// hold (RFC 6749 §6, `invalid_scope`). Decided only after the token's own state, so a
+    /// retired token cannot be probed this way.
+    ScopeExceeded,
 }
 
 /// The common part of every revocation: why, when, until when the feed must remember
@@ -280,6 +290,13 @@ pub type CodeDecide = Box<dyn FnOnce(&AuthCodeRecord) -> CodeDecision + Send>;
 pub enum CodeRedemption {
     /// No such code.
     Unknown,
+    /// The code was issued to another client: nothing changed (RFC 6749 §4.1.3: only the
+    /// client a code was issued to may redeem it, so another client can neither spend it
+    /// nor trigger its replay revocation).
+    OtherClient {
+        /// The code, untouched.
+        code: Box<AuthCodeRecord>,
+    },
     /// The code had been redeemed before: what the first use produced was revoked (the
     /// ids), with a feed event each.
     Reused {
@@ -505,6 +522,8 @@ pub trait Store: Send + Sync + 'static {
     async fn insert_signing_key(&self, key: &StoredKey) -> Result<(), StoreError>;
     /// Every signing key, oldest first.
     async fn list_signing_keys(&self) -> Result<Vec<StoredKey>, StoreError>;
+    /// Replaces a signing key's stored private key (re-sealing it); `kid` names the row.
+    async fn update_signing_key(&self, key: &StoredKey) -> Result<(), StoreError>;
     /// Deletes a signing key that no live token can have been signed with.
     async fn delete_signing_key(&self, kid: &str) -> Result<(), StoreError>;
 
@@ -550,12 +569,15 @@ pub trait Store: Send + Sync + 'static {
 
     /// Stores a new authorization code.
     async fn insert_auth_code(&self, code: &AuthCodeRecord) -> Result<(), StoreError>;
-    /// Redeems a code atomically: an unknown code is [`CodeRedemption::Unknown`]; a spent
-    /// one revokes the session its first use produced ([`CodeRedemption::Reused`], with
-    /// `reuse`); otherwise the code is spent, `decide` runs and its session is inserted.
+    /// Redeems a code for `client_id` atomically: an unknown code is
+    /// [`CodeRedemption::Unknown`]; another client's code is [`CodeRedemption::OtherClient`]
+    /// and changes nothing; a spent one revokes the session its first use produced
+    /// ([`CodeRedemption::Reused`], with `reuse`); otherwise the code is spent, `decide`
+    /// runs and its session is inserted.
     async fn redeem_auth_code(
         &self,
         hash: &TokenHash,
+        client_id: &str,
         now: Timestamp,
         reuse: &SessionRevocation,
         decide: CodeDecide,

@@ -26,6 +26,12 @@ pub fn address_key(ip: &str) -> String {
     }
 }
 
+/// The counter key of registration attempts from a client address (per /64 for IPv6, as
+/// [`address_key`]).
+pub fn registration_key(ip: &str) -> String {
+    format!("reg:{}", address_key(ip))
+}
+
 fn secs(d: std::time::Duration) -> i64 {
     i64::try_from(d.as_secs()).unwrap_or(i64::MAX)
 }
@@ -65,6 +71,21 @@ pub fn address_retry_after(
     u64::try_from(wait).ok().filter(|w| *w > 0)
 }
 
+/// Seconds the address must wait before registering again, if its attempts reached
+/// `registration_attempts` (each within `address_window` of the previous), until a window
+/// after the last one.
+pub fn registration_retry_after(
+    rec: &ThrottleRecord,
+    policy: &ThrottlePolicy,
+    now: Timestamp,
+) -> Option<u64> {
+    if rec.count <= policy.registration_attempts {
+        return None;
+    }
+    let wait = rec.last_failure_at.0.saturating_add(secs(policy.address_window)) - now.0;
+    u64::try_from(wait).ok().filter(|w| *w > 0)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -97,6 +118,16 @@ mod tests {
         assert_eq!(address_retry_after(Some(&rec(20, 0, 5)), &p, Timestamp(65)), None);
         // Failures straddling a minute boundary still count (the window slides).
         assert_eq!(address_retry_after(Some(&rec(20, 0, 95)), &p, Timestamp(95)), Some(60));
+    }
+
+    #[test]
+    fn registration_allows_twenty_attempts_a_minute() {
+        let p = ThrottlePolicy::default();
+        assert_eq!(registration_retry_after(&rec(20, 0, 5), &p, Timestamp(5)), None);
+        assert_eq!(registration_retry_after(&rec(21, 0, 5), &p, Timestamp(5)), Some(60));
+        assert_eq!(registration_retry_after(&rec(21, 0, 5), &p, Timestamp(65)), None);
+        assert_eq!(registration_key("2001:db8:1:2::1"), registration_key("2001:db8:1:2::9"));
+        assert_ne!(registration_key("10.0.0.1"), address_key("10.0.0.1"));
     }
 
     #[test]

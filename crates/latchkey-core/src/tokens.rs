@@ -19,6 +19,14 @@ fn secs(d: std::time::Duration) -> i64 {
     i64::try_from(d.as_secs()).unwrap_or(i64::MAX)
 }
 
+/// Whether a session's access tokens carry the user's roles (SPEC 13): first-party
+/// sessions always; an app's only when it was granted the scope `roles`, so that an app the
+/// user allowed `openid profile` cannot act at an API with the user's roles.
+pub(crate) fn carries_roles(session: &SessionRecord) -> bool {
+    session.client_id == crate::login::FIRST_PARTY_CLIENT_ID
+        || session.scope.split(' ').any(|s| s == crate::oauth::ROLES)
+}
+
 impl Latchkey {
     /// Mints an access token for a session.
     ///
@@ -44,7 +52,7 @@ impl Latchkey {
             jti: new_id(),
             sid: Some(session.id.clone()),
             scope: session.scope.clone(),
-            roles: user.roles.clone(),
+            roles: if carries_roles(session) { user.roles.clone() } else { Vec::new() },
             authz_ver: user.authz_ver,
             cnf: None,
         };

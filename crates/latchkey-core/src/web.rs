@@ -15,8 +15,26 @@ use crate::store::{
 /// The prefix of browser session cookies.
 pub const COOKIE_PREFIX: &str = "lkw_";
 
-/// A signed-in browser: its session and user.
-pub type SignedIn = (SessionRecord, UserRecord);
+/// A signed-in browser: its session (alive) and user (active). Proof that the cookie was
+/// checked: its fields are private, so only [`Latchkey::web_sign_in`] and
+/// [`Latchkey::web_session`] make one.
+#[derive(Debug, Clone)]
+pub struct SignedIn {
+    session: SessionRecord,
+    user: UserRecord,
+}
+
+impl SignedIn {
+    /// The browser's session.
+    pub fn session(&self) -> &SessionRecord {
+        &self.session
+    }
+
+    /// Its user.
+    pub fn user(&self) -> &UserRecord {
+        &self.user
+    }
+}
 
 /// An app the user has connected.
 #[derive(Debug, Clone)]
@@ -53,7 +71,7 @@ impl Latchkey {
         );
         let cookie = format!("{COOKIE_PREFIX}{}", b64(&random_bytes::<32>()));
         self.store.insert_web_session(&session, &TokenHash::of(&cookie)).await?;
-        Ok(((session, user), cookie))
+        Ok((SignedIn { session, user }, cookie))
     }
 
     /// The signed-in browser behind a cookie, if its session is alive; use slides the idle
@@ -89,7 +107,7 @@ impl Latchkey {
             };
             self.store.touch_session(&session.id, &touch).await?;
         }
-        Ok(Some((session, user)))
+        Ok(Some(SignedIn { session, user }))
     }
 
     /// Signs a browser out (its session is revoked as `logged_out`).
@@ -97,7 +115,7 @@ impl Latchkey {
     /// # Errors
     /// Storage.
     pub async fn web_sign_out(&self, signed_in: &SignedIn, ctx: &ClientContext) -> Result<(), StoreError> {
-        let (session, user) = signed_in;
+        let SignedIn { session, user } = signed_in;
         let target = RevocationTarget::Session { id: session.id.clone(), user_id: Some(user.id.clone()) };
         self.revoke(target, ErrorReason::LoggedOut, Some(&user.id), Some(&session.id), ctx).await?;
         Ok(())

@@ -167,7 +167,11 @@ fn store(e: &StoreError) -> Response {
 fn keys(e: &KeyError) -> Response {
     match e {
         KeyError::Store(s) => store(s),
-        KeyError::Rejected(_) | KeyError::MasterKeyMismatch { .. } | KeyError::NoActiveKey(_) => internal(e),
+        KeyError::Rejected(_)
+        | KeyError::MasterKeyMismatch { .. }
+        | KeyError::PlaintextKey { .. }
+        | KeyError::MasterKeyRequired
+        | KeyError::NoActiveKey(_) => internal(e),
     }
 }
 
@@ -205,6 +209,14 @@ impl IntoResponse for ApiError {
                 RegisterError::UsernameTaken => {
                     plain(StatusCode::CONFLICT, ErrorCode::UsernameTaken, "That username is taken.")
                 }
+                RegisterError::Throttled { retry_after } => with_retry_after(
+                    plain(
+                        StatusCode::TOO_MANY_REQUESTS,
+                        ErrorCode::TooManyRequests,
+                        format!("Too many registration attempts; try again in {retry_after} seconds."),
+                    ),
+                    *retry_after,
+                ),
                 RegisterError::Password(p) => password(p),
                 RegisterError::Store(s) => store(s),
             },
@@ -223,6 +235,11 @@ impl IntoResponse for ApiError {
                 RefreshError::Refused(reason) => {
                     body(StatusCode::BAD_REQUEST, ErrorBody::with_reason(ErrorCode::InvalidGrant, *reason))
                 }
+                RefreshError::ScopeExceeded => plain(
+                    StatusCode::BAD_REQUEST,
+                    ErrorCode::InvalidScope,
+                    "The scope exceeds what was granted.",
+                ),
                 RefreshError::Keys(k) => keys(k),
                 RefreshError::Store(s) => store(s),
                 RefreshError::Sealing => internal(e),
@@ -265,6 +282,14 @@ impl IntoResponse for ApiError {
                     ErrorCode::InsufficientScope,
                     "The client lacks the scope revocations:read.",
                 ),
+                FeedError::TooManyStreams => with_retry_after(
+                    plain(
+                        StatusCode::TOO_MANY_REQUESTS,
+                        ErrorCode::TooManyRequests,
+                        "This client holds too many open feed streams; close one first.",
+                    ),
+                    5,
+                ),
                 FeedError::Store(s) => store(s),
             },
             Self::Token(e) => match e {
@@ -287,6 +312,17 @@ impl IntoResponse for ApiError {
                 TokenRequestError::InvalidScope(why) => {
                     plain(StatusCode::BAD_REQUEST, ErrorCode::InvalidScope, *why)
                 }
+                TokenRequestError::RevocationThrottled { retry_after } => with_retry_after(
+                    plain(
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        ErrorCode::TemporarilyUnavailable,
+                        format!(
+                            "Too many token revocations by this client; the token is still valid. \
+                             Retry in {retry_after} seconds."
+                        ),
+                    ),
+                    *retry_after,
+                ),
                 TokenRequestError::Keys(k) => keys(k),
                 TokenRequestError::Store(s) => store(s),
                 TokenRequestError::Internal => internal(e),

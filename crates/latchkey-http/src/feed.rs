@@ -15,6 +15,7 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use latchkey_core::Latchkey;
+use latchkey_core::feed::StreamSlot;
 use latchkey_core::store::FeedEventRecord;
 use latchkey_proto::ErrorCode;
 use serde::Deserialize;
@@ -58,6 +59,8 @@ struct Position {
     last: i64,
     pending: VecDeque<FeedEventRecord>,
     is_caught_up: bool,
+    /// Counts this stream against the client's cap while it is open.
+    _slot: StreamSlot,
 }
 
 impl Position {
@@ -104,7 +107,7 @@ pub(crate) async fn stream(
     headers: HeaderMap,
     after: Result<Query<After>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Response, ApiError> {
-    s.app.authorize_feed(&client)?;
+    let slot = s.app.open_feed_stream(&client)?;
     let Query(After { after }) = after.map_err(|_| bad_after())?;
     let start = match headers.get("last-event-id") {
         Some(v) => v.to_str().ok().and_then(|v| v.trim().parse::<i64>().ok()).ok_or_else(bad_after)?,
@@ -121,6 +124,7 @@ pub(crate) async fn stream(
         last: start,
         pending: VecDeque::new(),
         is_caught_up: false,
+        _slot: slot,
     };
     let events = futures_util::stream::unfold(position, Position::next);
     let keep_alive = KeepAlive::new().interval(Duration::from_secs(15)).text("keep-alive");

@@ -65,6 +65,7 @@ fn rotate(c: &mut Criterion) {
                 now,
                 policy: RotationPolicy::from(&settings),
                 client: client.clone(),
+                requested_scope: None,
                 successor_hash: TokenHash::of(successor.expose_secret()),
                 successor_sealed: sealed,
             };

@@ -126,6 +126,7 @@ async fn rotate(store: &dyn Store, presented: &RefreshToken, now: i64) -> Option
         now: Timestamp(now),
         policy: RotationPolicy::from(&Settings::new("http://issuer")),
         client: ClientContext { ip: None, user_agent: Some("ua".into()) },
+        requested_scope: None,
         successor_hash: TokenHash::of(successor.expose_secret()),
         successor_sealed: seal_successor(presented, &successor).unwrap(),
     };
@@ -331,6 +332,12 @@ store_test!(a_code_is_redeemed_once_and_reuse_revokes_its_session, |store| {
     store.insert_user(&user("u")).await.unwrap();
     let hash = TokenHash::of("lkc_code");
     store.insert_auth_code(&code(&hash)).await.unwrap();
+    // Another client's redemption changes nothing: no decision runs, the code stays unspent.
+    let other = store
+        .redeem_auth_code(&hash, "other-app", Timestamp(T0 + 1), &code_reuse(), Box::new(|_| unreachable!()))
+        .await
+        .unwrap();
+    assert!(matches!(other, CodeRedemption::OtherClient { .. }), "{other:?}");
     let mut tasks = tokio::task::JoinSet::new();
     for i in 0..16 {
         let store = Arc::clone(&store);
@@ -343,7 +350,7 @@ store_test!(a_code_is_redeemed_once_and_reuse_revokes_its_session, |store| {
                     refresh_token: Some(TokenHash::of(&format!("lkr_{i}"))),
                 }
             });
-            store.redeem_auth_code(&hash, Timestamp(T0 + 1), &code_reuse(), decide).await.unwrap()
+            store.redeem_auth_code(&hash, "app", Timestamp(T0 + 1), &code_reuse(), decide).await.unwrap()
         });
     }
     let mut issued = Vec::new();
@@ -368,6 +375,7 @@ store_test!(a_code_is_redeemed_once_and_reuse_revokes_its_session, |store| {
     let unknown = store
         .redeem_auth_code(
             &TokenHash::of("lkc_other"),
+            "app",
             Timestamp(T0),
             &code_reuse(),
             Box::new(|_| CodeDecision::Refuse),

@@ -166,6 +166,9 @@ impl TestServer {
         // One hash at a time keeps the suite's many parallel servers from fighting over the
         // two cores; it changes no behaviour.
         config.settings.password_hash_concurrency = 1;
+        // Every test client registers from 127.0.0.1, many users a test; the per-address
+        // registration limit has tests of its own, which set it back.
+        config.settings.throttle.registration_attempts = 100_000;
         adjust(&mut config);
         let clock = Arc::new(ManualClock::new());
         let server = Server::bind(&config, Arc::clone(&clock) as Arc<dyn Clock>, Duration::from_millis(200))

@@ -141,6 +141,9 @@ enum KeysCommand {
     List,
     /// Create new signing keys; published now, signing after key_publish_ahead.
     Rotate,
+    /// Encrypt every signing key stored unencrypted (or in an older sealed form) under
+    /// LATCHKEY_MASTER_KEY: the step that moves an existing database to a master key.
+    Seal,
 }
 
 fn read_password(stdin: &mut dyn BufRead) -> anyhow::Result<Password> {
@@ -160,19 +163,47 @@ fn roles(list: &str) -> Vec<String> {
 /// # Errors
 /// Whatever the command reports; the binary prints it and exits 1.
 pub async fn run(cli: Cli, stdin: &mut dyn BufRead, stdout: &mut dyn Write) -> anyhow::Result<()> {
+    run_with_env(cli, &|k| std::env::var(k).ok(), stdin, stdout).await
+}
+
+/// As [`run`], with the environment given (for tests, which run in parallel in one
+/// process and cannot set process-wide variables).
+///
+/// # Errors
+/// As [`run`].
+pub async fn run_with_env(
+    cli: Cli,
+    env: &dyn Fn(&str) -> Option<String>,
+    stdin: &mut dyn BufRead,
+    stdout: &mut dyn Write,
+) -> anyhow::Result<()> {
     let mut flags = Flags { database_url: cli.database_url, ..Flags::default() };
     if let Command::Serve(args) = &cli.command {
         flags.listen.clone_from(&args.listen);
         flags.issuer.clone_from(&args.issuer);
     }
-    let config = Config::load(cli.config.as_deref(), &flags)?;
+    let config = Config::load_with(cli.config.as_deref(), &flags, env)?;
     init_logging(&config.log, matches!(cli.command, Command::Serve(_)));
-    if let Command::Serve(_) = cli.command {
-        let server = Server::bind(&config, Arc::new(SystemClock), MAINTENANCE_INTERVAL).await?;
-        return server.run(shutdown_signal()).await;
+    let mut print = |v: serde_json::Value| writeln!(stdout, "{v}").context("writing to standard output");
+    match cli.command {
+        Command::Serve(_) => {
+            let server = Server::bind(&config, Arc::new(SystemClock), MAINTENANCE_INTERVAL).await?;
+            return server.run(shutdown_signal()).await;
+        }
+        // Before the service starts: with a master key set, the service refuses to load
+        // the very plaintext keys this command is for.
+        Command::Keys(KeysCommand::Seal) => {
+            let Some(master) = &config.master_key else {
+                bail!(
+                    "keys seal needs LATCHKEY_MASTER_KEY (32 random bytes in base64: `openssl rand -base64 32`)"
+                );
+            };
+            let sealed = seal_keys(&config, master).await?;
+            return print(json!({"sealed": sealed}));
+        }
+        _ => {}
     }
     let app = start_service(&config, Arc::new(SystemClock)).await?;
-    let mut print = |v: serde_json::Value| writeln!(stdout, "{v}").context("writing to standard output");
     match cli.command {
         Command::Serve(_) => {}
         Command::User(cmd) => match cmd {
@@ -216,6 +247,7 @@ pub async fn run(cli: Cli, stdin: &mut dyn BufRead, stdout: &mut dyn Write) -> a
                 let kids = app.admin_rotate_keys().await?;
                 print(json!({"created": kids}))?;
             }
+            KeysCommand::Seal => {}
         },
         Command::Client(cmd) => match cmd {
             ClientCommand::Add { name, redirect_uris, public, grant_types, scopes } => {
@@ -263,6 +295,31 @@ pub async fn run(cli: Cli, stdin: &mut dyn BufRead, stdout: &mut dyn Write) -> a
 pub async fn run_args(args: &[&str], stdin: &mut dyn BufRead, stdout: &mut dyn Write) -> anyhow::Result<()> {
     let cli = Cli::try_parse_from(args)?;
     run(cli, stdin, stdout).await
+}
+
+/// As [`run_args`], with the environment given instead of the process's.
+///
+/// # Errors
+/// Usage errors and command failures.
+pub async fn run_args_with_env(
+    args: &[&str],
+    env: &dyn Fn(&str) -> Option<String>,
+    stdin: &mut dyn BufRead,
+    stdout: &mut dyn Write,
+) -> anyhow::Result<()> {
+    let cli = Cli::try_parse_from(args)?;
+    run_with_env(cli, env, stdin, stdout).await
+}
+
+/// Seals the database's signing keys under `master` (`latchkey keys seal`).
+async fn seal_keys(
+    config: &Config,
+    master: &latchkey_core::master_key::MasterKey,
+) -> anyhow::Result<Vec<String>> {
+    let store = latchkey_store::open_with(&config.database_url, config.database_pool_size)
+        .await
+        .context("opening the database")?;
+    Ok(latchkey_core::keys::KeyRing::seal_stored_keys(store.as_ref(), master).await?)
 }
 
 /// Installs the log subscriber (once per process; later calls do nothing). `RUST_LOG`

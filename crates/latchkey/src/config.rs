@@ -10,6 +10,7 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 use latchkey_core::Settings;
 use latchkey_core::keys::Algorithm;
+use latchkey_core::master_key::MasterKey;
 use latchkey_core::settings::{BindingPolicy, Registration};
 use serde::Deserialize;
 use zeroize::Zeroizing;
@@ -59,6 +60,7 @@ struct RawConfig {
     log: Option<String>,
     password_hash_concurrency: Option<usize>,
     database_pool_size: Option<u32>,
+    registration_per_minute: Option<i64>,
 }
 
 /// Overrides from flags.
@@ -84,8 +86,9 @@ pub struct Config {
     pub settings: Settings,
     /// Trusted proxies (addresses and CIDR networks).
     pub trusted_proxies: Vec<String>,
-    /// The master key, when set.
-    pub master_key: Option<Zeroizing<String>>,
+    /// The master key, when set; parsed (and a weak one refused) when the configuration
+    /// is loaded, so every command refuses it before touching the database.
+    pub master_key: Option<MasterKey>,
     /// Log filter.
     pub log: String,
 }
@@ -182,6 +185,9 @@ fn apply_env(raw: &mut RawConfig, env: &dyn Fn(&str) -> Option<String>) -> anyho
     }
     if let Some(v) = get("database_pool_size") {
         raw.database_pool_size = Some(v.parse().context("LATCHKEY_DATABASE_POOL_SIZE")?);
+    }
+    if let Some(v) = get("registration_per_minute") {
+        raw.registration_per_minute = Some(v.parse().context("LATCHKEY_REGISTRATION_PER_MINUTE")?);
     }
     if raw.master_key.is_none()
         && let Some(path) = get("master_key_file")
@@ -294,6 +300,12 @@ impl Config {
         if let Some(n) = raw.password_hash_concurrency {
             s.password_hash_concurrency = n.max(1);
         }
+        if let Some(n) = raw.registration_per_minute {
+            if n < 1 {
+                bail!("setting registration_per_minute: expected a positive number, got {n}");
+            }
+            s.throttle.registration_attempts = n;
+        }
         let trusted_proxies = match raw.trusted_proxies {
             None => Vec::new(),
             Some(RawList::List(v)) => v,
@@ -314,7 +326,12 @@ impl Config {
             },
             settings: s,
             trusted_proxies,
-            master_key: raw.master_key.filter(|k| !k.is_empty()).map(Zeroizing::new),
+            master_key: raw
+                .master_key
+                .map(Zeroizing::new)
+                .filter(|k| !k.is_empty())
+                .map(|k| MasterKey::parse(&k))
+                .transpose()?,
             log: raw.log.unwrap_or_else(|| "info".to_owned()),
         })
     }
@@ -395,10 +412,25 @@ mod tests {
         );
     }
 
+    const KEY: &str = "q3Jb6Xl0tL2S9p+0w6b0Gm1yZk2m3JxM3d8h2Qd0p1U=";
+
     #[test]
     fn master_key_is_redacted_in_debug() {
-        let env = |k: &str| (k == "LATCHKEY_MASTER_KEY").then(|| "super-secret-value".to_owned());
+        let env = |k: &str| (k == "LATCHKEY_MASTER_KEY").then(|| KEY.to_owned());
         let c = Config::load_with(None, &Flags::default(), &env).unwrap();
-        assert!(!format!("{c:?}").contains("super-secret-value"));
+        assert!(c.master_key.is_some());
+        assert!(!format!("{c:?}").contains(KEY));
+    }
+
+    /// Issue 12 (9): anything but 32 random bytes in base64 is refused at start.
+    #[test]
+    fn weak_master_keys_are_refused() {
+        for weak in ["a", "super-secret-value", "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA="] {
+            let env = move |k: &str| (k == "LATCHKEY_MASTER_KEY").then(|| weak.to_owned());
+            let err = Config::load_with(None, &Flags::default(), &env).expect_err(weak);
+            let message = format!("{err:#}");
+            assert!(message.contains("openssl rand -base64 32"), "{message}");
+            assert!(!message.contains(weak) || weak == "a", "the key is not echoed: {message}");
+        }
     }
 }

@@ -8,7 +8,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
-use latchkey_core::crypto::MasterKey;
 use latchkey_core::{Clock, Latchkey};
 use latchkey_http::{AppState, TrustedProxies, router};
 use tokio::net::TcpListener;
@@ -27,8 +26,7 @@ pub async fn start_service(config: &Config, clock: Arc<dyn Clock>) -> anyhow::Re
     let store = latchkey_store::open_with(&config.database_url, config.database_pool_size)
         .await
         .with_context(|| format!("opening database {}", redact_userinfo(&config.database_url)))?;
-    let master = config.master_key.as_ref().map(|k| MasterKey::from_secret(k));
-    let app = Latchkey::start(store, clock, config.settings.clone(), master)
+    let app = Latchkey::start(store, clock, config.settings.clone(), config.master_key.clone())
         .await
         .context("starting the service")?;
     Ok(Arc::new(app))

@@ -10,7 +10,8 @@ use super::{CODE_TTL, OFFLINE_ACCESS, RedirectError, describe_scope, redirect_wi
 use crate::clock::Timestamp;
 use crate::crypto::{TokenHash, b64, random_bytes};
 use crate::service::Latchkey;
-use crate::store::{AuthCodeRecord, ClientRecord, SessionRecord, StoreError, UserRecord};
+use crate::store::{AuthCodeRecord, ClientRecord, SessionRecord, StoreError};
+use crate::web::SignedIn;
 
 /// The longest `state` or `nonce` accepted.
 const MAX_ECHOED_LEN: usize = 1024;
@@ -329,13 +330,13 @@ impl Latchkey {
     pub async fn authorize_step(
         &self,
         req: &AuthorizeRequest,
-        signed_in: Option<&(SessionRecord, UserRecord)>,
+        signed_in: Option<&SignedIn>,
     ) -> Result<AuthorizeStep, AuthorizeError> {
         let now = self.clock.now();
         let is_too_old =
             |s: &SessionRecord| req.max_age.is_some_and(|max| now.seconds_since(s.created_at) > max);
         let signed_in = match signed_in {
-            Some(pair) if !req.prompt.login && !is_too_old(&pair.0) => pair,
+            Some(pair) if !req.prompt.login && !is_too_old(pair.session()) => pair,
             _ if req.prompt.none => {
                 return Err(AuthorizeError::Redirect(Self::redirect_error(
                     req,
@@ -347,7 +348,7 @@ impl Latchkey {
             _ => return Ok(AuthorizeStep::Login),
         };
         let granted =
-            self.store.find_consent(&signed_in.1.id, &req.client.client_id).await?.unwrap_or_default();
+            self.store.find_consent(&signed_in.user().id, &req.client.client_id).await?.unwrap_or_default();
         let is_covered = req.scopes.iter().all(|s| granted.contains(s));
         if is_covered && !req.prompt.consent {
             return Ok(AuthorizeStep::Redirect(self.issue_code(req, signed_in, now).await?));
@@ -376,7 +377,7 @@ impl Latchkey {
     pub async fn decide_consent(
         &self,
         req: &AuthorizeRequest,
-        signed_in: &(SessionRecord, UserRecord),
+        signed_in: &SignedIn,
         allow: bool,
     ) -> Result<String, AuthorizeError> {
         if !allow {
@@ -389,7 +390,7 @@ impl Latchkey {
             return Ok(denied.url(&self.settings.issuer));
         }
         let now = self.clock.now();
-        let user = &signed_in.1;
+        let user = signed_in.user();
         let mut granted = self.store.find_consent(&user.id, &req.client.client_id).await?.unwrap_or_default();
         for s in &req.scopes {
             if !granted.contains(s) {
@@ -403,19 +404,19 @@ impl Latchkey {
     async fn issue_code(
         &self,
         req: &AuthorizeRequest,
-        signed_in: &(SessionRecord, UserRecord),
+        signed_in: &SignedIn,
         now: Timestamp,
     ) -> Result<String, AuthorizeError> {
         let code = format!("lkc_{}", b64(&random_bytes::<32>()));
         let record = AuthCodeRecord {
             hash: TokenHash::of(&code),
             client_id: req.client.client_id.clone(),
-            user_id: signed_in.1.id.clone(),
+            user_id: signed_in.user().id.clone(),
             redirect_uri: req.redirect_uri.clone(),
             scope: req.scopes.join(" "),
             nonce: req.nonce.clone(),
             code_challenge: req.code_challenge.clone(),
-            auth_time: signed_in.0.created_at,
+            auth_time: signed_in.session().created_at,
             created_at: now,
             expires_at: now.plus(CODE_TTL),
             used_at: None,

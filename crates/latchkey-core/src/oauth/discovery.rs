@@ -19,7 +19,7 @@ impl Latchkey {
             "jwks_uri": format!("{iss}/jwks.json"),
             "revocation_endpoint": format!("{iss}/oauth/revoke"),
             "introspection_endpoint": format!("{iss}/oauth/introspect"),
-            "scopes_supported": ["openid", "profile", "offline_access"],
+            "scopes_supported": ["openid", "profile", "offline_access", "roles"],
             "response_types_supported": ["code"],
             "response_modes_supported": ["query"],
             "grant_types_supported": ["authorization_code", "refresh_token", "client_credentials"],

@@ -11,6 +11,17 @@ use crate::crypto::TokenHash;
 use crate::service::{ClientContext, Latchkey};
 use crate::store::{ClientRecord, RevocationTarget, UserStatus};
 
+/// The scope that lets a confidential client (a resource server) introspect tokens issued
+/// to other clients.
+pub const INTROSPECT_SCOPE: &str = "introspect";
+
+/// The most `token_revoked` events one session (or, for `client_credentials` tokens, one
+/// client) may cause, each within [`TOKEN_REVOCATION_WINDOW`] of the previous. A client that
+/// revokes its old access token at every refresh stays far below it.
+pub const MAX_TOKEN_REVOCATIONS: i64 = 10;
+/// See [`MAX_TOKEN_REVOCATIONS`].
+pub const TOKEN_REVOCATION_WINDOW: std::time::Duration = std::time::Duration::from_secs(60);
+
 /// Userinfo failures.
 #[derive(Debug, thiserror::Error)]
 pub enum UserinfoError {
@@ -49,15 +60,67 @@ impl Latchkey {
             let now = self.clock.now();
             let until = crate::clock::Timestamp(claims.exp).plus(self.settings.clock_skew);
             if until > now {
-                self.store.revoke_access_token(&claims.jti, until, now).await?;
-                self.feed.changed();
+                self.revoke_access_token(&claims, until, ctx).await?;
             }
         }
         Ok(())
     }
 
+    /// Publishes one access token's revocation, within the per-session and per-client caps
+    /// of [`MAX_TOKEN_REVOCATIONS`] (issue 12: every `token_revoked` event is pushed to every
+    /// resource server, so an ordinary user looping refresh + revoke must not flood them).
+    /// Nothing that matters is dropped: a token of a revoked session needs no event of its
+    /// own; past the cap a session's tokens are revoked all at once by revoking the session
+    /// (one event); a client's own tokens past the cap answer 503 with `Retry-After`, which
+    /// RFC 7009 §2.2 tells the client to read as "the token still exists, retry later".
+    async fn revoke_access_token(
+        &self,
+        claims: &latchkey_proto::claims::AccessTokenClaims,
+        until: crate::clock::Timestamp,
+        ctx: &ClientContext,
+    ) -> Result<(), TokenRequestError> {
+        let now = self.clock.now();
+        let window = i64::try_from(TOKEN_REVOCATION_WINDOW.as_secs()).unwrap_or(i64::MAX);
+        match &claims.sid {
+            Some(sid) => {
+                let session = self.store.find_session(sid).await?;
+                if session.is_none_or(|s| s.revoked_at.is_some()) {
+                    return Ok(()); // its session_revoked event covers the token
+                }
+                let counted =
+                    self.store.record_throttle_failure(&format!("tokrev:{sid}"), now, window).await?;
+                if counted.count > MAX_TOKEN_REVOCATIONS {
+                    let target = RevocationTarget::Session { id: sid.clone(), user_id: None };
+                    let mut revocation =
+                        self.revocation(ErrorReason::LoggedOut, Some(&claims.sub), Some(sid), ctx);
+                    revocation.event.kind = "token_revocation_flood";
+                    revocation.event.detail = Some(format!(
+                        "{} access-token revocations within {window} s of each other; the session is revoked instead",
+                        counted.count
+                    ));
+                    self.revoke_with(target, revocation).await?;
+                    return Ok(());
+                }
+            }
+            None => {
+                let key = format!("tokrev-client:{}", claims.client_id);
+                let counted = self.store.record_throttle_failure(&key, now, window).await?;
+                if counted.count > MAX_TOKEN_REVOCATIONS {
+                    return Err(TokenRequestError::RevocationThrottled {
+                        retry_after: TOKEN_REVOCATION_WINDOW.as_secs(),
+                    });
+                }
+            }
+        }
+        self.store.revoke_access_token(&claims.jti, until, now).await?;
+        self.feed.changed();
+        Ok(())
+    }
+
     /// Introspects a token for a confidential client (RFC 7662): `{"active": false}` for
-    /// anything unknown, expired, revoked or stale.
+    /// anything unknown, expired, revoked or stale, and for another client's token unless
+    /// the caller holds the scope [`INTROSPECT_SCOPE`] (SPEC 5.2; RFC 7662 §4 lets the
+    /// server decide who may learn what, and an app must not read other apps' users).
     ///
     /// # Errors
     /// [`TokenRequestError::InvalidClient`] for a public client; storage.
@@ -66,10 +129,14 @@ impl Latchkey {
             return Err(TokenRequestError::InvalidClient { basic: false });
         }
         let inactive = json!({"active": false});
+        let may_see = |issued_to: &str| {
+            issued_to == client.client_id || client.scopes.iter().any(|s| s == INTROSPECT_SCOPE)
+        };
         let now = self.clock.now();
         if token.starts_with(RefreshToken::PREFIX) {
             let hash = TokenHash::of(token);
-            let Some(session) = self.store.find_session_by_refresh_token(&hash).await? else {
+            let session = self.store.find_session_by_refresh_token(&hash).await?;
+            let Some(session) = session.filter(|s| may_see(&s.client_id)) else {
                 return Ok(inactive);
             };
             let is_live = self.store.is_live_refresh_token(&hash).await?
@@ -94,6 +161,9 @@ impl Latchkey {
             }));
         }
         let Ok(claims) = self.verify_access_token(token, false) else { return Ok(inactive) };
+        if !may_see(&claims.client_id) {
+            return Ok(inactive);
+        }
         if self.store.is_access_token_revoked(&claims.jti).await? {
             return Ok(inactive);
         }
@@ -147,19 +217,19 @@ impl Latchkey {
     /// See [`UserinfoError`].
     pub async fn userinfo(&self, bearer: &str) -> Result<Value, UserinfoError> {
         let auth = self.authenticate_any(bearer).await?;
-        if self.store.is_access_token_revoked(&auth.claims.jti).await.map_err(AuthError::Store)? {
+        if self.store.is_access_token_revoked(&auth.claims().jti).await.map_err(AuthError::Store)? {
             return Err(UserinfoError::Auth(AuthError::InvalidToken(
                 latchkey_proto::TokenErrorReason::Revoked,
             )));
         }
-        let scopes: Vec<&str> = auth.claims.scope.split(' ').collect();
+        let scopes: Vec<&str> = auth.claims().scope.split(' ').collect();
         if !scopes.contains(&OPENID) {
             return Err(UserinfoError::InsufficientScope);
         }
         let mut out = serde_json::Map::new();
-        out.insert("sub".to_owned(), json!(auth.user.id));
+        out.insert("sub".to_owned(), json!(auth.user().id));
         if scopes.contains(&"profile") {
-            out.insert("preferred_username".to_owned(), json!(auth.user.username));
+            out.insert("preferred_username".to_owned(), json!(auth.user().username));
         }
         Ok(Value::Object(out))
     }

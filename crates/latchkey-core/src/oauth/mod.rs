@@ -10,7 +10,7 @@ mod id_token;
 mod token;
 
 pub use authorize::{AuthorizeError, AuthorizeParams, AuthorizeRequest, AuthorizeStep, Prompt, ScopeInfo};
-pub use endpoints::UserinfoError;
+pub use endpoints::{INTROSPECT_SCOPE, MAX_TOKEN_REVOCATIONS, TOKEN_REVOCATION_WINDOW, UserinfoError};
 pub use token::{ClientCredentials, TokenGrant, TokenRequestError};
 
 use latchkey_proto::ErrorCode;
@@ -21,6 +21,9 @@ pub const CODE_TTL: std::time::Duration = std::time::Duration::from_secs(60);
 pub const OPENID: &str = "openid";
 /// The scope that asks for a refresh token; accepted, never required (SPEC 5.2).
 pub const OFFLINE_ACCESS: &str = "offline_access";
+/// The scope that lets an app's access tokens carry the user's roles (SPEC 13). Without it
+/// an app acts with its scopes only, never with the user's roles.
+pub const ROLES: &str = "roles";
 
 /// Plain words for a scope, for the consent page.
 pub fn describe_scope(scope: &str) -> String {
@@ -28,6 +31,7 @@ pub fn describe_scope(scope: &str) -> String {
         OPENID => "Confirm who you are (your account id)".to_owned(),
         "profile" => "See your username".to_owned(),
         OFFLINE_ACCESS => "Stay connected while you are away".to_owned(),
+        ROLES => "Act with your roles (for example as a manager)".to_owned(),
         other => format!("Use the permission \u{201c}{other}\u{201d}"),
     }
 }

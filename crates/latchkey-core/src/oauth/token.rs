@@ -114,6 +114,13 @@ pub enum TokenRequestError {
     /// `invalid_scope`.
     #[error("{0}")]
     InvalidScope(&'static str),
+    /// Revocation (RFC 7009 §2.2): the client revoked too many of its own tokens lately;
+    /// `503` with `Retry-After`, and the token is still valid.
+    #[error("too many token revocations; retry after {retry_after} s")]
+    RevocationThrottled {
+        /// Seconds.
+        retry_after: u64,
+    },
     /// Signing.
     #[error(transparent)]
     Keys(#[from] KeyError),
@@ -131,6 +138,7 @@ impl From<RefreshError> for TokenRequestError {
             RefreshError::Refused(reason) => {
                 Self::InvalidGrant { description: reason.description(), reason: Some(reason) }
             }
+            RefreshError::ScopeExceeded => Self::InvalidScope("The scope exceeds what was granted."),
             RefreshError::Keys(k) => Self::Keys(k),
             RefreshError::Store(s) => Self::Store(s),
             RefreshError::Sealing => Self::Internal,
@@ -241,24 +249,11 @@ impl Latchkey {
                         "This client may not use refresh tokens.",
                     ));
                 }
-                // A scope beyond the grant is refused before anything rotates (RFC 6749 §6). A
-                // narrower one is accepted, and the tokens keep the session's scope, which
-                // the answer's `scope` states.
-                if let Some(asked) = scope {
-                    let session = self
-                        .store
-                        .find_session_by_refresh_token(&TokenHash::of(refresh_token.expose_secret()))
-                        .await?;
-                    if let Some(session) = session.filter(|s| s.client_id == client.client_id) {
-                        let granted: Vec<String> = session.scope.split(' ').map(str::to_owned).collect();
-                        if narrowed(&asked, &granted).is_none() {
-                            return Err(TokenRequestError::InvalidScope(
-                                "The scope exceeds what was granted.",
-                            ));
-                        }
-                    }
-                }
-                let t = self.refresh_for(&client.client_id, &refresh_token, ctx).await?;
+                // A scope beyond the grant is refused and nothing rotates (RFC 6749 §6), but
+                // only after the token's own state is judged: a retired token presented with
+                // a bad scope is still reuse. A narrower scope is accepted, and the tokens
+                // keep the session's scope, which the answer's `scope` states.
+                let t = self.refresh_for(&client.client_id, &refresh_token, scope, ctx).await?;
                 Ok(OAuthTokenResponse {
                     access_token: t.access_token,
                     token_type: "Bearer",
@@ -337,9 +332,24 @@ impl Latchkey {
             until: self.revocation_until(now),
             event: self.event(now, "authorization_code_reuse", None, None, Some(ctx)),
         };
-        let outcome = self.store.redeem_auth_code(&TokenHash::of(code), now, &reuse, decide).await?;
+        let hash = TokenHash::of(code);
+        let outcome = self.store.redeem_auth_code(&hash, &client.client_id, now, &reuse, decide).await?;
         let (code, session) = match outcome {
             CodeRedemption::Unknown => return Err(unknown),
+            CodeRedemption::OtherClient { code } => {
+                // Someone holds another app's code: a leaked redirect, or a public client
+                // id borrowed to burn it. The code stays redeemable by its own app.
+                let detail = Some(format!(
+                    "code of client {} presented by client {}",
+                    code.client_id, client.client_id
+                ));
+                let mut event =
+                    self.event(now, "authorization_code_wrong_client", Some(&code.user_id), None, Some(ctx));
+                event.detail = detail;
+                self.record(event).await;
+                tracing::warn!(client_id = %client.client_id, "authorization code of another client presented");
+                return Err(unknown);
+            }
             CodeRedemption::Reused { code, revoked } => {
                 tracing::warn!(client_id = %code.client_id, sessions = revoked.len(), "authorization code reused; what it produced is revoked");
                 self.metrics.revocations(ErrorReason::ReuseDetected.as_str(), revoked.len());

@@ -3,6 +3,7 @@
 use std::time::Duration;
 
 use super::*;
+use crate::caller::CallerFingerprint;
 use crate::store::{RefreshTokenRecord, SessionRecord, UserRecord};
 
 const T0: i64 = 1_000_000;
@@ -20,6 +21,7 @@ fn snapshot() -> RefreshSnapshot {
             retired_at: None,
             successor_sealed: None,
             is_successor_used: false,
+            retired_by: None,
         },
         session: SessionRecord {
             id: "s".into(),
@@ -57,16 +59,19 @@ fn run(snap: &RefreshSnapshot, now: i64, settings: &Settings, agent: &str) -> Ro
         now: Timestamp(now),
         policy: RotationPolicy::from(settings),
         client: client(agent),
+        requested_scope: None,
         successor_hash: TokenHash::of("lkr_new"),
         successor_sealed: b"sealed".to_vec(),
     };
     decide(snap, &ctx)
 }
 
+/// Retires the snapshot's token at `at`, rotated by `client("agent/1")`.
 fn retired(snap: &mut RefreshSnapshot, at: i64, successor_used: bool) {
     snap.token.retired_at = Some(Timestamp(at));
     snap.token.successor_sealed = Some(b"sealed-successor".to_vec());
     snap.token.is_successor_used = successor_used;
+    snap.token.retired_by = Some(CallerFingerprint::of(&client("agent/1")));
 }
 
 fn reason(d: &RotationDecision) -> Option<ErrorReason> {
@@ -186,18 +191,21 @@ fn binding_policy_off_log_deny() {
     s.binding = BindingPolicy::Deny;
     assert_eq!(reason(&run(&snapshot(), T0 + 1, &s, "other/2")), Some(ErrorReason::BindingMismatch));
     assert!(matches!(run(&snapshot(), T0 + 1, &s, "agent/1"), RotationDecision::Rotate { .. }));
-    // Log also applies to a grace replay from another agent.
+    // Log also applies to a grace replay whose rotation came from another agent than the
+    // login's (the duplicate, from the rotation's caller, is benign).
     let mut replayed = snapshot();
     retired(&mut replayed, T0, false);
+    replayed.token.retired_by = Some(CallerFingerprint::of(&client("other/2")));
     s.binding = BindingPolicy::Log;
     let RotationDecision::Replay { event: Some(e), .. } = run(&replayed, T0 + 1, &s, "other/2") else {
         panic!()
     };
     assert_eq!(e.kind, "binding_anomaly");
     s.binding = BindingPolicy::Deny;
-    // Deny also applies to a grace replay from another agent.
+    // Deny also applies to such a grace replay.
     let mut snap = snapshot();
     retired(&mut snap, T0, false);
+    snap.token.retired_by = Some(CallerFingerprint::of(&client("other/2")));
     assert_eq!(reason(&run(&snap, T0 + 1, &s, "other/2")), Some(ErrorReason::BindingMismatch));
 }
 
@@ -221,8 +229,67 @@ fn another_clients_token_is_unknown_and_revokes_nothing() {
         now: Timestamp(T0 + 1),
         policy: RotationPolicy::from(&settings),
         client: client("ua"),
+        requested_scope: None,
         successor_hash: TokenHash::of("lkr_new"),
         successor_sealed: b"sealed".to_vec(),
     };
     assert_eq!(decide(&snap, &ctx), RotationDecision::Refuse { reason: ErrorReason::UnknownToken });
+}
+
+/// Issue 12 (1): a thief holding a copy of the token cannot collect the victim's successor
+/// through the grace window; only the caller that rotated can.
+#[test]
+fn grace_replay_needs_the_caller_that_rotated() {
+    let s = settings();
+    let mut snap = snapshot();
+    retired(&mut snap, T0 + 100, false);
+    // The rotation's caller (same network, same agent): benign.
+    assert!(matches!(run(&snap, T0 + 101, &s, "agent/1"), RotationDecision::Replay { .. }));
+    // Same network, another agent: reuse.
+    let d = run(&snap, T0 + 101, &s, "thief/1");
+    assert_eq!(reason(&d), Some(ErrorReason::ReuseDetected));
+    let RotationDecision::Revoke { revocation } = d else { panic!() };
+    assert!(revocation.event.detail.unwrap_or_default().contains("another caller"));
+    // Same agent, another network: reuse.
+    let mut ctx = RefreshContext {
+        client_id: "latchkey".into(),
+        now: Timestamp(T0 + 101),
+        policy: RotationPolicy::from(&s),
+        client: ClientContext { ip: Some("198.51.100.7".into()), user_agent: Some("agent/1".into()) },
+        requested_scope: None,
+        successor_hash: TokenHash::of("lkr_new"),
+        successor_sealed: b"sealed".to_vec(),
+    };
+    assert_eq!(reason(&decide(&snap, &ctx)), Some(ErrorReason::ReuseDetected));
+    // Another address in the same /24 with the same agent: benign.
+    ctx.client.ip = Some("127.0.0.200".into());
+    assert!(matches!(decide(&snap, &ctx), RotationDecision::Replay { .. }));
+    // A token retired before callers were recorded: reuse.
+    snap.token.retired_by = None;
+    assert_eq!(reason(&run(&snap, T0 + 101, &s, "agent/1")), Some(ErrorReason::ReuseDetected));
+}
+
+/// Issue 12 (4): a scope beyond the grant is refused without rotating, but only after the
+/// token's state: a retired token is reuse whatever scope comes with it.
+#[test]
+fn scope_is_judged_after_the_tokens_state() {
+    let s = settings();
+    let mut ctx = RefreshContext {
+        client_id: "latchkey".into(),
+        now: Timestamp(T0 + 1),
+        policy: RotationPolicy::from(&s),
+        client: client("agent/1"),
+        requested_scope: Some("profile admin".into()),
+        successor_hash: TokenHash::of("lkr_new"),
+        successor_sealed: b"sealed".to_vec(),
+    };
+    assert_eq!(decide(&snapshot(), &ctx), RotationDecision::ScopeExceeded);
+    let mut snap = snapshot();
+    retired(&mut snap, T0, true);
+    assert_eq!(reason(&decide(&snap, &ctx)), Some(ErrorReason::ReuseDetected));
+    // Narrower or equal scopes rotate.
+    ctx.requested_scope = Some("profile".into());
+    assert!(matches!(decide(&snapshot(), &ctx), RotationDecision::Rotate { .. }));
+    ctx.requested_scope = Some(String::new());
+    assert!(matches!(decide(&snapshot(), &ctx), RotationDecision::Rotate { .. }));
 }

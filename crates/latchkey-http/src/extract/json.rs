@@ -53,6 +53,16 @@ fn parse<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
             "The request body is not valid UTF-8.".into(),
         )
     })?;
+    // SPEC 5: a body is an object. serde would map a JSON array onto a struct's fields in
+    // order (`["alice","password"]` as credentials) and an empty array onto a struct of
+    // optional fields, so anything but an object is refused before it is read.
+    if !text.trim_start_matches([' ', '\t', '\n', '\r']).starts_with('{') {
+        return Err(ApiError::Rejected(
+            StatusCode::BAD_REQUEST,
+            ErrorCode::InvalidRequest,
+            "The request body must be a JSON object.".into(),
+        ));
+    }
     serde_json::from_str(text).map_err(|e| {
         use serde_json::error::Category;
         let what = match e.classify() {

@@ -173,8 +173,14 @@ fn check_csrf(s: &AppState, headers: &HeaderMap, form_token: Option<&str>) -> bo
     if let Some(origin) = headers.get(header::ORIGIN).and_then(|v| v.to_str().ok()) {
         let issuer = &s.app.settings().issuer;
         let issuer_origin = csp_source(issuer).unwrap_or_default();
+        // The host the browser addressed counts too (an issuer configured by IP reached by
+        // name), but only under the issuer's scheme: SPEC 5.3 compares scheme, host and
+        // port, and an `https://` page must not post into an `http://` issuer or back.
+        let issuer_scheme = issuer.split_once("://").map(|(scheme, _)| scheme);
         let host = headers.get(header::HOST).and_then(|v| v.to_str().ok()).unwrap_or_default();
-        let same_host = origin.split_once("://").is_some_and(|(_, h)| !host.is_empty() && h == host);
+        let same_host = origin
+            .split_once("://")
+            .is_some_and(|(scheme, h)| Some(scheme) == issuer_scheme && !host.is_empty() && h == host);
         if origin != issuer_origin && !same_host {
             return false;
         }
@@ -372,7 +378,7 @@ pub(crate) async fn authorize(
         }
         Ok(AuthorizeStep::Redirect(url)) => b.redirect(StatusCode::FOUND, &url),
         Ok(AuthorizeStep::Consent { scopes }) => {
-            let Some((_, user)) = who else {
+            let Some(user) = who.as_ref().map(SignedIn::user) else {
                 return b.error(StatusCode::BAD_REQUEST, "Invalid request", "Sign in first.");
             };
             let html = ConsentPage {
@@ -432,10 +438,11 @@ fn time(t: latchkey_core::Timestamp) -> String {
 /// `GET /account`.
 pub(crate) async fn account(State(s): State<AppState>, Client(ctx): Client, headers: HeaderMap) -> Response {
     let b = Browser::of(&s, &headers);
-    let Some((session, user)) = signed_in(&s, &headers, &ctx).await else {
+    let Some(who) = signed_in(&s, &headers, &ctx).await else {
         return b.redirect(StatusCode::SEE_OTHER, "/login");
     };
-    let (devices, apps) = match s.app.account_overview(&user).await {
+    let (session, user) = (who.session(), who.user());
+    let (devices, apps) = match s.app.account_overview(user).await {
         Ok(v) => v,
         Err(e) => {
             tracing::warn!(error = %e, "account page failed");
@@ -500,12 +507,12 @@ pub(crate) async fn revoke_device(
     body: Bytes,
 ) -> Response {
     let b = Browser::of(&s, &headers);
-    let (session, user) = match account_post(&s, &b, &headers, &body, &ctx).await {
+    let who = match account_post(&s, &b, &headers, &body, &ctx).await {
         Ok(v) => v,
         Err(res) => return res,
     };
-    match s.app.revoke_device(&user, &id, &ctx).await {
-        Ok(_) if id == session.id => b.redirect(StatusCode::SEE_OTHER, "/login"),
+    match s.app.revoke_device(who.user(), &id, &ctx).await {
+        Ok(_) if id == who.session().id => b.redirect(StatusCode::SEE_OTHER, "/login"),
         Ok(_) => b.redirect(StatusCode::SEE_OTHER, "/account"),
         Err(e) => {
             tracing::warn!(error = %e, "device revocation failed");
@@ -527,11 +534,11 @@ pub(crate) async fn revoke_app(
     body: Bytes,
 ) -> Response {
     let b = Browser::of(&s, &headers);
-    let (_, user) = match account_post(&s, &b, &headers, &body, &ctx).await {
+    let who = match account_post(&s, &b, &headers, &body, &ctx).await {
         Ok(v) => v,
         Err(res) => return res,
     };
-    match s.app.revoke_app(&user, &client_id, &ctx).await {
+    match s.app.revoke_app(who.user(), &client_id, &ctx).await {
         Ok(_) => b.redirect(StatusCode::SEE_OTHER, "/account"),
         Err(e) => {
             tracing::warn!(error = %e, "app revocation failed");

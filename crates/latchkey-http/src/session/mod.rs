@@ -24,8 +24,12 @@ fn logged_out() -> Response {
     res
 }
 
-pub(crate) async fn register(State(s): State<AppState>, ApiJson(creds): ApiJson<Credentials>) -> ApiResult {
-    let created = s.app.register(creds).await?;
+pub(crate) async fn register(
+    State(s): State<AppState>,
+    Client(ctx): Client,
+    ApiJson(creds): ApiJson<Credentials>,
+) -> ApiResult {
+    let created = s.app.register(creds, &ctx).await?;
     Ok((StatusCode::CREATED, Json(created)).into_response())
 }
 

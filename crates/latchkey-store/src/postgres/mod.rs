@@ -79,6 +79,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
+use latchkey_core::caller::CallerFingerprint;
 use latchkey_core::clock::Timestamp;
 use latchkey_core::crypto::TokenHash;
 use latchkey_core::store::{
@@ -93,7 +94,10 @@ use sqlx::postgres::{PgArguments, PgConnectOptions, PgConnection, PgPool, PgPool
 use sqlx::{Postgres, Row};
 
 /// Schema migrations, applied in order, each once.
-const MIGRATIONS: &[(i64, &str)] = &[(1, include_str!("../../migrations/postgres/0001_init.sql"))];
+const MIGRATIONS: &[(i64, &str)] = &[
+    (1, include_str!("../../migrations/postgres/0001_init.sql")),
+    (2, include_str!("../../migrations/postgres/0002_refresh_token_retired_by.sql")),
+];
 
 /// Advisory lock key held while migrating, so nodes starting together migrate one at a time.
 const MIGRATION_LOCK: i64 = 4242;
@@ -678,13 +682,22 @@ async fn lock_session(conn: &mut PgConnection, id: &str) -> Result<Option<Sessio
     row.as_ref().map(session_from_row).transpose()
 }
 
+/// A stored caller fingerprint; any other length is a corrupt row.
+fn fingerprint(bytes: Vec<u8>) -> Result<CallerFingerprint, sqlx::Error> {
+    let bytes: [u8; 32] = bytes
+        .try_into()
+        .map_err(|_| sqlx::Error::Decode("refresh_tokens.retired_by is not 32 bytes".into()))?;
+    Ok(CallerFingerprint(bytes))
+}
+
 /// Reads a refresh token row, and whether its successor has itself been rotated.
 async fn refresh_token_in_tx(
     conn: &mut PgConnection,
     presented: &[u8; 32],
 ) -> Result<Option<RefreshTokenRecord>, sqlx::Error> {
     let row = sqlx::query(
-        "SELECT session_id, created_at, retired_at, successor_hash, successor_sealed FROM refresh_tokens WHERE hash = $1",
+        "SELECT session_id, created_at, retired_at, successor_hash, successor_sealed, retired_by \
+         FROM refresh_tokens WHERE hash = $1",
     )
     .bind(presented.as_slice())
     .fetch_optional(&mut *conn)
@@ -708,6 +721,7 @@ async fn refresh_token_in_tx(
         retired_at: row.try_get::<Option<i64>, _>(2)?.map(Timestamp),
         successor_sealed: row.try_get(4)?,
         is_successor_used,
+        retired_by: row.try_get::<Option<Vec<u8>>, _>(5)?.map(fingerprint).transpose()?,
     }))
 }
 
@@ -742,14 +756,15 @@ async fn apply_rotation(
     decision: &RotationDecision,
 ) -> Result<(), sqlx::Error> {
     match decision {
-        RotationDecision::Rotate { successor_hash, successor_sealed, touch, event } => {
+        RotationDecision::Rotate { retired_by, successor_hash, successor_sealed, touch, event } => {
             sqlx::query(
-                "UPDATE refresh_tokens SET retired_at = $1, successor_hash = $2, successor_sealed = $3 \
-                 WHERE hash = $4 AND retired_at IS NULL",
+                "UPDATE refresh_tokens SET retired_at = $1, successor_hash = $2, successor_sealed = $3, \
+                 retired_by = $4 WHERE hash = $5 AND retired_at IS NULL",
             )
             .bind(touch.now.0)
             .bind(successor_hash.0.as_slice())
             .bind(successor_sealed.as_slice())
+            .bind(retired_by.0.as_slice())
             .bind(presented.as_slice())
             .execute(&mut *conn)
             .await?;
@@ -773,7 +788,7 @@ async fn apply_rotation(
         RotationDecision::Revoke { revocation } => {
             revoke_in_tx(conn, vec![sid.to_owned()], revocation).await?;
         }
-        RotationDecision::Refuse { .. } => {}
+        RotationDecision::Refuse { .. } | RotationDecision::ScopeExceeded => {}
     }
     Ok(())
 }
@@ -796,6 +811,7 @@ async fn rotate_tx(
 async fn redeem_tx(
     mut tx: PgTx,
     hash: &[u8; 32],
+    client_id: &str,
     now: Timestamp,
     reuse: &SessionRevocation,
     decide: &Mutex<Option<CodeDecide>>,
@@ -807,6 +823,9 @@ async fn redeem_tx(
     let Some(code) = row.as_ref().map(code_from_row).transpose()? else {
         return Ok((tx, CodeRedemption::Unknown));
     };
+    if code.client_id != client_id {
+        return Ok((tx, CodeRedemption::OtherClient { code: Box::new(code) }));
+    }
     if code.used_at.is_some() {
         let revoked = match &code.session_id {
             Some(sid) => revoke_in_tx(&mut tx, vec![sid.clone()], reuse).await?,
@@ -1155,6 +1174,13 @@ impl Store for PgStore {
         self.find_all(sqlx::query(sql), key_from_row).await
     }
 
+    async fn update_signing_key(&self, key: &StoredKey) -> Result<(), StoreError> {
+        let query = sqlx::query("UPDATE signing_keys SET private_key = $1 WHERE kid = $2")
+            .bind(key.private_key.as_slice())
+            .bind(key.kid.as_str());
+        self.execute(query).await.map(|_| ())
+    }
+
     async fn delete_signing_key(&self, kid: &str) -> Result<(), StoreError> {
         self.execute(sqlx::query("DELETE FROM signing_keys WHERE kid = $1").bind(kid)).await.map(|_| ())
     }
@@ -1280,6 +1306,7 @@ impl Store for PgStore {
     async fn redeem_auth_code(
         &self,
         hash: &TokenHash,
+        client_id: &str,
         now: Timestamp,
         reuse: &SessionRevocation,
         decide: CodeDecide,
@@ -1288,7 +1315,8 @@ impl Store for PgStore {
         // `decide` runs at most once: a retry is only made while it is still in its slot.
         let slot = Mutex::new(Some(decide));
         let slot = &slot;
-        self.in_tx_while(|| is_unused(slot), |tx| Box::pin(redeem_tx(tx, hash, now, reuse, slot))).await
+        self.in_tx_while(|| is_unused(slot), |tx| Box::pin(redeem_tx(tx, hash, client_id, now, reuse, slot)))
+            .await
     }
 
     async fn find_consent(&self, user_id: &str, client_id: &str) -> Result<Option<Vec<String>>, StoreError> {

@@ -27,6 +27,7 @@ mod connections;
 use std::sync::{Arc, mpsc};
 
 use async_trait::async_trait;
+use latchkey_core::caller::CallerFingerprint;
 use latchkey_core::clock::Timestamp;
 use latchkey_core::crypto::TokenHash;
 use latchkey_core::store::{
@@ -47,6 +48,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (2, include_str!("../../migrations/sqlite/0002_clients.sql")),
     (3, include_str!("../../migrations/sqlite/0003_oauth.sql")),
     (4, include_str!("../../migrations/sqlite/0004_refresh_tokens_in_issue_order.sql")),
+    (5, include_str!("../../migrations/sqlite/0005_refresh_token_retired_by.sql")),
 ];
 
 /// Maps SQLite errors to the port's, without leaking rusqlite types.
@@ -373,7 +375,8 @@ fn rotation_snapshot(
 ) -> Result<Option<RefreshSnapshot>, rusqlite::Error> {
     let token = tx
         .prepare_cached(
-            "SELECT session_id, created_at, retired_at, successor_hash, successor_sealed FROM refresh_tokens WHERE hash = ?1",
+            "SELECT session_id, created_at, retired_at, successor_hash, successor_sealed, retired_by \
+             FROM refresh_tokens WHERE hash = ?1",
         )?
         .query_row([&presented[..]], |r| {
             Ok((
@@ -382,10 +385,12 @@ fn rotation_snapshot(
                 r.get::<_, Option<i64>>(2)?.map(Timestamp),
                 r.get::<_, Option<Vec<u8>>>(3)?,
                 r.get::<_, Option<Vec<u8>>>(4)?,
+                r.get::<_, Option<[u8; 32]>>(5)?.map(CallerFingerprint),
             ))
         })
         .optional()?;
-    let Some((session_id, created_at, retired_at, successor_hash, successor_sealed)) = token else {
+    let Some((session_id, created_at, retired_at, successor_hash, successor_sealed, retired_by)) = token
+    else {
         return Ok(None);
     };
     let is_successor_used = match &successor_hash {
@@ -410,6 +415,7 @@ fn rotation_snapshot(
             retired_at,
             successor_sealed,
             is_successor_used,
+            retired_by,
         },
         session,
         user,
@@ -423,15 +429,16 @@ fn apply_rotation(
     decision: &RotationDecision,
 ) -> Result<(), rusqlite::Error> {
     match decision {
-        RotationDecision::Rotate { successor_hash, successor_sealed, touch, event } => {
+        RotationDecision::Rotate { retired_by, successor_hash, successor_sealed, touch, event } => {
             tx.prepare_cached(
-                "UPDATE refresh_tokens SET retired_at = ?1, successor_hash = ?2, successor_sealed = ?3 \
-                 WHERE hash = ?4 AND retired_at IS NULL",
+                "UPDATE refresh_tokens SET retired_at = ?1, successor_hash = ?2, successor_sealed = ?3, \
+                 retired_by = ?4 WHERE hash = ?5 AND retired_at IS NULL",
             )?
             .execute(params![
                 touch.now.0,
                 &successor_hash.0[..],
                 successor_sealed,
+                &retired_by.0[..],
                 &presented[..]
             ])?;
             tx.prepare_cached(
@@ -452,7 +459,7 @@ fn apply_rotation(
         RotationDecision::Revoke { revocation } => {
             revoke_in_tx(tx, vec![sid.to_owned()], revocation)?;
         }
-        RotationDecision::Refuse { .. } => {}
+        RotationDecision::Refuse { .. } | RotationDecision::ScopeExceeded => {}
     }
     Ok(())
 }
@@ -700,6 +707,16 @@ impl Store for SqliteStore {
         .await
     }
 
+    async fn update_signing_key(&self, key: &StoredKey) -> Result<(), StoreError> {
+        let (kid, private_key) = (key.kid.clone(), key.private_key.clone());
+        self.write(move |tx| {
+            tx.prepare_cached("UPDATE signing_keys SET private_key = ?1 WHERE kid = ?2")?
+                .execute(params![private_key, kid])?;
+            Ok(())
+        })
+        .await
+    }
+
     async fn delete_signing_key(&self, kid: &str) -> Result<(), StoreError> {
         let kid = kid.to_owned();
         self.write(move |tx| {
@@ -904,17 +921,21 @@ impl Store for SqliteStore {
     async fn redeem_auth_code(
         &self,
         hash: &TokenHash,
+        client_id: &str,
         now: Timestamp,
         reuse: &SessionRevocation,
         decide: CodeDecide,
     ) -> Result<CodeRedemption, StoreError> {
-        let (hash, reuse) = (hash.0, reuse.clone());
+        let (hash, client_id, reuse) = (hash.0, client_id.to_owned(), reuse.clone());
         self.write(move |tx| {
             let code = tx
                 .prepare_cached(&format!("SELECT {CODE_COLUMNS} FROM auth_codes WHERE hash = ?1"))?
                 .query_row([&hash[..]], code_from_row)
                 .optional()?;
             let Some(code) = code else { return Ok(CodeRedemption::Unknown) };
+            if code.client_id != client_id {
+                return Ok(CodeRedemption::OtherClient { code: Box::new(code) });
+            }
             if code.used_at.is_some() {
                 let revoked = match &code.session_id {
                     Some(sid) => revoke_in_tx(tx, vec![sid.clone()], &reuse)?,

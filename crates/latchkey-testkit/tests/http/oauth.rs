@@ -433,6 +433,8 @@ async fn refresh_rotation_revocation_and_introspection_for_apps() {
     let app = register_app(&s, &[]).await;
     let public = register_app(&s, &["--public"]).await;
     let resource = register_app(&s, &["--grant-types", "client_credentials", "--scopes", "notes:read"]).await;
+    let inspector =
+        register_app(&s, &["--grant-types", "client_credentials", "--scopes", "introspect"]).await;
     let b = browser();
     let t = exchange(&s, &app, &first_code(&s, &b, &app, "dave").await).await;
     let r1 = t.str("refresh_token").to_owned();
@@ -451,11 +453,12 @@ async fn refresh_rotation_revocation_and_introspection_for_apps() {
         token(&s, &public, &[("grant_type", "refresh_token"), ("refresh_token", t2.str("refresh_token"))])
             .await;
     assert_eq!(cross.json["error_reason"], "unknown_token", "{}", cross.text);
-    // Introspection: any authenticated confidential client; unauthenticated is a 401.
+    // Introspection: a confidential client with the scope `introspect` (others see only
+    // their own tokens); unauthenticated is a 401.
     let introspect = |token: &str| {
         let req = http_client()
             .post(s.url("/oauth/introspect"))
-            .basic_auth(&resource.id, resource.secret.as_deref());
+            .basic_auth(&inspector.id, inspector.secret.as_deref());
         let form = vec![("token".to_owned(), token.to_owned())];
         async move { send(req.form(&form)).await }
     };

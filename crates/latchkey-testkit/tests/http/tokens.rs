@@ -144,30 +144,6 @@ async fn key_rotation_publishes_first_then_signs_and_keeps_old_tokens_valid() {
     assert!(!jwks.contains(&old_kid), "old key unpublished");
 }
 
-#[tokio::test]
-async fn signing_keys_are_encrypted_at_rest_with_the_master_key() {
-    let dir = tempfile::tempdir().unwrap();
-    let url = format!("sqlite://{}", dir.path().join("k.db").display());
-    let load = |key: Option<&str>| {
-        let flags = latchkey::config::Flags { database_url: Some(url.clone()), ..Default::default() };
-        let key = key.map(str::to_owned);
-        latchkey::config::Config::load_with(None, &flags, &move |k| {
-            (k == "LATCHKEY_MASTER_KEY").then(|| key.clone()).flatten()
-        })
-        .unwrap()
-    };
-    let clock = std::sync::Arc::new(latchkey_core::SystemClock);
-    let app = latchkey::server::start_service(&load(Some("first master key")), clock.clone()).await.unwrap();
-    for key in app.store().list_signing_keys().await.unwrap() {
-        assert!(key.private_key.starts_with(b"LKE1"), "stored encrypted");
-    }
-    drop(app);
-    let wrong = latchkey::server::start_service(&load(Some("another key")), clock.clone()).await;
-    assert!(format!("{:#}", wrong.err().unwrap()).contains("LATCHKEY_MASTER_KEY"));
-    assert!(latchkey::server::start_service(&load(None), clock.clone()).await.is_err());
-    assert!(latchkey::server::start_service(&load(Some("first master key")), clock).await.is_ok());
-}
-
 /// Signs `claims` with the server's own current EdDSA key, under a header of our choosing:
 /// what an attacker cannot do, used here to prove each claim check works on its own.
 fn forge(s: &TestServer, typ: &str, claims: &Value) -> String {
