@@ -2,10 +2,16 @@
 //! role/scope guards, answering exactly as SPEC 5.5 says: `401` +
 //! `WWW-Authenticate: Bearer error="invalid_token"` with the JSON body
 //! `{error, error_description, error_reason, error_type}`; `403 insufficient_scope` for a
-//! missing role or scope; `400 invalid_request` for two `Authorization` headers. Tokens are
-//! taken from the `Authorization` header only: one offered in the query string is refused.
+//! missing role or scope (a missing scope named in the challenge's `scope` attribute,
+//! RFC 6750 §3); `400 invalid_request` for two `Authorization` headers. Tokens are taken
+//! from the `Authorization` header only: one offered in the query string is refused.
+//!
+//! Guards are methods on [`AccessToken`] that a handler calls before acting:
+//! [`AccessToken::require_role`], [`AccessToken::require_scope`], and
+//! [`AccessToken::require_app_scope`] for a scope that only third-party apps need.
 
 use std::future::Future;
+use std::ops::Deref;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
@@ -20,9 +26,28 @@ use latchkey_proto::{ErrorBody, ErrorCode, TokenErrorReason};
 use crate::verifier::{Verified, Verifier, VerifyError};
 
 /// A verified access token, extracted from `Authorization: Bearer` (or left in the request
-/// extensions by [`VerifyLayer`], where `Extension<AccessToken>` finds it too).
+/// extensions by [`VerifyLayer`], where `Extension<AccessToken>` finds it too). It
+/// dereferences to [`Verified`], so `token.has_scope("notes")` and `token.claims` work.
 #[derive(Debug, Clone)]
 pub struct AccessToken(pub Verified);
+
+impl Deref for AccessToken {
+    type Target = Verified;
+
+    fn deref(&self) -> &Verified {
+        &self.0
+    }
+}
+
+/// What a token lacks for a route (`403 insufficient_scope`, SPEC 5.5).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Missing {
+    /// A role.
+    Role(String),
+    /// A scope: the challenge names it (`scope="..."`, RFC 6750 §3), so the client knows
+    /// what to ask the user for.
+    Scope(String),
+}
 
 /// Why a request was refused.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -36,7 +61,7 @@ pub enum Rejection {
     /// The token was refused.
     Verify(VerifyError),
     /// A role or scope is missing.
-    InsufficientScope(String),
+    InsufficientScope(Missing),
 }
 
 fn with_challenge(mut res: Response, challenge: String) -> Response {
@@ -44,6 +69,13 @@ fn with_challenge(mut res: Response, challenge: String) -> Response {
         res.headers_mut().insert(header::WWW_AUTHENTICATE, v);
     }
     res
+}
+
+/// `value` cut down to the characters a quoted `WWW-Authenticate` attribute may hold
+/// (RFC 6750 §3: `%x20-21 / %x23-5B / %x5D-7E`), so a role or scope name with a quote,
+/// backslash or control character cannot break the header or go missing with it.
+fn quotable(value: &str) -> String {
+    value.chars().filter(|c| matches!(c, ' '..='!' | '#'..='[' | ']'..='~')).collect()
 }
 
 fn invalid_token(body: ErrorBody) -> Response {
@@ -93,10 +125,18 @@ impl IntoResponse for Rejection {
                 res.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
                 res
             }
-            Self::InsufficientScope(what) => {
-                let description = format!("The access token lacks {what}.");
-                let challenge =
-                    format!("Bearer error=\"insufficient_scope\", error_description=\"{description}\"");
+            Self::InsufficientScope(missing) => {
+                let (description, scope) = match &missing {
+                    Missing::Role(role) => (format!("The access token lacks the role {role}."), None),
+                    Missing::Scope(scope) => (format!("The access token lacks the scope {scope}."), Some(scope)),
+                };
+                let mut challenge = format!(
+                    "Bearer error=\"insufficient_scope\", error_description=\"{}\"",
+                    quotable(&description)
+                );
+                if let Some(scope) = scope {
+                    challenge.push_str(&format!(", scope=\"{}\"", quotable(scope)));
+                }
                 let body = ErrorBody::new(ErrorCode::InsufficientScope, description);
                 with_challenge((StatusCode::FORBIDDEN, Json(body)).into_response(), challenge)
             }
@@ -105,28 +145,45 @@ impl IntoResponse for Rejection {
 }
 
 impl AccessToken {
-    /// Requires a role (`403 insufficient_scope` without it).
+    /// Requires a role (`403 insufficient_scope` without it). An app's token carries roles
+    /// only when the app was granted the scope `roles` (SPEC 13).
     ///
     /// # Errors
-    /// [`Rejection::InsufficientScope`].
+    /// [`Rejection::InsufficientScope`] with [`Missing::Role`].
     pub fn require_role(&self, role: &str) -> Result<(), Rejection> {
-        if self.0.has_role(role) {
+        if self.has_role(role) {
             Ok(())
         } else {
-            Err(Rejection::InsufficientScope(format!("the role {role}")))
+            Err(Rejection::InsufficientScope(Missing::Role(role.to_owned())))
         }
     }
 
-    /// Requires a scope (`403 insufficient_scope` without it).
+    /// Requires a scope, of every token (`403 insufficient_scope` without it). First-party
+    /// tokens carry only `profile`, so this refuses them for any other scope; see
+    /// [`Self::require_app_scope`] for a scope only apps need.
     ///
     /// # Errors
-    /// [`Rejection::InsufficientScope`].
+    /// [`Rejection::InsufficientScope`] with [`Missing::Scope`].
     pub fn require_scope(&self, scope: &str) -> Result<(), Rejection> {
-        if self.0.has_scope(scope) {
+        if self.has_scope(scope) {
             Ok(())
         } else {
-            Err(Rejection::InsufficientScope(format!("the scope {scope}")))
+            Err(Rejection::InsufficientScope(Missing::Scope(scope.to_owned())))
         }
+    }
+
+    /// Requires a scope of third-party apps' tokens only: a first-party token
+    /// ([`Verified::is_first_party`]) passes without it, since the user acts through
+    /// Latchkey's own clients with their whole authority, while an app acts only within the
+    /// scopes the user granted it (SPEC 13). Pair it with [`Self::require_role`]: notes-api's
+    /// `DELETE /notes/{id}` requires the role `manager` of everyone and the scope `notes`
+    /// of apps.
+    ///
+    /// # Errors
+    /// [`Rejection::InsufficientScope`] with [`Missing::Scope`], for an app's token without
+    /// the scope.
+    pub fn require_app_scope(&self, scope: &str) -> Result<(), Rejection> {
+        if self.is_first_party() { Ok(()) } else { self.require_scope(scope) }
     }
 }
 

@@ -141,6 +141,8 @@ pub(crate) struct FeedSource {
     pub(crate) poll_every: Duration,
     /// Whether to follow the SSE stream (else only page every `poll_every`).
     pub(crate) use_stream: bool,
+    /// The verifier's clock, which decides when revocations may be forgotten.
+    pub(crate) now: crate::verifier::TimeFn,
 }
 
 /// Reads one page after `after`.
@@ -158,10 +160,11 @@ async fn page(http: &reqwest::Client, src: &FeedSource, after: i64) -> Result<Fe
 }
 
 /// Applies one page and records that the feed answered.
-fn absorb(state: &Arc<RwLock<Revocations>>, page: FeedPage) {
+fn absorb(state: &Arc<RwLock<Revocations>>, src: &FeedSource, page: FeedPage) {
+    let now = crate::verifier::unix_secs((src.now)());
     let mut guard = write(state);
     guard.apply(page);
-    guard.prune_if_due(crate::verifier::now_secs());
+    guard.prune_if_due(now);
     guard.last_ok = Some(Instant::now());
 }
 
@@ -175,7 +178,7 @@ async fn catch_up(
         let after = read(state).next;
         let p = page(http, src, after).await?;
         let is_done = p.events.is_empty();
-        absorb(state, p);
+        absorb(state, src, p);
         if is_done {
             return Ok(());
         }
@@ -206,7 +209,7 @@ async fn stream(
     if let Some(strong) = state.upgrade() {
         write(&strong).is_streaming = true;
     }
-    let result = read_stream(&mut res, state).await;
+    let result = read_stream(&mut res, src, state).await;
     if let Some(strong) = state.upgrade() {
         write(&strong).is_streaming = false;
     }
@@ -218,6 +221,7 @@ const STREAM_SILENCE_LIMIT: Duration = Duration::from_secs(35);
 
 async fn read_stream(
     res: &mut reqwest::Response,
+    src: &FeedSource,
     state: &std::sync::Weak<RwLock<Revocations>>,
 ) -> Result<(), String> {
     let mut buf = String::new();
@@ -248,7 +252,7 @@ async fn read_stream(
             }
         }
         let current = read(&strong).next;
-        absorb(&strong, FeedPage { events, next: next.unwrap_or(current) });
+        absorb(&strong, src, FeedPage { events, next: next.unwrap_or(current) });
     }
 }
 

@@ -38,13 +38,47 @@ impl KeySet {
     }
 }
 
+/// Why the keys could not be fetched.
+#[derive(Debug, thiserror::Error)]
+pub enum JwksError {
+    /// No answer: the server is down, unreachable, or the connection failed midway.
+    #[error("could not fetch the JWKS at {url}")]
+    Unreachable {
+        /// The JWKS URL.
+        url: String,
+        /// What the HTTP client reported.
+        #[source]
+        source: reqwest::Error,
+    },
+    /// The server answered with an error status.
+    #[error("the JWKS at {url} answered {status}")]
+    Status {
+        /// The JWKS URL.
+        url: String,
+        /// The status it answered.
+        status: reqwest::StatusCode,
+    },
+    /// The answer is not a JWKS document (RFC 7517 §5).
+    #[error("the JWKS at {url} is not a JWKS document")]
+    Invalid {
+        /// The JWKS URL.
+        url: String,
+        /// Why it could not be read.
+        #[source]
+        source: serde_json::Error,
+    },
+}
+
 /// Fetches the JWKS.
-pub(crate) async fn fetch(http: &reqwest::Client, url: &str) -> Result<KeySet, String> {
-    let res = http.get(url).send().await.map_err(|e| e.to_string())?;
+pub(crate) async fn fetch(http: &reqwest::Client, url: &str) -> Result<KeySet, JwksError> {
+    let unreachable = |source| JwksError::Unreachable { url: url.to_owned(), source };
+    let res = http.get(url).send().await.map_err(unreachable)?;
     if !res.status().is_success() {
-        return Err(format!("JWKS answered {}", res.status()));
+        return Err(JwksError::Status { url: url.to_owned(), status: res.status() });
     }
-    let set: JwkSet = res.json().await.map_err(|e| e.to_string())?;
+    let body = res.bytes().await.map_err(unreachable)?;
+    let set: JwkSet =
+        serde_json::from_slice(&body).map_err(|source| JwksError::Invalid { url: url.to_owned(), source })?;
     Ok(KeySet::from_jwks(&set))
 }
 

@@ -3,14 +3,14 @@
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, RwLock};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use jsonwebtoken::{Validation, decode, decode_header};
 use latchkey_proto::TokenErrorReason;
 use latchkey_proto::claims::{AccessTokenClaims, ClaimsCheck, MAX_ACCESS_TOKEN_LEN, is_access_token_typ};
 
 use crate::feed::{self, FeedSource, Revocations};
-use crate::jwks::{self, KeySet};
+use crate::jwks::{self, JwksError, KeySet};
 
 /// What to do when the revocation feed has been unreachable for too long.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -32,6 +32,41 @@ pub enum VerifyError {
     FeedUnavailable,
 }
 
+/// Why [`VerifierBuilder::build`] refused to build a verifier.
+#[derive(Debug, thiserror::Error)]
+pub enum BuildError {
+    /// Neither [`VerifierBuilder::feed_credentials`] nor
+    /// [`VerifierBuilder::insecure_without_revocation`] was called. Without the feed a
+    /// verifier cannot see logouts, theft or role changes (SPEC 5.4), so going without it
+    /// must be a choice written in the code, not a forgotten setting.
+    #[error(
+        "no revocation feed: give feed_credentials() (a client with the scope revocations:read), \
+         or call insecure_without_revocation() to accept revoked tokens until they expire"
+    )]
+    NoRevocationFeed,
+    /// Both [`VerifierBuilder::feed_credentials`] and
+    /// [`VerifierBuilder::insecure_without_revocation`] were called: one of them is a
+    /// mistake, and guessing which could silently drop revocation.
+    #[error("feed_credentials() and insecure_without_revocation() both given: choose one")]
+    ConflictingRevocationChoice,
+    /// `build` was not awaited inside a Tokio runtime: the verifier runs the feed follower
+    /// and the scheduled key refresh as Tokio tasks.
+    #[error("no Tokio runtime: build the verifier inside one (e.g. under #[tokio::main])")]
+    NoTokioRuntime,
+    /// The JWKS given to [`VerifierBuilder::jwks_json`] is not a JWKS document.
+    #[error("the JWKS given to jwks_json() is not a JWKS document")]
+    InvalidJwksJson(#[source] serde_json::Error),
+    /// The keys could not be fetched.
+    #[error(transparent)]
+    Jwks(#[from] JwksError),
+}
+
+/// The `client_id` of the tokens Latchkey issues to its own clients through the
+/// first-party session API (`/auth/login`, `/auth/refresh`, SPEC 5.1); an app's tokens carry
+/// the app's own id (SPEC 13). It mirrors `latchkey_core::login::FIRST_PARTY_CLIENT_ID`,
+/// which this crate cannot depend on.
+pub const FIRST_PARTY_CLIENT_ID: &str = "latchkey";
+
 /// A verified token's claims.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Verified {
@@ -40,24 +75,68 @@ pub struct Verified {
 }
 
 impl Verified {
-    /// Whether the token carries a role.
+    /// Whether the token carries a role. A third-party app's token carries the user's roles
+    /// only when the app was granted the scope `roles` (SPEC 13), so an app without it fails
+    /// every role check.
     pub fn has_role(&self, role: &str) -> bool {
         self.claims.roles.iter().any(|r| r == role)
     }
 
-    /// Whether the token carries a scope.
+    /// Whether the token carries a scope (one of the space-separated values of `scope`).
     pub fn has_scope(&self, scope: &str) -> bool {
         self.claims.scope.split_whitespace().any(|s| s == scope)
     }
+
+    /// Whether the token was issued to Latchkey's own clients ([`FIRST_PARTY_CLIENT_ID`])
+    /// rather than to an app through OAuth (an authorization code, a device code or
+    /// `client_credentials`). A first-party token acts with the user's whole authority; an
+    /// app's token only within the scopes the user granted it, which is what
+    /// [`crate::axum::AccessToken::require_app_scope`] checks.
+    pub fn is_first_party(&self) -> bool {
+        self.claims.client_id == FIRST_PARTY_CLIENT_ID
+    }
 }
 
-/// Builds a [`Verifier`]. `Debug` leaves out the feed client's secret.
+/// The clock a verifier judges tokens by; see [`VerifierBuilder::time_fn`].
+pub(crate) type TimeFn = Arc<dyn Fn() -> SystemTime + Send + Sync>;
+
+/// The system clock: the default [`TimeFn`].
+#[expect(clippy::disallowed_methods, reason = "the resource server's own clock decides expiry")]
+fn system_time() -> SystemTime {
+    SystemTime::now()
+}
+
+/// Seconds since the epoch (0 before it), as tokens count time.
+pub(crate) fn unix_secs(t: SystemTime) -> i64 {
+    t.duration_since(std::time::UNIX_EPOCH).map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
+}
+
+/// Whether revocation was waived with [`VerifierBuilder::insecure_without_revocation`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum RevocationWaiver {
+    NotWaived,
+    InsecureWaived,
+}
+
+/// How a built verifier learns of revocations.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum RevocationCheck {
+    /// From the feed it follows.
+    Feed,
+    /// Not at all: chosen with [`VerifierBuilder::insecure_without_revocation`].
+    InsecureNone,
+}
+
+/// Builds a [`Verifier`]: either [`Self::feed_credentials`] or
+/// [`Self::insecure_without_revocation`] must be called, or [`Self::build`] refuses.
+/// `Debug` leaves out the feed client's secret.
 #[derive(Clone)]
 pub struct VerifierBuilder {
     issuer: String,
     endpoint: Option<String>,
     audience: Option<String>,
     feed: Option<(String, String)>,
+    waiver: RevocationWaiver,
     poll_every: Duration,
     use_stream: bool,
     max_feed_staleness: Duration,
@@ -65,6 +144,7 @@ pub struct VerifierBuilder {
     skew: i64,
     http: Option<reqwest::Client>,
     initial_jwks: Option<String>,
+    now: TimeFn,
 }
 
 impl std::fmt::Debug for VerifierBuilder {
@@ -74,6 +154,7 @@ impl std::fmt::Debug for VerifierBuilder {
             .field("endpoint", &self.endpoint)
             .field("audience", &self.audience)
             .field("feed_client_id", &self.feed.as_ref().map(|(id, _)| id))
+            .field("waiver", &self.waiver)
             .field("poll_every", &self.poll_every)
             .field("use_stream", &self.use_stream)
             .field("max_feed_staleness", &self.max_feed_staleness)
@@ -98,7 +179,9 @@ impl VerifierBuilder {
         self
     }
 
-    /// Credentials of a client with the scope `revocations:read`, to follow the feed.
+    /// Credentials of a client with the scope `revocations:read`, to follow the feed
+    /// (SPEC 5.4): logouts, theft and role changes then reach the verifier within
+    /// milliseconds.
     #[must_use]
     pub fn feed_credentials(
         mut self,
@@ -106,6 +189,18 @@ impl VerifierBuilder {
         client_secret: impl Into<String>,
     ) -> Self {
         self.feed = Some((client_id.into(), client_secret.into()));
+        self
+    }
+
+    /// Builds a verifier that follows no feed and so checks no revocation: the token of a
+    /// user who logged out, whose session was stolen and revoked, who was disabled or lost a
+    /// role stays accepted, with its old roles, until it expires (5 minutes by default, plus
+    /// the 30 s skew). For offline use, benchmarks, and APIs whose owners accept that
+    /// window; [`Self::build`] logs a warning. Without this call or
+    /// [`Self::feed_credentials`], `build` refuses with [`BuildError::NoRevocationFeed`].
+    #[must_use]
+    pub fn insecure_without_revocation(mut self) -> Self {
+        self.waiver = RevocationWaiver::InsecureWaived;
         self
     }
 
@@ -154,38 +249,71 @@ impl VerifierBuilder {
         self
     }
 
+    /// The clock tokens are judged by (default: the system clock): it decides `exp`,
+    /// `iat` and `nbf` (with the 30 s skew) and when revocations may be forgotten. Tests
+    /// inject a clock they move, as openidconnect's `IdTokenVerifier::set_time_fn` allows.
+    /// Network timing (feed staleness, JWKS refetch limits, polling) stays on the
+    /// monotonic clock: it measures the connection to the server, not the tokens.
+    #[must_use]
+    pub fn time_fn(mut self, now: impl Fn() -> SystemTime + Send + Sync + 'static) -> Self {
+        self.now = Arc::new(now);
+        self
+    }
+
     /// Finds the keys through discovery and fetches them, starts loading the revocation
     /// snapshot (with feed credentials), then keeps following the feed in the background
     /// for as long as the verifier lives. Until the snapshot arrives, tokens are refused
-    /// under [`FeedPolicy::FailClosed`].
+    /// under [`FeedPolicy::FailClosed`]. Must be awaited inside a Tokio runtime with I/O
+    /// and time enabled (`#[tokio::main]` has both): the background work runs as Tokio
+    /// tasks.
     ///
     /// # Errors
-    /// When the keys cannot be fetched.
-    pub async fn build(self) -> Result<Arc<Verifier>, String> {
+    /// [`BuildError::NoRevocationFeed`] or [`BuildError::ConflictingRevocationChoice`] when
+    /// the revocation choice is missing or contradictory, [`BuildError::NoTokioRuntime`]
+    /// outside a Tokio runtime (both before any request), and [`BuildError::Jwks`] or
+    /// [`BuildError::InvalidJwksJson`] when the keys cannot be had.
+    pub async fn build(self) -> Result<Arc<Verifier>, BuildError> {
+        let (feed, revocation) = match (self.feed, self.waiver) {
+            (Some(credentials), RevocationWaiver::NotWaived) => (Some(credentials), RevocationCheck::Feed),
+            (None, RevocationWaiver::InsecureWaived) => (None, RevocationCheck::InsecureNone),
+            (None, RevocationWaiver::NotWaived) => return Err(BuildError::NoRevocationFeed),
+            (Some(_), RevocationWaiver::InsecureWaived) => {
+                return Err(BuildError::ConflictingRevocationChoice);
+            }
+        };
+        let runtime = tokio::runtime::Handle::try_current().map_err(|_| BuildError::NoTokioRuntime)?;
         let http = self.http.unwrap_or_default();
         let issuer = self.issuer.trim_end_matches('/').to_owned();
         let base = self.endpoint.as_deref().unwrap_or(&issuer).trim_end_matches('/').to_owned();
-        let jwks_url = match &self.initial_jwks {
-            Some(_) => format!("{base}/jwks.json"),
-            None => jwks::discover(&http, &issuer, &base).await,
-        };
-        let keys = match &self.initial_jwks {
-            Some(json) => {
-                KeySet::from_jwks(&serde_json::from_str(json).map_err(|e| format!("invalid JWKS: {e}"))?)
+        let (jwks_url, keys) = match &self.initial_jwks {
+            Some(json) => (
+                format!("{base}/jwks.json"),
+                KeySet::from_jwks(&serde_json::from_str(json).map_err(BuildError::InvalidJwksJson)?),
+            ),
+            None => {
+                let url = jwks::discover(&http, &issuer, &base).await;
+                let keys = jwks::fetch(&http, &url).await?;
+                (url, keys)
             }
-            None => jwks::fetch(&http, &jwks_url).await?,
         };
         let revocations = Arc::new(RwLock::new(Revocations::default()));
-        let has_feed = self.feed.is_some();
-        if let Some((client_id, client_secret)) = self.feed {
-            let src = FeedSource {
-                url: format!("{base}/revocations"),
-                client_id,
-                client_secret,
-                poll_every: self.poll_every,
-                use_stream: self.use_stream,
-            };
-            tokio::spawn(feed::follow(http.clone(), src, Arc::downgrade(&revocations)));
+        match feed {
+            Some((client_id, client_secret)) => {
+                let src = FeedSource {
+                    url: format!("{base}/revocations"),
+                    client_id,
+                    client_secret,
+                    poll_every: self.poll_every,
+                    use_stream: self.use_stream,
+                    now: Arc::clone(&self.now),
+                };
+                runtime.spawn(feed::follow(http.clone(), src, Arc::downgrade(&revocations)));
+            }
+            None => tracing::warn!(
+                issuer = %issuer,
+                "latchkey-verify built with insecure_without_revocation(): revoked tokens are \
+                 accepted until they expire"
+            ),
         }
         let verifier = Arc::new(Verifier {
             audience: self.audience.unwrap_or_else(|| issuer.clone()),
@@ -198,13 +326,14 @@ impl VerifierBuilder {
                 Instant::now().checked_sub(JWKS_REFETCH_EVERY).unwrap_or_else(Instant::now),
             ),
             revocations,
-            has_feed,
+            revocation,
             max_feed_staleness: self.max_feed_staleness,
             policy: self.policy,
             skew: self.skew,
+            now: self.now,
             cache: Mutex::new(HashMap::new()),
         });
-        tokio::spawn(refresh_keys_on_schedule(Arc::downgrade(&verifier)));
+        runtime.spawn(refresh_keys_on_schedule(Arc::downgrade(&verifier)));
         Ok(verifier)
     }
 }
@@ -240,18 +369,12 @@ pub struct Verifier {
     keys: RwLock<KeySet>,
     last_jwks_fetch: Mutex<Instant>,
     revocations: Arc<RwLock<Revocations>>,
-    has_feed: bool,
+    revocation: RevocationCheck,
     max_feed_staleness: Duration,
     policy: FeedPolicy,
     skew: i64,
+    now: TimeFn,
     cache: Mutex<HashMap<String, Verified>>,
-}
-
-#[expect(clippy::disallowed_methods, reason = "the resource server's own clock decides expiry")]
-pub(crate) fn now_secs() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -259,13 +382,17 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 }
 
 impl Verifier {
-    /// Starts building a verifier for tokens from `issuer`.
+    /// Starts building a verifier for tokens from `issuer`. Call
+    /// [`VerifierBuilder::feed_credentials`] (or, knowingly,
+    /// [`VerifierBuilder::insecure_without_revocation`]) before
+    /// [`VerifierBuilder::build`].
     pub fn builder(issuer: impl Into<String>) -> VerifierBuilder {
         VerifierBuilder {
             issuer: issuer.into(),
             endpoint: None,
             audience: None,
             feed: None,
+            waiver: RevocationWaiver::NotWaived,
             poll_every: Duration::from_millis(500),
             use_stream: true,
             max_feed_staleness: Duration::from_secs(30),
@@ -273,6 +400,7 @@ impl Verifier {
             skew: 30,
             http: None,
             initial_jwks: None,
+            now: Arc::new(system_time),
         }
     }
 
@@ -284,11 +412,16 @@ impl Verifier {
         if token.len() > MAX_ACCESS_TOKEN_LEN {
             return Err(VerifyError::Invalid(TokenErrorReason::Malformed));
         }
-        let now = now_secs();
+        let now = unix_secs((self.now)());
         let cached = lock(&self.cache).get(token).cloned();
         let verified = match cached {
-            Some(v) if v.claims.exp.saturating_add(self.skew) > now => v,
-            _ => {
+            // A cached token skips only the signature: its claims are judged again against
+            // the clock of this call.
+            Some(v) => {
+                v.claims.check(&self.claims_check(now)).map_err(VerifyError::Invalid)?;
+                v
+            }
+            None => {
                 let v = self.check_signature_and_claims(token, now).await?;
                 let mut cache = lock(&self.cache);
                 if cache.len() >= CACHE_LIMIT {
@@ -331,16 +464,18 @@ impl Verifier {
                 _ => invalid(TokenErrorReason::Malformed),
             })?
             .claims;
-        claims
-            .check(&ClaimsCheck {
-                issuer: &self.issuer,
-                audience: &self.audience,
-                now,
-                skew: self.skew,
-                allow_expired: false,
-            })
-            .map_err(invalid)?;
+        claims.check(&self.claims_check(now)).map_err(invalid)?;
         Ok(Verified { claims })
+    }
+
+    fn claims_check(&self, now: i64) -> ClaimsCheck<'_> {
+        ClaimsCheck {
+            issuer: &self.issuer,
+            audience: &self.audience,
+            now,
+            skew: self.skew,
+            allow_expired: false,
+        }
     }
 
     fn key(&self, kid: &str) -> Option<Arc<jwks::Key>> {
@@ -363,8 +498,9 @@ impl Verifier {
     }
 
     fn check_revocation(&self, v: &Verified) -> Result<(), VerifyError> {
-        if !self.has_feed {
-            return Ok(());
+        match self.revocation {
+            RevocationCheck::Feed => {}
+            RevocationCheck::InsecureNone => return Ok(()),
         }
         let state = feed::read(&self.revocations);
         let is_fresh =

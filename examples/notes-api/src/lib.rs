@@ -1,6 +1,11 @@
 //! notes-api (SPEC 5.6): a protected API built only on `latchkey-verify`. Every request is
 //! answered from memory: the token is verified locally and the revocation feed is followed
 //! in the background, so no request reaches the Latchkey server or a database.
+//!
+//! Any valid token may read and write notes; `DELETE /notes/{id}` needs the role `manager`
+//! and, when the token was issued to a third-party app rather than to Latchkey's own
+//! clients, the scope `notes` as well (SPEC 13): a user's roles do not pass to every app
+//! the user signs in to.
 
 use std::sync::{Arc, Mutex};
 
@@ -78,12 +83,16 @@ async fn create(
     (StatusCode::CREATED, Json(note)).into_response()
 }
 
+/// `DELETE /notes/{id}`: the role `manager` of everyone, and the scope `notes` of apps'
+/// tokens (`403 insufficient_scope` without either).
 async fn remove(
     State(s): State<NotesState>,
     token: AccessToken,
     id: Result<Path<u64>, axum::extract::rejection::PathRejection>,
 ) -> Response {
-    if let Err(rejection) = token.require_role("manager") {
+    // The scope first: an app without it is told which scope to ask the user for
+    // (`scope="notes"` in the challenge), whatever roles its token carries.
+    if let Err(rejection) = token.require_app_scope("notes").and_then(|()| token.require_role("manager")) {
         return rejection.into_response();
     }
     let Ok(Path(id)) = id else {

@@ -1,5 +1,7 @@
 //! The notes-api binary: `notes-api --issuer URL [--listen ADDR] [--audience AUD]
-//! [--feed-client-id ID --feed-client-secret SECRET]` (also `NOTES_API_*` variables).
+//! (--feed-client-id ID --feed-client-secret SECRET | --insecure-without-revocation)`
+//! (also `NOTES_API_*` variables). It refuses to start without one of the two: an API that
+//! does not follow the revocation feed accepts logged-out users' tokens until they expire.
 
 use anyhow::Context;
 use clap::Parser;
@@ -7,6 +9,10 @@ use clap::Parser;
 /// A small protected API built on latchkey-verify.
 #[derive(Parser)]
 #[command(name = "notes-api")]
+// Exactly one of the two: the feed, or the insecure choice spelled out.
+#[command(group(
+    clap::ArgGroup::new("revocation").required(true).args(["feed_client_id", "insecure_without_revocation"])
+))]
 struct Args {
     /// The Latchkey issuer URL.
     #[arg(long, env = "NOTES_API_ISSUER")]
@@ -21,8 +27,21 @@ struct Args {
     #[arg(long, env = "NOTES_API_FEED_CLIENT_ID", requires = "feed_client_secret")]
     feed_client_id: Option<String>,
     /// Feed client secret.
-    #[arg(long, env = "NOTES_API_FEED_CLIENT_SECRET", requires = "feed_client_id")]
+    #[arg(
+        long,
+        env = "NOTES_API_FEED_CLIENT_SECRET",
+        requires = "feed_client_id",
+        conflicts_with = "insecure_without_revocation"
+    )]
     feed_client_secret: Option<String>,
+    /// Follow no revocation feed: logged-out, revoked and demoted users' tokens stay
+    /// accepted until they expire (5 minutes by default). For trying notes-api out.
+    #[arg(
+        long,
+        env = "NOTES_API_INSECURE_WITHOUT_REVOCATION",
+        value_parser = clap::builder::BoolishValueParser::new()
+    )]
+    insecure_without_revocation: bool,
 }
 
 #[tokio::main]
@@ -36,8 +55,10 @@ async fn main() -> anyhow::Result<()> {
     if let (Some(id), Some(secret)) = (args.feed_client_id, args.feed_client_secret) {
         builder = builder.feed_credentials(id, secret);
     }
-    let verifier =
-        builder.build().await.map_err(|e| anyhow::anyhow!(e)).context("fetching the issuer's keys")?;
+    if args.insecure_without_revocation {
+        builder = builder.insecure_without_revocation();
+    }
+    let verifier = builder.build().await.context("starting the token verifier")?;
     let listener = tokio::net::TcpListener::bind(&args.listen)
         .await
         .with_context(|| format!("binding {}", args.listen))?;

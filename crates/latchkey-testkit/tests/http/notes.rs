@@ -1,6 +1,7 @@
-//! `latchkey-verify` and the notes-api example against the real server (SPEC 5.4-5.6):
+//! `latchkey-verify` and the notes-api example against the real server (SPEC 5.4-5.6, 13):
 //! local verification, logout and role changes reaching the API through the feed, SPEC 5.5
-//! errors, and no request to the server per API call.
+//! errors, no request to the server per API call, and `DELETE /notes/{id}` held to the
+//! role `manager` and, for apps' tokens, the scope `notes`.
 
 use std::time::Duration;
 
@@ -505,4 +506,111 @@ async fn the_tower_layer_guards_a_whole_router() {
     // Logout reaches routes behind the layer too.
     assert_eq!(send(c.post(s.url("/auth/logout")).bearer_auth(&at)).await.status, 204);
     wait_for(|| async { get("/sub", Some(at.clone())).await.json["error_reason"] == "revoked" }).await;
+}
+
+/// An app's access token for `user` through the authorization code flow with the pages:
+/// an app registered for `scope` asks for it, the user signs in and allows it.
+async fn app_token(s: &TestServer, user: &str, scope: &str) -> String {
+    use crate::oauth::{authorize_url, browser, consent, exchange, location, param, register_app, sign_in};
+
+    let app = register_app(s, &["--scopes", scope]).await;
+    let b = browser();
+    let start = send(b.get(authorize_url(s, &app, &[("scope", scope)]))).await;
+    assert_eq!(start.status, 303, "{}", start.text);
+    let back = sign_in(s, &b, &location(&start), user).await;
+    let to_app = consent(s, &b, &back, "allow").await;
+    let code = param(&to_app, "code").unwrap_or_else(|| panic!("no code in {to_app}"));
+    let tokens = exchange(s, &app, &code).await;
+    assert_eq!(tokens.status, 200, "{}", tokens.text);
+    tokens.str("access_token").to_owned()
+}
+
+/// A user with these roles, registered with the password the page helpers type.
+async fn user_with_roles(s: &TestServer, username: &str, roles: &str) {
+    s.register(&http_client(), username, "correct horse battery").await;
+    s.cli(&["user", "set-roles", username, roles], "").await.unwrap();
+}
+
+/// Creates a note (any valid token may) and returns its path.
+async fn new_note(n: &Notes, token: &str) -> String {
+    let created = api(n, reqwest::Method::POST, "/notes", token, Some(json!({"text": "to delete"}))).await;
+    assert_eq!(created.status, 201, "{}", created.text);
+    format!("/notes/{}", created.json["id"])
+}
+
+/// Asserts a 403 `insufficient_scope` answer; returns its `WWW-Authenticate` challenge.
+fn insufficient_scope(denied: &latchkey_testkit::Answer) -> &str {
+    assert_eq!(
+        (denied.status, &denied.json["error"]),
+        (403, &json!("insufficient_scope")),
+        "{}",
+        denied.text
+    );
+    let challenge = denied.header("www-authenticate").unwrap();
+    assert!(challenge.starts_with("Bearer error=\"insufficient_scope\""), "{challenge}");
+    challenge
+}
+
+#[tokio::test]
+async fn deleting_a_note_needs_the_manager_role_and_for_apps_the_notes_scope() {
+    let s = TestServer::start().await;
+    let c = http_client();
+    let n = notes_api(&s, Duration::from_millis(100)).await;
+    user_with_roles(&s, "boss", "manager").await;
+    let manager = s.login(&c, "boss", "correct horse battery").await.str("access_token").to_owned();
+    let staff = s.signed_in(&c, "staff").await.str("access_token").to_owned();
+    wait_for(|| async { api(&n, reqwest::Method::GET, "/whoami", &manager, None).await.status == 200 }).await;
+
+    // First-party tokens need only the role: they carry the scope `profile` and no `notes`.
+    let note = new_note(&n, &staff).await;
+    let denied = api(&n, reqwest::Method::DELETE, &note, &staff, None).await;
+    let challenge = insufficient_scope(&denied);
+    assert!(!challenge.contains(", scope="), "a role is no scope to ask for: {challenge}");
+    let deleted = api(&n, reqwest::Method::DELETE, &note, &manager, None).await;
+    assert_eq!(deleted.status, 204, "{}", deleted.text);
+
+    // An app granted `notes` (and `roles`, so its token carries the user's roles) deletes
+    // for a manager.
+    let granted = app_token(&s, "boss", "notes roles").await;
+    assert_eq!(
+        api(&n, reqwest::Method::GET, "/whoami", &granted, None).await.json["roles"],
+        json!(["manager"])
+    );
+    let note = new_note(&n, &granted).await;
+    let deleted = api(&n, reqwest::Method::DELETE, &note, &granted, None).await;
+    assert_eq!(deleted.status, 204, "{}", deleted.text);
+
+    // An app granted only `openid profile` cannot, even for a manager and whatever roles
+    // its token carries: the challenge names the scope to ask for (RFC 6750 §3.1).
+    let signed_in_only = app_token(&s, "boss", "openid profile").await;
+    let note = new_note(&n, &manager).await;
+    let denied = api(&n, reqwest::Method::DELETE, &note, &signed_in_only, None).await;
+    let challenge = insufficient_scope(&denied);
+    assert!(challenge.ends_with(", scope=\"notes\""), "{challenge}");
+    // The note is still there.
+    let listed = api(&n, reqwest::Method::GET, "/notes", &manager, None).await;
+    assert!(listed.json.as_array().unwrap().iter().any(|x| format!("/notes/{}", x["id"]) == note));
+}
+
+/// Depends on the server minting apps' tokens with `roles` only when the app was granted
+/// the scope `roles` (SPEC 13).
+#[tokio::test]
+async fn an_app_without_the_roles_scope_cannot_act_with_the_users_roles() {
+    let s = TestServer::start().await;
+    let c = http_client();
+    let n = notes_api(&s, Duration::from_millis(100)).await;
+    user_with_roles(&s, "boss", "manager").await;
+    let manager = s.login(&c, "boss", "correct horse battery").await.str("access_token").to_owned();
+    wait_for(|| async { api(&n, reqwest::Method::GET, "/whoami", &manager, None).await.status == 200 }).await;
+    let notes_only = app_token(&s, "boss", "notes").await;
+    assert_eq!(api(&n, reqwest::Method::GET, "/whoami", &notes_only, None).await.json["roles"], json!([]));
+    let note = new_note(&n, &manager).await;
+    let denied = api(&n, reqwest::Method::DELETE, &note, &notes_only, None).await;
+    assert_eq!(
+        (denied.status, &denied.json["error"]),
+        (403, &json!("insufficient_scope")),
+        "{}",
+        denied.text
+    );
+    assert_eq!(denied.json["error_description"], "The access token lacks the role manager.");
 }
