@@ -8,8 +8,14 @@ export interface TokenStorage {
 }
 
 export interface LatchkeyOptions {
-  /** The Latchkey server's URL. */
+  /** The Latchkey server's URL: absolute, http or https. Its origin may receive the token. */
   issuer: string;
+  /**
+   * The origins (`scheme://host[:port]`, nothing more) of the APIs `fetch()` may send the
+   * token to, besides the issuer's. Scheme, host and port are compared exactly; a URL at any
+   * other origin is refused with `origin_not_allowed` before anything is sent. Default: none.
+   */
+  apiOrigins?: string[];
   /** Called once, with the server's error_reason, when the session ends. */
   onReauth?: (reason: string) => void;
   /** Where the session is kept (default: memory). */
@@ -38,7 +44,11 @@ export type LatchkeyErrorCode =
   | 'invalid_credentials'
   | 'throttled'
   | 'server'
-  | 'network';
+  | 'network'
+  /** `fetch()` to an origin that is neither the issuer's nor in `apiOrigins`; nothing was sent. */
+  | 'origin_not_allowed'
+  /** `fetch()` with a URL that does not parse (a relative one outside a page). */
+  | 'invalid_url';
 
 export class LatchkeyError extends Error {
   readonly code: LatchkeyErrorCode;
@@ -46,6 +56,8 @@ export class LatchkeyError extends Error {
   readonly reason: string | null;
   readonly status: number | null;
   readonly retryAfter: number | null;
+  /** The refused origin (`scheme://host[:port]`), for `origin_not_allowed`. */
+  readonly origin: string | null;
 }
 
 export class MemoryStorage implements TokenStorage {
@@ -70,6 +82,8 @@ export class Latchkey {
   resume(): Promise<boolean>;
   login(credentials: { username: string; password: string }): Promise<Session>;
   setTokens(answer: TokenAnswer): Promise<Session>;
+  /** fetch() with the Bearer token, to the issuer's origin or one of `apiOrigins` only.
+   * Relative URLs resolve against `location`, as fetch() does. */
   fetch(url: string | URL, init?: RequestInit): Promise<Response>;
   accessToken(): Promise<string>;
   refresh(): Promise<Session>;

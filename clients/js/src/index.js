@@ -12,6 +12,10 @@
 //   discarded and revoked on the server.
 // - onReauth(reason) is called once when the server ends the session; later calls fail
 //   at once with `not_signed_in`, without a request, so nothing loops.
+// - lk.fetch() sends the token only to the issuer's origin and the `apiOrigins` the app
+//   listed (scheme, host and port compared exactly); any other URL is refused with
+//   `origin_not_allowed` before anything is sent. fetch() itself drops Authorization on a
+//   redirect to another origin (the Fetch standard; Node 20's fetch and current browsers).
 // - Tokens never appear in errors or logs.
 
 const STORAGE_KEY = 'latchkey.session';
@@ -19,15 +23,17 @@ const LEASE_KEY = 'latchkey.refresh-lease';
 const LOCK_NAME = 'latchkey.refresh';
 
 /** Why a call failed. `code` is one of `not_signed_in`, `reauth`, `invalid_credentials`,
- * `throttled`, `server`, `network`; `reason` is the server's error_reason for `reauth`. */
+ * `throttled`, `server`, `network`, `origin_not_allowed`, `invalid_url`; `reason` is the
+ * server's error_reason for `reauth`; `origin` the refused origin for `origin_not_allowed`. */
 export class LatchkeyError extends Error {
-  constructor(code, message, { reason = null, status = null, retryAfter = null } = {}) {
+  constructor(code, message, { reason = null, status = null, retryAfter = null, origin = null } = {}) {
     super(message);
     this.name = 'LatchkeyError';
     this.code = code;
     this.reason = reason;
     this.status = status;
     this.retryAfter = retryAfter;
+    this.origin = origin;
   }
 }
 
@@ -71,8 +77,40 @@ function randomId() {
 
 const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
 
+/** The origin of an absolute http(s) URL (`scheme://host[:port]`, default port left out, as
+ * the URL parser normalises it), or null for any other URL: other schemes have opaque
+ * origins, which equal nothing. */
+function httpOrigin(url) {
+  return url.protocol === 'http:' || url.protocol === 'https:' ? url.origin : null;
+}
+
+/** The origins the token may go to: the issuer's, then each of `apiOrigins`, which must be
+ * bare origins. A path would suggest the token is kept to it, which it is not, so one is
+ * refused rather than ignored. */
+function allowedOrigins(issuer, apiOrigins) {
+  let issuerUrl;
+  try { issuerUrl = new URL(issuer); } catch { issuerUrl = null; }
+  const issuerOrigin = issuerUrl && httpOrigin(issuerUrl);
+  if (!issuerOrigin) throw new TypeError(`issuer must be an absolute http(s) URL: ${JSON.stringify(issuer)}`);
+  const origins = new Set([issuerOrigin]);
+  if (!Array.isArray(apiOrigins)) throw new TypeError('apiOrigins must be an array of origins');
+  for (const api of apiOrigins) {
+    let url;
+    try { url = new URL(String(api)); } catch { url = null; }
+    const origin = url && httpOrigin(url);
+    const isBare = url && url.pathname === '/' && !url.search && !url.hash && !url.username && !url.password
+      && !String(api).endsWith('?') && !String(api).endsWith('#');
+    if (!origin || !isBare) {
+      throw new TypeError(`apiOrigins: ${JSON.stringify(String(api))} is not an http(s) origin (scheme://host[:port])`);
+    }
+    origins.add(origin);
+  }
+  return origins;
+}
+
 export class Latchkey {
   #base;
+  #origins;
   #fetch;
   #storage;
   #shared;
@@ -88,7 +126,9 @@ export class Latchkey {
 
   /**
    * @param {object} options
-   * @param {string} options.issuer  The Latchkey server's URL.
+   * @param {string} options.issuer  The Latchkey server's URL (absolute, http or https).
+   * @param {string[]} [options.apiOrigins]  The origins (`scheme://host[:port]`) of the APIs
+   *   lk.fetch() may send the token to, besides the issuer's. Others are refused.
    * @param {(reason: string) => void} [options.onReauth]  Called once when the session ends.
    * @param {{get, set, remove}} [options.storage]  Shared by tabs to share one session.
    * @param {typeof fetch} [options.fetch]
@@ -99,8 +139,9 @@ export class Latchkey {
    * @param {object|null} [options.locks]  A Web Locks implementation (default
    *   navigator.locks when present; null forces the storage lease).
    */
-  constructor({ issuer, onReauth, storage, fetch: fetchImpl, refreshMargin = 30, oauth, now, locks } = {}) {
+  constructor({ issuer, apiOrigins = [], onReauth, storage, fetch: fetchImpl, refreshMargin = 30, oauth, now, locks } = {}) {
     if (typeof issuer !== 'string' || issuer === '') throw new TypeError('issuer is required');
+    this.#origins = allowedOrigins(issuer, apiOrigins);
     this.#base = issuer.replace(/\/+$/, '');
     this.#fetch = fetchImpl ?? globalThis.fetch.bind(globalThis);
     this.#shared = Boolean(storage);
@@ -118,7 +159,7 @@ export class Latchkey {
     return t ? { sessionId: t.sessionId ?? null, expiresAt: t.expiresAt } : null;
   }
 
-  toJSON() { return { issuer: this.#base, session: this.session }; }
+  toJSON() { return { issuer: this.#base, apiOrigins: [...this.#origins].slice(1), session: this.session }; }
 
   /** Loads the session kept in the storage; true when there is one. */
   async resume() {
@@ -343,13 +384,41 @@ export class Latchkey {
   }
 
   /** fetch() with the Bearer token; one refresh and one retry on 401 invalid_token. The
-   * body must be re-sendable (a string, not a stream) for the retry. */
+   * body must be re-sendable (a string, not a stream) for the retry. Only to the issuer's
+   * origin and `apiOrigins`: another URL is refused before anything is sent (no refresh
+   * either). A relative URL is resolved against the page's address (`location`), as
+   * fetch() would; without a page (Node), it must be absolute. */
   async fetch(url, init = {}) {
+    const target = this.#admit(url);
     const token = await this.accessToken();
-    const res = await this.#fetch(url, withBearer(init, token));
+    const res = await this.#fetch(target, withBearer(init, token));
     if (!isInvalidToken(res)) return res;
     const fresh = await this.#refreshOnce(token);
-    return this.#fetch(url, withBearer(init, fresh));
+    return this.#fetch(target, withBearer(init, fresh));
+  }
+
+  /** The URL to fetch, when its origin may receive the token. The URL itself stays out of
+   * the error: it is the app's, and its query may hold something private. */
+  #admit(url) {
+    if (typeof url !== 'string' && !(url instanceof URL)) {
+      // A Request would carry its own method and body, which the retry could not resend.
+      throw new LatchkeyError('invalid_url', 'lk.fetch() takes a URL (a string or a URL object).');
+    }
+    let parsed;
+    try {
+      parsed = new URL(String(url), globalThis.location?.href);
+    } catch {
+      throw new LatchkeyError('invalid_url', 'The URL is not valid (relative URLs need a page to resolve against).');
+    }
+    const origin = httpOrigin(parsed) ?? parsed.protocol;
+    if (!this.#origins.has(origin)) {
+      throw new LatchkeyError(
+        'origin_not_allowed',
+        `Refused to send the access token to ${origin}: it is neither the issuer's origin nor one of apiOrigins.`,
+        { origin },
+      );
+    }
+    return parsed.href;
   }
 }
 

@@ -1,6 +1,7 @@
-// @latchkey/client against the real server and notes-api (started by the Rust test
-// `client_js::node_tests_pass`, which passes LATCHKEY_URL, NOTES_URL and ADMIN_URL), through
-// a counting, delaying proxy written here. Run: node --test test/
+// @latchkey/client against the real server and notes-api, through a counting, delaying
+// proxy written here. LATCHKEY_URL, NOTES_URL and ADMIN_URL name them: `npm test`
+// (test-support/run.js) starts them from the workspace's binaries, and the Rust test
+// `client_js::node_tests_pass` runs `node --test test/` against servers it runs itself.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import http from 'node:http';
@@ -8,13 +9,17 @@ import http from 'node:http';
 import { Latchkey, LatchkeyError, MemoryStorage } from '../src/index.js';
 
 const { LATCHKEY_URL, NOTES_URL, ADMIN_URL } = process.env;
+if (!LATCHKEY_URL || !NOTES_URL || !ADMIN_URL) {
+  throw new Error('LATCHKEY_URL, NOTES_URL and ADMIN_URL are unset: run `npm test`, which starts the servers.');
+}
 const PASSWORD = 'correct horse battery';
 
 /** A proxy in front of `upstream` that counts requests and delays refresh answers. */
 async function proxy(upstream) {
-  const stats = { requests: 0, refreshes: 0, delayMs: 0, answers: [] };
+  const stats = { requests: 0, withToken: 0, refreshes: 0, delayMs: 0, answers: [] };
   const server = http.createServer(async (req, res) => {
     stats.requests += 1;
+    if (req.headers.authorization) stats.withToken += 1;
     const isRefresh = req.url.startsWith('/auth/refresh');
     if (isRefresh) stats.refreshes += 1;
     const chunks = [];
@@ -68,7 +73,7 @@ test('the seed race: a refresh in flight when logout starts leaves nothing alive
   let lateTokens = 0;
   try {
     for (let round = 0; round < 40; round += 1) {
-      const lk = new Latchkey({ issuer: auth.url });
+      const lk = new Latchkey({ issuer: auth.url, apiOrigins: [api.url] });
       await lk.login({ username: 'js-race', password: PASSWORD });
       auth.stats.delayMs = (round * 2) % 80;
       auth.stats.answers = [];
@@ -107,7 +112,7 @@ test('fifty concurrent calls with an expired access token make one refresh', asy
   const auth = await proxy(LATCHKEY_URL);
   try {
     let now = Date.now();
-    const lk = new Latchkey({ issuer: auth.url, now: () => now, refreshMargin: 0 });
+    const lk = new Latchkey({ issuer: auth.url, apiOrigins: [NOTES_URL], now: () => now, refreshMargin: 0 });
     await lk.login({ username: 'js-many', password: PASSWORD });
     for (let round = 0; round < 3; round += 1) {
       now += 10 * 60 * 1000; // past the access token's lifetime, on the client's clock
@@ -125,7 +130,7 @@ test('claims_stale: one refresh, one retry, the new roles', async () => {
   await register('js-promoted');
   const auth = await proxy(LATCHKEY_URL);
   try {
-    const lk = new Latchkey({ issuer: auth.url });
+    const lk = new Latchkey({ issuer: auth.url, apiOrigins: [NOTES_URL] });
     await lk.login({ username: 'js-promoted', password: PASSWORD });
     const note = await lk.fetch(`${NOTES_URL}/notes`, {
       method: 'POST',
@@ -173,7 +178,9 @@ for (const how of ['revoked_by_user', 'logged_out', 'reuse_detected']) {
       const reasons = [];
       const storage = new MemoryStorage();
       let now = Date.now();
-      const lk = new Latchkey({ issuer: auth.url, storage, now: () => now, onReauth: (r) => reasons.push(r) });
+      const lk = new Latchkey({
+        issuer: auth.url, apiOrigins: [NOTES_URL], storage, now: () => now, onReauth: (r) => reasons.push(r),
+      });
       const session = await lk.login({ username: user, password: PASSWORD });
       assert.equal((await lk.fetch(`${NOTES_URL}/whoami`)).status, 200);
       const other = await loginDirect(user);
@@ -219,7 +226,7 @@ for (const how of ['revoked_by_user', 'logged_out', 'reuse_detected']) {
 
 test('errors never carry a token', async () => {
   await register('js-quiet');
-  const lk = new Latchkey({ issuer: LATCHKEY_URL });
+  const lk = new Latchkey({ issuer: LATCHKEY_URL, apiOrigins: [NOTES_URL] });
   await lk.login({ username: 'js-quiet', password: PASSWORD });
   const token = await lk.accessToken();
   assert.ok(!JSON.stringify(lk).includes(token));
@@ -227,4 +234,54 @@ test('errors never carry a token', async () => {
   const err = await lk.fetch(`${NOTES_URL}/whoami`).catch((e) => e);
   assert.ok(!String(err.stack).includes(token) && !err.message.includes(token));
   await assert.rejects(lk.login({ username: 'js-quiet', password: 'wrong password!' }), (e) => e.code === 'invalid_credentials');
+});
+
+test('the token goes only to the issuer and apiOrigins; another origin is refused before anything is sent', async () => {
+  await register('js-careful');
+  const auth = await proxy(LATCHKEY_URL);
+  // The same notes-api at an origin the client was not given (same host, another port).
+  const elsewhere = await proxy(NOTES_URL);
+  // An allowed API that redirects to it.
+  const redirector = http.createServer((req, res) => {
+    res.writeHead(307, { location: `${elsewhere.url}/whoami` });
+    res.end();
+  });
+  await new Promise((r) => redirector.listen(0, '127.0.0.1', r));
+  const redirectorUrl = `http://127.0.0.1:${redirector.address().port}`;
+  try {
+    assert.throws(() => new Latchkey({ issuer: auth.url, apiOrigins: [`${NOTES_URL}/notes`] }), TypeError);
+    assert.throws(() => new Latchkey({ issuer: '/' }), TypeError);
+    let now = Date.now();
+    const lk = new Latchkey({ issuer: auth.url, apiOrigins: [NOTES_URL, redirectorUrl], now: () => now });
+    await lk.login({ username: 'js-careful', password: PASSWORD });
+    assert.equal((await lk.fetch(`${NOTES_URL}/whoami`)).status, 200);
+    assert.equal((await lk.fetch(new URL('/auth/me', auth.url))).status, 200);
+
+    const refused = (origin) => (e) => e instanceof LatchkeyError && e.code === 'origin_not_allowed' && e.origin === origin;
+    await assert.rejects(lk.fetch(`${elsewhere.url}/whoami`), refused(elsewhere.url));
+    await assert.rejects(
+      lk.fetch(`${elsewhere.url}/notes`, { method: 'POST', body: '{"text":"leak"}' }),
+      refused(elsewhere.url),
+    );
+    const notes = new URL(NOTES_URL);
+    await assert.rejects(lk.fetch(`https://${notes.host}/whoami`), refused(`https://${notes.host}`));
+    await assert.rejects(lk.fetch(`http://localhost:${notes.port}/whoami`), refused(`http://localhost:${notes.port}`));
+    await assert.rejects(lk.fetch('/whoami'), (e) => e.code === 'invalid_url');
+    // Refused before a refresh too, though the access token has expired.
+    now += 10 * 60 * 1000;
+    const before = auth.stats.requests;
+    await assert.rejects(lk.fetch(`${elsewhere.url}/whoami`), refused(elsewhere.url));
+    assert.equal(auth.stats.requests, before, 'no refresh for a refused call');
+    assert.equal(elsewhere.stats.requests, 0, 'nothing was sent there');
+
+    // fetch() drops the token when an allowed API redirects to another origin.
+    const redirected = await lk.fetch(`${redirectorUrl}/whoami`);
+    assert.equal(redirected.status, 401);
+    assert.ok(elsewhere.stats.requests >= 1, 'the redirect was followed');
+    assert.equal(elsewhere.stats.withToken, 0, 'the token did not follow the redirect');
+  } finally {
+    await auth.close();
+    await elsewhere.close();
+    await new Promise((r) => redirector.close(r));
+  }
 });

@@ -14,6 +14,7 @@
 
 use std::sync::Arc;
 
+use latchkey_client::reqwest::{Method, Response};
 use latchkey_client::{Client, Error, TokenStorage};
 
 /// Keeps the session in a file next to the user's other settings (mode 0600 is the app's
@@ -40,10 +41,14 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let issuer = std::env::var("LATCHKEY_URL").unwrap_or_else(|_| "http://127.0.0.1:8080".into());
     let api = std::env::var("NOTES_URL").unwrap_or_else(|_| "http://127.0.0.1:8090".into());
     let file = std::env::temp_dir().join("notes-cli.session");
+    // The token goes to the issuer and to notes-api, and nowhere else.
     let client = Client::builder(issuer)
+        .api_origin(&api)
         .storage(Arc::new(FileStorage(file)))
-        .on_reauth(|reason| eprintln!("Your session ended ({reason}). Run `notes_cli login USERNAME` again."))
-        .build();
+        .on_reauth(|reason| {
+            eprintln!("Your session ended ({}). Run `notes_cli login USERNAME` again.", reason.as_str());
+        })
+        .build()?;
     client.resume().await;
     let args: Vec<String> = std::env::args().skip(1).collect();
     let result = match args.iter().map(String::as_str).collect::<Vec<_>>().as_slice() {
@@ -59,13 +64,11 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         ["whoami"] => text(client.get(&format!("{api}/whoami")).await).await,
         ["list"] => text(client.get(&format!("{api}/notes")).await).await,
         ["add", note] => {
-            let url = format!("{api}/notes");
             let body = serde_json::json!({"text": note});
-            text(client.send(|http| http.post(&url).json(&body)).await).await
+            text(client.request(Method::POST, &format!("{api}/notes"), |r| r.json(&body)).await).await
         }
         ["delete", id] => {
-            let url = format!("{api}/notes/{id}");
-            text(client.send(|http| http.delete(&url)).await).await
+            text(client.request(Method::DELETE, &format!("{api}/notes/{id}"), |r| r).await).await
         }
         _ => {
             eprintln!("usage: notes_cli login USERNAME | logout | whoami | list | add TEXT | delete ID");
@@ -80,7 +83,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     Ok(())
 }
 
-async fn text(res: Result<reqwest::Response, Error>) -> Result<String, Error> {
+async fn text(res: Result<Response, Error>) -> Result<String, Error> {
     let res = res?;
     let status = res.status();
     let body = res.text().await.map_err(Error::transport)?;

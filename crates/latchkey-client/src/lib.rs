@@ -11,48 +11,91 @@
 //!   measure, revoked on the server, so no late response can sign the user back in.
 //! - **Re-authentication hook**: when the server refuses the refresh token (`logged_out`,
 //!   `revoked_by_user`, `reuse_detected`, `idle_expired`, ...), the session is forgotten
-//!   and the callback is called once with the `error_reason`; later calls fail with
+//!   and the callback is called once with the [`ErrorReason`]; later calls fail with
 //!   [`Error::NotSignedIn`] at once, without a request, so nothing loops.
+//! - **The token goes only where the app said**: to the issuer's origin and the API origins
+//!   listed with [`ClientBuilder::api_origin`], scheme, host and port compared exactly. A
+//!   call to any other URL fails with [`Error::OriginNotAllowed`] before anything is sent
+//!   (no refresh either), and the default HTTP client follows a redirect only within one
+//!   origin, so a redirect cannot carry the token elsewhere.
 //! - Tokens live in memory; [`TokenStorage`] persists them when the app wants to.
-//!   Tokens never appear in `Debug` output, logs or error messages.
+//!   Tokens and the client secret never appear in `Debug` output, logs or error messages.
+//!
+//! Calls are made with reqwest, which this crate re-exports as [`latchkey_client::reqwest`]
+//! (its documentation says why).
 //!
 //! ```no_run
 //! # async fn run() -> Result<(), latchkey_client::Error> {
+//! use latchkey_client::reqwest::Method;
+//!
 //! let client = latchkey_client::Client::builder("http://127.0.0.1:8080")
-//!     .on_reauth(|reason| eprintln!("please sign in again ({reason})"))
-//!     .build();
+//!     .api_origin("http://127.0.0.1:8090")
+//!     .on_reauth(|reason| eprintln!("please sign in again ({})", reason.as_str()))
+//!     .build()?;
 //! client.login("alice", "correct horse battery").await?;
 //! let me = client.get("http://127.0.0.1:8090/whoami").await?;
 //! println!("{}", me.text().await.map_err(latchkey_client::Error::transport)?);
+//! let body = serde_json::json!({"text": "buy milk"});
+//! client.request(Method::POST, "http://127.0.0.1:8090/notes", |r| r.json(&body)).await?;
+//! // Refused before anything is sent: not an origin the client was built with.
+//! let elsewhere = client.get("https://tracker.example/collect").await;
+//! assert!(matches!(elsewhere, Err(latchkey_client::Error::OriginNotAllowed { .. })));
 //! client.logout().await?;
 //! # Ok(()) }
 //! ```
+//!
+//! [`latchkey_client::reqwest`]: crate::reqwest
 
+mod origin;
 mod storage;
+#[cfg(test)]
+mod tests;
 
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant, SystemTime};
 
 use latchkey_proto::RefreshToken;
-use latchkey_proto::auth::ReceivedTokens;
 use reqwest::StatusCode;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
+use crate::origin::AllowedOrigins;
+
+/// The HTTP client library the calls are made with, re-exported on purpose.
+///
+/// [`Client::request`] takes a [`reqwest::Method`] and a closure over a
+/// [`reqwest::RequestBuilder`], and answers a [`reqwest::Response`];
+/// [`ClientBuilder::http_client`] takes a [`reqwest::Client`]. Wrapping them would mean a
+/// second, smaller copy of reqwest's API for bodies (JSON, forms, streams), headers and
+/// reading answers, for no gain: an app that calls an API already knows reqwest's. Using
+/// this re-export, rather than a `reqwest` dependency of the app's own, guarantees the
+/// version matches; a different one would give type errors that name two `reqwest`s.
+pub use reqwest;
+
+pub use latchkey_proto::auth::ReceivedTokens;
+pub use latchkey_proto::secret::ClientSecret;
+pub use latchkey_proto::{ErrorCode, ErrorReason};
 pub use storage::{MemoryStorage, TokenStorage};
 
 /// The key under which the session is persisted in a [`TokenStorage`].
 pub const STORAGE_KEY: &str = "latchkey.session";
 
-/// Why a call failed. Never carries a token.
+/// Why a call failed. Never carries a token, a secret or a request URL.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum Error {
     /// No session: never signed in, signed out, or ended (after the re-auth callback).
     #[error("not signed in")]
     NotSignedIn,
-    /// The server ended the session; the re-auth callback was called with this reason.
-    #[error("the session ended ({0}); sign in again")]
-    Reauth(String),
+    /// The session ended on the server; the re-auth callback was called with this reason.
+    ///
+    /// The reason is the server's `error_reason` (SPEC 5.1). Two cases have none, and map to
+    /// the nearest one: a refusal whose reason is missing or newer than this client is
+    /// [`ErrorReason::UnknownToken`] (the server would not take the refresh token), and a
+    /// session without a refresh token (an OAuth grant without `refresh_token`) whose
+    /// access token ran out is [`ErrorReason::SessionExpired`] (such a session lives only as
+    /// long as its access token).
+    #[error("the session ended ({}); sign in again", .0.as_str())]
+    Reauth(ErrorReason),
     /// Wrong username or password.
     #[error("wrong username or password")]
     InvalidCredentials,
@@ -60,13 +103,29 @@ pub enum Error {
     #[error("too many attempts; retry after {0} s")]
     Throttled(u64),
     /// Another error answer from the server.
-    #[error("the server answered {status}: {error}")]
+    #[error("the server answered {status} {}", error.map_or("(no error code)", ErrorCode::as_str))]
     Server {
         /// HTTP status.
         status: u16,
-        /// The `error` code.
-        error: String,
+        /// The `error` code; `None` when the body had none this client knows (a proxy's
+        /// error page, or a code newer than this client).
+        error: Option<ErrorCode>,
     },
+    /// The URL's origin is neither the issuer's nor one given to
+    /// [`ClientBuilder::api_origin`], so the token was not sent. Nothing was sent at all.
+    #[error(
+        "refused to send the access token to {origin}: not the issuer's origin nor a configured API origin"
+    )]
+    OriginNotAllowed {
+        /// The refused origin, `scheme://host[:port]` (for a URL that is not http(s), only
+        /// `scheme:`). Never the path or query, which are the app's.
+        origin: String,
+    },
+    /// A URL did not parse, or is not one this client can use: the issuer or an API origin
+    /// at [`ClientBuilder::build`], a request URL at [`Client::request`] (which is left
+    /// out of the message). Nothing was sent.
+    #[error("invalid URL: {0}")]
+    InvalidUrl(String),
     /// The request did not complete (network, timeout, unreadable answer).
     #[error("request failed: {0}")]
     Transport(String),
@@ -81,26 +140,23 @@ impl Error {
 
 /// How refresh and logout reach the server.
 #[derive(Clone)]
-pub enum Grant {
+enum Grant {
     /// The first-party API (`/auth/refresh`, `/auth/logout`).
     FirstParty,
     /// An app that got its tokens from the OAuth code flow (`/oauth/token`,
-    /// `/oauth/revoke`).
-    OAuth {
-        /// The client id.
-        client_id: String,
-        /// The client secret, for confidential clients.
-        client_secret: Option<String>,
-    },
+    /// `/oauth/revoke`), with its secret when it is a confidential client.
+    OAuth { client_id: String, client_secret: Option<ClientSecret> },
 }
 
 impl std::fmt::Debug for Grant {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             Self::FirstParty => f.write_str("FirstParty"),
-            Self::OAuth { client_id, .. } => {
-                f.debug_struct("OAuth").field("client_id", client_id).finish_non_exhaustive()
-            }
+            Self::OAuth { client_id, client_secret } => f
+                .debug_struct("OAuth")
+                .field("client_id", client_id)
+                .field("client_secret", client_secret)
+                .finish(),
         }
     }
 }
@@ -187,10 +243,12 @@ struct State {
     reauth_reported: bool,
 }
 
-type ReauthCallback = Arc<dyn Fn(&str) + Send + Sync>;
+type ReauthCallback = Arc<dyn Fn(ErrorReason) + Send + Sync>;
 
 struct Inner {
+    /// The issuer URL without a trailing slash; endpoint paths are appended to it.
     base: String,
+    origins: AllowedOrigins,
     http: reqwest::Client,
     grant: Grant,
     margin: Duration,
@@ -203,9 +261,11 @@ struct Inner {
     on_reauth: Option<ReauthCallback>,
 }
 
-/// Builds a [`Client`].
+/// Builds a [`Client`]. Nothing is checked until [`ClientBuilder::build`], which parses
+/// the issuer and the API origins once.
 pub struct ClientBuilder {
     base: String,
+    api_origins: Vec<String>,
     http: Option<reqwest::Client>,
     grant: Grant,
     margin: Duration,
@@ -217,23 +277,67 @@ impl std::fmt::Debug for ClientBuilder {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("ClientBuilder")
             .field("base", &self.base)
+            .field("api_origins", &self.api_origins)
             .field("grant", &self.grant)
             .field("margin", &self.margin)
             .finish_non_exhaustive()
     }
 }
 
+/// How many redirects the default HTTP client follows in one call, as reqwest's default.
+const MAX_REDIRECTS: usize = 10;
+
+/// The HTTP client used when the app gives none: reqwest's defaults, except that a redirect
+/// is followed only to the origin it came from. reqwest drops `Authorization` on its own
+/// when the host or port changes, but not when only the scheme does (`https://h:8443` to
+/// `http://h:8443`), which would send the token in clear to another origin.
+fn default_http() -> Result<reqwest::Client, Error> {
+    let policy = reqwest::redirect::Policy::custom(|attempt| {
+        let is_same_origin =
+            attempt.previous().last().is_some_and(|from| from.origin() == attempt.url().origin());
+        if !is_same_origin {
+            attempt.stop()
+        } else if attempt.previous().len() > MAX_REDIRECTS {
+            attempt.error("too many redirects")
+        } else {
+            attempt.follow()
+        }
+    });
+    reqwest::Client::builder().redirect(policy).build().map_err(Error::transport)
+}
+
 impl ClientBuilder {
+    /// Also sends the access token to this API origin, `scheme://host[:port]` (a trailing
+    /// `/` is fine; a path, query or user info is refused by [`Self::build`], since the
+    /// token would not be kept to it). Call once per API. The issuer's origin is always
+    /// allowed; every other origin is refused with [`Error::OriginNotAllowed`]. Scheme,
+    /// host and port are compared exactly: `https://api.example.com` does not allow
+    /// `http://api.example.com`, `https://api.example.com:8443` or
+    /// `https://www.api.example.com`.
+    #[must_use]
+    pub fn api_origin(mut self, origin: impl Into<String>) -> Self {
+        self.api_origins.push(origin.into());
+        self
+    }
+
     /// The HTTP client (timeouts, proxies, TLS roots are the app's choice).
+    ///
+    /// Its redirect policy is the app's too. reqwest's default follows redirects to other
+    /// origins, dropping `Authorization` when the host or port changes but not when only the
+    /// scheme does; give it [`reqwest::redirect::Policy::none`] (or one that stays within an
+    /// origin, as the default client here does) to keep the token to the allowed origins
+    /// through redirects as well.
     #[must_use]
     pub fn http_client(mut self, http: reqwest::Client) -> Self {
         self.http = Some(http);
         self
     }
 
-    /// Refresh and revoke through the OAuth endpoints, for tokens from the code flow.
+    /// Refresh and revoke through the OAuth endpoints, for tokens from the code flow;
+    /// a confidential client authenticates with HTTP Basic and its secret, a public one
+    /// (`None`) sends its `client_id` in the form.
     #[must_use]
-    pub fn oauth(mut self, client_id: impl Into<String>, client_secret: Option<String>) -> Self {
+    pub fn oauth(mut self, client_id: impl Into<String>, client_secret: Option<ClientSecret>) -> Self {
         self.grant = Grant::OAuth { client_id: client_id.into(), client_secret };
         self
     }
@@ -252,20 +356,31 @@ impl ClientBuilder {
         self
     }
 
-    /// Called once, with the `error_reason`, when the session ends on the server and the
-    /// user must sign in again.
+    /// Called once, with the reason (see [`Error::Reauth`]), when the session ends on the
+    /// server and the user must sign in again. It runs on the task whose call found out, so
+    /// it should return quickly (show a prompt; do not sign in from inside it).
     #[must_use]
-    pub fn on_reauth(mut self, callback: impl Fn(&str) + Send + Sync + 'static) -> Self {
+    pub fn on_reauth(mut self, callback: impl Fn(ErrorReason) + Send + Sync + 'static) -> Self {
         self.on_reauth = Some(Arc::new(callback));
         self
     }
 
     /// The client.
-    pub fn build(self) -> Client {
-        Client {
+    ///
+    /// # Errors
+    /// [`Error::InvalidUrl`] when the issuer is not an http(s) URL or an API origin is not a
+    /// bare http(s) origin; [`Error::Transport`] when the default HTTP client cannot be made.
+    pub fn build(self) -> Result<Client, Error> {
+        let origins = AllowedOrigins::parse(&self.base, &self.api_origins)?;
+        let http = match self.http {
+            Some(http) => http,
+            None => default_http()?,
+        };
+        Ok(Client {
             inner: Arc::new(Inner {
                 base: self.base.trim_end_matches('/').to_owned(),
-                http: self.http.unwrap_or_default(),
+                origins,
+                http,
                 grant: self.grant,
                 margin: self.margin,
                 state: Mutex::new(State::default()),
@@ -274,7 +389,7 @@ impl ClientBuilder {
                 storage: self.storage.unwrap_or_else(|| Arc::new(MemoryStorage::default())),
                 on_reauth: self.on_reauth,
             }),
-        }
+        })
     }
 }
 
@@ -286,35 +401,67 @@ pub struct Client {
 
 impl std::fmt::Debug for Client {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Client").field("base", &self.inner.base).field("session", &self.session()).finish()
+        f.debug_struct("Client")
+            .field("base", &self.inner.base)
+            .field("origins", &self.inner.origins.as_slice())
+            .field("session", &self.session())
+            .finish()
     }
 }
 
-/// The `error` and `error_reason` of an error answer.
-async fn error_of(res: reqwest::Response) -> (u16, String, Option<String>, Option<u64>) {
+/// What an error answer says.
+struct ErrorAnswer {
+    status: u16,
+    error: Option<ErrorCode>,
+    /// The `error_reason` as sent: text, so a reason newer than this client still arrives.
+    reason: Option<String>,
+    retry_after: Option<u64>,
+}
+
+async fn error_of(res: reqwest::Response) -> ErrorAnswer {
     let status = res.status().as_u16();
     let retry_after = res
         .headers()
         .get(reqwest::header::RETRY_AFTER)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse().ok());
-    let body: serde_json::Value = res.json().await.unwrap_or_default();
-    let text = |k: &str| body.get(k).and_then(serde_json::Value::as_str).map(str::to_owned);
-    (status, text("error").unwrap_or_default(), text("error_reason"), retry_after)
+    let mut body: serde_json::Value = res.json().await.unwrap_or_default();
+    let error = body.get_mut("error").and_then(|e| serde_json::from_value(e.take()).ok());
+    let reason = body.get("error_reason").and_then(serde_json::Value::as_str).map(str::to_owned);
+    ErrorAnswer { status, error, reason, retry_after }
 }
 
 /// What a refresh request came to.
 enum Refreshed {
     Tokens(ReceivedTokens),
-    /// `invalid_grant` (or an unusable token): the session is over, for this reason.
-    Refused(String),
+    /// `invalid_grant` (or no refresh token to present): the session is over, for this reason.
+    Refused(ErrorReason),
+}
+
+/// The reason of an `invalid_grant` answer to a refresh (see [`Error::Reauth`] for why a
+/// missing or unknown one is `unknown_token`).
+fn refusal_reason(reason: Option<&str>) -> ErrorReason {
+    match reason.map(|text| (text, ErrorReason::parse(text))) {
+        Some((_, Some(known))) => known,
+        Some((text, None)) => {
+            tracing::warn!(
+                error_reason = text,
+                "the refresh was refused for a reason this client does not know"
+            );
+            ErrorReason::UnknownToken
+        }
+        None => ErrorReason::UnknownToken,
+    }
 }
 
 impl Client {
-    /// Starts building a client for the Latchkey server at `base_url`.
-    pub fn builder(base_url: impl Into<String>) -> ClientBuilder {
+    /// Starts building a client for the Latchkey server whose issuer URL is `issuer` (where
+    /// `/auth/*` and `/oauth/*` are served). Add [`ClientBuilder::api_origin`] for every
+    /// API the token is for.
+    pub fn builder(issuer: impl Into<String>) -> ClientBuilder {
         ClientBuilder {
-            base: base_url.into(),
+            base: issuer.into(),
+            api_origins: Vec::new(),
             http: None,
             grant: Grant::FirstParty,
             margin: Duration::from_secs(30),
@@ -369,11 +516,11 @@ impl Client {
             .await
             .map_err(Error::transport)?;
         if !res.status().is_success() {
-            let (status, error, _, retry_after) = error_of(res).await;
-            return Err(match (status, error.as_str()) {
-                (401, _) => Error::InvalidCredentials,
-                (429, _) => Error::Throttled(retry_after.unwrap_or(1)),
-                _ => Error::Server { status, error },
+            let e = error_of(res).await;
+            return Err(match e.status {
+                401 => Error::InvalidCredentials,
+                429 => Error::Throttled(e.retry_after.unwrap_or(1)),
+                status => Error::Server { status, error: e.error },
             });
         }
         let answer: ReceivedTokens = res.json().await.map_err(Error::transport)?;
@@ -455,20 +602,21 @@ impl Client {
             (Grant::FirstParty, None) => http.post(self.url("/auth/logout")).bearer_auth(&tokens.access),
             (Grant::OAuth { client_id, client_secret }, rt) => {
                 let token = rt.as_ref().map_or(tokens.access.as_str(), RefreshToken::expose_secret);
-                self.oauth_post("/oauth/revoke", vec![("token", token)], client_id, client_secret.as_deref())
+                self.oauth_post("/oauth/revoke", vec![("token", token)], client_id, client_secret.as_ref())
             }
         };
         let res = req.send().await.map_err(Error::transport)?;
         if res.status().is_success() {
             Ok(())
         } else {
-            let (status, error, _, _) = error_of(res).await;
-            Err(Error::Server { status, error })
+            let e = error_of(res).await;
+            Err(Error::Server { status: e.status, error: e.error })
         }
     }
 
     /// A current access token: the held one, refreshed first when it expires within the
-    /// margin (single flight).
+    /// margin (single flight). For calls made by other means, which skip the origin check of
+    /// [`Self::request`]: send it only to the issuer or the app's own APIs.
     ///
     /// # Errors
     /// [`Error::NotSignedIn`], [`Error::Reauth`], transport errors.
@@ -508,7 +656,8 @@ impl Client {
         };
         let outcome = match &refresh {
             Some(rt) => self.post_refresh(rt).await?,
-            None => Refreshed::Refused("no_refresh_token".to_owned()),
+            // Without a refresh token the session cannot outlive its access token.
+            None => Refreshed::Refused(ErrorReason::SessionExpired),
         };
         match outcome {
             Refreshed::Tokens(answer) => {
@@ -534,7 +683,7 @@ impl Client {
                     self.inner.storage.remove(STORAGE_KEY).await;
                 }
                 if let Some(cb) = callback {
-                    cb(&reason);
+                    cb(reason);
                 }
                 Err(Error::Reauth(reason))
             }
@@ -548,11 +697,13 @@ impl Client {
         path: &str,
         mut form: Vec<(&'a str, &'a str)>,
         client_id: &'a str,
-        client_secret: Option<&str>,
+        client_secret: Option<&ClientSecret>,
     ) -> reqwest::RequestBuilder {
         let req = self.inner.http.post(self.url(path));
         let req = match client_secret {
-            Some(secret) => req.basic_auth(client_id, Some(secret)),
+            Some(secret) => {
+                req.basic_auth(form_urlencoded(client_id), Some(form_urlencoded(secret.expose_secret())))
+            }
             None => {
                 form.push(("client_id", client_id));
                 req
@@ -571,47 +722,81 @@ impl Client {
                 "/oauth/token",
                 vec![("grant_type", "refresh_token"), ("refresh_token", rt.expose_secret())],
                 client_id,
-                client_secret.as_deref(),
+                client_secret.as_ref(),
             ),
         };
         let res = req.send().await.map_err(Error::transport)?;
         if res.status().is_success() {
             return res.json().await.map(Refreshed::Tokens).map_err(Error::transport);
         }
-        let (status, error, reason, _) = error_of(res).await;
-        if status == 400 && error == "invalid_grant" {
-            return Ok(Refreshed::Refused(reason.unwrap_or_else(|| "unknown_token".to_owned())));
+        let e = error_of(res).await;
+        if e.status == 400 && e.error == Some(ErrorCode::InvalidGrant) {
+            return Ok(Refreshed::Refused(refusal_reason(e.reason.as_deref())));
         }
-        Err(Error::Server { status, error })
+        Err(Error::Server { status: e.status, error: e.error })
     }
 
-    /// Sends a request built by `build` with the access token; on a `401 invalid_token`
-    /// (`claims_stale`, `expired`, ...) refreshes once (single flight) and retries once.
-    /// `build` is called once per attempt.
+    /// Calls an API with the access token: `method url`, with whatever `build` adds (a body,
+    /// headers, a query) to the request reqwest starts. On a `401 invalid_token`
+    /// (`claims_stale`, `expired`, ...) it refreshes once (single flight) and retries once,
+    /// so `build` is called once per attempt: a retried call is built again rather than
+    /// copied, which works for every kind of body.
+    ///
+    /// The token goes only to the issuer's origin and the origins given to
+    /// [`ClientBuilder::api_origin`]. Any other URL is refused before anything happens:
+    /// no request, no refresh, and `build` is not called.
     ///
     /// # Errors
-    /// [`Error::NotSignedIn`], [`Error::Reauth`], transport errors. Other answers, error
-    /// statuses included, are the caller's.
-    pub async fn send(
+    /// [`Error::OriginNotAllowed`], [`Error::InvalidUrl`], [`Error::NotSignedIn`],
+    /// [`Error::Reauth`], [`Error::Transport`]. Other answers, error statuses included, are
+    /// the caller's to read.
+    pub async fn request(
         &self,
-        build: impl Fn(&reqwest::Client) -> reqwest::RequestBuilder,
+        method: reqwest::Method,
+        url: &str,
+        build: impl Fn(reqwest::RequestBuilder) -> reqwest::RequestBuilder,
     ) -> Result<reqwest::Response, Error> {
+        // A RequestBuilder's URL cannot be changed afterwards, so the URL checked here is
+        // the one the request goes to, whatever `build` does.
+        let url = self.inner.origins.admit(url)?;
+        let attempt = |access: &str| {
+            build(self.inner.http.request(method.clone(), url.clone())).bearer_auth(access).send()
+        };
         let access = self.access_token().await?;
-        let res = build(&self.inner.http).bearer_auth(&access).send().await.map_err(Error::transport)?;
+        let res = attempt(&access).await.map_err(Error::transport)?;
         if res.status() != StatusCode::UNAUTHORIZED || !is_invalid_token(&res) {
             return Ok(res);
         }
         let access = self.refresh_once(Some(&access)).await?;
-        build(&self.inner.http).bearer_auth(&access).send().await.map_err(Error::transport)
+        attempt(&access).await.map_err(Error::transport)
     }
 
-    /// `GET url` through [`Self::send`].
+    /// `GET url` through [`Self::request`].
     ///
     /// # Errors
-    /// As [`Self::send`].
+    /// As [`Self::request`].
     pub async fn get(&self, url: &str) -> Result<reqwest::Response, Error> {
-        self.send(|http| http.get(url)).await
+        self.request(reqwest::Method::GET, url, |r| r).await
     }
+}
+
+/// RFC 6749 §2.3.1: the id and secret in HTTP Basic are each form-urlencoded first (the
+/// server decodes them), so a `:` or `+` in either survives. Generated ids and secrets are
+/// base64url and pass through unchanged, without a copy.
+fn form_urlencoded(value: &str) -> std::borrow::Cow<'_, str> {
+    let is_plain = |b: u8| b.is_ascii_alphanumeric() || matches!(b, b'*' | b'-' | b'.' | b'_');
+    if value.bytes().all(is_plain) {
+        return std::borrow::Cow::Borrowed(value);
+    }
+    let mut out = String::with_capacity(value.len() * 3);
+    for b in value.bytes() {
+        match b {
+            b if is_plain(b) => out.push(char::from(b)),
+            b' ' => out.push('+'),
+            b => out.push_str(&format!("%{b:02X}")),
+        }
+    }
+    std::borrow::Cow::Owned(out)
 }
 
 /// Whether a 401 is about the token (RFC 6750 `error="invalid_token"`).

@@ -1,7 +1,8 @@
 //! `latchkey-client` against the real server and notes-api (SPEC 5.7), through small
 //! counting and delaying proxies: the seed race (a refresh in flight when logout starts),
 //! single-flight refresh under 50 concurrent calls, one refresh and one retry on
-//! `claims_stale`, and exactly one re-auth callback when the session ends elsewhere.
+//! `claims_stale`, exactly one re-auth callback (with the typed reason) when the session ends
+//! elsewhere, and the token kept to the issuer and the configured API origin.
 
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -10,7 +11,8 @@ use std::time::Duration;
 use axum::body::Body;
 use axum::extract::{Request, State};
 use axum::response::Response;
-use latchkey_client::{Client, Error, MemoryStorage, TokenStorage};
+use latchkey_client::reqwest::Method;
+use latchkey_client::{Client, Error, ErrorReason, MemoryStorage, TokenStorage};
 use serde_json::{Value, json};
 
 use crate::notes::{Notes, api, notes_api_with, wait_for};
@@ -117,15 +119,21 @@ impl Rig {
         Self { s, auth, notes, api }
     }
 
-    fn client(&self, reauth: Option<Arc<Mutex<Vec<String>>>>, storage: Option<Arc<MemoryStorage>>) -> Client {
-        let mut b = Client::builder(&self.auth.base).refresh_margin(Duration::ZERO);
+    /// A client of the server's proxy that sends its token to the API's proxy too.
+    fn client(
+        &self,
+        reauth: Option<Arc<Mutex<Vec<ErrorReason>>>>,
+        storage: Option<Arc<MemoryStorage>>,
+    ) -> Client {
+        let mut b =
+            Client::builder(&self.auth.base).api_origin(&self.api.base).refresh_margin(Duration::ZERO);
         if let Some(seen) = reauth {
-            b = b.on_reauth(move |reason| seen.lock().unwrap().push(reason.to_owned()));
+            b = b.on_reauth(move |reason| seen.lock().unwrap().push(reason));
         }
         if let Some(st) = storage {
             b = b.storage(st);
         }
-        b.build()
+        b.build().unwrap()
     }
 
     fn url(&self, path: &str) -> String {
@@ -201,10 +209,14 @@ async fn claims_stale_gets_one_refresh_and_one_retry_with_the_new_roles() {
     rig.s.register(&http_client(), "promoted", "correct horse battery").await;
     let client = rig.client(None, None);
     client.login("promoted", "correct horse battery").await.unwrap();
-    let note = client.send(|h| h.post(rig.url("/notes")).json(&json!({"text": "hello"}))).await.unwrap();
+    let note = client
+        .request(Method::POST, &rig.url("/notes"), |r| r.json(&json!({"text": "hello"})))
+        .await
+        .unwrap();
     assert_eq!(note.status(), 201);
     let id = note.json::<Value>().await.unwrap()["id"].as_u64().unwrap();
-    assert_eq!(client.send(|h| h.delete(rig.url(&format!("/notes/{id}")))).await.unwrap().status(), 403);
+    let note_url = rig.url(&format!("/notes/{id}"));
+    assert_eq!(client.request(Method::DELETE, &note_url, |r| r).await.unwrap().status(), 403);
     let old = client.access_token().await.unwrap();
     rig.s.cli(&["user", "set-roles", "promoted", "manager"], "").await.unwrap();
     wait_for(|| async {
@@ -213,7 +225,7 @@ async fn claims_stale_gets_one_refresh_and_one_retry_with_the_new_roles() {
     })
     .await;
     let before = rig.auth.refreshes();
-    let deleted = client.send(|h| h.delete(rig.url(&format!("/notes/{id}")))).await.unwrap();
+    let deleted = client.request(Method::DELETE, &note_url, |r| r).await.unwrap();
     assert_eq!(deleted.status(), 204);
     assert_eq!(rig.auth.refreshes() - before, 1, "one refresh, one retry");
     assert_ne!(client.access_token().await.unwrap(), old);
@@ -229,7 +241,8 @@ async fn a_session_ended_elsewhere_calls_on_reauth_once_and_never_loops() {
         ("by-theft", "reuse_detected"),
     ] {
         rig.s.register(&c, user, "correct horse battery").await;
-        let seen: Arc<Mutex<Vec<String>>> = Arc::default();
+        let reason = ErrorReason::parse(how).unwrap();
+        let seen: Arc<Mutex<Vec<ErrorReason>>> = Arc::default();
         let storage = Arc::new(MemoryStorage::default());
         let client = rig.client(Some(Arc::clone(&seen)), Some(Arc::clone(&storage)));
         let session = client.login(user, "correct horse battery").await.unwrap();
@@ -269,12 +282,8 @@ async fn a_session_ended_elsewhere_calls_on_reauth_once_and_never_loops() {
             .await;
             client.get(&rig.url("/whoami")).await.map(|_| ()).err()
         };
-        assert_eq!(first, Some(Error::Reauth(how.to_owned())), "{user}");
-        assert_eq!(
-            *seen.lock().unwrap(),
-            vec![how.to_owned()],
-            "{user}: exactly one callback with the reason"
-        );
+        assert_eq!(first, Some(Error::Reauth(reason)), "{user}");
+        assert_eq!(*seen.lock().unwrap(), [reason], "{user}: exactly one callback with the reason");
         // No loop: the next calls fail at once, without a request, and call nobody.
         let (api_before, auth_before) =
             (rig.api.requests.load(Ordering::SeqCst), rig.auth.requests.load(Ordering::SeqCst));
@@ -287,4 +296,29 @@ async fn a_session_ended_elsewhere_calls_on_reauth_once_and_never_loops() {
         assert!(storage.get(latchkey_client::STORAGE_KEY).await.is_none(), "{user}: storage cleared");
         assert_eq!(client.session(), None);
     }
+}
+
+#[tokio::test]
+async fn the_token_goes_only_to_the_issuer_and_the_configured_api_origin() {
+    let rig = Rig::start(|_| {}).await;
+    rig.s.register(&http_client(), "careful", "correct horse battery").await;
+    // The same notes-api behind another proxy: a real API, at an origin the client was not
+    // given (same host, another port).
+    let elsewhere = Proxy::start(&rig.notes.base).await;
+    let client = rig.client(None, None);
+    client.login("careful", "correct horse battery").await.unwrap();
+    assert_eq!(client.get(&rig.url("/whoami")).await.unwrap().status(), 200);
+    assert_eq!(client.get(&format!("{}/auth/me", rig.auth.base)).await.unwrap().status(), 200);
+
+    let refused = Some(Error::OriginNotAllowed { origin: elsewhere.base.clone() });
+    assert_eq!(client.get(&format!("{}/whoami", elsewhere.base)).await.err(), refused);
+    let posted = client
+        .request(Method::POST, &format!("{}/notes", elsewhere.base), |r| r.json(&json!({"text": "leak"})))
+        .await;
+    assert_eq!(posted.err(), refused);
+    assert_eq!(elsewhere.requests.load(Ordering::SeqCst), 0, "nothing was sent there");
+    assert_eq!(elsewhere.with_token.load(Ordering::SeqCst), 0);
+    // The refusal is about the call, not the session: the configured API still works.
+    assert_eq!(client.get(&rig.url("/whoami")).await.unwrap().status(), 200);
+    assert_eq!(rig.api.with_token.load(Ordering::SeqCst), 2);
 }
