@@ -83,11 +83,47 @@ pub fn router(state: AppState) -> Router {
 /// [`REQUEST_BODY_TIMEOUT`] before any handler runs, so that a client trickling a body holds
 /// no handler, lock or database connection, and is cut off at a deadline rather than per
 /// byte. Bodies here are small JSON or forms; nothing streams a request body.
+///
+/// A body over the limit is answered `413`, and the client must be able to read that
+/// answer (SPEC 5). A client that sent `Expect: 100-continue` is answered at once and never
+/// sends the body. Most clients (Python's `http.client`, Node's `fetch`, many mobile stacks)
+/// send the whole body before they read: closing the connection under them resets it, and
+/// they see `EPIPE` instead of the 413. So, as nginx's lingering close does, the rest of the
+/// body is read and discarded first, up to [`LINGER_BYTES`] and [`LINGER_TIME`]; a body
+/// larger than that is cut off at once, since waiting for it would only feed the attacker.
 async fn read_body_in_time(req: Request, next: Next) -> Response {
     let (parts, body) = req.into_parts();
-    match tokio::time::timeout(REQUEST_BODY_TIMEOUT, axum::body::to_bytes(body, BODY_LIMIT)).await {
-        Ok(Ok(bytes)) => next.run(Request::from_parts(parts, axum::body::Body::from(bytes))).await,
-        Ok(Err(_)) => error::ApiError::body_too_large().into_response(),
+    let declared = parts
+        .headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    let expects_continue = parts
+        .headers
+        .get(header::EXPECT)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.eq_ignore_ascii_case("100-continue"));
+    let limit = u64::try_from(BODY_LIMIT).unwrap_or(u64::MAX);
+    let linger = u64::try_from(LINGER_BYTES).unwrap_or(u64::MAX);
+    if declared.is_some_and(|n| n > limit) && (expects_continue || declared.is_some_and(|n| n > linger)) {
+        return too_large(true);
+    }
+    let deadline = tokio::time::Instant::now() + REQUEST_BODY_TIMEOUT;
+    match tokio::time::timeout_at(deadline, collect_body(body)).await {
+        Ok(Collected::Whole(bytes)) => {
+            next.run(Request::from_parts(parts, axum::body::Body::from(bytes))).await
+        }
+        Ok(Collected::TooLarge(rest)) => {
+            let linger_until = deadline.min(tokio::time::Instant::now() + LINGER_TIME);
+            let is_drained = tokio::time::timeout_at(linger_until, drain(rest)).await.unwrap_or(false);
+            too_large(!is_drained)
+        }
+        Ok(Collected::Unreadable) => error::ApiError::Rejected(
+            axum::http::StatusCode::BAD_REQUEST,
+            latchkey_proto::ErrorCode::InvalidRequest,
+            "The request body could not be read.".into(),
+        )
+        .into_response(),
         Err(_) => {
             let mut res = error::ApiError::Rejected(
                 axum::http::StatusCode::REQUEST_TIMEOUT,
@@ -99,6 +135,59 @@ async fn read_body_in_time(req: Request, next: Next) -> Response {
             res
         }
     }
+}
+
+/// The most of an oversized body read and discarded so that its sender can read the 413.
+pub const LINGER_BYTES: usize = 8 * 1024 * 1024;
+/// The longest time spent reading an oversized body before answering.
+pub const LINGER_TIME: std::time::Duration = std::time::Duration::from_secs(3);
+
+/// A request body as far as it was read.
+enum Collected {
+    /// All of it, within the limit.
+    Whole(Vec<u8>),
+    /// Over the limit: the rest, unread.
+    TooLarge(axum::body::BodyDataStream),
+    /// The client broke off or sent a malformed body.
+    Unreadable,
+}
+
+async fn collect_body(body: axum::body::Body) -> Collected {
+    use futures_util::StreamExt as _;
+    let mut stream = body.into_data_stream();
+    let mut whole = Vec::new();
+    while let Some(chunk) = stream.next().await {
+        let Ok(chunk) = chunk else { return Collected::Unreadable };
+        if whole.len() + chunk.len() > BODY_LIMIT {
+            return Collected::TooLarge(stream);
+        }
+        whole.extend_from_slice(&chunk);
+    }
+    Collected::Whole(whole)
+}
+
+/// Reads and discards the rest of a body, at most [`LINGER_BYTES`]; whether it ended.
+async fn drain(mut rest: axum::body::BodyDataStream) -> bool {
+    use futures_util::StreamExt as _;
+    let mut read = 0usize;
+    while let Some(chunk) = rest.next().await {
+        let Ok(chunk) = chunk else { return false };
+        read = read.saturating_add(chunk.len());
+        if read > LINGER_BYTES {
+            return false;
+        }
+    }
+    true
+}
+
+/// `413`; `Connection: close` when the body was not read to its end (the connection cannot
+/// carry another request then).
+fn too_large(is_body_unread: bool) -> Response {
+    let mut res = error::ApiError::body_too_large().into_response();
+    if is_body_unread {
+        res.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
+    }
+    res
 }
 
 /// Records latency per route and makes every answer `Cache-Control: no-store` unless the
