@@ -14,8 +14,7 @@ use crate::settings::Registration;
 use crate::store::{SessionRecord, StoreError, UserRecord, UserStatus};
 use crate::throttle::{account_key, account_retry_after, address_key, address_retry_after};
 
-/// The client id of the server's own (first-party) sessions.
-pub const FIRST_PARTY_CLIENT_ID: &str = "latchkey";
+pub use latchkey_proto::claims::FIRST_PARTY_CLIENT_ID;
 /// The scope of first-party sessions.
 pub const FIRST_PARTY_SCOPE: &str = "profile";
 

@@ -7,6 +7,11 @@ use crate::TokenErrorReason;
 /// The `typ` header of every access token (RFC 9068 §2.1).
 pub const ACCESS_TOKEN_TYP: &str = "at+jwt";
 
+/// The `client_id` of the tokens Latchkey issues to its own clients through the
+/// first-party session API (`/auth/login`, `/auth/refresh`, SPEC 5.1); an app's tokens carry
+/// the app's own id (SPEC 13). The server and `latchkey-verify` share this one constant.
+pub const FIRST_PARTY_CLIENT_ID: &str = "latchkey";
+
 /// The longest access token anyone checks: longer ones are `malformed` before any parsing
 /// (Latchkey's are well under 2 KiB).
 pub const MAX_ACCESS_TOKEN_LEN: usize = 16 * 1024;

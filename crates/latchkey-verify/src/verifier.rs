@@ -61,11 +61,7 @@ pub enum BuildError {
     Jwks(#[from] JwksError),
 }
 
-/// The `client_id` of the tokens Latchkey issues to its own clients through the
-/// first-party session API (`/auth/login`, `/auth/refresh`, SPEC 5.1); an app's tokens carry
-/// the app's own id (SPEC 13). It mirrors `latchkey_core::login::FIRST_PARTY_CLIENT_ID`,
-/// which this crate cannot depend on.
-pub const FIRST_PARTY_CLIENT_ID: &str = "latchkey";
+pub use latchkey_proto::claims::FIRST_PARTY_CLIENT_ID;
 
 /// A verified token's claims.
 #[derive(Debug, Clone, PartialEq, Eq)]
