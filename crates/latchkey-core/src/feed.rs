@@ -3,9 +3,9 @@
 //! transaction as the change that causes them; this module serves them to authenticated
 //! clients holding the scope `revocations:read`.
 //!
-//! Ordering: on SQLite every write goes through the one writer thread, so seq order is
-//! commit order and a reader can never see seq N+1 before N. (Several writers on PostgreSQL
-//! will need more care; that store must keep this guarantee.)
+//! Ordering: seq order is commit order, so a reader can never see seq N+1 before N. On SQLite
+//! every write goes through the one writer thread; on PostgreSQL every feed writer holds an
+//! advisory lock from its first feed insert to its commit (see that store's module doc).
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicI64, Ordering};

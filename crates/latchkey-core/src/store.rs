@@ -1,4 +1,5 @@
-//! The storage port. `latchkey-store` implements it for SQLite (and later PostgreSQL).
+//! The storage port, one trait per aggregate. `latchkey-store` implements it for SQLite and
+//! PostgreSQL.
 //!
 //! Every operation that must be atomic is one method here, run by the store in one
 //! transaction: rotation with reuse detection, revocation (with its feed event), user
@@ -44,9 +45,13 @@ impl UserStatus {
         }
     }
 
-    /// Parses a stored value; unknown values are treated as disabled (fail closed).
-    pub fn parse(s: &str) -> Self {
-        if s == "active" { Self::Active } else { Self::Disabled }
+    /// Parses a stored value; `None` for anything else (a corrupt row).
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "active" => Some(Self::Active),
+            "disabled" => Some(Self::Disabled),
+            _ => None,
+        }
     }
 }
 
@@ -206,6 +211,23 @@ pub struct SessionRevocation {
     pub event: NewSecurityEvent,
 }
 
+impl SessionRevocation {
+    /// The security event recorded with this revocation once the store knows which
+    /// sessions it actually revoked (none are skipped: the caller records nothing then).
+    pub fn event_for(&self, revoked: &[String]) -> NewSecurityEvent {
+        let mut event = self.event.clone();
+        if event.detail.is_none() {
+            event.detail = Some(format!("reason {}; {} session(s)", self.reason.as_str(), revoked.len()));
+        }
+        if event.session_id.is_none()
+            && let [only] = revoked
+        {
+            event.session_id = Some(only.clone());
+        }
+        event
+    }
+}
+
 /// Which sessions a revocation applies to.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum RevocationTarget {
@@ -329,6 +351,30 @@ pub enum UserChangeKind {
     },
     /// Disable the user and revoke every session (`user_disabled`).
     Disable,
+}
+
+impl UserChangeKind {
+    /// The sessions this change ends, as (reason, session to keep): a new password ends
+    /// every other session, disabling ends all, new roles end none (the feed's
+    /// `user_changed` makes older tokens stale instead).
+    pub fn revokes(&self) -> Option<(ErrorReason, Option<&str>)> {
+        match self {
+            Self::SetRoles(_) => None,
+            Self::SetPassword { keep_session, .. } => {
+                Some((ErrorReason::PasswordChanged, keep_session.as_deref()))
+            }
+            Self::Disable => Some((ErrorReason::UserDisabled, None)),
+        }
+    }
+}
+
+impl UserChange {
+    /// The revocation of the sessions this change ends, recorded as `session_revoked`.
+    pub fn revocation(&self, reason: ErrorReason) -> SessionRevocation {
+        let mut event = self.event.clone();
+        event.kind = "session_revoked";
+        SessionRevocation { reason, now: self.now, until: self.until, event }
+    }
 }
 
 /// A user change.
@@ -464,12 +510,9 @@ pub struct FeedEventRecord {
 /// (possibly on the store's own thread, hence owned and `Send`).
 pub type Decide = Box<dyn FnOnce(&RefreshSnapshot) -> RotationDecision + Send>;
 
-/// The storage port.
+/// Users and their changes (SPEC 1.6, 5.1, 6).
 #[async_trait]
-pub trait Store: Send + Sync + 'static {
-    /// Succeeds when the database answers.
-    async fn ping(&self) -> Result<(), StoreError>;
-
+pub trait UserStore {
     /// Inserts a user; a taken username is [`StoreError::Conflict`].
     async fn insert_user(&self, user: &UserRecord) -> Result<(), StoreError>;
     /// A user by id.
@@ -481,7 +524,11 @@ pub trait Store: Send + Sync + 'static {
     /// Applies a user change atomically; returns the new `authz_ver` and the ids of the
     /// sessions it revoked, or `None` for an unknown user.
     async fn apply_user_change(&self, change: &UserChange) -> Result<Option<(i64, Vec<String>)>, StoreError>;
+}
 
+/// Sessions, their refresh tokens and browser cookies: rotation and revocation (SPEC 4).
+#[async_trait]
+pub trait SessionStore {
     /// Inserts a session with its first refresh token.
     async fn insert_session(
         &self,
@@ -508,7 +555,6 @@ pub trait Store: Send + Sync + 'static {
         target: &RevocationTarget,
         revocation: &SessionRevocation,
     ) -> Result<Vec<String>, StoreError>;
-
     /// Rotation with reuse detection, atomically: finds the token by hash, reads the
     /// snapshot, asks `decide`, applies the decision, commits. Concurrent calls for one
     /// session are serialised. `None` when the hash is unknown.
@@ -517,39 +563,21 @@ pub trait Store: Send + Sync + 'static {
         presented: &TokenHash,
         decide: Decide,
     ) -> Result<Option<(RefreshSnapshot, RotationDecision)>, StoreError>;
+    /// Whether a refresh token is its session's live one (not retired).
+    async fn is_live_refresh_token(&self, hash: &TokenHash) -> Result<bool, StoreError>;
+    /// Opens a browser sign-in: the session and the hash of its cookie.
+    async fn insert_web_session(&self, session: &SessionRecord, cookie: &TokenHash)
+    -> Result<(), StoreError>;
+    /// The session a browser cookie belongs to (revoked or expired ones too).
+    async fn find_web_session(&self, cookie: &TokenHash) -> Result<Option<SessionRecord>, StoreError>;
+    /// Records use of a session that has no refresh token (a browser sign-in).
+    async fn touch_session(&self, session_id: &str, touch: &Touch) -> Result<(), StoreError>;
+}
 
-    /// Inserts a signing key.
-    async fn insert_signing_key(&self, key: &StoredKey) -> Result<(), StoreError>;
-    /// Every signing key, oldest first.
-    async fn list_signing_keys(&self) -> Result<Vec<StoredKey>, StoreError>;
-    /// Replaces a signing key's stored private key (re-sealing it); `kid` names the row.
-    async fn update_signing_key(&self, key: &StoredKey) -> Result<(), StoreError>;
-    /// Deletes a signing key that no live token can have been signed with.
-    async fn delete_signing_key(&self, kid: &str) -> Result<(), StoreError>;
-
-    /// A throttling counter.
-    async fn find_throttle(&self, key: &str) -> Result<Option<ThrottleRecord>, StoreError>;
-    /// Counts a failure; a counter whose last failure is `window_secs` old or older starts
-    /// again at one (a sliding idle window: failures keep counting while they keep coming).
-    async fn record_throttle_failure(
-        &self,
-        key: &str,
-        now: Timestamp,
-        window_secs: i64,
-    ) -> Result<ThrottleRecord, StoreError>;
-    /// Forgets a counter (after a successful login).
-    async fn delete_throttle(&self, key: &str) -> Result<(), StoreError>;
-
-    /// Records a security event.
-    async fn insert_security_event(&self, event: &NewSecurityEvent) -> Result<(), StoreError>;
-    /// The latest security events, newest first.
-    async fn list_security_events(&self, limit: i64) -> Result<Vec<SecurityEventRecord>, StoreError>;
-
-    /// Deletes what no longer matters: feed events past their `until`, throttling counters
-    /// idle for a day, and sessions (with their refresh tokens) that expired or were revoked
-    /// before `forget_sessions_before`. Returns how many rows went.
-    async fn prune(&self, now: Timestamp, forget_sessions_before: Timestamp) -> Result<u64, StoreError>;
-
+/// What the OAuth provider keeps: registered clients, authorization codes, consent
+/// (SPEC 5.2).
+#[async_trait]
+pub trait OAuthStore {
     /// Inserts a registered client; a taken id is [`StoreError::Conflict`].
     async fn insert_client(&self, client: &ClientRecord) -> Result<(), StoreError>;
     /// A client by id.
@@ -558,15 +586,6 @@ pub trait Store: Send + Sync + 'static {
     async fn list_clients(&self) -> Result<Vec<ClientRecord>, StoreError>;
     /// Deletes a client; `false` when there was none.
     async fn delete_client(&self, client_id: &str) -> Result<bool, StoreError>;
-
-    /// Opens a browser sign-in: the session and the hash of its cookie.
-    async fn insert_web_session(&self, session: &SessionRecord, cookie: &TokenHash)
-    -> Result<(), StoreError>;
-    /// The session a browser cookie belongs to (revoked or expired ones too).
-    async fn find_web_session(&self, cookie: &TokenHash) -> Result<Option<SessionRecord>, StoreError>;
-    /// Records use of a session that has no refresh token (a browser sign-in).
-    async fn touch_session(&self, session_id: &str, touch: &Touch) -> Result<(), StoreError>;
-
     /// Stores a new authorization code.
     async fn insert_auth_code(&self, code: &AuthCodeRecord) -> Result<(), StoreError>;
     /// Redeems a code for `client_id` atomically: an unknown code is
@@ -582,7 +601,6 @@ pub trait Store: Send + Sync + 'static {
         reuse: &SessionRevocation,
         decide: CodeDecide,
     ) -> Result<CodeRedemption, StoreError>;
-
     /// The scopes a user has granted a client so far.
     async fn find_consent(&self, user_id: &str, client_id: &str) -> Result<Option<Vec<String>>, StoreError>;
     /// Records (replaces) the scopes a user has granted a client.
@@ -593,11 +611,12 @@ pub trait Store: Send + Sync + 'static {
         scopes: &[String],
         now: Timestamp,
     ) -> Result<(), StoreError>;
+}
 
-    /// Whether a refresh token is its session's live one (not retired).
-    async fn is_live_refresh_token(&self, hash: &TokenHash) -> Result<bool, StoreError>;
-
-    /// Publishes a `token_revoked` feed event for an access token (RFC 7009).
+/// The revocation feed (SPEC 5.4) and access-token revocations (RFC 7009).
+#[async_trait]
+pub trait FeedStore {
+    /// Publishes a `token_revoked` feed event for an access token (once per `jti`).
     async fn revoke_access_token(
         &self,
         jti: &str,
@@ -606,10 +625,8 @@ pub trait Store: Send + Sync + 'static {
     ) -> Result<(), StoreError>;
     /// Whether an access token was revoked (and the event is still kept).
     async fn is_access_token_revoked(&self, jti: &str) -> Result<bool, StoreError>;
-
     /// The highest feed seq written so far (0 when none).
     async fn last_feed_seq(&self) -> Result<i64, StoreError>;
-
     /// Feed events after `after` whose `until` has not passed at `now`, in seq order.
     async fn list_feed_events(
         &self,
@@ -617,4 +634,74 @@ pub trait Store: Send + Sync + 'static {
         now: Timestamp,
         limit: i64,
     ) -> Result<Vec<FeedEventRecord>, StoreError>;
+}
+
+/// Signing keys (SPEC 3).
+#[async_trait]
+pub trait KeyStore {
+    /// Inserts a signing key.
+    async fn insert_signing_key(&self, key: &StoredKey) -> Result<(), StoreError>;
+    /// Every signing key, oldest first.
+    async fn list_signing_keys(&self) -> Result<Vec<StoredKey>, StoreError>;
+    /// Replaces a signing key's stored private key (re-sealing it); `kid` names the row.
+    async fn update_signing_key(&self, key: &StoredKey) -> Result<(), StoreError>;
+    /// Deletes a signing key that no live token can have been signed with.
+    async fn delete_signing_key(&self, kid: &str) -> Result<(), StoreError>;
+}
+
+/// Throttling counters (SPEC 5.1, 10), shared by every node.
+#[async_trait]
+pub trait ThrottleStore {
+    /// A throttling counter.
+    async fn find_throttle(&self, key: &str) -> Result<Option<ThrottleRecord>, StoreError>;
+    /// Counts a failure; a counter whose last failure is `window_secs` old or older starts
+    /// again at one (a sliding idle window: failures keep counting while they keep coming).
+    async fn record_throttle_failure(
+        &self,
+        key: &str,
+        now: Timestamp,
+        window_secs: i64,
+    ) -> Result<ThrottleRecord, StoreError>;
+    /// Forgets a counter (after a successful login).
+    async fn delete_throttle(&self, key: &str) -> Result<(), StoreError>;
+}
+
+/// Security events (SPEC 8).
+#[async_trait]
+pub trait AuditStore {
+    /// Records a security event.
+    async fn insert_security_event(&self, event: &NewSecurityEvent) -> Result<(), StoreError>;
+    /// The latest security events, newest first.
+    async fn list_security_events(&self, limit: i64) -> Result<Vec<SecurityEventRecord>, StoreError>;
+}
+
+/// The storage port: one trait per aggregate, so a new capability adds a trait of its own.
+/// The domain holds an `Arc<dyn Store>`; bring the aggregate traits into scope with
+/// `use crate::store::ports::*` to call their methods.
+#[async_trait]
+pub trait Store:
+    UserStore
+    + SessionStore
+    + OAuthStore
+    + FeedStore
+    + KeyStore
+    + ThrottleStore
+    + AuditStore
+    + Send
+    + Sync
+    + 'static
+{
+    /// Succeeds when the database answers.
+    async fn ping(&self) -> Result<(), StoreError>;
+    /// Deletes what no longer matters: feed events past their `until`, throttling counters
+    /// idle for a day, and sessions (with their refresh tokens) that expired or were revoked
+    /// before `forget_sessions_before`. Returns how many rows went.
+    async fn prune(&self, now: Timestamp, forget_sessions_before: Timestamp) -> Result<u64, StoreError>;
+}
+
+/// Every port trait, for `use crate::store::ports::*`.
+pub mod ports {
+    pub use super::{
+        AuditStore, FeedStore, KeyStore, OAuthStore, SessionStore, Store, ThrottleStore, UserStore,
+    };
 }

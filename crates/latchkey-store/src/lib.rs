@@ -2,16 +2,33 @@
 //! SQL in the project; nothing outside it sees database-driver types. SQLite (rusqlite, the
 //! embedded default) and PostgreSQL (sqlx, for several server nodes), each with its own
 //! migrations.
+//!
+//! Every SQL text, column list, row reader and transaction body is written once
+//! (`db.rs`, `rows.rs`, and one module per aggregate of the port: `users.rs`,
+//! `sessions.rs`, `oauth.rs`, `feed.rs`, `keys.rs`, `throttles.rs`, `audit.rs`,
+//! `maintenance.rs`); the two backends only run them (`sqlite/`, `postgres/`).
 
+mod audit;
+mod db;
+mod feed;
+mod keys;
+mod maintenance;
+mod migrations;
+mod oauth;
 mod postgres;
+mod rows;
+mod sessions;
 mod sqlite;
+mod throttles;
+mod users;
 
 use std::sync::Arc;
 
 use latchkey_core::{Store, StoreError};
 
-pub use postgres::PgStore;
-pub use sqlite::SqliteStore;
+pub use db::Db;
+pub use postgres::{Pg, PgStore};
+pub use sqlite::{Sqlite, SqliteStore};
 
 /// Connections in a PostgreSQL pool unless the `database_pool_size` setting says otherwise.
 pub const DEFAULT_PG_POOL: u32 = 16;

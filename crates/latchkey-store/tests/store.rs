@@ -14,6 +14,7 @@ use std::sync::Arc;
 use latchkey_core::clock::Timestamp;
 use latchkey_core::crypto::{TokenHash, new_refresh_token, seal_successor};
 use latchkey_core::refresh::{RefreshContext, RotationPolicy, decide};
+use latchkey_core::store::ports::*;
 use latchkey_core::store::{
     AuthCodeRecord, CodeDecision, CodeRedemption, NewSecurityEvent, RevocationTarget, RotationDecision,
     SessionRecord, SessionRevocation, Store, StoreError, UserChange, UserChangeKind, UserRecord, UserStatus,

@@ -67,7 +67,7 @@ impl Threads {
 
 /// A write job: runs inside the group's transaction and returns whether it succeeded and
 /// how to answer once the group's commit is known.
-type WriteJob = Box<dyn FnOnce(&Connection) -> (bool, Answer) + Send>;
+type WriteJob = Box<dyn FnOnce(&mut Connection) -> (bool, Answer) + Send>;
 /// Delivers a write job's result, given the outcome of the group commit.
 type Answer = Box<dyn FnOnce(Result<(), StoreError>) + Send>;
 
@@ -104,11 +104,11 @@ impl Writer {
     /// Runs `f` in the next group transaction; answers after that transaction committed.
     pub(super) async fn run<T: Send + 'static>(
         &self,
-        f: impl FnOnce(&Connection) -> Result<T, rusqlite::Error> + Send + 'static,
+        f: impl FnOnce(&mut Connection) -> Result<T, StoreError> + Send + 'static,
     ) -> Result<T, StoreError> {
         let (tx, rx) = tokio::sync::oneshot::channel::<Result<T, StoreError>>();
         let job: WriteJob = Box::new(move |conn| {
-            let result = f(conn).map_err(db_err);
+            let result = f(conn);
             let ok = result.is_ok();
             let answer: Answer = Box::new(move |commit| {
                 let _ = tx.send(commit.and(result));
@@ -122,9 +122,10 @@ impl Writer {
 
 /// Runs a group of write jobs in one transaction, each in a savepoint, then answers them.
 fn run_group(conn: &mut Connection, group: Vec<WriteJob>) {
-    let exec =
-        |sql: &str| conn.prepare_cached(sql).and_then(|mut s| s.execute([])).map(|_| ()).map_err(db_err);
-    if let Err(e) = exec("BEGIN IMMEDIATE") {
+    let exec = |conn: &Connection, sql: &str| {
+        conn.prepare_cached(sql).and_then(|mut s| s.execute([])).map(|_| ()).map_err(db_err)
+    };
+    if let Err(e) = exec(conn, "BEGIN IMMEDIATE") {
         // Nothing ran; every job gets the error (typically: another process held the lock
         // past the busy timeout).
         for job in group {
@@ -134,18 +135,21 @@ fn run_group(conn: &mut Connection, group: Vec<WriteJob>) {
     }
     let mut answers = Vec::with_capacity(group.len());
     for job in group {
-        if let Err(e) = exec("SAVEPOINT job") {
+        if let Err(e) = exec(conn, "SAVEPOINT job") {
             fail_unrun(job, &e);
             continue;
         }
         let (ok, answer) = job(conn);
-        let end =
-            if ok { exec("RELEASE job") } else { exec("ROLLBACK TO job").and_then(|()| exec("RELEASE job")) };
+        let end = if ok {
+            exec(conn, "RELEASE job")
+        } else {
+            exec(conn, "ROLLBACK TO job").and_then(|()| exec(conn, "RELEASE job"))
+        };
         answers.push((answer, end));
     }
-    let commit = exec("COMMIT");
+    let commit = exec(conn, "COMMIT");
     if commit.is_err() {
-        let _ = exec("ROLLBACK");
+        let _ = exec(conn, "ROLLBACK");
     }
     for (answer, end) in answers {
         answer(match (&commit, &end) {

@@ -1,0 +1,39 @@
+//! Security events ([`AuditStore`]), for both backends.
+
+use async_trait::async_trait;
+use latchkey_core::StoreError;
+use latchkey_core::store::{AuditStore, NewSecurityEvent, SecurityEventRecord};
+
+use crate::db::{Access, Backend, Conn, Db, DbError, OpFuture, Sql, op, params, query_all};
+use crate::rows;
+
+static INSERT: Sql = Sql::new(
+    "INSERT INTO security_events (at, kind, user_id, session_id, ip, detail) VALUES ($1, $2, $3, $4, $5, $6)",
+);
+static LATEST: Sql = Sql::new(
+    "SELECT id, at, kind, user_id, session_id, ip, detail FROM security_events ORDER BY id DESC LIMIT $1",
+);
+
+/// Records a security event in the caller's transaction.
+pub(crate) async fn insert_security_event(c: &mut dyn Conn, e: &NewSecurityEvent) -> Result<(), DbError> {
+    c.execute(&INSERT, params![e.at.0, e.kind, &e.user_id, &e.session_id, &e.ip, &e.detail]).await.map(|_| ())
+}
+
+fn insert(c: &mut dyn Conn, e: NewSecurityEvent) -> OpFuture<'_, ()> {
+    Box::pin(async move { insert_security_event(c, &e).await })
+}
+
+fn latest(c: &mut dyn Conn, limit: i64) -> OpFuture<'_, Vec<SecurityEventRecord>> {
+    Box::pin(async move { query_all(c, &LATEST, params![limit], rows::security_event).await })
+}
+
+#[async_trait]
+impl<B: Backend> AuditStore for Db<B> {
+    async fn insert_security_event(&self, event: &NewSecurityEvent) -> Result<(), StoreError> {
+        self.0.run(Access::Statement, op(event.clone(), insert)).await
+    }
+
+    async fn list_security_events(&self, limit: i64) -> Result<Vec<SecurityEventRecord>, StoreError> {
+        self.0.run(Access::Scan, op(limit, latest)).await
+    }
+}

@@ -1,0 +1,196 @@
+//! What the OAuth provider keeps ([`OAuthStore`]), for both backends: registered clients,
+//! authorization codes (redemption is one transaction that locks the code row, so two
+//! redemptions of one code are serialised and the second takes the reuse path) and consent.
+
+use async_trait::async_trait;
+use latchkey_core::StoreError;
+use latchkey_core::clock::Timestamp;
+use latchkey_core::crypto::TokenHash;
+use latchkey_core::store::{
+    AuthCodeRecord, ClientRecord, CodeDecide, CodeDecision, CodeRedemption, OAuthStore, SessionRevocation,
+};
+
+use crate::db::{Access, Backend, Conn, Db, DbError, OpFuture, Sql, op, params, query_all, query_opt};
+use crate::rows::{self, client_columns, code_columns};
+use crate::sessions::{insert_session_in_tx, revoke_in_tx};
+
+static INSERT_CLIENT: Sql =
+    Sql::new(concat!("INSERT INTO clients (", client_columns!(), ") VALUES ($1, $2, $3, $4, $5, $6, $7)"));
+static CLIENT: Sql = Sql::new(concat!("SELECT ", client_columns!(), " FROM clients WHERE client_id = $1"));
+static CLIENTS: Sql =
+    Sql::new(concat!("SELECT ", client_columns!(), " FROM clients ORDER BY created_at, client_id"));
+static DELETE_CLIENT: Sql = Sql::new("DELETE FROM clients WHERE client_id = $1");
+static INSERT_CODE: Sql = Sql::new(concat!(
+    "INSERT INTO auth_codes (",
+    code_columns!(),
+    ") VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)"
+));
+static LOCK_CODE: Sql =
+    Sql::new(concat!("SELECT ", code_columns!(), " FROM auth_codes WHERE hash = $1 FOR UPDATE"));
+static SPEND_CODE: Sql = Sql::new("UPDATE auth_codes SET used_at = $1, session_id = $2 WHERE hash = $3");
+static CONSENT: Sql = Sql::new("SELECT scopes FROM consents WHERE user_id = $1 AND client_id = $2");
+static SAVE_CONSENT: Sql = Sql::new(
+    "INSERT INTO consents (user_id, client_id, scopes, updated_at) VALUES ($1, $2, $3, $4) \
+     ON CONFLICT (user_id, client_id) DO UPDATE SET scopes = EXCLUDED.scopes, updated_at = EXCLUDED.updated_at",
+);
+
+fn insert_client(c: &mut dyn Conn, client: ClientRecord) -> OpFuture<'_, ()> {
+    Box::pin(async move {
+        let (uris, grants, scopes) = (
+            rows::to_json(&client.redirect_uris)?,
+            rows::to_json(&client.grant_types)?,
+            rows::to_json(&client.scopes)?,
+        );
+        let secret = client.secret_hash.as_ref().map(|h| &h.0[..]);
+        let p =
+            params![&client.client_id, &client.name, secret, &uris, &grants, &scopes, client.created_at.0];
+        c.execute(&INSERT_CLIENT, p).await.map(|_| ())
+    })
+}
+
+fn find_client(c: &mut dyn Conn, id: String) -> OpFuture<'_, Option<ClientRecord>> {
+    Box::pin(async move { query_opt(c, &CLIENT, params![&id], rows::client).await })
+}
+
+fn clients(c: &mut dyn Conn, (): ()) -> OpFuture<'_, Vec<ClientRecord>> {
+    Box::pin(async move { query_all(c, &CLIENTS, params![], rows::client).await })
+}
+
+fn delete_client(c: &mut dyn Conn, id: String) -> OpFuture<'_, bool> {
+    Box::pin(async move { Ok(c.execute(&DELETE_CLIENT, params![&id]).await? == 1) })
+}
+
+fn insert_code(c: &mut dyn Conn, code: AuthCodeRecord) -> OpFuture<'_, ()> {
+    Box::pin(async move {
+        let p = params![
+            &code.hash.0,
+            &code.client_id,
+            &code.user_id,
+            &code.redirect_uri,
+            &code.scope,
+            &code.nonce,
+            &code.code_challenge,
+            code.auth_time.0,
+            code.created_at.0,
+            code.expires_at.0,
+            code.used_at.map(|t| t.0),
+            &code.session_id
+        ];
+        c.execute(&INSERT_CODE, p).await.map(|_| ())
+    })
+}
+
+/// The decision of one redemption, taken at most once (see [`DbError::DecidedTwice`]).
+type DecideOnce = std::sync::Arc<std::sync::Mutex<Option<CodeDecide>>>;
+
+/// The arguments of a redemption.
+type Redemption = ([u8; 32], String, i64, SessionRevocation, DecideOnce);
+
+fn redeem(
+    c: &mut dyn Conn,
+    (hash, client_id, now, reuse, decide): Redemption,
+) -> OpFuture<'_, CodeRedemption> {
+    Box::pin(async move {
+        let Some(code) = query_opt(c, &LOCK_CODE, params![&hash], rows::auth_code).await? else {
+            return Ok(CodeRedemption::Unknown);
+        };
+        if code.client_id != client_id {
+            return Ok(CodeRedemption::OtherClient { code: Box::new(code) });
+        }
+        if code.used_at.is_some() {
+            let revoked = match &code.session_id {
+                Some(sid) => revoke_in_tx(c, vec![sid.clone()], &reuse).await?,
+                None => Vec::new(),
+            };
+            return Ok(CodeRedemption::Reused { code: Box::new(code), revoked });
+        }
+        let decide = decide.lock().ok().and_then(|mut slot| slot.take()).ok_or(DbError::DecidedTwice)?;
+        let decision = decide(&code);
+        let session_id = match &decision {
+            CodeDecision::Issue { session, refresh_token } => {
+                insert_session_in_tx(c, session, refresh_token.as_ref()).await?;
+                Some(session.id.as_str())
+            }
+            CodeDecision::Refuse => None,
+        };
+        c.execute(&SPEND_CODE, params![now, session_id, &hash]).await?;
+        Ok(CodeRedemption::Redeemed { code: Box::new(code), decision })
+    })
+}
+
+fn find_consent(
+    c: &mut dyn Conn,
+    (user_id, client_id): (String, String),
+) -> OpFuture<'_, Option<Vec<String>>> {
+    Box::pin(async move {
+        query_opt(c, &CONSENT, params![&user_id, &client_id], |row| {
+            rows::json_list(row, 0, "consents.scopes")
+        })
+        .await
+    })
+}
+
+fn save_consent(
+    c: &mut dyn Conn,
+    (user_id, client_id, scopes, now): (String, String, Vec<String>, i64),
+) -> OpFuture<'_, ()> {
+    Box::pin(async move {
+        let json = rows::to_json(&scopes)?;
+        c.execute(&SAVE_CONSENT, params![&user_id, &client_id, &json, now]).await.map(|_| ())
+    })
+}
+
+#[async_trait]
+impl<B: Backend> OAuthStore for Db<B> {
+    async fn insert_client(&self, client: &ClientRecord) -> Result<(), StoreError> {
+        self.0.run(Access::Statement, op(client.clone(), insert_client)).await
+    }
+
+    async fn find_client(&self, client_id: &str) -> Result<Option<ClientRecord>, StoreError> {
+        self.0.run(Access::Point, op(client_id.to_owned(), find_client)).await
+    }
+
+    async fn list_clients(&self) -> Result<Vec<ClientRecord>, StoreError> {
+        self.0.run(Access::Scan, op((), clients)).await
+    }
+
+    async fn delete_client(&self, client_id: &str) -> Result<bool, StoreError> {
+        self.0.run(Access::Statement, op(client_id.to_owned(), delete_client)).await
+    }
+
+    async fn insert_auth_code(&self, code: &AuthCodeRecord) -> Result<(), StoreError> {
+        self.0.run(Access::Statement, op(code.clone(), insert_code)).await
+    }
+
+    async fn redeem_auth_code(
+        &self,
+        hash: &TokenHash,
+        client_id: &str,
+        now: Timestamp,
+        reuse: &SessionRevocation,
+        decide: CodeDecide,
+    ) -> Result<CodeRedemption, StoreError> {
+        let decide: DecideOnce = std::sync::Arc::new(std::sync::Mutex::new(Some(decide)));
+        let args = (hash.0, client_id.to_owned(), now.0, reuse.clone(), decide);
+        self.0.run(Access::Transaction, op(args, redeem)).await
+    }
+
+    async fn find_consent(&self, user_id: &str, client_id: &str) -> Result<Option<Vec<String>>, StoreError> {
+        self.0.run(Access::Point, op((user_id.to_owned(), client_id.to_owned()), find_consent)).await
+    }
+
+    async fn save_consent(
+        &self,
+        user_id: &str,
+        client_id: &str,
+        scopes: &[String],
+        now: Timestamp,
+    ) -> Result<(), StoreError> {
+        self.0
+            .run(
+                Access::Statement,
+                op((user_id.to_owned(), client_id.to_owned(), scopes.to_vec(), now.0), save_consent),
+            )
+            .await
+    }
+}

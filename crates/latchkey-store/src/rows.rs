@@ -1,0 +1,213 @@
+//! Column lists and row readers, each written once for both backends. A value this version
+//! cannot read (JSON that does not parse, a hash of the wrong length, an unknown status or
+//! event type) is [`DbError::Corrupt`], never a default.
+
+use latchkey_core::caller::CallerFingerprint;
+use latchkey_core::clock::Timestamp;
+use latchkey_core::crypto::TokenHash;
+use latchkey_core::store::{
+    AuthCodeRecord, ClientRecord, FeedEventRecord, SecurityEventRecord, SessionRecord, StoredKey,
+    ThrottleRecord, UserRecord, UserStatus,
+};
+use latchkey_proto::ErrorReason;
+use latchkey_proto::events::RevocationEvent;
+
+use crate::db::{DbError, Row};
+
+/// The columns [`user`] reads, from `users u`.
+macro_rules! user_columns {
+    () => {
+        "u.id, u.username, u.password_hash, u.roles, u.authz_ver, u.status, u.created_at"
+    };
+}
+pub(crate) use user_columns;
+
+/// The columns [`session`] reads, from `sessions s`.
+macro_rules! session_columns {
+    () => {
+        "s.id, s.user_id, s.client_id, s.scope, s.created_at, s.last_used_at, s.idle_expires_at, \
+         s.expires_at, s.ip, s.user_agent, s.revoked_at, s.revoke_reason"
+    };
+}
+pub(crate) use session_columns;
+
+/// The columns [`auth_code`] reads, in `auth_codes`' own order (also its insert list).
+macro_rules! code_columns {
+    () => {
+        "hash, client_id, user_id, redirect_uri, scope, nonce, code_challenge, auth_time, created_at, \
+         expires_at, used_at, session_id"
+    };
+}
+pub(crate) use code_columns;
+
+/// The columns [`client`] reads (also its insert list).
+macro_rules! client_columns {
+    () => {
+        "client_id, name, secret_hash, redirect_uris, grant_types, scopes, created_at"
+    };
+}
+pub(crate) use client_columns;
+
+/// The columns [`signing_key`] reads (also its insert list).
+macro_rules! key_columns {
+    () => {
+        "kid, alg, private_key, created_at, activates_at"
+    };
+}
+pub(crate) use key_columns;
+
+/// The columns [`feed_event`] reads.
+macro_rules! feed_columns {
+    () => {
+        "seq, type, sid, sub, jti, authz_ver, until"
+    };
+}
+pub(crate) use feed_columns;
+
+/// A JSON list of strings (roles, scopes, redirect URIs), as stored.
+pub(crate) fn to_json(list: &[String]) -> Result<String, DbError> {
+    serde_json::to_string(list).map_err(|e| DbError::corrupt("a string list", e))
+}
+
+/// Parses a JSON list of strings read from `column`.
+pub(crate) fn json_list(row: &dyn Row, i: usize, column: &str) -> Result<Vec<String>, DbError> {
+    serde_json::from_str(&row.text(i)?).map_err(|e| DbError::corrupt(column, e))
+}
+
+/// A 32-byte hash read from `column`.
+fn hash32(bytes: Vec<u8>, column: &str) -> Result<[u8; 32], DbError> {
+    bytes.try_into().map_err(|b: Vec<u8>| DbError::corrupt(column, format!("{} bytes, not 32", b.len())))
+}
+
+/// A user from [`user_columns`] starting at column 0.
+pub(crate) fn user(row: &dyn Row) -> Result<UserRecord, DbError> {
+    let status = row.text(5)?;
+    Ok(UserRecord {
+        id: row.text(0)?,
+        username: row.text(1)?,
+        password_hash: row.text(2)?,
+        roles: json_list(row, 3, "users.roles")?,
+        authz_ver: row.int(4)?,
+        status: UserStatus::parse(&status).ok_or_else(|| DbError::corrupt("users.status", status))?,
+        created_at: Timestamp(row.int(6)?),
+    })
+}
+
+/// A session from [`session_columns`] starting at column 0.
+pub(crate) fn session(row: &dyn Row) -> Result<SessionRecord, DbError> {
+    let reason = row.opt_text(11)?;
+    Ok(SessionRecord {
+        id: row.text(0)?,
+        user_id: row.text(1)?,
+        client_id: row.text(2)?,
+        scope: row.text(3)?,
+        created_at: Timestamp(row.int(4)?),
+        last_used_at: Timestamp(row.int(5)?),
+        idle_expires_at: Timestamp(row.int(6)?),
+        expires_at: Timestamp(row.int(7)?),
+        ip: row.opt_text(8)?,
+        user_agent: row.opt_text(9)?,
+        revoked_at: row.opt_int(10)?.map(Timestamp),
+        // A reason a newer version wrote is reported as an admin revocation: the session is
+        // revoked either way, and the revocation is the fact that matters.
+        revoke_reason: reason.map(|r| ErrorReason::parse(&r).unwrap_or(ErrorReason::RevokedByAdmin)),
+    })
+}
+
+/// An authorization code from [`code_columns`].
+pub(crate) fn auth_code(row: &dyn Row) -> Result<AuthCodeRecord, DbError> {
+    Ok(AuthCodeRecord {
+        hash: TokenHash(hash32(row.blob(0)?, "auth_codes.hash")?),
+        client_id: row.text(1)?,
+        user_id: row.text(2)?,
+        redirect_uri: row.text(3)?,
+        scope: row.text(4)?,
+        nonce: row.opt_text(5)?,
+        code_challenge: row.text(6)?,
+        auth_time: Timestamp(row.int(7)?),
+        created_at: Timestamp(row.int(8)?),
+        expires_at: Timestamp(row.int(9)?),
+        used_at: row.opt_int(10)?.map(Timestamp),
+        session_id: row.opt_text(11)?,
+    })
+}
+
+/// A registered client from [`client_columns`].
+pub(crate) fn client(row: &dyn Row) -> Result<ClientRecord, DbError> {
+    let secret_hash = row.opt_blob(2)?.map(|h| hash32(h, "clients.secret_hash")).transpose()?;
+    Ok(ClientRecord {
+        client_id: row.text(0)?,
+        name: row.text(1)?,
+        secret_hash: secret_hash.map(TokenHash),
+        redirect_uris: json_list(row, 3, "clients.redirect_uris")?,
+        grant_types: json_list(row, 4, "clients.grant_types")?,
+        scopes: json_list(row, 5, "clients.scopes")?,
+        created_at: Timestamp(row.int(6)?),
+    })
+}
+
+/// A signing key from [`key_columns`].
+pub(crate) fn signing_key(row: &dyn Row) -> Result<StoredKey, DbError> {
+    Ok(StoredKey {
+        kid: row.text(0)?,
+        alg: row.text(1)?,
+        private_key: row.blob(2)?,
+        created_at: Timestamp(row.int(3)?),
+        activates_at: Timestamp(row.int(4)?),
+    })
+}
+
+/// A throttle counter from `count, window_start, last_failure_at`.
+pub(crate) fn throttle(row: &dyn Row) -> Result<ThrottleRecord, DbError> {
+    Ok(ThrottleRecord {
+        count: row.int(0)?,
+        window_start: Timestamp(row.int(1)?),
+        last_failure_at: Timestamp(row.int(2)?),
+    })
+}
+
+/// A security event from `id, at, kind, user_id, session_id, ip, detail`.
+pub(crate) fn security_event(row: &dyn Row) -> Result<SecurityEventRecord, DbError> {
+    Ok(SecurityEventRecord {
+        id: row.int(0)?,
+        at: Timestamp(row.int(1)?),
+        kind: row.text(2)?,
+        user_id: row.opt_text(3)?,
+        session_id: row.opt_text(4)?,
+        ip: row.opt_text(5)?,
+        detail: row.opt_text(6)?,
+    })
+}
+
+/// A feed event from [`feed_columns`].
+pub(crate) fn feed_event(row: &dyn Row) -> Result<FeedEventRecord, DbError> {
+    let seq = row.int(0)?;
+    let kind = row.text(1)?;
+    let until = row.int(6)?;
+    let needed = |i: usize, column: &str| {
+        row.opt_text(i)?.ok_or_else(|| DbError::corrupt(column, format!("missing in a {kind} event")))
+    };
+    let event = match kind.as_str() {
+        "session_revoked" => {
+            RevocationEvent::SessionRevoked { seq, sid: needed(2, "revocation_events.sid")?, until }
+        }
+        "user_changed" => RevocationEvent::UserChanged {
+            seq,
+            sub: needed(3, "revocation_events.sub")?,
+            authz_ver: row.opt_int(5)?.ok_or_else(|| {
+                DbError::corrupt("revocation_events.authz_ver", "missing in a user_changed event")
+            })?,
+            until,
+        },
+        "token_revoked" => {
+            RevocationEvent::TokenRevoked { seq, jti: needed(4, "revocation_events.jti")?, until }
+        }
+        _ => return Err(DbError::corrupt("revocation_events.type", kind)),
+    };
+    Ok(FeedEventRecord { seq, event })
+}
+
+/// A stored caller fingerprint (`refresh_tokens.retired_by`).
+pub(crate) fn fingerprint(bytes: Vec<u8>) -> Result<CallerFingerprint, DbError> {
+    hash32(bytes, "refresh_tokens.retired_by").map(CallerFingerprint)
+}

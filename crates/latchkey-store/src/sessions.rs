@@ -1,0 +1,403 @@
+//! Sessions, their refresh tokens and browser cookies ([`SessionStore`]), for both
+//! backends: rotation with reuse detection and revocation, each one transaction.
+//!
+//! Rotation reads its snapshot with the session locked (PostgreSQL: `FOR UPDATE`, so
+//! rotations of one session are serialised across connections and nodes, and the token is
+//! read again after the lock, since a concurrent rotation may have retired it meanwhile;
+//! SQLite's single writer serialises them anyway and reads it once). The decision runs
+//! inside the transaction and its writes follow. Revocations change sessions in id order
+//! (the lock order) and publish their feed events after taking the feed lock, last.
+
+use async_trait::async_trait;
+use latchkey_core::StoreError;
+use latchkey_core::clock::Timestamp;
+use latchkey_core::crypto::TokenHash;
+use latchkey_core::store::{
+    Decide, RefreshSnapshot, RefreshTokenRecord, RevocationTarget, RotationDecision, SessionRecord,
+    SessionRevocation, SessionStore, Touch,
+};
+
+use crate::audit::insert_security_event;
+use crate::db::{
+    Access, Backend, Conn, Db, DbError, OpFuture, Sql, first_text, op, params, query_all, query_one,
+    query_opt,
+};
+use crate::feed::insert_session_revoked;
+use crate::rows::{self, session_columns};
+
+static INSERT: Sql = Sql::new(
+    "INSERT INTO sessions (id, user_id, client_id, scope, created_at, last_used_at, idle_expires_at, \
+     expires_at, ip, user_agent) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+);
+static INSERT_TOKEN: Sql =
+    Sql::new("INSERT INTO refresh_tokens (hash, session_id, created_at) VALUES ($1, $2, $3)");
+static INSERT_COOKIE: Sql =
+    Sql::new("INSERT INTO web_sessions (cookie_hash, session_id, created_at) VALUES ($1, $2, $3)");
+static BY_ID: Sql = Sql::new(concat!("SELECT ", session_columns!(), " FROM sessions s WHERE s.id = $1"));
+static LOCK: Sql =
+    Sql::new(concat!("SELECT ", session_columns!(), " FROM sessions s WHERE s.id = $1 FOR UPDATE"));
+static BY_TOKEN: Sql = Sql::new(concat!(
+    "SELECT ",
+    session_columns!(),
+    " FROM refresh_tokens t JOIN sessions s ON s.id = t.session_id WHERE t.hash = $1"
+));
+static BY_COOKIE: Sql = Sql::new(concat!(
+    "SELECT ",
+    session_columns!(),
+    " FROM web_sessions w JOIN sessions s ON s.id = w.session_id WHERE w.cookie_hash = $1"
+));
+static LIVE_OF_USER: Sql = Sql::new(concat!(
+    "SELECT ",
+    session_columns!(),
+    " FROM sessions s WHERE s.user_id = $1 AND s.revoked_at IS NULL AND s.expires_at > $2 \
+     AND s.idle_expires_at > $2 ORDER BY s.last_used_at DESC, s.created_at DESC"
+));
+static LIVE_IDS_OF_USER: Sql =
+    Sql::new("SELECT id FROM sessions WHERE user_id = $1 AND revoked_at IS NULL AND id IS DISTINCT FROM $2");
+static LIVE_IDS_OF_CLIENT: Sql =
+    Sql::new("SELECT id FROM sessions WHERE client_id = $1 AND revoked_at IS NULL");
+static LIVE_IDS_OF_GRANT: Sql =
+    Sql::new("SELECT id FROM sessions WHERE user_id = $1 AND client_id = $2 AND revoked_at IS NULL");
+static OWNER: Sql = Sql::new("SELECT user_id FROM sessions WHERE id = $1");
+static FORGET_CONSENTS_OF_CLIENT: Sql = Sql::new("DELETE FROM consents WHERE client_id = $1");
+static FORGET_CONSENT: Sql = Sql::new("DELETE FROM consents WHERE user_id = $1 AND client_id = $2");
+static MARK_REVOKED: Sql =
+    Sql::new("UPDATE sessions SET revoked_at = $1, revoke_reason = $2 WHERE id = $3 AND revoked_at IS NULL");
+static TOUCH: Sql =
+    Sql::new("UPDATE sessions SET last_used_at = $1, idle_expires_at = $2, ip = $3 WHERE id = $4");
+static TOKEN_SESSION: Sql = Sql::new("SELECT session_id FROM refresh_tokens WHERE hash = $1");
+static TOKEN: Sql = Sql::new(
+    "SELECT session_id, created_at, retired_at, successor_hash, successor_sealed, retired_by \
+     FROM refresh_tokens WHERE hash = $1",
+);
+static IS_RETIRED: Sql = Sql::new("SELECT retired_at IS NOT NULL FROM refresh_tokens WHERE hash = $1");
+static RETIRED_AT: Sql = Sql::new("SELECT retired_at FROM refresh_tokens WHERE hash = $1");
+static RETIRE: Sql = Sql::new(
+    "UPDATE refresh_tokens SET retired_at = $1, successor_hash = $2, successor_sealed = $3, retired_by = $4 \
+     WHERE hash = $5 AND retired_at IS NULL",
+);
+
+/// Inserts a session, with its first refresh token when it has one.
+pub(crate) async fn insert_session_in_tx(
+    c: &mut dyn Conn,
+    s: &SessionRecord,
+    refresh_token: Option<&TokenHash>,
+) -> Result<(), DbError> {
+    let p = params![
+        &s.id,
+        &s.user_id,
+        &s.client_id,
+        &s.scope,
+        s.created_at.0,
+        s.last_used_at.0,
+        s.idle_expires_at.0,
+        s.expires_at.0,
+        &s.ip,
+        &s.user_agent
+    ];
+    c.execute(&INSERT, p).await?;
+    if let Some(hash) = refresh_token {
+        c.execute(&INSERT_TOKEN, params![&hash.0, &s.id, s.created_at.0]).await?;
+    }
+    Ok(())
+}
+
+/// The ids of a user's sessions that are not revoked, except `keep`.
+pub(crate) async fn live_session_ids(
+    c: &mut dyn Conn,
+    user_id: &str,
+    keep: Option<&str>,
+) -> Result<Vec<String>, DbError> {
+    query_all(c, &LIVE_IDS_OF_USER, params![user_id, keep], first_text).await
+}
+
+/// Revokes the given sessions that are not yet revoked, with a feed event each and the
+/// security event. Sessions are changed in id order, the lock order, so two revocations of
+/// overlapping sets cannot deadlock; the feed lock comes after every row lock. Returns the
+/// ids it revoked, in the order given.
+pub(crate) async fn revoke_in_tx(
+    c: &mut dyn Conn,
+    ids: Vec<String>,
+    rev: &SessionRevocation,
+) -> Result<Vec<String>, DbError> {
+    let mut in_lock_order: Vec<&String> = ids.iter().collect();
+    in_lock_order.sort();
+    in_lock_order.dedup();
+    let mut changed = Vec::with_capacity(ids.len());
+    for id in in_lock_order {
+        // Under READ COMMITTED, an UPDATE that waited for the row re-checks `revoked_at IS
+        // NULL` on the latest version, so a session revoked meanwhile is left out.
+        if c.execute(&MARK_REVOKED, params![rev.now.0, rev.reason.as_str(), id]).await? == 1 {
+            changed.push(id.clone());
+        }
+    }
+    let revoked: Vec<String> = ids.into_iter().filter(|id| changed.contains(id)).collect();
+    if revoked.is_empty() {
+        return Ok(revoked);
+    }
+    c.lock_feed().await?;
+    for id in &revoked {
+        insert_session_revoked(c, id, rev).await?;
+    }
+    insert_security_event(c, &rev.event_for(&revoked)).await?;
+    Ok(revoked)
+}
+
+/// The sessions a revocation target names; forgets the consent it ends. (Not locked yet:
+/// [`revoke_in_tx`] changes only those still live.)
+async fn target_ids(c: &mut dyn Conn, target: &RevocationTarget) -> Result<Vec<String>, DbError> {
+    Ok(match target {
+        RevocationTarget::Session { id, user_id } => {
+            let owner = query_opt(c, &OWNER, params![id], first_text).await?;
+            match (owner, user_id) {
+                (Some(owner), Some(expected)) if &owner != expected => Vec::new(),
+                (Some(_), _) => vec![id.clone()],
+                (None, _) => Vec::new(),
+            }
+        }
+        RevocationTarget::UserSessions { user_id, except } => {
+            live_session_ids(c, user_id, except.as_deref()).await?
+        }
+        RevocationTarget::ClientSessions { client_id } => {
+            c.execute(&FORGET_CONSENTS_OF_CLIENT, params![client_id]).await?;
+            query_all(c, &LIVE_IDS_OF_CLIENT, params![client_id], first_text).await?
+        }
+        RevocationTarget::AppGrant { user_id, client_id } => {
+            c.execute(&FORGET_CONSENT, params![user_id, client_id]).await?;
+            query_all(c, &LIVE_IDS_OF_GRANT, params![user_id, client_id], first_text).await?
+        }
+    })
+}
+
+async fn touch_in_tx(c: &mut dyn Conn, sid: &str, t: &Touch) -> Result<u64, DbError> {
+    c.execute(&TOUCH, params![t.now.0, t.idle_expires_at.0, &t.ip, sid]).await
+}
+
+/// A refresh token row, and whether its successor has itself been rotated.
+async fn token_in_tx(c: &mut dyn Conn, presented: &[u8; 32]) -> Result<Option<RefreshTokenRecord>, DbError> {
+    let read = |row: &dyn crate::db::Row| {
+        Ok((
+            row.text(0)?,
+            Timestamp(row.int(1)?),
+            row.opt_int(2)?.map(Timestamp),
+            row.opt_blob(3)?,
+            row.opt_blob(4)?,
+            row.opt_blob(5)?.map(rows::fingerprint).transpose()?,
+        ))
+    };
+    let Some((session_id, created_at, retired_at, successor_hash, successor_sealed, retired_by)) =
+        query_opt(c, &TOKEN, params![presented], read).await?
+    else {
+        return Ok(None);
+    };
+    let is_successor_used = match &successor_hash {
+        Some(next) => query_opt(c, &IS_RETIRED, params![next], |r| r.flag(0)).await?.unwrap_or(false),
+        None => false,
+    };
+    Ok(Some(RefreshTokenRecord {
+        hash: TokenHash(*presented),
+        session_id,
+        created_at,
+        retired_at,
+        successor_sealed,
+        is_successor_used,
+        retired_by,
+    }))
+}
+
+/// Everything a rotation decision needs, with the session locked first. `None` when the
+/// token is unknown, or was pruned with its session meanwhile.
+async fn rotation_snapshot(
+    c: &mut dyn Conn,
+    presented: &[u8; 32],
+) -> Result<Option<RefreshSnapshot>, DbError> {
+    let token = if c.are_writes_serial() {
+        // One lookup fewer on SQLite's writer, whose time bounds its throughput.
+        token_in_tx(c, presented).await?
+    } else {
+        None
+    };
+    let session_id = match &token {
+        Some(t) => t.session_id.clone(),
+        None => match query_opt(c, &TOKEN_SESSION, params![presented], first_text).await? {
+            Some(id) => id,
+            None => return Ok(None),
+        },
+    };
+    let Some(session) = query_opt(c, &LOCK, params![&session_id], rows::session).await? else {
+        return Ok(None);
+    };
+    let token = match token {
+        Some(t) => t,
+        None => match token_in_tx(c, presented).await? {
+            Some(t) => t,
+            None => return Ok(None),
+        },
+    };
+    let user = query_one(c, &crate::users::BY_ID, params![&session.user_id], rows::user).await?;
+    Ok(Some(RefreshSnapshot { token, session, user }))
+}
+
+/// Applies what the rotation policy decided.
+async fn apply_rotation(
+    c: &mut dyn Conn,
+    presented: &[u8; 32],
+    sid: &str,
+    decision: &RotationDecision,
+) -> Result<(), DbError> {
+    match decision {
+        RotationDecision::Rotate { retired_by, successor_hash, successor_sealed, touch, event } => {
+            let p = params![touch.now.0, &successor_hash.0, successor_sealed, &retired_by.0, presented];
+            c.execute(&RETIRE, p).await?;
+            c.execute(&INSERT_TOKEN, params![&successor_hash.0, sid, touch.now.0]).await?;
+            touch_in_tx(c, sid, touch).await?;
+            if let Some(e) = event {
+                insert_security_event(c, e).await?;
+            }
+        }
+        RotationDecision::Replay { touch, event } => {
+            touch_in_tx(c, sid, touch).await?;
+            if let Some(e) = event {
+                insert_security_event(c, e).await?;
+            }
+        }
+        RotationDecision::Revoke { revocation } => {
+            revoke_in_tx(c, vec![sid.to_owned()], revocation).await?;
+        }
+        RotationDecision::Refuse { .. } | RotationDecision::ScopeExceeded => {}
+    }
+    Ok(())
+}
+
+/// The decision of one rotation, taken at most once (see [`DbError::DecidedTwice`]).
+type DecideOnce = std::sync::Arc<std::sync::Mutex<Option<Decide>>>;
+
+fn rotate(
+    c: &mut dyn Conn,
+    (presented, decide): ([u8; 32], DecideOnce),
+) -> OpFuture<'_, Option<(RefreshSnapshot, RotationDecision)>> {
+    Box::pin(async move {
+        let Some(snap) = rotation_snapshot(c, &presented).await? else { return Ok(None) };
+        let decide = decide.lock().ok().and_then(|mut slot| slot.take()).ok_or(DbError::DecidedTwice)?;
+        let decision = decide(&snap);
+        apply_rotation(c, &presented, &snap.session.id, &decision).await?;
+        Ok(Some((snap, decision)))
+    })
+}
+
+fn insert(
+    c: &mut dyn Conn,
+    (s, token, cookie): (SessionRecord, Option<TokenHash>, Option<TokenHash>),
+) -> OpFuture<'_, ()> {
+    Box::pin(async move {
+        insert_session_in_tx(c, &s, token.as_ref()).await?;
+        if let Some(cookie) = cookie {
+            c.execute(&INSERT_COOKIE, params![&cookie.0, &s.id, s.created_at.0]).await?;
+        }
+        Ok(())
+    })
+}
+
+fn by_id(c: &mut dyn Conn, id: String) -> OpFuture<'_, Option<SessionRecord>> {
+    Box::pin(async move { query_opt(c, &BY_ID, params![&id], rows::session).await })
+}
+
+fn by_token(c: &mut dyn Conn, hash: [u8; 32]) -> OpFuture<'_, Option<SessionRecord>> {
+    Box::pin(async move { query_opt(c, &BY_TOKEN, params![&hash], rows::session).await })
+}
+
+fn by_cookie(c: &mut dyn Conn, hash: [u8; 32]) -> OpFuture<'_, Option<SessionRecord>> {
+    Box::pin(async move { query_opt(c, &BY_COOKIE, params![&hash], rows::session).await })
+}
+
+fn live_of_user(c: &mut dyn Conn, (user_id, now): (String, i64)) -> OpFuture<'_, Vec<SessionRecord>> {
+    Box::pin(async move { query_all(c, &LIVE_OF_USER, params![&user_id, now], rows::session).await })
+}
+
+fn revoke(
+    c: &mut dyn Conn,
+    (target, rev): (RevocationTarget, SessionRevocation),
+) -> OpFuture<'_, Vec<String>> {
+    Box::pin(async move {
+        let ids = target_ids(c, &target).await?;
+        revoke_in_tx(c, ids, &rev).await
+    })
+}
+
+fn is_live_token(c: &mut dyn Conn, hash: [u8; 32]) -> OpFuture<'_, bool> {
+    Box::pin(async move {
+        let retired = query_opt(c, &RETIRED_AT, params![&hash], |r| r.opt_int(0)).await?;
+        Ok(matches!(retired, Some(None)))
+    })
+}
+
+fn touch(c: &mut dyn Conn, (sid, t): (String, Touch)) -> OpFuture<'_, ()> {
+    Box::pin(async move { touch_in_tx(c, &sid, &t).await.map(|_| ()) })
+}
+
+#[async_trait]
+impl<B: Backend> SessionStore for Db<B> {
+    async fn insert_session(
+        &self,
+        session: &SessionRecord,
+        refresh_token: &TokenHash,
+    ) -> Result<(), StoreError> {
+        self.0.run(Access::Transaction, op((session.clone(), Some(*refresh_token), None), insert)).await
+    }
+
+    async fn find_session(&self, id: &str) -> Result<Option<SessionRecord>, StoreError> {
+        self.0.run(Access::Point, op(id.to_owned(), by_id)).await
+    }
+
+    async fn find_session_by_refresh_token(
+        &self,
+        hash: &TokenHash,
+    ) -> Result<Option<SessionRecord>, StoreError> {
+        self.0.run(Access::Point, op(hash.0, by_token)).await
+    }
+
+    async fn list_live_sessions(
+        &self,
+        user_id: &str,
+        now: Timestamp,
+    ) -> Result<Vec<SessionRecord>, StoreError> {
+        self.0.run(Access::Scan, op((user_id.to_owned(), now.0), live_of_user)).await
+    }
+
+    async fn revoke_sessions(
+        &self,
+        target: &RevocationTarget,
+        revocation: &SessionRevocation,
+    ) -> Result<Vec<String>, StoreError> {
+        self.0.run(Access::Transaction, op((target.clone(), revocation.clone()), revoke)).await
+    }
+
+    async fn rotate_refresh_token(
+        &self,
+        presented: &TokenHash,
+        decide: Decide,
+    ) -> Result<Option<(RefreshSnapshot, RotationDecision)>, StoreError> {
+        let decide: DecideOnce = std::sync::Arc::new(std::sync::Mutex::new(Some(decide)));
+        self.0.run(Access::Transaction, op((presented.0, decide), rotate)).await
+    }
+
+    async fn is_live_refresh_token(&self, hash: &TokenHash) -> Result<bool, StoreError> {
+        self.0.run(Access::Point, op(hash.0, is_live_token)).await
+    }
+
+    async fn insert_web_session(
+        &self,
+        session: &SessionRecord,
+        cookie: &TokenHash,
+    ) -> Result<(), StoreError> {
+        self.0.run(Access::Transaction, op((session.clone(), None, Some(*cookie)), insert)).await
+    }
+
+    async fn find_web_session(&self, cookie: &TokenHash) -> Result<Option<SessionRecord>, StoreError> {
+        self.0.run(Access::Point, op(cookie.0, by_cookie)).await
+    }
+
+    async fn touch_session(&self, session_id: &str, touch_: &Touch) -> Result<(), StoreError> {
+        self.0.run(Access::Statement, op((session_id.to_owned(), touch_.clone()), touch)).await
+    }
+}

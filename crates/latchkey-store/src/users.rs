@@ -1,0 +1,119 @@
+//! Users and their changes ([`UserStore`]), for both backends. A change bumps `authz_ver`,
+//! publishes `user_changed` and revokes what the change ends, in one transaction and in the
+//! lock order of the PostgreSQL module doc: the user row (the first UPDATE locks it), then
+//! the sessions, then the feed lock and the events.
+
+use async_trait::async_trait;
+use latchkey_core::StoreError;
+use latchkey_core::store::{UserChange, UserChangeKind, UserRecord, UserStore};
+
+use crate::db::{Access, Backend, Conn, Db, DbError, OpFuture, Sql, op, params, query_all, query_opt};
+use crate::feed::insert_user_changed;
+use crate::rows::{self, user_columns};
+use crate::sessions::{live_session_ids, revoke_in_tx};
+
+static INSERT: Sql = Sql::new(
+    "INSERT INTO users (id, username, password_hash, roles, authz_ver, status, created_at) \
+     VALUES ($1, $2, $3, $4, $5, $6, $7)",
+);
+pub(crate) static BY_ID: Sql = Sql::new(concat!("SELECT ", user_columns!(), " FROM users u WHERE u.id = $1"));
+static BY_USERNAME: Sql =
+    Sql::new(concat!("SELECT ", user_columns!(), " FROM users u WHERE u.username = $1"));
+static ALL: Sql =
+    Sql::new(concat!("SELECT ", user_columns!(), " FROM users u ORDER BY u.created_at, u.username"));
+static BUMP_AUTHZ_VER: Sql =
+    Sql::new("UPDATE users SET authz_ver = authz_ver + 1 WHERE id = $1 RETURNING authz_ver");
+static SET_ROLES: Sql = Sql::new("UPDATE users SET roles = $1 WHERE id = $2");
+static SET_PASSWORD: Sql = Sql::new("UPDATE users SET password_hash = $1 WHERE id = $2");
+static DISABLE: Sql = Sql::new("UPDATE users SET status = 'disabled' WHERE id = $1");
+
+/// The change's own update of the user row.
+async fn update_user(c: &mut dyn Conn, change: &UserChange) -> Result<(), DbError> {
+    let id = change.user_id.as_str();
+    match &change.kind {
+        UserChangeKind::SetRoles(roles) => c.execute(&SET_ROLES, params![&rows::to_json(roles)?, id]).await?,
+        UserChangeKind::SetPassword { password_hash, .. } => {
+            c.execute(&SET_PASSWORD, params![password_hash, id]).await?
+        }
+        UserChangeKind::Disable => c.execute(&DISABLE, params![id]).await?,
+    };
+    Ok(())
+}
+
+async fn apply_change(c: &mut dyn Conn, change: UserChange) -> Result<Option<(i64, Vec<String>)>, DbError> {
+    let Some(authz_ver) =
+        query_opt(c, &BUMP_AUTHZ_VER, params![&change.user_id], crate::db::first_int).await?
+    else {
+        return Ok(None);
+    };
+    update_user(c, &change).await?;
+    let revoking = change.kind.revokes().map(|(reason, keep)| (change.revocation(reason), keep));
+    let ids = match &revoking {
+        Some((_, keep)) => live_session_ids(c, &change.user_id, *keep).await?,
+        None => Vec::new(),
+    };
+    insert_user_changed(c, &change, authz_ver).await?;
+    let revoked = match &revoking {
+        Some((revocation, _)) => revoke_in_tx(c, ids, revocation).await?,
+        None => Vec::new(),
+    };
+    Ok(Some((authz_ver, revoked)))
+}
+
+fn insert(c: &mut dyn Conn, u: UserRecord) -> OpFuture<'_, ()> {
+    Box::pin(async move {
+        let roles = rows::to_json(&u.roles)?;
+        let p = params![
+            &u.id,
+            &u.username,
+            &u.password_hash,
+            &roles,
+            u.authz_ver,
+            u.status.as_str(),
+            u.created_at.0
+        ];
+        c.execute(&INSERT, p).await.map(|_| ())
+    })
+}
+
+fn by_id(c: &mut dyn Conn, id: String) -> OpFuture<'_, Option<UserRecord>> {
+    Box::pin(async move { query_opt(c, &BY_ID, params![&id], rows::user).await })
+}
+
+fn by_username(c: &mut dyn Conn, name: String) -> OpFuture<'_, Option<UserRecord>> {
+    Box::pin(async move { query_opt(c, &BY_USERNAME, params![&name], rows::user).await })
+}
+
+fn all(c: &mut dyn Conn, (): ()) -> OpFuture<'_, Vec<UserRecord>> {
+    Box::pin(async move { query_all(c, &ALL, params![], rows::user).await })
+}
+
+fn change(c: &mut dyn Conn, change: UserChange) -> OpFuture<'_, Option<(i64, Vec<String>)>> {
+    Box::pin(apply_change(c, change))
+}
+
+#[async_trait]
+impl<B: Backend> UserStore for Db<B> {
+    async fn insert_user(&self, user: &UserRecord) -> Result<(), StoreError> {
+        self.0.run(Access::Statement, op(user.clone(), insert)).await
+    }
+
+    async fn find_user(&self, id: &str) -> Result<Option<UserRecord>, StoreError> {
+        self.0.run(Access::Point, op(id.to_owned(), by_id)).await
+    }
+
+    async fn find_user_by_username(&self, username: &str) -> Result<Option<UserRecord>, StoreError> {
+        self.0.run(Access::Point, op(username.to_owned(), by_username)).await
+    }
+
+    async fn list_users(&self) -> Result<Vec<UserRecord>, StoreError> {
+        self.0.run(Access::Scan, op((), all)).await
+    }
+
+    async fn apply_user_change(
+        &self,
+        user_change: &UserChange,
+    ) -> Result<Option<(i64, Vec<String>)>, StoreError> {
+        self.0.run(Access::Transaction, op(user_change.clone(), change)).await
+    }
+}
