@@ -10,6 +10,7 @@ pub mod caller;
 pub mod clients;
 pub mod clock;
 pub mod crypto;
+pub mod device;
 pub mod feed;
 pub mod keys;
 pub mod login;

@@ -1,22 +1,27 @@
 //! Operational counters and latency histograms, rendered as Prometheus text (SPEC 8), so
 //! operators can tell races (grace hits) from attacks (reuse detections, throttling).
-//! Plain atomics and a mutex-guarded map; no global registry.
+//!
+//! The Prometheus project's `prometheus-client` crate keeps the values and writes the
+//! exposition; this module only names the metrics and says when they move. The registry
+//! lives in the [`Metrics`] value the service owns: there is no global registry. It must
+//! not create a label value from request data that is not bounded (the HTTP layer passes
+//! route templates and known methods only), since every label value is a series kept for
+//! the life of the process.
 
-use std::collections::BTreeMap;
-use std::fmt::Write as _;
-use std::sync::Mutex;
-use std::sync::atomic::{AtomicU64, Ordering};
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::encoding::prometheus_text;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::{Registry, Unit};
+
+/// The `Content-Type` of [`Metrics::render`]: the Prometheus text exposition format 0.0.4,
+/// which every Prometheus-compatible scraper accepts.
+pub const CONTENT_TYPE: &str = prometheus_text::CONTENT_TYPE;
 
 /// Latency bucket bounds, in seconds.
 const BUCKETS: [f64; 14] =
     [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0];
-
-#[derive(Default)]
-struct Histogram {
-    counts: [u64; BUCKETS.len()],
-    count: u64,
-    sum: f64,
-}
 
 /// Outcome labels of a login.
 #[derive(Debug, Clone, Copy)]
@@ -27,6 +32,18 @@ pub enum LoginOutcome {
     Failure,
     /// Refused with 429.
     Throttled,
+}
+
+impl LoginOutcome {
+    const ALL: [Self; 3] = [Self::Success, Self::Failure, Self::Throttled];
+
+    fn label(self) -> &'static str {
+        match self {
+            Self::Success => "success",
+            Self::Failure => "failure",
+            Self::Throttled => "throttled",
+        }
+    }
 }
 
 /// Outcome labels of a refresh.
@@ -42,117 +59,157 @@ pub enum RefreshOutcome {
     Refused,
 }
 
-/// The server's metrics.
-#[derive(Default)]
-pub struct Metrics {
-    logins: [AtomicU64; 3],
-    refreshes: [AtomicU64; 4],
-    registrations: AtomicU64,
-    password_failures: AtomicU64,
-    revocations: Mutex<BTreeMap<&'static str, u64>>,
-    http: Mutex<BTreeMap<(String, String, u16), Histogram>>,
+impl RefreshOutcome {
+    const ALL: [Self; 4] = [Self::Rotated, Self::Grace, Self::ReuseDetected, Self::Refused];
+
+    fn label(self) -> &'static str {
+        match self {
+            Self::Rotated => "rotated",
+            Self::Grace => "grace",
+            Self::ReuseDetected => "reuse_detected",
+            Self::Refused => "refused",
+        }
+    }
 }
 
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+/// The `result` label of logins and refreshes.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ResultLabel {
+    result: &'static str,
+}
+
+/// The `reason` label of revocations (an `error_reason`, a closed set).
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ReasonLabel {
+    reason: &'static str,
+}
+
+/// The labels of an HTTP request: the HTTP layer bounds `method` to the standard methods
+/// and `route` to the router's templates.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct HttpLabels {
+    method: String,
+    route: String,
+    status: u16,
+}
+
+fn latency_histogram() -> Histogram {
+    Histogram::new(BUCKETS)
+}
+
+/// The server's metrics.
+pub struct Metrics {
+    registry: Registry,
+    /// Indexed by [`LoginOutcome`]; each is also a series of `latchkey_logins_total`.
+    logins: [Counter; 3],
+    /// Indexed by [`RefreshOutcome`]; each is also a series of `latchkey_refreshes_total`.
+    refreshes: [Counter; 4],
+    registrations: Counter,
+    password_failures: Counter,
+    revocations: Family<ReasonLabel, Counter>,
+    http: Family<HttpLabels, Histogram, fn() -> Histogram>,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        let mut registry = Registry::with_prefix("latchkey");
+        // Every outcome is created up front, so a scrape shows zeros rather than nothing.
+        // A counter's clone shares its value: the per-outcome totals below are the same
+        // counters as the labelled series, not copies kept in step.
+        let logins_by_result = Family::<ResultLabel, Counter>::default();
+        let logins = LoginOutcome::ALL
+            .map(|o| logins_by_result.get_or_create_owned(&ResultLabel { result: o.label() }));
+        let refreshes_by_result = Family::<ResultLabel, Counter>::default();
+        let refreshes = RefreshOutcome::ALL
+            .map(|o| refreshes_by_result.get_or_create_owned(&ResultLabel { result: o.label() }));
+        let [_, _, throttled] = logins.clone();
+        let [_, grace, reuse_detected, _] = refreshes.clone();
+        let registrations = Counter::default();
+        let password_failures = Counter::default();
+        let revocations = Family::<ReasonLabel, Counter>::default();
+        let http = Family::<HttpLabels, Histogram, fn() -> Histogram>::new_with_constructor(
+            latency_histogram as fn() -> Histogram,
+        );
+
+        // Counters are registered without `_total`: the encoder appends it.
+        registry.register("logins", "Login attempts by result", logins_by_result);
+        registry.register(
+            "login_failures",
+            "Failed password checks (wrong username or password), including those that started throttling",
+            password_failures.clone(),
+        );
+        registry.register("login_throttled", "Logins refused with 429", throttled);
+        registry.register("registrations", "Users registered over HTTP", registrations.clone());
+        registry.register("refreshes", "Refresh requests by result", refreshes_by_result);
+        registry.register(
+            "refresh_grace_hits",
+            "Benign concurrent refreshes answered inside the grace window",
+            grace,
+        );
+        registry.register(
+            "refresh_reuse_detections",
+            "Retired refresh tokens replayed (sessions revoked)",
+            reuse_detected,
+        );
+        registry.register("revocations", "Sessions revoked by this node, by reason", revocations.clone());
+        registry.register_with_unit(
+            "http_request_duration",
+            "HTTP request latency",
+            Unit::Seconds,
+            http.clone(),
+        );
+        Self { registry, logins, refreshes, registrations, password_failures, revocations, http }
+    }
 }
 
 impl Metrics {
     /// Counts a login.
     pub fn login(&self, outcome: LoginOutcome) {
         if let Some(c) = self.logins.get(outcome as usize) {
-            c.fetch_add(1, Ordering::Relaxed);
+            c.inc();
         }
     }
 
     /// Counts a refresh.
     pub fn refresh(&self, outcome: RefreshOutcome) {
         if let Some(c) = self.refreshes.get(outcome as usize) {
-            c.fetch_add(1, Ordering::Relaxed);
+            c.inc();
         }
     }
 
     /// Counts a failed password check (login or password change), whatever was answered.
     pub fn password_failure(&self) {
-        self.password_failures.fetch_add(1, Ordering::Relaxed);
+        self.password_failures.inc();
     }
 
     /// Counts a registration.
     pub fn registration(&self) {
-        self.registrations.fetch_add(1, Ordering::Relaxed);
+        self.registrations.inc();
     }
 
     /// Counts revoked sessions by reason.
     pub fn revocations(&self, reason: &'static str, n: usize) {
         if n > 0 {
-            *lock(&self.revocations).entry(reason).or_default() += n as u64;
+            self.revocations.get_or_create(&ReasonLabel { reason }).inc_by(n as u64);
         }
     }
 
-    /// Records one HTTP request.
+    /// Records one HTTP request. `method` and `route` must come from bounded sets (see the
+    /// module comment).
     pub fn http_request(&self, method: &str, route: &str, status: u16, seconds: f64) {
-        let mut map = lock(&self.http);
-        let h = map.entry((method.to_owned(), route.to_owned(), status)).or_default();
-        for (bound, count) in BUCKETS.iter().zip(h.counts.iter_mut()) {
-            if seconds <= *bound {
-                *count += 1;
-            }
-        }
-        h.count += 1;
-        h.sum += seconds;
+        let labels = HttpLabels { method: method.to_owned(), route: route.to_owned(), status };
+        self.http.get_or_create(&labels).observe(seconds);
     }
 
-    /// Prometheus text exposition format 0.0.4.
+    /// The Prometheus text exposition format 0.0.4 (served as [`CONTENT_TYPE`]).
     pub fn render(&self) -> String {
         let mut out = String::with_capacity(4096);
-        let load = |c: &AtomicU64| c.load(Ordering::Relaxed);
-        out.push_str(
-            "# HELP latchkey_logins_total Login attempts by result.\n# TYPE latchkey_logins_total counter\n",
-        );
-        for (label, c) in ["success", "failure", "throttled"].iter().zip(&self.logins) {
-            let _ = writeln!(out, "latchkey_logins_total{{result=\"{label}\"}} {}", load(c));
-        }
-        out.push_str("# HELP latchkey_login_failures_total Failed password checks (wrong username or password), including those that started throttling.\n# TYPE latchkey_login_failures_total counter\n");
-        let _ = writeln!(out, "latchkey_login_failures_total {}", load(&self.password_failures));
-        out.push_str("# HELP latchkey_login_throttled_total Logins refused with 429.\n# TYPE latchkey_login_throttled_total counter\n");
-        let _ = writeln!(out, "latchkey_login_throttled_total {}", load(&self.logins[2]));
-        out.push_str("# HELP latchkey_registrations_total Users registered over HTTP.\n# TYPE latchkey_registrations_total counter\n");
-        let _ = writeln!(out, "latchkey_registrations_total {}", load(&self.registrations));
-        out.push_str("# HELP latchkey_refreshes_total Refresh requests by result.\n# TYPE latchkey_refreshes_total counter\n");
-        for (label, c) in ["rotated", "grace", "reuse_detected", "refused"].iter().zip(&self.refreshes) {
-            let _ = writeln!(out, "latchkey_refreshes_total{{result=\"{label}\"}} {}", load(c));
-        }
-        out.push_str("# HELP latchkey_refresh_grace_hits_total Benign concurrent refreshes answered inside the grace window.\n# TYPE latchkey_refresh_grace_hits_total counter\n");
-        let _ = writeln!(out, "latchkey_refresh_grace_hits_total {}", load(&self.refreshes[1]));
-        out.push_str("# HELP latchkey_refresh_reuse_detections_total Retired refresh tokens replayed (sessions revoked).\n# TYPE latchkey_refresh_reuse_detections_total counter\n");
-        let _ = writeln!(out, "latchkey_refresh_reuse_detections_total {}", load(&self.refreshes[2]));
-        out.push_str("# HELP latchkey_revocations_total Sessions revoked by this node, by reason.\n# TYPE latchkey_revocations_total counter\n");
-        for (reason, n) in lock(&self.revocations).iter() {
-            let _ = writeln!(out, "latchkey_revocations_total{{reason=\"{reason}\"}} {n}");
-        }
-        out.push_str("# HELP latchkey_http_request_duration_seconds HTTP request latency.\n# TYPE latchkey_http_request_duration_seconds histogram\n");
-        for ((method, route, status), h) in lock(&self.http).iter() {
-            let labels = format!("method=\"{method}\",route=\"{}\",status=\"{status}\"", escape(route));
-            for (bound, count) in BUCKETS.iter().zip(h.counts.iter()) {
-                let _ = writeln!(
-                    out,
-                    "latchkey_http_request_duration_seconds_bucket{{{labels},le=\"{bound}\"}} {count}"
-                );
-            }
-            let _ = writeln!(
-                out,
-                "latchkey_http_request_duration_seconds_bucket{{{labels},le=\"+Inf\"}} {}",
-                h.count
-            );
-            let _ = writeln!(out, "latchkey_http_request_duration_seconds_sum{{{labels}}} {}", h.sum);
-            let _ = writeln!(out, "latchkey_http_request_duration_seconds_count{{{labels}}} {}", h.count);
+        // Writing into a `String` cannot fail, and no label here fails to encode.
+        if let Err(e) = prometheus_text::encode(&mut out, &self.registry) {
+            tracing::error!(error = %e, "metrics encoding failed");
         }
         out
     }
-}
-
-fn escape(s: &str) -> String {
-    s.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
 }
 
 #[cfg(test)]
@@ -167,10 +224,72 @@ mod tests {
         m.revocations("logged_out", 2);
         m.http_request("POST", "/auth/refresh", 200, 0.003);
         let text = m.render();
-        assert!(text.contains("latchkey_logins_total{result=\"failure\"} 1"));
-        assert!(text.contains("latchkey_refresh_grace_hits_total 1"));
-        assert!(text.contains("latchkey_revocations_total{reason=\"logged_out\"} 2"));
-        assert!(text.contains("route=\"/auth/refresh\",status=\"200\",le=\"0.005\"} 1"));
-        assert!(text.contains("route=\"/auth/refresh\",status=\"200\",le=\"0.0025\"} 0"));
+        assert!(text.contains("latchkey_logins_total{result=\"failure\"} 1"), "{text}");
+        assert!(text.contains("latchkey_logins_total{result=\"success\"} 0"), "{text}");
+        assert!(text.contains("latchkey_refresh_grace_hits_total 1"), "{text}");
+        assert!(text.contains("latchkey_refreshes_total{result=\"grace\"} 1"), "{text}");
+        assert!(text.contains("latchkey_revocations_total{reason=\"logged_out\"} 2"), "{text}");
+        assert!(text.contains("route=\"/auth/refresh\",status=\"200\",le=\"0.005\"} 1"), "{text}");
+        assert!(text.contains("route=\"/auth/refresh\",status=\"200\",le=\"0.0025\"} 0"), "{text}");
+        assert!(text.contains("route=\"/auth/refresh\",status=\"200\",le=\"+Inf\"} 1"), "{text}");
+        assert!(text.contains(
+            "latchkey_http_request_duration_seconds_count{method=\"POST\",route=\"/auth/refresh\",status=\"200\"} 1"
+        ));
+    }
+
+    /// The names, types and help lines operators' dashboards and alerts use (README,
+    /// docs/security.md): a change here is a breaking change for them. A labelled family
+    /// shows its `# TYPE` line once it has a series (as in the Go client).
+    #[test]
+    fn keeps_the_documented_names_and_types() {
+        let m = Metrics::default();
+        m.revocations("logged_out", 1);
+        m.http_request("GET", "/healthz", 200, 0.001);
+        let text = m.render();
+        for line in [
+            "# HELP latchkey_logins_total Login attempts by result.",
+            "# TYPE latchkey_logins_total counter",
+            "# TYPE latchkey_login_failures_total counter",
+            "latchkey_login_failures_total 0",
+            "# TYPE latchkey_login_throttled_total counter",
+            "latchkey_login_throttled_total 0",
+            "# TYPE latchkey_registrations_total counter",
+            "latchkey_registrations_total 0",
+            "# TYPE latchkey_refreshes_total counter",
+            "latchkey_refreshes_total{result=\"reuse_detected\"} 0",
+            "# TYPE latchkey_refresh_grace_hits_total counter",
+            "# HELP latchkey_refresh_reuse_detections_total Retired refresh tokens replayed (sessions revoked).",
+            "# TYPE latchkey_refresh_reuse_detections_total counter",
+            "latchkey_refresh_reuse_detections_total 0",
+            "# TYPE latchkey_revocations_total counter",
+            "# HELP latchkey_http_request_duration_seconds HTTP request latency.",
+            "# TYPE latchkey_http_request_duration_seconds histogram",
+        ] {
+            assert!(text.lines().any(|l| l == line), "missing {line}\n{text}");
+        }
+        assert!(!text.contains("_total_total"), "{text}");
+    }
+
+    /// The per-outcome totals are the labelled series themselves, so they cannot drift apart.
+    #[test]
+    fn outcome_totals_follow_their_labelled_series() {
+        let m = Metrics::default();
+        m.login(LoginOutcome::Throttled);
+        m.login(LoginOutcome::Throttled);
+        m.refresh(RefreshOutcome::ReuseDetected);
+        let text = m.render();
+        assert!(text.contains("latchkey_logins_total{result=\"throttled\"} 2"), "{text}");
+        assert!(text.contains("latchkey_login_throttled_total 2"), "{text}");
+        assert!(text.contains("latchkey_refreshes_total{result=\"reuse_detected\"} 1"), "{text}");
+        assert!(text.contains("latchkey_refresh_reuse_detections_total 1"), "{text}");
+        assert!(text.contains("latchkey_refresh_grace_hits_total 0"), "{text}");
+    }
+
+    #[test]
+    fn escapes_label_values() {
+        let m = Metrics::default();
+        m.http_request("GET", "/a\"b\\c", 404, 0.0001);
+        let text = m.render();
+        assert!(text.contains("route=\"/a\\\"b\\\\c\""), "{text}");
     }
 }

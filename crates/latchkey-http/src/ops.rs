@@ -18,11 +18,14 @@ pub(crate) async fn healthz(State(state): State<AppState>) -> Response {
     }
 }
 
-/// `GET /metrics`.
+/// `GET /metrics`, in the Prometheus text format 0.0.4 (`text/plain; version=0.0.4`): every
+/// Prometheus-compatible scraper reads it, and it keeps the `# TYPE …_total counter` lines
+/// dashboards were written against (OpenMetrics would name the counter family without
+/// `_total` and end with `# EOF`).
 pub(crate) async fn metrics(State(state): State<AppState>) -> Response {
     let mut res = state.app.metrics().render().into_response();
     res.headers_mut()
-        .insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"));
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static(latchkey_core::metrics::CONTENT_TYPE));
     res
 }
 

@@ -15,6 +15,7 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use latchkey_core::ClientContext;
 use latchkey_core::crypto::{TokenHash, b64, random_bytes};
+use latchkey_core::device;
 use latchkey_core::login::LoginError;
 use latchkey_core::oauth::{AuthorizeError, AuthorizeParams, AuthorizeRequest, AuthorizeStep, form_encode};
 use latchkey_core::web::SignedIn;
@@ -460,11 +461,8 @@ pub(crate) async fn account(State(s): State<AppState>, Client(ctx): Client, head
             .iter()
             .map(|d| DeviceRow {
                 id: d.id.clone(),
-                description: d
-                    .user_agent
-                    .clone()
-                    .filter(|u| !u.is_empty())
-                    .unwrap_or_else(|| "Unknown device".to_owned()),
+                description: device::display_name(d.user_agent.as_deref().unwrap_or_default()),
+                user_agent: d.user_agent.clone().unwrap_or_default(),
                 ip: d.ip.clone().unwrap_or_default(),
                 created_at: time(d.created_at),
                 last_used_at: time(d.last_used_at),

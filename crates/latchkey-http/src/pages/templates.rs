@@ -55,8 +55,11 @@ pub(crate) struct ConsentPage {
 pub(crate) struct DeviceRow {
     /// The session id (opaque), used in the revoke form's action.
     pub(crate) id: String,
-    /// The user agent, or "Unknown device".
+    /// The device as people name it ("Chrome 156 on Linux"), or "Unknown device".
     pub(crate) description: String,
+    /// The raw `User-Agent` the session signed in with (empty when none), for those who
+    /// want the detail.
+    pub(crate) user_agent: String,
     /// The client IP the session was last seen from.
     pub(crate) ip: String,
     /// When the session began, formatted for display.

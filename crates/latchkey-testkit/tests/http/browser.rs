@@ -239,6 +239,11 @@ async fn a_person_signs_in_allows_denies_revokes_and_signs_out_in_chromium() {
     // The account page lists the app; Revoke disconnects it and kills its tokens.
     b.goto(&s.url("/account")).await.unwrap();
     wait_until(&b, "account page", |_, src| src.contains("Connected apps") && src.contains("Test App")).await;
+    // This device is named as people do (issue 13); the raw user agent stays in the title.
+    let device = b.find(Locator::Css(".row-title:has(.badge) span[title]")).await.unwrap();
+    let name = device.text().await.unwrap();
+    assert!(name.contains("Chrome") && name.ends_with(" on Linux") && !name.contains("Mozilla"), "{name}");
+    assert!(device.attr("title").await.unwrap().unwrap().starts_with("Mozilla/5.0 "));
     b.find(Locator::Css(&format!("form[action='/account/apps/{}/revoke'] button", app.id)))
         .await
         .unwrap()

@@ -558,6 +558,37 @@ async fn an_apps_grant_is_a_session_the_user_can_revoke() {
     assert_eq!(send(b.get(s.url("/account"))).await.status, 303);
 }
 
+/// Issue 13: the account page names a device as people do, keeps the raw `User-Agent` in
+/// a `title`, and the API still answers the raw string.
+#[tokio::test]
+async fn the_account_page_names_devices_readably() {
+    const CHROME: &str = "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) \
+                          Chrome/156.0.0.0 Safari/537.36";
+    let s = TestServer::start().await;
+    let c = http_client();
+    s.register(&c, "hana", "correct horse battery").await;
+    let b = reqwest::Client::builder()
+        .cookie_store(true)
+        .redirect(reqwest::redirect::Policy::none())
+        .user_agent(CHROME)
+        .build()
+        .unwrap();
+    assert_eq!(sign_in(&s, &b, "/login", "hana").await, "/account");
+    let api = s.login(&c, "hana", "correct horse battery").await;
+    let page = send(b.get(s.url("/account"))).await;
+    assert_eq!(page.status, 200, "{}", page.text);
+    let this = format!(
+        "<span title=\"{CHROME}\">Chrome 156 on Linux</span> <span class=\"badge\">This device</span>"
+    );
+    assert!(page.text.contains(&this), "{}", page.text);
+    // An agent uap-core does not know is shown as itself.
+    assert!(page.text.contains("<span title=\"latchkey-tests/1\">latchkey-tests/1</span>"), "{}", page.text);
+    let sessions = s.get_auth(&c, "/auth/sessions", api.str("access_token")).await;
+    let agents: Vec<&Value> =
+        sessions.json["sessions"].as_array().unwrap().iter().map(|x| &x["user_agent"]).collect();
+    assert!(agents.contains(&&json!(CHROME)), "{}", sessions.text);
+}
+
 #[tokio::test]
 async fn cross_site_posts_are_refused_on_every_form() {
     let s = TestServer::start().await;
