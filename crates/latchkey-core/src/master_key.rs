@@ -40,6 +40,25 @@ const SEAL_INFO: &[u8] = b"seal signing keys";
 /// The HKDF label of the key id.
 const ID_INFO: &[u8] = b"key id";
 
+/// Whether 32 bytes are plainly not random: few distinct values, all printable ASCII (a
+/// passphrase, or hex or base64 text encoded again: a random key is that with a chance of
+/// about 1.6e-14), a repeated block of up to 16 bytes, or a constant step (`00 01 02 …`).
+/// A guard against mistakes, not a randomness test: a key that passes is not thereby good.
+fn looks_made_up(key: &[u8; 32]) -> bool {
+    let mut seen = [false; 256];
+    for b in key {
+        if let Some(slot) = seen.get_mut(usize::from(*b)) {
+            *slot = true;
+        }
+    }
+    let is_few_values = seen.iter().filter(|s| **s).count() < MIN_DISTINCT_BYTES;
+    let is_text = key.iter().all(|b| (0x20..=0x7e).contains(b));
+    let is_periodic = (1..=16).any(|period| key.iter().zip(key.iter().skip(period)).all(|(a, b)| a == b));
+    let steps: Vec<u8> = key.iter().zip(key.iter().skip(1)).map(|(a, b)| b.wrapping_sub(*a)).collect();
+    let is_constant_step = steps.iter().all(|step| Some(step) == steps.first());
+    is_few_values || is_text || is_periodic || is_constant_step
+}
+
 struct Len(usize);
 
 impl KeyType for Len {
@@ -83,13 +102,7 @@ impl MasterKey {
             .ok_or(MasterKeyError::NotThirtyTwoBytes)?;
         let ikm: [u8; 32] = bytes.as_slice().try_into().map_err(|_| MasterKeyError::NotThirtyTwoBytes)?;
         let ikm = Zeroizing::new(ikm);
-        let mut seen = [false; 256];
-        for b in ikm.iter() {
-            if let Some(slot) = seen.get_mut(usize::from(*b)) {
-                *slot = true;
-            }
-        }
-        if seen.iter().filter(|s| **s).count() < MIN_DISTINCT_BYTES {
+        if looks_made_up(&ikm) {
             return Err(MasterKeyError::NotRandom);
         }
         let key = hkdf::<32>(ikm.as_ref(), SEAL_INFO).ok_or(MasterKeyError::NotThirtyTwoBytes)?;
@@ -168,8 +181,29 @@ pub(crate) mod tests {
         // 31 and 33 bytes.
         assert!(MasterKey::parse(&STANDARD.encode([7u8; 31])).is_err());
         assert!(MasterKey::parse(&STANDARD.encode([7u8; 33])).is_err());
-        // 32 bytes that are not random.
+        // 32 bytes that are not random (probe F3: passphrases, hex text, counting bytes).
         assert_eq!(MasterKey::parse(&STANDARD.encode([0u8; 32])).err(), Some(MasterKeyError::NotRandom));
+        for made_up in
+            [
+                b"correcthorsebatterystaple1234567".to_vec(),
+                b"MyCompanySecretMasterKey2026!!!!".to_vec(),
+                b"0123456789abcdef0123456789abcdef".to_vec(),
+                b"9f86d081884c7d659a2feaa0c55ad015".to_vec(),
+                (0u8..32).collect(),
+                (0u8..32).map(|i| i.wrapping_mul(7).wrapping_add(200)).collect(),
+                [[
+                    0xde, 0xad, 0xbe, 0xef, 0x01, 0x23, 0x45, 0x67, 0x89, 0xab, 0xcd, 0xef, 0x10, 0x32, 0x54,
+                    0x76,
+                ]; 2]
+                    .concat(),
+            ]
+        {
+            assert_eq!(
+                MasterKey::parse(&STANDARD.encode(&made_up)).err(),
+                Some(MasterKeyError::NotRandom),
+                "{made_up:?}"
+            );
+        }
         let pattern: Vec<u8> = (0..32).map(|i| b"abcd"[i % 4]).collect();
         assert_eq!(MasterKey::parse(&STANDARD.encode(pattern)).err(), Some(MasterKeyError::NotRandom));
         // The URL-safe alphabet and no padding are accepted.

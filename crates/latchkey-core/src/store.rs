@@ -288,6 +288,11 @@ pub struct AuthCodeRecord {
     pub used_at: Option<Timestamp>,
     /// The session the first redemption produced.
     pub session_id: Option<String>,
+    /// The browser session that approved it. The code is good only while that session is
+    /// live and the user's consent stands: a logout, a password change or disconnecting
+    /// the app before the redemption leaves the code worthless (SPEC 4: revoked is final).
+    /// `None` for codes issued before this was recorded, which are refused.
+    pub browser_session_id: Option<String>,
 }
 
 /// What the domain decided about a code's first redemption.
@@ -301,11 +306,24 @@ pub enum CodeDecision {
         refresh_token: Option<TokenHash>,
     },
     /// Refuse (the code is spent anyway).
-    Refuse,
+    Refuse {
+        /// Why, in a sentence for the `error_description`.
+        why: &'static str,
+    },
+}
+
+/// What stands behind a code when it is redeemed, read (and, on PostgreSQL, locked) in the
+/// redemption's transaction, so that a concurrent logout or disconnect is seen.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CodeIssuer {
+    /// The browser session that approved the code, as it is now.
+    pub browser_session: Option<SessionRecord>,
+    /// The scopes the user has granted the client now (`None`: no consent, or withdrawn).
+    pub consented_scopes: Option<Vec<String>>,
 }
 
 /// The code-redemption decision, run inside the store's transaction.
-pub type CodeDecide = Box<dyn FnOnce(&AuthCodeRecord) -> CodeDecision + Send>;
+pub type CodeDecide = Box<dyn FnOnce(&AuthCodeRecord, &CodeIssuer) -> CodeDecision + Send>;
 
 /// What a code redemption came to.
 #[derive(Debug, Clone, PartialEq, Eq)]

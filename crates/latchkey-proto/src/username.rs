@@ -17,8 +17,10 @@ pub enum UsernameError {
     Blank,
     /// More than 255 characters.
     TooLong,
-    /// Contains a control character (including NUL).
+    /// Contains a control character (including NUL), or one that renders as nothing.
     ControlCharacter,
+    /// Starts or ends with white space (`"alice "` would pass for `"alice"`).
+    EdgeWhitespace,
 }
 
 impl fmt::Display for UsernameError {
@@ -26,7 +28,8 @@ impl fmt::Display for UsernameError {
         f.write_str(match self {
             Self::Blank => "username must not be blank",
             Self::TooLong => "username must be at most 255 characters",
-            Self::ControlCharacter => "username must not contain control characters",
+            Self::ControlCharacter => "username must not contain control or invisible characters",
+            Self::EdgeWhitespace => "username must not start or end with white space",
         })
     }
 }
@@ -51,6 +54,9 @@ impl Username {
         if value.chars().any(|c| c.is_control() || is_invisible_format(c)) {
             return Err(UsernameError::ControlCharacter);
         }
+        if value.starts_with(char::is_whitespace) || value.ends_with(char::is_whitespace) {
+            return Err(UsernameError::EdgeWhitespace);
+        }
         Ok(Self(value.to_owned()))
     }
 
@@ -61,20 +67,40 @@ impl Username {
 }
 
 /// Characters that render as nothing or reorder text, and so make look-alike usernames:
-/// format characters (bidi controls and isolates, zero-width characters, soft hyphen), line
-/// and paragraph separators, and private-use code points. They are "printable" to no user.
+/// Unicode's default-ignorable code points (bidi controls and isolates, zero-width
+/// characters, the soft hyphen, variation selectors, tag characters, the Hangul fillers),
+/// the other format characters, blank-rendering fillers (U+2800), line and paragraph
+/// separators, and private-use code points. They are "printable" to no user.
 fn is_invisible_format(c: char) -> bool {
     matches!(
         c,
         '\u{00AD}'
+            | '\u{034F}'
+            | '\u{0600}'..='\u{0605}'
             | '\u{061C}'
-            | '\u{180E}'
+            | '\u{06DD}'
+            | '\u{070F}'
+            | '\u{0890}'..='\u{0891}'
+            | '\u{08E2}'
+            | '\u{115F}'..='\u{1160}'
+            | '\u{17B4}'..='\u{17B5}'
+            | '\u{180B}'..='\u{180F}'
             | '\u{200B}'..='\u{200F}'
             | '\u{2028}'..='\u{202E}'
             | '\u{2060}'..='\u{206F}'
+            | '\u{2800}'
+            | '\u{3164}'
+            | '\u{FE00}'..='\u{FE0F}'
             | '\u{FEFF}'
-            | '\u{FFF9}'..='\u{FFFB}'
+            | '\u{FFA0}'
+            | '\u{FFF0}'..='\u{FFFB}'
             | '\u{E000}'..='\u{F8FF}'
+            | '\u{110BD}'
+            | '\u{110CD}'
+            | '\u{13430}'..='\u{1343F}'
+            | '\u{1BCA0}'..='\u{1BCA3}'
+            | '\u{1D173}'..='\u{1D17A}'
+            | '\u{E0000}'..='\u{E0FFF}'
             | '\u{F0000}'..='\u{10FFFF}'
     )
 }
@@ -114,5 +140,28 @@ mod tests {
         for sneaky in ["a\u{2066}b", "a\u{2028}b", "a\u{00AD}b", "a\u{E000}b", "a\u{061C}b"] {
             assert_eq!(Username::parse(sneaky), Err(UsernameError::ControlCharacter), "{sneaky:?}");
         }
+    }
+
+    /// Outside review (probe F4): look-alikes of "alice" and names that render blank.
+    #[test]
+    fn refuses_look_alikes_and_blank_renderings() {
+        for blank in ["\u{3164}", "\u{2800}", "\u{115F}"] {
+            assert!(Username::parse(blank).is_err(), "{blank:?}");
+        }
+        for look_alike in [
+            "alice\u{E0041}",
+            "alice\u{1D173}",
+            "alice\u{FE0F}",
+            "alice\u{034F}",
+            "alice\u{180B}",
+            "alice\u{17B4}",
+            "alice\u{115F}",
+        ] {
+            assert_eq!(Username::parse(look_alike), Err(UsernameError::ControlCharacter), "{look_alike:?}");
+        }
+        for edge in ["alice ", " alice", "alice\u{00A0}", "\u{3000}alice"] {
+            assert_eq!(Username::parse(edge), Err(UsernameError::EdgeWhitespace), "{edge:?}");
+        }
+        assert!(Username::parse("alice smith").is_ok(), "inner spaces stay allowed");
     }
 }

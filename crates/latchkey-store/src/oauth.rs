@@ -7,7 +7,8 @@ use latchkey_core::StoreError;
 use latchkey_core::clock::Timestamp;
 use latchkey_core::crypto::TokenHash;
 use latchkey_core::store::{
-    AuthCodeRecord, ClientRecord, CodeDecide, CodeDecision, CodeRedemption, OAuthStore, SessionRevocation,
+    AuthCodeRecord, ClientRecord, CodeDecide, CodeDecision, CodeIssuer, CodeRedemption, OAuthStore,
+    SessionRevocation,
 };
 
 use crate::db::{Access, Backend, Conn, Db, DbError, OpFuture, Sql, op, params, query_all, query_opt};
@@ -23,16 +24,22 @@ static DELETE_CLIENT: Sql = Sql::new("DELETE FROM clients WHERE client_id = $1")
 static INSERT_CODE: Sql = Sql::new(concat!(
     "INSERT INTO auth_codes (",
     code_columns!(),
-    ") VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)"
+    ") VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)"
 ));
 static LOCK_CODE: Sql =
     Sql::new(concat!("SELECT ", code_columns!(), " FROM auth_codes WHERE hash = $1 FOR UPDATE"));
 static SPEND_CODE: Sql = Sql::new("UPDATE auth_codes SET used_at = $1, session_id = $2 WHERE hash = $3");
 static CONSENT: Sql = Sql::new("SELECT scopes FROM consents WHERE user_id = $1 AND client_id = $2");
+static LOCK_CONSENT: Sql =
+    Sql::new("SELECT scopes FROM consents WHERE user_id = $1 AND client_id = $2 FOR UPDATE");
 static SAVE_CONSENT: Sql = Sql::new(
     "INSERT INTO consents (user_id, client_id, scopes, updated_at) VALUES ($1, $2, $3, $4) \
      ON CONFLICT (user_id, client_id) DO UPDATE SET scopes = EXCLUDED.scopes, updated_at = EXCLUDED.updated_at",
 );
+
+fn consent_scopes(row: &dyn crate::db::Row) -> Result<Vec<String>, DbError> {
+    rows::json_list(row, 0, "consents.scopes")
+}
 
 fn insert_client(c: &mut dyn Conn, client: ClientRecord) -> OpFuture<'_, ()> {
     Box::pin(async move {
@@ -74,7 +81,8 @@ fn insert_code(c: &mut dyn Conn, code: AuthCodeRecord) -> OpFuture<'_, ()> {
             code.created_at.0,
             code.expires_at.0,
             code.used_at.map(|t| t.0),
-            &code.session_id
+            &code.session_id,
+            &code.browser_session_id
         ];
         c.execute(&INSERT_CODE, p).await.map(|_| ())
     })
@@ -104,14 +112,23 @@ fn redeem(
             };
             return Ok(CodeRedemption::Reused { code: Box::new(code), revoked });
         }
+        // What stands behind the code, locked: a logout or disconnect that commits first is
+        // seen; one that comes later finds the session this redemption opens.
+        let browser_session = match &code.browser_session_id {
+            Some(id) => query_opt(c, &crate::sessions::LOCK, params![id], rows::session).await?,
+            None => None,
+        };
+        let consented_scopes =
+            query_opt(c, &LOCK_CONSENT, params![&code.user_id, &code.client_id], consent_scopes).await?;
+        let issuer = CodeIssuer { browser_session, consented_scopes };
         let decide = decide.lock().ok().and_then(|mut slot| slot.take()).ok_or(DbError::DecidedTwice)?;
-        let decision = decide(&code);
+        let decision = decide(&code, &issuer);
         let session_id = match &decision {
             CodeDecision::Issue { session, refresh_token } => {
                 insert_session_in_tx(c, session, refresh_token.as_ref()).await?;
                 Some(session.id.as_str())
             }
-            CodeDecision::Refuse => None,
+            CodeDecision::Refuse { .. } => None,
         };
         c.execute(&SPEND_CODE, params![now, session_id, &hash]).await?;
         Ok(CodeRedemption::Redeemed { code: Box::new(code), decision })
@@ -122,12 +139,7 @@ fn find_consent(
     c: &mut dyn Conn,
     (user_id, client_id): (String, String),
 ) -> OpFuture<'_, Option<Vec<String>>> {
-    Box::pin(async move {
-        query_opt(c, &CONSENT, params![&user_id, &client_id], |row| {
-            rows::json_list(row, 0, "consents.scopes")
-        })
-        .await
-    })
+    Box::pin(async move { query_opt(c, &CONSENT, params![&user_id, &client_id], consent_scopes).await })
 }
 
 fn save_consent(

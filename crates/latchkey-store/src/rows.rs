@@ -35,7 +35,7 @@ pub(crate) use session_columns;
 macro_rules! code_columns {
     () => {
         "hash, client_id, user_id, redirect_uri, scope, nonce, code_challenge, auth_time, created_at, \
-         expires_at, used_at, session_id"
+         expires_at, used_at, session_id, browser_session_id"
     };
 }
 pub(crate) use code_columns;
@@ -129,6 +129,7 @@ pub(crate) fn auth_code(row: &dyn Row) -> Result<AuthCodeRecord, DbError> {
         expires_at: Timestamp(row.int(9)?),
         used_at: row.opt_int(10)?.map(Timestamp),
         session_id: row.opt_text(11)?,
+        browser_session_id: row.opt_text(12)?,
     })
 }
 

@@ -34,7 +34,7 @@ static INSERT_TOKEN: Sql =
 static INSERT_COOKIE: Sql =
     Sql::new("INSERT INTO web_sessions (cookie_hash, session_id, created_at) VALUES ($1, $2, $3)");
 static BY_ID: Sql = Sql::new(concat!("SELECT ", session_columns!(), " FROM sessions s WHERE s.id = $1"));
-static LOCK: Sql =
+pub(crate) static LOCK: Sql =
     Sql::new(concat!("SELECT ", session_columns!(), " FROM sessions s WHERE s.id = $1 FOR UPDATE"));
 static BY_TOKEN: Sql = Sql::new(concat!(
     "SELECT ",

@@ -16,8 +16,9 @@ use latchkey_core::crypto::{TokenHash, new_refresh_token, seal_successor};
 use latchkey_core::refresh::{RefreshContext, RotationPolicy, decide};
 use latchkey_core::store::ports::*;
 use latchkey_core::store::{
-    AuthCodeRecord, CodeDecision, CodeRedemption, NewSecurityEvent, RevocationTarget, RotationDecision,
-    SessionRecord, SessionRevocation, Store, StoreError, UserChange, UserChangeKind, UserRecord, UserStatus,
+    AuthCodeRecord, CodeDecision, CodeIssuer, CodeRedemption, NewSecurityEvent, RevocationTarget,
+    RotationDecision, SessionRecord, SessionRevocation, Store, StoreError, UserChange, UserChangeKind,
+    UserRecord, UserStatus,
 };
 use latchkey_core::{ClientContext, Settings};
 use latchkey_proto::events::RevocationEvent;
@@ -317,6 +318,7 @@ fn code(hash: &TokenHash) -> AuthCodeRecord {
         expires_at: Timestamp(T0 + 60),
         used_at: None,
         session_id: None,
+        browser_session_id: Some("web".into()),
     }
 }
 
@@ -335,7 +337,13 @@ store_test!(a_code_is_redeemed_once_and_reuse_revokes_its_session, |store| {
     store.insert_auth_code(&code(&hash)).await.unwrap();
     // Another client's redemption changes nothing: no decision runs, the code stays unspent.
     let other = store
-        .redeem_auth_code(&hash, "other-app", Timestamp(T0 + 1), &code_reuse(), Box::new(|_| unreachable!()))
+        .redeem_auth_code(
+            &hash,
+            "other-app",
+            Timestamp(T0 + 1),
+            &code_reuse(),
+            Box::new(|_, _| unreachable!()),
+        )
         .await
         .unwrap();
     assert!(matches!(other, CodeRedemption::OtherClient { .. }), "{other:?}");
@@ -343,7 +351,7 @@ store_test!(a_code_is_redeemed_once_and_reuse_revokes_its_session, |store| {
     for i in 0..16 {
         let store = Arc::clone(&store);
         tasks.spawn(async move {
-            let decide = Box::new(move |c: &AuthCodeRecord| {
+            let decide = Box::new(move |c: &AuthCodeRecord, _: &CodeIssuer| {
                 let mut s = session(&format!("app-session-{i}"), &c.user_id, T0 + 100_000);
                 s.client_id = c.client_id.clone();
                 CodeDecision::Issue {
@@ -379,7 +387,7 @@ store_test!(a_code_is_redeemed_once_and_reuse_revokes_its_session, |store| {
             "app",
             Timestamp(T0),
             &code_reuse(),
-            Box::new(|_| CodeDecision::Refuse),
+            Box::new(|_, _| CodeDecision::Refuse { why: "refused" }),
         )
         .await
         .unwrap();

@@ -421,6 +421,7 @@ impl Latchkey {
             expires_at: now.plus(CODE_TTL),
             used_at: None,
             session_id: None,
+            browser_session_id: Some(signed_in.session().id.clone()),
         };
         self.store.insert_auth_code(&record).await?;
         let mut params = vec![("code", code.as_str())];

@@ -80,6 +80,10 @@ impl Latchkey {
         ctx: &ClientContext,
     ) -> Result<(), TokenRequestError> {
         let now = self.clock.now();
+        // Revoking is idempotent (RFC 7009): a token revoked already counts against no cap.
+        if self.store.is_access_token_revoked(&claims.jti).await? {
+            return Ok(());
+        }
         let window = i64::try_from(TOKEN_REVOCATION_WINDOW.as_secs()).unwrap_or(i64::MAX);
         match &claims.sid {
             Some(sid) => {

@@ -17,8 +17,8 @@ use crate::login::SessionLifetimes;
 use crate::refresh::RefreshError;
 use crate::service::{ClientContext, Latchkey};
 use crate::store::{
-    AuthCodeRecord, ClientRecord, CodeDecision, CodeRedemption, RevocationTarget, SessionRevocation,
-    StoreError, UserStatus,
+    AuthCodeRecord, ClientRecord, CodeDecision, CodeIssuer, CodeRedemption, RevocationTarget,
+    SessionRevocation, StoreError, UserStatus,
 };
 
 /// How the client presented itself.
@@ -180,6 +180,27 @@ fn code_problem(
     None
 }
 
+/// Why a code whose own checks passed is worthless now: the browser session that approved it
+/// has ended (logout, logout-all, password change, device revocation), or the user
+/// withdrew the consent behind it (the app was disconnected). Revoked is final (SPEC 4), so
+/// a code issued just before cannot open a new session after.
+fn issuer_problem(code: &AuthCodeRecord, issuer: &CodeIssuer, now: Timestamp) -> Option<&'static str> {
+    let ended = "The sign-in that approved the authorization code has ended.";
+    let Some(session) = &issuer.browser_session else { return Some(ended) };
+    if session.revoked_at.is_some()
+        || session.user_id != code.user_id
+        || now >= session.expires_at
+        || now >= session.idle_expires_at
+    {
+        return Some(ended);
+    }
+    let consented = issuer.consented_scopes.as_deref().unwrap_or_default();
+    if !code.scope.split(' ').filter(|s| !s.is_empty()).all(|s| consented.iter().any(|c| c == s)) {
+        return Some("The user no longer allows this app what the authorization code grants.");
+    }
+    None
+}
+
 /// Scopes of `asked` (space-separated) if all are within `allowed`.
 fn narrowed(asked: &str, allowed: &[String]) -> Option<Vec<String>> {
     let mut out: Vec<String> = Vec::new();
@@ -318,9 +339,11 @@ impl Latchkey {
             (client.client_id.clone(), redirect_uri.to_owned(), verifier.to_owned());
         let lifetimes = SessionLifetimes::from(s);
         let ctx_owned = ctx.clone();
-        let decide = Box::new(move |code: &AuthCodeRecord| {
-            if code_problem(code, &client_id, &redirect, &verifier_owned, now).is_some() {
-                return CodeDecision::Refuse;
+        let decide = Box::new(move |code: &AuthCodeRecord, issuer: &CodeIssuer| {
+            let problem = code_problem(code, &client_id, &redirect, &verifier_owned, now)
+                .or_else(|| issuer_problem(code, issuer, now));
+            if let Some(why) = problem {
+                return CodeDecision::Refuse { why };
             }
             let session =
                 lifetimes.start(code.user_id.clone(), &client_id, code.scope.clone(), &ctx_owned, now);
@@ -359,9 +382,7 @@ impl Latchkey {
                     reason: None,
                 });
             }
-            CodeRedemption::Redeemed { code, decision: CodeDecision::Refuse } => {
-                let why = code_problem(&code, &client.client_id, redirect_uri, verifier, now)
-                    .unwrap_or("The authorization code is not valid.");
+            CodeRedemption::Redeemed { decision: CodeDecision::Refuse { why }, .. } => {
                 return Err(TokenRequestError::InvalidGrant { description: why, reason: None });
             }
             CodeRedemption::Redeemed { code, decision: CodeDecision::Issue { session, .. } } => {
@@ -434,10 +455,55 @@ mod tests {
             expires_at: Timestamp(160),
             used_at: None,
             session_id: None,
+            browser_session_id: Some("web".into()),
         }
     }
 
+    fn browser_session() -> SessionRecord {
+        SessionRecord {
+            id: "web".into(),
+            user_id: "u".into(),
+            client_id: "latchkey".into(),
+            scope: "profile".into(),
+            created_at: Timestamp(100),
+            last_used_at: Timestamp(100),
+            idle_expires_at: Timestamp(1000),
+            expires_at: Timestamp(2000),
+            ip: None,
+            user_agent: None,
+            revoked_at: None,
+            revoke_reason: None,
+        }
+    }
+
+    /// Probe finding F1: a code dies with the sign-in that approved it and with the consent.
+    #[test]
+    fn a_code_needs_its_sign_in_alive_and_its_consent_standing() {
+        let c = code();
+        let live = CodeIssuer {
+            browser_session: Some(browser_session()),
+            consented_scopes: Some(vec!["openid".into(), "profile".into()]),
+        };
+        assert_eq!(issuer_problem(&c, &live, Timestamp(120)), None);
+        let mut revoked = live.clone();
+        if let Some(s) = revoked.browser_session.as_mut() {
+            s.revoked_at = Some(Timestamp(110));
+        }
+        assert!(issuer_problem(&c, &revoked, Timestamp(120)).is_some());
+        assert!(
+            issuer_problem(&c, &CodeIssuer { browser_session: None, ..live.clone() }, Timestamp(120))
+                .is_some()
+        );
+        assert!(issuer_problem(&c, &live, Timestamp(1000)).is_some(), "the sign-in went idle");
+        let withdrawn = CodeIssuer { consented_scopes: None, ..live.clone() };
+        assert!(issuer_problem(&c, &withdrawn, Timestamp(120)).is_some());
+        let narrower = CodeIssuer { consented_scopes: Some(vec!["profile".into()]), ..live };
+        assert!(issuer_problem(&c, &narrower, Timestamp(120)).is_some());
+    }
+
     const VERIFIER: &str = "dBjftJeZ4CVP-mB92K27uhbUJU1p1r_wW1gFWFOEjXk";
+
+    use crate::store::SessionRecord;
 
     #[test]
     fn a_code_needs_its_client_redirect_uri_verifier_and_time() {

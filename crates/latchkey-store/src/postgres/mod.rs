@@ -92,6 +92,7 @@ use crate::db::{
 const MIGRATIONS: &[(i64, &str)] = &[
     (1, include_str!("../../migrations/postgres/0001_init.sql")),
     (2, include_str!("../../migrations/postgres/0002_refresh_token_retired_by.sql")),
+    (3, include_str!("../../migrations/postgres/0003_auth_code_browser_session.sql")),
 ];
 
 /// Advisory lock key held while migrating, so nodes starting together migrate one at a time.

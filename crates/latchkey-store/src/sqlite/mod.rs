@@ -45,6 +45,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (3, include_str!("../../migrations/sqlite/0003_oauth.sql")),
     (4, include_str!("../../migrations/sqlite/0004_refresh_tokens_in_issue_order.sql")),
     (5, include_str!("../../migrations/sqlite/0005_refresh_token_retired_by.sql")),
+    (6, include_str!("../../migrations/sqlite/0006_auth_code_browser_session.sql")),
 ];
 
 /// Maps SQLite errors to the port's, without leaking rusqlite types.

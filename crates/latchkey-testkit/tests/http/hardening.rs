@@ -538,3 +538,101 @@ async fn issue_12_10_an_oversized_body_sent_whole_gets_its_413() {
     let c = http_client();
     assert_eq!(send(c.get(s.url("/healthz"))).await.status, 200);
 }
+
+/// Posts the account page's form at `action` (with its CSRF token) in browser `b`.
+async fn account_form(s: &TestServer, b: &reqwest::Client, action: &str) -> u16 {
+    let page = send(b.get(s.url("/account"))).await;
+    let form = crate::oauth::hidden_fields(&page.text);
+    send(b.post(s.url(action)).form(&form)).await.status
+}
+
+/// Outside review (probe F1): a code issued before the sign-in behind it ended, or before
+/// the user disconnected the app, opens no session afterwards: logout-all, a password
+/// change, the page's Sign out, revoking the browser's own device, and disconnecting the
+/// app each leave an unredeemed code worthless.
+#[tokio::test]
+async fn issue_12_probe_codes_die_with_the_sign_in_and_consent_behind_them() {
+    let s = TestServer::start().await;
+    let c = http_client();
+    let app = register_app(&s, &[]).await;
+    for (i, event) in ["logout-all", "password", "sign-out", "device", "disconnect"].into_iter().enumerate() {
+        let user = format!("coder{i}");
+        s.register(&c, &user, "correct horse battery").await;
+        let b = browser();
+        let code = first_code(&s, &b, &app, &user).await;
+        match event {
+            "logout-all" => {
+                let own = s.login(&c, &user, "correct horse battery").await;
+                let a = send(c.post(s.url("/auth/logout-all")).bearer_auth(own.str("access_token"))).await;
+                assert_eq!(a.status, 204);
+            }
+            "password" => {
+                let own = s.login(&c, &user, "correct horse battery").await;
+                let body = json!({"current_password": "correct horse battery", "new_password": "another horse battery"});
+                assert_eq!(
+                    s.post_auth(&c, "/auth/password", own.str("access_token"), body).await.status,
+                    204
+                );
+            }
+            "sign-out" => assert_eq!(account_form(&s, &b, "/logout").await, 200),
+            "device" => {
+                let page = send(b.get(s.url("/account"))).await;
+                let sid = page
+                    .text
+                    .split("/account/sessions/")
+                    .nth(1)
+                    .unwrap()
+                    .split('/')
+                    .next()
+                    .unwrap()
+                    .to_owned();
+                assert_eq!(account_form(&s, &b, &format!("/account/sessions/{sid}/revoke")).await, 303);
+            }
+            "disconnect" => {
+                assert_eq!(account_form(&s, &b, &format!("/account/apps/{}/revoke", app.id)).await, 303);
+            }
+            _ => unreachable!(),
+        }
+        let t = exchange(&s, &app, &code).await;
+        assert_eq!(t.status, 400, "{event}: {}", t.text);
+        assert_eq!(t.json["error"], "invalid_grant", "{event}");
+        let sub = s.store().find_user_by_username(&user).await.unwrap().unwrap().id;
+        let now = latchkey_core::Clock::now(&*s.clock);
+        let apps = s.store().list_live_sessions(&sub, now).await.unwrap();
+        assert!(apps.iter().all(|x| x.client_id != app.id), "{event}: no app session was opened");
+    }
+    // A code whose sign-in and consent stand still redeems.
+    s.register(&c, "still", "correct horse battery").await;
+    let code = first_code(&s, &browser(), &app, "still").await;
+    assert_eq!(exchange(&s, &app, &code).await.status, 200);
+}
+
+/// Outside review (probe F2): revoking the same access token again and again is idempotent
+/// (RFC 7009) and counts once against the flood cap: the session stays alive.
+#[tokio::test]
+async fn issue_12_probe_repeating_one_revocation_does_not_end_the_session() {
+    let s = TestServer::start().await;
+    let c = http_client();
+    s.register(&c, "repeat", "correct horse battery").await;
+    let app = register_app(&s, &[]).await;
+    let t = exchange(&s, &app, &first_code(&s, &browser(), &app, "repeat").await).await;
+    for _ in 0..20 {
+        let revoke = send(
+            http_client()
+                .post(s.url("/oauth/revoke"))
+                .basic_auth(&app.id, app.secret.as_deref())
+                .form(&[("token", t.str("access_token"))]),
+        )
+        .await;
+        assert_eq!(revoke.status, 200);
+    }
+    let r =
+        token(&s, &app, &[("grant_type", "refresh_token"), ("refresh_token", t.str("refresh_token"))]).await;
+    assert_eq!(r.status, 200, "the session is alive: {}", r.text);
+    let token_revoked = feed(&s)
+        .await
+        .iter()
+        .filter(|e| matches!(e, latchkey_proto::events::RevocationEvent::TokenRevoked { .. }))
+        .count();
+    assert_eq!(token_revoked, 1);
+}
