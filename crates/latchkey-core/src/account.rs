@@ -6,9 +6,10 @@ use latchkey_proto::auth::{MeResponse, PasswordChangeRequest, SessionInfo, Sessi
 use latchkey_proto::claims::AccessTokenClaims;
 use latchkey_proto::{ErrorReason, RefreshToken, TokenErrorReason};
 
+use crate::caller::Caller;
 use crate::crypto::TokenHash;
 use crate::password::PasswordError;
-use crate::service::{ClientContext, Latchkey};
+use crate::service::Latchkey;
 use crate::store::{
     RevocationTarget, SessionRecord, SessionRevocation, StoreError, UserChange, UserChangeKind, UserRecord,
     UserStatus,
@@ -135,7 +136,7 @@ impl Latchkey {
         reason: ErrorReason,
         user_id: Option<&str>,
         session_id: Option<&str>,
-        ctx: &ClientContext,
+        ctx: &Caller,
     ) -> Result<Vec<String>, StoreError> {
         self.revoke_with(target, self.revocation(reason, user_id, session_id, ctx)).await
     }
@@ -146,7 +147,7 @@ impl Latchkey {
         reason: ErrorReason,
         user_id: Option<&str>,
         session_id: Option<&str>,
-        ctx: &ClientContext,
+        ctx: &Caller,
     ) -> SessionRevocation {
         let now = self.clock.now();
         SessionRevocation {
@@ -182,7 +183,7 @@ impl Latchkey {
         &self,
         bearer: Option<&str>,
         refresh_token: Option<&RefreshToken>,
-        ctx: &ClientContext,
+        ctx: &Caller,
     ) -> Result<(), AccountError> {
         // A Bearer token that no longer verifies (its key was retired, say) does not stop a
         // logout that also carries the refresh token.
@@ -220,7 +221,7 @@ impl Latchkey {
         &self,
         auth: &Authenticated,
         keep_current: bool,
-        ctx: &ClientContext,
+        ctx: &Caller,
     ) -> Result<(), AccountError> {
         let target = RevocationTarget::UserSessions {
             user_id: auth.user.id.clone(),
@@ -263,7 +264,7 @@ impl Latchkey {
         &self,
         auth: &Authenticated,
         id: &str,
-        ctx: &ClientContext,
+        ctx: &Caller,
     ) -> Result<(), AccountError> {
         let session = self.store.find_session(id).await?;
         match session {
@@ -296,7 +297,7 @@ impl Latchkey {
         &self,
         auth: &Authenticated,
         req: PasswordChangeRequest,
-        ctx: &ClientContext,
+        ctx: &Caller,
     ) -> Result<(), AccountError> {
         crate::password::check_new_password(&req.new_password)?;
         // A wrong current password counts against the account like a failed login, so a

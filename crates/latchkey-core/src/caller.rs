@@ -13,7 +13,16 @@ use std::net::IpAddr;
 use aws_lc_rs::digest::{Context, SHA256};
 use subtle::ConstantTimeEq;
 
-use crate::service::ClientContext;
+/// Who made a request, as far as the network tells: its address (the TCP peer, or
+/// `X-Forwarded-For` from a trusted proxy) and its `User-Agent`. "Caller" is the network's
+/// word here; "client" means an OAuth client (an app or a resource server) everywhere.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Caller {
+    /// Its address.
+    pub ip: Option<String>,
+    /// Its `User-Agent`.
+    pub user_agent: Option<String>,
+}
 
 /// SHA-256 over a caller's IP network and user agent.
 #[derive(Clone, Copy, PartialEq, Eq, Hash)]
@@ -28,7 +37,7 @@ impl std::fmt::Debug for CallerFingerprint {
 impl CallerFingerprint {
     /// The fingerprint of the caller of a request. Unknown parts (no address, no user
     /// agent) count as empty, so two callers that both lack them match each other.
-    pub fn of(caller: &ClientContext) -> Self {
+    pub fn of(caller: &Caller) -> Self {
         let network = caller.ip.as_deref().and_then(|ip| ip.parse::<IpAddr>().ok()).map(network_of);
         let mut ctx = Context::new(&SHA256);
         // Length-prefixed parts: no user agent can imitate a network boundary.
@@ -68,8 +77,8 @@ fn network_of(ip: IpAddr) -> String {
 mod tests {
     use super::*;
 
-    fn caller(ip: &str, agent: &str) -> ClientContext {
-        ClientContext { ip: Some(ip.into()), user_agent: Some(agent.into()) }
+    fn caller(ip: &str, agent: &str) -> Caller {
+        Caller { ip: Some(ip.into()), user_agent: Some(agent.into()) }
     }
 
     #[test]
@@ -86,12 +95,11 @@ mod tests {
 
     #[test]
     fn missing_parts_do_not_collide_with_present_ones() {
-        let none = CallerFingerprint::of(&ClientContext::default());
-        assert_eq!(none, CallerFingerprint::of(&ClientContext::default()));
-        assert_ne!(none, CallerFingerprint::of(&ClientContext { ip: None, user_agent: Some("x".into()) }));
-        let split =
-            CallerFingerprint::of(&ClientContext { ip: Some("x".into()), user_agent: Some("y".into()) });
-        assert_ne!(split, CallerFingerprint::of(&ClientContext { ip: None, user_agent: Some("xy".into()) }));
+        let none = CallerFingerprint::of(&Caller::default());
+        assert_eq!(none, CallerFingerprint::of(&Caller::default()));
+        assert_ne!(none, CallerFingerprint::of(&Caller { ip: None, user_agent: Some("x".into()) }));
+        let split = CallerFingerprint::of(&Caller { ip: Some("x".into()), user_agent: Some("y".into()) });
+        assert_ne!(split, CallerFingerprint::of(&Caller { ip: None, user_agent: Some("xy".into()) }));
     }
 
     #[test]

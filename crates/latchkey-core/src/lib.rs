@@ -12,6 +12,7 @@ pub mod clock;
 pub mod crypto;
 pub mod device;
 pub mod feed;
+pub mod feed_hub;
 pub mod keys;
 pub mod login;
 pub mod master_key;
@@ -26,7 +27,8 @@ pub mod throttle;
 pub mod tokens;
 pub mod web;
 
+pub use caller::Caller;
 pub use clock::{Clock, SystemClock, Timestamp};
-pub use service::{ClientContext, Latchkey};
+pub use service::Latchkey;
 pub use settings::Settings;
 pub use store::{Store, StoreError};

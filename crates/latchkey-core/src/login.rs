@@ -4,12 +4,13 @@
 
 use latchkey_proto::auth::{Credentials, RegisterResponse, TokenResponse};
 
+use crate::caller::Caller;
 use crate::clock::Timestamp;
 use crate::crypto::{TokenHash, new_id, new_refresh_token};
 use crate::keys::KeyError;
 use crate::metrics::LoginOutcome;
 use crate::password::PasswordError;
-use crate::service::{ClientContext, Latchkey};
+use crate::service::Latchkey;
 use crate::settings::Registration;
 use crate::store::{SessionRecord, StoreError, UserRecord, UserStatus};
 use crate::throttle::{account_key, account_retry_after, address_key, address_retry_after};
@@ -39,7 +40,7 @@ impl SessionLifetimes {
         user_id: String,
         client_id: &str,
         scope: String,
-        ctx: &ClientContext,
+        ctx: &Caller,
         now: Timestamp,
     ) -> SessionRecord {
         let expires_at = now.plus(self.max);
@@ -123,7 +124,7 @@ impl Latchkey {
     pub async fn register(
         &self,
         creds: Credentials,
-        ctx: &ClientContext,
+        ctx: &Caller,
     ) -> Result<RegisterResponse, RegisterError> {
         if self.settings.registration == Registration::Closed {
             return Err(RegisterError::RegistrationClosed);
@@ -176,7 +177,7 @@ impl Latchkey {
     ///
     /// # Errors
     /// See [`LoginError`].
-    pub async fn login(&self, creds: Credentials, ctx: &ClientContext) -> Result<TokenResponse, LoginError> {
+    pub async fn login(&self, creds: Credentials, ctx: &Caller) -> Result<TokenResponse, LoginError> {
         let now = self.clock.now();
         let user = self.check_credentials(creds, ctx, now).await?;
         self.open_session(&user, ctx, now).await
@@ -191,7 +192,7 @@ impl Latchkey {
     pub(crate) async fn check_credentials(
         &self,
         creds: Credentials,
-        ctx: &ClientContext,
+        ctx: &Caller,
         now: Timestamp,
     ) -> Result<UserRecord, LoginError> {
         let acct = account_key(creds.username.as_str());
@@ -263,7 +264,7 @@ impl Latchkey {
         user_id: Option<&str>,
         acct: &str,
         addr: Option<&str>,
-        ctx: &ClientContext,
+        ctx: &Caller,
         now: Timestamp,
     ) -> Result<Option<u64>, StoreError> {
         let policy = &self.settings.throttle;
@@ -296,7 +297,7 @@ impl Latchkey {
     async fn open_session(
         &self,
         user: &UserRecord,
-        ctx: &ClientContext,
+        ctx: &Caller,
         now: Timestamp,
     ) -> Result<TokenResponse, LoginError> {
         let session = SessionLifetimes::from(&self.settings).start(

@@ -14,12 +14,13 @@ use std::time::Duration;
 use latchkey_proto::auth::TokenResponse;
 use latchkey_proto::{ErrorReason, RefreshToken};
 
+use crate::caller::Caller;
 use crate::caller::CallerFingerprint;
 use crate::clock::Timestamp;
 use crate::crypto::{TokenHash, new_refresh_token, open_successor, seal_successor};
 use crate::keys::KeyError;
 use crate::metrics::RefreshOutcome;
-use crate::service::{ClientContext, Latchkey};
+use crate::service::Latchkey;
 use crate::settings::{BindingPolicy, Settings};
 use crate::store::{
     NewSecurityEvent, RefreshSnapshot, RotationDecision, SessionRevocation, StoreError, Touch, UserStatus,
@@ -80,7 +81,7 @@ pub struct RefreshContext {
     /// Settings.
     pub policy: RotationPolicy,
     /// The caller.
-    pub client: ClientContext,
+    pub client: Caller,
     /// The scope the request asked for (the token endpoint's `scope`), when it asked.
     pub requested_scope: Option<String>,
     /// Hash of the successor to install if the token rotates.
@@ -221,7 +222,7 @@ impl Latchkey {
     pub async fn refresh(
         &self,
         presented: &RefreshToken,
-        client: &ClientContext,
+        client: &Caller,
     ) -> Result<TokenResponse, RefreshError> {
         self.refresh_for(crate::login::FIRST_PARTY_CLIENT_ID, presented, None, client).await
     }
@@ -238,7 +239,7 @@ impl Latchkey {
         client_id: &str,
         presented: &RefreshToken,
         requested_scope: Option<String>,
-        client: &ClientContext,
+        client: &Caller,
     ) -> Result<TokenResponse, RefreshError> {
         if !presented.expose_secret().starts_with(RefreshToken::PREFIX) {
             self.metrics.refresh(RefreshOutcome::Refused);

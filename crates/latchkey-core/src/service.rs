@@ -5,6 +5,7 @@
 
 use std::sync::Arc;
 
+use crate::caller::Caller;
 use crate::clock::{Clock, Timestamp};
 use crate::keys::{KeyError, KeyRing};
 use crate::master_key::MasterKey;
@@ -12,15 +13,6 @@ use crate::metrics::Metrics;
 use crate::password::{PasswordError, PasswordHasher};
 use crate::settings::Settings;
 use crate::store::{NewSecurityEvent, Store};
-
-/// Facts about the client making a request.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct ClientContext {
-    /// Client address (the TCP peer, or `X-Forwarded-For` from a trusted proxy).
-    pub ip: Option<String>,
-    /// `User-Agent`.
-    pub user_agent: Option<String>,
-}
 
 /// Why the service could not start.
 #[derive(Debug, thiserror::Error)]
@@ -41,7 +33,7 @@ pub struct Latchkey {
     pub(crate) keys: KeyRing,
     pub(crate) passwords: PasswordHasher,
     pub(crate) metrics: Metrics,
-    pub(crate) feed: crate::feed::FeedHub,
+    pub(crate) feed: crate::feed_hub::FeedHub,
     /// When maintenance last pruned old rows.
     last_prune: std::sync::atomic::AtomicI64,
     /// Held for a whole `maintain`, so a second caller waits for a run in progress instead
@@ -77,7 +69,7 @@ impl Latchkey {
             keys,
             passwords,
             metrics: Metrics::default(),
-            feed: crate::feed::FeedHub::new(),
+            feed: crate::feed_hub::FeedHub::new(),
             last_prune: std::sync::atomic::AtomicI64::new(0),
             maintaining: tokio::sync::Mutex::new(()),
         };
@@ -165,7 +157,7 @@ impl Latchkey {
         kind: &'static str,
         user_id: Option<&str>,
         session_id: Option<&str>,
-        ctx: Option<&ClientContext>,
+        ctx: Option<&Caller>,
     ) -> NewSecurityEvent {
         NewSecurityEvent {
             at: now,

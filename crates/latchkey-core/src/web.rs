@@ -5,9 +5,10 @@
 use latchkey_proto::ErrorReason;
 use latchkey_proto::auth::Credentials;
 
+use crate::caller::Caller;
 use crate::crypto::{TokenHash, b64, random_bytes};
 use crate::login::{FIRST_PARTY_CLIENT_ID, FIRST_PARTY_SCOPE, LoginError, SessionLifetimes};
-use crate::service::{ClientContext, Latchkey};
+use crate::service::Latchkey;
 use crate::store::{
     ClientRecord, RevocationTarget, SessionRecord, StoreError, Touch, UserRecord, UserStatus,
 };
@@ -58,7 +59,7 @@ impl Latchkey {
     pub async fn web_sign_in(
         &self,
         creds: Credentials,
-        ctx: &ClientContext,
+        ctx: &Caller,
     ) -> Result<(SignedIn, String), LoginError> {
         let now = self.clock.now();
         let user = self.check_credentials(creds, ctx, now).await?;
@@ -79,11 +80,7 @@ impl Latchkey {
     ///
     /// # Errors
     /// Storage.
-    pub async fn web_session(
-        &self,
-        cookie: &str,
-        ctx: &ClientContext,
-    ) -> Result<Option<SignedIn>, StoreError> {
+    pub async fn web_session(&self, cookie: &str, ctx: &Caller) -> Result<Option<SignedIn>, StoreError> {
         if !cookie.starts_with(COOKIE_PREFIX) || cookie.len() > 100 {
             return Ok(None);
         }
@@ -114,7 +111,7 @@ impl Latchkey {
     ///
     /// # Errors
     /// Storage.
-    pub async fn web_sign_out(&self, signed_in: &SignedIn, ctx: &ClientContext) -> Result<(), StoreError> {
+    pub async fn web_sign_out(&self, signed_in: &SignedIn, ctx: &Caller) -> Result<(), StoreError> {
         let SignedIn { session, user } = signed_in;
         let target = RevocationTarget::Session { id: session.id.clone(), user_id: Some(user.id.clone()) };
         self.revoke(target, ErrorReason::LoggedOut, Some(&user.id), Some(&session.id), ctx).await?;
@@ -166,7 +163,7 @@ impl Latchkey {
         &self,
         user: &UserRecord,
         session_id: &str,
-        ctx: &ClientContext,
+        ctx: &Caller,
     ) -> Result<bool, StoreError> {
         let target = RevocationTarget::Session { id: session_id.to_owned(), user_id: Some(user.id.clone()) };
         let revoked =
@@ -183,7 +180,7 @@ impl Latchkey {
         &self,
         user: &UserRecord,
         client_id: &str,
-        ctx: &ClientContext,
+        ctx: &Caller,
     ) -> Result<usize, StoreError> {
         let target = RevocationTarget::AppGrant { user_id: user.id.clone(), client_id: client_id.to_owned() };
         let revoked = self.revoke(target, ErrorReason::RevokedByUser, Some(&user.id), None, ctx).await?;

@@ -48,12 +48,12 @@ pub(crate) async fn revocations(
     if after < 0 {
         return Err(bad_after());
     }
-    Ok(Json(s.app.revocations(&client, after).await?).into_response())
+    Ok(Json(s.service.revocations(&client, after).await?).into_response())
 }
 
 /// Where a stream is: what it has sent, what it still has to send.
 struct Position {
-    app: Arc<Latchkey>,
+    service: Arc<Latchkey>,
     live: broadcast::Receiver<FeedEventRecord>,
     closing: tokio::sync::watch::Receiver<bool>,
     last: i64,
@@ -77,7 +77,7 @@ impl Position {
                 return Some((Ok(Event::default().id(record.seq.to_string()).data(data)), self));
             }
             if !self.is_caught_up {
-                match self.app.feed_events_after(self.last).await {
+                match self.service.feed_events_after(self.last).await {
                     Ok(page) if page.is_empty() => self.is_caught_up = true,
                     Ok(page) => self.pending.extend(page),
                     Err(e) => {
@@ -107,7 +107,7 @@ pub(crate) async fn stream(
     headers: HeaderMap,
     after: Result<Query<After>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Response, ApiError> {
-    let slot = s.app.open_feed_stream(&client)?;
+    let slot = s.service.open_feed_stream(&client)?;
     let Query(After { after }) = after.map_err(|_| bad_after())?;
     let start = match headers.get("last-event-id") {
         Some(v) => v.to_str().ok().and_then(|v| v.trim().parse::<i64>().ok()).ok_or_else(bad_after)?,
@@ -118,9 +118,9 @@ pub(crate) async fn stream(
     }
     // Subscribe before catching up, so nothing written in between is missed.
     let position = Position {
-        live: s.app.feed_hub().subscribe(),
-        closing: s.app.feed_hub().closing(),
-        app: Arc::clone(&s.app),
+        live: s.service.feed_hub().subscribe(),
+        closing: s.service.feed_hub().closing(),
+        service: Arc::clone(&s.service),
         last: start,
         pending: VecDeque::new(),
         is_caught_up: false,

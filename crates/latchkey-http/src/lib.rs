@@ -22,7 +22,7 @@ use axum::routing::{delete, get, post};
 use latchkey_core::Latchkey;
 
 pub use error::ApiError;
-pub use extract::client::TrustedProxies;
+pub use extract::caller::TrustedProxies;
 
 /// The largest request body, in bytes (SPEC 5: 64 KiB by default).
 pub const BODY_LIMIT: usize = 64 * 1024;
@@ -31,7 +31,7 @@ pub const BODY_LIMIT: usize = 64 * 1024;
 #[derive(Clone)]
 pub struct AppState {
     /// The domain service.
-    pub app: Arc<Latchkey>,
+    pub service: Arc<Latchkey>,
     /// Proxies whose `X-Forwarded-For` is believed.
     pub trusted_proxies: Arc<TrustedProxies>,
 }
@@ -216,6 +216,11 @@ async fn observe(State(state): State<AppState>, req: Request, next: Next) -> Res
         headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
         headers.insert(header::PRAGMA, HeaderValue::from_static("no-cache"));
     }
-    state.app.metrics().http_request(method, &route, res.status().as_u16(), start.elapsed().as_secs_f64());
+    state.service.metrics().http_request(
+        method,
+        &route,
+        res.status().as_u16(),
+        start.elapsed().as_secs_f64(),
+    );
     res
 }

@@ -16,14 +16,14 @@ use latchkey_proto::secret::ClientSecret;
 use crate::AppState;
 use crate::error::ApiError;
 use crate::extract::bearer::Bearer;
-use crate::extract::client::Client;
+use crate::extract::caller::RequestCaller;
 use crate::extract::client_auth::{credentials, form_decode};
 
 type ApiResult = Result<Response, ApiError>;
 
 /// `GET /.well-known/openid-configuration` and `/.well-known/oauth-authorization-server`.
 pub(crate) async fn discovery(State(s): State<AppState>) -> Response {
-    let mut res = Json(s.app.discovery()).into_response();
+    let mut res = Json(s.service.discovery()).into_response();
     res.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("public, max-age=300"));
     res
 }
@@ -100,7 +100,7 @@ fn client_credentials(parts: &HeaderMap, params: &Params) -> Result<ClientCreden
 /// `POST /oauth/token`.
 pub(crate) async fn token(
     State(s): State<AppState>,
-    Client(ctx): Client,
+    RequestCaller(ctx): RequestCaller,
     headers: HeaderMap,
     body: Bytes,
 ) -> ApiResult {
@@ -120,7 +120,7 @@ pub(crate) async fn token(
         Some("client_credentials") => TokenGrant::ClientCredentials { scope: params.get("scope") },
         Some(_) => {
             // Authenticate first, so an unknown grant does not reveal whether the client exists.
-            s.app.authenticate_token_client(&creds).await?;
+            s.service.authenticate_token_client(&creds).await?;
             return Err(ApiError::Status(
                 StatusCode::BAD_REQUEST,
                 latchkey_proto::ErrorCode::UnsupportedGrantType,
@@ -128,7 +128,7 @@ pub(crate) async fn token(
             ));
         }
     };
-    let answer = s.app.token(&creds, grant, &ctx).await?;
+    let answer = s.service.token(&creds, grant, &ctx).await?;
     let mut res = Json(answer).into_response();
     res.headers_mut().insert(header::PRAGMA, HeaderValue::from_static("no-cache"));
     Ok(res)
@@ -137,15 +137,15 @@ pub(crate) async fn token(
 /// `POST /oauth/revoke` (RFC 7009): 200 whatever the token was.
 pub(crate) async fn revoke(
     State(s): State<AppState>,
-    Client(ctx): Client,
+    RequestCaller(ctx): RequestCaller,
     headers: HeaderMap,
     body: Bytes,
 ) -> ApiResult {
     let params = Params::parse(&headers, &body)?;
     let creds = client_credentials(&headers, &params)?;
-    let client = s.app.authenticate_token_client(&creds).await?;
+    let client = s.service.authenticate_token_client(&creds).await?;
     let token = params.require("token", "token is required.")?;
-    s.app.revoke_oauth_token(&client, &token, &ctx).await?;
+    s.service.revoke_oauth_token(&client, &token, &ctx).await?;
     Ok(StatusCode::OK.into_response())
 }
 
@@ -156,12 +156,12 @@ pub(crate) async fn introspect(State(s): State<AppState>, headers: HeaderMap, bo
     if matches!(creds, ClientCredentials::Public { .. }) {
         return Err(ApiError::Token(TokenRequestError::InvalidClient { basic: false }));
     }
-    let client = s.app.authenticate_token_client(&creds).await?;
+    let client = s.service.authenticate_token_client(&creds).await?;
     let token = params.require("token", "token is required.")?;
-    Ok(Json(s.app.introspect(&client, &token).await?).into_response())
+    Ok(Json(s.service.introspect(&client, &token).await?).into_response())
 }
 
 /// `GET/POST /oauth/userinfo` with a Bearer token.
 pub(crate) async fn userinfo(State(s): State<AppState>, Bearer(token): Bearer) -> ApiResult {
-    Ok(Json(s.app.userinfo(&token).await?).into_response())
+    Ok(Json(s.service.userinfo(&token).await?).into_response())
 }

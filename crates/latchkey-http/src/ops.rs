@@ -11,7 +11,7 @@ use crate::error::ApiError;
 
 /// `GET /healthz`: 200 when the database answers, 503 otherwise.
 pub(crate) async fn healthz(State(state): State<AppState>) -> Response {
-    if state.app.is_healthy().await {
+    if state.service.is_healthy().await {
         (StatusCode::OK, axum::Json(serde_json::json!({"status": "ok"}))).into_response()
     } else {
         ApiError::Unavailable("database unreachable".into()).into_response()
@@ -23,7 +23,7 @@ pub(crate) async fn healthz(State(state): State<AppState>) -> Response {
 /// dashboards were written against (OpenMetrics would name the counter family without
 /// `_total` and end with `# EOF`).
 pub(crate) async fn metrics(State(state): State<AppState>) -> Response {
-    let mut res = state.app.metrics().render().into_response();
+    let mut res = state.service.metrics().render().into_response();
     res.headers_mut()
         .insert(header::CONTENT_TYPE, HeaderValue::from_static(latchkey_core::metrics::CONTENT_TYPE));
     res
@@ -31,7 +31,7 @@ pub(crate) async fn metrics(State(state): State<AppState>) -> Response {
 
 /// `GET /jwks.json` (RFC 7517). Cacheable briefly: verifiers refetch on an unknown `kid`.
 pub(crate) async fn jwks(State(state): State<AppState>) -> Response {
-    let body = state.app.keys().current().jwks_json().to_owned();
+    let body = state.service.keys().current().jwks_json().to_owned();
     let mut res = body.into_response();
     let h = res.headers_mut();
     h.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));

@@ -14,7 +14,7 @@ use latchkey_core::crypto::{TokenHash, new_refresh_token, seal_successor};
 use latchkey_core::refresh::{RefreshContext, RotationPolicy, decide};
 use latchkey_core::store::ports::{SessionStore, UserStore};
 use latchkey_core::store::{SessionRecord, UserRecord, UserStatus};
-use latchkey_core::{ClientContext, Settings};
+use latchkey_core::{Caller, Settings};
 use latchkey_proto::RefreshToken;
 use latchkey_store::SqliteStore;
 
@@ -54,7 +54,7 @@ fn rotate(c: &mut Criterion) {
         (store, first)
     });
     let settings = Settings::new("http://bench");
-    let client = ClientContext::default();
+    let client = Caller::default();
     let live: Mutex<RefreshToken> = Mutex::new(first);
     c.bench_function("sqlite rotate_refresh_token (committed)", |b| {
         b.to_async(&rt).iter(|| async {

@@ -16,6 +16,7 @@ mod maintenance;
 mod migrations;
 mod oauth;
 mod postgres;
+mod revocation;
 mod rows;
 mod sessions;
 mod sqlite;

@@ -12,8 +12,9 @@ use latchkey_core::store::{
 };
 
 use crate::db::{Access, Backend, Conn, Db, DbError, OpFuture, Sql, op, params, query_all, query_opt};
+use crate::revocation::revoke_in_tx;
 use crate::rows::{self, client_columns, code_columns};
-use crate::sessions::{insert_session_in_tx, revoke_in_tx};
+use crate::sessions::insert_session_in_tx;
 
 static INSERT_CLIENT: Sql =
     Sql::new(concat!("INSERT INTO clients (", client_columns!(), ") VALUES ($1, $2, $3, $4, $5, $6, $7)"));

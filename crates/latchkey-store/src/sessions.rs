@@ -22,7 +22,7 @@ use crate::db::{
     Access, Backend, Conn, Db, DbError, OpFuture, Sql, first_text, op, params, query_all, query_one,
     query_opt,
 };
-use crate::feed::insert_session_revoked;
+use crate::revocation::{live_session_ids, revoke_in_tx};
 use crate::rows::{self, session_columns};
 
 static INSERT: Sql = Sql::new(
@@ -52,8 +52,6 @@ static LIVE_OF_USER: Sql = Sql::new(concat!(
     " FROM sessions s WHERE s.user_id = $1 AND s.revoked_at IS NULL AND s.expires_at > $2 \
      AND s.idle_expires_at > $2 ORDER BY s.last_used_at DESC, s.created_at DESC"
 ));
-static LIVE_IDS_OF_USER: Sql =
-    Sql::new("SELECT id FROM sessions WHERE user_id = $1 AND revoked_at IS NULL AND id IS DISTINCT FROM $2");
 static LIVE_IDS_OF_CLIENT: Sql =
     Sql::new("SELECT id FROM sessions WHERE client_id = $1 AND revoked_at IS NULL");
 static LIVE_IDS_OF_GRANT: Sql =
@@ -61,8 +59,6 @@ static LIVE_IDS_OF_GRANT: Sql =
 static OWNER: Sql = Sql::new("SELECT user_id FROM sessions WHERE id = $1");
 static FORGET_CONSENTS_OF_CLIENT: Sql = Sql::new("DELETE FROM consents WHERE client_id = $1");
 static FORGET_CONSENT: Sql = Sql::new("DELETE FROM consents WHERE user_id = $1 AND client_id = $2");
-static MARK_REVOKED: Sql =
-    Sql::new("UPDATE sessions SET revoked_at = $1, revoke_reason = $2 WHERE id = $3 AND revoked_at IS NULL");
 static TOUCH: Sql =
     Sql::new("UPDATE sessions SET last_used_at = $1, idle_expires_at = $2, ip = $3 WHERE id = $4");
 static TOKEN_SESSION: Sql = Sql::new("SELECT session_id FROM refresh_tokens WHERE hash = $1");
@@ -100,47 +96,6 @@ pub(crate) async fn insert_session_in_tx(
         c.execute(&INSERT_TOKEN, params![&hash.0, &s.id, s.created_at.0]).await?;
     }
     Ok(())
-}
-
-/// The ids of a user's sessions that are not revoked, except `keep`.
-pub(crate) async fn live_session_ids(
-    c: &mut dyn Conn,
-    user_id: &str,
-    keep: Option<&str>,
-) -> Result<Vec<String>, DbError> {
-    query_all(c, &LIVE_IDS_OF_USER, params![user_id, keep], first_text).await
-}
-
-/// Revokes the given sessions that are not yet revoked, with a feed event each and the
-/// security event. Sessions are changed in id order, the lock order, so two revocations of
-/// overlapping sets cannot deadlock; the feed lock comes after every row lock. Returns the
-/// ids it revoked, in the order given.
-pub(crate) async fn revoke_in_tx(
-    c: &mut dyn Conn,
-    ids: Vec<String>,
-    rev: &SessionRevocation,
-) -> Result<Vec<String>, DbError> {
-    let mut in_lock_order: Vec<&String> = ids.iter().collect();
-    in_lock_order.sort();
-    in_lock_order.dedup();
-    let mut changed = Vec::with_capacity(ids.len());
-    for id in in_lock_order {
-        // Under READ COMMITTED, an UPDATE that waited for the row re-checks `revoked_at IS
-        // NULL` on the latest version, so a session revoked meanwhile is left out.
-        if c.execute(&MARK_REVOKED, params![rev.now.0, rev.reason.as_str(), id]).await? == 1 {
-            changed.push(id.clone());
-        }
-    }
-    let revoked: Vec<String> = ids.into_iter().filter(|id| changed.contains(id)).collect();
-    if revoked.is_empty() {
-        return Ok(revoked);
-    }
-    c.lock_feed().await?;
-    for id in &revoked {
-        insert_session_revoked(c, id, rev).await?;
-    }
-    insert_security_event(c, &rev.event_for(&revoked)).await?;
-    Ok(revoked)
 }
 
 /// The sessions a revocation target names; forgets the consent it ends. (Not locked yet:

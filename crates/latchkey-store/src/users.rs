@@ -9,8 +9,8 @@ use latchkey_core::store::{UserChange, UserChangeKind, UserRecord, UserStore};
 
 use crate::db::{Access, Backend, Conn, Db, DbError, OpFuture, Sql, op, params, query_all, query_opt};
 use crate::feed::insert_user_changed;
+use crate::revocation::{live_session_ids, revoke_in_tx};
 use crate::rows::{self, user_columns};
-use crate::sessions::{live_session_ids, revoke_in_tx};
 
 static INSERT: Sql = Sql::new(
     "INSERT INTO users (id, username, password_hash, roles, authz_ver, status, created_at) \

@@ -20,7 +20,7 @@ use latchkey_core::store::{
     RotationDecision, SessionRecord, SessionRevocation, Store, StoreError, UserChange, UserChangeKind,
     UserRecord, UserStatus,
 };
-use latchkey_core::{ClientContext, Settings};
+use latchkey_core::{Caller, Settings};
 use latchkey_proto::events::RevocationEvent;
 use latchkey_proto::{ErrorReason, RefreshToken};
 
@@ -127,7 +127,7 @@ async fn rotate(store: &dyn Store, presented: &RefreshToken, now: i64) -> Option
         client_id: "latchkey".into(),
         now: Timestamp(now),
         policy: RotationPolicy::from(&Settings::new("http://issuer")),
-        client: ClientContext { ip: None, user_agent: Some("ua".into()) },
+        client: Caller { ip: None, user_agent: Some("ua".into()) },
         requested_scope: None,
         successor_hash: TokenHash::of(successor.expose_secret()),
         successor_sealed: seal_successor(presented, &successor).unwrap(),

@@ -98,7 +98,7 @@ pub struct TestServer {
     /// `http://127.0.0.1:PORT`.
     pub base: String,
     /// The running service (for its store and metrics).
-    pub app: Arc<Latchkey>,
+    pub service: Arc<Latchkey>,
     /// The server's clock.
     pub clock: Arc<ManualClock>,
     /// The database URL (for CLI calls and direct inspection).
@@ -175,7 +175,7 @@ impl TestServer {
             .await
             .expect("bind test server");
         let addr = server.local_addr().expect("addr");
-        let app = Arc::clone(server.app());
+        let service = Arc::clone(server.service());
         let (tx, rx) = oneshot::channel::<()>();
         let task = tokio::spawn(async move {
             let _ = server
@@ -184,7 +184,15 @@ impl TestServer {
                 })
                 .await;
         });
-        Self { base: format!("http://{addr}"), app, clock, database_url, shutdown: Some(tx), task, _dir: dir }
+        Self {
+            base: format!("http://{addr}"),
+            service,
+            clock,
+            database_url,
+            shutdown: Some(tx),
+            task,
+            _dir: dir,
+        }
     }
 
     /// An absolute URL for a path.
@@ -194,7 +202,7 @@ impl TestServer {
 
     /// The store under the server.
     pub fn store(&self) -> &Arc<dyn Store> {
-        self.app.store()
+        self.service.store()
     }
 
     /// Runs a CLI command against this server's database, in-process; returns stdout.

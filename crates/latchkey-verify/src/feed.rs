@@ -142,7 +142,7 @@ pub(crate) struct FeedSource {
     /// Whether to follow the SSE stream (else only page every `poll_every`).
     pub(crate) use_stream: bool,
     /// The verifier's clock, which decides when revocations may be forgotten.
-    pub(crate) now: crate::verifier::TimeFn,
+    pub(crate) now: crate::clock::TimeFn,
 }
 
 /// Reads one page after `after`.
@@ -161,7 +161,7 @@ async fn page(http: &reqwest::Client, src: &FeedSource, after: i64) -> Result<Fe
 
 /// Applies one page and records that the feed answered.
 fn absorb(state: &Arc<RwLock<Revocations>>, src: &FeedSource, page: FeedPage) {
-    let now = crate::verifier::unix_secs((src.now)());
+    let now = crate::clock::unix_secs((src.now)());
     let mut guard = write(state);
     guard.apply(page);
     guard.prune_if_due(now);

@@ -47,6 +47,7 @@
 //! No request I/O happens on the request path for a known key.
 
 pub mod axum;
+mod clock;
 mod feed;
 mod jwks;
 mod verifier;

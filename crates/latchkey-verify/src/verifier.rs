@@ -9,6 +9,7 @@ use jsonwebtoken::{Validation, decode, decode_header};
 use latchkey_proto::TokenErrorReason;
 use latchkey_proto::claims::{AccessTokenClaims, ClaimsCheck, MAX_ACCESS_TOKEN_LEN, is_access_token_typ};
 
+use crate::clock::{TimeFn, system_time, unix_secs};
 use crate::feed::{self, FeedSource, Revocations};
 use crate::jwks::{self, JwksError, KeySet};
 
@@ -87,24 +88,10 @@ impl Verified {
     /// rather than to an app through OAuth (an authorization code, a device code or
     /// `client_credentials`). A first-party token acts with the user's whole authority; an
     /// app's token only within the scopes the user granted it, which is what
-    /// [`crate::axum::AccessToken::require_app_scope`] checks.
+    /// `axum::AccessToken::require_app_scope` checks.
     pub fn is_first_party(&self) -> bool {
         self.claims.client_id == FIRST_PARTY_CLIENT_ID
     }
-}
-
-/// The clock a verifier judges tokens by; see [`VerifierBuilder::time_fn`].
-pub(crate) type TimeFn = Arc<dyn Fn() -> SystemTime + Send + Sync>;
-
-/// The system clock: the default [`TimeFn`].
-#[expect(clippy::disallowed_methods, reason = "the resource server's own clock decides expiry")]
-fn system_time() -> SystemTime {
-    SystemTime::now()
-}
-
-/// Seconds since the epoch (0 before it), as tokens count time.
-pub(crate) fn unix_secs(t: SystemTime) -> i64 {
-    t.duration_since(std::time::UNIX_EPOCH).map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
 }
 
 /// Whether revocation was waived with [`VerifierBuilder::insecure_without_revocation`].

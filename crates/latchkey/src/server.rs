@@ -44,7 +44,7 @@ fn redact_userinfo(url: &str) -> String {
 
 /// A bound, not yet serving, server.
 pub struct Server {
-    app: Arc<Latchkey>,
+    service: Arc<Latchkey>,
     listener: TcpListener,
     state: AppState,
     maintenance_interval: Duration,
@@ -74,11 +74,11 @@ impl Server {
         }
         let trusted_proxies = TrustedProxies::parse(&config.trusted_proxies)
             .map_err(|bad| anyhow::anyhow!("trusted_proxies: invalid entry {bad:?}"))?;
-        let app = start_service(config, clock).await?;
+        let service = start_service(config, clock).await?;
         let listener =
             TcpListener::bind(config.listen).await.with_context(|| format!("binding {}", config.listen))?;
-        let state = AppState { app: Arc::clone(&app), trusted_proxies: Arc::new(trusted_proxies) };
-        Ok(Self { app, listener, state, maintenance_interval })
+        let state = AppState { service: Arc::clone(&service), trusted_proxies: Arc::new(trusted_proxies) };
+        Ok(Self { service, listener, state, maintenance_interval })
     }
 
     /// The bound address.
@@ -90,8 +90,8 @@ impl Server {
     }
 
     /// The domain service.
-    pub fn app(&self) -> &Arc<Latchkey> {
-        &self.app
+    pub fn service(&self) -> &Arc<Latchkey> {
+        &self.service
     }
 
     /// Serves until `shutdown` completes, then drains in-flight requests.
@@ -99,7 +99,7 @@ impl Server {
     /// # Errors
     /// When serving fails.
     pub async fn run(self, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
-        let app = Arc::clone(&self.app);
+        let app = Arc::clone(&self.service);
         let interval = self.maintenance_interval;
         let maintenance = tokio::spawn(async move {
             let mut tick = tokio::time::interval(interval);
@@ -111,11 +111,11 @@ impl Server {
                 }
             }
         });
-        let app = Arc::clone(&self.app);
+        let app = Arc::clone(&self.service);
         let feed_hub = tokio::spawn(async move { app.run_feed_hub().await });
         let addr = self.local_addr()?;
-        tracing::info!(%addr, issuer = %self.app.settings().issuer, "latchkey listening");
-        let app = Arc::clone(&self.app);
+        tracing::info!(%addr, issuer = %self.service.settings().issuer, "latchkey listening");
+        let app = Arc::clone(&self.service);
         let shutdown = async move {
             shutdown.await;
             // Feed streams never end by themselves; graceful shutdown waits for them.

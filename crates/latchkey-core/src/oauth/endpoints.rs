@@ -7,8 +7,9 @@ use serde_json::{Value, json};
 use super::OPENID;
 use super::token::TokenRequestError;
 use crate::account::AuthError;
+use crate::caller::Caller;
 use crate::crypto::TokenHash;
-use crate::service::{ClientContext, Latchkey};
+use crate::service::Latchkey;
 use crate::store::{ClientRecord, RevocationTarget, UserStatus};
 
 /// The scope that lets a confidential client (a resource server) introspect tokens issued
@@ -44,7 +45,7 @@ impl Latchkey {
         &self,
         client: &ClientRecord,
         token: &str,
-        ctx: &ClientContext,
+        ctx: &Caller,
     ) -> Result<(), TokenRequestError> {
         if token.starts_with(RefreshToken::PREFIX) {
             let session = self.store.find_session_by_refresh_token(&TokenHash::of(token)).await?;
@@ -77,7 +78,7 @@ impl Latchkey {
         &self,
         claims: &latchkey_proto::claims::AccessTokenClaims,
         until: crate::clock::Timestamp,
-        ctx: &ClientContext,
+        ctx: &Caller,
     ) -> Result<(), TokenRequestError> {
         let now = self.clock.now();
         // Revoking is idempotent (RFC 7009): a token revoked already counts against no cap.

@@ -10,12 +10,13 @@ use latchkey_proto::secret::ClientSecret;
 use latchkey_proto::{ErrorReason, RefreshToken};
 
 use super::OPENID;
+use crate::caller::Caller;
 use crate::clock::Timestamp;
 use crate::crypto::{TokenHash, b64, new_refresh_token};
 use crate::keys::KeyError;
 use crate::login::SessionLifetimes;
 use crate::refresh::RefreshError;
-use crate::service::{ClientContext, Latchkey};
+use crate::service::Latchkey;
 use crate::store::{
     AuthCodeRecord, ClientRecord, CodeDecision, CodeIssuer, CodeRedemption, RevocationTarget,
     SessionRevocation, StoreError, UserStatus,
@@ -248,7 +249,7 @@ impl Latchkey {
         &self,
         creds: &ClientCredentials,
         grant: TokenGrant,
-        ctx: &ClientContext,
+        ctx: &Caller,
     ) -> Result<OAuthTokenResponse, TokenRequestError> {
         let client = self.authenticate_token_client(creds).await?;
         match grant {
@@ -317,7 +318,7 @@ impl Latchkey {
         code: &str,
         redirect_uri: &str,
         verifier: &str,
-        ctx: &ClientContext,
+        ctx: &Caller,
     ) -> Result<OAuthTokenResponse, TokenRequestError> {
         let unknown = TokenRequestError::InvalidGrant {
             description: "The authorization code is not valid.",

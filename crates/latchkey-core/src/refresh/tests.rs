@@ -49,8 +49,8 @@ fn snapshot() -> RefreshSnapshot {
     }
 }
 
-fn client(agent: &str) -> ClientContext {
-    ClientContext { ip: Some("127.0.0.2".into()), user_agent: Some(agent.into()) }
+fn client(agent: &str) -> Caller {
+    Caller { ip: Some("127.0.0.2".into()), user_agent: Some(agent.into()) }
 }
 
 fn run(snap: &RefreshSnapshot, now: i64, settings: &Settings, agent: &str) -> RotationDecision {
@@ -255,7 +255,7 @@ fn grace_replay_needs_the_caller_that_rotated() {
         client_id: "latchkey".into(),
         now: Timestamp(T0 + 101),
         policy: RotationPolicy::from(&s),
-        client: ClientContext { ip: Some("198.51.100.7".into()), user_agent: Some("agent/1".into()) },
+        client: Caller { ip: Some("198.51.100.7".into()), user_agent: Some("agent/1".into()) },
         requested_scope: None,
         successor_hash: TokenHash::of("lkr_new"),
         successor_sealed: b"sealed".to_vec(),

@@ -2,6 +2,6 @@
 //! JSON errors of SPEC 5 (never axum's plain-text rejections).
 
 pub(crate) mod bearer;
-pub(crate) mod client;
+pub(crate) mod caller;
 pub(crate) mod client_auth;
 pub(crate) mod json;

@@ -13,7 +13,7 @@ use axum::body::Bytes;
 use axum::extract::{Path, RawQuery, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use latchkey_core::ClientContext;
+use latchkey_core::Caller;
 use latchkey_core::crypto::{TokenHash, b64, random_bytes};
 use latchkey_core::device;
 use latchkey_core::login::LoginError;
@@ -26,7 +26,7 @@ use self::templates::{
     AccountPage, AppRow, ConsentPage, DeviceRow, ErrorPage, LoginPage, ScopeLine, SignedOutPage,
 };
 use crate::AppState;
-use crate::extract::client::Client;
+use crate::extract::caller::RequestCaller;
 use crate::oauth::{form, parse_pairs};
 
 const CSS: &str = include_str!("../../static/latchkey.css");
@@ -73,7 +73,7 @@ struct Browser {
 impl Browser {
     fn of(s: &AppState, headers: &HeaderMap) -> Self {
         let existing = cookie(headers, CSRF_COOKIE).filter(|c| c.len() == 43 && c.bytes().all(is_b64url));
-        let secure = s.app.settings().issuer.starts_with("https://");
+        let secure = s.service.settings().issuer.starts_with("https://");
         match existing {
             Some(csrf) => Self { csrf, set_csrf: false, secure },
             None => Self { csrf: b64(&random_bytes::<32>()), set_csrf: true, secure },
@@ -172,7 +172,7 @@ fn check_csrf(s: &AppState, headers: &HeaderMap, form_token: Option<&str>) -> bo
         return false;
     }
     if let Some(origin) = headers.get(header::ORIGIN).and_then(|v| v.to_str().ok()) {
-        let issuer = &s.app.settings().issuer;
+        let issuer = &s.service.settings().issuer;
         let issuer_origin = csp_source(issuer).unwrap_or_default();
         // The host the browser addressed counts too (an issuer configured by IP reached by
         // name), but only under the issuer's scheme: SPEC 5.3 compares scheme, host and
@@ -210,9 +210,9 @@ fn checked_form(
     Ok(pairs)
 }
 
-async fn signed_in(s: &AppState, headers: &HeaderMap, ctx: &ClientContext) -> Option<SignedIn> {
+async fn signed_in(s: &AppState, headers: &HeaderMap, ctx: &Caller) -> Option<SignedIn> {
     let value = cookie(headers, SESSION_COOKIE)?;
-    match s.app.web_session(&value, ctx).await {
+    match s.service.web_session(&value, ctx).await {
         Ok(v) => v,
         Err(e) => {
             tracing::warn!(error = %e, "browser session lookup failed");
@@ -269,7 +269,7 @@ async fn render_login(
     let mut form_action = None;
     if let Some(query) = return_to.strip_prefix("/oauth/authorize?")
         && let Some(pairs) = parse_pairs(query)
-        && let Ok(req) = s.app.check_authorize(AuthorizeParams::from_pairs(pairs)).await
+        && let Ok(req) = s.service.check_authorize(AuthorizeParams::from_pairs(pairs)).await
     {
         app_name = Some(req.client.name.clone());
         form_action = csp_source(&req.redirect_uri);
@@ -281,7 +281,7 @@ async fn render_login(
 /// `POST /login`.
 pub(crate) async fn login(
     State(s): State<AppState>,
-    Client(ctx): Client,
+    RequestCaller(ctx): RequestCaller,
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
@@ -300,10 +300,10 @@ pub(crate) async fn login(
     let password = Password::new(form_value(&pairs, "password").unwrap_or_default().to_owned());
     // A sign-in over an existing one (another user, or `prompt=login`) replaces it.
     let previous = signed_in(&s, &headers, &ctx).await;
-    match s.app.web_sign_in(Credentials { username, password }, &ctx).await {
+    match s.service.web_sign_in(Credentials { username, password }, &ctx).await {
         Ok((_, cookie)) => {
             if let Some(old) = previous
-                && let Err(e) = s.app.web_sign_out(&old, &ctx).await
+                && let Err(e) = s.service.web_sign_out(&old, &ctx).await
             {
                 tracing::warn!(error = %e, "the replaced browser session could not be ended");
             }
@@ -343,7 +343,7 @@ fn authorize_error(b: &Browser, s: &AppState, e: AuthorizeError, get: bool) -> R
         AuthorizeError::Page { title, message } => b.error(StatusCode::BAD_REQUEST, title, message),
         AuthorizeError::Redirect(r) => b.redirect(
             if get { StatusCode::FOUND } else { StatusCode::SEE_OTHER },
-            &r.url(&s.app.settings().issuer),
+            &r.url(&s.service.settings().issuer),
         ),
         AuthorizeError::Store(e) => {
             tracing::warn!(error = %e, "authorization failed");
@@ -359,7 +359,7 @@ fn authorize_error(b: &Browser, s: &AppState, e: AuthorizeError, get: bool) -> R
 /// `GET /oauth/authorize`.
 pub(crate) async fn authorize(
     State(s): State<AppState>,
-    Client(ctx): Client,
+    RequestCaller(ctx): RequestCaller,
     headers: HeaderMap,
     RawQuery(q): RawQuery,
 ) -> Response {
@@ -367,12 +367,12 @@ pub(crate) async fn authorize(
     let Some(pairs) = parse_pairs(q.as_deref().unwrap_or_default()) else {
         return b.error(StatusCode::BAD_REQUEST, "Invalid request", "The request could not be read.");
     };
-    let req = match s.app.check_authorize(AuthorizeParams::from_pairs(pairs)).await {
+    let req = match s.service.check_authorize(AuthorizeParams::from_pairs(pairs)).await {
         Ok(r) => r,
         Err(e) => return authorize_error(&b, &s, e, true),
     };
     let who = signed_in(&s, &headers, &ctx).await;
-    match s.app.authorize_step(&req, who.as_ref()).await {
+    match s.service.authorize_step(&req, who.as_ref()).await {
         Ok(AuthorizeStep::Login) => {
             let to = format!("/login?return_to={}", form_encode(&authorize_url(&req)));
             b.redirect(StatusCode::SEE_OTHER, &to)
@@ -402,7 +402,7 @@ pub(crate) async fn authorize(
 /// `POST /oauth/authorize`: the consent form's Allow or Deny.
 pub(crate) async fn consent(
     State(s): State<AppState>,
-    Client(ctx): Client,
+    RequestCaller(ctx): RequestCaller,
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
@@ -418,7 +418,7 @@ pub(crate) async fn consent(
     };
     let params =
         AuthorizeParams::from_pairs(pairs.iter().filter(|(k, _)| k != "csrf" && k != "decision").cloned());
-    let req = match s.app.check_authorize(params).await {
+    let req = match s.service.check_authorize(params).await {
         Ok(r) => r,
         Err(e) => return authorize_error(&b, &s, e, false),
     };
@@ -426,7 +426,7 @@ pub(crate) async fn consent(
         let to = format!("/login?return_to={}", form_encode(&authorize_url(&req)));
         return b.redirect(StatusCode::SEE_OTHER, &to);
     };
-    match s.app.decide_consent(&req, &who, allow).await {
+    match s.service.decide_consent(&req, &who, allow).await {
         Ok(url) => b.redirect(StatusCode::SEE_OTHER, &url),
         Err(e) => authorize_error(&b, &s, e, false),
     }
@@ -437,13 +437,17 @@ fn time(t: latchkey_core::Timestamp) -> String {
 }
 
 /// `GET /account`.
-pub(crate) async fn account(State(s): State<AppState>, Client(ctx): Client, headers: HeaderMap) -> Response {
+pub(crate) async fn account(
+    State(s): State<AppState>,
+    RequestCaller(ctx): RequestCaller,
+    headers: HeaderMap,
+) -> Response {
     let b = Browser::of(&s, &headers);
     let Some(who) = signed_in(&s, &headers, &ctx).await else {
         return b.redirect(StatusCode::SEE_OTHER, "/login");
     };
     let (session, user) = (who.session(), who.user());
-    let (devices, apps) = match s.app.account_overview(user).await {
+    let (devices, apps) = match s.service.account_overview(user).await {
         Ok(v) => v,
         Err(e) => {
             tracing::warn!(error = %e, "account page failed");
@@ -490,7 +494,7 @@ async fn account_post(
     b: &Browser,
     headers: &HeaderMap,
     body: &[u8],
-    ctx: &ClientContext,
+    ctx: &Caller,
 ) -> Result<SignedIn, Response> {
     checked_form(s, b, headers, body).map_err(|res| *res)?;
     signed_in(s, headers, ctx).await.ok_or_else(|| b.redirect(StatusCode::SEE_OTHER, "/login"))
@@ -499,7 +503,7 @@ async fn account_post(
 /// `POST /account/sessions/{id}/revoke`.
 pub(crate) async fn revoke_device(
     State(s): State<AppState>,
-    Client(ctx): Client,
+    RequestCaller(ctx): RequestCaller,
     Path(id): Path<String>,
     headers: HeaderMap,
     body: Bytes,
@@ -509,7 +513,7 @@ pub(crate) async fn revoke_device(
         Ok(v) => v,
         Err(res) => return res,
     };
-    match s.app.revoke_device(who.user(), &id, &ctx).await {
+    match s.service.revoke_device(who.user(), &id, &ctx).await {
         Ok(_) if id == who.session().id => b.redirect(StatusCode::SEE_OTHER, "/login"),
         Ok(_) => b.redirect(StatusCode::SEE_OTHER, "/account"),
         Err(e) => {
@@ -526,7 +530,7 @@ pub(crate) async fn revoke_device(
 /// `POST /account/apps/{client_id}/revoke`.
 pub(crate) async fn revoke_app(
     State(s): State<AppState>,
-    Client(ctx): Client,
+    RequestCaller(ctx): RequestCaller,
     Path(client_id): Path<String>,
     headers: HeaderMap,
     body: Bytes,
@@ -536,7 +540,7 @@ pub(crate) async fn revoke_app(
         Ok(v) => v,
         Err(res) => return res,
     };
-    match s.app.revoke_app(who.user(), &client_id, &ctx).await {
+    match s.service.revoke_app(who.user(), &client_id, &ctx).await {
         Ok(_) => b.redirect(StatusCode::SEE_OTHER, "/account"),
         Err(e) => {
             tracing::warn!(error = %e, "app revocation failed");
@@ -552,7 +556,7 @@ pub(crate) async fn revoke_app(
 /// `POST /logout`: ends the browser's session; the cookie is cleared either way.
 pub(crate) async fn logout(
     State(s): State<AppState>,
-    Client(ctx): Client,
+    RequestCaller(ctx): RequestCaller,
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
@@ -561,7 +565,7 @@ pub(crate) async fn logout(
         return *res;
     }
     if let Some(who) = signed_in(&s, &headers, &ctx).await
-        && let Err(e) = s.app.web_sign_out(&who, &ctx).await
+        && let Err(e) = s.service.web_sign_out(&who, &ctx).await
     {
         tracing::warn!(error = %e, "sign-out failed");
         return b.error(

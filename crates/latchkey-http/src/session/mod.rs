@@ -12,7 +12,7 @@ use latchkey_proto::auth::{
 use crate::AppState;
 use crate::error::ApiError;
 use crate::extract::bearer::{Bearer, MaybeBearer};
-use crate::extract::client::Client;
+use crate::extract::caller::RequestCaller;
 use crate::extract::json::{ApiJson, OptionalJson};
 
 type ApiResult = Result<Response, ApiError>;
@@ -26,59 +26,59 @@ fn logged_out() -> Response {
 
 pub(crate) async fn register(
     State(s): State<AppState>,
-    Client(ctx): Client,
+    RequestCaller(ctx): RequestCaller,
     ApiJson(creds): ApiJson<Credentials>,
 ) -> ApiResult {
-    let created = s.app.register(creds, &ctx).await?;
+    let created = s.service.register(creds, &ctx).await?;
     Ok((StatusCode::CREATED, Json(created)).into_response())
 }
 
 pub(crate) async fn login(
     State(s): State<AppState>,
-    Client(client): Client,
+    RequestCaller(client): RequestCaller,
     ApiJson(creds): ApiJson<Credentials>,
 ) -> ApiResult {
-    Ok(Json(s.app.login(creds, &client).await?).into_response())
+    Ok(Json(s.service.login(creds, &client).await?).into_response())
 }
 
 pub(crate) async fn refresh(
     State(s): State<AppState>,
-    Client(client): Client,
+    RequestCaller(client): RequestCaller,
     ApiJson(req): ApiJson<RefreshRequest>,
 ) -> ApiResult {
-    Ok(Json(s.app.refresh(&req.refresh_token, &client).await?).into_response())
+    Ok(Json(s.service.refresh(&req.refresh_token, &client).await?).into_response())
 }
 
 pub(crate) async fn logout(
     State(s): State<AppState>,
     MaybeBearer(bearer): MaybeBearer,
-    Client(client): Client,
+    RequestCaller(client): RequestCaller,
     OptionalJson(req): OptionalJson<LogoutRequest>,
 ) -> ApiResult {
-    s.app.logout(bearer.as_deref(), req.refresh_token.as_ref(), &client).await?;
+    s.service.logout(bearer.as_deref(), req.refresh_token.as_ref(), &client).await?;
     Ok(logged_out())
 }
 
 pub(crate) async fn logout_all(
     State(s): State<AppState>,
     Bearer(token): Bearer,
-    Client(client): Client,
+    RequestCaller(client): RequestCaller,
     OptionalJson(req): OptionalJson<LogoutAllRequest>,
 ) -> ApiResult {
-    let auth = s.app.authenticate(&token).await?;
-    s.app.logout_all(&auth, req.keep_current, &client).await?;
+    let auth = s.service.authenticate(&token).await?;
+    s.service.logout_all(&auth, req.keep_current, &client).await?;
     Ok(logged_out())
 }
 
 pub(crate) async fn list_sessions(State(s): State<AppState>, Bearer(token): Bearer) -> ApiResult {
-    let auth = s.app.authenticate(&token).await?;
-    Ok(Json(s.app.sessions(&auth).await?).into_response())
+    let auth = s.service.authenticate(&token).await?;
+    Ok(Json(s.service.sessions(&auth).await?).into_response())
 }
 
 pub(crate) async fn revoke_session(
     State(s): State<AppState>,
     Bearer(token): Bearer,
-    Client(client): Client,
+    RequestCaller(client): RequestCaller,
     id: Result<Path<String>, axum::extract::rejection::PathRejection>,
 ) -> ApiResult {
     let Path(id) = id.map_err(|_| {
@@ -88,23 +88,23 @@ pub(crate) async fn revoke_session(
             "Invalid session id.",
         )
     })?;
-    let auth = s.app.authenticate(&token).await?;
-    s.app.revoke_own_session(&auth, &id, &client).await?;
+    let auth = s.service.authenticate(&token).await?;
+    s.service.revoke_own_session(&auth, &id, &client).await?;
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
 pub(crate) async fn me(State(s): State<AppState>, Bearer(token): Bearer) -> ApiResult {
-    let auth = s.app.authenticate(&token).await?;
-    Ok(Json(s.app.me(&auth)).into_response())
+    let auth = s.service.authenticate(&token).await?;
+    Ok(Json(s.service.me(&auth)).into_response())
 }
 
 pub(crate) async fn change_password(
     State(s): State<AppState>,
     Bearer(token): Bearer,
-    Client(client): Client,
+    RequestCaller(client): RequestCaller,
     ApiJson(req): ApiJson<PasswordChangeRequest>,
 ) -> ApiResult {
-    let auth = s.app.authenticate(&token).await?;
-    s.app.change_password(&auth, req, &client).await?;
+    let auth = s.service.authenticate(&token).await?;
+    s.service.change_password(&auth, req, &client).await?;
     Ok(StatusCode::NO_CONTENT.into_response())
 }

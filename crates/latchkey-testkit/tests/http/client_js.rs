@@ -20,7 +20,7 @@ struct SetRoles {
 
 async fn set_roles(State(s): State<Arc<TestServer>>, Query(q): Query<SetRoles>) -> axum::http::StatusCode {
     let roles: Vec<String> = q.roles.split(',').map(str::to_owned).collect();
-    match s.app.admin_set_roles(&q.user, &roles).await {
+    match s.service.admin_set_roles(&q.user, &roles).await {
         Ok(_) => axum::http::StatusCode::OK,
         Err(_) => axum::http::StatusCode::BAD_REQUEST,
     }

@@ -181,7 +181,7 @@ async fn api_calls_make_no_request_to_the_server() {
     let login = s.signed_in(&c, "quietapi").await;
     let at = login.str("access_token").to_owned();
     let calls = |route: &str| {
-        let text = s.app.metrics().render();
+        let text = s.service.metrics().render();
         text.lines()
             .filter(|l| {
                 l.starts_with("latchkey_http_request_duration_seconds_count")
@@ -208,7 +208,7 @@ fn b64(bytes: &[u8]) -> String {
 /// Signs `claims` with a server's current EdDSA key: used with an
 /// *attacker's* server to make tokens signed by a key the victim never published.
 fn sign_with(server: &TestServer, claims: &Value) -> String {
-    let set = server.app.keys().current();
+    let set = server.service.keys().current();
     let key =
         set.signer(latchkey_core::keys::Algorithm::EdDSA, latchkey_core::Clock::now(&*server.clock)).unwrap();
     key.sign_jwt("at+jwt", claims).unwrap()
@@ -407,7 +407,7 @@ async fn key_rotation_while_the_api_runs() {
     // couple of seconds later so the new key is unambiguously the newest (well inside the
     // verifier's clock skew).
     s.clock.advance(Duration::from_secs(2));
-    s.app.admin_rotate_keys().await.unwrap();
+    s.service.admin_rotate_keys().await.unwrap();
     let after = s.refresh(&c, before.str("refresh_token")).await;
     let new = after.str("access_token").to_owned();
     assert_ne!(new.split('.').next(), old.split('.').next(), "signed with the new key");

@@ -283,7 +283,7 @@ async fn ended_sessions_are_pruned_after_the_retention() {
     assert_eq!(send(c.post(s.url("/auth/logout")).bearer_auth(ended.str("access_token"))).await.status, 204);
     // Within the retention the old token still says why it is dead.
     s.clock.advance(Duration::from_secs(2 * 3600));
-    s.app.maintain().await.unwrap();
+    s.service.maintain().await.unwrap();
     assert_eq!(s.refresh(&c, ended.str("refresh_token")).await.json["error_reason"], "logged_out");
     let live_rt = s.refresh(&c, live.str("refresh_token")).await.str("refresh_token").to_owned();
     // After 31 days the ended session is gone; the live one (kept alive) is not.
@@ -292,7 +292,7 @@ async fn ended_sessions_are_pruned_after_the_retention() {
         s.clock.advance(Duration::from_secs(11 * 86_400));
         rt = s.refresh(&c, &rt).await.str("refresh_token").to_owned();
     }
-    s.app.maintain().await.unwrap();
+    s.service.maintain().await.unwrap();
     assert_eq!(s.refresh(&c, ended.str("refresh_token")).await.json["error_reason"], "unknown_token");
     assert!(s.store().find_session(ended.str("session_id")).await.unwrap().is_none());
     assert_eq!(s.refresh(&c, &rt).await.status, 200);

@@ -135,11 +135,11 @@ async fn key_rotation_publishes_first_then_signs_and_keeps_old_tokens_valid() {
     assert!(new_kids.contains(&kid), "signed with a new key");
     // A token signed with the old key still verifies against the published JWKS.
     verify(&s, r.str("access_token")).await;
-    let states: Vec<&str> = s.app.admin_list_keys().await.unwrap().iter().map(|k| k.state).collect();
+    let states: Vec<&str> = s.service.admin_list_keys().await.unwrap().iter().map(|k| k.state).collect();
     assert_eq!(states.iter().filter(|s| **s == "retiring").count(), 2, "{states:?}");
     // Once every token of the old key has expired, it leaves the JWKS.
     s.clock.advance(Duration::from_secs(2 * 3600));
-    s.app.maintain().await.unwrap();
+    s.service.maintain().await.unwrap();
     let jwks = send(c.get(s.url("/jwks.json"))).await.text;
     assert!(!jwks.contains(&old_kid), "old key unpublished");
 }
@@ -148,7 +148,7 @@ async fn key_rotation_publishes_first_then_signs_and_keeps_old_tokens_valid() {
 /// what an attacker cannot do, used here to prove each claim check works on its own.
 fn forge(s: &TestServer, typ: &str, claims: &Value) -> String {
     let now = latchkey_core::Clock::now(&*s.clock);
-    let set = s.app.keys().current();
+    let set = s.service.keys().current();
     let key = set.signer(Algorithm::EdDSA, now).expect("signer");
     key.sign_jwt(typ, claims).expect("sign")
 }
@@ -238,14 +238,14 @@ async fn keys_rotate_on_schedule() {
     let login = s.signed_in(&c, "sched").await;
     let first_kid = header(login.str("access_token"))["kid"].as_str().unwrap().to_owned();
     s.clock.advance(Duration::from_secs(31 * 86_400));
-    s.app.maintain().await.unwrap();
-    let listed = s.app.admin_list_keys().await.unwrap();
+    s.service.maintain().await.unwrap();
+    let listed = s.service.admin_list_keys().await.unwrap();
     assert_eq!(listed.iter().filter(|k| k.state == "pending").count(), 2, "{listed:?}");
     // Still signing with the old key until the new one activates.
     let l2 = s.login(&c, "sched", "correct horse battery").await;
     assert_eq!(header(l2.str("access_token"))["kid"], first_kid.as_str());
     s.clock.advance(Duration::from_secs(601));
-    s.app.maintain().await.unwrap();
+    s.service.maintain().await.unwrap();
     let l3 = s.login(&c, "sched", "correct horse battery").await;
     assert_ne!(header(l3.str("access_token"))["kid"], first_kid.as_str());
 }

@@ -8,7 +8,7 @@ use std::net::{IpAddr, SocketAddr};
 use axum::extract::{ConnectInfo, FromRef, FromRequestParts};
 use axum::http::header;
 use axum::http::request::Parts;
-use latchkey_core::ClientContext;
+use latchkey_core::Caller;
 
 use crate::AppState;
 
@@ -95,9 +95,9 @@ fn client_address(peer: IpAddr, headers: &axum::http::HeaderMap, trusted: &Trust
 }
 
 /// The client making the request.
-pub(crate) struct Client(pub(crate) ClientContext);
+pub(crate) struct RequestCaller(pub(crate) Caller);
 
-impl<S> FromRequestParts<S> for Client
+impl<S> FromRequestParts<S> for RequestCaller
 where
     S: Send + Sync,
     AppState: FromRef<S>,
@@ -115,7 +115,7 @@ where
             .get(header::USER_AGENT)
             .and_then(|v| v.to_str().ok())
             .map(|s| s.chars().take(512).collect());
-        Ok(Self(ClientContext { ip: ip.map(|i| i.to_string()), user_agent }))
+        Ok(Self(Caller { ip: ip.map(|i| i.to_string()), user_agent }))
     }
 }
 

@@ -1,0 +1,55 @@
+//! Revoking sessions, written once for every caller that does it (logout, a user change,
+//! code reuse, rotation's reuse detection): sessions change in id order, the lock order,
+//! and their feed events follow the feed lock, taken last.
+
+use latchkey_core::store::SessionRevocation;
+
+use crate::audit::insert_security_event;
+use crate::db::{Conn, DbError, Sql, first_text, params, query_all};
+use crate::feed::insert_session_revoked;
+
+static MARK_REVOKED: Sql =
+    Sql::new("UPDATE sessions SET revoked_at = $1, revoke_reason = $2 WHERE id = $3 AND revoked_at IS NULL");
+static LIVE_IDS_OF_USER: Sql =
+    Sql::new("SELECT id FROM sessions WHERE user_id = $1 AND revoked_at IS NULL AND id IS DISTINCT FROM $2");
+
+/// The ids of a user's sessions that are not revoked, except `keep`.
+pub(crate) async fn live_session_ids(
+    c: &mut dyn Conn,
+    user_id: &str,
+    keep: Option<&str>,
+) -> Result<Vec<String>, DbError> {
+    query_all(c, &LIVE_IDS_OF_USER, params![user_id, keep], first_text).await
+}
+
+/// Revokes the given sessions that are not yet revoked, with a feed event each and the
+/// security event. Sessions are changed in id order, the lock order, so two revocations of
+/// overlapping sets cannot deadlock; the feed lock comes after every row lock. Returns the
+/// ids it revoked, in the order given.
+pub(crate) async fn revoke_in_tx(
+    c: &mut dyn Conn,
+    ids: Vec<String>,
+    rev: &SessionRevocation,
+) -> Result<Vec<String>, DbError> {
+    let mut in_lock_order: Vec<&String> = ids.iter().collect();
+    in_lock_order.sort();
+    in_lock_order.dedup();
+    let mut changed = Vec::with_capacity(ids.len());
+    for id in in_lock_order {
+        // Under READ COMMITTED, an UPDATE that waited for the row re-checks `revoked_at IS
+        // NULL` on the latest version, so a session revoked meanwhile is left out.
+        if c.execute(&MARK_REVOKED, params![rev.now.0, rev.reason.as_str(), id]).await? == 1 {
+            changed.push(id.clone());
+        }
+    }
+    let revoked: Vec<String> = ids.into_iter().filter(|id| changed.contains(id)).collect();
+    if revoked.is_empty() {
+        return Ok(revoked);
+    }
+    c.lock_feed().await?;
+    for id in &revoked {
+        insert_session_revoked(c, id, rev).await?;
+    }
+    insert_security_event(c, &rev.event_for(&revoked)).await?;
+    Ok(revoked)
+}
