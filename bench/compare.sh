@@ -7,6 +7,7 @@
 #   oauth-refresh       grant_type=refresh_token, each client rotating its own chain
 #   client-credentials  grant_type=client_credentials
 #   introspect          RFC 7662 introspection of a refresh token
+#   introspect-access   RFC 7662 introspection of an access token (what APIs send)
 #   jwks                GET jwks_uri
 # Then Latchkey-only figures: first-party POST /auth/refresh (and under a login flood),
 # refresh rotation on PostgreSQL against pgbench's raw rotate transaction on the same
@@ -68,7 +69,7 @@ load() { taskset -c 1 target/release/latchkey-loadgen --seconds "$SECS" --connec
 lk() { load --url "http://127.0.0.1:$LK" --client-id "$CID" --client-secret "$CSECRET" --seed latchkey "$@"; }
 peer() { load --url "http://127.0.0.1:$PEER" --client-id bench-client --client-secret bench-secret --seed peer "$@"; }
 
-for w in oauth-refresh client-credentials introspect jwks; do
+for w in oauth-refresh client-credentials introspect introspect-access jwks; do
   record "$w" latchkey "$(lk --workload "$w")"
   record "$w" oidc-provider "$(peer --workload "$w")"
 done

@@ -110,6 +110,7 @@ impl Latchkey {
         let user = match password {
             Some(password) => self.create_user(&Credentials { username, password }, roles).await?,
             None => {
+                username.check_new().map_err(RegisterError::InvalidUsername)?;
                 let user = UserRecord {
                     id: crate::crypto::new_id(),
                     username: username.as_str().to_owned(),

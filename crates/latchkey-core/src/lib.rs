@@ -24,6 +24,7 @@ pub mod service;
 pub mod settings;
 pub mod store;
 pub mod throttle;
+pub mod token_cache;
 pub mod tokens;
 pub mod web;
 

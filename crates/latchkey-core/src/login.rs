@@ -70,6 +70,9 @@ pub enum RegisterError {
     /// The username exists.
     #[error("username taken")]
     UsernameTaken,
+    /// The name may not be a new username (see `Username::check_new`).
+    #[error("{0}")]
+    InvalidUsername(latchkey_proto::username::UsernameError),
     /// Too many attempts from this address; retry after this many seconds.
     #[error("throttled for {retry_after} s")]
     Throttled {
@@ -155,6 +158,7 @@ impl Latchkey {
         creds: &Credentials,
         roles: Vec<String>,
     ) -> Result<UserRecord, RegisterError> {
+        creds.username.check_new().map_err(RegisterError::InvalidUsername)?;
         // Check for a taken name first, so a duplicate costs no argon2 hash.
         if self.store.find_user_by_username(creds.username.as_str()).await?.is_some() {
             return Err(RegisterError::UsernameTaken);

@@ -34,6 +34,8 @@ pub struct Latchkey {
     pub(crate) passwords: PasswordHasher,
     pub(crate) metrics: Metrics,
     pub(crate) feed: crate::feed_hub::FeedHub,
+    /// Access tokens whose signature verified (see `token_cache.rs`).
+    pub(crate) verified: crate::token_cache::VerifiedTokens,
     /// When maintenance last pruned old rows.
     last_prune: std::sync::atomic::AtomicI64,
     /// Held for a whole `maintain`, so a second caller waits for a run in progress instead
@@ -70,6 +72,7 @@ impl Latchkey {
             passwords,
             metrics: Metrics::default(),
             feed: crate::feed_hub::FeedHub::new(),
+            verified: crate::token_cache::VerifiedTokens::default(),
             last_prune: std::sync::atomic::AtomicI64::new(0),
             maintaining: tokio::sync::Mutex::new(()),
         };

@@ -1,7 +1,10 @@
 //! Access tokens (SPEC 3, RFC 9068): minting with the key ring's parsed keys, and the
 //! strict verification the server applies to Bearer tokens on its own endpoints (SPEC 8):
 //! the algorithm comes from the key, never the header; `typ`, `iss`, `aud`, `exp` and
-//! `iat` are checked against the injected clock with a small skew.
+//! `iat` are checked against the injected clock with a small skew. A token whose signature
+//! verified before is served from `token_cache.rs` (its claims are still checked).
+
+use std::sync::Arc;
 
 use jsonwebtoken::{Validation, decode, decode_header};
 use latchkey_proto::TokenErrorReason;
@@ -10,10 +13,11 @@ use latchkey_proto::claims::{
 };
 
 use crate::clock::Timestamp;
-use crate::crypto::new_id;
+use crate::crypto::{TokenHash, new_id};
 use crate::keys::KeyError;
 use crate::service::Latchkey;
 use crate::store::{SessionRecord, UserRecord};
+use crate::token_cache::VerifiedToken;
 
 fn secs(d: std::time::Duration) -> i64 {
     i64::try_from(d.as_secs()).unwrap_or(i64::MAX)
@@ -115,6 +119,30 @@ impl Latchkey {
         if token.len() > MAX_ACCESS_TOKEN_LEN {
             return Err(TokenErrorReason::Malformed);
         }
+        let hash = TokenHash::of(token);
+        let verified = match self.verified.get(&hash) {
+            Some(v) if self.keys.current().find(&v.kid).is_some() => v,
+            Some(_) => return Err(TokenErrorReason::UnknownKey),
+            None => {
+                let v = Arc::new(self.verify_signature(token)?);
+                self.verified.insert(hash, Arc::clone(&v));
+                v
+            }
+        };
+        let claims = verified.claims.clone();
+        let s = &self.settings;
+        claims.check(&ClaimsCheck {
+            issuer: &s.issuer,
+            audience: &s.audience,
+            now: self.clock.now().0,
+            skew: secs(s.clock_skew),
+            allow_expired,
+        })?;
+        Ok(claims)
+    }
+
+    /// Parses an access token and checks its header and signature against the key ring.
+    fn verify_signature(&self, token: &str) -> Result<VerifiedToken, TokenErrorReason> {
         let header = decode_header(token).map_err(|_| TokenErrorReason::Malformed)?;
         if !is_access_token_typ(header.typ.as_deref()) {
             return Err(TokenErrorReason::Malformed);
@@ -138,14 +166,6 @@ impl Latchkey {
                 _ => TokenErrorReason::Malformed,
             })?
             .claims;
-        let s = &self.settings;
-        claims.check(&ClaimsCheck {
-            issuer: &s.issuer,
-            audience: &s.audience,
-            now: self.clock.now().0,
-            skew: secs(s.clock_skew),
-            allow_expired,
-        })?;
-        Ok(claims)
+        Ok(VerifiedToken { kid: kid.to_owned(), claims })
     }
 }

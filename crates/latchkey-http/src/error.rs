@@ -217,6 +217,11 @@ impl IntoResponse for ApiError {
                     ),
                     *retry_after,
                 ),
+                RegisterError::InvalidUsername(why) => plain(
+                    StatusCode::BAD_REQUEST,
+                    ErrorCode::InvalidRequest,
+                    format!("Invalid request body: {why}."),
+                ),
                 RegisterError::Password(p) => password(p),
                 RegisterError::Store(s) => store(s),
             },

@@ -54,10 +54,26 @@ impl Username {
         if value.chars().any(|c| c.is_control() || is_invisible_format(c)) {
             return Err(UsernameError::ControlCharacter);
         }
-        if value.starts_with(char::is_whitespace) || value.ends_with(char::is_whitespace) {
+        Ok(Self(value.to_owned()))
+    }
+
+    /// The stricter rules a *new* username must also meet (registration, `user add`): no
+    /// character that renders as nothing ([`is_default_ignorable_or_blank`]) and no white
+    /// space at either end, so a new name cannot pass for an existing one (`"alice "`,
+    /// `"alice"` + a variation selector). Names accepted before these rules still parse
+    /// with [`Username::parse`], so their owners can sign in.
+    ///
+    /// # Errors
+    /// Returns why the value may not be a new username.
+    pub fn check_new(&self) -> Result<(), UsernameError> {
+        let name = self.0.as_str();
+        if name.chars().any(is_default_ignorable_or_blank) {
+            return Err(UsernameError::ControlCharacter);
+        }
+        if name.starts_with(char::is_whitespace) || name.ends_with(char::is_whitespace) {
             return Err(UsernameError::EdgeWhitespace);
         }
-        Ok(Self(value.to_owned()))
+        Ok(())
     }
 
     /// The username as text.
@@ -67,42 +83,53 @@ impl Username {
 }
 
 /// Characters that render as nothing or reorder text, and so make look-alike usernames:
-/// Unicode's default-ignorable code points (bidi controls and isolates, zero-width
-/// characters, the soft hyphen, variation selectors, tag characters, the Hangul fillers),
-/// the other format characters, blank-rendering fillers (U+2800), line and paragraph
-/// separators, and private-use code points. They are "printable" to no user.
+/// format characters (bidi controls and isolates, zero-width characters, soft hyphen), line
+/// and paragraph separators, and private-use code points. They are "printable" to no user.
 fn is_invisible_format(c: char) -> bool {
     matches!(
         c,
         '\u{00AD}'
-            | '\u{034F}'
-            | '\u{0600}'..='\u{0605}'
             | '\u{061C}'
-            | '\u{06DD}'
-            | '\u{070F}'
-            | '\u{0890}'..='\u{0891}'
-            | '\u{08E2}'
-            | '\u{115F}'..='\u{1160}'
-            | '\u{17B4}'..='\u{17B5}'
-            | '\u{180B}'..='\u{180F}'
+            | '\u{180E}'
             | '\u{200B}'..='\u{200F}'
             | '\u{2028}'..='\u{202E}'
             | '\u{2060}'..='\u{206F}'
-            | '\u{2800}'
-            | '\u{3164}'
-            | '\u{FE00}'..='\u{FE0F}'
             | '\u{FEFF}'
-            | '\u{FFA0}'
-            | '\u{FFF0}'..='\u{FFFB}'
+            | '\u{FFF9}'..='\u{FFFB}'
             | '\u{E000}'..='\u{F8FF}'
-            | '\u{110BD}'
-            | '\u{110CD}'
-            | '\u{13430}'..='\u{1343F}'
-            | '\u{1BCA0}'..='\u{1BCA3}'
-            | '\u{1D173}'..='\u{1D17A}'
-            | '\u{E0000}'..='\u{E0FFF}'
             | '\u{F0000}'..='\u{10FFFF}'
     )
+}
+
+/// What new usernames may not contain beyond [`is_invisible_format`]: the rest of Unicode's
+/// default-ignorable code points (variation selectors, tag characters, the combining
+/// grapheme joiner, the Hangul and Khmer fillers, musical-symbol format controls), the
+/// other format characters, and the blank braille pattern, which renders as a space.
+fn is_default_ignorable_or_blank(c: char) -> bool {
+    is_invisible_format(c)
+        || matches!(
+            c,
+            '\u{034F}'
+                | '\u{0600}'..='\u{0605}'
+                | '\u{06DD}'
+                | '\u{070F}'
+                | '\u{0890}'..='\u{0891}'
+                | '\u{08E2}'
+                | '\u{115F}'..='\u{1160}'
+                | '\u{17B4}'..='\u{17B5}'
+                | '\u{180B}'..='\u{180F}'
+                | '\u{2800}'
+                | '\u{3164}'
+                | '\u{FE00}'..='\u{FE0F}'
+                | '\u{FFA0}'
+                | '\u{FFF0}'..='\u{FFF8}'
+                | '\u{110BD}'
+                | '\u{110CD}'
+                | '\u{13430}'..='\u{1343F}'
+                | '\u{1BCA0}'..='\u{1BCA3}'
+                | '\u{1D173}'..='\u{1D17A}'
+                | '\u{E0000}'..='\u{E0FFF}'
+        )
 }
 
 impl fmt::Display for Username {
@@ -145,8 +172,9 @@ mod tests {
     /// Outside review (probe F4): look-alikes of "alice" and names that render blank.
     #[test]
     fn refuses_look_alikes_and_blank_renderings() {
+        let new_name = |name: &str| Username::parse(name).and_then(|u| u.check_new());
         for blank in ["\u{3164}", "\u{2800}", "\u{115F}"] {
-            assert!(Username::parse(blank).is_err(), "{blank:?}");
+            assert!(new_name(blank).is_err(), "{blank:?}");
         }
         for look_alike in [
             "alice\u{E0041}",
@@ -157,11 +185,13 @@ mod tests {
             "alice\u{17B4}",
             "alice\u{115F}",
         ] {
-            assert_eq!(Username::parse(look_alike), Err(UsernameError::ControlCharacter), "{look_alike:?}");
+            assert_eq!(new_name(look_alike), Err(UsernameError::ControlCharacter), "{look_alike:?}");
         }
         for edge in ["alice ", " alice", "alice\u{00A0}", "\u{3000}alice"] {
-            assert_eq!(Username::parse(edge), Err(UsernameError::EdgeWhitespace), "{edge:?}");
+            assert_eq!(new_name(edge), Err(UsernameError::EdgeWhitespace), "{edge:?}");
+            // An existing account with such a name can still sign in.
+            assert!(Username::parse(edge).is_ok(), "{edge:?}");
         }
-        assert!(Username::parse("alice smith").is_ok(), "inner spaces stay allowed");
+        assert!(new_name("alice smith").is_ok(), "inner spaces stay allowed");
     }
 }

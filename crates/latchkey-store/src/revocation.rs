@@ -31,6 +31,20 @@ pub(crate) async fn revoke_in_tx(
     ids: Vec<String>,
     rev: &SessionRevocation,
 ) -> Result<Vec<String>, DbError> {
+    let revoked = mark_revoked(c, ids, rev).await?;
+    publish_revoked(c, &revoked, rev).await?;
+    Ok(revoked)
+}
+
+/// The first half of [`revoke_in_tx`]: marks the given sessions that are not yet revoked,
+/// in id order (which locks them in that order on PostgreSQL). Returns those it changed, in
+/// the order given. A transaction that has more rows to change (a user change) calls this,
+/// then takes the feed lock, so that no row lock is ever taken after the feed lock.
+pub(crate) async fn mark_revoked(
+    c: &mut dyn Conn,
+    ids: Vec<String>,
+    rev: &SessionRevocation,
+) -> Result<Vec<String>, DbError> {
     let mut in_lock_order: Vec<&String> = ids.iter().collect();
     in_lock_order.sort();
     in_lock_order.dedup();
@@ -42,14 +56,22 @@ pub(crate) async fn revoke_in_tx(
             changed.push(id.clone());
         }
     }
-    let revoked: Vec<String> = ids.into_iter().filter(|id| changed.contains(id)).collect();
+    Ok(ids.into_iter().filter(|id| changed.contains(id)).collect())
+}
+
+/// The second half of [`revoke_in_tx`]: one `session_revoked` feed event per revoked
+/// session and the security event, after the feed lock (a no-op when it is held already).
+pub(crate) async fn publish_revoked(
+    c: &mut dyn Conn,
+    revoked: &[String],
+    rev: &SessionRevocation,
+) -> Result<(), DbError> {
     if revoked.is_empty() {
-        return Ok(revoked);
+        return Ok(());
     }
     c.lock_feed().await?;
-    for id in &revoked {
+    for id in revoked {
         insert_session_revoked(c, id, rev).await?;
     }
-    insert_security_event(c, &rev.event_for(&revoked)).await?;
-    Ok(revoked)
+    insert_security_event(c, &rev.event_for(revoked)).await
 }

@@ -9,7 +9,7 @@ use latchkey_core::store::{UserChange, UserChangeKind, UserRecord, UserStore};
 
 use crate::db::{Access, Backend, Conn, Db, DbError, OpFuture, Sql, op, params, query_all, query_opt};
 use crate::feed::insert_user_changed;
-use crate::revocation::{live_session_ids, revoke_in_tx};
+use crate::revocation::{live_session_ids, mark_revoked, publish_revoked};
 use crate::rows::{self, user_columns};
 
 static INSERT: Sql = Sql::new(
@@ -48,15 +48,19 @@ async fn apply_change(c: &mut dyn Conn, change: UserChange) -> Result<Option<(i6
     };
     update_user(c, &change).await?;
     let revoking = change.kind.revokes().map(|(reason, keep)| (change.revocation(reason), keep));
-    let ids = match &revoking {
-        Some((_, keep)) => live_session_ids(c, &change.user_id, *keep).await?,
+    // Lock order (PostgreSQL module doc): the user row (locked by the first UPDATE), the
+    // sessions, and only then the feed lock, which `insert_user_changed` takes.
+    let revoked = match &revoking {
+        Some((revocation, keep)) => {
+            let ids = live_session_ids(c, &change.user_id, *keep).await?;
+            mark_revoked(c, ids, revocation).await?
+        }
         None => Vec::new(),
     };
     insert_user_changed(c, &change, authz_ver).await?;
-    let revoked = match &revoking {
-        Some((revocation, _)) => revoke_in_tx(c, ids, revocation).await?,
-        None => Vec::new(),
-    };
+    if let Some((revocation, _)) = &revoking {
+        publish_revoked(c, &revoked, revocation).await?;
+    }
     Ok(Some((authz_ver, revoked)))
 }
 

@@ -436,3 +436,46 @@ store_test!(consent_web_sessions_and_access_token_revocation, |store| {
     assert!(!store.is_live_refresh_token(&TokenHash::of("lkr_nope")).await.unwrap());
     assert!(store.is_live_refresh_token(&TokenHash::of("lkr_a")).await.unwrap());
 });
+
+// Review finding: a password change (user row, sessions, then the feed lock) raced against
+// revocations of the same sessions (sessions, then the feed lock) must neither deadlock nor
+// fail, whichever commits first: every transaction takes its row locks before the feed lock.
+store_test!(user_changes_and_revocations_race_without_deadlock, |store| {
+    seeded(store.as_ref()).await;
+    for round in 0..20 {
+        let ids: Vec<String> = (0..4).map(|i| format!("race-{round}-{i}")).collect();
+        for id in &ids {
+            store
+                .insert_session(&session(id, "u", T0 + 100_000), &TokenHash::of(&format!("lkr_{id}")))
+                .await
+                .unwrap();
+        }
+        let change = UserChange {
+            user_id: "u".into(),
+            kind: UserChangeKind::SetPassword { password_hash: format!("h{round}"), keep_session: None },
+            now: Timestamp(T0),
+            until: Timestamp(T0 + 400),
+            event: event("password_changed"),
+        };
+        let revocation = SessionRevocation {
+            reason: ErrorReason::LoggedOut,
+            now: Timestamp(T0),
+            until: Timestamp(T0 + 400),
+            event: event("session_revoked"),
+        };
+        let all = RevocationTarget::UserSessions { user_id: "u".into(), except: None };
+        let one = RevocationTarget::Session { id: ids[2].clone(), user_id: None };
+        let (a, b, c) = tokio::join!(
+            store.apply_user_change(&change),
+            store.revoke_sessions(&all, &revocation),
+            store.revoke_sessions(&one, &revocation),
+        );
+        let (_, by_change) = a.unwrap().unwrap();
+        let (by_all, by_one) = (b.unwrap(), c.unwrap());
+        // Each session was revoked exactly once, by one of the three.
+        for id in &ids {
+            let times = [&by_change, &by_all, &by_one].iter().filter(|r| r.contains(id)).count();
+            assert_eq!(times, 1, "round {round}: {id} revoked {times} times");
+        }
+    }
+});

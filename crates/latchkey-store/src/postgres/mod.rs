@@ -32,9 +32,12 @@
 //! The decision closures of rotation and code redemption are `FnOnce`: they run at most
 //! once. A retry that would need to ask again (the failure came after the decision) stops
 //! there (`DbError::DecidedTwice`); the call fails with [`StoreError::Unavailable`], and
-//! nothing was committed. Since
-//! every lock such a transaction needs is taken before the decision, this only happens when
-//! PostgreSQL aborts a transaction for reasons outside this design.
+//! nothing was committed. Every row lock such a transaction needs is taken before the
+//! decision; after it comes at most the feed lock, which is always the last lock of a
+//! transaction and held only to commit, so no cycle can form through it, and this only
+//! happens when PostgreSQL aborts a transaction for reasons outside this design. (Prune
+//! locks ended sessions before it deletes expired codes, the reverse of a redemption's code
+//! then session; both run before any decision, so a deadlock there is simply retried.)
 //!
 //! # The revocation feed with several writers (SPEC 5.4)
 //!

@@ -19,7 +19,9 @@
 //!   `--seed peer` (the peer's bench-only `POST /bench/seed?n=N`).
 //! - `client-credentials`: `grant_type=client_credentials` with `--scope`.
 //! - `introspect`: RFC 7662 introspection of a refresh token (seeded as for `oauth-refresh`;
-//!   opaque on both servers, so both look it up: the peer introspects no JWT access tokens).
+//!   opaque on both servers, so both look it up).
+//! - `introspect-access`: introspection of an access token, what resource servers send: a
+//!   `client_credentials` token of the client itself (a JWT on Latchkey, opaque on the peer).
 //! - `jwks`: `GET` of the `jwks_uri`.
 //! - `get`: `GET --path P` (with `--bearer TOKEN` if given), expecting 200: an API route.
 //!
@@ -46,6 +48,7 @@ enum Workload {
     OauthRefresh,
     ClientCredentials,
     Introspect,
+    IntrospectAccess,
     Jwks,
     Get,
 }
@@ -94,6 +97,7 @@ fn parse_args() -> Args {
                     "oauth-refresh" => Workload::OauthRefresh,
                     "client-credentials" => Workload::ClientCredentials,
                     "introspect" => Workload::Introspect,
+                    "introspect-access" => Workload::IntrospectAccess,
                     "jwks" => Workload::Jwks,
                     "get" => Workload::Get,
                     other => panic!("unknown workload {other}; see the file's doc comment"),
@@ -192,7 +196,7 @@ impl Conn {
                 let ok = b["access_token"].is_string();
                 return if s == 200 && ok { Ok(()) } else { Err(format!("{s} {b}")) };
             }
-            Workload::Introspect => {
+            Workload::Introspect | Workload::IntrospectAccess => {
                 let form = [
                     ("token", &*self.token),
                     ("client_id", &a.client_id),
@@ -369,6 +373,13 @@ async fn main() {
             latchkey_oauth_chains(&args, e, &user, password).await
         }
         (Workload::OauthRefresh | Workload::Introspect, _) => peer_chains(&client, &args).await,
+        (Workload::IntrospectAccess, Some(e)) => {
+            let (status, body) = call(client.post(&e.token).form(&client_credentials(&args))).await;
+            let token = body["access_token"]
+                .as_str()
+                .unwrap_or_else(|| panic!("client_credentials: {status} {body}"));
+            vec![token.to_owned(); args.connections]
+        }
         _ => vec![String::new(); args.connections],
     };
     assert!(

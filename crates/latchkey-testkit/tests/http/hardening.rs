@@ -636,3 +636,42 @@ async fn issue_12_probe_repeating_one_revocation_does_not_end_the_session() {
         .count();
     assert_eq!(token_revoked, 1);
 }
+
+/// The verified-token cache skips only the signature: a token used once (and so cached) is
+/// refused like any other once it expires, and once its session ends.
+#[tokio::test]
+async fn a_cached_access_token_still_expires_and_still_dies_with_its_session() {
+    let s = TestServer::start().await;
+    let c = http_client();
+    let login = s.signed_in(&c, "cached").await;
+    let at = login.str("access_token").to_owned();
+    assert_eq!(s.get_auth(&c, "/auth/me", &at).await.status, 200);
+    assert_eq!(s.get_auth(&c, "/auth/me", &at).await.status, 200, "served from the cache");
+    s.clock.advance(Duration::from_secs(6 * 60));
+    let expired = s.get_auth(&c, "/auth/me", &at).await;
+    assert_eq!(expired.status, 401);
+    assert_eq!(expired.json["error_reason"], "expired");
+    // Another cached token dies with its session.
+    let again = s.login(&c, "cached", "correct horse battery").await;
+    let at = again.str("access_token").to_owned();
+    assert_eq!(s.get_auth(&c, "/auth/me", &at).await.status, 200);
+    assert_eq!(send(c.post(s.url("/auth/logout")).bearer_auth(&at)).await.status, 204);
+    assert_eq!(s.get_auth(&c, "/auth/me", &at).await.status, 401);
+}
+
+/// Outside review (probe F4): a new username cannot pass for another (white space at an
+/// end, a variation selector), and the answer is a 400 that changes nothing.
+#[tokio::test]
+async fn issue_12_probe_look_alike_usernames_are_refused_at_registration() {
+    let s = TestServer::start().await;
+    let c = http_client();
+    s.register(&c, "alice", "correct horse battery").await;
+    for name in ["alice ", " alice", "alice\u{FE0F}", "alice\u{E0041}", "\u{3164}"] {
+        let a = s
+            .post(&c, "/auth/register", json!({"username": name, "password": "correct horse battery"}))
+            .await;
+        assert_eq!(a.status, 400, "{name:?}: {}", a.text);
+        assert_eq!(a.json["error"], "invalid_request");
+    }
+    assert_eq!(s.store().list_users().await.unwrap().len(), 1);
+}
