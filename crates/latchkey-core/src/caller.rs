@@ -98,8 +98,11 @@ mod tests {
         let none = CallerFingerprint::of(&Caller::default());
         assert_eq!(none, CallerFingerprint::of(&Caller::default()));
         assert_ne!(none, CallerFingerprint::of(&Caller { ip: None, user_agent: Some("x".into()) }));
-        let split = CallerFingerprint::of(&Caller { ip: Some("x".into()), user_agent: Some("y".into()) });
-        assert_ne!(split, CallerFingerprint::of(&Caller { ip: None, user_agent: Some("xy".into()) }));
+        // The parts are length-prefixed: a user agent cannot imitate a network boundary.
+        let split =
+            CallerFingerprint::of(&Caller { ip: Some("10.0.0.9".into()), user_agent: Some("x".into()) });
+        let joined = Caller { ip: None, user_agent: Some("10.0.0.0/24x".into()) };
+        assert_ne!(split, CallerFingerprint::of(&joined));
     }
 
     #[test]

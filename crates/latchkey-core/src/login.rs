@@ -138,7 +138,7 @@ impl Latchkey {
             let now = self.clock.now();
             let policy = &self.settings.throttle;
             let window = i64::try_from(policy.address_window.as_secs()).unwrap_or(i64::MAX);
-            let key = crate::throttle::registration_key(ip);
+            let key = crate::throttle::registration_key(ip, now);
             let rec = self.store.record_throttle_failure(&key, now, window).await?;
             if let Some(retry_after) = crate::throttle::registration_retry_after(&rec, policy, now) {
                 if rec.count == policy.registration_attempts + 1 {

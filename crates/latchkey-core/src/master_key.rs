@@ -111,6 +111,15 @@ impl MasterKey {
         Ok(Self { key, id: b64(id_bytes.as_ref()), legacy_key, legacy_id })
     }
 
+    /// The same key, opening keys that an earlier version sealed under `old_secret`, the
+    /// configured text of that version (which took any passphrase): for `latchkey keys
+    /// seal`, given `LATCHKEY_LEGACY_MASTER_KEY`, to move them under this key.
+    #[must_use]
+    pub fn with_legacy_secret(mut self, old_secret: &str) -> Self {
+        (self.legacy_key, self.legacy_id) = legacy(old_secret);
+        self
+    }
+
     /// The key's id, stored beside what it seals.
     pub fn id(&self) -> &str {
         &self.id
@@ -229,5 +238,12 @@ pub(crate) mod tests {
         let sealed = seal(&legacy_key, b"old pkcs8").unwrap();
         assert_eq!(mk.decrypt_legacy(&sealed).unwrap().as_slice(), b"old pkcs8");
         assert!(mk.decrypt(&sealed).is_none());
+        // A key sealed under an old passphrase opens with that passphrase given as legacy.
+        let (old_key, old_id) = legacy("an old passphrase");
+        let sealed = seal(&old_key, b"older pkcs8").unwrap();
+        assert!(mk.decrypt_legacy(&sealed).is_none());
+        let mk = mk.with_legacy_secret("an old passphrase");
+        assert_eq!(mk.legacy_id(), old_id);
+        assert_eq!(mk.decrypt_legacy(&sealed).unwrap().as_slice(), b"older pkcs8");
     }
 }

@@ -81,7 +81,7 @@ pub struct RefreshContext {
     /// Settings.
     pub policy: RotationPolicy,
     /// The caller.
-    pub client: Caller,
+    pub caller: Caller,
     /// The scope the request asked for (the token endpoint's `scope`), when it asked.
     pub requested_scope: Option<String>,
     /// Hash of the successor to install if the token rotates.
@@ -101,7 +101,7 @@ fn event(
         kind,
         user_id: Some(snap.user.id.clone()),
         session_id: Some(snap.session.id.clone()),
-        ip: ctx.client.ip.clone(),
+        ip: ctx.caller.ip.clone(),
         detail,
     }
 }
@@ -156,7 +156,7 @@ pub fn decide(snap: &RefreshSnapshot, ctx: &RefreshContext) -> RotationDecision 
         let grace = i64::try_from(ctx.policy.refresh_grace.as_secs()).unwrap_or(i64::MAX);
         let is_within_window = grace > 0 && now.seconds_since(retired_at) <= grace;
         let is_same_caller =
-            snap.token.retired_by.is_some_and(|by| by.ct_eq(&CallerFingerprint::of(&ctx.client)));
+            snap.token.retired_by.is_some_and(|by| by.ct_eq(&CallerFingerprint::of(&ctx.caller)));
         let is_benign_retry = is_within_window
             && !snap.token.is_successor_used
             && snap.token.successor_sealed.is_some()
@@ -173,13 +173,13 @@ pub fn decide(snap: &RefreshSnapshot, ctx: &RefreshContext) -> RotationDecision 
     }
 
     // Binding (SPEC 4): a different user agent than the login's.
-    let is_foreign_agent = session.user_agent.is_some() && ctx.client.user_agent != session.user_agent;
+    let is_foreign_agent = session.user_agent.is_some() && ctx.caller.user_agent != session.user_agent;
     let mut anomaly = None;
     if is_foreign_agent {
         let detail = Some(format!(
             "user agent changed from {:?} to {:?}",
             session.user_agent.as_deref().unwrap_or(""),
-            ctx.client.user_agent.as_deref().unwrap_or("")
+            ctx.caller.user_agent.as_deref().unwrap_or("")
         ));
         match ctx.policy.binding {
             BindingPolicy::Off => {}
@@ -200,11 +200,11 @@ pub fn decide(snap: &RefreshSnapshot, ctx: &RefreshContext) -> RotationDecision 
     let touch = Touch {
         now,
         idle_expires_at: now.plus(ctx.policy.session_idle_ttl).min(session.expires_at),
-        ip: ctx.client.ip.clone().or_else(|| session.ip.clone()),
+        ip: ctx.caller.ip.clone().or_else(|| session.ip.clone()),
     };
     match snap.token.retired_at {
         None => RotationDecision::Rotate {
-            retired_by: CallerFingerprint::of(&ctx.client),
+            retired_by: CallerFingerprint::of(&ctx.caller),
             successor_hash: ctx.successor_hash,
             successor_sealed: ctx.successor_sealed.clone(),
             touch,
@@ -222,9 +222,9 @@ impl Latchkey {
     pub async fn refresh(
         &self,
         presented: &RefreshToken,
-        client: &Caller,
+        caller: &Caller,
     ) -> Result<TokenResponse, RefreshError> {
-        self.refresh_for(crate::login::FIRST_PARTY_CLIENT_ID, presented, None, client).await
+        self.refresh_for(crate::login::FIRST_PARTY_CLIENT_ID, presented, None, caller).await
     }
 
     /// Rotates a refresh token presented by `client_id` (the first-party API, or an app at
@@ -239,7 +239,7 @@ impl Latchkey {
         client_id: &str,
         presented: &RefreshToken,
         requested_scope: Option<String>,
-        client: &Caller,
+        caller: &Caller,
     ) -> Result<TokenResponse, RefreshError> {
         if !presented.expose_secret().starts_with(RefreshToken::PREFIX) {
             self.metrics.refresh(RefreshOutcome::Refused);
@@ -252,7 +252,7 @@ impl Latchkey {
             client_id: client_id.to_owned(),
             now,
             policy: RotationPolicy::from(&self.settings),
-            client: client.clone(),
+            caller: caller.clone(),
             requested_scope,
             successor_hash: TokenHash::of(successor.expose_secret()),
             successor_sealed,

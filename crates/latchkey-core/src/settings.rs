@@ -42,10 +42,10 @@ pub struct ThrottlePolicy {
     pub address_failures: i64,
     /// The per-address window; the lock lasts this long after the last failure.
     pub address_window: Duration,
-    /// Registration attempts from one address (successful or not), each within
-    /// `address_window` of the previous one, after which it is throttled (SPEC 10: by
-    /// default at most 20 a minute). A taken username answers 409, so without this limit
-    /// registration is a fast oracle for which usernames exist.
+    /// Registration attempts from one address (successful or not) in one clock minute,
+    /// after which it is throttled until the next (SPEC 10: by default at most 20 a minute).
+    /// A taken username answers 409, so without this limit registration is a fast oracle
+    /// for which usernames exist.
     pub registration_attempts: i64,
 }
 

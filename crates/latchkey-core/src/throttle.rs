@@ -27,9 +27,10 @@ pub fn address_key(ip: &str) -> String {
 }
 
 /// The counter key of registration attempts from a client address (per /64 for IPv6, as
-/// [`address_key`]).
-pub fn registration_key(ip: &str) -> String {
-    format!("reg:{}", address_key(ip))
+/// [`address_key`]) in the clock minute of `now`: a fixed window, so steady traffic under
+/// the limit (a carrier-grade NAT registering every few seconds) is never refused.
+pub fn registration_key(ip: &str, now: Timestamp) -> String {
+    format!("reg:{}:{}", address_key(ip), now.0.div_euclid(60))
 }
 
 fn secs(d: std::time::Duration) -> i64 {
@@ -71,9 +72,9 @@ pub fn address_retry_after(
     u64::try_from(wait).ok().filter(|w| *w > 0)
 }
 
-/// Seconds the address must wait before registering again, if its attempts reached
-/// `registration_attempts` (each within `address_window` of the previous), until a window
-/// after the last one.
+/// Seconds the address must wait before registering again, if its attempts in this clock
+/// minute (the counter of [`registration_key`]) passed `registration_attempts`: until the
+/// next minute.
 pub fn registration_retry_after(
     rec: &ThrottleRecord,
     policy: &ThrottlePolicy,
@@ -82,8 +83,7 @@ pub fn registration_retry_after(
     if rec.count <= policy.registration_attempts {
         return None;
     }
-    let wait = rec.last_failure_at.0.saturating_add(secs(policy.address_window)) - now.0;
-    u64::try_from(wait).ok().filter(|w| *w > 0)
+    u64::try_from(60 - now.0.rem_euclid(60)).ok()
 }
 
 #[cfg(test)]
@@ -124,10 +124,15 @@ mod tests {
     fn registration_allows_twenty_attempts_a_minute() {
         let p = ThrottlePolicy::default();
         assert_eq!(registration_retry_after(&rec(20, 0, 5), &p, Timestamp(5)), None);
-        assert_eq!(registration_retry_after(&rec(21, 0, 5), &p, Timestamp(5)), Some(60));
-        assert_eq!(registration_retry_after(&rec(21, 0, 5), &p, Timestamp(65)), None);
-        assert_eq!(registration_key("2001:db8:1:2::1"), registration_key("2001:db8:1:2::9"));
-        assert_ne!(registration_key("10.0.0.1"), address_key("10.0.0.1"));
+        assert_eq!(registration_retry_after(&rec(21, 0, 5), &p, Timestamp(5)), Some(55));
+        let t = Timestamp(125);
+        assert_eq!(registration_key("2001:db8:1:2::1", t), registration_key("2001:db8:1:2::9", t));
+        assert_ne!(registration_key("10.0.0.1", t), address_key("10.0.0.1"));
+        // A new minute is a new counter.
+        assert_ne!(
+            registration_key("10.0.0.1", Timestamp(119)),
+            registration_key("10.0.0.1", Timestamp(120))
+        );
     }
 
     #[test]

@@ -65,7 +65,7 @@ fn rotate(c: &mut Criterion) {
                 client_id: "latchkey".into(),
                 now,
                 policy: RotationPolicy::from(&settings),
-                client: client.clone(),
+                caller: client.clone(),
                 requested_scope: None,
                 successor_hash: TokenHash::of(successor.expose_secret()),
                 successor_sealed: sealed,

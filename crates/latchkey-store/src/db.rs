@@ -39,6 +39,9 @@ pub(crate) enum DbError {
     /// A stored value this version cannot read. Always an error, never a silent default:
     /// a default could turn a corrupt row into an empty role list or a public client.
     Corrupt(String),
+    /// A programming error in the store (a statement given the wrong number of parameters,
+    /// an operation on a SQLite connection that waited): never the data's fault.
+    Internal(String),
     /// An operation's decision (a `FnOnce`) was asked for again: a PostgreSQL transaction
     /// retried after its decision ran. Nothing of it was committed.
     DecidedTwice,
@@ -353,7 +356,7 @@ pub(crate) fn run_now<T>(mut future: BoxFuture<'_, Result<T, DbError>>) -> Resul
     let mut cx = Context::from_waker(Waker::noop());
     match future.as_mut().poll(&mut cx) {
         Poll::Ready(result) => result,
-        Poll::Pending => Err(DbError::Corrupt("an operation on a SQLite connection waited".into())),
+        Poll::Pending => Err(DbError::Internal("an operation on a SQLite connection waited".into())),
     }
 }
 

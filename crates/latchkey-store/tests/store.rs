@@ -127,7 +127,7 @@ async fn rotate(store: &dyn Store, presented: &RefreshToken, now: i64) -> Option
         client_id: "latchkey".into(),
         now: Timestamp(now),
         policy: RotationPolicy::from(&Settings::new("http://issuer")),
-        client: Caller { ip: None, user_agent: Some("ua".into()) },
+        caller: Caller { ip: None, user_agent: Some("ua".into()) },
         requested_scope: None,
         successor_hash: TokenHash::of(successor.expose_secret()),
         successor_sealed: seal_successor(presented, &successor).unwrap(),

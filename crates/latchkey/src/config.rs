@@ -61,6 +61,7 @@ struct RawConfig {
     password_hash_concurrency: Option<usize>,
     database_pool_size: Option<u32>,
     registration_per_minute: Option<i64>,
+    legacy_master_key: Option<String>,
 }
 
 /// Overrides from flags.
@@ -104,6 +105,26 @@ impl std::fmt::Debug for Config {
             .field("master_key", &self.master_key.as_ref().map(|_| "[redacted]"))
             .field("log", &self.log)
             .finish()
+    }
+}
+
+/// The master key (refused unless it is 32 random bytes in base64), able to open keys an
+/// earlier version sealed under `legacy` (that version's configured text, any passphrase).
+fn master_key(configured: Option<String>, legacy: Option<String>) -> anyhow::Result<Option<MasterKey>> {
+    let configured = configured.map(Zeroizing::new).filter(|k| !k.is_empty());
+    let legacy = legacy.map(Zeroizing::new).filter(|k| !k.is_empty());
+    match (configured, legacy) {
+        (None, None) => Ok(None),
+        (None, Some(_)) => {
+            bail!("LATCHKEY_LEGACY_MASTER_KEY needs LATCHKEY_MASTER_KEY, the key to seal under")
+        }
+        (Some(key), legacy) => {
+            let key = MasterKey::parse(&key)?;
+            Ok(Some(match legacy {
+                Some(old) => key.with_legacy_secret(&old),
+                None => key,
+            }))
+        }
     }
 }
 
@@ -185,6 +206,9 @@ fn apply_env(raw: &mut RawConfig, env: &dyn Fn(&str) -> Option<String>) -> anyho
     }
     if let Some(v) = get("database_pool_size") {
         raw.database_pool_size = Some(v.parse().context("LATCHKEY_DATABASE_POOL_SIZE")?);
+    }
+    if let Some(v) = get("legacy_master_key") {
+        raw.legacy_master_key = Some(v);
     }
     if let Some(v) = get("registration_per_minute") {
         raw.registration_per_minute = Some(v.parse().context("LATCHKEY_REGISTRATION_PER_MINUTE")?);
@@ -326,12 +350,7 @@ impl Config {
             },
             settings: s,
             trusted_proxies,
-            master_key: raw
-                .master_key
-                .map(Zeroizing::new)
-                .filter(|k| !k.is_empty())
-                .map(|k| MasterKey::parse(&k))
-                .transpose()?,
+            master_key: master_key(raw.master_key, raw.legacy_master_key)?,
             log: raw.log.unwrap_or_else(|| "info".to_owned()),
         })
     }

@@ -58,7 +58,7 @@ fn run(snap: &RefreshSnapshot, now: i64, settings: &Settings, agent: &str) -> Ro
         client_id: "latchkey".into(),
         now: Timestamp(now),
         policy: RotationPolicy::from(settings),
-        client: client(agent),
+        caller: client(agent),
         requested_scope: None,
         successor_hash: TokenHash::of("lkr_new"),
         successor_sealed: b"sealed".to_vec(),
@@ -228,7 +228,7 @@ fn another_clients_token_is_unknown_and_revokes_nothing() {
         client_id: "some-app".into(),
         now: Timestamp(T0 + 1),
         policy: RotationPolicy::from(&settings),
-        client: client("ua"),
+        caller: client("ua"),
         requested_scope: None,
         successor_hash: TokenHash::of("lkr_new"),
         successor_sealed: b"sealed".to_vec(),
@@ -255,14 +255,14 @@ fn grace_replay_needs_the_caller_that_rotated() {
         client_id: "latchkey".into(),
         now: Timestamp(T0 + 101),
         policy: RotationPolicy::from(&s),
-        client: Caller { ip: Some("198.51.100.7".into()), user_agent: Some("agent/1".into()) },
+        caller: Caller { ip: Some("198.51.100.7".into()), user_agent: Some("agent/1".into()) },
         requested_scope: None,
         successor_hash: TokenHash::of("lkr_new"),
         successor_sealed: b"sealed".to_vec(),
     };
     assert_eq!(reason(&decide(&snap, &ctx)), Some(ErrorReason::ReuseDetected));
     // Another address in the same /24 with the same agent: benign.
-    ctx.client.ip = Some("127.0.0.200".into());
+    ctx.caller.ip = Some("127.0.0.200".into());
     assert!(matches!(decide(&snap, &ctx), RotationDecision::Replay { .. }));
     // A token retired before callers were recorded: reuse.
     snap.token.retired_by = None;
@@ -278,7 +278,7 @@ fn scope_is_judged_after_the_tokens_state() {
         client_id: "latchkey".into(),
         now: Timestamp(T0 + 1),
         policy: RotationPolicy::from(&s),
-        client: client("agent/1"),
+        caller: client("agent/1"),
         requested_scope: Some("profile admin".into()),
         successor_hash: TokenHash::of("lkr_new"),
         successor_sealed: b"sealed".to_vec(),

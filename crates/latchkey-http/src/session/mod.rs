@@ -35,38 +35,38 @@ pub(crate) async fn register(
 
 pub(crate) async fn login(
     State(s): State<AppState>,
-    RequestCaller(client): RequestCaller,
+    RequestCaller(caller): RequestCaller,
     ApiJson(creds): ApiJson<Credentials>,
 ) -> ApiResult {
-    Ok(Json(s.service.login(creds, &client).await?).into_response())
+    Ok(Json(s.service.login(creds, &caller).await?).into_response())
 }
 
 pub(crate) async fn refresh(
     State(s): State<AppState>,
-    RequestCaller(client): RequestCaller,
+    RequestCaller(caller): RequestCaller,
     ApiJson(req): ApiJson<RefreshRequest>,
 ) -> ApiResult {
-    Ok(Json(s.service.refresh(&req.refresh_token, &client).await?).into_response())
+    Ok(Json(s.service.refresh(&req.refresh_token, &caller).await?).into_response())
 }
 
 pub(crate) async fn logout(
     State(s): State<AppState>,
     MaybeBearer(bearer): MaybeBearer,
-    RequestCaller(client): RequestCaller,
+    RequestCaller(caller): RequestCaller,
     OptionalJson(req): OptionalJson<LogoutRequest>,
 ) -> ApiResult {
-    s.service.logout(bearer.as_deref(), req.refresh_token.as_ref(), &client).await?;
+    s.service.logout(bearer.as_deref(), req.refresh_token.as_ref(), &caller).await?;
     Ok(logged_out())
 }
 
 pub(crate) async fn logout_all(
     State(s): State<AppState>,
     Bearer(token): Bearer,
-    RequestCaller(client): RequestCaller,
+    RequestCaller(caller): RequestCaller,
     OptionalJson(req): OptionalJson<LogoutAllRequest>,
 ) -> ApiResult {
     let auth = s.service.authenticate(&token).await?;
-    s.service.logout_all(&auth, req.keep_current, &client).await?;
+    s.service.logout_all(&auth, req.keep_current, &caller).await?;
     Ok(logged_out())
 }
 
@@ -78,7 +78,7 @@ pub(crate) async fn list_sessions(State(s): State<AppState>, Bearer(token): Bear
 pub(crate) async fn revoke_session(
     State(s): State<AppState>,
     Bearer(token): Bearer,
-    RequestCaller(client): RequestCaller,
+    RequestCaller(caller): RequestCaller,
     id: Result<Path<String>, axum::extract::rejection::PathRejection>,
 ) -> ApiResult {
     let Path(id) = id.map_err(|_| {
@@ -89,7 +89,7 @@ pub(crate) async fn revoke_session(
         )
     })?;
     let auth = s.service.authenticate(&token).await?;
-    s.service.revoke_own_session(&auth, &id, &client).await?;
+    s.service.revoke_own_session(&auth, &id, &caller).await?;
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
@@ -101,10 +101,10 @@ pub(crate) async fn me(State(s): State<AppState>, Bearer(token): Bearer) -> ApiR
 pub(crate) async fn change_password(
     State(s): State<AppState>,
     Bearer(token): Bearer,
-    RequestCaller(client): RequestCaller,
+    RequestCaller(caller): RequestCaller,
     ApiJson(req): ApiJson<PasswordChangeRequest>,
 ) -> ApiResult {
     let auth = s.service.authenticate(&token).await?;
-    s.service.change_password(&auth, req, &client).await?;
+    s.service.change_password(&auth, req, &caller).await?;
     Ok(StatusCode::NO_CONTENT.into_response())
 }

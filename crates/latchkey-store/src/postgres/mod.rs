@@ -238,6 +238,7 @@ impl Pg {
             DbError::Pg(e) => self.fail(e),
             DbError::Sqlite(e) => StoreError::Backend(e.to_string()),
             DbError::Corrupt(what) => StoreError::Backend(format!("corrupt data: {what}")),
+            DbError::Internal(what) => StoreError::Backend(format!("store bug: {what}")),
             DbError::DecidedTwice => {
                 StoreError::Unavailable("transaction given up: it failed after its decision was taken".into())
             }

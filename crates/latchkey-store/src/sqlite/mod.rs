@@ -69,6 +69,7 @@ fn op_err(e: DbError) -> StoreError {
         DbError::Sqlite(e) => db_err(e),
         DbError::Pg(e) => StoreError::Backend(e.to_string()),
         DbError::Corrupt(what) => StoreError::Backend(format!("corrupt data: {what}")),
+        DbError::Internal(what) => StoreError::Backend(format!("store bug: {what}")),
         DbError::DecidedTwice => StoreError::Unavailable("a decision was asked for twice".into()),
     }
 }
@@ -189,7 +190,7 @@ fn prepare<'c>(
 ) -> Result<rusqlite::CachedStatement<'c>, DbError> {
     let mut stmt = conn.prepare_cached(sql.sqlite()).map_err(DbError::Sqlite)?;
     if stmt.parameter_count() != params.len() {
-        return Err(DbError::Corrupt(format!(
+        return Err(DbError::Internal(format!(
             "statement takes {} parameters, {} given: {}",
             stmt.parameter_count(),
             params.len(),
