@@ -58,7 +58,7 @@ impl Username {
     }
 
     /// The stricter rules a *new* username must also meet (registration, `user add`): no
-    /// character that renders as nothing ([`is_default_ignorable_or_blank`]) and no white
+    /// character that renders as nothing (default-ignorable code points, blank fillers) and no white
     /// space at either end, so a new name cannot pass for an existing one (`"alice "`,
     /// `"alice"` + a variation selector). Names accepted before these rules still parse
     /// with [`Username::parse`], so their owners can sign in.
