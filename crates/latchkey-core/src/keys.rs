@@ -401,20 +401,29 @@ impl KeyRing {
     ) -> Result<Vec<String>, KeyError> {
         let _rotating = self.rotating.lock().await;
         let stored = store.list_signing_keys().await?;
+        let due: Vec<(Algorithm, Timestamp)> = algs
+            .iter()
+            .filter_map(|alg| {
+                let newest = stored.iter().filter(|k| k.alg == alg.as_str()).max_by_key(|k| k.created_at);
+                match newest {
+                    None => Some((*alg, now)),
+                    Some(k) if k.created_at.plus(rotate_after) <= now => {
+                        Some((*alg, now.plus(publish_ahead)))
+                    }
+                    Some(_) => None,
+                }
+            })
+            .collect();
+        if due.is_empty() {
+            // The common case, every few seconds: nothing to create, so nothing to check.
+            return Ok(Vec::new());
+        }
         self.check_may_create(&stored)?;
         let mut created = Vec::new();
-        for alg in algs {
-            let newest = stored.iter().filter(|k| k.alg == alg.as_str()).max_by_key(|k| k.created_at);
-            let activates_at = match newest {
-                None => now,
-                Some(k) if k.created_at.plus(rotate_after) <= now => now.plus(publish_ahead),
-                Some(_) => continue,
-            };
-            created.push(self.create_key(store, *alg, now, activates_at).await?);
+        for (alg, activates_at) in due {
+            created.push(self.generate_key(store, alg, now, activates_at).await?);
         }
-        if !created.is_empty() {
-            self.reload(store, now).await?;
-        }
+        self.reload(store, now).await?;
         Ok(created)
     }
 
@@ -443,6 +452,17 @@ impl KeyRing {
         activates_at: Timestamp,
     ) -> Result<String, KeyError> {
         self.check_may_create(&store.list_signing_keys().await?)?;
+        self.generate_key(store, alg, now, activates_at).await
+    }
+
+    /// Generates and stores a key; the caller checked [`Self::check_may_create`].
+    async fn generate_key(
+        &self,
+        store: &dyn Store,
+        alg: Algorithm,
+        now: Timestamp,
+        activates_at: Timestamp,
+    ) -> Result<String, KeyError> {
         // RSA generation takes a good fraction of a second: off the async runtime.
         let pkcs8 = tokio::task::spawn_blocking(move || generate_pkcs8(alg))
             .await
