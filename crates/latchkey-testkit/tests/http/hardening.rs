@@ -8,7 +8,7 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use serde_json::{Value, json};
 
 use crate::feed::feed_client;
-use crate::oauth::{App, browser, exchange, first_code, register_app, token};
+use crate::oauth::{App, browser, exchange, first_code, refresh_app, register_app, token};
 use crate::{TestServer, http_client, send};
 
 fn claims(jwt: &str) -> Value {
@@ -139,8 +139,7 @@ async fn issue_12_2_app_tokens_carry_roles_only_with_the_roles_scope() {
     let (app, t) = app_token(&s, "mgr", "openid profile roles", "openid profile").await;
     assert_eq!(claims(t.str("access_token"))["roles"], json!([]), "no roles without the scope");
     // A refresh does not widen it.
-    let r =
-        token(&s, &app, &[("grant_type", "refresh_token"), ("refresh_token", t.str("refresh_token"))]).await;
+    let r = refresh_app(&s, &app, t.str("refresh_token")).await;
     assert_eq!(claims(r.str("access_token"))["roles"], json!([]));
     let (_, with_roles) = app_token(&s, "mgr2", "openid profile roles", "openid roles").await;
     assert_eq!(claims(with_roles.str("access_token"))["roles"], json!(["manager"]));
@@ -173,14 +172,12 @@ async fn issue_12_3_another_client_can_neither_burn_nor_revoke_a_code() {
     assert_eq!(t.status, 200, "the code is still the app's: {}", t.text);
     // The other client's replay after the redemption still revokes nothing.
     assert_eq!(exchange(&s, &other, &code).await.json["error"], "invalid_grant");
-    let r =
-        token(&s, &app, &[("grant_type", "refresh_token"), ("refresh_token", t.str("refresh_token"))]).await;
+    let r = refresh_app(&s, &app, t.str("refresh_token")).await;
     assert_eq!(r.status, 200, "the app's session is alive: {}", r.text);
     assert!(security_events(&s).await.iter().any(|k| k == "authorization_code_wrong_client"));
     // The app's own replay still revokes what the code produced (RFC 6749 §4.1.2).
     assert_eq!(exchange(&s, &app, &code).await.json["error"], "invalid_grant");
-    let dead =
-        token(&s, &app, &[("grant_type", "refresh_token"), ("refresh_token", r.str("refresh_token"))]).await;
+    let dead = refresh_app(&s, &app, r.str("refresh_token")).await;
     assert_eq!(dead.json["error_reason"], "reuse_detected", "{}", dead.text);
 }
 
@@ -194,7 +191,7 @@ async fn issue_12_4_a_bad_scope_does_not_shield_a_retired_token() {
     let app = register_app(&s, &[]).await;
     let t = exchange(&s, &app, &first_code(&s, &browser(), &app, "gina").await).await;
     let r1 = t.str("refresh_token").to_owned();
-    let live = token(&s, &app, &[("grant_type", "refresh_token"), ("refresh_token", &r1)]).await;
+    let live = refresh_app(&s, &app, &r1).await;
     // The live token with a wider scope: invalid_scope, nothing rotates.
     let wide =
         [("grant_type", "refresh_token"), ("refresh_token", live.str("refresh_token")), ("scope", "admin")];
@@ -204,9 +201,7 @@ async fn issue_12_4_a_bad_scope_does_not_shield_a_retired_token() {
     let probe =
         token(&s, &app, &[("grant_type", "refresh_token"), ("refresh_token", &r1), ("scope", "admin")]).await;
     assert_eq!(probe.json["error_reason"], "reuse_detected", "{}", probe.text);
-    let after =
-        token(&s, &app, &[("grant_type", "refresh_token"), ("refresh_token", live.str("refresh_token"))])
-            .await;
+    let after = refresh_app(&s, &app, live.str("refresh_token")).await;
     assert_eq!(after.json["error_reason"], "reuse_detected", "{}", after.text);
 }
 
@@ -220,14 +215,13 @@ async fn issue_12_5_first_party_logout_leaves_app_sessions_alone() {
     let app = register_app(&s, &[]).await;
     let t = exchange(&s, &app, &first_code(&s, &browser(), &app, "hank").await).await;
     let r1 = t.str("refresh_token").to_owned();
-    let t2 = token(&s, &app, &[("grant_type", "refresh_token"), ("refresh_token", &r1)]).await;
+    let t2 = refresh_app(&s, &app, &r1).await;
     for body in [json!({"refresh_token": r1}), json!({"refresh_token": t2.str("refresh_token")})] {
         assert_eq!(s.post(&c, "/auth/logout", body).await.status, 204);
     }
     let bearer = send(c.post(s.url("/auth/logout")).bearer_auth(t2.str("access_token"))).await;
     assert_eq!(bearer.status, 204);
-    let alive =
-        token(&s, &app, &[("grant_type", "refresh_token"), ("refresh_token", t2.str("refresh_token"))]).await;
+    let alive = refresh_app(&s, &app, t2.str("refresh_token")).await;
     assert_eq!(alive.status, 200, "{}", alive.text);
     // First-party logout by refresh token still works.
     let own = s.signed_in(&c, "hank-own").await;
@@ -283,7 +277,7 @@ async fn issue_12_7_revoking_access_tokens_cannot_flood_the_feed() {
     let mut refresh = t.str("refresh_token").to_owned();
     let mut revoked_tokens = Vec::new();
     for _ in 0..60 {
-        let r = token(&s, &app, &[("grant_type", "refresh_token"), ("refresh_token", &refresh)]).await;
+        let r = refresh_app(&s, &app, &refresh).await;
         if r.status != 200 {
             assert_eq!(r.json["error_reason"], "logged_out", "{}", r.text);
             break;
@@ -626,8 +620,7 @@ async fn issue_12_probe_repeating_one_revocation_does_not_end_the_session() {
         .await;
         assert_eq!(revoke.status, 200);
     }
-    let r =
-        token(&s, &app, &[("grant_type", "refresh_token"), ("refresh_token", t.str("refresh_token"))]).await;
+    let r = refresh_app(&s, &app, t.str("refresh_token")).await;
     assert_eq!(r.status, 200, "the session is alive: {}", r.text);
     let token_revoked = feed(&s)
         .await

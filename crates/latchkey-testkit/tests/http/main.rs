@@ -27,6 +27,7 @@ mod master_key;
 mod nodes;
 mod notes;
 mod oauth;
+mod pages;
 mod processes;
 mod rotation;
 mod security;
