@@ -7,7 +7,7 @@ use latchkey_proto::claims::AccessTokenClaims;
 use latchkey_proto::{ErrorReason, RefreshToken, TokenErrorReason};
 
 use crate::caller::Caller;
-use crate::crypto::TokenHash;
+use crate::crypto::RefreshTokenKey;
 use crate::password::PasswordError;
 use crate::service::Latchkey;
 use crate::store::{
@@ -199,7 +199,7 @@ impl Latchkey {
             }
             (Some(Err(_)) | None, Some(rt)) => self
                 .store
-                .find_session_by_refresh_token(&TokenHash::of(rt.expose_secret()))
+                .find_session_by_refresh_token(&RefreshTokenKey::of(rt.expose_secret()))
                 .await?
                 .filter(|s| is_first_party(&s.client_id))
                 .map(|s| (s.id, s.user_id)),

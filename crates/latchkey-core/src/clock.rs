@@ -60,6 +60,16 @@ impl Clock for SystemClock {
     }
 }
 
+/// Milliseconds since the Unix epoch from the real clock, for ordering only (the key ids of
+/// refresh tokens sort by them for locality in the store): never a time any decision reads,
+/// so the service's clock, which tests move, has no say in it.
+#[expect(clippy::disallowed_methods, reason = "ordering, not a time decisions read")]
+pub(crate) fn ordering_millis() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -34,12 +34,72 @@ pub fn new_id() -> String {
     b64(&random_bytes::<16>())
 }
 
-/// A new refresh token: `lkr_` + base64url of 256 random bits (SPEC 3).
+/// The bytes of a refresh token after its prefix: its key id, then the secret.
+const REFRESH_TOKEN_BYTES: usize = 16 + 32;
+/// Their length in base64url without padding.
+const REFRESH_TOKEN_B64_LEN: usize = REFRESH_TOKEN_BYTES * 4 / 3;
+
+/// A new refresh token (SPEC 3): `lkr_` + base64url of a 16-byte key id and 256 random
+/// bits. The key id is 6 bytes of the current Unix time in milliseconds (big-endian) and
+/// 10 random bytes, so tokens sort by issue time in the store (see [`RefreshTokenKey`]).
 pub fn new_refresh_token() -> RefreshToken {
-    let mut s = String::with_capacity(48);
+    refresh_token_at(crate::clock::ordering_millis())
+}
+
+/// A new refresh token whose key id starts with `millis`.
+fn refresh_token_at(millis: u64) -> RefreshToken {
+    let mut bytes = [0u8; REFRESH_TOKEN_BYTES];
+    let (id, secret) = bytes.split_at_mut(16);
+    let (time, random) = id.split_at_mut(6);
+    time.copy_from_slice(&millis.to_be_bytes()[2..]);
+    random.copy_from_slice(&random_bytes::<10>());
+    secret.copy_from_slice(&random_bytes::<32>());
+    let mut s = String::with_capacity(RefreshToken::PREFIX.len() + REFRESH_TOKEN_B64_LEN);
     s.push_str(RefreshToken::PREFIX);
-    s.push_str(&b64(&random_bytes::<32>()));
+    s.push_str(&b64(&bytes));
     RefreshToken::new(s)
+}
+
+/// How the store finds a refresh token and proves it was presented: the key of its row
+/// and the hash of the whole token.
+///
+/// The key is the id a token carries in its first 16 bytes, which sorts by issue time, so
+/// a rotation appends its successor next to the rows of other recent rotations instead of
+/// on a random page of an index. Tokens issued before ids existed (43 characters after the
+/// prefix) carry none: their key is the first 16 bytes of their hash, as the migration
+/// that introduced keys stored it. A key alone proves nothing (anyone can forge an id);
+/// every lookup also matches the hash.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub struct RefreshTokenKey {
+    /// The row's key.
+    pub id: [u8; 16],
+    /// SHA-256 of the whole token.
+    pub hash: TokenHash,
+}
+
+impl RefreshTokenKey {
+    /// The key of a presented token (any string: a malformed one gets a key that matches
+    /// no row).
+    pub fn of(token: &str) -> Self {
+        let hash = TokenHash::of(token);
+        let carried = token
+            .strip_prefix(RefreshToken::PREFIX)
+            .filter(|b64| b64.len() == REFRESH_TOKEN_B64_LEN)
+            .and_then(|b64| URL_SAFE_NO_PAD.decode(b64).ok())
+            .and_then(|bytes| bytes.get(..16).and_then(|id| <[u8; 16]>::try_from(id).ok()));
+        let id = carried.unwrap_or_else(|| {
+            let mut id = [0u8; 16];
+            id.copy_from_slice(&hash.0[..16]);
+            id
+        });
+        Self { id, hash }
+    }
+}
+
+impl std::fmt::Debug for RefreshTokenKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "RefreshTokenKey({:?})", self.hash)
+    }
 }
 
 /// The SHA-256 of a generated secret: what the database stores instead of the secret.
@@ -120,12 +180,40 @@ mod tests {
     use super::*;
 
     #[test]
-    fn refresh_tokens_have_prefix_and_256_bits() {
+    fn refresh_tokens_have_prefix_key_id_and_256_random_bits() {
         let t = new_refresh_token();
         let s = t.expose_secret();
         assert!(s.starts_with("lkr_"));
-        assert_eq!(URL_SAFE_NO_PAD.decode(&s[4..]).unwrap().len(), 32);
-        assert_ne!(new_refresh_token().expose_secret(), s);
+        let bytes = URL_SAFE_NO_PAD.decode(&s[4..]).unwrap();
+        assert_eq!(bytes.len(), 48);
+        let key = RefreshTokenKey::of(s);
+        assert_eq!(key.id[..], bytes[..16]);
+        assert_eq!(key.hash, TokenHash::of(s));
+        let other = new_refresh_token();
+        assert_ne!(other.expose_secret(), s);
+        assert_ne!(RefreshTokenKey::of(other.expose_secret()).id, key.id);
+    }
+
+    #[test]
+    fn refresh_token_keys_sort_by_issue_time() {
+        for millis in [0, 1_000, 1_800_000_000_000, (1 << 48) - 2] {
+            let first = RefreshTokenKey::of(refresh_token_at(millis).expose_secret());
+            let second = RefreshTokenKey::of(refresh_token_at(millis + 1).expose_secret());
+            assert!(first.id < second.id, "{millis}");
+        }
+    }
+
+    #[test]
+    fn tokens_without_a_key_id_are_found_by_their_hash() {
+        // A token of the earlier format: 32 bytes after the prefix.
+        let legacy = format!("lkr_{}", b64(&[7u8; 32]));
+        let key = RefreshTokenKey::of(&legacy);
+        assert_eq!(key.id[..], TokenHash::of(&legacy).0[..16]);
+        for junk in
+            ["lkr_", "lkr_!!!!", "", "lkr_AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA="]
+        {
+            assert_eq!(RefreshTokenKey::of(junk).id[..], TokenHash::of(junk).0[..16]);
+        }
     }
 
     #[test]

@@ -6,7 +6,7 @@ use latchkey_proto::auth::{Credentials, RegisterResponse, TokenResponse};
 
 use crate::caller::Caller;
 use crate::clock::Timestamp;
-use crate::crypto::{TokenHash, new_id, new_refresh_token};
+use crate::crypto::{RefreshTokenKey, new_id, new_refresh_token};
 use crate::keys::KeyError;
 use crate::metrics::LoginOutcome;
 use crate::password::PasswordError;
@@ -312,7 +312,7 @@ impl Latchkey {
             now,
         );
         let refresh_token = new_refresh_token();
-        self.store.insert_session(&session, &TokenHash::of(refresh_token.expose_secret())).await?;
+        self.store.insert_session(&session, &RefreshTokenKey::of(refresh_token.expose_secret())).await?;
         let access_token = self.mint_access_token(user, &session, now)?;
         Ok(TokenResponse {
             access_token,

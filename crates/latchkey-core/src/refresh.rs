@@ -17,7 +17,7 @@ use latchkey_proto::{ErrorReason, RefreshToken};
 use crate::caller::Caller;
 use crate::caller::CallerFingerprint;
 use crate::clock::Timestamp;
-use crate::crypto::{TokenHash, new_refresh_token, open_successor, seal_successor};
+use crate::crypto::{RefreshTokenKey, new_refresh_token, open_successor, seal_successor};
 use crate::keys::KeyError;
 use crate::metrics::RefreshOutcome;
 use crate::service::Latchkey;
@@ -85,7 +85,7 @@ pub struct RefreshContext {
     /// The scope the request asked for (the token endpoint's `scope`), when it asked.
     pub requested_scope: Option<String>,
     /// Hash of the successor to install if the token rotates.
-    pub successor_hash: TokenHash,
+    pub successor: RefreshTokenKey,
     /// The successor sealed under the presented token.
     pub successor_sealed: Vec<u8>,
 }
@@ -205,7 +205,7 @@ pub fn decide(snap: &RefreshSnapshot, ctx: &RefreshContext) -> RotationDecision 
     match snap.token.retired_at {
         None => RotationDecision::Rotate {
             retired_by: CallerFingerprint::of(&ctx.caller),
-            successor_hash: ctx.successor_hash,
+            successor: ctx.successor,
             successor_sealed: ctx.successor_sealed.clone(),
             touch,
             event: anomaly,
@@ -254,14 +254,12 @@ impl Latchkey {
             policy: RotationPolicy::from(&self.settings),
             caller: caller.clone(),
             requested_scope,
-            successor_hash: TokenHash::of(successor.expose_secret()),
+            successor: RefreshTokenKey::of(successor.expose_secret()),
             successor_sealed,
         };
-        let presented_hash = TokenHash::of(presented.expose_secret());
-        let outcome = self
-            .store
-            .rotate_refresh_token(&presented_hash, Box::new(move |snap| decide(snap, &ctx)))
-            .await?;
+        let presented_key = RefreshTokenKey::of(presented.expose_secret());
+        let outcome =
+            self.store.rotate_refresh_token(&presented_key, Box::new(move |snap| decide(snap, &ctx))).await?;
         let Some((snap, decision)) = outcome else {
             self.metrics.refresh(RefreshOutcome::Refused);
             return Err(RefreshError::Refused(ErrorReason::UnknownToken));

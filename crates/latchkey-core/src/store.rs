@@ -11,7 +11,7 @@ use latchkey_proto::ErrorReason;
 
 use crate::caller::CallerFingerprint;
 use crate::clock::Timestamp;
-use crate::crypto::TokenHash;
+use crate::crypto::{RefreshTokenKey, TokenHash};
 
 /// What went wrong in the store, without backend types.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -116,11 +116,11 @@ pub struct SessionRecord {
     pub revoke_reason: Option<ErrorReason>,
 }
 
-/// A refresh token as stored: only its hash.
+/// A refresh token as stored: its key and hash, never the token.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RefreshTokenRecord {
-    /// SHA-256 of the token.
-    pub hash: TokenHash,
+    /// Its key and hash.
+    pub key: RefreshTokenKey,
     /// Its session.
     pub session_id: String,
     /// Issue time.
@@ -165,8 +165,8 @@ pub enum RotationDecision {
     Rotate {
         /// The caller that rotated, stored with the retired token.
         retired_by: CallerFingerprint,
-        /// Hash of the new token.
-        successor_hash: TokenHash,
+        /// Key and hash of the new token.
+        successor: RefreshTokenKey,
         /// The new token sealed for the grace window.
         successor_sealed: Vec<u8>,
         /// Session update.
@@ -303,7 +303,7 @@ pub enum CodeDecision {
         /// The new session.
         session: Box<SessionRecord>,
         /// Its first refresh token.
-        refresh_token: Option<TokenHash>,
+        refresh_token: Option<RefreshTokenKey>,
     },
     /// Refuse (the code is spent anyway).
     Refuse {
@@ -551,14 +551,14 @@ pub trait SessionStore {
     async fn insert_session(
         &self,
         session: &SessionRecord,
-        refresh_token: &TokenHash,
+        refresh_token: &RefreshTokenKey,
     ) -> Result<(), StoreError>;
     /// A session by id.
     async fn find_session(&self, id: &str) -> Result<Option<SessionRecord>, StoreError>;
     /// The session a refresh token (live or retired) belongs to.
     async fn find_session_by_refresh_token(
         &self,
-        hash: &TokenHash,
+        key: &RefreshTokenKey,
     ) -> Result<Option<SessionRecord>, StoreError>;
     /// A user's sessions that are neither revoked nor expired at `now`, newest first.
     async fn list_live_sessions(
@@ -578,11 +578,11 @@ pub trait SessionStore {
     /// session are serialised. `None` when the hash is unknown.
     async fn rotate_refresh_token(
         &self,
-        presented: &TokenHash,
+        presented: &RefreshTokenKey,
         decide: Decide,
     ) -> Result<Option<(RefreshSnapshot, RotationDecision)>, StoreError>;
     /// Whether a refresh token is its session's live one (not retired).
-    async fn is_live_refresh_token(&self, hash: &TokenHash) -> Result<bool, StoreError>;
+    async fn is_live_refresh_token(&self, key: &RefreshTokenKey) -> Result<bool, StoreError>;
     /// Opens a browser sign-in: the session and the hash of its cookie.
     async fn insert_web_session(&self, session: &SessionRecord, cookie: &TokenHash)
     -> Result<(), StoreError>;

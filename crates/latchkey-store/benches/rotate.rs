@@ -10,7 +10,7 @@ use std::sync::Mutex;
 
 use criterion::{Criterion, criterion_group, criterion_main};
 use latchkey_core::clock::Timestamp;
-use latchkey_core::crypto::{TokenHash, new_refresh_token, seal_successor};
+use latchkey_core::crypto::{RefreshTokenKey, new_refresh_token, seal_successor};
 use latchkey_core::refresh::{RefreshContext, RotationPolicy, decide};
 use latchkey_core::store::ports::{SessionStore, UserStore};
 use latchkey_core::store::{SessionRecord, UserRecord, UserStatus};
@@ -50,7 +50,7 @@ fn rotate(c: &mut Criterion) {
             revoke_reason: None,
         };
         let first = new_refresh_token();
-        store.insert_session(&session, &TokenHash::of(first.expose_secret())).await.expect("session");
+        store.insert_session(&session, &RefreshTokenKey::of(first.expose_secret())).await.expect("session");
         (store, first)
     });
     let settings = Settings::new("http://bench");
@@ -67,12 +67,12 @@ fn rotate(c: &mut Criterion) {
                 policy: RotationPolicy::from(&settings),
                 caller: client.clone(),
                 requested_scope: None,
-                successor_hash: TokenHash::of(successor.expose_secret()),
+                successor: RefreshTokenKey::of(successor.expose_secret()),
                 successor_sealed: sealed,
             };
             let out = store
                 .rotate_refresh_token(
-                    &TokenHash::of(presented.expose_secret()),
+                    &RefreshTokenKey::of(presented.expose_secret()),
                     Box::new(move |snap| decide(snap, &ctx)),
                 )
                 .await

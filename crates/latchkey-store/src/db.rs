@@ -136,8 +136,8 @@ impl<'a> From<&'a Vec<u8>> for Param<'a> {
         Self::Blob(v)
     }
 }
-impl<'a> From<&'a [u8; 32]> for Param<'a> {
-    fn from(v: &'a [u8; 32]) -> Self {
+impl<'a, const N: usize> From<&'a [u8; N]> for Param<'a> {
+    fn from(v: &'a [u8; N]) -> Self {
         Self::Blob(v)
     }
 }

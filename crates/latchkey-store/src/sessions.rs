@@ -11,7 +11,7 @@
 use async_trait::async_trait;
 use latchkey_core::StoreError;
 use latchkey_core::clock::Timestamp;
-use latchkey_core::crypto::TokenHash;
+use latchkey_core::crypto::{RefreshTokenKey, TokenHash};
 use latchkey_core::store::{
     Decide, RefreshSnapshot, RefreshTokenRecord, RevocationTarget, RotationDecision, SessionRecord,
     SessionRevocation, SessionStore, Touch,
@@ -30,7 +30,7 @@ static INSERT: Sql = Sql::new(
      expires_at, ip, user_agent) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
 );
 static INSERT_TOKEN: Sql =
-    Sql::new("INSERT INTO refresh_tokens (hash, session_id, created_at) VALUES ($1, $2, $3)");
+    Sql::new("INSERT INTO refresh_tokens (id, hash, session_id, created_at) VALUES ($1, $2, $3, $4)");
 static INSERT_COOKIE: Sql =
     Sql::new("INSERT INTO web_sessions (cookie_hash, session_id, created_at) VALUES ($1, $2, $3)");
 static BY_ID: Sql = Sql::new(concat!("SELECT ", session_columns!(), " FROM sessions s WHERE s.id = $1"));
@@ -39,7 +39,7 @@ pub(crate) static LOCK: Sql =
 static BY_TOKEN: Sql = Sql::new(concat!(
     "SELECT ",
     session_columns!(),
-    " FROM refresh_tokens t JOIN sessions s ON s.id = t.session_id WHERE t.hash = $1"
+    " FROM refresh_tokens t JOIN sessions s ON s.id = t.session_id WHERE t.id = $1 AND t.hash = $2"
 ));
 static BY_COOKIE: Sql = Sql::new(concat!(
     "SELECT ",
@@ -61,23 +61,26 @@ static FORGET_CONSENTS_OF_CLIENT: Sql = Sql::new("DELETE FROM consents WHERE cli
 static FORGET_CONSENT: Sql = Sql::new("DELETE FROM consents WHERE user_id = $1 AND client_id = $2");
 static TOUCH: Sql =
     Sql::new("UPDATE sessions SET last_used_at = $1, idle_expires_at = $2, ip = $3 WHERE id = $4");
-static TOKEN_SESSION: Sql = Sql::new("SELECT session_id FROM refresh_tokens WHERE hash = $1");
+// Every lookup of a presented token matches its hash as well as its key: a key alone
+// proves nothing (see `RefreshTokenKey`).
+static TOKEN_SESSION: Sql = Sql::new("SELECT session_id FROM refresh_tokens WHERE id = $1 AND hash = $2");
 static TOKEN: Sql = Sql::new(
-    "SELECT session_id, created_at, retired_at, successor_hash, successor_sealed, retired_by \
-     FROM refresh_tokens WHERE hash = $1",
+    "SELECT session_id, created_at, retired_at, successor_id, successor_sealed, retired_by \
+     FROM refresh_tokens WHERE id = $1 AND hash = $2",
 );
-static IS_RETIRED: Sql = Sql::new("SELECT retired_at IS NOT NULL FROM refresh_tokens WHERE hash = $1");
-static RETIRED_AT: Sql = Sql::new("SELECT retired_at FROM refresh_tokens WHERE hash = $1");
+/// Whether a successor (a key from our own row, not a presented token) has been rotated.
+static IS_RETIRED: Sql = Sql::new("SELECT retired_at IS NOT NULL FROM refresh_tokens WHERE id = $1");
+static RETIRED_AT: Sql = Sql::new("SELECT retired_at FROM refresh_tokens WHERE id = $1 AND hash = $2");
 static RETIRE: Sql = Sql::new(
-    "UPDATE refresh_tokens SET retired_at = $1, successor_hash = $2, successor_sealed = $3, retired_by = $4 \
-     WHERE hash = $5 AND retired_at IS NULL",
+    "UPDATE refresh_tokens SET retired_at = $1, successor_id = $2, successor_sealed = $3, retired_by = $4 \
+     WHERE id = $5 AND retired_at IS NULL",
 );
 
 /// Inserts a session, with its first refresh token when it has one.
 pub(crate) async fn insert_session_in_tx(
     c: &mut dyn Conn,
     s: &SessionRecord,
-    refresh_token: Option<&TokenHash>,
+    refresh_token: Option<&RefreshTokenKey>,
 ) -> Result<(), DbError> {
     let p = params![
         &s.id,
@@ -92,8 +95,8 @@ pub(crate) async fn insert_session_in_tx(
         &s.user_agent
     ];
     c.execute(&INSERT, p).await?;
-    if let Some(hash) = refresh_token {
-        c.execute(&INSERT_TOKEN, params![&hash.0, &s.id, s.created_at.0]).await?;
+    if let Some(key) = refresh_token {
+        c.execute(&INSERT_TOKEN, params![&key.id, &key.hash.0, &s.id, s.created_at.0]).await?;
     }
     Ok(())
 }
@@ -129,7 +132,10 @@ async fn touch_in_tx(c: &mut dyn Conn, sid: &str, t: &Touch) -> Result<u64, DbEr
 }
 
 /// A refresh token row, and whether its successor has itself been rotated.
-async fn token_in_tx(c: &mut dyn Conn, presented: &[u8; 32]) -> Result<Option<RefreshTokenRecord>, DbError> {
+async fn token_in_tx(
+    c: &mut dyn Conn,
+    presented: &RefreshTokenKey,
+) -> Result<Option<RefreshTokenRecord>, DbError> {
     let read = |row: &dyn crate::db::Row| {
         Ok((
             row.text(0)?,
@@ -140,17 +146,17 @@ async fn token_in_tx(c: &mut dyn Conn, presented: &[u8; 32]) -> Result<Option<Re
             row.opt_blob(5)?.map(rows::fingerprint).transpose()?,
         ))
     };
-    let Some((session_id, created_at, retired_at, successor_hash, successor_sealed, retired_by)) =
-        query_opt(c, &TOKEN, params![presented], read).await?
+    let Some((session_id, created_at, retired_at, successor_id, successor_sealed, retired_by)) =
+        query_opt(c, &TOKEN, params![&presented.id, &presented.hash.0], read).await?
     else {
         return Ok(None);
     };
-    let is_successor_used = match &successor_hash {
+    let is_successor_used = match &successor_id {
         Some(next) => query_opt(c, &IS_RETIRED, params![next], |r| r.flag(0)).await?.unwrap_or(false),
         None => false,
     };
     Ok(Some(RefreshTokenRecord {
-        hash: TokenHash(*presented),
+        key: *presented,
         session_id,
         created_at,
         retired_at,
@@ -164,7 +170,7 @@ async fn token_in_tx(c: &mut dyn Conn, presented: &[u8; 32]) -> Result<Option<Re
 /// token is unknown, or was pruned with its session meanwhile.
 async fn rotation_snapshot(
     c: &mut dyn Conn,
-    presented: &[u8; 32],
+    presented: &RefreshTokenKey,
 ) -> Result<Option<RefreshSnapshot>, DbError> {
     let token = if c.are_writes_serial() {
         // One lookup fewer on SQLite's writer, whose time bounds its throughput.
@@ -174,10 +180,12 @@ async fn rotation_snapshot(
     };
     let session_id = match &token {
         Some(t) => t.session_id.clone(),
-        None => match query_opt(c, &TOKEN_SESSION, params![presented], first_text).await? {
-            Some(id) => id,
-            None => return Ok(None),
-        },
+        None => {
+            match query_opt(c, &TOKEN_SESSION, params![&presented.id, &presented.hash.0], first_text).await? {
+                Some(id) => id,
+                None => return Ok(None),
+            }
+        }
     };
     let Some(session) = query_opt(c, &LOCK, params![&session_id], rows::session).await? else {
         return Ok(None);
@@ -196,15 +204,15 @@ async fn rotation_snapshot(
 /// Applies what the rotation policy decided.
 async fn apply_rotation(
     c: &mut dyn Conn,
-    presented: &[u8; 32],
+    presented: &RefreshTokenKey,
     sid: &str,
     decision: &RotationDecision,
 ) -> Result<(), DbError> {
     match decision {
-        RotationDecision::Rotate { retired_by, successor_hash, successor_sealed, touch, event } => {
-            let p = params![touch.now.0, &successor_hash.0, successor_sealed, &retired_by.0, presented];
+        RotationDecision::Rotate { retired_by, successor, successor_sealed, touch, event } => {
+            let p = params![touch.now.0, &successor.id, successor_sealed, &retired_by.0, &presented.id];
             c.execute(&RETIRE, p).await?;
-            c.execute(&INSERT_TOKEN, params![&successor_hash.0, sid, touch.now.0]).await?;
+            c.execute(&INSERT_TOKEN, params![&successor.id, &successor.hash.0, sid, touch.now.0]).await?;
             touch_in_tx(c, sid, touch).await?;
             if let Some(e) = event {
                 insert_security_event(c, e).await?;
@@ -229,7 +237,7 @@ type DecideOnce = std::sync::Arc<std::sync::Mutex<Option<Decide>>>;
 
 fn rotate(
     c: &mut dyn Conn,
-    (presented, decide): ([u8; 32], DecideOnce),
+    (presented, decide): (RefreshTokenKey, DecideOnce),
 ) -> OpFuture<'_, Option<(RefreshSnapshot, RotationDecision)>> {
     Box::pin(async move {
         let Some(snap) = rotation_snapshot(c, &presented).await? else { return Ok(None) };
@@ -242,7 +250,7 @@ fn rotate(
 
 fn insert(
     c: &mut dyn Conn,
-    (s, token, cookie): (SessionRecord, Option<TokenHash>, Option<TokenHash>),
+    (s, token, cookie): (SessionRecord, Option<RefreshTokenKey>, Option<TokenHash>),
 ) -> OpFuture<'_, ()> {
     Box::pin(async move {
         insert_session_in_tx(c, &s, token.as_ref()).await?;
@@ -257,8 +265,8 @@ fn by_id(c: &mut dyn Conn, id: String) -> OpFuture<'_, Option<SessionRecord>> {
     Box::pin(async move { query_opt(c, &BY_ID, params![&id], rows::session).await })
 }
 
-fn by_token(c: &mut dyn Conn, hash: [u8; 32]) -> OpFuture<'_, Option<SessionRecord>> {
-    Box::pin(async move { query_opt(c, &BY_TOKEN, params![&hash], rows::session).await })
+fn by_token(c: &mut dyn Conn, key: RefreshTokenKey) -> OpFuture<'_, Option<SessionRecord>> {
+    Box::pin(async move { query_opt(c, &BY_TOKEN, params![&key.id, &key.hash.0], rows::session).await })
 }
 
 fn by_cookie(c: &mut dyn Conn, hash: [u8; 32]) -> OpFuture<'_, Option<SessionRecord>> {
@@ -279,9 +287,9 @@ fn revoke(
     })
 }
 
-fn is_live_token(c: &mut dyn Conn, hash: [u8; 32]) -> OpFuture<'_, bool> {
+fn is_live_token(c: &mut dyn Conn, key: RefreshTokenKey) -> OpFuture<'_, bool> {
     Box::pin(async move {
-        let retired = query_opt(c, &RETIRED_AT, params![&hash], |r| r.opt_int(0)).await?;
+        let retired = query_opt(c, &RETIRED_AT, params![&key.id, &key.hash.0], |r| r.opt_int(0)).await?;
         Ok(matches!(retired, Some(None)))
     })
 }
@@ -295,7 +303,7 @@ impl<B: Backend> SessionStore for Db<B> {
     async fn insert_session(
         &self,
         session: &SessionRecord,
-        refresh_token: &TokenHash,
+        refresh_token: &RefreshTokenKey,
     ) -> Result<(), StoreError> {
         self.0.run(Access::Transaction, op((session.clone(), Some(*refresh_token), None), insert)).await
     }
@@ -306,9 +314,9 @@ impl<B: Backend> SessionStore for Db<B> {
 
     async fn find_session_by_refresh_token(
         &self,
-        hash: &TokenHash,
+        key: &RefreshTokenKey,
     ) -> Result<Option<SessionRecord>, StoreError> {
-        self.0.run(Access::Point, op(hash.0, by_token)).await
+        self.0.run(Access::Point, op(*key, by_token)).await
     }
 
     async fn list_live_sessions(
@@ -329,15 +337,15 @@ impl<B: Backend> SessionStore for Db<B> {
 
     async fn rotate_refresh_token(
         &self,
-        presented: &TokenHash,
+        presented: &RefreshTokenKey,
         decide: Decide,
     ) -> Result<Option<(RefreshSnapshot, RotationDecision)>, StoreError> {
         let decide: DecideOnce = std::sync::Arc::new(std::sync::Mutex::new(Some(decide)));
-        self.0.run(Access::Transaction, op((presented.0, decide), rotate)).await
+        self.0.run(Access::Transaction, op((*presented, decide), rotate)).await
     }
 
-    async fn is_live_refresh_token(&self, hash: &TokenHash) -> Result<bool, StoreError> {
-        self.0.run(Access::Point, op(hash.0, is_live_token)).await
+    async fn is_live_refresh_token(&self, key: &RefreshTokenKey) -> Result<bool, StoreError> {
+        self.0.run(Access::Point, op(*key, is_live_token)).await
     }
 
     async fn insert_web_session(

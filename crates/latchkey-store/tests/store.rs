@@ -12,7 +12,7 @@
 use std::sync::Arc;
 
 use latchkey_core::clock::Timestamp;
-use latchkey_core::crypto::{TokenHash, new_refresh_token, seal_successor};
+use latchkey_core::crypto::{RefreshTokenKey, TokenHash, new_refresh_token, seal_successor};
 use latchkey_core::refresh::{RefreshContext, RotationPolicy, decide};
 use latchkey_core::store::ports::*;
 use latchkey_core::store::{
@@ -129,18 +129,18 @@ async fn rotate(store: &dyn Store, presented: &RefreshToken, now: i64) -> Option
         policy: RotationPolicy::from(&Settings::new("http://issuer")),
         caller: Caller { ip: None, user_agent: Some("ua".into()) },
         requested_scope: None,
-        successor_hash: TokenHash::of(successor.expose_secret()),
+        successor: RefreshTokenKey::of(successor.expose_secret()),
         successor_sealed: seal_successor(presented, &successor).unwrap(),
     };
-    let hash = TokenHash::of(presented.expose_secret());
-    store.rotate_refresh_token(&hash, Box::new(move |snap| decide(snap, &ctx))).await.unwrap().map(|(_, d)| d)
+    let key = RefreshTokenKey::of(presented.expose_secret());
+    store.rotate_refresh_token(&key, Box::new(move |snap| decide(snap, &ctx))).await.unwrap().map(|(_, d)| d)
 }
 
 async fn seeded(store: &dyn Store) -> RefreshToken {
     store.insert_user(&user("u")).await.unwrap();
     let first = new_refresh_token();
     store
-        .insert_session(&session("s", "u", T0 + 100_000), &TokenHash::of(first.expose_secret()))
+        .insert_session(&session("s", "u", T0 + 100_000), &RefreshTokenKey::of(first.expose_secret()))
         .await
         .unwrap();
     first
@@ -232,7 +232,7 @@ store_test!(revocation_checks_the_owner_and_is_final, |store| {
 
 store_test!(user_changes_bump_authz_ver_and_revoke, |store| {
     seeded(store.as_ref()).await;
-    store.insert_session(&session("s2", "u", T0 + 100_000), &TokenHash::of("lkr_two")).await.unwrap();
+    store.insert_session(&session("s2", "u", T0 + 100_000), &RefreshTokenKey::of("lkr_two")).await.unwrap();
     let change = |kind| UserChange {
         user_id: "u".into(),
         kind,
@@ -273,7 +273,7 @@ store_test!(throttle_window_slides, |store| {
 
 store_test!(prune_forgets_only_what_is_over, |store| {
     seeded(store.as_ref()).await;
-    store.insert_session(&session("old", "u", T0 + 10), &TokenHash::of("lkr_old")).await.unwrap();
+    store.insert_session(&session("old", "u", T0 + 10), &RefreshTokenKey::of("lkr_old")).await.unwrap();
     let rev = SessionRevocation {
         reason: ErrorReason::LoggedOut,
         now: Timestamp(T0),
@@ -286,7 +286,7 @@ store_test!(prune_forgets_only_what_is_over, |store| {
         .unwrap();
     store.prune(Timestamp(T0 + 301), Timestamp(T0 + 20)).await.unwrap();
     assert!(store.find_session("old").await.unwrap().is_none());
-    assert!(store.find_session_by_refresh_token(&TokenHash::of("lkr_old")).await.unwrap().is_none());
+    assert!(store.find_session_by_refresh_token(&RefreshTokenKey::of("lkr_old")).await.unwrap().is_none());
     assert!(store.find_session("s").await.unwrap().is_some());
     assert!(store.list_feed_events(0, Timestamp(T0), 10).await.unwrap().is_empty());
 });
@@ -356,7 +356,7 @@ store_test!(a_code_is_redeemed_once_and_reuse_revokes_its_session, |store| {
                 s.client_id = c.client_id.clone();
                 CodeDecision::Issue {
                     session: Box::new(s),
-                    refresh_token: Some(TokenHash::of(&format!("lkr_{i}"))),
+                    refresh_token: Some(RefreshTokenKey::of(&format!("lkr_{i}"))),
                 }
             });
             store.redeem_auth_code(&hash, "app", Timestamp(T0 + 1), &code_reuse(), decide).await.unwrap()
@@ -408,7 +408,7 @@ store_test!(consent_web_sessions_and_access_token_revocation, |store| {
     // Revoking the app grant forgets the consent and revokes the app's sessions only.
     let mut app_session = session("a", "u", T0 + 1000);
     app_session.client_id = "app".into();
-    store.insert_session(&app_session, &TokenHash::of("lkr_a")).await.unwrap();
+    store.insert_session(&app_session, &RefreshTokenKey::of("lkr_a")).await.unwrap();
     let rev = SessionRevocation {
         reason: ErrorReason::RevokedByUser,
         now: Timestamp(T0),
@@ -433,8 +433,8 @@ store_test!(consent_web_sessions_and_access_token_revocation, |store| {
         .count();
     assert_eq!(tokens, 1);
     // Live refresh tokens.
-    assert!(!store.is_live_refresh_token(&TokenHash::of("lkr_nope")).await.unwrap());
-    assert!(store.is_live_refresh_token(&TokenHash::of("lkr_a")).await.unwrap());
+    assert!(!store.is_live_refresh_token(&RefreshTokenKey::of("lkr_nope")).await.unwrap());
+    assert!(store.is_live_refresh_token(&RefreshTokenKey::of("lkr_a")).await.unwrap());
 });
 
 // Review finding: a password change (user row, sessions, then the feed lock) raced against
@@ -446,7 +446,7 @@ store_test!(user_changes_and_revocations_race_without_deadlock, |store| {
         let ids: Vec<String> = (0..4).map(|i| format!("race-{round}-{i}")).collect();
         for id in &ids {
             store
-                .insert_session(&session(id, "u", T0 + 100_000), &TokenHash::of(&format!("lkr_{id}")))
+                .insert_session(&session(id, "u", T0 + 100_000), &RefreshTokenKey::of(&format!("lkr_{id}")))
                 .await
                 .unwrap();
         }

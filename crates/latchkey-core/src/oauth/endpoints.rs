@@ -8,7 +8,7 @@ use super::OPENID;
 use super::token::TokenRequestError;
 use crate::account::AuthError;
 use crate::caller::Caller;
-use crate::crypto::TokenHash;
+use crate::crypto::RefreshTokenKey;
 use crate::service::Latchkey;
 use crate::store::{ClientRecord, RevocationTarget, UserStatus};
 
@@ -48,7 +48,7 @@ impl Latchkey {
         ctx: &Caller,
     ) -> Result<(), TokenRequestError> {
         if token.starts_with(RefreshToken::PREFIX) {
-            let session = self.store.find_session_by_refresh_token(&TokenHash::of(token)).await?;
+            let session = self.store.find_session_by_refresh_token(&RefreshTokenKey::of(token)).await?;
             if let Some(s) = session.filter(|s| s.client_id == client.client_id) {
                 let target = RevocationTarget::Session { id: s.id.clone(), user_id: None };
                 self.revoke(target, ErrorReason::LoggedOut, Some(&s.user_id), Some(&s.id), ctx).await?;
@@ -139,12 +139,12 @@ impl Latchkey {
         };
         let now = self.clock.now();
         if token.starts_with(RefreshToken::PREFIX) {
-            let hash = TokenHash::of(token);
-            let session = self.store.find_session_by_refresh_token(&hash).await?;
+            let key = RefreshTokenKey::of(token);
+            let session = self.store.find_session_by_refresh_token(&key).await?;
             let Some(session) = session.filter(|s| may_see(&s.client_id)) else {
                 return Ok(inactive);
             };
-            let is_live = self.store.is_live_refresh_token(&hash).await?
+            let is_live = self.store.is_live_refresh_token(&key).await?
                 && session.revoked_at.is_none()
                 && now < session.expires_at
                 && now < session.idle_expires_at;

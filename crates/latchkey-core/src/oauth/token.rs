@@ -12,7 +12,7 @@ use latchkey_proto::{ErrorReason, RefreshToken};
 use super::OPENID;
 use crate::caller::Caller;
 use crate::clock::Timestamp;
-use crate::crypto::{TokenHash, b64, new_refresh_token};
+use crate::crypto::{RefreshTokenKey, TokenHash, b64, new_refresh_token};
 use crate::keys::KeyError;
 use crate::login::SessionLifetimes;
 use crate::refresh::RefreshError;
@@ -335,7 +335,7 @@ impl Latchkey {
         let now = self.clock.now();
         let s = &self.settings;
         let refresh_token = has_grant(client, "refresh_token").then(new_refresh_token);
-        let refresh_hash = refresh_token.as_ref().map(|t| TokenHash::of(t.expose_secret()));
+        let refresh_key = refresh_token.as_ref().map(|t| RefreshTokenKey::of(t.expose_secret()));
         let (client_id, redirect, verifier_owned) =
             (client.client_id.clone(), redirect_uri.to_owned(), verifier.to_owned());
         let lifetimes = SessionLifetimes::from(s);
@@ -348,7 +348,7 @@ impl Latchkey {
             }
             let session =
                 lifetimes.start(code.user_id.clone(), &client_id, code.scope.clone(), &ctx_owned, now);
-            CodeDecision::Issue { session: Box::new(session), refresh_token: refresh_hash }
+            CodeDecision::Issue { session: Box::new(session), refresh_token: refresh_key }
         });
         let reuse = SessionRevocation {
             reason: ErrorReason::ReuseDetected,

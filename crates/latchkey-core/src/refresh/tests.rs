@@ -4,6 +4,7 @@ use std::time::Duration;
 
 use super::*;
 use crate::caller::CallerFingerprint;
+use crate::crypto::RefreshTokenKey;
 use crate::store::{RefreshTokenRecord, SessionRecord, UserRecord};
 
 const T0: i64 = 1_000_000;
@@ -15,7 +16,7 @@ fn settings() -> Settings {
 fn snapshot() -> RefreshSnapshot {
     RefreshSnapshot {
         token: RefreshTokenRecord {
-            hash: TokenHash::of("lkr_old"),
+            key: RefreshTokenKey::of("lkr_old"),
             session_id: "s".into(),
             created_at: Timestamp(T0),
             retired_at: None,
@@ -60,7 +61,7 @@ fn run(snap: &RefreshSnapshot, now: i64, settings: &Settings, agent: &str) -> Ro
         policy: RotationPolicy::from(settings),
         caller: client(agent),
         requested_scope: None,
-        successor_hash: TokenHash::of("lkr_new"),
+        successor: RefreshTokenKey::of("lkr_new"),
         successor_sealed: b"sealed".to_vec(),
     };
     decide(snap, &ctx)
@@ -85,8 +86,8 @@ fn reason(d: &RotationDecision) -> Option<ErrorReason> {
 #[test]
 fn live_token_rotates_and_slides_idle_expiry() {
     let d = run(&snapshot(), T0 + 10, &settings(), "agent/1");
-    let RotationDecision::Rotate { successor_hash, touch, event, .. } = d else { panic!("{d:?}") };
-    assert_eq!(successor_hash, TokenHash::of("lkr_new"));
+    let RotationDecision::Rotate { successor, touch, event, .. } = d else { panic!("{d:?}") };
+    assert_eq!(successor, RefreshTokenKey::of("lkr_new"));
     assert_eq!(touch.now, Timestamp(T0 + 10));
     // 14 days from now is past the absolute expiry, so the idle expiry stops there.
     assert_eq!(touch.idle_expires_at, Timestamp(T0 + 5000));
@@ -230,7 +231,7 @@ fn another_clients_token_is_unknown_and_revokes_nothing() {
         policy: RotationPolicy::from(&settings),
         caller: client("ua"),
         requested_scope: None,
-        successor_hash: TokenHash::of("lkr_new"),
+        successor: RefreshTokenKey::of("lkr_new"),
         successor_sealed: b"sealed".to_vec(),
     };
     assert_eq!(decide(&snap, &ctx), RotationDecision::Refuse { reason: ErrorReason::UnknownToken });
@@ -257,7 +258,7 @@ fn grace_replay_needs_the_caller_that_rotated() {
         policy: RotationPolicy::from(&s),
         caller: Caller { ip: Some("198.51.100.7".into()), user_agent: Some("agent/1".into()) },
         requested_scope: None,
-        successor_hash: TokenHash::of("lkr_new"),
+        successor: RefreshTokenKey::of("lkr_new"),
         successor_sealed: b"sealed".to_vec(),
     };
     assert_eq!(reason(&decide(&snap, &ctx)), Some(ErrorReason::ReuseDetected));
@@ -280,7 +281,7 @@ fn scope_is_judged_after_the_tokens_state() {
         policy: RotationPolicy::from(&s),
         caller: client("agent/1"),
         requested_scope: Some("profile admin".into()),
-        successor_hash: TokenHash::of("lkr_new"),
+        successor: RefreshTokenKey::of("lkr_new"),
         successor_sealed: b"sealed".to_vec(),
     };
     assert_eq!(decide(&snapshot(), &ctx), RotationDecision::ScopeExceeded);

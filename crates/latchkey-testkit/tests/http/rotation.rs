@@ -274,6 +274,40 @@ async fn unknown_and_malformed_refresh_tokens() {
     }
 }
 
+/// A refresh token carries its row's key in its first 16 bytes (SPEC 3), which is not a
+/// secret: a token with a victim's key and any other secret is an unknown token, counts as
+/// no use of the victim's token, and leaves the victim's session alone, for every place a
+/// refresh token is presented.
+#[tokio::test]
+async fn a_token_with_a_stolen_key_id_and_another_secret_is_unknown() {
+    use base64::Engine as _;
+    use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    let s = TestServer::start().await;
+    let c = http_client();
+    let victim = s.signed_in(&c, "keyed").await;
+    let rt = victim.str("refresh_token").to_owned();
+    let sid = victim.str("session_id").to_owned();
+    let mut bytes = URL_SAFE_NO_PAD.decode(rt.trim_start_matches("lkr_")).unwrap();
+    assert_eq!(bytes.len(), 48, "a key id and 256 random bits");
+    for round in 0..20u8 {
+        // The victim's key id, another secret.
+        for b in &mut bytes[16..] {
+            *b = b.wrapping_add(round + 1);
+        }
+        let forged = format!("lkr_{}", URL_SAFE_NO_PAD.encode(&bytes));
+        let r = s.refresh(&c, &forged).await;
+        assert_eq!((r.status, r.json["error_reason"].as_str()), (400, Some("unknown_token")), "{}", r.text);
+        let r = send(c.post(s.url("/auth/logout")).json(&json!({"refresh_token": forged}))).await;
+        assert!(r.status < 500, "{}", r.text);
+    }
+    assert_eq!(s.live_refresh_tokens(&sid).await, 1);
+    let next = s.refresh(&c, &rt).await;
+    assert_eq!(next.status, 200, "the victim's token still works: {}", next.text);
+    assert_eq!(next.str("session_id"), sid);
+    let metrics = send(c.get(s.url("/metrics"))).await.text;
+    assert!(metrics.contains("latchkey_refresh_reuse_detections_total 0"), "{metrics}");
+}
+
 #[tokio::test]
 async fn ended_sessions_are_pruned_after_the_retention() {
     let s = TestServer::start().await;
