@@ -71,7 +71,10 @@ peer() { load --url "http://127.0.0.1:$PEER" --client-id bench-client --client-s
 
 for w in oauth-refresh client-credentials introspect introspect-access jwks; do
   record "$w" latchkey "$(lk --workload "$w")"
-  record "$w" oidc-provider "$(peer --workload "$w")"
+  # The peer does not introspect JWT access tokens: it introspects its opaque ones.
+  PEER_EXTRA=()
+  [ "$w" = introspect-access ] && PEER_EXTRA=(--resource https://api-opaque.example)
+  record "$w" oidc-provider "$(peer --workload "$w" "${PEER_EXTRA[@]}")"
 done
 record "first-party refresh" latchkey "$(load --url "http://127.0.0.1:$LK" --workload refresh)"
 IDLE_P99=$(tail -n1 "$RESULTS" | cut -f5)

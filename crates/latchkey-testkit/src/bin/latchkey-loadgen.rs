@@ -21,7 +21,8 @@
 //! - `introspect`: RFC 7662 introspection of a refresh token (seeded as for `oauth-refresh`;
 //!   opaque on both servers, so both look it up).
 //! - `introspect-access`: introspection of an access token, what resource servers send: a
-//!   `client_credentials` token of the client itself (a JWT on Latchkey, opaque on the peer).
+//!   `client_credentials` token of the client itself: a JWT on Latchkey; on the peer, which
+//!   does not introspect JWTs, an opaque one (`--resource https://api-opaque.example`).
 //! - `jwks`: `GET` of the `jwks_uri`.
 //! - `get`: `GET --path P` (with `--bearer TOKEN` if given), expecting 200: an API route.
 //!
@@ -66,6 +67,8 @@ struct Args {
     scope: String,
     path: String,
     bearer: Option<String>,
+    /// RFC 8707 `resource` for the token `introspect-access` introspects.
+    resource: Option<String>,
 }
 
 fn parse_args() -> Args {
@@ -82,6 +85,7 @@ fn parse_args() -> Args {
         scope: "api".into(),
         path: "/".into(),
         bearer: None,
+        resource: None,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -110,6 +114,7 @@ fn parse_args() -> Args {
             "--scope" => a.scope = value(),
             "--path" => a.path = value(),
             "--bearer" => a.bearer = Some(value()),
+            "--resource" => a.resource = Some(value()),
             other => panic!("unknown flag {other}; see the file's doc comment"),
         }
     }
@@ -374,7 +379,11 @@ async fn main() {
         }
         (Workload::OauthRefresh | Workload::Introspect, _) => peer_chains(&client, &args).await,
         (Workload::IntrospectAccess, Some(e)) => {
-            let (status, body) = call(client.post(&e.token).form(&client_credentials(&args))).await;
+            let mut form = client_credentials(&args).to_vec();
+            if let Some(resource) = &args.resource {
+                form.push(("resource", resource));
+            }
+            let (status, body) = call(client.post(&e.token).form(&form)).await;
             let token = body["access_token"]
                 .as_str()
                 .unwrap_or_else(|| panic!("client_credentials: {status} {body}"));
