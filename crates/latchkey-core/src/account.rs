@@ -8,6 +8,7 @@ use latchkey_proto::{ErrorReason, RefreshToken, TokenErrorReason};
 
 use crate::caller::Caller;
 use crate::crypto::RefreshTokenKey;
+use crate::ids::{SessionId, UserId};
 use crate::password::PasswordError;
 use crate::service::Latchkey;
 use crate::store::{
@@ -109,10 +110,13 @@ impl Latchkey {
         let claims = self.verify_access_token(bearer, false).map_err(AuthError::InvalidToken)?;
         let sid = claims.sid.as_deref().ok_or(AuthError::InvalidToken(TokenErrorReason::Malformed))?;
         let revoked = AuthError::InvalidToken(TokenErrorReason::Revoked);
-        let session =
-            self.store.find_session(sid).await?.ok_or(AuthError::InvalidToken(TokenErrorReason::Revoked))?;
+        let session = self
+            .store
+            .find_session(&SessionId::from(sid))
+            .await?
+            .ok_or(AuthError::InvalidToken(TokenErrorReason::Revoked))?;
         let now = self.clock.now();
-        if session.revoked_at.is_some() || session.user_id != claims.sub {
+        if session.revoked_at.is_some() || session.user_id.as_str() != claims.sub {
             return Err(revoked);
         }
         if now >= session.expires_at || now >= session.idle_expires_at {
@@ -134,10 +138,10 @@ impl Latchkey {
         &self,
         target: RevocationTarget,
         reason: ErrorReason,
-        user_id: Option<&str>,
-        session_id: Option<&str>,
+        user_id: Option<&UserId>,
+        session_id: Option<&SessionId>,
         ctx: &Caller,
-    ) -> Result<Vec<String>, StoreError> {
+    ) -> Result<Vec<SessionId>, StoreError> {
         self.revoke_with(target, self.revocation(reason, user_id, session_id, ctx)).await
     }
 
@@ -145,8 +149,8 @@ impl Latchkey {
     pub(crate) fn revocation(
         &self,
         reason: ErrorReason,
-        user_id: Option<&str>,
-        session_id: Option<&str>,
+        user_id: Option<&UserId>,
+        session_id: Option<&SessionId>,
         ctx: &Caller,
     ) -> SessionRevocation {
         let now = self.clock.now();
@@ -164,7 +168,7 @@ impl Latchkey {
         &self,
         target: RevocationTarget,
         revocation: SessionRevocation,
-    ) -> Result<Vec<String>, StoreError> {
+    ) -> Result<Vec<SessionId>, StoreError> {
         let revoked = self.store.revoke_sessions(&target, &revocation).await?;
         self.feed.changed();
         self.metrics.revocations(revocation.reason.as_str(), revoked.len());
@@ -194,14 +198,15 @@ impl Latchkey {
         // Apps revoke their own tokens with RFC 7009, which authenticates the client.
         let is_first_party = |client_id: &str| client_id == crate::login::FIRST_PARTY_CLIENT_ID;
         let session = match (from_bearer, refresh_token) {
-            (Some(Ok(claims)), _) => {
-                claims.sid.filter(|_| is_first_party(&claims.client_id)).map(|sid| (sid, claims.sub))
-            }
+            (Some(Ok(claims)), _) => claims
+                .sid
+                .filter(|_| is_first_party(&claims.client_id))
+                .map(|sid| (SessionId::from(sid), UserId::from(claims.sub))),
             (Some(Err(_)) | None, Some(rt)) => self
                 .store
                 .find_session_by_refresh_token(&RefreshTokenKey::of(rt.expose_secret()))
                 .await?
-                .filter(|s| is_first_party(&s.client_id))
+                .filter(|s| is_first_party(s.client_id.as_str()))
                 .map(|s| (s.id, s.user_id)),
             (Some(Err(reason)), None) => return Err(AccountError::Auth(AuthError::InvalidToken(reason))),
             (None, None) => return Err(AccountError::MissingCredential),
@@ -243,8 +248,8 @@ impl Latchkey {
                 .into_iter()
                 .map(|s| SessionInfo {
                     current: s.id == auth.session.id,
-                    id: s.id,
-                    client_id: s.client_id,
+                    id: s.id.into_string(),
+                    client_id: s.client_id.into_string(),
                     created_at: s.created_at.rfc3339(),
                     last_used_at: s.last_used_at.rfc3339(),
                     idle_expires_at: s.idle_expires_at.rfc3339(),
@@ -263,7 +268,7 @@ impl Latchkey {
     pub async fn revoke_own_session(
         &self,
         auth: &Authenticated,
-        id: &str,
+        id: &SessionId,
         ctx: &Caller,
     ) -> Result<(), AccountError> {
         let session = self.store.find_session(id).await?;
@@ -282,7 +287,7 @@ impl Latchkey {
     /// `GET /auth/me`: the user as stored now (roles are fresh, not the token's).
     pub fn me(&self, auth: &Authenticated) -> MeResponse {
         MeResponse {
-            sub: auth.user.id.clone(),
+            sub: auth.user.id.to_string(),
             username: auth.user.username.clone(),
             roles: auth.user.roles.clone(),
         }
@@ -310,7 +315,7 @@ impl Latchkey {
         }
         let is_valid = self.passwords.verify(&req.current_password, Some(&auth.user.password_hash)).await?;
         if !is_valid {
-            let user_id = Some(auth.user.id.as_str());
+            let user_id = Some(&auth.user.id);
             let locked = self
                 .record_failure("password_change_failed", user_id, &acct, addr.as_deref(), ctx, now)
                 .await?;

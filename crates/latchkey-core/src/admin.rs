@@ -112,7 +112,7 @@ impl Latchkey {
             None => {
                 username.check_new().map_err(RegisterError::InvalidUsername)?;
                 let user = UserRecord {
-                    id: crate::crypto::new_id(),
+                    id: crate::ids::UserId::new(crate::crypto::new_id()),
                     username: username.as_str().to_owned(),
                     password_hash: NO_PASSWORD.to_owned(),
                     roles,
@@ -124,7 +124,7 @@ impl Latchkey {
                 user
             }
         };
-        Ok(RegisterResponse { sub: user.id, username: user.username })
+        Ok(RegisterResponse { sub: user.id.into_string(), username: user.username })
     }
 
     /// `latchkey user set-roles`: bumps `authz_ver`, publishes `user_changed`.

@@ -5,6 +5,7 @@
 use latchkey_proto::secret::ClientSecret;
 
 use crate::crypto::{TokenHash, b64, new_id, random_bytes};
+use crate::ids::{ClientId, RedirectUri, Scope};
 use crate::service::Latchkey;
 use crate::store::{ClientRecord, StoreError};
 
@@ -35,8 +36,8 @@ pub enum ClientError {
     #[error("{0}")]
     Invalid(String),
     /// No such client.
-    #[error("no client with id {0:?}")]
-    UnknownClient(String),
+    #[error("no client with id {:?}", .0.as_str())]
+    UnknownClient(ClientId),
     /// Authentication failed (unknown id, wrong secret, public client).
     #[error("client authentication failed")]
     AuthenticationFailed,
@@ -57,17 +58,17 @@ impl AuthenticatedClient {
 
     /// Whether the client was registered with `scope`.
     pub fn has_scope(&self, scope: &str) -> bool {
-        self.0.scopes.iter().any(|s| s == scope)
+        self.0.scopes.contains(scope)
     }
 }
 
 /// A new client id: 128 random bits, base64url, never starting with `-` (it is typed on
 /// command lines, where a leading dash reads as an option).
-fn new_client_id() -> String {
+fn new_client_id() -> ClientId {
     loop {
         let id = new_id();
         if !id.starts_with('-') {
-            return id;
+            return ClientId::new(id);
         }
     }
 }
@@ -120,10 +121,10 @@ impl Latchkey {
         if grant_types.iter().any(|g| g == "authorization_code") && new.redirect_uris.is_empty() {
             return Err(ClientError::Invalid("authorization_code needs at least one --redirect-uri".into()));
         }
-        let mut scopes: Vec<String> = if new.scopes.is_empty() {
-            vec!["openid".to_owned(), "profile".to_owned()]
+        let mut scopes: Vec<&str> = if new.scopes.is_empty() {
+            vec!["openid", "profile"]
         } else {
-            new.scopes.iter().flat_map(|s| s.split_whitespace()).map(str::to_owned).collect()
+            new.scopes.iter().flat_map(|s| s.split_whitespace()).collect()
         };
         scopes.sort();
         scopes.dedup();
@@ -133,9 +134,9 @@ impl Latchkey {
             client_id: new_client_id(),
             name,
             secret_hash: secret.as_ref().map(|s| TokenHash::of(s.expose_secret())),
-            redirect_uris: new.redirect_uris,
+            redirect_uris: new.redirect_uris.into_iter().map(RedirectUri::from).collect(),
             grant_types,
-            scopes,
+            scopes: Scope::from_names(scopes),
             created_at: self.clock.now(),
         };
         self.store.insert_client(&record).await?;
@@ -155,12 +156,12 @@ impl Latchkey {
     ///
     /// # Errors
     /// An unknown id, storage.
-    pub async fn admin_remove_client(&self, client_id: &str) -> Result<(), ClientError> {
+    pub async fn admin_remove_client(&self, client_id: &ClientId) -> Result<(), ClientError> {
         if !self.store.delete_client(client_id).await? {
-            return Err(ClientError::UnknownClient(client_id.to_owned()));
+            return Err(ClientError::UnknownClient(client_id.clone()));
         }
         // What the app held dies with it: its sessions (through the feed too) and consents.
-        let target = crate::store::RevocationTarget::ClientSessions { client_id: client_id.to_owned() };
+        let target = crate::store::RevocationTarget::ClientSessions { client_id: client_id.clone() };
         let ctx = crate::caller::Caller { ip: None, user_agent: None };
         self.revoke(target, latchkey_proto::ErrorReason::RevokedByAdmin, None, None, &ctx).await?;
         Ok(())
@@ -173,7 +174,7 @@ impl Latchkey {
     /// [`ClientError::AuthenticationFailed`] for every kind of mismatch alike.
     pub async fn authenticate_client(
         &self,
-        client_id: &str,
+        client_id: &ClientId,
         secret: &ClientSecret,
     ) -> Result<AuthenticatedClient, ClientError> {
         let presented = TokenHash::of(secret.expose_secret());
@@ -191,7 +192,11 @@ mod tests {
 
     #[test]
     fn client_ids_never_look_like_options() {
-        assert!((0..2000).map(|_| new_client_id()).all(|id| !id.starts_with('-') && id.len() == 22));
+        assert!(
+            (0..2000)
+                .map(|_| new_client_id())
+                .all(|id| !id.as_str().starts_with('-') && id.as_str().len() == 22)
+        );
     }
 
     #[test]

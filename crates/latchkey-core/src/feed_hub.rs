@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use tokio::sync::{Notify, broadcast, watch};
 
+use crate::ids::ClientId;
 use crate::store::FeedEventRecord;
 
 /// The most Server-Sent Event streams one feed client may hold open on one server process.
@@ -29,14 +30,14 @@ pub struct FeedHub {
     changed: Notify,
     last_seq: AtomicI64,
     closing: watch::Sender<bool>,
-    open_streams: Arc<Mutex<HashMap<String, usize>>>,
+    open_streams: Arc<Mutex<HashMap<ClientId, usize>>>,
 }
 
 /// One open stream of a feed client, counted against [`MAX_STREAMS_PER_CLIENT`] until it
 /// is dropped (when the stream ends, however it ends).
 pub struct StreamSlot {
-    client_id: String,
-    open_streams: Arc<Mutex<HashMap<String, usize>>>,
+    client_id: ClientId,
+    open_streams: Arc<Mutex<HashMap<ClientId, usize>>>,
 }
 
 impl Drop for StreamSlot {
@@ -67,14 +68,14 @@ impl FeedHub {
     }
 
     /// Counts a new stream of `client_id`, or `None` when it holds the most already.
-    pub(crate) fn open_stream(&self, client_id: &str) -> Option<StreamSlot> {
+    pub(crate) fn open_stream(&self, client_id: &ClientId) -> Option<StreamSlot> {
         let mut open = self.open_streams.lock().ok()?;
-        let count = open.entry(client_id.to_owned()).or_default();
+        let count = open.entry(client_id.clone()).or_default();
         if *count >= MAX_STREAMS_PER_CLIENT {
             return None;
         }
         *count += 1;
-        Some(StreamSlot { client_id: client_id.to_owned(), open_streams: Arc::clone(&self.open_streams) })
+        Some(StreamSlot { client_id: client_id.clone(), open_streams: Arc::clone(&self.open_streams) })
     }
 
     /// Ends every open stream (graceful shutdown: streams never end by themselves).

@@ -13,6 +13,7 @@ pub mod crypto;
 pub mod device;
 pub mod feed;
 pub mod feed_hub;
+pub mod ids;
 pub mod keys;
 pub mod login;
 pub mod master_key;
@@ -30,6 +31,7 @@ pub mod web;
 
 pub use caller::Caller;
 pub use clock::{Clock, SystemClock, Timestamp};
+pub use ids::{ClientId, RedirectUri, Scope, SessionId, UserId};
 pub use service::Latchkey;
 pub use settings::Settings;
 pub use store::{Store, StoreError};

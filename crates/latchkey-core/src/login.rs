@@ -7,6 +7,7 @@ use latchkey_proto::auth::{Credentials, RegisterResponse, TokenResponse};
 use crate::caller::Caller;
 use crate::clock::Timestamp;
 use crate::crypto::{RefreshTokenKey, new_id, new_refresh_token};
+use crate::ids::{ClientId, Scope, SessionId, UserId};
 use crate::keys::KeyError;
 use crate::metrics::LoginOutcome;
 use crate::password::PasswordError;
@@ -37,17 +38,17 @@ impl SessionLifetimes {
     /// A new live session starting `now`.
     pub(crate) fn start(
         self,
-        user_id: String,
-        client_id: &str,
-        scope: String,
+        user_id: UserId,
+        client_id: ClientId,
+        scope: Scope,
         ctx: &Caller,
         now: Timestamp,
     ) -> SessionRecord {
         let expires_at = now.plus(self.max);
         SessionRecord {
-            id: new_id(),
+            id: SessionId::new(new_id()),
             user_id,
-            client_id: client_id.to_owned(),
+            client_id,
             scope,
             created_at: now,
             last_used_at: now,
@@ -149,7 +150,7 @@ impl Latchkey {
         }
         let user = self.create_user(&creds, Vec::new()).await?;
         self.metrics.registration();
-        Ok(RegisterResponse { sub: user.id, username: user.username })
+        Ok(RegisterResponse { sub: user.id.into_string(), username: user.username })
     }
 
     /// Creates a user (also used by the CLI).
@@ -165,7 +166,7 @@ impl Latchkey {
         }
         let password_hash = self.passwords.hash(&creds.password).await?;
         let user = UserRecord {
-            id: new_id(),
+            id: UserId::new(new_id()),
             username: creds.username.as_str().to_owned(),
             password_hash,
             roles,
@@ -212,7 +213,7 @@ impl Latchkey {
         let user = match user {
             Some(u) if is_valid && u.status == UserStatus::Active => u,
             other => {
-                let user_id = other.as_ref().map(|u| u.id.as_str());
+                let user_id = other.as_ref().map(|u| &u.id);
                 let locked =
                     self.record_failure("login_failed", user_id, &acct, addr.as_deref(), ctx, now).await?;
                 return Err(match locked {
@@ -265,7 +266,7 @@ impl Latchkey {
     pub(crate) async fn record_failure(
         &self,
         kind: &'static str,
-        user_id: Option<&str>,
+        user_id: Option<&UserId>,
         acct: &str,
         addr: Option<&str>,
         ctx: &Caller,
@@ -306,8 +307,8 @@ impl Latchkey {
     ) -> Result<TokenResponse, LoginError> {
         let session = SessionLifetimes::from(&self.settings).start(
             user.id.clone(),
-            FIRST_PARTY_CLIENT_ID,
-            FIRST_PARTY_SCOPE.to_owned(),
+            ClientId::from(FIRST_PARTY_CLIENT_ID),
+            Scope::from(FIRST_PARTY_SCOPE),
             ctx,
             now,
         );
@@ -319,8 +320,8 @@ impl Latchkey {
             token_type: "Bearer",
             expires_in: self.access_token_lifetime(&session, now),
             refresh_token,
-            session_id: session.id,
-            scope: session.scope,
+            session_id: session.id.into_string(),
+            scope: session.scope.into_string(),
         })
     }
 }

@@ -18,6 +18,7 @@ use crate::caller::Caller;
 use crate::caller::CallerFingerprint;
 use crate::clock::Timestamp;
 use crate::crypto::{RefreshTokenKey, new_refresh_token, open_successor, seal_successor};
+use crate::ids::{ClientId, Scope};
 use crate::keys::KeyError;
 use crate::metrics::RefreshOutcome;
 use crate::service::Latchkey;
@@ -75,7 +76,7 @@ impl From<&Settings> for RotationPolicy {
 #[derive(Debug, Clone)]
 pub struct RefreshContext {
     /// The client presenting the token: a session's tokens work only for its client.
-    pub client_id: String,
+    pub client_id: ClientId,
     /// Now.
     pub now: Timestamp,
     /// Settings.
@@ -83,7 +84,7 @@ pub struct RefreshContext {
     /// The caller.
     pub caller: Caller,
     /// The scope the request asked for (the token endpoint's `scope`), when it asked.
-    pub requested_scope: Option<String>,
+    pub requested_scope: Option<Scope>,
     /// Hash of the successor to install if the token rotates.
     pub successor: RefreshTokenKey,
     /// The successor sealed under the presented token.
@@ -192,7 +193,7 @@ pub fn decide(snap: &RefreshSnapshot, ctx: &RefreshContext) -> RotationDecision 
 
     // RFC 6749 §6: a scope beyond the grant is refused, and nothing rotates.
     if let Some(asked) = &ctx.requested_scope
-        && !asked.split(' ').filter(|x| !x.is_empty()).all(|x| session.scope.split(' ').any(|g| g == x))
+        && !session.scope.covers(asked)
     {
         return RotationDecision::ScopeExceeded;
     }
@@ -224,7 +225,7 @@ impl Latchkey {
         presented: &RefreshToken,
         caller: &Caller,
     ) -> Result<TokenResponse, RefreshError> {
-        self.refresh_for(crate::login::FIRST_PARTY_CLIENT_ID, presented, None, caller).await
+        self.refresh_for(&ClientId::from(crate::login::FIRST_PARTY_CLIENT_ID), presented, None, caller).await
     }
 
     /// Rotates a refresh token presented by `client_id` (the first-party API, or an app at
@@ -236,9 +237,9 @@ impl Latchkey {
     /// [`RefreshError::ScopeExceeded`].
     pub async fn refresh_for(
         &self,
-        client_id: &str,
+        client_id: &ClientId,
         presented: &RefreshToken,
-        requested_scope: Option<String>,
+        requested_scope: Option<Scope>,
         caller: &Caller,
     ) -> Result<TokenResponse, RefreshError> {
         if !presented.expose_secret().starts_with(RefreshToken::PREFIX) {
@@ -249,7 +250,7 @@ impl Latchkey {
         let successor = new_refresh_token();
         let successor_sealed = seal_successor(presented, &successor).ok_or(RefreshError::Sealing)?;
         let ctx = RefreshContext {
-            client_id: client_id.to_owned(),
+            client_id: client_id.clone(),
             now,
             policy: RotationPolicy::from(&self.settings),
             caller: caller.clone(),
@@ -300,8 +301,8 @@ impl Latchkey {
             token_type: "Bearer",
             expires_in: self.access_token_lifetime(&snap.session, now),
             refresh_token,
-            session_id: snap.session.id,
-            scope: snap.session.scope,
+            session_id: snap.session.id.into_string(),
+            scope: snap.session.scope.into_string(),
         })
     }
 }

@@ -7,6 +7,7 @@ use std::sync::Arc;
 
 use crate::caller::Caller;
 use crate::clock::{Clock, Timestamp};
+use crate::ids::{SessionId, UserId};
 use crate::keys::{KeyError, KeyRing};
 use crate::master_key::MasterKey;
 use crate::metrics::Metrics;
@@ -158,15 +159,15 @@ impl Latchkey {
         &self,
         now: Timestamp,
         kind: &'static str,
-        user_id: Option<&str>,
-        session_id: Option<&str>,
+        user_id: Option<&UserId>,
+        session_id: Option<&SessionId>,
         ctx: Option<&Caller>,
     ) -> NewSecurityEvent {
         NewSecurityEvent {
             at: now,
             kind,
-            user_id: user_id.map(str::to_owned),
-            session_id: session_id.map(str::to_owned),
+            user_id: user_id.cloned(),
+            session_id: session_id.cloned(),
             ip: ctx.and_then(|c| c.ip.clone()),
             detail: None,
         }

@@ -12,6 +12,7 @@ use latchkey_proto::ErrorReason;
 use crate::caller::CallerFingerprint;
 use crate::clock::Timestamp;
 use crate::crypto::{RefreshTokenKey, TokenHash};
+use crate::ids::{ClientId, RedirectUri, Scope, SessionId, UserId};
 
 /// What went wrong in the store, without backend types.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -59,7 +60,7 @@ impl UserStatus {
 #[derive(Clone, PartialEq, Eq)]
 pub struct UserRecord {
     /// Opaque id (the `sub` claim).
-    pub id: String,
+    pub id: UserId,
     /// Unique username.
     pub username: String,
     /// Argon2id PHC string.
@@ -91,13 +92,13 @@ impl std::fmt::Debug for UserRecord {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SessionRecord {
     /// Opaque id (the `sid` claim).
-    pub id: String,
+    pub id: SessionId,
     /// The user.
-    pub user_id: String,
+    pub user_id: UserId,
     /// The client.
-    pub client_id: String,
-    /// Granted scope, space-separated.
-    pub scope: String,
+    pub client_id: ClientId,
+    /// Granted scope.
+    pub scope: Scope,
     /// Login time.
     pub created_at: Timestamp,
     /// Last login or refresh.
@@ -122,7 +123,7 @@ pub struct RefreshTokenRecord {
     /// Its key and hash.
     pub key: RefreshTokenKey,
     /// Its session.
-    pub session_id: String,
+    pub session_id: SessionId,
     /// Issue time.
     pub created_at: Timestamp,
     /// When it was rotated; `None` while it is the session's live token.
@@ -214,7 +215,7 @@ pub struct SessionRevocation {
 impl SessionRevocation {
     /// The security event recorded with this revocation once the store knows which
     /// sessions it actually revoked (none are skipped: the caller records nothing then).
-    pub fn event_for(&self, revoked: &[String]) -> NewSecurityEvent {
+    pub fn event_for(&self, revoked: &[SessionId]) -> NewSecurityEvent {
         let mut event = self.event.clone();
         if event.detail.is_none() {
             event.detail = Some(format!("reason {}; {} session(s)", self.reason.as_str(), revoked.len()));
@@ -234,30 +235,30 @@ pub enum RevocationTarget {
     /// One session, only if it belongs to `user_id` when given.
     Session {
         /// Session id.
-        id: String,
+        id: SessionId,
         /// Owner check.
-        user_id: Option<String>,
+        user_id: Option<UserId>,
     },
     /// Every live session of a user, except one.
     UserSessions {
         /// The user.
-        user_id: String,
+        user_id: UserId,
         /// A session to keep.
-        except: Option<String>,
+        except: Option<SessionId>,
     },
     /// Every live session of a client, for every user (the client is being removed); its
     /// remembered consents are forgotten in the same transaction.
     ClientSessions {
         /// The client.
-        client_id: String,
+        client_id: ClientId,
     },
     /// A user's grant to an app: every live session of the user with that client; the
     /// remembered consent is forgotten in the same transaction.
     AppGrant {
         /// The user.
-        user_id: String,
+        user_id: UserId,
         /// The app.
-        client_id: String,
+        client_id: ClientId,
     },
 }
 
@@ -267,13 +268,13 @@ pub struct AuthCodeRecord {
     /// SHA-256 of the code.
     pub hash: TokenHash,
     /// The client it was issued to.
-    pub client_id: String,
+    pub client_id: ClientId,
     /// The user who approved it.
-    pub user_id: String,
+    pub user_id: UserId,
     /// The redirect URI of the authorization request (the token request must repeat it).
-    pub redirect_uri: String,
-    /// Granted scope, space-separated.
-    pub scope: String,
+    pub redirect_uri: RedirectUri,
+    /// Granted scope.
+    pub scope: Scope,
     /// The request's `nonce`, for the ID token.
     pub nonce: Option<String>,
     /// PKCE S256 challenge (base64url of SHA-256 of the verifier).
@@ -287,12 +288,12 @@ pub struct AuthCodeRecord {
     /// First redemption.
     pub used_at: Option<Timestamp>,
     /// The session the first redemption produced.
-    pub session_id: Option<String>,
+    pub session_id: Option<SessionId>,
     /// The browser session that approved it. The code is good only while that session is
     /// live and the user's consent stands: a logout, a password change or disconnecting
     /// the app before the redemption leaves the code worthless (SPEC 4: revoked is final).
     /// `None` for codes issued before this was recorded, which are refused.
-    pub browser_session_id: Option<String>,
+    pub browser_session_id: Option<SessionId>,
 }
 
 /// What the domain decided about a code's first redemption.
@@ -319,7 +320,7 @@ pub struct CodeIssuer {
     /// The browser session that approved the code, as it is now.
     pub browser_session: Option<SessionRecord>,
     /// The scopes the user has granted the client now (`None`: no consent, or withdrawn).
-    pub consented_scopes: Option<Vec<String>>,
+    pub consented_scopes: Option<Scope>,
 }
 
 /// The code-redemption decision, run inside the store's transaction.
@@ -343,7 +344,7 @@ pub enum CodeRedemption {
         /// The code.
         code: Box<AuthCodeRecord>,
         /// Sessions revoked.
-        revoked: Vec<String>,
+        revoked: Vec<SessionId>,
     },
     /// First redemption: the code is now spent, and the decision applied.
     Redeemed {
@@ -365,7 +366,7 @@ pub enum UserChangeKind {
         /// Argon2id PHC string.
         password_hash: String,
         /// The session that made the change.
-        keep_session: Option<String>,
+        keep_session: Option<SessionId>,
     },
     /// Disable the user and revoke every session (`user_disabled`).
     Disable,
@@ -375,11 +376,11 @@ impl UserChangeKind {
     /// The sessions this change ends, as (reason, session to keep): a new password ends
     /// every other session, disabling ends all, new roles end none (the feed's
     /// `user_changed` makes older tokens stale instead).
-    pub fn revokes(&self) -> Option<(ErrorReason, Option<&str>)> {
+    pub fn revokes(&self) -> Option<(ErrorReason, Option<&SessionId>)> {
         match self {
             Self::SetRoles(_) => None,
             Self::SetPassword { keep_session, .. } => {
-                Some((ErrorReason::PasswordChanged, keep_session.as_deref()))
+                Some((ErrorReason::PasswordChanged, keep_session.as_ref()))
             }
             Self::Disable => Some((ErrorReason::UserDisabled, None)),
         }
@@ -399,7 +400,7 @@ impl UserChange {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct UserChange {
     /// The user.
-    pub user_id: String,
+    pub user_id: UserId,
     /// What changes.
     pub kind: UserChangeKind,
     /// Now.
@@ -418,9 +419,9 @@ pub struct NewSecurityEvent {
     /// What, e.g. `login_failed`, `refresh_token_reuse`.
     pub kind: &'static str,
     /// The user, when known.
-    pub user_id: Option<String>,
+    pub user_id: Option<UserId>,
     /// The session, when known.
-    pub session_id: Option<String>,
+    pub session_id: Option<SessionId>,
     /// The client address, when known.
     pub ip: Option<String>,
     /// Free text; never a secret.
@@ -437,9 +438,9 @@ pub struct SecurityEventRecord {
     /// What.
     pub kind: String,
     /// The user.
-    pub user_id: Option<String>,
+    pub user_id: Option<UserId>,
     /// The session.
-    pub session_id: Option<String>,
+    pub session_id: Option<SessionId>,
     /// Client address.
     pub ip: Option<String>,
     /// Detail.
@@ -476,17 +477,17 @@ impl std::fmt::Debug for StoredKey {
 #[derive(Clone, PartialEq, Eq)]
 pub struct ClientRecord {
     /// The public id.
-    pub client_id: String,
+    pub client_id: ClientId,
     /// A name for people.
     pub name: String,
     /// SHA-256 of the secret; `None` for a public client.
     pub secret_hash: Option<TokenHash>,
     /// Exact redirect URIs.
-    pub redirect_uris: Vec<String>,
+    pub redirect_uris: Vec<RedirectUri>,
     /// Allowed grant types.
     pub grant_types: Vec<String>,
     /// Scopes it may hold.
-    pub scopes: Vec<String>,
+    pub scopes: Scope,
     /// Registration time.
     pub created_at: Timestamp,
 }
@@ -534,14 +535,17 @@ pub trait UserStore {
     /// Inserts a user; a taken username is [`StoreError::Conflict`].
     async fn insert_user(&self, user: &UserRecord) -> Result<(), StoreError>;
     /// A user by id.
-    async fn find_user(&self, id: &str) -> Result<Option<UserRecord>, StoreError>;
+    async fn find_user(&self, id: &UserId) -> Result<Option<UserRecord>, StoreError>;
     /// A user by username.
     async fn find_user_by_username(&self, username: &str) -> Result<Option<UserRecord>, StoreError>;
     /// Every user, oldest first.
     async fn list_users(&self) -> Result<Vec<UserRecord>, StoreError>;
     /// Applies a user change atomically; returns the new `authz_ver` and the ids of the
     /// sessions it revoked, or `None` for an unknown user.
-    async fn apply_user_change(&self, change: &UserChange) -> Result<Option<(i64, Vec<String>)>, StoreError>;
+    async fn apply_user_change(
+        &self,
+        change: &UserChange,
+    ) -> Result<Option<(i64, Vec<SessionId>)>, StoreError>;
 }
 
 /// Sessions, their refresh tokens and browser cookies: rotation and revocation (SPEC 4).
@@ -554,7 +558,7 @@ pub trait SessionStore {
         refresh_token: &RefreshTokenKey,
     ) -> Result<(), StoreError>;
     /// A session by id.
-    async fn find_session(&self, id: &str) -> Result<Option<SessionRecord>, StoreError>;
+    async fn find_session(&self, id: &SessionId) -> Result<Option<SessionRecord>, StoreError>;
     /// The session a refresh token (live or retired) belongs to.
     async fn find_session_by_refresh_token(
         &self,
@@ -563,7 +567,7 @@ pub trait SessionStore {
     /// A user's sessions that are neither revoked nor expired at `now`, newest first.
     async fn list_live_sessions(
         &self,
-        user_id: &str,
+        user_id: &UserId,
         now: Timestamp,
     ) -> Result<Vec<SessionRecord>, StoreError>;
     /// Revokes sessions that are not yet revoked, with one feed event each and the security
@@ -572,7 +576,7 @@ pub trait SessionStore {
         &self,
         target: &RevocationTarget,
         revocation: &SessionRevocation,
-    ) -> Result<Vec<String>, StoreError>;
+    ) -> Result<Vec<SessionId>, StoreError>;
     /// Rotation with reuse detection, atomically: finds the token by hash, reads the
     /// snapshot, asks `decide`, applies the decision, commits. Concurrent calls for one
     /// session are serialised. `None` when the hash is unknown.
@@ -589,7 +593,7 @@ pub trait SessionStore {
     /// The session a browser cookie belongs to (revoked or expired ones too).
     async fn find_web_session(&self, cookie: &TokenHash) -> Result<Option<SessionRecord>, StoreError>;
     /// Records use of a session that has no refresh token (a browser sign-in).
-    async fn touch_session(&self, session_id: &str, touch: &Touch) -> Result<(), StoreError>;
+    async fn touch_session(&self, session_id: &SessionId, touch: &Touch) -> Result<(), StoreError>;
 }
 
 /// What the OAuth provider keeps: registered clients, authorization codes, consent
@@ -599,11 +603,11 @@ pub trait OAuthStore {
     /// Inserts a registered client; a taken id is [`StoreError::Conflict`].
     async fn insert_client(&self, client: &ClientRecord) -> Result<(), StoreError>;
     /// A client by id.
-    async fn find_client(&self, client_id: &str) -> Result<Option<ClientRecord>, StoreError>;
+    async fn find_client(&self, client_id: &ClientId) -> Result<Option<ClientRecord>, StoreError>;
     /// Every client, oldest first.
     async fn list_clients(&self) -> Result<Vec<ClientRecord>, StoreError>;
     /// Deletes a client; `false` when there was none.
-    async fn delete_client(&self, client_id: &str) -> Result<bool, StoreError>;
+    async fn delete_client(&self, client_id: &ClientId) -> Result<bool, StoreError>;
     /// Stores a new authorization code.
     async fn insert_auth_code(&self, code: &AuthCodeRecord) -> Result<(), StoreError>;
     /// Redeems a code for `client_id` atomically: an unknown code is
@@ -614,19 +618,20 @@ pub trait OAuthStore {
     async fn redeem_auth_code(
         &self,
         hash: &TokenHash,
-        client_id: &str,
+        client_id: &ClientId,
         now: Timestamp,
         reuse: &SessionRevocation,
         decide: CodeDecide,
     ) -> Result<CodeRedemption, StoreError>;
     /// The scopes a user has granted a client so far.
-    async fn find_consent(&self, user_id: &str, client_id: &str) -> Result<Option<Vec<String>>, StoreError>;
+    async fn find_consent(&self, user_id: &UserId, client_id: &ClientId)
+    -> Result<Option<Scope>, StoreError>;
     /// Records (replaces) the scopes a user has granted a client.
     async fn save_consent(
         &self,
-        user_id: &str,
-        client_id: &str,
-        scopes: &[String],
+        user_id: &UserId,
+        client_id: &ClientId,
+        scopes: &Scope,
         now: Timestamp,
     ) -> Result<(), StoreError>;
 }

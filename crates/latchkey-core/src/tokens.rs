@@ -14,6 +14,7 @@ use latchkey_proto::claims::{
 
 use crate::clock::Timestamp;
 use crate::crypto::{TokenHash, new_id};
+use crate::ids::{ClientId, Scope};
 use crate::keys::KeyError;
 use crate::service::Latchkey;
 use crate::store::{SessionRecord, UserRecord};
@@ -27,8 +28,7 @@ fn secs(d: std::time::Duration) -> i64 {
 /// sessions always; an app's only when it was granted the scope `roles`, so that an app the
 /// user allowed `openid profile` cannot act at an API with the user's roles.
 pub(crate) fn carries_roles(session: &SessionRecord) -> bool {
-    session.client_id == crate::login::FIRST_PARTY_CLIENT_ID
-        || session.scope.split(' ').any(|s| s == crate::oauth::ROLES)
+    session.client_id == crate::login::FIRST_PARTY_CLIENT_ID || session.scope.contains(crate::oauth::ROLES)
 }
 
 impl Latchkey {
@@ -45,17 +45,17 @@ impl Latchkey {
         let s = &self.settings;
         let claims = AccessTokenClaims {
             iss: s.issuer.clone(),
-            sub: user.id.clone(),
+            sub: user.id.to_string(),
             aud: s.audience.clone(),
-            client_id: session.client_id.clone(),
+            client_id: session.client_id.to_string(),
             // Never valid past the session's absolute end, even for verifiers that only look
             // at the token.
             exp: now.plus(s.access_token_ttl).min(session.expires_at).0,
             iat: now.0,
             nbf: None,
             jti: new_id(),
-            sid: Some(session.id.clone()),
-            scope: session.scope.clone(),
+            sid: Some(session.id.to_string()),
+            scope: session.scope.to_string(),
             roles: if carries_roles(session) { user.roles.clone() } else { Vec::new() },
             authz_ver: user.authz_ver,
             cnf: None,
@@ -73,22 +73,22 @@ impl Latchkey {
     /// When no key can sign.
     pub(crate) fn mint_client_token(
         &self,
-        client_id: &str,
-        scope: &str,
+        client_id: &ClientId,
+        scope: &Scope,
         now: Timestamp,
     ) -> Result<String, KeyError> {
         let s = &self.settings;
         let claims = AccessTokenClaims {
             iss: s.issuer.clone(),
-            sub: client_id.to_owned(),
+            sub: client_id.to_string(),
             aud: s.audience.clone(),
-            client_id: client_id.to_owned(),
+            client_id: client_id.to_string(),
             exp: now.plus(s.access_token_ttl).0,
             iat: now.0,
             nbf: None,
             jti: new_id(),
             sid: None,
-            scope: scope.to_owned(),
+            scope: scope.to_string(),
             roles: Vec::new(),
             authz_ver: 0,
             cnf: None,

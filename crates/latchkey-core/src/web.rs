@@ -7,6 +7,7 @@ use latchkey_proto::auth::Credentials;
 
 use crate::caller::Caller;
 use crate::crypto::{TokenHash, b64, random_bytes};
+use crate::ids::{ClientId, Scope, SessionId};
 use crate::login::{FIRST_PARTY_CLIENT_ID, FIRST_PARTY_SCOPE, LoginError, SessionLifetimes};
 use crate::service::Latchkey;
 use crate::store::{
@@ -43,9 +44,9 @@ pub struct ConnectedApp {
     /// The app, or `None` when it was removed since.
     pub client: Option<ClientRecord>,
     /// Its id.
-    pub client_id: String,
+    pub client_id: ClientId,
     /// Scopes granted across its live sessions.
-    pub scope: String,
+    pub scope: Scope,
     /// Its oldest live session's start.
     pub connected_at: crate::clock::Timestamp,
 }
@@ -65,8 +66,8 @@ impl Latchkey {
         let user = self.check_credentials(creds, ctx, now).await?;
         let session = SessionLifetimes::from(&self.settings).start(
             user.id.clone(),
-            FIRST_PARTY_CLIENT_ID,
-            FIRST_PARTY_SCOPE.to_owned(),
+            ClientId::from(FIRST_PARTY_CLIENT_ID),
+            Scope::from(FIRST_PARTY_SCOPE),
             ctx,
             now,
         );
@@ -132,12 +133,7 @@ impl Latchkey {
         let mut apps: Vec<ConnectedApp> = Vec::new();
         for s in app_sessions {
             if let Some(app) = apps.iter_mut().find(|a| a.client_id == s.client_id) {
-                for scope in s.scope.split(' ') {
-                    if !app.scope.split(' ').any(|x| x == scope) {
-                        app.scope.push(' ');
-                        app.scope.push_str(scope);
-                    }
-                }
+                app.scope = app.scope.union(&s.scope);
                 app.connected_at = app.connected_at.min(s.created_at);
             } else {
                 apps.push(ConnectedApp {
@@ -162,10 +158,10 @@ impl Latchkey {
     pub async fn revoke_device(
         &self,
         user: &UserRecord,
-        session_id: &str,
+        session_id: &SessionId,
         ctx: &Caller,
     ) -> Result<bool, StoreError> {
-        let target = RevocationTarget::Session { id: session_id.to_owned(), user_id: Some(user.id.clone()) };
+        let target = RevocationTarget::Session { id: session_id.clone(), user_id: Some(user.id.clone()) };
         let revoked =
             self.revoke(target, ErrorReason::RevokedByUser, Some(&user.id), Some(session_id), ctx).await?;
         Ok(!revoked.is_empty())
@@ -179,10 +175,10 @@ impl Latchkey {
     pub async fn revoke_app(
         &self,
         user: &UserRecord,
-        client_id: &str,
+        client_id: &ClientId,
         ctx: &Caller,
     ) -> Result<usize, StoreError> {
-        let target = RevocationTarget::AppGrant { user_id: user.id.clone(), client_id: client_id.to_owned() };
+        let target = RevocationTarget::AppGrant { user_id: user.id.clone(), client_id: client_id.clone() };
         let revoked = self.revoke(target, ErrorReason::RevokedByUser, Some(&user.id), None, ctx).await?;
         Ok(revoked.len())
     }

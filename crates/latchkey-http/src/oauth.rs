@@ -88,11 +88,13 @@ fn client_credentials(parts: &HeaderMap, params: &Params) -> Result<ClientCreden
                 "Use one client authentication method only.",
             )));
         }
-        return Ok(ClientCredentials::Basic { id, secret });
+        return Ok(ClientCredentials::Basic { id: id.into(), secret });
     }
     match (form_id, form_secret) {
-        (Some(id), Some(secret)) => Ok(ClientCredentials::Post { id, secret: ClientSecret::new(secret) }),
-        (Some(id), None) => Ok(ClientCredentials::Public { id }),
+        (Some(id), Some(secret)) => {
+            Ok(ClientCredentials::Post { id: id.into(), secret: ClientSecret::new(secret) })
+        }
+        (Some(id), None) => Ok(ClientCredentials::Public { id: id.into() }),
         _ => Err(ApiError::Token(TokenRequestError::InvalidClient { basic: false })),
     }
 }
@@ -110,14 +112,16 @@ pub(crate) async fn token(
         None => return Err(ApiError::Token(TokenRequestError::InvalidRequest("grant_type is required."))),
         Some("authorization_code") => TokenGrant::AuthorizationCode {
             code: params.require("code", "code is required.")?,
-            redirect_uri: params.get("redirect_uri"),
+            redirect_uri: params.get("redirect_uri").map(Into::into),
             code_verifier: params.get("code_verifier"),
         },
         Some("refresh_token") => TokenGrant::RefreshToken {
             refresh_token: RefreshToken::new(params.require("refresh_token", "refresh_token is required.")?),
-            scope: params.get("scope"),
+            scope: params.get("scope").map(Into::into),
         },
-        Some("client_credentials") => TokenGrant::ClientCredentials { scope: params.get("scope") },
+        Some("client_credentials") => {
+            TokenGrant::ClientCredentials { scope: params.get("scope").map(Into::into) }
+        }
         Some(_) => {
             // Authenticate first, so an unknown grant does not reveal whether the client exists.
             s.service.authenticate_token_client(&creds).await?;

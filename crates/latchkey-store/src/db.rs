@@ -21,6 +21,7 @@ use std::task::{Context, Poll, Waker};
 
 use async_trait::async_trait;
 use latchkey_core::StoreError;
+use latchkey_core::ids::{ClientId, RedirectUri, Scope, SessionId, UserId};
 
 /// A boxed, sendable future: what [`Conn`] methods and operations return.
 pub(crate) type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
@@ -146,6 +147,29 @@ impl<'a> From<Option<&'a [u8]>> for Param<'a> {
         Self::OptBlob(v)
     }
 }
+
+/// `TEXT` parameters for the port's id newtypes (`&UserId`, `&Option<SessionId>`,
+/// `Option<&ClientId>`, …): they are stored as their text.
+macro_rules! text_params {
+    ($($id:ty),*) => {$(
+        impl<'a> From<&'a $id> for Param<'a> {
+            fn from(v: &'a $id) -> Self {
+                Self::Text(v.as_str())
+            }
+        }
+        impl<'a> From<Option<&'a $id>> for Param<'a> {
+            fn from(v: Option<&'a $id>) -> Self {
+                Self::OptText(v.map(<$id>::as_str))
+            }
+        }
+        impl<'a> From<&'a Option<$id>> for Param<'a> {
+            fn from(v: &'a Option<$id>) -> Self {
+                Self::OptText(v.as_ref().map(<$id>::as_str))
+            }
+        }
+    )*};
+}
+text_params!(UserId, ClientId, SessionId, RedirectUri, Scope);
 
 /// Expands to `body` once per kind of [`Param`], with `v` bound to its value: how each
 /// driver binds a parameter, written once.
@@ -296,9 +320,9 @@ pub(crate) async fn query_all<T: Send>(
     Ok(out)
 }
 
-/// Reads the first column as text (ids).
-pub(crate) fn first_text(row: &dyn Row) -> Result<String, DbError> {
-    row.text(0)
+/// Reads the first column as an id (a session id, say).
+pub(crate) fn first_id<T: From<String>>(row: &dyn Row) -> Result<T, DbError> {
+    row.text(0).map(T::from)
 }
 
 /// Reads the first column as an integer.

@@ -5,6 +5,7 @@
 use async_trait::async_trait;
 use latchkey_core::StoreError;
 use latchkey_core::clock::Timestamp;
+use latchkey_core::ids::SessionId;
 use latchkey_core::store::{FeedEventRecord, FeedStore, SessionRevocation, UserChange};
 
 use crate::db::{Access, Backend, Conn, Db, DbError, OpFuture, Sql, op, params, query_all, query_opt};
@@ -29,7 +30,7 @@ static AFTER: Sql = Sql::new(concat!(
 /// A `session_revoked` event. The caller holds the feed lock.
 pub(crate) async fn insert_session_revoked(
     c: &mut dyn Conn,
-    sid: &str,
+    sid: &SessionId,
     rev: &SessionRevocation,
 ) -> Result<(), DbError> {
     c.execute(&SESSION_REVOKED, params![sid, rev.until.0, rev.now.0]).await.map(|_| ())

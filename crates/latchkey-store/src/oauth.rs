@@ -6,6 +6,7 @@ use async_trait::async_trait;
 use latchkey_core::StoreError;
 use latchkey_core::clock::Timestamp;
 use latchkey_core::crypto::TokenHash;
+use latchkey_core::ids::{ClientId, Scope, UserId};
 use latchkey_core::store::{
     AuthCodeRecord, ClientRecord, CodeDecide, CodeDecision, CodeIssuer, CodeRedemption, OAuthStore,
     SessionRevocation,
@@ -38,8 +39,8 @@ static SAVE_CONSENT: Sql = Sql::new(
      ON CONFLICT (user_id, client_id) DO UPDATE SET scopes = EXCLUDED.scopes, updated_at = EXCLUDED.updated_at",
 );
 
-fn consent_scopes(row: &dyn crate::db::Row) -> Result<Vec<String>, DbError> {
-    rows::json_list(row, 0, "consents.scopes")
+fn consent_scopes(row: &dyn crate::db::Row) -> Result<Scope, DbError> {
+    rows::scope_list(row, 0, "consents.scopes")
 }
 
 fn insert_client(c: &mut dyn Conn, client: ClientRecord) -> OpFuture<'_, ()> {
@@ -47,7 +48,7 @@ fn insert_client(c: &mut dyn Conn, client: ClientRecord) -> OpFuture<'_, ()> {
         let (uris, grants, scopes) = (
             rows::to_json(&client.redirect_uris)?,
             rows::to_json(&client.grant_types)?,
-            rows::to_json(&client.scopes)?,
+            rows::scope_json(&client.scopes)?,
         );
         let secret = client.secret_hash.as_ref().map(|h| &h.0[..]);
         let p =
@@ -56,7 +57,7 @@ fn insert_client(c: &mut dyn Conn, client: ClientRecord) -> OpFuture<'_, ()> {
     })
 }
 
-fn find_client(c: &mut dyn Conn, id: String) -> OpFuture<'_, Option<ClientRecord>> {
+fn find_client(c: &mut dyn Conn, id: ClientId) -> OpFuture<'_, Option<ClientRecord>> {
     Box::pin(async move { query_opt(c, &CLIENT, params![&id], rows::client).await })
 }
 
@@ -64,7 +65,7 @@ fn clients(c: &mut dyn Conn, (): ()) -> OpFuture<'_, Vec<ClientRecord>> {
     Box::pin(async move { query_all(c, &CLIENTS, params![], rows::client).await })
 }
 
-fn delete_client(c: &mut dyn Conn, id: String) -> OpFuture<'_, bool> {
+fn delete_client(c: &mut dyn Conn, id: ClientId) -> OpFuture<'_, bool> {
     Box::pin(async move { Ok(c.execute(&DELETE_CLIENT, params![&id]).await? == 1) })
 }
 
@@ -93,7 +94,7 @@ fn insert_code(c: &mut dyn Conn, code: AuthCodeRecord) -> OpFuture<'_, ()> {
 type DecideOnce = std::sync::Arc<std::sync::Mutex<Option<CodeDecide>>>;
 
 /// The arguments of a redemption.
-type Redemption = ([u8; 32], String, i64, SessionRevocation, DecideOnce);
+type Redemption = ([u8; 32], ClientId, i64, SessionRevocation, DecideOnce);
 
 fn redeem(
     c: &mut dyn Conn,
@@ -127,7 +128,7 @@ fn redeem(
         let session_id = match &decision {
             CodeDecision::Issue { session, refresh_token } => {
                 insert_session_in_tx(c, session, refresh_token.as_ref()).await?;
-                Some(session.id.as_str())
+                Some(&session.id)
             }
             CodeDecision::Refuse { .. } => None,
         };
@@ -136,19 +137,16 @@ fn redeem(
     })
 }
 
-fn find_consent(
-    c: &mut dyn Conn,
-    (user_id, client_id): (String, String),
-) -> OpFuture<'_, Option<Vec<String>>> {
+fn find_consent(c: &mut dyn Conn, (user_id, client_id): (UserId, ClientId)) -> OpFuture<'_, Option<Scope>> {
     Box::pin(async move { query_opt(c, &CONSENT, params![&user_id, &client_id], consent_scopes).await })
 }
 
 fn save_consent(
     c: &mut dyn Conn,
-    (user_id, client_id, scopes, now): (String, String, Vec<String>, i64),
+    (user_id, client_id, scopes, now): (UserId, ClientId, Scope, i64),
 ) -> OpFuture<'_, ()> {
     Box::pin(async move {
-        let json = rows::to_json(&scopes)?;
+        let json = rows::scope_json(&scopes)?;
         c.execute(&SAVE_CONSENT, params![&user_id, &client_id, &json, now]).await.map(|_| ())
     })
 }
@@ -159,16 +157,16 @@ impl<B: Backend> OAuthStore for Db<B> {
         self.0.run(Access::Statement, op(client.clone(), insert_client)).await
     }
 
-    async fn find_client(&self, client_id: &str) -> Result<Option<ClientRecord>, StoreError> {
-        self.0.run(Access::Point, op(client_id.to_owned(), find_client)).await
+    async fn find_client(&self, client_id: &ClientId) -> Result<Option<ClientRecord>, StoreError> {
+        self.0.run(Access::Point, op(client_id.clone(), find_client)).await
     }
 
     async fn list_clients(&self) -> Result<Vec<ClientRecord>, StoreError> {
         self.0.run(Access::Scan, op((), clients)).await
     }
 
-    async fn delete_client(&self, client_id: &str) -> Result<bool, StoreError> {
-        self.0.run(Access::Statement, op(client_id.to_owned(), delete_client)).await
+    async fn delete_client(&self, client_id: &ClientId) -> Result<bool, StoreError> {
+        self.0.run(Access::Statement, op(client_id.clone(), delete_client)).await
     }
 
     async fn insert_auth_code(&self, code: &AuthCodeRecord) -> Result<(), StoreError> {
@@ -178,31 +176,35 @@ impl<B: Backend> OAuthStore for Db<B> {
     async fn redeem_auth_code(
         &self,
         hash: &TokenHash,
-        client_id: &str,
+        client_id: &ClientId,
         now: Timestamp,
         reuse: &SessionRevocation,
         decide: CodeDecide,
     ) -> Result<CodeRedemption, StoreError> {
         let decide: DecideOnce = std::sync::Arc::new(std::sync::Mutex::new(Some(decide)));
-        let args = (hash.0, client_id.to_owned(), now.0, reuse.clone(), decide);
+        let args = (hash.0, client_id.clone(), now.0, reuse.clone(), decide);
         self.0.run(Access::Transaction, op(args, redeem)).await
     }
 
-    async fn find_consent(&self, user_id: &str, client_id: &str) -> Result<Option<Vec<String>>, StoreError> {
-        self.0.run(Access::Point, op((user_id.to_owned(), client_id.to_owned()), find_consent)).await
+    async fn find_consent(
+        &self,
+        user_id: &UserId,
+        client_id: &ClientId,
+    ) -> Result<Option<Scope>, StoreError> {
+        self.0.run(Access::Point, op((user_id.clone(), client_id.clone()), find_consent)).await
     }
 
     async fn save_consent(
         &self,
-        user_id: &str,
-        client_id: &str,
-        scopes: &[String],
+        user_id: &UserId,
+        client_id: &ClientId,
+        scopes: &Scope,
         now: Timestamp,
     ) -> Result<(), StoreError> {
         self.0
             .run(
                 Access::Statement,
-                op((user_id.to_owned(), client_id.to_owned(), scopes.to_vec(), now.0), save_consent),
+                op((user_id.clone(), client_id.clone(), scopes.clone(), now.0), save_consent),
             )
             .await
     }

@@ -2,10 +2,11 @@
 //! code reuse, rotation's reuse detection): sessions change in id order, the lock order,
 //! and their feed events follow the feed lock, taken last.
 
+use latchkey_core::ids::{SessionId, UserId};
 use latchkey_core::store::SessionRevocation;
 
 use crate::audit::insert_security_event;
-use crate::db::{Conn, DbError, Sql, first_text, params, query_all};
+use crate::db::{Conn, DbError, Sql, first_id, params, query_all};
 use crate::feed::insert_session_revoked;
 
 static MARK_REVOKED: Sql =
@@ -16,10 +17,10 @@ static LIVE_IDS_OF_USER: Sql =
 /// The ids of a user's sessions that are not revoked, except `keep`.
 pub(crate) async fn live_session_ids(
     c: &mut dyn Conn,
-    user_id: &str,
-    keep: Option<&str>,
-) -> Result<Vec<String>, DbError> {
-    query_all(c, &LIVE_IDS_OF_USER, params![user_id, keep], first_text).await
+    user_id: &UserId,
+    keep: Option<&SessionId>,
+) -> Result<Vec<SessionId>, DbError> {
+    query_all(c, &LIVE_IDS_OF_USER, params![user_id, keep], first_id).await
 }
 
 /// Revokes the given sessions that are not yet revoked, with a feed event each and the
@@ -28,9 +29,9 @@ pub(crate) async fn live_session_ids(
 /// ids it revoked, in the order given.
 pub(crate) async fn revoke_in_tx(
     c: &mut dyn Conn,
-    ids: Vec<String>,
+    ids: Vec<SessionId>,
     rev: &SessionRevocation,
-) -> Result<Vec<String>, DbError> {
+) -> Result<Vec<SessionId>, DbError> {
     let revoked = mark_revoked(c, ids, rev).await?;
     publish_revoked(c, &revoked, rev).await?;
     Ok(revoked)
@@ -42,10 +43,10 @@ pub(crate) async fn revoke_in_tx(
 /// then takes the feed lock, so that no row lock is ever taken after the feed lock.
 pub(crate) async fn mark_revoked(
     c: &mut dyn Conn,
-    ids: Vec<String>,
+    ids: Vec<SessionId>,
     rev: &SessionRevocation,
-) -> Result<Vec<String>, DbError> {
-    let mut in_lock_order: Vec<&String> = ids.iter().collect();
+) -> Result<Vec<SessionId>, DbError> {
+    let mut in_lock_order: Vec<&SessionId> = ids.iter().collect();
     in_lock_order.sort();
     in_lock_order.dedup();
     let mut changed = Vec::with_capacity(ids.len());
@@ -63,7 +64,7 @@ pub(crate) async fn mark_revoked(
 /// session and the security event, after the feed lock (a no-op when it is held already).
 pub(crate) async fn publish_revoked(
     c: &mut dyn Conn,
-    revoked: &[String],
+    revoked: &[SessionId],
     rev: &SessionRevocation,
 ) -> Result<(), DbError> {
     if revoked.is_empty() {

@@ -5,6 +5,7 @@
 use latchkey_core::caller::CallerFingerprint;
 use latchkey_core::clock::Timestamp;
 use latchkey_core::crypto::TokenHash;
+use latchkey_core::ids::Scope;
 use latchkey_core::store::{
     AuthCodeRecord, ClientRecord, FeedEventRecord, SecurityEventRecord, SessionRecord, StoredKey,
     ThrottleRecord, UserRecord, UserStatus,
@@ -64,14 +65,24 @@ macro_rules! feed_columns {
 }
 pub(crate) use feed_columns;
 
-/// A JSON list of strings (roles, scopes, redirect URIs), as stored.
-pub(crate) fn to_json(list: &[String]) -> Result<String, DbError> {
+/// A JSON list of strings (roles, redirect URIs), as stored.
+pub(crate) fn to_json<T: serde::Serialize>(list: &[T]) -> Result<String, DbError> {
     serde_json::to_string(list).map_err(|e| DbError::corrupt("a string list", e))
 }
 
 /// Parses a JSON list of strings read from `column`.
 pub(crate) fn json_list(row: &dyn Row, i: usize, column: &str) -> Result<Vec<String>, DbError> {
     serde_json::from_str(&row.text(i)?).map_err(|e| DbError::corrupt(column, e))
+}
+
+/// A scope as stored where it is a JSON list of its names (a client's scopes, a consent).
+pub(crate) fn scope_json(scope: &Scope) -> Result<String, DbError> {
+    to_json(&scope.names().collect::<Vec<_>>())
+}
+
+/// Parses a scope stored as a JSON list of its names, read from `column`.
+pub(crate) fn scope_list(row: &dyn Row, i: usize, column: &str) -> Result<Scope, DbError> {
+    json_list(row, i, column).map(Scope::from_names)
 }
 
 /// A 32-byte hash read from `column`.
@@ -83,7 +94,7 @@ fn hash32(bytes: Vec<u8>, column: &str) -> Result<[u8; 32], DbError> {
 pub(crate) fn user(row: &dyn Row) -> Result<UserRecord, DbError> {
     let status = row.text(5)?;
     Ok(UserRecord {
-        id: row.text(0)?,
+        id: row.text(0)?.into(),
         username: row.text(1)?,
         password_hash: row.text(2)?,
         roles: json_list(row, 3, "users.roles")?,
@@ -97,10 +108,10 @@ pub(crate) fn user(row: &dyn Row) -> Result<UserRecord, DbError> {
 pub(crate) fn session(row: &dyn Row) -> Result<SessionRecord, DbError> {
     let reason = row.opt_text(11)?;
     Ok(SessionRecord {
-        id: row.text(0)?,
-        user_id: row.text(1)?,
-        client_id: row.text(2)?,
-        scope: row.text(3)?,
+        id: row.text(0)?.into(),
+        user_id: row.text(1)?.into(),
+        client_id: row.text(2)?.into(),
+        scope: row.text(3)?.into(),
         created_at: Timestamp(row.int(4)?),
         last_used_at: Timestamp(row.int(5)?),
         idle_expires_at: Timestamp(row.int(6)?),
@@ -118,18 +129,18 @@ pub(crate) fn session(row: &dyn Row) -> Result<SessionRecord, DbError> {
 pub(crate) fn auth_code(row: &dyn Row) -> Result<AuthCodeRecord, DbError> {
     Ok(AuthCodeRecord {
         hash: TokenHash(hash32(row.blob(0)?, "auth_codes.hash")?),
-        client_id: row.text(1)?,
-        user_id: row.text(2)?,
-        redirect_uri: row.text(3)?,
-        scope: row.text(4)?,
+        client_id: row.text(1)?.into(),
+        user_id: row.text(2)?.into(),
+        redirect_uri: row.text(3)?.into(),
+        scope: row.text(4)?.into(),
         nonce: row.opt_text(5)?,
         code_challenge: row.text(6)?,
         auth_time: Timestamp(row.int(7)?),
         created_at: Timestamp(row.int(8)?),
         expires_at: Timestamp(row.int(9)?),
         used_at: row.opt_int(10)?.map(Timestamp),
-        session_id: row.opt_text(11)?,
-        browser_session_id: row.opt_text(12)?,
+        session_id: row.opt_text(11)?.map(Into::into),
+        browser_session_id: row.opt_text(12)?.map(Into::into),
     })
 }
 
@@ -137,12 +148,12 @@ pub(crate) fn auth_code(row: &dyn Row) -> Result<AuthCodeRecord, DbError> {
 pub(crate) fn client(row: &dyn Row) -> Result<ClientRecord, DbError> {
     let secret_hash = row.opt_blob(2)?.map(|h| hash32(h, "clients.secret_hash")).transpose()?;
     Ok(ClientRecord {
-        client_id: row.text(0)?,
+        client_id: row.text(0)?.into(),
         name: row.text(1)?,
         secret_hash: secret_hash.map(TokenHash),
-        redirect_uris: json_list(row, 3, "clients.redirect_uris")?,
+        redirect_uris: json_list(row, 3, "clients.redirect_uris")?.into_iter().map(Into::into).collect(),
         grant_types: json_list(row, 4, "clients.grant_types")?,
-        scopes: json_list(row, 5, "clients.scopes")?,
+        scopes: scope_list(row, 5, "clients.scopes")?,
         created_at: Timestamp(row.int(6)?),
     })
 }
@@ -173,8 +184,8 @@ pub(crate) fn security_event(row: &dyn Row) -> Result<SecurityEventRecord, DbErr
         id: row.int(0)?,
         at: Timestamp(row.int(1)?),
         kind: row.text(2)?,
-        user_id: row.opt_text(3)?,
-        session_id: row.opt_text(4)?,
+        user_id: row.opt_text(3)?.map(Into::into),
+        session_id: row.opt_text(4)?.map(Into::into),
         ip: row.opt_text(5)?,
         detail: row.opt_text(6)?,
     })

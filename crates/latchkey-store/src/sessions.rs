@@ -12,6 +12,7 @@ use async_trait::async_trait;
 use latchkey_core::StoreError;
 use latchkey_core::clock::Timestamp;
 use latchkey_core::crypto::{RefreshTokenKey, TokenHash};
+use latchkey_core::ids::{SessionId, UserId};
 use latchkey_core::store::{
     Decide, RefreshSnapshot, RefreshTokenRecord, RevocationTarget, RotationDecision, SessionRecord,
     SessionRevocation, SessionStore, Touch,
@@ -19,8 +20,7 @@ use latchkey_core::store::{
 
 use crate::audit::insert_security_event;
 use crate::db::{
-    Access, Backend, Conn, Db, DbError, OpFuture, Sql, first_text, op, params, query_all, query_one,
-    query_opt,
+    Access, Backend, Conn, Db, DbError, OpFuture, Sql, first_id, op, params, query_all, query_one, query_opt,
 };
 use crate::revocation::{live_session_ids, revoke_in_tx};
 use crate::rows::{self, session_columns};
@@ -103,10 +103,10 @@ pub(crate) async fn insert_session_in_tx(
 
 /// The sessions a revocation target names; forgets the consent it ends. (Not locked yet:
 /// [`revoke_in_tx`] changes only those still live.)
-async fn target_ids(c: &mut dyn Conn, target: &RevocationTarget) -> Result<Vec<String>, DbError> {
+async fn target_ids(c: &mut dyn Conn, target: &RevocationTarget) -> Result<Vec<SessionId>, DbError> {
     Ok(match target {
         RevocationTarget::Session { id, user_id } => {
-            let owner = query_opt(c, &OWNER, params![id], first_text).await?;
+            let owner: Option<UserId> = query_opt(c, &OWNER, params![id], first_id).await?;
             match (owner, user_id) {
                 (Some(owner), Some(expected)) if &owner != expected => Vec::new(),
                 (Some(_), _) => vec![id.clone()],
@@ -114,20 +114,20 @@ async fn target_ids(c: &mut dyn Conn, target: &RevocationTarget) -> Result<Vec<S
             }
         }
         RevocationTarget::UserSessions { user_id, except } => {
-            live_session_ids(c, user_id, except.as_deref()).await?
+            live_session_ids(c, user_id, except.as_ref()).await?
         }
         RevocationTarget::ClientSessions { client_id } => {
             c.execute(&FORGET_CONSENTS_OF_CLIENT, params![client_id]).await?;
-            query_all(c, &LIVE_IDS_OF_CLIENT, params![client_id], first_text).await?
+            query_all(c, &LIVE_IDS_OF_CLIENT, params![client_id], first_id).await?
         }
         RevocationTarget::AppGrant { user_id, client_id } => {
             c.execute(&FORGET_CONSENT, params![user_id, client_id]).await?;
-            query_all(c, &LIVE_IDS_OF_GRANT, params![user_id, client_id], first_text).await?
+            query_all(c, &LIVE_IDS_OF_GRANT, params![user_id, client_id], first_id).await?
         }
     })
 }
 
-async fn touch_in_tx(c: &mut dyn Conn, sid: &str, t: &Touch) -> Result<u64, DbError> {
+async fn touch_in_tx(c: &mut dyn Conn, sid: &SessionId, t: &Touch) -> Result<u64, DbError> {
     c.execute(&TOUCH, params![t.now.0, t.idle_expires_at.0, &t.ip, sid]).await
 }
 
@@ -138,7 +138,7 @@ async fn token_in_tx(
 ) -> Result<Option<RefreshTokenRecord>, DbError> {
     let read = |row: &dyn crate::db::Row| {
         Ok((
-            row.text(0)?,
+            SessionId::from(row.text(0)?),
             Timestamp(row.int(1)?),
             row.opt_int(2)?.map(Timestamp),
             row.opt_blob(3)?,
@@ -181,7 +181,7 @@ async fn rotation_snapshot(
     let session_id = match &token {
         Some(t) => t.session_id.clone(),
         None => {
-            match query_opt(c, &TOKEN_SESSION, params![&presented.id, &presented.hash.0], first_text).await? {
+            match query_opt(c, &TOKEN_SESSION, params![&presented.id, &presented.hash.0], first_id).await? {
                 Some(id) => id,
                 None => return Ok(None),
             }
@@ -205,7 +205,7 @@ async fn rotation_snapshot(
 async fn apply_rotation(
     c: &mut dyn Conn,
     presented: &RefreshTokenKey,
-    sid: &str,
+    sid: &SessionId,
     decision: &RotationDecision,
 ) -> Result<(), DbError> {
     match decision {
@@ -225,7 +225,7 @@ async fn apply_rotation(
             }
         }
         RotationDecision::Revoke { revocation } => {
-            revoke_in_tx(c, vec![sid.to_owned()], revocation).await?;
+            revoke_in_tx(c, vec![sid.clone()], revocation).await?;
         }
         RotationDecision::Refuse { .. } | RotationDecision::ScopeExceeded => {}
     }
@@ -261,7 +261,7 @@ fn insert(
     })
 }
 
-fn by_id(c: &mut dyn Conn, id: String) -> OpFuture<'_, Option<SessionRecord>> {
+fn by_id(c: &mut dyn Conn, id: SessionId) -> OpFuture<'_, Option<SessionRecord>> {
     Box::pin(async move { query_opt(c, &BY_ID, params![&id], rows::session).await })
 }
 
@@ -273,14 +273,14 @@ fn by_cookie(c: &mut dyn Conn, hash: [u8; 32]) -> OpFuture<'_, Option<SessionRec
     Box::pin(async move { query_opt(c, &BY_COOKIE, params![&hash], rows::session).await })
 }
 
-fn live_of_user(c: &mut dyn Conn, (user_id, now): (String, i64)) -> OpFuture<'_, Vec<SessionRecord>> {
+fn live_of_user(c: &mut dyn Conn, (user_id, now): (UserId, i64)) -> OpFuture<'_, Vec<SessionRecord>> {
     Box::pin(async move { query_all(c, &LIVE_OF_USER, params![&user_id, now], rows::session).await })
 }
 
 fn revoke(
     c: &mut dyn Conn,
     (target, rev): (RevocationTarget, SessionRevocation),
-) -> OpFuture<'_, Vec<String>> {
+) -> OpFuture<'_, Vec<SessionId>> {
     Box::pin(async move {
         let ids = target_ids(c, &target).await?;
         revoke_in_tx(c, ids, &rev).await
@@ -294,7 +294,7 @@ fn is_live_token(c: &mut dyn Conn, key: RefreshTokenKey) -> OpFuture<'_, bool> {
     })
 }
 
-fn touch(c: &mut dyn Conn, (sid, t): (String, Touch)) -> OpFuture<'_, ()> {
+fn touch(c: &mut dyn Conn, (sid, t): (SessionId, Touch)) -> OpFuture<'_, ()> {
     Box::pin(async move { touch_in_tx(c, &sid, &t).await.map(|_| ()) })
 }
 
@@ -308,8 +308,8 @@ impl<B: Backend> SessionStore for Db<B> {
         self.0.run(Access::Transaction, op((session.clone(), Some(*refresh_token), None), insert)).await
     }
 
-    async fn find_session(&self, id: &str) -> Result<Option<SessionRecord>, StoreError> {
-        self.0.run(Access::Point, op(id.to_owned(), by_id)).await
+    async fn find_session(&self, id: &SessionId) -> Result<Option<SessionRecord>, StoreError> {
+        self.0.run(Access::Point, op(id.clone(), by_id)).await
     }
 
     async fn find_session_by_refresh_token(
@@ -321,17 +321,17 @@ impl<B: Backend> SessionStore for Db<B> {
 
     async fn list_live_sessions(
         &self,
-        user_id: &str,
+        user_id: &UserId,
         now: Timestamp,
     ) -> Result<Vec<SessionRecord>, StoreError> {
-        self.0.run(Access::Scan, op((user_id.to_owned(), now.0), live_of_user)).await
+        self.0.run(Access::Scan, op((user_id.clone(), now.0), live_of_user)).await
     }
 
     async fn revoke_sessions(
         &self,
         target: &RevocationTarget,
         revocation: &SessionRevocation,
-    ) -> Result<Vec<String>, StoreError> {
+    ) -> Result<Vec<SessionId>, StoreError> {
         self.0.run(Access::Transaction, op((target.clone(), revocation.clone()), revoke)).await
     }
 
@@ -360,7 +360,7 @@ impl<B: Backend> SessionStore for Db<B> {
         self.0.run(Access::Point, op(cookie.0, by_cookie)).await
     }
 
-    async fn touch_session(&self, session_id: &str, touch_: &Touch) -> Result<(), StoreError> {
-        self.0.run(Access::Statement, op((session_id.to_owned(), touch_.clone()), touch)).await
+    async fn touch_session(&self, session_id: &SessionId, touch_: &Touch) -> Result<(), StoreError> {
+        self.0.run(Access::Statement, op((session_id.clone(), touch_.clone()), touch)).await
     }
 }

@@ -5,6 +5,7 @@
 
 use async_trait::async_trait;
 use latchkey_core::StoreError;
+use latchkey_core::ids::{SessionId, UserId};
 use latchkey_core::store::{UserChange, UserChangeKind, UserRecord, UserStore};
 
 use crate::db::{Access, Backend, Conn, Db, DbError, OpFuture, Sql, op, params, query_all, query_opt};
@@ -29,7 +30,7 @@ static DISABLE: Sql = Sql::new("UPDATE users SET status = 'disabled' WHERE id = 
 
 /// The change's own update of the user row.
 async fn update_user(c: &mut dyn Conn, change: &UserChange) -> Result<(), DbError> {
-    let id = change.user_id.as_str();
+    let id = &change.user_id;
     match &change.kind {
         UserChangeKind::SetRoles(roles) => c.execute(&SET_ROLES, params![&rows::to_json(roles)?, id]).await?,
         UserChangeKind::SetPassword { password_hash, .. } => {
@@ -40,7 +41,10 @@ async fn update_user(c: &mut dyn Conn, change: &UserChange) -> Result<(), DbErro
     Ok(())
 }
 
-async fn apply_change(c: &mut dyn Conn, change: UserChange) -> Result<Option<(i64, Vec<String>)>, DbError> {
+async fn apply_change(
+    c: &mut dyn Conn,
+    change: UserChange,
+) -> Result<Option<(i64, Vec<SessionId>)>, DbError> {
     let Some(authz_ver) =
         query_opt(c, &BUMP_AUTHZ_VER, params![&change.user_id], crate::db::first_int).await?
     else {
@@ -80,7 +84,7 @@ fn insert(c: &mut dyn Conn, u: UserRecord) -> OpFuture<'_, ()> {
     })
 }
 
-fn by_id(c: &mut dyn Conn, id: String) -> OpFuture<'_, Option<UserRecord>> {
+fn by_id(c: &mut dyn Conn, id: UserId) -> OpFuture<'_, Option<UserRecord>> {
     Box::pin(async move { query_opt(c, &BY_ID, params![&id], rows::user).await })
 }
 
@@ -92,7 +96,7 @@ fn all(c: &mut dyn Conn, (): ()) -> OpFuture<'_, Vec<UserRecord>> {
     Box::pin(async move { query_all(c, &ALL, params![], rows::user).await })
 }
 
-fn change(c: &mut dyn Conn, change: UserChange) -> OpFuture<'_, Option<(i64, Vec<String>)>> {
+fn change(c: &mut dyn Conn, change: UserChange) -> OpFuture<'_, Option<(i64, Vec<SessionId>)>> {
     Box::pin(apply_change(c, change))
 }
 
@@ -102,8 +106,8 @@ impl<B: Backend> UserStore for Db<B> {
         self.0.run(Access::Statement, op(user.clone(), insert)).await
     }
 
-    async fn find_user(&self, id: &str) -> Result<Option<UserRecord>, StoreError> {
-        self.0.run(Access::Point, op(id.to_owned(), by_id)).await
+    async fn find_user(&self, id: &UserId) -> Result<Option<UserRecord>, StoreError> {
+        self.0.run(Access::Point, op(id.clone(), by_id)).await
     }
 
     async fn find_user_by_username(&self, username: &str) -> Result<Option<UserRecord>, StoreError> {
@@ -117,7 +121,7 @@ impl<B: Backend> UserStore for Db<B> {
     async fn apply_user_change(
         &self,
         user_change: &UserChange,
-    ) -> Result<Option<(i64, Vec<String>)>, StoreError> {
+    ) -> Result<Option<(i64, Vec<SessionId>)>, StoreError> {
         self.0.run(Access::Transaction, op(user_change.clone(), change)).await
     }
 }

@@ -20,7 +20,7 @@ use latchkey_core::store::{
     RotationDecision, SessionRecord, SessionRevocation, Store, StoreError, UserChange, UserChangeKind,
     UserRecord, UserStatus,
 };
-use latchkey_core::{Caller, Settings};
+use latchkey_core::{Caller, SessionId, Settings};
 use latchkey_proto::events::RevocationEvent;
 use latchkey_proto::{ErrorReason, RefreshToken};
 
@@ -173,7 +173,7 @@ store_test!(reuse_revokes_and_publishes, |store| {
     assert!(
         matches!(d, RotationDecision::Revoke { revocation } if revocation.reason == ErrorReason::ReuseDetected)
     );
-    let s = store.find_session("s").await.unwrap().unwrap();
+    let s = store.find_session(&"s".into()).await.unwrap().unwrap();
     assert_eq!(s.revoke_reason, Some(ErrorReason::ReuseDetected));
     let feed = store.list_feed_events(0, Timestamp(T0), 10).await.unwrap();
     assert!(matches!(&feed[0].event, RevocationEvent::SessionRevoked { sid, .. } if sid == "s"));
@@ -219,13 +219,13 @@ store_test!(revocation_checks_the_owner_and_is_final, |store| {
     let wrong_owner = RevocationTarget::Session { id: "s".into(), user_id: Some("other".into()) };
     assert!(store.revoke_sessions(&wrong_owner, &rev).await.unwrap().is_empty());
     let right = RevocationTarget::Session { id: "s".into(), user_id: Some("u".into()) };
-    assert_eq!(store.revoke_sessions(&right, &rev).await.unwrap(), vec!["s".to_owned()]);
+    assert_eq!(store.revoke_sessions(&right, &rev).await.unwrap(), vec![SessionId::from("s")]);
     // Again: nothing more to revoke, the first reason stays.
     let mut again = rev.clone();
     again.reason = ErrorReason::LoggedOut;
     assert!(store.revoke_sessions(&right, &again).await.unwrap().is_empty());
     assert_eq!(
-        store.find_session("s").await.unwrap().unwrap().revoke_reason,
+        store.find_session(&"s".into()).await.unwrap().unwrap().revoke_reason,
         Some(ErrorReason::RevokedByUser)
     );
 });
@@ -243,13 +243,13 @@ store_test!(user_changes_bump_authz_ver_and_revoke, |store| {
     let (v, revoked) =
         store.apply_user_change(&change(UserChangeKind::SetRoles(vec!["b".into()]))).await.unwrap().unwrap();
     assert_eq!((v, revoked.len()), (2, 0));
-    assert_eq!(store.find_user("u").await.unwrap().unwrap().roles, vec!["b".to_owned()]);
+    assert_eq!(store.find_user(&"u".into()).await.unwrap().unwrap().roles, vec!["b".to_owned()]);
     let kind = UserChangeKind::SetPassword { password_hash: "h2".into(), keep_session: Some("s".into()) };
     let (v, revoked) = store.apply_user_change(&change(kind)).await.unwrap().unwrap();
-    assert_eq!((v, revoked), (3, vec!["s2".to_owned()]));
+    assert_eq!((v, revoked), (3, vec![SessionId::from("s2")]));
     let (v, revoked) = store.apply_user_change(&change(UserChangeKind::Disable)).await.unwrap().unwrap();
-    assert_eq!((v, revoked), (4, vec!["s".to_owned()]));
-    assert_eq!(store.find_user("u").await.unwrap().unwrap().status, UserStatus::Disabled);
+    assert_eq!((v, revoked), (4, vec![SessionId::from("s")]));
+    assert_eq!(store.find_user(&"u".into()).await.unwrap().unwrap().status, UserStatus::Disabled);
     let mut unknown = change(UserChangeKind::Disable);
     unknown.user_id = "nobody".into();
     assert!(store.apply_user_change(&unknown).await.unwrap().is_none());
@@ -285,9 +285,9 @@ store_test!(prune_forgets_only_what_is_over, |store| {
         .await
         .unwrap();
     store.prune(Timestamp(T0 + 301), Timestamp(T0 + 20)).await.unwrap();
-    assert!(store.find_session("old").await.unwrap().is_none());
+    assert!(store.find_session(&"old".into()).await.unwrap().is_none());
     assert!(store.find_session_by_refresh_token(&RefreshTokenKey::of("lkr_old")).await.unwrap().is_none());
-    assert!(store.find_session("s").await.unwrap().is_some());
+    assert!(store.find_session(&"s".into()).await.unwrap().is_some());
     assert!(store.list_feed_events(0, Timestamp(T0), 10).await.unwrap().is_empty());
 });
 
@@ -300,7 +300,7 @@ async fn data_survives_reopening_and_migrations_run_once() {
         store.insert_user(&user("u")).await.unwrap();
     }
     let store = latchkey_store::SqliteStore::open(&url).await.unwrap();
-    assert_eq!(store.find_user("u").await.unwrap().unwrap().username, "name-u");
+    assert_eq!(store.find_user(&"u".into()).await.unwrap().unwrap().username, "name-u");
     assert!(latchkey_store::open("mysql://x").await.is_err());
 }
 
@@ -339,7 +339,7 @@ store_test!(a_code_is_redeemed_once_and_reuse_revokes_its_session, |store| {
     let other = store
         .redeem_auth_code(
             &hash,
-            "other-app",
+            &"other-app".into(),
             Timestamp(T0 + 1),
             &code_reuse(),
             Box::new(|_, _| unreachable!()),
@@ -352,14 +352,17 @@ store_test!(a_code_is_redeemed_once_and_reuse_revokes_its_session, |store| {
         let store = Arc::clone(&store);
         tasks.spawn(async move {
             let decide = Box::new(move |c: &AuthCodeRecord, _: &CodeIssuer| {
-                let mut s = session(&format!("app-session-{i}"), &c.user_id, T0 + 100_000);
+                let mut s = session(&format!("app-session-{i}"), c.user_id.as_str(), T0 + 100_000);
                 s.client_id = c.client_id.clone();
                 CodeDecision::Issue {
                     session: Box::new(s),
                     refresh_token: Some(RefreshTokenKey::of(&format!("lkr_{i}"))),
                 }
             });
-            store.redeem_auth_code(&hash, "app", Timestamp(T0 + 1), &code_reuse(), decide).await.unwrap()
+            store
+                .redeem_auth_code(&hash, &"app".into(), Timestamp(T0 + 1), &code_reuse(), decide)
+                .await
+                .unwrap()
         });
     }
     let mut issued = Vec::new();
@@ -384,7 +387,7 @@ store_test!(a_code_is_redeemed_once_and_reuse_revokes_its_session, |store| {
     let unknown = store
         .redeem_auth_code(
             &TokenHash::of("lkc_other"),
-            "app",
+            &"app".into(),
             Timestamp(T0),
             &code_reuse(),
             Box::new(|_, _| CodeDecision::Refuse { why: "refused" }),
@@ -396,14 +399,14 @@ store_test!(a_code_is_redeemed_once_and_reuse_revokes_its_session, |store| {
 
 store_test!(consent_web_sessions_and_access_token_revocation, |store| {
     store.insert_user(&user("u")).await.unwrap();
-    assert_eq!(store.find_consent("u", "app").await.unwrap(), None);
-    store.save_consent("u", "app", &["openid".into()], Timestamp(T0)).await.unwrap();
-    store.save_consent("u", "app", &["openid".into(), "profile".into()], Timestamp(T0)).await.unwrap();
-    assert_eq!(store.find_consent("u", "app").await.unwrap(), Some(vec!["openid".into(), "profile".into()]));
+    assert_eq!(store.find_consent(&"u".into(), &"app".into()).await.unwrap(), None);
+    store.save_consent(&"u".into(), &"app".into(), &"openid".into(), Timestamp(T0)).await.unwrap();
+    store.save_consent(&"u".into(), &"app".into(), &"openid profile".into(), Timestamp(T0)).await.unwrap();
+    assert_eq!(store.find_consent(&"u".into(), &"app".into()).await.unwrap(), Some("openid profile".into()));
     // A web session is found by its cookie's hash.
     let cookie = TokenHash::of("lkw_cookie");
     store.insert_web_session(&session("w", "u", T0 + 1000), &cookie).await.unwrap();
-    assert_eq!(store.find_web_session(&cookie).await.unwrap().map(|s| s.id), Some("w".to_owned()));
+    assert_eq!(store.find_web_session(&cookie).await.unwrap().map(|s| s.id), Some("w".into()));
     assert!(store.find_web_session(&TokenHash::of("lkw_other")).await.unwrap().is_none());
     // Revoking the app grant forgets the consent and revokes the app's sessions only.
     let mut app_session = session("a", "u", T0 + 1000);
@@ -416,9 +419,9 @@ store_test!(consent_web_sessions_and_access_token_revocation, |store| {
         event: event("session_revoked"),
     };
     let target = RevocationTarget::AppGrant { user_id: "u".into(), client_id: "app".into() };
-    assert_eq!(store.revoke_sessions(&target, &rev).await.unwrap(), vec!["a".to_owned()]);
-    assert_eq!(store.find_consent("u", "app").await.unwrap(), None);
-    assert!(store.find_session("w").await.unwrap().unwrap().revoked_at.is_none());
+    assert_eq!(store.revoke_sessions(&target, &rev).await.unwrap(), vec![SessionId::from("a")]);
+    assert_eq!(store.find_consent(&"u".into(), &"app".into()).await.unwrap(), None);
+    assert!(store.find_session(&"w".into()).await.unwrap().unwrap().revoked_at.is_none());
     // Access-token revocation is published once and can be asked about.
     assert!(!store.is_access_token_revoked("jti-1").await.unwrap());
     store.revoke_access_token("jti-1", Timestamp(T0 + 300), Timestamp(T0)).await.unwrap();
@@ -443,10 +446,13 @@ store_test!(consent_web_sessions_and_access_token_revocation, |store| {
 store_test!(user_changes_and_revocations_race_without_deadlock, |store| {
     seeded(store.as_ref()).await;
     for round in 0..20 {
-        let ids: Vec<String> = (0..4).map(|i| format!("race-{round}-{i}")).collect();
+        let ids: Vec<SessionId> = (0..4).map(|i| format!("race-{round}-{i}").into()).collect();
         for id in &ids {
             store
-                .insert_session(&session(id, "u", T0 + 100_000), &RefreshTokenKey::of(&format!("lkr_{id}")))
+                .insert_session(
+                    &session(id.as_str(), "u", T0 + 100_000),
+                    &RefreshTokenKey::of(&format!("lkr_{id}")),
+                )
                 .await
                 .unwrap();
         }

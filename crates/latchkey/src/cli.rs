@@ -269,12 +269,12 @@ pub async fn run_with_env(
                 for c in app.admin_list_clients().await? {
                     print(json!({
                         "client_id": c.client_id, "name": c.name, "public": c.secret_hash.is_none(),
-                        "redirect_uris": c.redirect_uris, "grant_types": c.grant_types, "scopes": c.scopes,
+                        "redirect_uris": c.redirect_uris, "grant_types": c.grant_types, "scopes": c.scopes.names().collect::<Vec<_>>(),
                         "created_at": c.created_at.rfc3339(),
                     }))?;
                 }
             }
-            ClientCommand::Remove { client_id } => app.admin_remove_client(&client_id).await?,
+            ClientCommand::Remove { client_id } => app.admin_remove_client(&client_id.into()).await?,
         },
         Command::Events { limit } => {
             for e in app.store().list_security_events(limit).await? {

@@ -9,6 +9,7 @@ use latchkey_proto::ErrorCode;
 use super::{CODE_TTL, OFFLINE_ACCESS, RedirectError, describe_scope, redirect_with};
 use crate::clock::Timestamp;
 use crate::crypto::{TokenHash, b64, random_bytes};
+use crate::ids::{ClientId, RedirectUri, Scope};
 use crate::service::Latchkey;
 use crate::store::{AuthCodeRecord, ClientRecord, SessionRecord, StoreError};
 use crate::web::SignedIn;
@@ -116,9 +117,9 @@ pub struct AuthorizeRequest {
     /// The client.
     pub client: ClientRecord,
     /// The registered redirect URI it named.
-    pub redirect_uri: String,
+    pub redirect_uri: RedirectUri,
     /// The requested scopes, in order, without duplicates.
-    pub scopes: Vec<String>,
+    pub scopes: Scope,
     /// `state`.
     pub state: Option<String>,
     /// `nonce`.
@@ -199,12 +200,13 @@ impl Latchkey {
         let client_id = client_id.ok_or_else(|| page("Invalid request", "The request names no client."))?;
         let client = self
             .store
-            .find_client(client_id)
+            .find_client(&ClientId::from(client_id))
             .await?
             .ok_or_else(|| page("Unknown app", "No app with this client_id is registered here."))?;
         let redirect_uri = params
             .redirect_uri
             .clone()
+            .map(RedirectUri::from)
             .ok_or_else(|| page("Invalid request", "The request has no redirect_uri."))?;
         if !client.redirect_uris.contains(&redirect_uri) {
             return Err(page(
@@ -247,26 +249,26 @@ impl Latchkey {
             return Err(fail(ErrorCode::InvalidRequest, "state and nonce may be at most 1024 characters."));
         }
         let may_refresh = client.grant_types.iter().any(|g| g == "refresh_token");
-        let mut scopes: Vec<String> = Vec::new();
-        match params.scope.as_deref() {
+        let mut scopes: Vec<&str> = Vec::new();
+        let scopes = match params.scope.as_deref() {
             Some(s) if !s.trim().is_empty() => {
                 for scope in s.split(' ').filter(|s| !s.is_empty()) {
-                    let allowed =
-                        client.scopes.iter().any(|c| c == scope) || (scope == OFFLINE_ACCESS && may_refresh);
+                    let allowed = client.scopes.contains(scope) || (scope == OFFLINE_ACCESS && may_refresh);
                     if !allowed {
                         return Err(fail(
                             ErrorCode::InvalidScope,
                             "The app asked for a scope it is not allowed.",
                         ));
                     }
-                    if !scopes.iter().any(|x| x == scope) {
-                        scopes.push(scope.to_owned());
+                    if !scopes.contains(&scope) {
+                        scopes.push(scope);
                     }
                 }
+                Scope::from_names(scopes)
             }
             // No scope: the client's registered scopes (RFC 6749 §3.3).
-            _ => scopes.clone_from(&client.scopes),
-        }
+            _ => client.scopes.clone(),
+        };
         let code_challenge = params.code_challenge.clone().ok_or_else(|| {
             fail(ErrorCode::InvalidRequest, "PKCE is required: send code_challenge (S256).")
         })?;
@@ -349,7 +351,7 @@ impl Latchkey {
         };
         let granted =
             self.store.find_consent(&signed_in.user().id, &req.client.client_id).await?.unwrap_or_default();
-        let is_covered = req.scopes.iter().all(|s| granted.contains(s));
+        let is_covered = granted.covers(&req.scopes);
         if is_covered && !req.prompt.consent {
             return Ok(AuthorizeStep::Redirect(self.issue_code(req, signed_in, now).await?));
         }
@@ -363,8 +365,8 @@ impl Latchkey {
         }
         let scopes = req
             .scopes
-            .iter()
-            .map(|s| ScopeInfo { name: s.clone(), description: describe_scope(s) })
+            .names()
+            .map(|s| ScopeInfo { name: s.to_owned(), description: describe_scope(s) })
             .collect();
         Ok(AuthorizeStep::Consent { scopes })
     }
@@ -391,12 +393,12 @@ impl Latchkey {
         }
         let now = self.clock.now();
         let user = signed_in.user();
-        let mut granted = self.store.find_consent(&user.id, &req.client.client_id).await?.unwrap_or_default();
-        for s in &req.scopes {
-            if !granted.contains(s) {
-                granted.push(s.clone());
-            }
-        }
+        let granted = self
+            .store
+            .find_consent(&user.id, &req.client.client_id)
+            .await?
+            .unwrap_or_default()
+            .union(&req.scopes);
         self.store.save_consent(&user.id, &req.client.client_id, &granted, now).await?;
         self.issue_code(req, signed_in, now).await
     }
@@ -413,7 +415,7 @@ impl Latchkey {
             client_id: req.client.client_id.clone(),
             user_id: signed_in.user().id.clone(),
             redirect_uri: req.redirect_uri.clone(),
-            scope: req.scopes.join(" "),
+            scope: req.scopes.clone(),
             nonce: req.nonce.clone(),
             code_challenge: req.code_challenge.clone(),
             auth_time: signed_in.session().created_at,
@@ -429,7 +431,7 @@ impl Latchkey {
             params.push(("state", s));
         }
         params.push(("iss", &self.settings.issuer));
-        Ok(redirect_with(&req.redirect_uri, &params))
+        Ok(redirect_with(req.redirect_uri.as_str(), &params))
     }
 }
 

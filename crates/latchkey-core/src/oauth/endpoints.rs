@@ -9,6 +9,7 @@ use super::token::TokenRequestError;
 use crate::account::AuthError;
 use crate::caller::Caller;
 use crate::crypto::RefreshTokenKey;
+use crate::ids::{ClientId, SessionId, UserId};
 use crate::service::Latchkey;
 use crate::store::{ClientRecord, RevocationTarget, UserStatus};
 
@@ -56,7 +57,7 @@ impl Latchkey {
             return Ok(());
         }
         if let Ok(claims) = self.verify_access_token(token, true)
-            && claims.client_id == client.client_id
+            && client.client_id == claims.client_id.as_str()
         {
             let now = self.clock.now();
             let until = crate::clock::Timestamp(claims.exp).plus(self.settings.clock_skew);
@@ -88,16 +89,17 @@ impl Latchkey {
         let window = i64::try_from(TOKEN_REVOCATION_WINDOW.as_secs()).unwrap_or(i64::MAX);
         match &claims.sid {
             Some(sid) => {
-                let session = self.store.find_session(sid).await?;
+                let sid = SessionId::from(sid.as_str());
+                let session = self.store.find_session(&sid).await?;
                 if session.is_none_or(|s| s.revoked_at.is_some()) {
                     return Ok(()); // its session_revoked event covers the token
                 }
                 let counted =
                     self.store.record_throttle_failure(&format!("tokrev:{sid}"), now, window).await?;
                 if counted.count > MAX_TOKEN_REVOCATIONS {
+                    let sub = UserId::from(claims.sub.as_str());
                     let target = RevocationTarget::Session { id: sid.clone(), user_id: None };
-                    let mut revocation =
-                        self.revocation(ErrorReason::LoggedOut, Some(&claims.sub), Some(sid), ctx);
+                    let mut revocation = self.revocation(ErrorReason::LoggedOut, Some(&sub), Some(&sid), ctx);
                     revocation.event.kind = "token_revocation_flood";
                     revocation.event.detail = Some(format!(
                         "{} access-token revocations within {window} s of each other; the session is revoked instead",
@@ -134,14 +136,13 @@ impl Latchkey {
             return Err(TokenRequestError::InvalidClient { basic: false });
         }
         let inactive = json!({"active": false});
-        let may_see = |issued_to: &str| {
-            issued_to == client.client_id || client.scopes.iter().any(|s| s == INTROSPECT_SCOPE)
-        };
+        let may_see =
+            |issued_to: &str| client.client_id == issued_to || client.scopes.contains(INTROSPECT_SCOPE);
         let now = self.clock.now();
         if token.starts_with(RefreshToken::PREFIX) {
             let key = RefreshTokenKey::of(token);
             let session = self.store.find_session_by_refresh_token(&key).await?;
-            let Some(session) = session.filter(|s| may_see(&s.client_id)) else {
+            let Some(session) = session.filter(|s| may_see(s.client_id.as_str())) else {
                 return Ok(inactive);
             };
             let is_live = self.store.is_live_refresh_token(&key).await?
@@ -174,21 +175,19 @@ impl Latchkey {
         }
         let mut username = None;
         if let Some(sid) = &claims.sid {
-            let session = self.store.find_session(sid).await?;
+            let sub = UserId::from(claims.sub.as_str());
+            let session = self.store.find_session(&SessionId::from(sid.as_str())).await?;
             let is_live = session.is_some_and(|s| {
-                s.revoked_at.is_none()
-                    && now < s.expires_at
-                    && now < s.idle_expires_at
-                    && s.user_id == claims.sub
+                s.revoked_at.is_none() && now < s.expires_at && now < s.idle_expires_at && s.user_id == sub
             });
-            let user = self.store.find_user(&claims.sub).await?;
+            let user = self.store.find_user(&sub).await?;
             match user {
                 Some(u) if is_live && u.status == UserStatus::Active && u.authz_ver <= claims.authz_ver => {
                     username = Some(u.username);
                 }
                 _ => return Ok(inactive),
             }
-        } else if self.store.find_client(&claims.sub).await?.is_none() {
+        } else if self.store.find_client(&ClientId::from(claims.sub.as_str())).await?.is_none() {
             // A client_credentials token of a client that was removed since.
             return Ok(inactive);
         }

@@ -37,18 +37,18 @@ impl Latchkey {
     ) -> Result<String, KeyError> {
         let s = &self.settings;
         let alg = s.id_token_alg;
-        let has_profile = session.scope.split(' ').any(|x| x == "profile");
+        let has_profile = session.scope.contains("profile");
         let claims = IdTokenClaims {
             iss: s.issuer.clone(),
-            sub: user.id.clone(),
-            aud: session.client_id.clone(),
-            azp: session.client_id.clone(),
+            sub: user.id.to_string(),
+            aud: session.client_id.to_string(),
+            azp: session.client_id.to_string(),
             exp: now.plus(s.access_token_ttl).min(session.expires_at).0,
             iat: now.0,
             auth_time: auth_time.0,
             nonce: nonce.map(str::to_owned),
             at_hash: at_hash(alg, access_token),
-            sid: session.id.clone(),
+            sid: session.id.to_string(),
             preferred_username: has_profile.then(|| user.username.clone()),
         };
         let set = self.keys.current();

@@ -67,7 +67,7 @@ pub fn form_encode(value: &str) -> String {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RedirectError {
     /// The registered redirect URI.
-    pub redirect_uri: String,
+    pub redirect_uri: crate::ids::RedirectUri,
     /// The request's `state`.
     pub state: Option<String>,
     /// The code.
@@ -91,7 +91,7 @@ impl RedirectError {
             params.push(("state", s));
         }
         params.push(("iss", issuer));
-        redirect_with(&self.redirect_uri, &params)
+        redirect_with(self.redirect_uri.as_str(), &params)
     }
 }
 

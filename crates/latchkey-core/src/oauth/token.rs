@@ -13,6 +13,7 @@ use super::OPENID;
 use crate::caller::Caller;
 use crate::clock::Timestamp;
 use crate::crypto::{RefreshTokenKey, TokenHash, b64, new_refresh_token};
+use crate::ids::{ClientId, RedirectUri, Scope};
 use crate::keys::KeyError;
 use crate::login::SessionLifetimes;
 use crate::refresh::RefreshError;
@@ -28,26 +29,26 @@ pub enum ClientCredentials {
     /// HTTP Basic (`client_secret_basic`).
     Basic {
         /// The id.
-        id: String,
+        id: ClientId,
         /// The secret.
         secret: ClientSecret,
     },
     /// Form fields (`client_secret_post`).
     Post {
         /// The id.
-        id: String,
+        id: ClientId,
         /// The secret.
         secret: ClientSecret,
     },
     /// A public client: `client_id` only.
     Public {
         /// The id.
-        id: String,
+        id: ClientId,
     },
 }
 
 impl ClientCredentials {
-    fn id(&self) -> &str {
+    fn id(&self) -> &ClientId {
         match self {
             Self::Basic { id, .. } | Self::Post { id, .. } | Self::Public { id } => id,
         }
@@ -61,7 +62,7 @@ pub enum TokenGrant {
         /// The code.
         code: String,
         /// The redirect URI of the authorization request.
-        redirect_uri: Option<String>,
+        redirect_uri: Option<RedirectUri>,
         /// The PKCE verifier.
         code_verifier: Option<String>,
     },
@@ -70,12 +71,12 @@ pub enum TokenGrant {
         /// The token.
         refresh_token: RefreshToken,
         /// A narrower scope, if asked (must be within the grant).
-        scope: Option<String>,
+        scope: Option<Scope>,
     },
     /// `client_credentials`.
     ClientCredentials {
         /// The scope asked (default: every scope the client has).
-        scope: Option<String>,
+        scope: Option<Scope>,
     },
 }
 
@@ -160,18 +161,18 @@ fn is_verifier(v: &str) -> bool {
 /// Why a code cannot be redeemed by this request, if it cannot.
 fn code_problem(
     code: &AuthCodeRecord,
-    client_id: &str,
-    redirect_uri: &str,
+    client_id: &ClientId,
+    redirect_uri: &RedirectUri,
     verifier: &str,
     now: Timestamp,
 ) -> Option<&'static str> {
-    if code.client_id != client_id {
+    if code.client_id != *client_id {
         return Some("The authorization code was issued to another client.");
     }
     if now >= code.expires_at {
         return Some("The authorization code has expired.");
     }
-    if code.redirect_uri != redirect_uri {
+    if code.redirect_uri != *redirect_uri {
         return Some("redirect_uri does not match the authorization request.");
     }
     let challenge = b64(digest(&SHA256, verifier.as_bytes()).as_ref());
@@ -195,25 +196,25 @@ fn issuer_problem(code: &AuthCodeRecord, issuer: &CodeIssuer, now: Timestamp) ->
     {
         return Some(ended);
     }
-    let consented = issuer.consented_scopes.as_deref().unwrap_or_default();
-    if !code.scope.split(' ').filter(|s| !s.is_empty()).all(|s| consented.iter().any(|c| c == s)) {
+    let consented = issuer.consented_scopes.clone().unwrap_or_default();
+    if !consented.covers(&code.scope) {
         return Some("The user no longer allows this app what the authorization code grants.");
     }
     None
 }
 
-/// Scopes of `asked` (space-separated) if all are within `allowed`.
-fn narrowed(asked: &str, allowed: &[String]) -> Option<Vec<String>> {
-    let mut out: Vec<String> = Vec::new();
-    for s in asked.split(' ').filter(|s| !s.is_empty()) {
-        if !allowed.iter().any(|a| a == s) {
+/// The names of `asked`, once each, if all are within `allowed`.
+fn narrowed(asked: &Scope, allowed: &Scope) -> Option<Scope> {
+    let mut out: Vec<&str> = Vec::new();
+    for s in asked.names() {
+        if !allowed.contains(s) {
             return None;
         }
-        if !out.iter().any(|o| o == s) {
-            out.push(s.to_owned());
+        if !out.contains(&s) {
+            out.push(s);
         }
     }
-    Some(out)
+    Some(Scope::from_names(out))
 }
 
 impl Latchkey {
@@ -291,14 +292,13 @@ impl Latchkey {
                         "This client may not use the client_credentials grant.",
                     ));
                 }
-                let scopes = match scope {
+                let scope = match scope {
                     Some(asked) => narrowed(&asked, &client.scopes).ok_or(
                         TokenRequestError::InvalidScope("The client is not registered for that scope."),
                     )?,
                     None => client.scopes.clone(),
                 };
                 let now = self.clock.now();
-                let scope = scopes.join(" ");
                 let access_token = self.mint_client_token(&client.client_id, &scope, now)?;
                 Ok(OAuthTokenResponse {
                     access_token,
@@ -306,7 +306,7 @@ impl Latchkey {
                     expires_in: self.settings.access_token_ttl.as_secs(),
                     refresh_token: None,
                     id_token: None,
-                    scope,
+                    scope: scope.into_string(),
                 })
             }
         }
@@ -316,7 +316,7 @@ impl Latchkey {
         &self,
         client: &ClientRecord,
         code: &str,
-        redirect_uri: &str,
+        redirect_uri: &RedirectUri,
         verifier: &str,
         ctx: &Caller,
     ) -> Result<OAuthTokenResponse, TokenRequestError> {
@@ -337,7 +337,7 @@ impl Latchkey {
         let refresh_token = has_grant(client, "refresh_token").then(new_refresh_token);
         let refresh_key = refresh_token.as_ref().map(|t| RefreshTokenKey::of(t.expose_secret()));
         let (client_id, redirect, verifier_owned) =
-            (client.client_id.clone(), redirect_uri.to_owned(), verifier.to_owned());
+            (client.client_id.clone(), redirect_uri.clone(), verifier.to_owned());
         let lifetimes = SessionLifetimes::from(s);
         let ctx_owned = ctx.clone();
         let decide = Box::new(move |code: &AuthCodeRecord, issuer: &CodeIssuer| {
@@ -347,7 +347,7 @@ impl Latchkey {
                 return CodeDecision::Refuse { why };
             }
             let session =
-                lifetimes.start(code.user_id.clone(), &client_id, code.scope.clone(), &ctx_owned, now);
+                lifetimes.start(code.user_id.clone(), client_id.clone(), code.scope.clone(), &ctx_owned, now);
             CodeDecision::Issue { session: Box::new(session), refresh_token: refresh_key }
         });
         let reuse = SessionRevocation {
@@ -413,7 +413,7 @@ impl Latchkey {
             });
         };
         let access_token = self.mint_access_token(&user, &session, now)?;
-        let is_oidc = session.scope.split(' ').any(|s| s == OPENID);
+        let is_oidc = session.scope.contains(OPENID);
         let id_token = if is_oidc {
             Some(self.mint_id_token(
                 &user,
@@ -432,7 +432,7 @@ impl Latchkey {
             expires_in: self.access_token_lifetime(&session, now),
             refresh_token,
             id_token,
-            scope: session.scope,
+            scope: session.scope.into_string(),
         })
     }
 }
@@ -483,7 +483,7 @@ mod tests {
         let c = code();
         let live = CodeIssuer {
             browser_session: Some(browser_session()),
-            consented_scopes: Some(vec!["openid".into(), "profile".into()]),
+            consented_scopes: Some("openid profile".into()),
         };
         assert_eq!(issuer_problem(&c, &live, Timestamp(120)), None);
         let mut revoked = live.clone();
@@ -498,7 +498,7 @@ mod tests {
         assert!(issuer_problem(&c, &live, Timestamp(1000)).is_some(), "the sign-in went idle");
         let withdrawn = CodeIssuer { consented_scopes: None, ..live.clone() };
         assert!(issuer_problem(&c, &withdrawn, Timestamp(120)).is_some());
-        let narrower = CodeIssuer { consented_scopes: Some(vec!["profile".into()]), ..live };
+        let narrower = CodeIssuer { consented_scopes: Some("profile".into()), ..live };
         assert!(issuer_problem(&c, &narrower, Timestamp(120)).is_some());
     }
 
@@ -510,7 +510,7 @@ mod tests {
     fn a_code_needs_its_client_redirect_uri_verifier_and_time() {
         let c = code();
         let ok = |client: &str, redirect: &str, verifier: &str, now: i64| {
-            code_problem(&c, client, redirect, verifier, Timestamp(now))
+            code_problem(&c, &client.into(), &redirect.into(), verifier, Timestamp(now))
         };
         assert_eq!(ok("app", "https://app.example/cb", VERIFIER, 159), None);
         assert!(ok("other", "https://app.example/cb", VERIFIER, 120).is_some());
@@ -525,8 +525,8 @@ mod tests {
         assert!(!is_verifier("short"));
         assert!(!is_verifier(&"a".repeat(129)));
         assert!(!is_verifier(&format!("{VERIFIER}+")));
-        let allowed = vec!["a".to_owned(), "b".to_owned()];
-        assert_eq!(narrowed("b a b", &allowed), Some(vec!["b".to_owned(), "a".to_owned()]));
-        assert_eq!(narrowed("a c", &allowed), None);
+        let allowed = Scope::from("a b");
+        assert_eq!(narrowed(&"b a b".into(), &allowed), Some("b a".into()));
+        assert_eq!(narrowed(&"a c".into(), &allowed), None);
     }
 }

@@ -172,7 +172,7 @@ fn reuse_revocation_records_event_and_until() {
     };
     assert_eq!(revocation.reason, ErrorReason::ReuseDetected);
     assert_eq!(revocation.event.kind, "refresh_token_reuse");
-    assert_eq!(revocation.event.session_id.as_deref(), Some("s"));
+    assert_eq!(revocation.event.session_id, Some("s".into()));
     assert_eq!(revocation.event.ip.as_deref(), Some("127.0.0.2"));
     assert_eq!(revocation.until, Timestamp(T0 + 50 + 300 + 30));
 }
@@ -291,6 +291,6 @@ fn scope_is_judged_after_the_tokens_state() {
     // Narrower or equal scopes rotate.
     ctx.requested_scope = Some("profile".into());
     assert!(matches!(decide(&snapshot(), &ctx), RotationDecision::Rotate { .. }));
-    ctx.requested_scope = Some(String::new());
+    ctx.requested_scope = Some(Scope::from(""));
     assert!(matches!(decide(&snapshot(), &ctx), RotationDecision::Rotate { .. }));
 }

@@ -61,7 +61,7 @@ where
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
         let (id, secret) = credentials(&parts.headers).ok_or(ApiError::InvalidClient)?;
         let state = AppState::from_ref(state);
-        Ok(Self(state.service.authenticate_client(&id, &secret).await?))
+        Ok(Self(state.service.authenticate_client(&id.into(), &secret).await?))
     }
 }
 

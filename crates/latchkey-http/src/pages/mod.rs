@@ -13,12 +13,12 @@ use axum::body::Bytes;
 use axum::extract::{Path, RawQuery, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use latchkey_core::Caller;
 use latchkey_core::crypto::{TokenHash, b64, random_bytes};
 use latchkey_core::device;
 use latchkey_core::login::LoginError;
 use latchkey_core::oauth::{AuthorizeError, AuthorizeParams, AuthorizeRequest, AuthorizeStep, form_encode};
 use latchkey_core::web::SignedIn;
+use latchkey_core::{Caller, ClientId, SessionId};
 use latchkey_proto::auth::Credentials;
 use latchkey_proto::{Password, Username};
 
@@ -272,7 +272,7 @@ async fn render_login(
         && let Ok(req) = s.service.check_authorize(AuthorizeParams::from_pairs(pairs)).await
     {
         app_name = Some(req.client.name.clone());
-        form_action = csp_source(&req.redirect_uri);
+        form_action = csp_source(req.redirect_uri.as_str());
     }
     let html = LoginPage { csrf: b.csrf.clone(), return_to, username, error, app_name }.render();
     b.page(Page { status, html, form_action })
@@ -393,7 +393,7 @@ pub(crate) async fn authorize(
                 params: req.params.to_pairs(false),
             }
             .render();
-            b.page(Page { status: StatusCode::OK, html, form_action: csp_source(&req.redirect_uri) })
+            b.page(Page { status: StatusCode::OK, html, form_action: csp_source(req.redirect_uri.as_str()) })
         }
         Err(e) => authorize_error(&b, &s, e, true),
     }
@@ -464,7 +464,7 @@ pub(crate) async fn account(
         devices: devices
             .iter()
             .map(|d| DeviceRow {
-                id: d.id.clone(),
+                id: d.id.to_string(),
                 description: device::display_name(d.user_agent.as_deref().unwrap_or_default()),
                 user_agent: d.user_agent.clone().unwrap_or_default(),
                 ip: d.ip.clone().unwrap_or_default(),
@@ -476,9 +476,9 @@ pub(crate) async fn account(
         apps: apps
             .iter()
             .map(|a| AppRow {
-                client_id: a.client_id.clone(),
-                name: a.client.as_ref().map_or_else(|| a.client_id.clone(), |c| c.name.clone()),
-                scopes: a.scope.clone(),
+                client_id: a.client_id.to_string(),
+                name: a.client.as_ref().map_or_else(|| a.client_id.to_string(), |c| c.name.clone()),
+                scopes: a.scope.to_string(),
                 connected_at: time(a.connected_at),
             })
             .collect(),
@@ -504,7 +504,7 @@ async fn account_post(
 pub(crate) async fn revoke_device(
     State(s): State<AppState>,
     RequestCaller(ctx): RequestCaller,
-    Path(id): Path<String>,
+    Path(id): Path<SessionId>,
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
@@ -531,7 +531,7 @@ pub(crate) async fn revoke_device(
 pub(crate) async fn revoke_app(
     State(s): State<AppState>,
     RequestCaller(ctx): RequestCaller,
-    Path(client_id): Path<String>,
+    Path(client_id): Path<ClientId>,
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {

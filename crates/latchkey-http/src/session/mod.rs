@@ -5,6 +5,7 @@ use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::{HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
+use latchkey_core::SessionId;
 use latchkey_proto::auth::{
     Credentials, LogoutAllRequest, LogoutRequest, PasswordChangeRequest, RefreshRequest,
 };
@@ -79,7 +80,7 @@ pub(crate) async fn revoke_session(
     State(s): State<AppState>,
     Bearer(token): Bearer,
     RequestCaller(caller): RequestCaller,
-    id: Result<Path<String>, axum::extract::rejection::PathRejection>,
+    id: Result<Path<SessionId>, axum::extract::rejection::PathRejection>,
 ) -> ApiResult {
     let Path(id) = id.map_err(|_| {
         ApiError::Status(

@@ -306,7 +306,7 @@ mod tests {
                         let event = NewSecurityEvent {
                             at: Timestamp(i),
                             kind: "wal_test",
-                            user_id: Some(format!("user-{w}-{i}")),
+                            user_id: Some(format!("user-{w}-{i}").into()),
                             session_id: None,
                             ip: None,
                             detail: Some("x".repeat(200)),

@@ -167,7 +167,7 @@ async fn password_change_revokes_other_sessions_and_bumps_authz_ver() {
     let keep = s.signed_in(&c, "heidi").await;
     let other = s.login(&c, "heidi", "correct horse battery").await;
     let at = keep.str("access_token");
-    let sub = s.get_auth(&c, "/auth/me", at).await.str("sub").to_owned();
+    let sub = latchkey_core::UserId::from(s.get_auth(&c, "/auth/me", at).await.str("sub"));
     let before = s.store().find_user(&sub).await.unwrap().unwrap().authz_ver;
 
     let wrong = s
@@ -208,7 +208,7 @@ async fn password_change_revokes_other_sessions_and_bumps_authz_ver() {
     let claims = crate::tokens::claims(kept.str("access_token"));
     assert_eq!(claims["authz_ver"], after);
     let feed = s.store().list_feed_events(0, latchkey_core::Clock::now(&*s.clock), 100).await.unwrap();
-    assert!(feed.iter().any(|e| matches!(&e.event, latchkey_proto::events::RevocationEvent::UserChanged { sub: x, authz_ver, .. } if *x == sub && *authz_ver == after)));
+    assert!(feed.iter().any(|e| matches!(&e.event, latchkey_proto::events::RevocationEvent::UserChanged { sub: x, authz_ver, .. } if sub == x.as_str() && *authz_ver == after)));
     // Old password no longer works; the new one does.
     let old =
         s.post(&c, "/auth/login", json!({"username": "heidi", "password": "correct horse battery"})).await;

@@ -75,12 +75,12 @@ async fn disable_revokes_every_session_and_blocks_login() {
     let c = http_client();
     let a = s.signed_in(&c, "leaver").await;
     let b = s.login(&c, "leaver", "correct horse battery").await;
-    let sub = s.get_auth(&c, "/auth/me", a.str("access_token")).await.str("sub").to_owned();
+    let sub = latchkey_core::UserId::from(s.get_auth(&c, "/auth/me", a.str("access_token")).await.str("sub"));
     s.cli(&["user", "disable", "leaver"], "").await.unwrap();
     let user = s.store().find_user(&sub).await.unwrap().unwrap();
     assert_eq!(user.authz_ver, 2, "disable bumps authz_ver");
     let feed = s.store().list_feed_events(0, latchkey_core::Clock::now(&*s.clock), 100).await.unwrap();
-    assert!(feed.iter().any(|e| matches!(&e.event, latchkey_proto::events::RevocationEvent::UserChanged { sub: x, authz_ver: 2, .. } if *x == sub)));
+    assert!(feed.iter().any(|e| matches!(&e.event, latchkey_proto::events::RevocationEvent::UserChanged { sub: x, authz_ver: 2, .. } if sub == x.as_str())));
     let revoked = feed
         .iter()
         .filter(|e| matches!(&e.event, latchkey_proto::events::RevocationEvent::SessionRevoked { .. }))

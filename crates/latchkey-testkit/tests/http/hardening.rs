@@ -593,7 +593,7 @@ async fn issue_12_probe_codes_die_with_the_sign_in_and_consent_behind_them() {
         let sub = s.store().find_user_by_username(&user).await.unwrap().unwrap().id;
         let now = latchkey_core::Clock::now(&*s.clock);
         let apps = s.store().list_live_sessions(&sub, now).await.unwrap();
-        assert!(apps.iter().all(|x| x.client_id != app.id), "{event}: no app session was opened");
+        assert!(apps.iter().all(|x| x.client_id != *app.id), "{event}: no app session was opened");
     }
     // A code whose sign-in and consent stand still redeems.
     s.register(&c, "still", "correct horse battery").await;

@@ -223,7 +223,7 @@ async fn code_flow_with_pkce_consent_once_then_straight_back() {
     assert!(wider.text.contains(">Allow</button>"));
 }
 
-async fn bob_sub(s: &TestServer) -> String {
+async fn bob_sub(s: &TestServer) -> latchkey_core::UserId {
     s.store().find_user_by_username("bob").await.unwrap().unwrap().id
 }
 

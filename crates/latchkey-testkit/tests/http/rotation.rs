@@ -137,7 +137,9 @@ async fn theft_story_attacker_first_then_victim() {
     let sid = login.str("session_id");
     let events = s.store().list_security_events(100).await.unwrap();
     assert!(
-        events.iter().any(|e| e.kind == "refresh_token_reuse" && e.session_id.as_deref() == Some(sid)),
+        events
+            .iter()
+            .any(|e| e.kind == "refresh_token_reuse" && e.session_id.as_ref().is_some_and(|id| id == sid)),
         "{events:?}"
     );
     let feed = s.store().list_feed_events(0, latchkey_core::Clock::now(&*s.clock), 100).await.unwrap();
@@ -255,11 +257,8 @@ async fn binding_log_records_an_anomaly_and_continues() {
     .await;
     assert_eq!(other.status, 200);
     let events = s.store().list_security_events(50).await.unwrap();
-    assert!(
-        events
-            .iter()
-            .any(|e| e.kind == "binding_anomaly" && e.session_id.as_deref() == Some(login.str("session_id")))
-    );
+    assert!(events.iter().any(|e| e.kind == "binding_anomaly"
+        && e.session_id.as_ref().is_some_and(|id| id == login.str("session_id"))));
 }
 
 #[tokio::test]
@@ -328,6 +327,6 @@ async fn ended_sessions_are_pruned_after_the_retention() {
     }
     s.service.maintain().await.unwrap();
     assert_eq!(s.refresh(&c, ended.str("refresh_token")).await.json["error_reason"], "unknown_token");
-    assert!(s.store().find_session(ended.str("session_id")).await.unwrap().is_none());
+    assert!(s.store().find_session(&ended.str("session_id").into()).await.unwrap().is_none());
     assert_eq!(s.refresh(&c, &rt).await.status, 200);
 }
