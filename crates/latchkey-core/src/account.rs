@@ -290,6 +290,8 @@ impl Latchkey {
             sub: auth.user.id.to_string(),
             username: auth.user.username.clone(),
             roles: auth.user.roles.clone(),
+            email: auth.user.email.as_ref().map(|e| e.address.clone()),
+            email_verified: auth.user.email.as_ref().is_some_and(|e| e.verified_at.is_some()),
         }
     }
 

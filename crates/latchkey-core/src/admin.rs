@@ -2,13 +2,15 @@
 //! disable, revoke sessions, list) and signing keys (list, rotate). Every change is
 //! written to the database, so a server running on it sees it at once.
 
-use latchkey_proto::auth::{Credentials, RegisterResponse};
+use latchkey_proto::auth::RegisterResponse;
 use latchkey_proto::{ErrorReason, Password};
 
 use crate::keys::{KeyError, unpublish_at};
-use crate::login::RegisterError;
+use crate::login::{NewUser, RegisterError};
 use crate::service::Latchkey;
-use crate::store::{RevocationTarget, SessionRevocation, StoreError, UserChange, UserChangeKind, UserRecord};
+use crate::store::{
+    RevocationTarget, SessionRevocation, StoreError, UserChange, UserChangeKind, UserEmail, UserRecord,
+};
 
 /// Administration failures.
 #[derive(Debug, thiserror::Error)]
@@ -45,9 +47,6 @@ pub struct KeyInfo {
     /// tokens expire).
     pub state: &'static str,
 }
-
-/// A placeholder hash that no password matches (a user created without a password).
-const NO_PASSWORD: &str = "!";
 
 fn normalise_roles(roles: &[String]) -> Vec<String> {
     let mut out: Vec<String> = roles.iter().map(|r| r.trim().to_owned()).filter(|r| !r.is_empty()).collect();
@@ -105,26 +104,33 @@ impl Latchkey {
         username: latchkey_proto::Username,
         password: Option<Password>,
         roles: &[String],
+        email: Option<(latchkey_proto::EmailAddress, bool)>,
     ) -> Result<RegisterResponse, AdminError> {
-        let roles = normalise_roles(roles);
-        let user = match password {
-            Some(password) => self.create_user(&Credentials { username, password }, roles).await?,
-            None => {
-                username.check_new().map_err(RegisterError::InvalidUsername)?;
-                let user = UserRecord {
-                    id: crate::ids::UserId::new(crate::crypto::new_id()),
-                    username: username.as_str().to_owned(),
-                    password_hash: NO_PASSWORD.to_owned(),
-                    roles,
-                    authz_ver: 1,
-                    status: crate::store::UserStatus::Active,
-                    created_at: self.clock.now(),
-                };
-                self.store.insert_user(&user).await.map_err(RegisterError::from)?;
-                user
-            }
-        };
+        let new = NewUser { username, password, email, roles: normalise_roles(roles) };
+        let user = self.create_user(new).await?;
         Ok(RegisterResponse { sub: user.id.into_string(), username: user.username })
+    }
+
+    /// `latchkey user set-email`: sets (verified or not) or clears a user's address.
+    ///
+    /// # Errors
+    /// Unknown user, an address another user holds, storage.
+    pub async fn admin_set_email(
+        &self,
+        username: &str,
+        email: Option<(latchkey_proto::EmailAddress, bool)>,
+    ) -> Result<UserRecord, AdminError> {
+        let mut user = self.user_named(username).await?;
+        let now = self.clock.now();
+        user.email = email.map(|(address, verified)| UserEmail::new(&address, verified.then_some(now)));
+        match self.store.set_user_email(&user.id, user.email.as_ref()).await {
+            Ok(true) => {}
+            Ok(false) => return Err(AdminError::UnknownUser(username.to_owned())),
+            Err(StoreError::Conflict(_)) => return Err(RegisterError::EmailTaken.into()),
+            Err(e) => return Err(e.into()),
+        }
+        self.record(self.event(now, "email_changed", Some(&user.id), None, None)).await;
+        Ok(user)
     }
 
     /// `latchkey user set-roles`: bumps `authz_ver`, publishes `user_changed`.

@@ -2,7 +2,8 @@
 //! Unknown users and wrong passwords cost the same and answer the same; failures are
 //! throttled per account and per address before any password is checked.
 
-use latchkey_proto::auth::{Credentials, RegisterResponse, TokenResponse};
+use latchkey_proto::auth::{Credentials, RegisterRequest, RegisterResponse, TokenResponse};
+use latchkey_proto::{EmailAddress, Password, Username};
 
 use crate::caller::Caller;
 use crate::clock::Timestamp;
@@ -12,8 +13,8 @@ use crate::keys::KeyError;
 use crate::metrics::LoginOutcome;
 use crate::password::PasswordError;
 use crate::service::Latchkey;
-use crate::settings::Registration;
-use crate::store::{SessionRecord, StoreError, UserRecord, UserStatus};
+use crate::settings::{Registration, RegistrationEmail};
+use crate::store::{SessionRecord, StoreError, UserEmail, UserRecord, UserStatus};
 use crate::throttle::{account_key, account_retry_after, address_key, address_retry_after};
 
 pub use latchkey_proto::claims::FIRST_PARTY_CLIENT_ID;
@@ -68,9 +69,15 @@ pub enum RegisterError {
     /// `registration = "closed"`.
     #[error("registration is closed")]
     RegistrationClosed,
-    /// The username exists.
+    /// The username exists (also: it is another account's email address).
     #[error("username taken")]
     UsernameTaken,
+    /// The email address belongs to another account.
+    #[error("email taken")]
+    EmailTaken,
+    /// `registration_email = "required"` and the request has no address.
+    #[error("an email address is required")]
+    EmailRequired,
     /// The name may not be a new username (see `Username::check_new`).
     #[error("{0}")]
     InvalidUsername(latchkey_proto::username::UsernameError),
@@ -90,12 +97,25 @@ pub enum RegisterError {
 
 impl From<StoreError> for RegisterError {
     fn from(e: StoreError) -> Self {
-        match e {
-            StoreError::Conflict(_) => Self::UsernameTaken,
-            other => Self::Store(other),
-        }
+        Self::Store(e)
     }
 }
+
+/// A user to create: by registration (with a password) or by the CLI (perhaps without).
+#[derive(Debug)]
+pub(crate) struct NewUser {
+    /// The username, checked with `Username::check_new` here.
+    pub(crate) username: Username,
+    /// `None`: no password matches until one is set.
+    pub(crate) password: Option<Password>,
+    /// The address, and whether it counts as verified already (the CLI can say so).
+    pub(crate) email: Option<(EmailAddress, bool)>,
+    /// Roles, normalised.
+    pub(crate) roles: Vec<String>,
+}
+
+/// A placeholder hash that no password matches (a user created without a password).
+const NO_PASSWORD: &str = "!";
 
 /// Login failures.
 #[derive(Debug, thiserror::Error)]
@@ -127,7 +147,7 @@ impl Latchkey {
     /// See [`RegisterError`].
     pub async fn register(
         &self,
-        creds: Credentials,
+        req: RegisterRequest,
         ctx: &Caller,
     ) -> Result<RegisterResponse, RegisterError> {
         if self.settings.registration == Registration::Closed {
@@ -148,34 +168,83 @@ impl Latchkey {
                 return Err(RegisterError::Throttled { retry_after });
             }
         }
-        let user = self.create_user(&creds, Vec::new()).await?;
+        if req.email.is_none() && self.settings.registration_email == RegistrationEmail::Required {
+            return Err(RegisterError::EmailRequired);
+        }
+        let new = NewUser {
+            username: req.username,
+            password: Some(req.password),
+            email: req.email.map(|e| (e, false)),
+            roles: Vec::new(),
+        };
+        let user = self.create_user(new).await?;
         self.metrics.registration();
         Ok(RegisterResponse { sub: user.id.into_string(), username: user.username })
     }
 
-    /// Creates a user (also used by the CLI).
-    pub(crate) async fn create_user(
-        &self,
-        creds: &Credentials,
-        roles: Vec<String>,
-    ) -> Result<UserRecord, RegisterError> {
-        creds.username.check_new().map_err(RegisterError::InvalidUsername)?;
-        // Check for a taken name first, so a duplicate costs no argon2 hash.
-        if self.store.find_user_by_username(creds.username.as_str()).await?.is_some() {
-            return Err(RegisterError::UsernameTaken);
-        }
-        let password_hash = self.passwords.hash(&creds.password).await?;
+    /// Creates a user (also used by the CLI). A new username may not be another account's
+    /// email address either: sign-in tries usernames first, so it would take over that
+    /// address's sign-in.
+    pub(crate) async fn create_user(&self, new: NewUser) -> Result<UserRecord, RegisterError> {
+        new.username.check_new().map_err(RegisterError::InvalidUsername)?;
+        // Check for a taken name or address first, so a duplicate costs no argon2 hash.
+        self.check_available(&new).await?;
+        let password_hash = match &new.password {
+            Some(password) => self.passwords.hash(password).await?,
+            None => NO_PASSWORD.to_owned(),
+        };
+        let now = self.clock.now();
         let user = UserRecord {
             id: UserId::new(new_id()),
-            username: creds.username.as_str().to_owned(),
+            username: new.username.as_str().to_owned(),
             password_hash,
-            roles,
+            roles: new.roles.clone(),
             authz_ver: 1,
             status: UserStatus::Active,
-            created_at: self.clock.now(),
+            created_at: now,
+            email: new
+                .email
+                .as_ref()
+                .map(|(address, verified)| UserEmail::new(address, verified.then_some(now))),
         };
-        self.store.insert_user(&user).await?;
-        Ok(user)
+        match self.store.insert_user(&user).await {
+            Ok(()) => Ok(user),
+            // A race with another registration: say which one is taken now.
+            Err(StoreError::Conflict(_)) => Err(match self.check_available(&new).await {
+                Err(taken) => taken,
+                Ok(()) => RegisterError::UsernameTaken,
+            }),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Whether a new user's username and email address are free.
+    async fn check_available(&self, new: &NewUser) -> Result<(), RegisterError> {
+        let name = new.username.as_str();
+        let name_as_email = name.to_ascii_lowercase();
+        if self.store.find_user_by_username(name).await?.is_some()
+            || self.store.find_user_by_email(&name_as_email).await?.is_some()
+        {
+            return Err(RegisterError::UsernameTaken);
+        }
+        if let Some((address, _)) = &new.email
+            && self.store.find_user_by_email(&address.key()).await?.is_some()
+        {
+            return Err(RegisterError::EmailTaken);
+        }
+        Ok(())
+    }
+
+    /// The account a sign-in names: the user with that username, or else the user whose
+    /// *verified* address it is (SPEC 10). An unverified address names nobody, so it signs
+    /// in no one and answers like an unknown username.
+    pub(crate) async fn resolve_login(&self, login: &str) -> Result<Option<UserRecord>, StoreError> {
+        if let Some(user) = self.store.find_user_by_username(login).await? {
+            return Ok(Some(user));
+        }
+        let Ok(address) = EmailAddress::parse(login) else { return Ok(None) };
+        let user = self.store.find_user_by_email(&address.key()).await?;
+        Ok(user.filter(|u| u.email.as_ref().is_some_and(|e| e.verified_at.is_some())))
     }
 
     /// Signs a user in: a new session and its tokens (SPEC 5.1 `POST /auth/login`).
@@ -200,14 +269,15 @@ impl Latchkey {
         ctx: &Caller,
         now: Timestamp,
     ) -> Result<UserRecord, LoginError> {
-        let acct = account_key(creds.username.as_str());
+        let user = self.resolve_login(creds.username.as_str()).await?;
+        // One counter per account, whichever name it was reached by (username or address).
+        let acct = account_key(user.as_ref().map_or(creds.username.as_str(), |u| u.username.as_str()));
         let addr = ctx.ip.as_deref().map(address_key);
         if let Some(retry_after) = self.throttled_for(&acct, addr.as_deref(), now).await? {
             self.metrics.login(LoginOutcome::Throttled);
             return Err(LoginError::Throttled { retry_after });
         }
 
-        let user = self.store.find_user_by_username(creds.username.as_str()).await?;
         let is_valid =
             self.passwords.verify(&creds.password, user.as_ref().map(|u| u.password_hash.as_str())).await?;
         let user = match user {

@@ -25,6 +25,15 @@ pub enum Registration {
     Closed,
 }
 
+/// Whether registration asks for an email address (SPEC 10 `registration_email`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RegistrationEmail {
+    /// An address may be given.
+    Optional,
+    /// `POST /auth/register` without an address is refused (the CLI may still omit it).
+    Required,
+}
+
 /// Login throttling limits (SPEC 5.1, 8).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ThrottlePolicy {
@@ -82,6 +91,8 @@ pub struct Settings {
     pub binding: BindingPolicy,
     /// Registration.
     pub registration: Registration,
+    /// Whether registration asks for an email address.
+    pub registration_email: RegistrationEmail,
     /// Access-token signing algorithm.
     pub access_token_alg: Algorithm,
     /// ID-token signing algorithm.
@@ -111,6 +122,7 @@ impl Settings {
             refresh_grace: Duration::from_secs(10),
             binding: BindingPolicy::Log,
             registration: Registration::Open,
+            registration_email: RegistrationEmail::Optional,
             access_token_alg: Algorithm::EdDSA,
             id_token_alg: Algorithm::RS256,
             key_rotation: Duration::from_secs(30 * 86_400),

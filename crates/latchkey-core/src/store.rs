@@ -73,6 +73,27 @@ pub struct UserRecord {
     pub status: UserStatus,
     /// Creation time.
     pub created_at: Timestamp,
+    /// The account's email address, when it has one (SPEC 10).
+    pub email: Option<UserEmail>,
+}
+
+/// An account's email address (SPEC 10).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UserEmail {
+    /// The address as the user gave it.
+    pub address: String,
+    /// What uniqueness and sign-in compare: the address in lower case
+    /// (`EmailAddress::key`).
+    pub key: String,
+    /// When the address was proven; `None` while unverified.
+    pub verified_at: Option<Timestamp>,
+}
+
+impl UserEmail {
+    /// A parsed address, unverified or verified at `verified_at`.
+    pub fn new(address: &latchkey_proto::EmailAddress, verified_at: Option<Timestamp>) -> Self {
+        Self { address: address.as_str().to_owned(), key: address.key(), verified_at }
+    }
 }
 
 impl std::fmt::Debug for UserRecord {
@@ -84,6 +105,7 @@ impl std::fmt::Debug for UserRecord {
             .field("authz_ver", &self.authz_ver)
             .field("status", &self.status)
             .field("created_at", &self.created_at)
+            .field("email", &self.email)
             .finish_non_exhaustive()
     }
 }
@@ -532,12 +554,17 @@ pub type Decide = Box<dyn FnOnce(&RefreshSnapshot) -> RotationDecision + Send>;
 /// Users and their changes (SPEC 1.6, 5.1, 6).
 #[async_trait]
 pub trait UserStore {
-    /// Inserts a user; a taken username is [`StoreError::Conflict`].
+    /// Inserts a user; a taken username or email key is [`StoreError::Conflict`].
     async fn insert_user(&self, user: &UserRecord) -> Result<(), StoreError>;
     /// A user by id.
     async fn find_user(&self, id: &UserId) -> Result<Option<UserRecord>, StoreError>;
     /// A user by username.
     async fn find_user_by_username(&self, username: &str) -> Result<Option<UserRecord>, StoreError>;
+    /// The user whose email key is `key` (verified or not).
+    async fn find_user_by_email(&self, key: &str) -> Result<Option<UserRecord>, StoreError>;
+    /// Sets or clears a user's email address; `false` for an unknown user, and an address
+    /// another user holds is [`StoreError::Conflict`].
+    async fn set_user_email(&self, id: &UserId, email: Option<&UserEmail>) -> Result<bool, StoreError>;
     /// Every user, oldest first.
     async fn list_users(&self) -> Result<Vec<UserRecord>, StoreError>;
     /// Applies a user change atomically; returns the new `authz_ver` and the ids of the

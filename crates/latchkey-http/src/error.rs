@@ -209,6 +209,16 @@ impl IntoResponse for ApiError {
                 RegisterError::UsernameTaken => {
                     plain(StatusCode::CONFLICT, ErrorCode::UsernameTaken, "That username is taken.")
                 }
+                RegisterError::EmailTaken => plain(
+                    StatusCode::CONFLICT,
+                    ErrorCode::EmailTaken,
+                    "That email address is already in use.",
+                ),
+                RegisterError::EmailRequired => plain(
+                    StatusCode::BAD_REQUEST,
+                    ErrorCode::InvalidRequest,
+                    "Invalid request body: an email address is required.",
+                ),
                 RegisterError::Throttled { retry_after } => with_retry_after(
                     plain(
                         StatusCode::TOO_MANY_REQUESTS,

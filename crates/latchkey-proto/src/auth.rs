@@ -3,7 +3,8 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::secret::{Password, RefreshToken, serialize_refresh_token};
+use crate::email::EmailAddress;
+use crate::secret::{LinkToken, Password, RefreshToken, serialize_refresh_token};
 use crate::username::Username;
 
 /// `POST /auth/register` and `POST /auth/login` body.
@@ -13,6 +14,51 @@ pub struct Credentials {
     pub username: Username,
     /// The password.
     pub password: Password,
+}
+
+/// `POST /auth/register` body: credentials and, optionally, an email address (SPEC 10;
+/// required when the server sets `registration_email = "required"`).
+#[derive(Debug, Deserialize)]
+pub struct RegisterRequest {
+    /// The username.
+    pub username: Username,
+    /// The password.
+    pub password: Password,
+    /// The address, unverified until its link is followed.
+    #[serde(default)]
+    pub email: Option<EmailAddress>,
+}
+
+/// `POST /auth/email/verify` body: the token from the link.
+#[derive(Debug, Deserialize)]
+pub struct VerifyEmailRequest {
+    /// An `lkv_` token.
+    pub token: LinkToken,
+}
+
+/// `POST /auth/email` body: a new address, confirmed from that address before it counts.
+#[derive(Debug, Deserialize)]
+pub struct EmailChangeRequest {
+    /// The new address.
+    pub email: EmailAddress,
+    /// The password in use now.
+    pub current_password: Password,
+}
+
+/// `POST /auth/password/forgot` body.
+#[derive(Debug, Deserialize)]
+pub struct ForgotPasswordRequest {
+    /// A username or an email address; any string of a valid username's shape.
+    pub login: Username,
+}
+
+/// `POST /auth/password/reset` body.
+#[derive(Debug, Deserialize)]
+pub struct PasswordResetRequest {
+    /// An `lkp_` token.
+    pub token: LinkToken,
+    /// The new password.
+    pub new_password: Password,
 }
 
 /// `POST /auth/register` answer.
@@ -122,6 +168,12 @@ pub struct MeResponse {
     pub username: String,
     /// Current roles.
     pub roles: Vec<String>,
+    /// The account's email address, `null` when it has none (SPEC 10).
+    #[serde(default)]
+    pub email: Option<String>,
+    /// Whether that address was proven.
+    #[serde(default)]
+    pub email_verified: bool,
 }
 
 #[cfg(test)]

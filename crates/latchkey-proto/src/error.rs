@@ -35,6 +35,8 @@ pub enum ErrorCode {
     InvalidCredentials,
     /// The username is taken.
     UsernameTaken,
+    /// The email address belongs to another account (SPEC 10).
+    EmailTaken,
     /// Registration is closed on this server.
     RegistrationClosed,
     /// Too many attempts; see `Retry-After`.
@@ -71,6 +73,7 @@ impl ErrorCode {
             Self::InsufficientScope => "insufficient_scope",
             Self::InvalidCredentials => "invalid_credentials",
             Self::UsernameTaken => "username_taken",
+            Self::EmailTaken => "email_taken",
             Self::RegistrationClosed => "registration_closed",
             Self::TooManyRequests => "too_many_requests",
             Self::NotFound => "not_found",
@@ -216,6 +219,39 @@ impl TokenErrorReason {
     }
 }
 
+/// Why a link token from a mail was refused (SPEC 10): the `error_reason` of its
+/// `400 invalid_token`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LinkTokenReason {
+    /// The link was used before.
+    Used,
+    /// The link is past its lifetime, or a newer link replaced it.
+    Expired,
+    /// No such link.
+    Unknown,
+}
+
+impl LinkTokenReason {
+    /// The reason as it appears on the wire.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Used => "used",
+            Self::Expired => "expired",
+            Self::Unknown => "unknown",
+        }
+    }
+
+    /// A sentence for `error_description` and for the page that shows it.
+    pub fn description(self) -> &'static str {
+        match self {
+            Self::Used => "This link was already used.",
+            Self::Expired => "This link has expired or was replaced by a newer one.",
+            Self::Unknown => "This link is not valid.",
+        }
+    }
+}
+
 /// The JSON body of every error response.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ErrorBody {
@@ -248,6 +284,17 @@ impl ErrorBody {
         }
     }
 
+    /// The answer to a used, expired or unknown link token (SPEC 10): a `400`, so no
+    /// `error_type` (that marks resource-server answers).
+    pub fn invalid_link(reason: LinkTokenReason) -> Self {
+        Self {
+            error: ErrorCode::InvalidToken,
+            error_description: reason.description().to_owned(),
+            error_reason: Some(reason.as_str().to_owned()),
+            error_type: None,
+        }
+    }
+
     /// An `invalid_token` answer (SPEC 5.5).
     pub fn invalid_token(reason: TokenErrorReason) -> Self {
         Self {
@@ -262,6 +309,20 @@ impl ErrorBody {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn link_token_answers_are_pinned() {
+        let body = serde_json::to_value(ErrorBody::invalid_link(LinkTokenReason::Used)).unwrap();
+        assert_eq!(
+            body,
+            serde_json::json!({"error": "invalid_token", "error_description": "This link was already used.", "error_reason": "used"})
+        );
+        for reason in [LinkTokenReason::Used, LinkTokenReason::Expired, LinkTokenReason::Unknown] {
+            assert_eq!(serde_json::to_value(reason).unwrap(), reason.as_str());
+        }
+        assert_eq!(ErrorCode::EmailTaken.as_str(), "email_taken");
+        assert_eq!(serde_json::to_value(ErrorCode::EmailTaken).unwrap(), "email_taken");
+    }
 
     #[test]
     fn wire_names_match_serde() {

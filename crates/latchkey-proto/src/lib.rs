@@ -4,12 +4,14 @@
 
 pub mod auth;
 pub mod claims;
+pub mod email;
 pub mod error;
 pub mod events;
 pub mod oauth;
 pub mod secret;
 pub mod username;
 
-pub use error::{ErrorBody, ErrorCode, ErrorReason, TokenErrorReason};
-pub use secret::{Password, RefreshToken};
+pub use email::EmailAddress;
+pub use error::{ErrorBody, ErrorCode, ErrorReason, LinkTokenReason, TokenErrorReason};
+pub use secret::{LinkKind, LinkToken, Password, RefreshToken};
 pub use username::Username;

@@ -69,6 +69,48 @@ impl RefreshToken {
     pub const PREFIX: &'static str = "lkr_";
 }
 
+secret_string!(
+    /// A link token from a mail (SPEC 10): `lkv_` (verify an address) or `lkp_` (reset a
+    /// password) + base64url of 256 random bits. Stored only as a hash; single use.
+    LinkToken
+);
+
+/// What a link token is for, by its prefix.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LinkKind {
+    /// `lkv_`: verifies an address (also a new address, on an email change). Valid 24 h.
+    Verify,
+    /// `lkp_`: sets a new password. Valid 30 min.
+    Reset,
+}
+
+impl LinkKind {
+    /// The token prefix of this kind.
+    pub fn prefix(self) -> &'static str {
+        match self {
+            Self::Verify => "lkv_",
+            Self::Reset => "lkp_",
+        }
+    }
+}
+
+impl LinkToken {
+    /// The length of the base64url text after the prefix (32 bytes, unpadded).
+    pub const SECRET_CHARS: usize = 43;
+
+    /// What the token is for, when it is well formed: a known prefix and 43 base64url
+    /// characters. Anything else can be answered `unknown` without a lookup.
+    pub fn kind(&self) -> Option<LinkKind> {
+        let s = self.expose_secret();
+        [LinkKind::Verify, LinkKind::Reset].into_iter().find(|kind| {
+            s.strip_prefix(kind.prefix()).is_some_and(|rest| {
+                rest.len() == Self::SECRET_CHARS
+                    && rest.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+            })
+        })
+    }
+}
+
 /// Serializes a refresh token into a token response. This is the only way a refresh token
 /// leaves the server, and it is explicit at the field that uses it.
 pub fn serialize_refresh_token<S: Serializer>(
@@ -81,6 +123,26 @@ pub fn serialize_refresh_token<S: Serializer>(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn link_tokens_are_told_apart_by_prefix_and_shape() {
+        let body = "A".repeat(LinkToken::SECRET_CHARS);
+        let token = |s: String| LinkToken::new(s);
+        assert_eq!(token(format!("lkv_{body}")).kind(), Some(LinkKind::Verify));
+        assert_eq!(token(format!("lkp_{body}")).kind(), Some(LinkKind::Reset));
+        for bad in [
+            String::new(),
+            "lkp_".to_owned(),
+            format!("lkr_{body}"),
+            format!("lkp_{body}A"),
+            format!("lkp_{}", &body[1..]),
+            format!("lkp_{}!", &body[1..]),
+            format!("LKP_{body}"),
+        ] {
+            assert_eq!(token(bad.clone()).kind(), None, "{bad:?}");
+        }
+        assert_eq!(format!("{:?}", token(format!("lkp_{body}"))), "LinkToken([redacted])");
+    }
 
     #[test]
     fn debug_is_redacted() {

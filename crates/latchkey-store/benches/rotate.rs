@@ -33,6 +33,7 @@ fn rotate(c: &mut Criterion) {
             authz_ver: 1,
             status: UserStatus::Active,
             created_at: now,
+            email: None,
         };
         store.insert_user(&user).await.expect("user");
         let session = SessionRecord {

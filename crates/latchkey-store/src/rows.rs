@@ -8,7 +8,7 @@ use latchkey_core::crypto::TokenHash;
 use latchkey_core::ids::Scope;
 use latchkey_core::store::{
     AuthCodeRecord, ClientRecord, FeedEventRecord, SecurityEventRecord, SessionRecord, StoredKey,
-    ThrottleRecord, UserRecord, UserStatus,
+    ThrottleRecord, UserEmail, UserRecord, UserStatus,
 };
 use latchkey_proto::ErrorReason;
 use latchkey_proto::events::RevocationEvent;
@@ -18,7 +18,8 @@ use crate::db::{DbError, Row};
 /// The columns [`user`] reads, from `users u`.
 macro_rules! user_columns {
     () => {
-        "u.id, u.username, u.password_hash, u.roles, u.authz_ver, u.status, u.created_at"
+        "u.id, u.username, u.password_hash, u.roles, u.authz_ver, u.status, u.created_at, u.email, \
+         u.email_key, u.email_verified_at"
     };
 }
 pub(crate) use user_columns;
@@ -101,7 +102,23 @@ pub(crate) fn user(row: &dyn Row) -> Result<UserRecord, DbError> {
         authz_ver: row.int(4)?,
         status: UserStatus::parse(&status).ok_or_else(|| DbError::corrupt("users.status", status))?,
         created_at: Timestamp(row.int(6)?),
+        email: user_email(row.opt_text(7)?, row.opt_text(8)?, row.opt_int(9)?)?,
     })
+}
+
+/// An address with its key, or neither; one without the other is corrupt.
+fn user_email(
+    address: Option<String>,
+    key: Option<String>,
+    verified_at: Option<i64>,
+) -> Result<Option<UserEmail>, DbError> {
+    match (address, key) {
+        (Some(address), Some(key)) => {
+            Ok(Some(UserEmail { address, key, verified_at: verified_at.map(Timestamp) }))
+        }
+        (None, None) => Ok(None),
+        _ => Err(DbError::corrupt("users.email_key", "an address without its key, or a key without one")),
+    }
 }
 
 /// A session from [`session_columns`] starting at column 0.

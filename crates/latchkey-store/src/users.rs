@@ -6,7 +6,7 @@
 use async_trait::async_trait;
 use latchkey_core::StoreError;
 use latchkey_core::ids::{SessionId, UserId};
-use latchkey_core::store::{UserChange, UserChangeKind, UserRecord, UserStore};
+use latchkey_core::store::{UserChange, UserChangeKind, UserEmail, UserRecord, UserStore};
 
 use crate::db::{Access, Backend, Conn, Db, DbError, OpFuture, Sql, op, params, query_all, query_opt};
 use crate::feed::insert_user_changed;
@@ -14,9 +14,13 @@ use crate::revocation::{live_session_ids, mark_revoked, publish_revoked};
 use crate::rows::{self, user_columns};
 
 static INSERT: Sql = Sql::new(
-    "INSERT INTO users (id, username, password_hash, roles, authz_ver, status, created_at) \
-     VALUES ($1, $2, $3, $4, $5, $6, $7)",
+    "INSERT INTO users (id, username, password_hash, roles, authz_ver, status, created_at, email, email_key, \
+     email_verified_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
 );
+static BY_EMAIL_KEY: Sql =
+    Sql::new(concat!("SELECT ", user_columns!(), " FROM users u WHERE u.email_key = $1"));
+static SET_EMAIL: Sql =
+    Sql::new("UPDATE users SET email = $1, email_key = $2, email_verified_at = $3 WHERE id = $4");
 pub(crate) static BY_ID: Sql = Sql::new(concat!("SELECT ", user_columns!(), " FROM users u WHERE u.id = $1"));
 static BY_USERNAME: Sql =
     Sql::new(concat!("SELECT ", user_columns!(), " FROM users u WHERE u.username = $1"));
@@ -71,6 +75,7 @@ async fn apply_change(
 fn insert(c: &mut dyn Conn, u: UserRecord) -> OpFuture<'_, ()> {
     Box::pin(async move {
         let roles = rows::to_json(&u.roles)?;
+        let email = u.email.as_ref();
         let p = params![
             &u.id,
             &u.username,
@@ -78,9 +83,29 @@ fn insert(c: &mut dyn Conn, u: UserRecord) -> OpFuture<'_, ()> {
             &roles,
             u.authz_ver,
             u.status.as_str(),
-            u.created_at.0
+            u.created_at.0,
+            email.map(|e| e.address.as_str()),
+            email.map(|e| e.key.as_str()),
+            email.and_then(|e| e.verified_at).map(|t| t.0)
         ];
         c.execute(&INSERT, p).await.map(|_| ())
+    })
+}
+
+fn by_email(c: &mut dyn Conn, key: String) -> OpFuture<'_, Option<UserRecord>> {
+    Box::pin(async move { query_opt(c, &BY_EMAIL_KEY, params![&key], rows::user).await })
+}
+
+fn set_email(c: &mut dyn Conn, (id, email): (UserId, Option<UserEmail>)) -> OpFuture<'_, bool> {
+    Box::pin(async move {
+        let e = email.as_ref();
+        let p = params![
+            e.map(|e| e.address.as_str()),
+            e.map(|e| e.key.as_str()),
+            e.and_then(|e| e.verified_at).map(|t| t.0),
+            &id
+        ];
+        Ok(c.execute(&SET_EMAIL, p).await? > 0)
     })
 }
 
@@ -112,6 +137,14 @@ impl<B: Backend> UserStore for Db<B> {
 
     async fn find_user_by_username(&self, username: &str) -> Result<Option<UserRecord>, StoreError> {
         self.0.run(Access::Point, op(username.to_owned(), by_username)).await
+    }
+
+    async fn find_user_by_email(&self, key: &str) -> Result<Option<UserRecord>, StoreError> {
+        self.0.run(Access::Point, op(key.to_owned(), by_email)).await
+    }
+
+    async fn set_user_email(&self, id: &UserId, email: Option<&UserEmail>) -> Result<bool, StoreError> {
+        self.0.run(Access::Statement, op((id.clone(), email.cloned()), set_email)).await
     }
 
     async fn list_users(&self) -> Result<Vec<UserRecord>, StoreError> {

@@ -97,6 +97,7 @@ fn user(id: &str) -> UserRecord {
         authz_ver: 1,
         status: UserStatus::Active,
         created_at: Timestamp(T0),
+        email: None,
     }
 }
 

@@ -74,6 +74,26 @@ enum UserCommand {
         /// Comma-separated roles.
         #[arg(long, value_delimiter = ',')]
         roles: Vec<String>,
+        /// An email address (SPEC 10), unverified unless --email-verified.
+        #[arg(long)]
+        email: Option<String>,
+        /// Count the address as verified already.
+        #[arg(long, requires = "email")]
+        email_verified: bool,
+    },
+    /// Set a user's email address, or clear it; prints {"sub","username","email","email_verified"}.
+    SetEmail {
+        /// Username.
+        username: String,
+        /// The address (omit with --clear).
+        #[arg(required_unless_present = "clear", conflicts_with = "clear")]
+        email: Option<String>,
+        /// Count the address as verified already.
+        #[arg(long, conflicts_with = "clear")]
+        verified: bool,
+        /// Remove the address.
+        #[arg(long)]
+        clear: bool,
     },
     /// Replace a user's roles (publishes user_changed).
     SetRoles {
@@ -146,6 +166,11 @@ enum KeysCommand {
     Seal,
 }
 
+/// An email address from the command line, refused with the reason (never the value).
+fn parse_email(value: &str) -> anyhow::Result<latchkey_proto::EmailAddress> {
+    latchkey_proto::EmailAddress::parse(value).map_err(|e| anyhow::anyhow!("{e}"))
+}
+
 fn read_password(stdin: &mut dyn BufRead) -> anyhow::Result<Password> {
     let mut line = Zeroizing::new(String::new());
     stdin.read_line(&mut line).context("reading the password from standard input")?;
@@ -207,11 +232,21 @@ pub async fn run_with_env(
     match cli.command {
         Command::Serve(_) => {}
         Command::User(cmd) => match cmd {
-            UserCommand::Add { username, password_stdin, roles } => {
+            UserCommand::Add { username, password_stdin, roles, email, email_verified } => {
                 let username = Username::parse(&username).map_err(|e| anyhow::anyhow!("{e}"))?;
+                let email = email.as_deref().map(parse_email).transpose()?.map(|e| (e, email_verified));
                 let password = if password_stdin { Some(read_password(stdin)?) } else { None };
-                let created = app.admin_add_user(username, password, &roles).await?;
+                let created = app.admin_add_user(username, password, &roles, email).await?;
                 print(json!({"sub": created.sub, "username": created.username}))?;
+            }
+            UserCommand::SetEmail { username, email, verified, clear: _ } => {
+                let email = email.as_deref().map(parse_email).transpose()?.map(|e| (e, verified));
+                let user = app.admin_set_email(&username, email).await?;
+                print(json!({
+                    "sub": user.id, "username": user.username,
+                    "email": user.email.as_ref().map(|e| &e.address),
+                    "email_verified": user.email.as_ref().is_some_and(|e| e.verified_at.is_some()),
+                }))?;
             }
             UserCommand::SetRoles { username, roles: list } => {
                 app.admin_set_roles(&username, &roles(&list)).await?
@@ -233,6 +268,8 @@ pub async fn run_with_env(
                         "sub": u.id, "username": u.username, "roles": u.roles,
                         "status": u.status.as_str(), "authz_ver": u.authz_ver,
                         "created_at": u.created_at.rfc3339(),
+                        "email": u.email.as_ref().map(|e| &e.address),
+                        "email_verified": u.email.as_ref().is_some_and(|e| e.verified_at.is_some()),
                     }))?;
                 }
             }

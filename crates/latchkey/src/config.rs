@@ -11,7 +11,7 @@ use anyhow::{Context, bail};
 use latchkey_core::Settings;
 use latchkey_core::keys::Algorithm;
 use latchkey_core::master_key::MasterKey;
-use latchkey_core::settings::{BindingPolicy, Registration};
+use latchkey_core::settings::{BindingPolicy, Registration, RegistrationEmail};
 use serde::Deserialize;
 use zeroize::Zeroizing;
 
@@ -51,6 +51,7 @@ struct RawConfig {
     refresh_grace: Option<RawDuration>,
     binding: Option<String>,
     registration: Option<String>,
+    registration_email: Option<String>,
     access_token_alg: Option<String>,
     id_token_alg: Option<String>,
     key_rotation: Option<RawDuration>,
@@ -185,6 +186,7 @@ fn apply_env(raw: &mut RawConfig, env: &dyn Fn(&str) -> Option<String>) -> anyho
         audience,
         binding,
         registration,
+        registration_email,
         access_token_alg,
         id_token_alg,
         master_key,
@@ -318,6 +320,11 @@ impl Config {
             None | Some("open") => Registration::Open,
             Some("closed") => Registration::Closed,
             Some(other) => bail!("setting registration: expected open or closed, got {other:?}"),
+        };
+        s.registration_email = match raw.registration_email.as_deref() {
+            None | Some("optional") => RegistrationEmail::Optional,
+            Some("required") => RegistrationEmail::Required,
+            Some(other) => bail!("setting registration_email: expected optional or required, got {other:?}"),
         };
         s.access_token_alg = algorithm(raw.access_token_alg, "access_token_alg", Algorithm::EdDSA)?;
         s.id_token_alg = algorithm(raw.id_token_alg, "id_token_alg", Algorithm::RS256)?;

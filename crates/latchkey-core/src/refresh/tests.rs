@@ -46,6 +46,7 @@ fn snapshot() -> RefreshSnapshot {
             authz_ver: 1,
             status: UserStatus::Active,
             created_at: Timestamp(T0),
+            email: None,
         },
     }
 }

@@ -7,7 +7,7 @@ use axum::http::{HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use latchkey_core::SessionId;
 use latchkey_proto::auth::{
-    Credentials, LogoutAllRequest, LogoutRequest, PasswordChangeRequest, RefreshRequest,
+    Credentials, LogoutAllRequest, LogoutRequest, PasswordChangeRequest, RefreshRequest, RegisterRequest,
 };
 
 use crate::AppState;
@@ -28,9 +28,9 @@ fn logged_out() -> Response {
 pub(crate) async fn register(
     State(s): State<AppState>,
     RequestCaller(ctx): RequestCaller,
-    ApiJson(creds): ApiJson<Credentials>,
+    ApiJson(req): ApiJson<RegisterRequest>,
 ) -> ApiResult {
-    let created = s.service.register(creds, &ctx).await?;
+    let created = s.service.register(req, &ctx).await?;
     Ok((StatusCode::CREATED, Json(created)).into_response())
 }
 

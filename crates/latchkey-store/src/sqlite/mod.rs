@@ -47,6 +47,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (5, include_str!("../../migrations/sqlite/0005_refresh_token_retired_by.sql")),
     (6, include_str!("../../migrations/sqlite/0006_auth_code_browser_session.sql")),
     (7, include_str!("../../migrations/sqlite/0007_refresh_tokens_by_issue_key.sql")),
+    (8, include_str!("../../migrations/sqlite/0008_user_email.sql")),
 ];
 
 /// Maps SQLite errors to the port's, without leaking rusqlite types.

@@ -32,7 +32,10 @@ async fn register_and_login_success_and_errors() {
 
     let me = s.get_auth(&c, "/auth/me", login.str("access_token")).await;
     assert_eq!(me.status, 200);
-    assert_eq!(me.json, json!({"sub": a.str("sub"), "username": "alice", "roles": []}));
+    assert_eq!(
+        me.json,
+        json!({"sub": a.str("sub"), "username": "alice", "roles": [], "email": null, "email_verified": false})
+    );
 }
 
 #[tokio::test]
