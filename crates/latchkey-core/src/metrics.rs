@@ -107,6 +107,7 @@ pub struct Metrics {
     registrations: Counter,
     password_failures: Counter,
     revocations: Family<ReasonLabel, Counter>,
+    mail_queued: Counter,
     http: Family<HttpLabels, Histogram, fn() -> Histogram>,
 }
 
@@ -127,6 +128,7 @@ impl Default for Metrics {
         let registrations = Counter::default();
         let password_failures = Counter::default();
         let revocations = Family::<ReasonLabel, Counter>::default();
+        let mail_queued = Counter::default();
         let http = Family::<HttpLabels, Histogram, fn() -> Histogram>::new_with_constructor(
             latency_histogram as fn() -> Histogram,
         );
@@ -152,13 +154,14 @@ impl Default for Metrics {
             reuse_detected,
         );
         registry.register("revocations", "Sessions revoked by this node, by reason", revocations.clone());
+        registry.register("mail_queued", "Mails written to the outbox by this node", mail_queued.clone());
         registry.register_with_unit(
             "http_request_duration",
             "HTTP request latency",
             Unit::Seconds,
             http.clone(),
         );
-        Self { registry, logins, refreshes, registrations, password_failures, revocations, http }
+        Self { registry, logins, refreshes, registrations, password_failures, revocations, mail_queued, http }
     }
 }
 
@@ -180,6 +183,11 @@ impl Metrics {
     /// Counts a failed password check (login or password change), whatever was answered.
     pub fn password_failure(&self) {
         self.password_failures.inc();
+    }
+
+    /// Counts a mail written to the outbox.
+    pub fn mail_queued(&self) {
+        self.mail_queued.inc();
     }
 
     /// Counts a registration.

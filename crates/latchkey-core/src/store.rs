@@ -725,6 +725,12 @@ pub trait AuditStore {
     async fn list_security_events(&self, limit: i64) -> Result<Vec<SecurityEventRecord>, StoreError>;
 }
 
+mod mail;
+pub use mail::{
+    LinkEffect, LinkJudge, LinkPurpose, LinkRecord, LinkRedemption, LinkStore, MailRecord, MailState,
+    NewMail, OutboxStore,
+};
+
 /// The storage port: one trait per aggregate, so a new capability adds a trait of its own.
 /// The domain holds an `Arc<dyn Store>`; bring the aggregate traits into scope with
 /// `use crate::store::ports::*` to call their methods.
@@ -737,6 +743,8 @@ pub trait Store:
     + KeyStore
     + ThrottleStore
     + AuditStore
+    + LinkStore
+    + OutboxStore
     + Send
     + Sync
     + 'static
@@ -744,14 +752,16 @@ pub trait Store:
     /// Succeeds when the database answers.
     async fn ping(&self) -> Result<(), StoreError>;
     /// Deletes what no longer matters: feed events past their `until`, throttling counters
-    /// idle for a day, and sessions (with their refresh tokens) that expired or were revoked
-    /// before `forget_sessions_before`. Returns how many rows went.
+    /// idle for a day, sessions (with their refresh tokens) that expired or were revoked
+    /// before `forget_sessions_before`, and link tokens and mail a week past their use.
+    /// Returns how many rows went.
     async fn prune(&self, now: Timestamp, forget_sessions_before: Timestamp) -> Result<u64, StoreError>;
 }
 
 /// Every port trait, for `use crate::store::ports::*`.
 pub mod ports {
     pub use super::{
-        AuditStore, FeedStore, KeyStore, OAuthStore, SessionStore, Store, ThrottleStore, UserStore,
+        AuditStore, FeedStore, KeyStore, LinkStore, OAuthStore, OutboxStore, SessionStore, Store,
+        ThrottleStore, UserStore,
     };
 }

@@ -13,6 +13,7 @@ use latchkey_core::StoreError;
 use latchkey_core::account::{AccountError, AuthError};
 use latchkey_core::clients::ClientError;
 use latchkey_core::crypto::new_id;
+use latchkey_core::email_verification::EmailError;
 use latchkey_core::feed::FeedError;
 use latchkey_core::keys::KeyError;
 use latchkey_core::login::{LoginError, RegisterError};
@@ -52,6 +53,8 @@ pub enum ApiError {
     Token(TokenRequestError),
     /// Userinfo.
     Userinfo(UserinfoError),
+    /// Email verification (SPEC 10).
+    Email(EmailError),
 }
 
 impl ApiError {
@@ -80,7 +83,8 @@ from_domain!(
     Login(LoginError),
     Refresh(RefreshError),
     Auth(AuthError),
-    Account(AccountError)
+    Account(AccountError),
+    Email(EmailError)
 );
 
 fn body(status: StatusCode, body: ErrorBody) -> Response {
@@ -260,6 +264,24 @@ impl IntoResponse for ApiError {
                 RefreshError::Sealing => internal(e),
             },
             Self::Auth(e) => auth(e),
+            Self::Email(e) => match e {
+                EmailError::NoAddress => plain(
+                    StatusCode::BAD_REQUEST,
+                    ErrorCode::InvalidRequest,
+                    "The account has no email address.",
+                ),
+                EmailError::Throttled { retry_after } => with_retry_after(
+                    plain(
+                        StatusCode::TOO_MANY_REQUESTS,
+                        ErrorCode::TooManyRequests,
+                        format!("Too many emails requested; try again in {retry_after} seconds."),
+                    ),
+                    *retry_after,
+                ),
+                EmailError::Link(reason) => body(StatusCode::BAD_REQUEST, ErrorBody::invalid_link(*reason)),
+                EmailError::Template(_) => internal(e),
+                EmailError::Store(s) => store(s),
+            },
             Self::Account(e) => match e {
                 AccountError::SessionNotFound => {
                     plain(StatusCode::NOT_FOUND, ErrorCode::NotFound, "No such session.")

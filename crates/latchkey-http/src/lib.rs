@@ -52,6 +52,8 @@ pub fn router(state: AppState) -> Router {
         .route("/auth/sessions/{id}", delete(session::revoke_session))
         .route("/auth/me", get(session::me))
         .route("/auth/password", post(session::change_password))
+        .route("/auth/email/verify/send", post(session::send_verification))
+        .route("/auth/email/verify", post(session::verify_email))
         .route("/revocations", get(feed::revocations))
         .route("/revocations/stream", get(feed::stream))
         .route("/.well-known/openid-configuration", get(oauth::discovery))

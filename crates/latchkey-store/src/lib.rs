@@ -12,6 +12,7 @@ mod audit;
 mod db;
 mod feed;
 mod keys;
+mod links;
 mod maintenance;
 mod migrations;
 mod oauth;

@@ -20,6 +20,8 @@ static LOCK_ENDED: Sql = Sql::new(concat!(ended_before!(), " ORDER BY id FOR UPD
 static EXPIRED_EVENTS: Sql = Sql::new("DELETE FROM revocation_events WHERE until <= $1");
 static IDLE_THROTTLES: Sql = Sql::new("DELETE FROM throttles WHERE last_failure_at <= $1");
 static EXPIRED_CODES: Sql = Sql::new("DELETE FROM auth_codes WHERE expires_at <= $1");
+static OLD_LINKS: Sql = Sql::new("DELETE FROM link_tokens WHERE expires_at <= $1");
+static DONE_MAIL: Sql = Sql::new("DELETE FROM outbox WHERE state <> 'pending' AND created_at <= $1");
 static ENDED_COOKIES: Sql =
     Sql::new(concat!("DELETE FROM web_sessions WHERE session_id IN (", ended_before!(), ")"));
 static ENDED_TOKENS: Sql =
@@ -31,6 +33,10 @@ static ENDED_SESSIONS: Sql =
 const THROTTLE_RETENTION_SECS: i64 = 86_400;
 /// How long a code is kept past its expiry, so that a late second use still revokes.
 const CODE_RETENTION_SECS: i64 = 600;
+/// How long a link token is kept past its expiry, so that a late click answers `used` or
+/// `expired` rather than `unknown`; and how long a sent, failed or expired mail stays
+/// listed in the outbox.
+const MAIL_RETENTION_SECS: i64 = 7 * 86_400;
 
 fn prune(c: &mut dyn Conn, (now, before): (i64, i64)) -> OpFuture<'_, u64> {
     Box::pin(async move {
@@ -38,6 +44,8 @@ fn prune(c: &mut dyn Conn, (now, before): (i64, i64)) -> OpFuture<'_, u64> {
         let mut n = c.execute(&EXPIRED_EVENTS, params![now]).await?;
         n += c.execute(&IDLE_THROTTLES, params![now.saturating_sub(THROTTLE_RETENTION_SECS)]).await?;
         n += c.execute(&EXPIRED_CODES, params![now.saturating_sub(CODE_RETENTION_SECS)]).await?;
+        n += c.execute(&OLD_LINKS, params![now.saturating_sub(MAIL_RETENTION_SECS)]).await?;
+        n += c.execute(&DONE_MAIL, params![now.saturating_sub(MAIL_RETENTION_SECS)]).await?;
         n += c.execute(&ENDED_COOKIES, params![before]).await?;
         n += c.execute(&ENDED_TOKENS, params![before]).await?;
         n += c.execute(&ENDED_SESSIONS, params![before]).await?;

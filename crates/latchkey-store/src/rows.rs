@@ -7,8 +7,8 @@ use latchkey_core::clock::Timestamp;
 use latchkey_core::crypto::TokenHash;
 use latchkey_core::ids::Scope;
 use latchkey_core::store::{
-    AuthCodeRecord, ClientRecord, FeedEventRecord, SecurityEventRecord, SessionRecord, StoredKey,
-    ThrottleRecord, UserEmail, UserRecord, UserStatus,
+    AuthCodeRecord, ClientRecord, FeedEventRecord, LinkPurpose, LinkRecord, MailRecord, MailState,
+    SecurityEventRecord, SessionRecord, StoredKey, ThrottleRecord, UserEmail, UserRecord, UserStatus,
 };
 use latchkey_proto::ErrorReason;
 use latchkey_proto::events::RevocationEvent;
@@ -23,6 +23,23 @@ macro_rules! user_columns {
     };
 }
 pub(crate) use user_columns;
+
+/// The columns [`link`] reads, in `link_tokens`' own order (also its insert list).
+macro_rules! link_columns {
+    () => {
+        "hash, purpose, user_id, email, email_key, created_at, expires_at, used_at, voided_at"
+    };
+}
+pub(crate) use link_columns;
+
+/// The columns [`mail`] reads, from `outbox`.
+macro_rules! mail_columns {
+    () => {
+        "id, kind, user_id, recipient, subject, text_body, html_body, created_at, expires_at, state, \
+         attempts, next_attempt_at, last_error, sent_at"
+    };
+}
+pub(crate) use mail_columns;
 
 /// The columns [`session`] reads, from `sessions s`.
 macro_rules! session_columns {
@@ -119,6 +136,44 @@ fn user_email(
         (None, None) => Ok(None),
         _ => Err(DbError::corrupt("users.email_key", "an address without its key, or a key without one")),
     }
+}
+
+/// A link token from [`link_columns`].
+pub(crate) fn link(row: &dyn Row) -> Result<LinkRecord, DbError> {
+    let purpose = row.text(1)?;
+    Ok(LinkRecord {
+        hash: TokenHash(hash32(row.blob(0)?, "link_tokens.hash")?),
+        purpose: LinkPurpose::parse(&purpose)
+            .ok_or_else(|| DbError::corrupt("link_tokens.purpose", purpose))?,
+        user_id: row.text(2)?.into(),
+        email: row.text(3)?,
+        email_key: row.text(4)?,
+        created_at: Timestamp(row.int(5)?),
+        expires_at: Timestamp(row.int(6)?),
+        used_at: row.opt_int(7)?.map(Timestamp),
+        voided_at: row.opt_int(8)?.map(Timestamp),
+    })
+}
+
+/// A queued mail from [`mail_columns`].
+pub(crate) fn mail(row: &dyn Row) -> Result<MailRecord, DbError> {
+    let state = row.text(9)?;
+    Ok(MailRecord {
+        id: row.int(0)?,
+        kind: row.text(1)?,
+        user_id: row.opt_text(2)?.map(Into::into),
+        recipient: row.text(3)?,
+        subject: row.text(4)?,
+        text: row.opt_text(5)?,
+        html: row.opt_text(6)?,
+        created_at: Timestamp(row.int(7)?),
+        expires_at: Timestamp(row.int(8)?),
+        state: MailState::parse(&state).ok_or_else(|| DbError::corrupt("outbox.state", state))?,
+        attempts: row.int(10)?,
+        next_attempt_at: Timestamp(row.int(11)?),
+        last_error: row.opt_text(12)?,
+        sent_at: row.opt_int(13)?.map(Timestamp),
+    })
 }
 
 /// A session from [`session_columns`] starting at column 0.

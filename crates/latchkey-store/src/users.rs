@@ -45,7 +45,7 @@ async fn update_user(c: &mut dyn Conn, change: &UserChange) -> Result<(), DbErro
     Ok(())
 }
 
-async fn apply_change(
+pub(crate) async fn apply_change(
     c: &mut dyn Conn,
     change: UserChange,
 ) -> Result<Option<(i64, Vec<SessionId>)>, DbError> {

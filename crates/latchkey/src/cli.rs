@@ -10,6 +10,7 @@ use std::sync::Arc;
 use anyhow::{Context, bail};
 use clap::{Args, Parser, Subcommand};
 use latchkey_core::SystemClock;
+use latchkey_core::store::MailState;
 use latchkey_proto::{Password, Username};
 use serde_json::json;
 use zeroize::Zeroizing;
@@ -47,6 +48,23 @@ enum Command {
     /// Show recent security events.
     Events {
         /// How many, newest first.
+        #[arg(long, default_value_t = 50)]
+        limit: i64,
+    },
+    /// Show the outbox (mail waiting to be sent, and sent).
+    #[command(subcommand)]
+    Mail(MailCommand),
+}
+
+#[derive(Debug, Subcommand)]
+enum MailCommand {
+    /// List mail, newest first, one JSON object per line; `text` is the plain-text part
+    /// (with its link) while the mail is still to be sent.
+    List {
+        /// pending, sent, failed, expired or all.
+        #[arg(long, default_value = "pending")]
+        state: String,
+        /// How many.
         #[arg(long, default_value_t = 50)]
         limit: i64,
     },
@@ -313,6 +331,22 @@ pub async fn run_with_env(
             }
             ClientCommand::Remove { client_id } => app.admin_remove_client(&client_id.into()).await?,
         },
+        Command::Mail(MailCommand::List { state, limit }) => {
+            let state = match state.as_str() {
+                "all" => None,
+                other => Some(MailState::parse(other).ok_or_else(|| {
+                    anyhow::anyhow!("--state: expected pending, sent, failed, expired or all")
+                })?),
+            };
+            for m in app.store().list_mail(state, limit).await? {
+                print(json!({
+                    "id": m.id, "kind": m.kind, "to": m.recipient, "subject": m.subject,
+                    "state": m.state.as_str(), "attempts": m.attempts,
+                    "created_at": m.created_at.rfc3339(), "next_attempt_at": m.next_attempt_at.rfc3339(),
+                    "sent_at": m.sent_at.map(|t| t.rfc3339()), "last_error": m.last_error, "text": m.text,
+                }))?;
+            }
+        }
         Command::Events { limit } => {
             for e in app.store().list_security_events(limit).await? {
                 print(json!({

@@ -8,6 +8,7 @@ use axum::response::{IntoResponse, Response};
 use latchkey_core::SessionId;
 use latchkey_proto::auth::{
     Credentials, LogoutAllRequest, LogoutRequest, PasswordChangeRequest, RefreshRequest, RegisterRequest,
+    VerifyEmailRequest,
 };
 
 use crate::AppState;
@@ -97,6 +98,27 @@ pub(crate) async fn revoke_session(
 pub(crate) async fn me(State(s): State<AppState>, Bearer(token): Bearer) -> ApiResult {
     let auth = s.service.authenticate(&token).await?;
     Ok(Json(s.service.me(&auth)).into_response())
+}
+
+/// `POST /auth/email/verify/send`: mails a verification link (`202 {}`).
+pub(crate) async fn send_verification(
+    State(s): State<AppState>,
+    Bearer(token): Bearer,
+    RequestCaller(caller): RequestCaller,
+) -> ApiResult {
+    let auth = s.service.authenticate(&token).await?;
+    s.service.send_verification(&auth, &caller).await?;
+    Ok((StatusCode::ACCEPTED, Json(serde_json::json!({}))).into_response())
+}
+
+/// `POST /auth/email/verify`: uses a verification link (`204`).
+pub(crate) async fn verify_email(
+    State(s): State<AppState>,
+    RequestCaller(caller): RequestCaller,
+    ApiJson(req): ApiJson<VerifyEmailRequest>,
+) -> ApiResult {
+    s.service.verify_email(&req.token, &caller).await?;
+    Ok(StatusCode::NO_CONTENT.into_response())
 }
 
 pub(crate) async fn change_password(

@@ -98,6 +98,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (3, include_str!("../../migrations/postgres/0003_auth_code_browser_session.sql")),
     (4, include_str!("../../migrations/postgres/0004_refresh_tokens_by_issue_key.sql")),
     (5, include_str!("../../migrations/postgres/0005_user_email.sql")),
+    (6, include_str!("../../migrations/postgres/0006_links_and_outbox.sql")),
 ];
 
 /// Advisory lock key held while migrating, so nodes starting together migrate one at a time.

@@ -35,5 +35,6 @@ mod security;
 mod soak;
 mod tidy;
 mod tokens;
+mod verification;
 
 pub(crate) use latchkey_testkit::{TestServer, http_client, send};

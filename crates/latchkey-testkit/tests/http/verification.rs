@@ -1,0 +1,193 @@
+//! Proving an address (SPEC 10): `POST /auth/email/verify/send` queues a mail with an
+//! `lkv_` link in the outbox (read here through `latchkey mail list`, as a developer
+//! without SMTP would), and `POST /auth/email/verify` uses it once: used, expired, replaced
+//! and unknown links, throttling, and parallel use of one link.
+
+use std::time::Duration;
+
+use futures::future::join_all;
+use serde_json::{Value, json};
+
+use crate::{TestServer, http_client, send};
+
+const PASSWORD: &str = "correct horse battery";
+
+/// Registers `username` with `email` and signs in; the access token.
+async fn with_address(s: &TestServer, c: &reqwest::Client, username: &str, email: &str) -> String {
+    let r = s
+        .post(c, "/auth/register", json!({"username": username, "password": PASSWORD, "email": email}))
+        .await;
+    assert_eq!(r.status, 201, "{}", r.text);
+    s.login(c, username, PASSWORD).await.str("access_token").to_owned()
+}
+
+/// The pending mails, newest first, as `latchkey mail list` prints them.
+async fn outbox(s: &TestServer) -> Vec<Value> {
+    let out = s.cli(&["mail", "list"], "").await.unwrap();
+    out.lines().map(|l| serde_json::from_str(l).unwrap()).collect()
+}
+
+/// The token of the newest mail to `to`.
+async fn token_mailed_to(s: &TestServer, to: &str) -> String {
+    let mails = outbox(s).await;
+    let mail = mails.iter().find(|m| m["to"] == to).unwrap_or_else(|| panic!("no mail to {to}: {mails:?}"));
+    let text = mail["text"].as_str().unwrap();
+    let start = text.find("lkv_").unwrap();
+    let token: String =
+        text[start..].chars().take_while(|c| c.is_ascii_alphanumeric() || *c == '_' || *c == '-').collect();
+    assert_eq!(token.len(), 4 + 43, "{text}");
+    assert!(text.contains(&format!("/verify-email?token={token}")), "{text}");
+    token
+}
+
+async fn verify(s: &TestServer, c: &reqwest::Client, token: &str) -> latchkey_testkit::Answer {
+    s.post(c, "/auth/email/verify", json!({"token": token})).await
+}
+
+async fn send_link(s: &TestServer, c: &reqwest::Client, at: &str) -> latchkey_testkit::Answer {
+    s.post_auth(c, "/auth/email/verify/send", at, json!({})).await
+}
+
+#[tokio::test]
+async fn a_verification_link_verifies_once() {
+    let s = TestServer::start().await;
+    let c = http_client();
+    let at = with_address(&s, &c, "ann", "Ann@Example.com").await;
+    assert!(outbox(&s).await.is_empty(), "registration mails nothing by itself");
+    let sent = send_link(&s, &c, &at).await;
+    assert_eq!((sent.status, &sent.json), (202, &json!({})), "{}", sent.text);
+    let mails = outbox(&s).await;
+    assert_eq!(mails.len(), 1);
+    assert_eq!(mails[0]["kind"], "verify_email");
+    assert_eq!(mails[0]["subject"], "Verify your email address");
+    assert_eq!(mails[0]["state"], "pending");
+    let token = token_mailed_to(&s, "Ann@Example.com").await;
+
+    let r = verify(&s, &c, &token).await;
+    assert_eq!(r.status, 204, "{}", r.text);
+    let me = s.get_auth(&c, "/auth/me", &at).await;
+    assert_eq!(me.json["email_verified"], true);
+    let again = verify(&s, &c, &token).await;
+    assert_eq!(again.status, 400);
+    assert_eq!(
+        again.json,
+        json!({"error": "invalid_token", "error_description": "This link was already used.", "error_reason": "used"})
+    );
+    // The address now signs in, and a verified address asks for no more links.
+    assert_eq!(s.login(&c, "ann@example.com", PASSWORD).await.status, 200);
+    assert_eq!(send_link(&s, &c, &at).await.status, 202);
+    assert_eq!(outbox(&s).await.len(), 1, "nothing more was queued");
+    let events = s.store().list_security_events(20).await.unwrap();
+    assert!(events.iter().any(|e| e.kind == "email_verified"));
+}
+
+#[tokio::test]
+async fn a_link_lives_24_hours_and_a_newer_one_replaces_it() {
+    let s = TestServer::start().await;
+    let c = http_client();
+    let at = with_address(&s, &c, "bo", "bo@example.com").await;
+    send_link(&s, &c, &at).await;
+    let first = token_mailed_to(&s, "bo@example.com").await;
+    s.clock.advance(Duration::from_secs(24 * 3600));
+    let late = verify(&s, &c, &first).await;
+    assert_eq!((late.status, late.json["error_reason"].as_str()), (400, Some("expired")), "{}", late.text);
+
+    let at = s.login(&c, "bo", PASSWORD).await.str("access_token").to_owned();
+    send_link(&s, &c, &at).await;
+    let older = token_mailed_to(&s, "bo@example.com").await;
+    send_link(&s, &c, &at).await;
+    let newer = token_mailed_to(&s, "bo@example.com").await;
+    assert_ne!(older, newer);
+    assert_eq!(verify(&s, &c, &older).await.json["error_reason"], "expired", "replaced by the newer link");
+    s.clock.advance(Duration::from_secs(24 * 3600 - 1));
+    assert_eq!(verify(&s, &c, &newer).await.status, 204, "works until its last second");
+}
+
+#[tokio::test]
+async fn garbage_and_foreign_tokens_are_unknown() {
+    let s = TestServer::start().await;
+    let c = http_client();
+    let login = s.signed_in(&c, "cy").await;
+    let well_formed = format!("lkv_{}", "A".repeat(43));
+    let reset_shaped = format!("lkp_{}", "A".repeat(43));
+    for token in
+        ["", "lkv_x", &well_formed, &reset_shaped, login.str("refresh_token"), login.str("access_token")]
+    {
+        let r = verify(&s, &c, token).await;
+        assert_eq!(r.status, 400, "{token}: {}", r.text);
+        assert_eq!(r.json["error_reason"], "unknown", "{}", r.text);
+        assert!(!r.text.contains(token) || token.is_empty(), "echoed: {}", r.text);
+    }
+    for body in [json!({"token": 5}), json!({}), json!({"token": null})] {
+        let r = s.post(&c, "/auth/email/verify", body).await;
+        assert_eq!((r.status, r.json["error"].as_str()), (400, Some("invalid_request")), "{}", r.text);
+    }
+}
+
+#[tokio::test]
+async fn sends_are_throttled_per_account_per_clock_hour() {
+    let s = TestServer::start().await;
+    let c = http_client();
+    let at = with_address(&s, &c, "di", "di@example.com").await;
+    for i in 0..5 {
+        assert_eq!(send_link(&s, &c, &at).await.status, 202, "send {i}");
+    }
+    let sixth = send_link(&s, &c, &at).await;
+    assert_eq!(sixth.status, 429, "{}", sixth.text);
+    let retry: u64 = sixth.header("retry-after").unwrap().parse().unwrap();
+    assert!((1..=3600).contains(&retry), "{retry}");
+    assert_eq!(outbox(&s).await.len(), 5);
+    s.clock.advance(Duration::from_secs(retry));
+    let at = s.login(&c, "di", PASSWORD).await.str("access_token").to_owned();
+    assert_eq!(send_link(&s, &c, &at).await.status, 202, "a new hour");
+}
+
+#[tokio::test]
+async fn no_address_and_replaced_addresses() {
+    let s = TestServer::start().await;
+    let c = http_client();
+    let login = s.signed_in(&c, "ed").await;
+    let r = send_link(&s, &c, login.str("access_token")).await;
+    assert_eq!((r.status, r.json["error"].as_str()), (400, Some("invalid_request")), "{}", r.text);
+    assert_eq!(send(c.post(s.url("/auth/email/verify/send"))).await.status, 401, "Bearer needed");
+
+    let at = with_address(&s, &c, "fi", "fi@example.com").await;
+    send_link(&s, &c, &at).await;
+    let token = token_mailed_to(&s, "fi@example.com").await;
+    s.cli(&["user", "set-email", "fi", "fi@example.org"], "").await.unwrap();
+    let r = verify(&s, &c, &token).await;
+    assert_eq!(
+        r.json["error_reason"], "expired",
+        "the link's address is no longer the account's: {}",
+        r.text
+    );
+    let me = s.get_auth(&c, "/auth/me", &at).await;
+    assert_eq!(
+        (me.json["email"].as_str(), me.json["email_verified"].as_bool()),
+        (Some("fi@example.org"), Some(false))
+    );
+}
+
+/// One link used by many requests at once: exactly one verifies, every other is `used`.
+#[tokio::test]
+async fn parallel_uses_of_one_link_verify_once() {
+    let s = TestServer::start().await;
+    let c = http_client();
+    for round in 0..10 {
+        let name = format!("par{round}");
+        let at = with_address(&s, &c, &name, &format!("{name}@example.com")).await;
+        send_link(&s, &c, &at).await;
+        let token = token_mailed_to(&s, &format!("{name}@example.com")).await;
+        let answers = join_all((0..16).map(|_| verify(&s, &c, &token))).await;
+        let ok = answers.iter().filter(|a| a.status == 204).count();
+        let used = answers.iter().filter(|a| a.status == 400 && a.json["error_reason"] == "used").count();
+        assert_eq!(
+            (ok, used),
+            (1, 15),
+            "round {round}: {:?}",
+            answers.iter().map(|a| a.status).collect::<Vec<_>>()
+        );
+    }
+    let events = s.store().list_security_events(100).await.unwrap();
+    assert_eq!(events.iter().filter(|e| e.kind == "email_verified").count(), 10);
+}
