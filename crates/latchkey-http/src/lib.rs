@@ -93,6 +93,9 @@ pub fn router(state: AppState) -> Router {
 /// they see `EPIPE` instead of the 413. So, as nginx's lingering close does, the rest of the
 /// body is read and discarded first, up to [`LINGER_BYTES`] and [`LINGER_TIME`]; a body
 /// larger than that is cut off at once, since waiting for it would only feed the attacker.
+/// A body whose `Content-Length` is already over the limit is not collected at all: it is
+/// only drained, so its sender is answered `413` within [`LINGER_TIME`] however little it
+/// sends (not `408` after [`REQUEST_BODY_TIMEOUT`]).
 async fn read_body_in_time(req: Request, next: Next) -> Response {
     let (parts, body) = req.into_parts();
     let declared = parts
@@ -107,8 +110,12 @@ async fn read_body_in_time(req: Request, next: Next) -> Response {
         .is_some_and(|v| v.eq_ignore_ascii_case("100-continue"));
     let limit = u64::try_from(BODY_LIMIT).unwrap_or(u64::MAX);
     let linger = u64::try_from(LINGER_BYTES).unwrap_or(u64::MAX);
-    if declared.is_some_and(|n| n > limit) && (expects_continue || declared.is_some_and(|n| n > linger)) {
-        return too_large(true);
+    if let Some(declared) = declared.filter(|&n| n > limit) {
+        if expects_continue || declared > linger {
+            return too_large(true);
+        }
+        let linger_until = tokio::time::Instant::now() + LINGER_TIME;
+        return drain_then_too_large(body.into_data_stream(), linger_until).await;
     }
     let deadline = tokio::time::Instant::now() + REQUEST_BODY_TIMEOUT;
     match tokio::time::timeout_at(deadline, collect_body(body)).await {
@@ -117,8 +124,7 @@ async fn read_body_in_time(req: Request, next: Next) -> Response {
         }
         Ok(Collected::TooLarge(rest)) => {
             let linger_until = deadline.min(tokio::time::Instant::now() + LINGER_TIME);
-            let is_drained = tokio::time::timeout_at(linger_until, drain(rest)).await.unwrap_or(false);
-            too_large(!is_drained)
+            drain_then_too_large(rest, linger_until).await
         }
         Ok(Collected::Unreadable) => error::ApiError::Rejected(
             axum::http::StatusCode::BAD_REQUEST,
@@ -180,6 +186,13 @@ async fn drain(mut rest: axum::body::BodyDataStream) -> bool {
         }
     }
     true
+}
+
+/// Reads and discards the rest of an oversized body until `until` at the latest, then
+/// answers `413`.
+async fn drain_then_too_large(rest: axum::body::BodyDataStream, until: tokio::time::Instant) -> Response {
+    let is_drained = tokio::time::timeout_at(until, drain(rest)).await.unwrap_or(false);
+    too_large(!is_drained)
 }
 
 /// `413`; `Connection: close` when the body was not read to its end (the connection cannot

@@ -13,6 +13,7 @@
 
 pub mod html;
 pub mod process;
+pub mod smtp;
 
 use std::io::Write;
 use std::sync::atomic::{AtomicI64, Ordering};

@@ -8,14 +8,6 @@
 //! [`SmtpSink::wait_for`] polls in real time (delivery happens in another process, so there
 //! is no clock to advance). Each sink has its own directory and port; nothing is shared.
 
-// Test support fails loudly on purpose: a broken fixture should stop the test at once.
-#![allow(
-    clippy::expect_used,
-    clippy::panic,
-    clippy::indexing_slicing,
-    reason = "test support: failing loudly is the point"
-)]
-
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::sync::{Arc, Mutex};
@@ -25,8 +17,8 @@ use serde_json::Value;
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, ChildStdin, Command};
 
-/// The sink's script. Included rather than found via `CARGO_MANIFEST_DIR`, so the module
-/// works whichever crate compiles it; [`SmtpSink`] writes it into its own directory.
+/// The sink's script, included at build time rather than read from the source tree when a
+/// test runs; [`SmtpSink`] writes it into its own directory.
 const SINK_PY: &str = include_str!("../smtp/sink.py");
 
 /// How long a sink may take to print `listening` (a loaded 2-core CI machine is slow to

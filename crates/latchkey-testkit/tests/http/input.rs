@@ -268,3 +268,41 @@ async fn logout_falls_back_to_the_refresh_token() {
     assert_eq!(out.status, 204, "{}", out.text);
     assert_eq!(s.refresh(&c, login.str("refresh_token")).await.json["error_reason"], "logged_out");
 }
+
+/// Outside probe: a request whose `Content-Length` is over the limit, but whose body never
+/// comes (or only a few bytes of it), is answered `413` within `LINGER_TIME`, not `408`
+/// after the body timeout. Real time is used only as a bound on the server's answer.
+#[tokio::test]
+async fn probe_a_declared_oversized_body_is_answered_413_within_the_linger_time() {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let s = TestServer::start().await;
+    let host = s.base.trim_start_matches("http://").to_owned();
+    let bound = latchkey_http::LINGER_TIME + std::time::Duration::from_secs(3);
+    assert!(bound < latchkey_http::REQUEST_BODY_TIMEOUT, "the bound tells 413 from 408");
+    let head = format!(
+        "POST /auth/login HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/json\r\nContent-Length: 100000\r\n\r\n"
+    );
+    let ask = |sent: &'static [u8]| {
+        let (addr, head) = (host.clone(), head.clone());
+        async move {
+            let mut stream = tokio::net::TcpStream::connect(&addr).await.unwrap();
+            stream.write_all(head.as_bytes()).await.unwrap();
+            stream.write_all(sent).await.unwrap();
+            // The connection stays open for writing: the rest of the body never comes.
+            let mut answer = Vec::new();
+            tokio::time::timeout(bound, stream.read_to_end(&mut answer))
+                .await
+                .unwrap_or_else(|_| panic!("no answer within {bound:?} after {} bytes", sent.len()))
+                .unwrap();
+            String::from_utf8_lossy(&answer).into_owned()
+        }
+    };
+    let (nothing, a_few) = tokio::join!(ask(b""), ask(b"{\"username\":"));
+    for answer in [nothing, a_few] {
+        assert!(answer.starts_with("HTTP/1.1 413"), "{answer}");
+        assert!(answer.to_ascii_lowercase().contains("connection: close"), "{answer}");
+        assert!(answer.contains("payload_too_large"), "{answer}");
+    }
+    // The server is healthy afterwards.
+    assert_eq!(send(http_client().get(s.url("/healthz"))).await.status, 200);
+}
