@@ -16,6 +16,7 @@ mod links;
 mod maintenance;
 mod migrations;
 mod oauth;
+mod outbox;
 mod postgres;
 mod revocation;
 mod rows;

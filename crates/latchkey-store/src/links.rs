@@ -1,5 +1,5 @@
-//! Link tokens and the outbox ([`LinkStore`], [`OutboxStore`]), for both backends. A link
-//! is issued with its mail in one transaction; a redemption locks the link row first, then
+//! Link tokens ([`LinkStore`]), for both backends. A link is issued with its mail (see
+//! `outbox.rs`) in one transaction; a redemption locks the link row first, then
 //! the user row (through the change it applies), then sessions and the feed, the lock order
 //! of the PostgreSQL module doc.
 
@@ -7,12 +7,11 @@ use async_trait::async_trait;
 use latchkey_core::StoreError;
 use latchkey_core::clock::Timestamp;
 use latchkey_core::crypto::TokenHash;
-use latchkey_core::store::{
-    LinkEffect, LinkJudge, LinkRecord, LinkRedemption, LinkStore, MailRecord, MailState, NewMail, OutboxStore,
-};
+use latchkey_core::store::{LinkEffect, LinkJudge, LinkRecord, LinkRedemption, LinkStore, NewMail};
 
-use crate::db::{Access, Backend, Conn, Db, DbError, OpFuture, Sql, op, params, query_all, query_opt};
-use crate::rows::{self, link_columns, mail_columns};
+use crate::db::{Access, Backend, Conn, Db, OpFuture, Sql, op, params, query_opt};
+use crate::outbox::insert_mail_in_tx;
+use crate::rows::{self, link_columns};
 
 static INSERT_LINK: Sql = Sql::new(concat!(
     "INSERT INTO link_tokens (",
@@ -34,29 +33,6 @@ static VOID_OTHER_RESETS: Sql = Sql::new(
 static VERIFY_ADDRESS: Sql = Sql::new(
     "UPDATE users SET email_verified_at = $1 WHERE id = $2 AND email_key = $3 AND email_verified_at IS NULL",
 );
-static INSERT_MAIL: Sql = Sql::new(
-    "INSERT INTO outbox (kind, user_id, recipient, subject, text_body, html_body, created_at, expires_at, \
-     state, attempts, next_attempt_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 'pending', 0, $7)",
-);
-static LIST_MAIL: Sql =
-    Sql::new(concat!("SELECT ", mail_columns!(), " FROM outbox WHERE state = $1 ORDER BY id DESC LIMIT $2"));
-static LIST_ALL_MAIL: Sql =
-    Sql::new(concat!("SELECT ", mail_columns!(), " FROM outbox ORDER BY id DESC LIMIT $1"));
-
-pub(crate) async fn insert_mail_in_tx(c: &mut dyn Conn, m: &NewMail) -> Result<(), DbError> {
-    let p = params![
-        m.kind,
-        m.user_id.as_ref(),
-        &m.recipient,
-        &m.subject,
-        &m.text,
-        &m.html,
-        m.created_at.0,
-        m.expires_at.0
-    ];
-    c.execute(&INSERT_MAIL, p).await.map(|_| ())
-}
-
 fn issue(c: &mut dyn Conn, (link, mail): (LinkRecord, NewMail)) -> OpFuture<'_, ()> {
     Box::pin(async move {
         let purpose = link.purpose.as_str();
@@ -106,19 +82,6 @@ fn redeem(
     })
 }
 
-fn queue(c: &mut dyn Conn, mail: NewMail) -> OpFuture<'_, ()> {
-    Box::pin(async move { insert_mail_in_tx(c, &mail).await })
-}
-
-fn list(c: &mut dyn Conn, (state, limit): (Option<MailState>, i64)) -> OpFuture<'_, Vec<MailRecord>> {
-    Box::pin(async move {
-        match state {
-            Some(s) => query_all(c, &LIST_MAIL, params![s.as_str(), limit], rows::mail).await,
-            None => query_all(c, &LIST_ALL_MAIL, params![limit], rows::mail).await,
-        }
-    })
-}
-
 #[async_trait]
 impl<B: Backend> LinkStore for Db<B> {
     async fn issue_link(&self, link: &LinkRecord, mail: &NewMail) -> Result<(), StoreError> {
@@ -137,16 +100,5 @@ impl<B: Backend> LinkStore for Db<B> {
         effect: &LinkEffect,
     ) -> Result<LinkRedemption, StoreError> {
         self.0.run(Access::Transaction, op((hash.0, now, judge, effect.clone()), redeem)).await
-    }
-}
-
-#[async_trait]
-impl<B: Backend> OutboxStore for Db<B> {
-    async fn queue_mail(&self, mail: &NewMail) -> Result<(), StoreError> {
-        self.0.run(Access::Transaction, op(mail.clone(), queue)).await
-    }
-
-    async fn list_mail(&self, state: Option<MailState>, limit: i64) -> Result<Vec<MailRecord>, StoreError> {
-        self.0.run(Access::Scan, op((state, limit), list)).await
     }
 }
