@@ -100,8 +100,14 @@ impl Latchkey {
             voided_at: None,
         };
         let url = format!("{}/verify-email?token={}", self.settings.issuer, token.expose_secret());
-        let mail =
-            crate::mail::verify_email(user, &email.address, &self.settings.issuer, &url, now, expires_at)?;
+        let to = crate::mail::Envelope {
+            user,
+            email: &email.address,
+            issuer: &self.settings.issuer,
+            now,
+            expires_at,
+        };
+        let mail = crate::mail::verify_email(&to, &url)?;
         self.store.issue_link(&link, &mail).await?;
         self.metrics.mail_queued();
         self.record(self.event(now, "email_verification_sent", Some(&user.id), None, Some(ctx))).await;

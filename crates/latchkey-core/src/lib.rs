@@ -23,6 +23,7 @@ pub mod master_key;
 pub mod metrics;
 pub mod oauth;
 pub mod password;
+pub mod password_reset;
 pub mod refresh;
 pub mod service;
 pub mod settings;

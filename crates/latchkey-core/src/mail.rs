@@ -7,48 +7,97 @@ use askama::Template;
 use crate::clock::Timestamp;
 use crate::store::{NewMail, UserRecord};
 
-#[derive(Template)]
-#[template(path = "mail/verify_email.txt")]
-struct VerifyEmailText<'a> {
+/// What every link mail says: whom it greets, which address and server it is about, and
+/// the link.
+struct LinkMail<'a> {
     username: &'a str,
     email: &'a str,
     issuer: &'a str,
     link: &'a str,
 }
 
-#[derive(Template)]
-#[template(path = "mail/verify_email.html")]
-struct VerifyEmailHtml<'a> {
-    username: &'a str,
-    email: &'a str,
-    issuer: &'a str,
-    link: &'a str,
+/// Declares the text and HTML templates of one kind of link mail.
+macro_rules! link_templates {
+    ($text:ident = $text_path:literal, $html:ident = $html_path:literal) => {
+        #[derive(Template)]
+        #[template(path = $text_path)]
+        struct $text<'a> {
+            m: &'a LinkMail<'a>,
+        }
+
+        #[derive(Template)]
+        #[template(path = $html_path)]
+        struct $html<'a> {
+            m: &'a LinkMail<'a>,
+        }
+    };
 }
 
-/// The mail that carries a verification link for `user`'s address `email`, valid until
-/// `expires_at`.
+link_templates!(VerifyEmailText = "mail/verify_email.txt", VerifyEmailHtml = "mail/verify_email.html");
+link_templates!(
+    PasswordResetText = "mail/password_reset.txt",
+    PasswordResetHtml = "mail/password_reset.html"
+);
+
+/// Where a link mail goes and until when its link works.
+pub(crate) struct Envelope<'a> {
+    /// The account.
+    pub(crate) user: &'a UserRecord,
+    /// The address.
+    pub(crate) email: &'a str,
+    /// The server's issuer URL (named in the mail).
+    pub(crate) issuer: &'a str,
+    /// When the mail is queued.
+    pub(crate) now: Timestamp,
+    /// When its link stops working (and the mail is no longer worth sending).
+    pub(crate) expires_at: Timestamp,
+}
+
+impl Envelope<'_> {
+    fn mail(&self, kind: &'static str, subject: &str, text: String, html: String) -> NewMail {
+        NewMail {
+            kind,
+            user_id: Some(self.user.id.clone()),
+            recipient: self.email.to_owned(),
+            subject: subject.to_owned(),
+            text,
+            html,
+            created_at: self.now,
+            expires_at: self.expires_at,
+        }
+    }
+
+    fn fields<'a>(&'a self, link: &'a str) -> LinkMail<'a> {
+        LinkMail { username: &self.user.username, email: self.email, issuer: self.issuer, link }
+    }
+}
+
+/// The mail that carries a verification link.
 ///
 /// # Errors
 /// A template that fails to render (a bug, not an input problem).
-pub(crate) fn verify_email(
-    user: &UserRecord,
-    email: &str,
-    issuer: &str,
-    link: &str,
-    now: Timestamp,
-    expires_at: Timestamp,
-) -> Result<NewMail, askama::Error> {
-    let (username, issuer) = (user.username.as_str(), issuer);
-    Ok(NewMail {
-        kind: "verify_email",
-        user_id: Some(user.id.clone()),
-        recipient: email.to_owned(),
-        subject: "Verify your email address".to_owned(),
-        text: VerifyEmailText { username, email, issuer, link }.render()?,
-        html: VerifyEmailHtml { username, email, issuer, link }.render()?,
-        created_at: now,
-        expires_at,
-    })
+pub(crate) fn verify_email(to: &Envelope<'_>, link: &str) -> Result<NewMail, askama::Error> {
+    let f = to.fields(link);
+    Ok(to.mail(
+        "verify_email",
+        "Verify your email address",
+        VerifyEmailText { m: &f }.render()?,
+        VerifyEmailHtml { m: &f }.render()?,
+    ))
+}
+
+/// The mail that carries a password-reset link.
+///
+/// # Errors
+/// A template that fails to render.
+pub(crate) fn password_reset(to: &Envelope<'_>, link: &str) -> Result<NewMail, askama::Error> {
+    let f = to.fields(link);
+    Ok(to.mail(
+        "password_reset",
+        "Reset your password",
+        PasswordResetText { m: &f }.render()?,
+        PasswordResetHtml { m: &f }.render()?,
+    ))
 }
 
 #[cfg(test)]
@@ -68,18 +117,23 @@ mod tests {
             created_at: Timestamp(0),
             email: None,
         };
-        let link = "http://issuer.test/verify-email?token=lkv_abc";
-        let mail =
-            verify_email(&user, "a@example.com", "http://issuer.test", link, Timestamp(1), Timestamp(2))
-                .unwrap();
-        assert!(mail.text.contains(link));
-        assert!(
-            mail.html.contains(&format!("href=\"{}\"", link.replace('=', "&#61;")))
-                || mail.html.contains(link)
-        );
-        assert!(mail.text.contains("<script>ann</script>"), "plain text is not escaped");
-        assert!(!mail.html.contains("<script>"), "{}", mail.html);
-        assert!(!mail.subject.contains("lkv_"));
-        assert_eq!(mail.recipient, "a@example.com");
+        let to = Envelope {
+            user: &user,
+            email: "a@example.com",
+            issuer: "http://issuer.test",
+            now: Timestamp(1),
+            expires_at: Timestamp(2),
+        };
+        for (mail, token) in [
+            (verify_email(&to, "http://issuer.test/verify-email?token=lkv_abc").unwrap(), "lkv_abc"),
+            (password_reset(&to, "http://issuer.test/reset-password?token=lkp_abc").unwrap(), "lkp_abc"),
+        ] {
+            assert!(mail.text.contains(token), "{}", mail.text);
+            assert!(mail.html.contains(token), "{}", mail.html);
+            assert!(mail.text.contains("<script>ann</script>"), "plain text is not escaped");
+            assert!(!mail.html.contains("<script>"), "{}", mail.html);
+            assert!(!mail.subject.contains(token));
+            assert_eq!(mail.recipient, "a@example.com");
+        }
     }
 }

@@ -19,6 +19,7 @@ use latchkey_core::keys::KeyError;
 use latchkey_core::login::{LoginError, RegisterError};
 use latchkey_core::oauth::{TokenRequestError, UserinfoError};
 use latchkey_core::password::PasswordError;
+use latchkey_core::password_reset::ResetError;
 use latchkey_core::refresh::RefreshError;
 use latchkey_proto::{ErrorBody, ErrorCode, TokenErrorReason};
 
@@ -55,6 +56,8 @@ pub enum ApiError {
     Userinfo(UserinfoError),
     /// Email verification (SPEC 10).
     Email(EmailError),
+    /// Password recovery (SPEC 10).
+    Reset(ResetError),
 }
 
 impl ApiError {
@@ -84,7 +87,8 @@ from_domain!(
     Refresh(RefreshError),
     Auth(AuthError),
     Account(AccountError),
-    Email(EmailError)
+    Email(EmailError),
+    Reset(ResetError)
 );
 
 fn body(status: StatusCode, body: ErrorBody) -> Response {
@@ -112,6 +116,18 @@ fn missing_token() -> Response {
         plain(StatusCode::UNAUTHORIZED, ErrorCode::InvalidToken, "A Bearer access token is required.");
     res.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer realm=\"latchkey\""));
     res
+}
+
+/// `429` for mails asked for too often (SPEC 10).
+fn mail_throttled(retry_after: u64) -> Response {
+    with_retry_after(
+        plain(
+            StatusCode::TOO_MANY_REQUESTS,
+            ErrorCode::TooManyRequests,
+            format!("Too many emails requested; try again in {retry_after} seconds."),
+        ),
+        retry_after,
+    )
 }
 
 fn with_retry_after(mut res: Response, secs: u64) -> Response {
@@ -270,17 +286,17 @@ impl IntoResponse for ApiError {
                     ErrorCode::InvalidRequest,
                     "The account has no email address.",
                 ),
-                EmailError::Throttled { retry_after } => with_retry_after(
-                    plain(
-                        StatusCode::TOO_MANY_REQUESTS,
-                        ErrorCode::TooManyRequests,
-                        format!("Too many emails requested; try again in {retry_after} seconds."),
-                    ),
-                    *retry_after,
-                ),
+                EmailError::Throttled { retry_after } => mail_throttled(*retry_after),
                 EmailError::Link(reason) => body(StatusCode::BAD_REQUEST, ErrorBody::invalid_link(*reason)),
                 EmailError::Template(_) => internal(e),
                 EmailError::Store(s) => store(s),
+            },
+            Self::Reset(e) => match e {
+                ResetError::Throttled { retry_after } => mail_throttled(*retry_after),
+                ResetError::Link(reason) => body(StatusCode::BAD_REQUEST, ErrorBody::invalid_link(*reason)),
+                ResetError::Password(p) => password(p),
+                ResetError::Template(_) => internal(e),
+                ResetError::Store(s) => store(s),
             },
             Self::Account(e) => match e {
                 AccountError::SessionNotFound => {

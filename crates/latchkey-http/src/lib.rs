@@ -54,6 +54,8 @@ pub fn router(state: AppState) -> Router {
         .route("/auth/password", post(session::change_password))
         .route("/auth/email/verify/send", post(session::send_verification))
         .route("/auth/email/verify", post(session::verify_email))
+        .route("/auth/password/forgot", post(session::forgot_password))
+        .route("/auth/password/reset", post(session::reset_password))
         .route("/revocations", get(feed::revocations))
         .route("/revocations/stream", get(feed::stream))
         .route("/.well-known/openid-configuration", get(oauth::discovery))

@@ -7,8 +7,8 @@ use axum::http::{HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use latchkey_core::SessionId;
 use latchkey_proto::auth::{
-    Credentials, LogoutAllRequest, LogoutRequest, PasswordChangeRequest, RefreshRequest, RegisterRequest,
-    VerifyEmailRequest,
+    Credentials, ForgotPasswordRequest, LogoutAllRequest, LogoutRequest, PasswordChangeRequest,
+    PasswordResetRequest, RefreshRequest, RegisterRequest, VerifyEmailRequest,
 };
 
 use crate::AppState;
@@ -118,6 +118,26 @@ pub(crate) async fn verify_email(
     ApiJson(req): ApiJson<VerifyEmailRequest>,
 ) -> ApiResult {
     s.service.verify_email(&req.token, &caller).await?;
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+/// `POST /auth/password/forgot`: `202 {}` whether or not the login names an account.
+pub(crate) async fn forgot_password(
+    State(s): State<AppState>,
+    RequestCaller(caller): RequestCaller,
+    ApiJson(req): ApiJson<ForgotPasswordRequest>,
+) -> ApiResult {
+    s.service.forgot_password(&req.login, &caller).await?;
+    Ok((StatusCode::ACCEPTED, Json(serde_json::json!({}))).into_response())
+}
+
+/// `POST /auth/password/reset`: sets a new password with a reset link (`204`).
+pub(crate) async fn reset_password(
+    State(s): State<AppState>,
+    RequestCaller(caller): RequestCaller,
+    ApiJson(req): ApiJson<PasswordResetRequest>,
+) -> ApiResult {
+    s.service.reset_password(req, &caller).await?;
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 

@@ -30,6 +30,7 @@ mod notes;
 mod oauth;
 mod pages;
 mod processes;
+mod recovery;
 mod rotation;
 mod security;
 mod soak;

@@ -13,7 +13,7 @@ use crate::{TestServer, http_client, send};
 const PASSWORD: &str = "correct horse battery";
 
 /// Registers `username` with `email` and signs in; the access token.
-async fn with_address(s: &TestServer, c: &reqwest::Client, username: &str, email: &str) -> String {
+pub(crate) async fn with_address(s: &TestServer, c: &reqwest::Client, username: &str, email: &str) -> String {
     let r = s
         .post(c, "/auth/register", json!({"username": username, "password": PASSWORD, "email": email}))
         .await;
@@ -22,21 +22,27 @@ async fn with_address(s: &TestServer, c: &reqwest::Client, username: &str, email
 }
 
 /// The pending mails, newest first, as `latchkey mail list` prints them.
-async fn outbox(s: &TestServer) -> Vec<Value> {
+pub(crate) async fn outbox(s: &TestServer) -> Vec<Value> {
     let out = s.cli(&["mail", "list"], "").await.unwrap();
     out.lines().map(|l| serde_json::from_str(l).unwrap()).collect()
 }
 
-/// The token of the newest mail to `to`.
+/// The `lkv_` token of the newest mail to `to`.
 async fn token_mailed_to(s: &TestServer, to: &str) -> String {
+    link_token_mailed_to(s, to, "lkv_", "verify-email").await
+}
+
+/// The token with `prefix` in the newest pending mail to `to`, checked to sit in a link to
+/// the page `page`.
+pub(crate) async fn link_token_mailed_to(s: &TestServer, to: &str, prefix: &str, page: &str) -> String {
     let mails = outbox(s).await;
     let mail = mails.iter().find(|m| m["to"] == to).unwrap_or_else(|| panic!("no mail to {to}: {mails:?}"));
     let text = mail["text"].as_str().unwrap();
-    let start = text.find("lkv_").unwrap();
+    let start = text.find(prefix).unwrap_or_else(|| panic!("no {prefix} link: {text}"));
     let token: String =
         text[start..].chars().take_while(|c| c.is_ascii_alphanumeric() || *c == '_' || *c == '-').collect();
     assert_eq!(token.len(), 4 + 43, "{text}");
-    assert!(text.contains(&format!("/verify-email?token={token}")), "{text}");
+    assert!(text.contains(&format!("/{page}?token={token}")), "{text}");
     token
 }
 

@@ -1,0 +1,163 @@
+//! Recovering an account (SPEC 10 `POST /auth/password/forgot` and
+//! `POST /auth/password/reset`): a reset link mailed to the account's address (verified or
+//! not), and its use, which sets the password and revokes every session in one
+//! transaction.
+//!
+//! The forgot-password answer tells nothing about accounts: it is `202` whether the login
+//! names one or not, and the `429` is decided from what the request itself carries (its
+//! client address and its login text), never from the account. The per-account mail cap
+//! is applied silently.
+
+use latchkey_proto::auth::PasswordResetRequest;
+use latchkey_proto::{EmailAddress, LinkKind, LinkTokenReason, Username};
+
+use crate::caller::Caller;
+use crate::crypto::TokenHash;
+use crate::email_verification::{MAILS_PER_ACCOUNT_PER_HOUR, MAILS_PER_ADDRESS_PER_HOUR};
+use crate::link::{RESET_LINK_TTL, judge_reset, new_link_token};
+use crate::password::PasswordError;
+use crate::service::Latchkey;
+use crate::store::{
+    LinkEffect, LinkPurpose, LinkRecord, LinkRedemption, StoreError, UserChange, UserChangeKind, UserRecord,
+    UserStatus,
+};
+
+/// Why a reset link could not be asked for or used.
+#[derive(Debug, thiserror::Error)]
+pub enum ResetError {
+    /// Too many reset mails asked for from this address or for this login; retry after this
+    /// many seconds.
+    #[error("throttled for {retry_after} s")]
+    Throttled {
+        /// Seconds.
+        retry_after: u64,
+    },
+    /// The link is used, expired or unknown.
+    #[error("link refused: {}", .0.as_str())]
+    Link(LinkTokenReason),
+    /// The new password breaks the rules (the link is not used up).
+    #[error(transparent)]
+    Password(#[from] PasswordError),
+    /// A mail template failed to render.
+    #[error("mail template: {0}")]
+    Template(#[from] askama::Error),
+    /// Storage.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+impl Latchkey {
+    /// The account a forgot-password login names: by username, or by its address whether
+    /// verified or not (SPEC 10: the reset link proves the address).
+    async fn account_to_recover(&self, login: &Username) -> Result<Option<UserRecord>, StoreError> {
+        if let Some(user) = self.store.find_user_by_username(login.as_str()).await? {
+            return Ok(Some(user));
+        }
+        match EmailAddress::parse(login.as_str()) {
+            Ok(address) => self.store.find_user_by_email(&address.key()).await,
+            Err(_) => Ok(None),
+        }
+    }
+
+    /// Mails a reset link to the account `login` names, if any (`202` either way).
+    ///
+    /// # Errors
+    /// [`ResetError::Throttled`] past 20 requests an hour from the client address or 5 for
+    /// the login text (the same for every login, existing or not); storage.
+    pub async fn forgot_password(&self, login: &Username, ctx: &Caller) -> Result<(), ResetError> {
+        let now = self.clock.now();
+        if let Some(ip) = ctx.ip.as_deref() {
+            let addr = crate::throttle::address_key(ip);
+            if let Some(retry_after) =
+                self.mail_budget("reset", &addr, MAILS_PER_ADDRESS_PER_HOUR, now).await?
+            {
+                return Err(ResetError::Throttled { retry_after });
+            }
+        }
+        // The login text, hashed: any login, known or not, gets the same budget and answer.
+        let login_key = crate::crypto::b64(&TokenHash::of(&login.as_str().to_lowercase()).0);
+        if let Some(retry_after) =
+            self.mail_budget("reset-login", &login_key, MAILS_PER_ACCOUNT_PER_HOUR, now).await?
+        {
+            return Err(ResetError::Throttled { retry_after });
+        }
+        let Some(user) = self.account_to_recover(login).await? else { return Ok(()) };
+        let Some(email) = user.email.as_ref().filter(|_| user.status == UserStatus::Active) else {
+            return Ok(());
+        };
+        // Silently capped per account: a 429 here would tell that the account exists.
+        if self.mail_budget("reset", user.id.as_str(), MAILS_PER_ACCOUNT_PER_HOUR, now).await?.is_some() {
+            return Ok(());
+        }
+        let token = new_link_token(LinkKind::Reset);
+        let expires_at = now.plus(RESET_LINK_TTL);
+        let link = LinkRecord {
+            hash: TokenHash::of(token.expose_secret()),
+            purpose: LinkPurpose::PasswordReset,
+            user_id: user.id.clone(),
+            email: email.address.clone(),
+            email_key: email.key.clone(),
+            created_at: now,
+            expires_at,
+            used_at: None,
+            voided_at: None,
+        };
+        let url = format!("{}/reset-password?token={}", self.settings.issuer, token.expose_secret());
+        let to = crate::mail::Envelope {
+            user: &user,
+            email: &email.address,
+            issuer: &self.settings.issuer,
+            now,
+            expires_at,
+        };
+        let mail = crate::mail::password_reset(&to, &url)?;
+        self.store.issue_link(&link, &mail).await?;
+        self.metrics.mail_queued();
+        self.record(self.event(now, "password_reset_requested", Some(&user.id), None, Some(ctx))).await;
+        Ok(())
+    }
+
+    /// Sets a new password with a reset link (`204`): every session of the user is revoked
+    /// (feed events), `user_changed` is published, the user's other reset links are voided,
+    /// and the address the link went to counts as verified.
+    ///
+    /// # Errors
+    /// [`ResetError::Password`] (the link stays usable), [`ResetError::Link`], storage.
+    pub async fn reset_password(&self, req: PasswordResetRequest, ctx: &Caller) -> Result<(), ResetError> {
+        crate::password::check_new_password(&req.new_password)?;
+        if req.token.kind() != Some(LinkKind::Reset) {
+            return Err(ResetError::Link(LinkTokenReason::Unknown));
+        }
+        let now = self.clock.now();
+        let hash = TokenHash::of(req.token.expose_secret());
+        // The change names the link's user, so the link is read first; the redemption
+        // locks it and judges it again.
+        let Some(link) = self.store.find_link(&hash).await? else {
+            return Err(ResetError::Link(LinkTokenReason::Unknown));
+        };
+        let password_hash = self.passwords.hash(&req.new_password).await?;
+        let change = UserChange {
+            user_id: link.user_id.clone(),
+            kind: UserChangeKind::SetPassword { password_hash, keep_session: None },
+            now,
+            until: self.revocation_until(now),
+            event: self.event(now, "password_reset", Some(&link.user_id), None, Some(ctx)),
+        };
+        let effect = LinkEffect::ResetPassword(Box::new(change));
+        match self.store.redeem_link(&hash, now, judge_reset, &effect).await? {
+            LinkRedemption::Unknown => Err(ResetError::Link(LinkTokenReason::Unknown)),
+            LinkRedemption::Refused(reason) => Err(ResetError::Link(reason)),
+            LinkRedemption::Redeemed { change, .. } => {
+                self.feed.changed();
+                if let Some((_, revoked)) = change {
+                    self.metrics
+                        .revocations(latchkey_proto::ErrorReason::PasswordChanged.as_str(), revoked.len());
+                }
+                if let Some(user) = self.store.find_user(&link.user_id).await? {
+                    self.store.delete_throttle(&crate::throttle::account_key(&user.username)).await?;
+                }
+                Ok(())
+            }
+        }
+    }
+}

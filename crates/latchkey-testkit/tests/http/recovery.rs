@@ -1,0 +1,229 @@
+//! Password recovery (SPEC 10): `POST /auth/password/forgot` answers the same for every
+//! login and mails an `lkp_` link only to an account that exists (read here from the
+//! outbox with `latchkey mail list`); `POST /auth/password/reset` uses it once, sets the
+//! password, revokes every session with feed events and publishes `user_changed`.
+
+use std::time::Duration;
+
+use futures::future::join_all;
+use serde_json::json;
+
+use crate::verification::{link_token_mailed_to, outbox, with_address};
+use crate::{TestServer, http_client, send};
+
+const PASSWORD: &str = "correct horse battery";
+const NEW_PASSWORD: &str = "a brand new passphrase";
+
+async fn forgot(s: &TestServer, c: &reqwest::Client, login: &str) -> latchkey_testkit::Answer {
+    s.post(c, "/auth/password/forgot", json!({"login": login})).await
+}
+
+async fn reset(s: &TestServer, c: &reqwest::Client, token: &str, password: &str) -> latchkey_testkit::Answer {
+    s.post(c, "/auth/password/reset", json!({"token": token, "new_password": password})).await
+}
+
+async fn reset_token(s: &TestServer, to: &str) -> String {
+    link_token_mailed_to(s, to, "lkp_", "reset-password").await
+}
+
+async fn try_login(
+    s: &TestServer,
+    c: &reqwest::Client,
+    login: &str,
+    password: &str,
+) -> latchkey_testkit::Answer {
+    s.post(c, "/auth/login", json!({"username": login, "password": password})).await
+}
+
+#[tokio::test]
+async fn a_reset_sets_the_password_and_ends_every_session() {
+    let s = TestServer::start().await;
+    let c = http_client();
+    with_address(&s, &c, "ann", "ann@example.com").await;
+    let phone = s.login(&c, "ann", PASSWORD).await;
+    let laptop = s.login(&c, "ann", PASSWORD).await;
+
+    let r = forgot(&s, &c, "ann").await;
+    assert_eq!((r.status, &r.json), (202, &json!({})), "{}", r.text);
+    let mails = outbox(&s).await;
+    assert_eq!(mails[0]["kind"], "password_reset");
+    assert_eq!(mails[0]["subject"], "Reset your password");
+    let token = reset_token(&s, "ann@example.com").await;
+
+    let done = reset(&s, &c, &token, NEW_PASSWORD).await;
+    assert_eq!(done.status, 204, "{}", done.text);
+    for old in [&phone, &laptop] {
+        let r = s.post(&c, "/auth/refresh", json!({"refresh_token": old.str("refresh_token")})).await;
+        assert_eq!(
+            (r.status, r.json["error_reason"].as_str()),
+            (400, Some("password_changed")),
+            "{}",
+            r.text
+        );
+    }
+    let (id, secret) = feed_client(&s).await;
+    let feed = send(c.get(s.url("/revocations?after=0")).basic_auth(&id, Some(&secret))).await;
+    let events = feed.json["events"].as_array().unwrap();
+    let revoked = events.iter().filter(|e| e["type"] == "session_revoked").count();
+    assert!(revoked >= 2, "{}", feed.text);
+    assert!(events.iter().any(|e| e["type"] == "user_changed"), "{}", feed.text);
+
+    assert_eq!(try_login(&s, &c, "ann", PASSWORD).await.status, 401);
+    let now = try_login(&s, &c, "ann", NEW_PASSWORD).await;
+    assert_eq!(now.status, 200);
+    let me = s.get_auth(&c, "/auth/me", now.str("access_token")).await;
+    assert_eq!(me.json["email_verified"], true, "the reset proved the address");
+    let again = reset(&s, &c, &token, "yet another passphrase").await;
+    assert_eq!(again.json["error_reason"], "used", "{}", again.text);
+    let security = s.store().list_security_events(50).await.unwrap();
+    assert!(security.iter().any(|e| e.kind == "password_reset"));
+}
+
+/// A feed reader's client id and secret (for `/revocations`).
+async fn feed_client(s: &TestServer) -> (String, String) {
+    let args = [
+        "client",
+        "add",
+        "--name",
+        "feed",
+        "--grant-types",
+        "client_credentials",
+        "--scopes",
+        "revocations:read",
+    ];
+    let out = s.cli(&args, "").await.unwrap();
+    let client: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
+    (client["client_id"].as_str().unwrap().to_owned(), client["client_secret"].as_str().unwrap().to_owned())
+}
+
+/// Existing and unknown logins get the same status and body; only an account with an
+/// address gets mail (to that address, verified or not).
+#[tokio::test]
+async fn forgot_password_answers_the_same_for_every_login() {
+    let s = TestServer::start().await;
+    let c = http_client();
+    with_address(&s, &c, "bo", "Bo@Example.com").await;
+    s.register(&c, "noaddress", PASSWORD).await;
+    s.register(&c, "gone", PASSWORD).await;
+    s.cli(&["user", "set-email", "gone", "gone@example.com"], "").await.unwrap();
+    s.cli(&["user", "disable", "gone"], "").await.unwrap();
+    let mut answers = Vec::new();
+    for login in
+        ["bo", "bo@example.com", "BO@EXAMPLE.COM", "noaddress", "gone", "nobody", "nobody@example.com"]
+    {
+        let r = forgot(&s, &c, login).await;
+        answers.push((login, r.status, r.text.clone()));
+    }
+    for (login, status, text) in &answers {
+        assert_eq!((*status, text.as_str()), (202, "{}"), "{login}");
+    }
+    let mails = outbox(&s).await;
+    assert_eq!(mails.len(), 3, "three requests named bo, by name and by address: {mails:?}");
+    assert!(mails.iter().all(|m| m["to"] == "Bo@Example.com"));
+}
+
+#[tokio::test]
+async fn a_reset_link_lives_30_minutes_and_a_newer_one_replaces_it() {
+    let s = TestServer::start().await;
+    let c = http_client();
+    with_address(&s, &c, "cy", "cy@example.com").await;
+    forgot(&s, &c, "cy").await;
+    let older = reset_token(&s, "cy@example.com").await;
+    forgot(&s, &c, "cy").await;
+    let newer = reset_token(&s, "cy@example.com").await;
+    assert_ne!(older, newer);
+    let r = reset(&s, &c, &older, NEW_PASSWORD).await;
+    assert_eq!(r.json["error_reason"], "expired", "replaced: {}", r.text);
+    s.clock.advance(Duration::from_secs(30 * 60));
+    let r = reset(&s, &c, &newer, NEW_PASSWORD).await;
+    assert_eq!(r.json["error_reason"], "expired", "past 30 minutes: {}", r.text);
+    forgot(&s, &c, "cy").await;
+    let fresh = reset_token(&s, "cy@example.com").await;
+    s.clock.advance(Duration::from_secs(30 * 60 - 1));
+    assert_eq!(reset(&s, &c, &fresh, NEW_PASSWORD).await.status, 204, "works until its last second");
+}
+
+#[tokio::test]
+async fn bad_tokens_and_weak_passwords() {
+    let s = TestServer::start().await;
+    let c = http_client();
+    let at = with_address(&s, &c, "di", "di@example.com").await;
+    s.post_auth(&c, "/auth/email/verify/send", &at, json!({})).await;
+    let verify_token = link_token_mailed_to(&s, "di@example.com", "lkv_", "verify-email").await;
+    let well_formed = format!("lkp_{}", "A".repeat(43));
+    for token in ["", "lkp_x", well_formed.as_str(), verify_token.as_str(), "lkr_abc"] {
+        let r = reset(&s, &c, token, NEW_PASSWORD).await;
+        assert_eq!(
+            (r.status, r.json["error_reason"].as_str()),
+            (400, Some("unknown")),
+            "{token}: {}",
+            r.text
+        );
+    }
+    forgot(&s, &c, "di").await;
+    let token = reset_token(&s, "di@example.com").await;
+    let weak = reset(&s, &c, &token, "short").await;
+    assert_eq!((weak.status, weak.json["error"].as_str()), (400, Some("invalid_request")), "{}", weak.text);
+    assert_eq!(
+        reset(&s, &c, &token, NEW_PASSWORD).await.status,
+        204,
+        "a refused password leaves the link usable"
+    );
+    for body in [
+        json!({"token": 1, "new_password": NEW_PASSWORD}),
+        json!({"new_password": NEW_PASSWORD}),
+        json!({"login": 5}),
+    ] {
+        let r = s.post(&c, "/auth/password/reset", body).await;
+        assert_eq!(r.status, 400, "{}", r.text);
+    }
+    let r = s.post(&c, "/auth/password/forgot", json!({"login": ""})).await;
+    assert_eq!(r.status, 400, "{}", r.text);
+}
+
+/// Throttling is decided from the request alone: a known and an unknown login are refused
+/// alike, and one account gets at most 5 reset mails an hour however it is named.
+#[tokio::test]
+async fn forgot_password_throttling_reveals_nothing() {
+    let s = TestServer::start().await;
+    let c = http_client();
+    with_address(&s, &c, "ed", "ed@example.com").await;
+    s.cli(&["user", "set-email", "ed", "ed@example.com", "--verified"], "").await.unwrap();
+    let mut known = Vec::new();
+    let mut unknown = Vec::new();
+    for _ in 0..6 {
+        known.push(forgot(&s, &c, "ed").await);
+        unknown.push(forgot(&s, &c, "nobody").await);
+    }
+    let statuses = |v: &[latchkey_testkit::Answer]| v.iter().map(|a| a.status).collect::<Vec<_>>();
+    assert_eq!(statuses(&known), vec![202, 202, 202, 202, 202, 429]);
+    assert_eq!(statuses(&known), statuses(&unknown));
+    assert_eq!(known[5].json, unknown[5].json);
+    assert!(known[5].header("retry-after").is_some());
+    // By address too: still at most 5 mails for the account this hour.
+    for _ in 0..3 {
+        forgot(&s, &c, "ed@example.com").await;
+    }
+    let mails = outbox(&s).await.into_iter().filter(|m| m["kind"] == "password_reset").count();
+    assert_eq!(mails, 5);
+}
+
+/// One link used by many resets at once: exactly one sets the password.
+#[tokio::test]
+async fn parallel_resets_with_one_link_succeed_once() {
+    let s = TestServer::start().await;
+    let c = http_client();
+    with_address(&s, &c, "fay", "fay@example.com").await;
+    for round in 0..5 {
+        forgot(&s, &c, "fay").await;
+        let token = reset_token(&s, "fay@example.com").await;
+        let passwords: Vec<String> = (0..8).map(|i| format!("passphrase number {round}-{i}")).collect();
+        let answers = join_all(passwords.iter().map(|p| reset(&s, &c, &token, p))).await;
+        let ok: Vec<usize> = (0..8).filter(|i| answers[*i].status == 204).collect();
+        assert_eq!(ok.len(), 1, "round {round}: {:?}", answers.iter().map(|a| a.status).collect::<Vec<_>>());
+        let used = answers.iter().filter(|a| a.json["error_reason"] == "used").count();
+        assert_eq!(used, 7);
+        let winner = format!("passphrase number {round}-{}", ok[0]);
+        assert_eq!(try_login(&s, &c, "fay", &winner).await.status, 200, "round {round}");
+    }
+}
