@@ -43,6 +43,35 @@ impl Authenticated {
     }
 }
 
+/// Proof that a request acts for a user whose credentials were checked: a Bearer token
+/// ([`Authenticated`], the API) or a browser session ([`SignedIn`](crate::web::SignedIn), the
+/// pages). Account operations that both the API and the pages offer (SPEC 10's address
+/// verification and change) take either. Sealed: only those two proofs implement it, so
+/// no caller can vouch for a user it did not check.
+pub trait Principal: sealed::Sealed {
+    /// The user the proof is for, as stored when it was checked.
+    fn user(&self) -> &UserRecord;
+}
+
+impl Principal for Authenticated {
+    fn user(&self) -> &UserRecord {
+        &self.user
+    }
+}
+
+impl Principal for crate::web::SignedIn {
+    fn user(&self) -> &UserRecord {
+        crate::web::SignedIn::user(self)
+    }
+}
+
+mod sealed {
+    /// Keeps [`super::Principal`] to this crate's proof types.
+    pub trait Sealed {}
+    impl Sealed for super::Authenticated {}
+    impl Sealed for crate::web::SignedIn {}
+}
+
 /// Bearer authentication failures.
 #[derive(Debug, thiserror::Error)]
 pub enum AuthError {

@@ -3,11 +3,11 @@
 
 use latchkey_proto::{LinkKind, LinkToken, LinkTokenReason};
 
-use crate::account::Authenticated;
+use crate::account::Principal;
 use crate::caller::Caller;
 use crate::clock::Timestamp;
 use crate::crypto::TokenHash;
-use crate::link::{VERIFY_LINK_TTL, judge_verification, new_link_token};
+use crate::link::{VERIFY_LINK_TTL, judge_reset, judge_verification, new_link_token};
 use crate::service::Latchkey;
 use crate::store::{LinkEffect, LinkPurpose, LinkRecord, LinkRedemption, StoreError};
 
@@ -31,6 +31,15 @@ pub enum EmailError {
     /// The link is used, expired or unknown.
     #[error("link refused: {}", .0.as_str())]
     Link(LinkTokenReason),
+    /// The current password given with an email change is wrong.
+    #[error("wrong password")]
+    WrongPassword,
+    /// The new address became another account's before the link was used.
+    #[error("email taken")]
+    EmailTaken,
+    /// Password hashing failed or is overloaded.
+    #[error(transparent)]
+    Password(#[from] crate::password::PasswordError),
     /// A mail template failed to render.
     #[error("mail template: {0}")]
     Template(#[from] askama::Error),
@@ -65,7 +74,7 @@ impl Latchkey {
     /// # Errors
     /// [`EmailError::NoAddress`], [`EmailError::Throttled`] past 5 an hour for the account
     /// or 20 an hour for the client address, storage.
-    pub async fn send_verification(&self, auth: &Authenticated, ctx: &Caller) -> Result<(), EmailError> {
+    pub async fn send_verification(&self, auth: &impl Principal, ctx: &Caller) -> Result<(), EmailError> {
         let user = auth.user();
         let Some(email) = &user.email else { return Err(EmailError::NoAddress) };
         if email.verified_at.is_some() {
@@ -108,10 +117,119 @@ impl Latchkey {
             expires_at,
         };
         let mail = crate::mail::verify_email(&to, &url)?;
-        self.store.issue_link(&link, &mail).await?;
+        self.store.issue_link(&link, &[mail]).await?;
         self.metrics.mail_queued();
+        self.mail_queued_notify();
         self.record(self.event(now, "email_verification_sent", Some(&user.id), None, Some(ctx))).await;
         Ok(())
+    }
+
+    /// Asks to change the account's address (`202`): checks the current password (throttled
+    /// like a login), mails a link to the new address and tells the old one. The change
+    /// happens when the link is used. An address another account holds gets no link, and
+    /// the answer is the same.
+    ///
+    /// # Errors
+    /// [`EmailError::WrongPassword`], [`EmailError::Throttled`], storage.
+    pub async fn change_email(
+        &self,
+        auth: &impl Principal,
+        req: latchkey_proto::auth::EmailChangeRequest,
+        ctx: &Caller,
+    ) -> Result<(), EmailError> {
+        let user = auth.user();
+        let now = self.clock.now();
+        let acct = crate::throttle::account_key(&user.username);
+        let addr = ctx.ip.as_deref().map(crate::throttle::address_key);
+        if let Some(retry_after) = self.throttled_for(&acct, addr.as_deref(), now).await? {
+            return Err(EmailError::Throttled { retry_after });
+        }
+        if !self.passwords.verify(&req.current_password, Some(&user.password_hash)).await? {
+            let locked = self
+                .record_failure("email_change_failed", Some(&user.id), &acct, addr.as_deref(), ctx, now)
+                .await?;
+            return Err(match locked {
+                Some(retry_after) => EmailError::Throttled { retry_after },
+                None => EmailError::WrongPassword,
+            });
+        }
+        if let Some(retry_after) =
+            self.mail_budget("verify", user.id.as_str(), MAILS_PER_ACCOUNT_PER_HOUR, now).await?
+        {
+            return Err(EmailError::Throttled { retry_after });
+        }
+        let new_key = req.email.key();
+        let taken = self.store.find_user_by_email(&new_key).await?.is_some_and(|other| other.id != user.id);
+        let expires_at = now.plus(VERIFY_LINK_TTL);
+        let mut mails = Vec::new();
+        if let Some(old) = &user.email {
+            let to = crate::mail::Envelope {
+                user,
+                email: &old.address,
+                issuer: &self.settings.issuer,
+                now,
+                expires_at,
+            };
+            mails.push(crate::mail::email_change_requested(&to, req.email.as_str())?);
+        }
+        let token = new_link_token(LinkKind::Verify);
+        let url = format!("{}/verify-email?token={}", self.settings.issuer, token.expose_secret());
+        let to = crate::mail::Envelope {
+            user,
+            email: req.email.as_str(),
+            issuer: &self.settings.issuer,
+            now,
+            expires_at,
+        };
+        if !taken {
+            mails.push(crate::mail::verify_email(&to, &url)?);
+        }
+        let link = LinkRecord {
+            hash: TokenHash::of(token.expose_secret()),
+            purpose: LinkPurpose::ChangeEmail,
+            user_id: user.id.clone(),
+            email: req.email.as_str().to_owned(),
+            email_key: new_key,
+            created_at: now,
+            expires_at,
+            used_at: None,
+            voided_at: if taken { Some(now) } else { None },
+        };
+        self.store.issue_link(&link, &mails).await?;
+        for _ in &mails {
+            self.metrics.mail_queued();
+        }
+        self.mail_queued_notify();
+        self.record(self.event(now, "email_change_requested", Some(&user.id), None, Some(ctx))).await;
+        Ok(())
+    }
+
+    /// Whether a mailed link of `kind` would work now, read without using it: what the
+    /// pages behind the links show when they are opened (SPEC 10: opening a link changes
+    /// nothing, since mail scanners follow links). Only a hint: the form post judges the
+    /// link again as it redeems it.
+    ///
+    /// # Errors
+    /// Storage. The inner error says why the link would be refused.
+    pub async fn peek_link(
+        &self,
+        token: &LinkToken,
+        kind: LinkKind,
+    ) -> Result<Result<(), LinkTokenReason>, StoreError> {
+        if token.kind() != Some(kind) {
+            return Ok(Err(LinkTokenReason::Unknown));
+        }
+        let Some(link) = self.store.find_link(&TokenHash::of(token.expose_secret())).await? else {
+            return Ok(Err(LinkTokenReason::Unknown));
+        };
+        let Some(user) = self.store.find_user(&link.user_id).await? else {
+            return Ok(Err(LinkTokenReason::Unknown));
+        };
+        let judge = match kind {
+            LinkKind::Verify => judge_verification,
+            LinkKind::Reset => judge_reset,
+        };
+        Ok(judge(&link, &user, self.clock.now()))
     }
 
     /// Verifies the address a link was mailed to (`204`).
@@ -124,7 +242,12 @@ impl Latchkey {
         }
         let now = self.clock.now();
         let hash = TokenHash::of(token.expose_secret());
-        match self.store.redeem_link(&hash, now, judge_verification, &LinkEffect::VerifyEmail).await? {
+        let redeemed =
+            match self.store.redeem_link(&hash, now, judge_verification, &LinkEffect::VerifyEmail).await {
+                Err(StoreError::Conflict(_)) => return Err(EmailError::EmailTaken),
+                other => other?,
+            };
+        match redeemed {
             LinkRedemption::Unknown => Err(EmailError::Link(LinkTokenReason::Unknown)),
             LinkRedemption::Refused(reason) => Err(EmailError::Link(reason)),
             LinkRedemption::Redeemed { link, .. } => {

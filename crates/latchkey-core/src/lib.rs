@@ -1,7 +1,8 @@
 //! Latchkey's domain: users, sessions, refresh-token rotation with reuse detection and a
 //! grace window, signing keys, login throttling and password hashing (SPEC 3, 4, 5.1, 8).
 //!
-//! It talks to the world only through two ports, [`store::Store`] and [`clock::Clock`].
+//! It talks to the world only through its ports, [`store::Store`], [`clock::Clock`] and (for
+//! mail going out) [`outbox::MailTransport`].
 //! It must not know about HTTP, SQL or the process it runs in.
 
 pub mod account;
@@ -22,6 +23,7 @@ pub mod mail;
 pub mod master_key;
 pub mod metrics;
 pub mod oauth;
+pub mod outbox;
 pub mod password;
 pub mod password_reset;
 pub mod refresh;

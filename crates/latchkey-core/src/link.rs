@@ -30,6 +30,10 @@ pub fn judge_verification(
     user: &UserRecord,
     now: Timestamp,
 ) -> Result<(), LinkTokenReason> {
+    if link.purpose == LinkPurpose::ChangeEmail {
+        // A new address: it becomes the account's when the link is used.
+        return judge(link, LinkPurpose::ChangeEmail, user, now);
+    }
     judge(link, LinkPurpose::VerifyEmail, user, now)?;
     match &user.email {
         Some(e) if e.key == link.email_key => Ok(()),

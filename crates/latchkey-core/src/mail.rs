@@ -39,6 +39,24 @@ link_templates!(
     PasswordResetHtml = "mail/password_reset.html"
 );
 
+/// The notice to the old address when a change of address is asked for (SPEC 10); it
+/// carries no token.
+#[derive(Template)]
+#[template(path = "mail/email_change_requested.txt")]
+struct ChangeNoticeText<'a> {
+    username: &'a str,
+    issuer: &'a str,
+    new_email: &'a str,
+}
+
+#[derive(Template)]
+#[template(path = "mail/email_change_requested.html")]
+struct ChangeNoticeHtml<'a> {
+    username: &'a str,
+    issuer: &'a str,
+    new_email: &'a str,
+}
+
 /// Where a link mail goes and until when its link works.
 pub(crate) struct Envelope<'a> {
     /// The account.
@@ -83,6 +101,20 @@ pub(crate) fn verify_email(to: &Envelope<'_>, link: &str) -> Result<NewMail, ask
         "Verify your email address",
         VerifyEmailText { m: &f }.render()?,
         VerifyEmailHtml { m: &f }.render()?,
+    ))
+}
+
+/// The notice to the account's current address that `new_email` was asked for.
+///
+/// # Errors
+/// A template that fails to render.
+pub(crate) fn email_change_requested(to: &Envelope<'_>, new_email: &str) -> Result<NewMail, askama::Error> {
+    let (username, issuer) = (to.user.username.as_str(), to.issuer);
+    Ok(to.mail(
+        "email_change_requested",
+        "Your email address is being changed",
+        ChangeNoticeText { username, issuer, new_email }.render()?,
+        ChangeNoticeHtml { username, issuer, new_email }.render()?,
     ))
 }
 

@@ -12,6 +12,7 @@ use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::encoding::prometheus_text;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::{Registry, Unit};
 
@@ -108,6 +109,10 @@ pub struct Metrics {
     password_failures: Counter,
     revocations: Family<ReasonLabel, Counter>,
     mail_queued: Counter,
+    mail_sent: Counter,
+    mail_failed: Counter,
+    mail_retried: Counter,
+    mail_pending: Gauge,
     http: Family<HttpLabels, Histogram, fn() -> Histogram>,
 }
 
@@ -129,6 +134,10 @@ impl Default for Metrics {
         let password_failures = Counter::default();
         let revocations = Family::<ReasonLabel, Counter>::default();
         let mail_queued = Counter::default();
+        let mail_sent = Counter::default();
+        let mail_failed = Counter::default();
+        let mail_retried = Counter::default();
+        let mail_pending = Gauge::default();
         let http = Family::<HttpLabels, Histogram, fn() -> Histogram>::new_with_constructor(
             latency_histogram as fn() -> Histogram,
         );
@@ -155,13 +164,42 @@ impl Default for Metrics {
         );
         registry.register("revocations", "Sessions revoked by this node, by reason", revocations.clone());
         registry.register("mail_queued", "Mails written to the outbox by this node", mail_queued.clone());
+        registry.register("mail_sent", "Mails the mail server accepted from this node", mail_sent.clone());
+        registry.register(
+            "mail_failed",
+            "Mails given up by this node: refused for good, or expired unsent",
+            mail_failed.clone(),
+        );
+        registry.register(
+            "mail_retried",
+            "Transient mail delivery failures on this node (each is retried later)",
+            mail_retried.clone(),
+        );
+        registry.register(
+            "mail_outbox_pending",
+            "Mails waiting in the outbox (all nodes)",
+            mail_pending.clone(),
+        );
         registry.register_with_unit(
             "http_request_duration",
             "HTTP request latency",
             Unit::Seconds,
             http.clone(),
         );
-        Self { registry, logins, refreshes, registrations, password_failures, revocations, mail_queued, http }
+        Self {
+            registry,
+            logins,
+            refreshes,
+            registrations,
+            password_failures,
+            revocations,
+            mail_queued,
+            mail_sent,
+            mail_failed,
+            mail_retried,
+            mail_pending,
+            http,
+        }
     }
 }
 
@@ -188,6 +226,26 @@ impl Metrics {
     /// Counts a mail written to the outbox.
     pub fn mail_queued(&self) {
         self.mail_queued.inc();
+    }
+
+    /// Counts a mail the mail server accepted.
+    pub fn mail_sent(&self) {
+        self.mail_sent.inc();
+    }
+
+    /// Counts mails given up (refused for good, or expired unsent).
+    pub fn mail_failed(&self, n: u64) {
+        self.mail_failed.inc_by(n);
+    }
+
+    /// Counts a transient delivery failure.
+    pub fn mail_retried(&self) {
+        self.mail_retried.inc();
+    }
+
+    /// Sets how many mails wait in the outbox.
+    pub fn set_mail_pending(&self, n: i64) {
+        self.mail_pending.set(n);
     }
 
     /// Counts a registration.
@@ -270,6 +328,15 @@ mod tests {
             "# TYPE latchkey_refresh_reuse_detections_total counter",
             "latchkey_refresh_reuse_detections_total 0",
             "# TYPE latchkey_revocations_total counter",
+            "# TYPE latchkey_mail_queued_total counter",
+            "# TYPE latchkey_mail_sent_total counter",
+            "latchkey_mail_sent_total 0",
+            "# TYPE latchkey_mail_failed_total counter",
+            "latchkey_mail_failed_total 0",
+            "# TYPE latchkey_mail_retried_total counter",
+            "latchkey_mail_retried_total 0",
+            "# TYPE latchkey_mail_outbox_pending gauge",
+            "latchkey_mail_outbox_pending 0",
             "# HELP latchkey_http_request_duration_seconds HTTP request latency.",
             "# TYPE latchkey_http_request_duration_seconds histogram",
         ] {

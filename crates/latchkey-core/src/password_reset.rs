@@ -111,8 +111,9 @@ impl Latchkey {
             expires_at,
         };
         let mail = crate::mail::password_reset(&to, &url)?;
-        self.store.issue_link(&link, &mail).await?;
+        self.store.issue_link(&link, &[mail]).await?;
         self.metrics.mail_queued();
+        self.mail_queued_notify();
         self.record(self.event(now, "password_reset_requested", Some(&user.id), None, Some(ctx))).await;
         Ok(())
     }

@@ -35,6 +35,8 @@ pub struct Latchkey {
     pub(crate) passwords: PasswordHasher,
     pub(crate) metrics: Metrics,
     pub(crate) feed: crate::feed_hub::FeedHub,
+    /// Wakes the mail sender after a commit that queued mail (see `outbox.rs`).
+    pub(crate) mail_ready: tokio::sync::Notify,
     /// Access tokens whose signature verified (see `token_cache.rs`).
     pub(crate) verified: crate::token_cache::VerifiedTokens,
     /// When maintenance last pruned old rows.
@@ -74,6 +76,7 @@ impl Latchkey {
             metrics: Metrics::default(),
             feed: crate::feed_hub::FeedHub::new(),
             verified: crate::token_cache::VerifiedTokens::default(),
+            mail_ready: tokio::sync::Notify::new(),
             last_prune: std::sync::atomic::AtomicI64::new(0),
             maintaining: tokio::sync::Mutex::new(()),
         };
@@ -101,6 +104,10 @@ impl Latchkey {
         }
         self.keys.prune(store, now).await?;
         self.keys.reload(store, now).await?;
+        // Without a sender (no `smtp_url`) dead mail still expires and the gauge still moves.
+        if let Err(e) = self.tidy_outbox(now).await {
+            tracing::warn!(error = %e, "outbox upkeep failed; will retry");
+        }
         let last = self.last_prune.load(std::sync::atomic::Ordering::Relaxed);
         if now.0 - last >= PRUNE_EVERY_SECS {
             self.last_prune.store(now.0, std::sync::atomic::Ordering::Relaxed);

@@ -727,8 +727,8 @@ pub trait AuditStore {
 
 mod mail;
 pub use mail::{
-    LinkEffect, LinkJudge, LinkPurpose, LinkRecord, LinkRedemption, LinkStore, MailRecord, MailState,
-    NewMail, OutboxStore,
+    LinkEffect, LinkJudge, LinkPurpose, LinkRecord, LinkRedemption, LinkStore, MailOutcome, MailRecord,
+    MailState, NewMail, OutboxStore,
 };
 
 /// The storage port: one trait per aggregate, so a new capability adds a trait of its own.

@@ -288,6 +288,17 @@ impl IntoResponse for ApiError {
                 ),
                 EmailError::Throttled { retry_after } => mail_throttled(*retry_after),
                 EmailError::Link(reason) => body(StatusCode::BAD_REQUEST, ErrorBody::invalid_link(*reason)),
+                EmailError::WrongPassword => plain(
+                    StatusCode::FORBIDDEN,
+                    ErrorCode::InvalidCredentials,
+                    "The current password is wrong.",
+                ),
+                EmailError::EmailTaken => plain(
+                    StatusCode::CONFLICT,
+                    ErrorCode::EmailTaken,
+                    "That email address is already in use.",
+                ),
+                EmailError::Password(p) => password(p),
                 EmailError::Template(_) => internal(e),
                 EmailError::Store(s) => store(s),
             },

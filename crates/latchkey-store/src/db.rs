@@ -76,7 +76,9 @@ impl Sql {
 
     /// As SQLite takes it.
     pub(crate) fn sqlite(&self) -> &str {
-        self.sqlite.get_or_init(|| self.text.replace(" FOR UPDATE", "").replace('$', "?"))
+        self.sqlite.get_or_init(|| {
+            self.text.replace(" FOR UPDATE SKIP LOCKED", "").replace(" FOR UPDATE", "").replace('$', "?")
+        })
     }
 }
 
@@ -393,5 +395,12 @@ mod tests {
         static S: Sql = Sql::new("SELECT a FROM t WHERE b = $1 AND c IS DISTINCT FROM $2 FOR UPDATE");
         assert_eq!(S.sqlite(), "SELECT a FROM t WHERE b = ?1 AND c IS DISTINCT FROM ?2");
         assert_eq!(S.postgres(), "SELECT a FROM t WHERE b = $1 AND c IS DISTINCT FROM $2 FOR UPDATE");
+        static CLAIM: Sql = Sql::new(
+            "UPDATE t SET a = $1 WHERE id IN (SELECT id FROM t WHERE b = $2 LIMIT $3 FOR UPDATE SKIP LOCKED) RETURNING a",
+        );
+        assert_eq!(
+            CLAIM.sqlite(),
+            "UPDATE t SET a = ?1 WHERE id IN (SELECT id FROM t WHERE b = ?2 LIMIT ?3) RETURNING a"
+        );
     }
 }

@@ -7,7 +7,9 @@ use async_trait::async_trait;
 use latchkey_core::StoreError;
 use latchkey_core::clock::Timestamp;
 use latchkey_core::crypto::TokenHash;
-use latchkey_core::store::{LinkEffect, LinkJudge, LinkRecord, LinkRedemption, LinkStore, NewMail};
+use latchkey_core::store::{
+    LinkEffect, LinkJudge, LinkPurpose, LinkRecord, LinkRedemption, LinkStore, NewMail,
+};
 
 use crate::db::{Access, Backend, Conn, Db, OpFuture, Sql, op, params, query_opt};
 use crate::outbox::insert_mail_in_tx;
@@ -30,10 +32,16 @@ static VOID_OTHER_RESETS: Sql = Sql::new(
     "UPDATE link_tokens SET voided_at = $1 WHERE user_id = $2 AND purpose = 'password_reset' \
      AND hash <> $3 AND used_at IS NULL AND voided_at IS NULL",
 );
+static SET_ADDRESS: Sql =
+    Sql::new("UPDATE users SET email = $1, email_key = $2, email_verified_at = $3 WHERE id = $4");
+static VOID_RESETS: Sql = Sql::new(
+    "UPDATE link_tokens SET voided_at = $1 WHERE user_id = $2 AND purpose = 'password_reset' \
+     AND used_at IS NULL AND voided_at IS NULL",
+);
 static VERIFY_ADDRESS: Sql = Sql::new(
     "UPDATE users SET email_verified_at = $1 WHERE id = $2 AND email_key = $3 AND email_verified_at IS NULL",
 );
-fn issue(c: &mut dyn Conn, (link, mail): (LinkRecord, NewMail)) -> OpFuture<'_, ()> {
+fn issue(c: &mut dyn Conn, (link, mails): (LinkRecord, Vec<NewMail>)) -> OpFuture<'_, ()> {
     Box::pin(async move {
         let purpose = link.purpose.as_str();
         c.execute(&VOID_OLDER, params![link.created_at.0, &link.user_id, purpose]).await?;
@@ -47,7 +55,10 @@ fn issue(c: &mut dyn Conn, (link, mail): (LinkRecord, NewMail)) -> OpFuture<'_, 
             link.expires_at.0
         ];
         c.execute(&INSERT_LINK, p).await?;
-        insert_mail_in_tx(c, &mail).await
+        for mail in &mails {
+            insert_mail_in_tx(c, mail).await?;
+        }
+        Ok(())
     })
 }
 
@@ -70,7 +81,13 @@ fn redeem(
             return Ok(LinkRedemption::Refused(reason));
         }
         c.execute(&MARK_USED, params![now.0, &hash]).await?;
-        c.execute(&VERIFY_ADDRESS, params![now.0, &link.user_id, &link.email_key]).await?;
+        if link.purpose == LinkPurpose::ChangeEmail {
+            let p = params![&link.email, &link.email_key, now.0, &link.user_id];
+            c.execute(&SET_ADDRESS, p).await?;
+            c.execute(&VOID_RESETS, params![now.0, &link.user_id]).await?;
+        } else {
+            c.execute(&VERIFY_ADDRESS, params![now.0, &link.user_id, &link.email_key]).await?;
+        }
         let change = match effect {
             LinkEffect::VerifyEmail => None,
             LinkEffect::ResetPassword(change) => {
@@ -84,8 +101,8 @@ fn redeem(
 
 #[async_trait]
 impl<B: Backend> LinkStore for Db<B> {
-    async fn issue_link(&self, link: &LinkRecord, mail: &NewMail) -> Result<(), StoreError> {
-        self.0.run(Access::Transaction, op((link.clone(), mail.clone()), issue)).await
+    async fn issue_link(&self, link: &LinkRecord, mails: &[NewMail]) -> Result<(), StoreError> {
+        self.0.run(Access::Transaction, op((link.clone(), mails.to_vec()), issue)).await
     }
 
     async fn find_link(&self, hash: &TokenHash) -> Result<Option<LinkRecord>, StoreError> {

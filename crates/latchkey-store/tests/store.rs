@@ -486,3 +486,69 @@ store_test!(user_changes_and_revocations_race_without_deadlock, |store| {
         }
     }
 });
+
+fn mail(i: i64, expires_at: i64) -> latchkey_core::store::NewMail {
+    latchkey_core::store::NewMail {
+        kind: "verify_email",
+        user_id: None,
+        recipient: format!("u{i}@example.com"),
+        subject: "Verify your email address".into(),
+        text: format!("text {i}"),
+        html: format!("<p>html {i}</p>"),
+        created_at: Timestamp(T0),
+        expires_at: Timestamp(expires_at),
+    }
+}
+
+store_test!(the_outbox_is_claimed_once_completed_by_its_claimer_and_expired, |store| {
+    use latchkey_core::store::{MailOutcome, MailState};
+    for i in 0..3 {
+        store.queue_mail(&mail(i, T0 + 3600)).await.unwrap();
+    }
+    store.queue_mail(&mail(3, T0 + 30)).await.unwrap();
+    assert_eq!(store.count_pending_mail().await.unwrap(), 4);
+    let lease = Timestamp(T0 + 300);
+    let a = store.claim_mail("a", Timestamp(T0), lease, 2).await.unwrap();
+    assert_eq!(a.iter().map(|m| m.attempts).collect::<Vec<_>>(), [1, 1]);
+    assert!(a[0].id < a[1].id && a[0].text.is_some(), "oldest first, with the bodies");
+    let b = store.claim_mail("b", Timestamp(T0), lease, 10).await.unwrap();
+    assert_eq!(b.len(), 2, "claimed mail is not claimed again while its lease holds");
+    assert!(store.claim_mail("c", Timestamp(T0), lease, 10).await.unwrap().is_empty());
+
+    // Only the claimer completes.
+    let sent = MailOutcome::Sent;
+    assert!(!store.complete_mail(a[0].id, "b", Timestamp(T0 + 1), &sent).await.unwrap());
+    assert!(store.complete_mail(a[0].id, "a", Timestamp(T0 + 1), &sent).await.unwrap());
+    assert!(!store.complete_mail(a[0].id, "a", Timestamp(T0 + 1), &sent).await.unwrap(), "once");
+    let failed = MailOutcome::Failed { error: "550 5.1.1 no such user".into() };
+    assert!(store.complete_mail(b[0].id, "b", Timestamp(T0 + 1), &failed).await.unwrap());
+    let retry = MailOutcome::Retry { at: Timestamp(T0 + 20), error: "connection refused".into() };
+    assert!(store.complete_mail(b[1].id, "b", Timestamp(T0 + 1), &retry).await.unwrap());
+
+    let listed = |state| {
+        let store = Arc::clone(&store);
+        async move { store.list_mail(Some(state), 10).await.unwrap() }
+    };
+    let s = listed(MailState::Sent).await;
+    assert_eq!((s.len(), s[0].sent_at, s[0].text.as_deref()), (1, Some(Timestamp(T0 + 1)), None));
+    let f = listed(MailState::Failed).await;
+    assert_eq!((f[0].last_error.as_deref(), f[0].html.as_deref()), (Some("550 5.1.1 no such user"), None));
+    // a[1] is still claimed by `a`; b[1] waits for its retry.
+    assert!(store.claim_mail("c", Timestamp(T0 + 19), lease, 10).await.unwrap().is_empty());
+    let again = store.claim_mail("c", Timestamp(T0 + 20), Timestamp(T0 + 320), 10).await.unwrap();
+    assert_eq!(again.iter().map(|m| (m.id, m.attempts)).collect::<Vec<_>>(), [(b[1].id, 2)]);
+    assert_eq!(again[0].last_error.as_deref(), Some("connection refused"));
+    // A lapsed lease is claimed again, and the old claimer's completion changes nothing.
+    let taken = store.claim_mail("d", Timestamp(T0 + 300), Timestamp(T0 + 600), 10).await.unwrap();
+    assert_eq!(taken.iter().map(|m| m.id).collect::<Vec<_>>(), [a[1].id]);
+    assert!(!store.complete_mail(a[1].id, "a", Timestamp(T0 + 301), &sent).await.unwrap());
+
+    // Expiry: only unclaimed (or lapsed) pending mail past `expires_at`; the bodies go.
+    assert_eq!(store.expire_mail(Timestamp(T0 + 310)).await.unwrap(), 0, "c's lease still holds");
+    assert_eq!(store.expire_mail(Timestamp(T0 + 320)).await.unwrap(), 1);
+    let e = listed(MailState::Expired).await;
+    assert_eq!((e.len(), e[0].id, e[0].text.as_deref()), (1, b[1].id, None));
+    assert_eq!(store.count_pending_mail().await.unwrap(), 1);
+    assert_eq!(store.expire_mail(Timestamp(T0 + 5000)).await.unwrap(), 1);
+    assert_eq!(store.count_pending_mail().await.unwrap(), 0);
+});

@@ -136,6 +136,16 @@ pub async fn fresh_pg_database() -> String {
 /// The issuer every test server uses.
 pub const ISSUER: &str = "http://latchkey.test";
 
+/// The `mail_from` of [`deliver_mail_to`].
+pub const MAIL_FROM: &str = "Latchkey <no-reply@latchkey.test>";
+
+/// Sets a test server's mail delivery to `smtp_url` (a [`smtp::SmtpSink`]'s URL), from
+/// [`MAIL_FROM`]: use it in [`TestServer::start_with`].
+pub fn deliver_mail_to(config: &mut Config, smtp_url: &str) {
+    let mail = latchkey::config::MailConfig::new(smtp_url, MAIL_FROM, None).expect("a valid smtp_url");
+    config.mail = Some(mail);
+}
+
 impl TestServer {
     /// Starts a server with default settings.
     pub async fn start() -> Self {

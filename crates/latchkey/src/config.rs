@@ -1,7 +1,8 @@
 //! Configuration (SPEC 7): a TOML file, overridden by `LATCHKEY_*` environment variables,
 //! overridden by flags. The raw form (`deny_unknown_fields`, so a typo is an error, not a
 //! silently ignored setting) becomes typed settings once, at startup. Secrets
-//! (`master_key`) come from the environment or `*_FILE`, and are never printed.
+//! (`master_key`, the password in `smtp_url`) come from the environment or `*_FILE`, and are
+//! never printed.
 
 use std::net::SocketAddr;
 use std::path::Path;
@@ -14,6 +15,8 @@ use latchkey_core::master_key::MasterKey;
 use latchkey_core::settings::{BindingPolicy, Registration, RegistrationEmail};
 use serde::Deserialize;
 use zeroize::Zeroizing;
+
+use crate::smtp::{SmtpUrl, check_mail_from};
 
 /// The default listen address.
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
@@ -63,6 +66,9 @@ struct RawConfig {
     database_pool_size: Option<u32>,
     registration_per_minute: Option<i64>,
     legacy_master_key: Option<String>,
+    smtp_url: Option<String>,
+    mail_from: Option<String>,
+    smtp_ca_file: Option<String>,
 }
 
 /// Overrides from flags.
@@ -74,6 +80,39 @@ pub struct Flags {
     pub issuer: Option<String>,
     /// `--database-url`.
     pub database_url: Option<String>,
+}
+
+/// Where mail goes (SPEC 10): set when `smtp_url` is.
+#[derive(Clone)]
+pub struct MailConfig {
+    /// `smtp_url` (its `Debug` and `Display` hide the password).
+    pub smtp: SmtpUrl,
+    /// `mail_from`, a valid mailbox.
+    pub from: String,
+    /// `smtp_ca_file`'s PEM, trusted besides the system's roots.
+    pub ca_pem: Option<Vec<u8>>,
+}
+
+impl MailConfig {
+    /// Checks `smtp_url` and `mail_from` (for the configuration loader and tests).
+    ///
+    /// # Errors
+    /// An invalid `smtp_url` or `mail_from`, named without quoting the URL.
+    pub fn new(smtp_url: &str, from: &str, ca_pem: Option<Vec<u8>>) -> anyhow::Result<Self> {
+        let smtp = SmtpUrl::parse(smtp_url).map_err(|e| anyhow::anyhow!("setting smtp_url: {e}"))?;
+        check_mail_from(from).map_err(|e| anyhow::anyhow!("setting mail_from: {e}"))?;
+        Ok(Self { smtp, from: from.to_owned(), ca_pem })
+    }
+}
+
+impl std::fmt::Debug for MailConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MailConfig")
+            .field("smtp", &self.smtp)
+            .field("from", &self.from)
+            .field("has_ca", &self.ca_pem.is_some())
+            .finish()
+    }
 }
 
 /// Typed configuration.
@@ -93,6 +132,8 @@ pub struct Config {
     pub master_key: Option<MasterKey>,
     /// Log filter.
     pub log: String,
+    /// Mail delivery; `None` keeps mail in the outbox (`latchkey mail list`).
+    pub mail: Option<MailConfig>,
 }
 
 impl std::fmt::Debug for Config {
@@ -105,6 +146,7 @@ impl std::fmt::Debug for Config {
             .field("trusted_proxies", &self.trusted_proxies)
             .field("master_key", &self.master_key.as_ref().map(|_| "[redacted]"))
             .field("log", &self.log)
+            .field("mail", &self.mail)
             .finish()
     }
 }
@@ -127,6 +169,29 @@ fn master_key(configured: Option<String>, legacy: Option<String>) -> anyhow::Res
             }))
         }
     }
+}
+
+/// `smtp_url`, `mail_from` and `smtp_ca_file`, checked together: `mail_from` is required with
+/// `smtp_url`, and neither of the others means anything without it.
+fn mail_config(
+    smtp_url: Option<String>,
+    from: Option<String>,
+    ca_file: Option<String>,
+) -> anyhow::Result<Option<MailConfig>> {
+    let smtp_url = smtp_url.map(Zeroizing::new).filter(|u| !u.is_empty());
+    let Some(smtp_url) = smtp_url else {
+        if ca_file.is_some() {
+            bail!("setting smtp_ca_file: needs smtp_url");
+        }
+        return Ok(None);
+    };
+    let Some(from) = from.filter(|f| !f.trim().is_empty()) else {
+        bail!("setting mail_from: required when smtp_url is set (e.g. \"Latchkey <no-reply@example.com>\")");
+    };
+    let ca_pem = ca_file
+        .map(|path| std::fs::read(&path).with_context(|| format!("setting smtp_ca_file: reading {path}")))
+        .transpose()?;
+    MailConfig::new(&smtp_url, &from, ca_pem).map(Some)
 }
 
 /// Parses `300s`, `5m`, `2h`, `14d` or a bare number of seconds.
@@ -190,7 +255,10 @@ fn apply_env(raw: &mut RawConfig, env: &dyn Fn(&str) -> Option<String>) -> anyho
         access_token_alg,
         id_token_alg,
         master_key,
-        log
+        log,
+        smtp_url,
+        mail_from,
+        smtp_ca_file
     );
     durations!(
         access_token_ttl,
@@ -214,6 +282,13 @@ fn apply_env(raw: &mut RawConfig, env: &dyn Fn(&str) -> Option<String>) -> anyho
     }
     if let Some(v) = get("registration_per_minute") {
         raw.registration_per_minute = Some(v.parse().context("LATCHKEY_REGISTRATION_PER_MINUTE")?);
+    }
+    if raw.smtp_url.is_none()
+        && let Some(path) = get("smtp_url_file")
+    {
+        let url = std::fs::read_to_string(&path)
+            .with_context(|| format!("reading LATCHKEY_SMTP_URL_FILE {path}"))?;
+        raw.smtp_url = Some(url.trim_end_matches(['\r', '\n']).to_owned());
     }
     if raw.master_key.is_none()
         && let Some(path) = get("master_key_file")
@@ -347,6 +422,7 @@ impl Config {
         latchkey_http::TrustedProxies::parse(&trusted_proxies).map_err(|bad| {
             anyhow::anyhow!("setting trusted_proxies: {bad:?} is not an address or CIDR network")
         })?;
+        let mail = mail_config(raw.smtp_url, raw.mail_from, raw.smtp_ca_file)?;
         Ok(Self {
             listen,
             database_url: raw.database_url.unwrap_or_else(|| DEFAULT_DATABASE_URL.to_owned()),
@@ -359,6 +435,7 @@ impl Config {
             trusted_proxies,
             master_key: master_key(raw.master_key, raw.legacy_master_key)?,
             log: raw.log.unwrap_or_else(|| "info".to_owned()),
+            mail,
         })
     }
 }
@@ -436,6 +513,45 @@ mod tests {
             format!("{:#}", Config::load_with(None, &Flags::default(), &env).unwrap_err())
                 .contains("session_idle_ttl")
         );
+    }
+
+    #[test]
+    fn mail_settings_come_from_the_environment_and_hide_the_password() {
+        let url = "smtp+starttls://mailer:pa%24%24word@mail.example.com:2587";
+        let env = |k: &str| match k {
+            "LATCHKEY_SMTP_URL" => Some(url.to_owned()),
+            "LATCHKEY_MAIL_FROM" => Some("Latchkey <no-reply@example.com>".to_owned()),
+            _ => None,
+        };
+        let c = Config::load_with(None, &Flags::default(), &env).unwrap();
+        let mail = c.mail.as_ref().unwrap();
+        assert_eq!(mail.smtp.to_string(), "smtp+starttls://mail.example.com:2587");
+        assert_eq!(mail.from, "Latchkey <no-reply@example.com>");
+        let debug = format!("{c:?}");
+        assert!(!debug.contains("pa%24") && !debug.contains("pa$$"), "{debug}");
+        assert!(Config::load_with(None, &Flags::default(), &no_env).unwrap().mail.is_none());
+    }
+
+    #[test]
+    fn smtp_url_needs_mail_from_and_errors_do_not_echo_it() {
+        let env =
+            |k: &str| (k == "LATCHKEY_SMTP_URL").then(|| "smtp://u:hunter2@mail.example.com".to_owned());
+        let err = format!("{:#}", Config::load_with(None, &Flags::default(), &env).unwrap_err());
+        assert!(err.contains("mail_from"), "{err}");
+        let env = |k: &str| match k {
+            "LATCHKEY_SMTP_URL" => Some("smtpx://u:hunter2@mail.example.com".to_owned()),
+            "LATCHKEY_MAIL_FROM" => Some("no-reply@example.com".to_owned()),
+            _ => None,
+        };
+        let err = format!("{:#}", Config::load_with(None, &Flags::default(), &env).unwrap_err());
+        assert!(err.contains("smtp_url") && !err.contains("hunter2"), "{err}");
+        let env = |k: &str| match k {
+            "LATCHKEY_SMTP_URL" => Some("smtp://mail.example.com".to_owned()),
+            "LATCHKEY_MAIL_FROM" => Some("not a mailbox".to_owned()),
+            _ => None,
+        };
+        let err = format!("{:#}", Config::load_with(None, &Flags::default(), &env).unwrap_err());
+        assert!(err.contains("mail_from"), "{err}");
     }
 
     const KEY: &str = "q3Jb6Xl0tL2S9p+0w6b0Gm1yZk2m3JxM3d8h2Qd0p1U=";

@@ -1,6 +1,7 @@
 //! Wiring and serving: opens the store, starts the domain service, binds the listener,
 //! runs periodic maintenance (key rotation, reloading keys changed by the CLI or other
-//! nodes) and shuts down gracefully. `TestServer` uses this same builder.
+//! nodes) and the mail sender (when `smtp_url` is set), and shuts down gracefully.
+//! `TestServer` uses this same builder.
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -8,11 +9,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
+use latchkey_core::outbox::{MailTransport, issuer_host};
 use latchkey_core::{Clock, Latchkey};
 use latchkey_http::{AppState, TrustedProxies, router};
 use tokio::net::TcpListener;
 
-use crate::config::Config;
+use crate::config::{Config, MailConfig};
+use crate::smtp::{SmtpMailer, SmtpSecurity};
 
 /// How often maintenance runs by default: new signing keys written by another process are
 /// served within this delay (SPEC 6 asks for 10 s).
@@ -32,6 +35,22 @@ pub async fn start_service(config: &Config, clock: Arc<dyn Clock>) -> anyhow::Re
     Ok(Arc::new(app))
 }
 
+/// The SMTP transport for `mail`, greeting the server as the issuer's host.
+fn mailer(mail: &MailConfig, issuer: &str) -> anyhow::Result<Arc<dyn MailTransport>> {
+    let url = &mail.smtp;
+    if url.security() == SmtpSecurity::Plain && url.has_credentials() && !url.is_loopback() {
+        tracing::warn!(
+            smtp = %url,
+            "smtp_url SENDS THE SMTP PASSWORD IN PLAIN TEXT to a host that is not loopback. \
+             Use smtp+starttls:// or smtps://."
+        );
+    }
+    let mailer = SmtpMailer::new(url, &mail.from, mail.ca_pem.as_deref(), issuer_host(issuer))
+        .map_err(|e| anyhow::anyhow!("mail settings: {e}"))?;
+    tracing::info!("mail delivery via {url}");
+    Ok(Arc::new(mailer))
+}
+
 /// A database URL without its `user:password@` part, for messages.
 fn redact_userinfo(url: &str) -> String {
     match (url.split_once("://"), url.rfind('@')) {
@@ -48,6 +67,7 @@ pub struct Server {
     listener: TcpListener,
     state: AppState,
     maintenance_interval: Duration,
+    mailer: Option<Arc<dyn MailTransport>>,
 }
 
 impl Server {
@@ -72,13 +92,20 @@ impl Server {
                 );
             }
         }
+        let mailer = match &config.mail {
+            Some(mail) => Some(mailer(mail, &config.settings.issuer)?),
+            None => {
+                tracing::info!("smtp_url is not set: mail stays in the outbox (`latchkey mail list`)");
+                None
+            }
+        };
         let trusted_proxies = TrustedProxies::parse(&config.trusted_proxies)
             .map_err(|bad| anyhow::anyhow!("trusted_proxies: invalid entry {bad:?}"))?;
         let service = start_service(config, clock).await?;
         let listener =
             TcpListener::bind(config.listen).await.with_context(|| format!("binding {}", config.listen))?;
         let state = AppState { service: Arc::clone(&service), trusted_proxies: Arc::new(trusted_proxies) };
-        Ok(Self { service, listener, state, maintenance_interval })
+        Ok(Self { service, listener, state, maintenance_interval, mailer })
     }
 
     /// The bound address.
@@ -111,6 +138,12 @@ impl Server {
                 }
             }
         });
+        // The sender wakes when this node queues mail, and at least every second (mail queued
+        // by other nodes or the CLI, retries coming due); tests tick faster.
+        let sender = self.mailer.clone().map(|mailer| {
+            let app = Arc::clone(&self.service);
+            tokio::spawn(app.run_mail_sender(mailer, interval.min(Duration::from_secs(1))))
+        });
         let app = Arc::clone(&self.service);
         let feed_hub = tokio::spawn(async move { app.run_feed_hub().await });
         let addr = self.local_addr()?;
@@ -124,6 +157,11 @@ impl Server {
         let result = serve(self.listener, router(self.state), shutdown).await;
         maintenance.abort();
         feed_hub.abort();
+        if let Some(sender) = sender {
+            // An interrupted send is retried by whichever node claims the mail next, once
+            // its lease lapses.
+            sender.abort();
+        }
         result
     }
 }

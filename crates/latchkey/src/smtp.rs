@@ -8,11 +8,14 @@
 //! requires STARTTLS (a server that does not offer it fails the delivery; there is no
 //! fallback to plain text), and `smtps://` is TLS from the first byte. Certificates are
 //! checked against the system's roots plus an optional extra CA (`smtp_ca_file`).
+//! [`SmtpMailer`] is the outbox sender's transport (`latchkey_core::outbox::MailTransport`).
 
 use std::fmt;
 use std::net::{IpAddr, Ipv6Addr};
 use std::time::{Duration, SystemTime};
 
+use async_trait::async_trait;
+use latchkey_core::outbox::{MailTransport, OutgoingMail};
 use lettre::message::{Mailbox, MultiPart};
 use lettre::transport::smtp::authentication::Credentials;
 use lettre::transport::smtp::client::{Certificate, Tls, TlsParameters};
@@ -282,28 +285,15 @@ impl From<SmtpUrlError> for MailConfigError {
     }
 }
 
-/// Why a message was not delivered. The texts hold the SMTP reply or the transport's error,
-/// never the SMTP password.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum DeliveryError {
-    /// Worth trying again later: the server is down or slow, TLS failed, a `4xx` reply, or
-    /// the server refused our credentials (an operator can fix those without losing mail).
-    Transient(String),
-    /// Will fail the same way every time: a `5xx` reply about the message or a recipient,
-    /// or a message that cannot be built (an invalid recipient address).
-    Permanent(String),
-}
+pub use latchkey_core::outbox::DeliveryError;
 
-impl fmt::Display for DeliveryError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Self::Transient(e) => write!(f, "transient delivery failure: {e}"),
-            Self::Permanent(e) => write!(f, "permanent delivery failure: {e}"),
-        }
-    }
+/// Checks `mail_from` (`addr@host` or `Name <addr@host>`) when the configuration is loaded.
+///
+/// # Errors
+/// [`MailConfigError::MailFrom`].
+pub fn check_mail_from(from: &str) -> Result<(), MailConfigError> {
+    from.parse::<Mailbox>().map(|_| ()).map_err(|_| MailConfigError::MailFrom)
 }
-
-impl std::error::Error for DeliveryError {}
 
 /// Sends mail through one SMTP server, keeping a small pool of connections.
 pub struct SmtpMailer {
@@ -407,6 +397,15 @@ impl SmtpMailer {
         } else {
             DeliveryError::Transient(text)
         }
+    }
+}
+
+/// The outbox sender's transport (`latchkey_core::outbox`).
+#[async_trait]
+impl MailTransport for SmtpMailer {
+    async fn send(&self, mail: &OutgoingMail<'_>) -> Result<(), DeliveryError> {
+        SmtpMailer::send(self, mail.to, mail.subject, mail.text, mail.html, mail.message_id, mail.date.0)
+            .await
     }
 }
 

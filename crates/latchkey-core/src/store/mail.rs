@@ -15,6 +15,8 @@ use crate::ids::{SessionId, UserId};
 pub enum LinkPurpose {
     /// Proves the account's address (`lkv_`).
     VerifyEmail,
+    /// Proves a new address, which becomes the account's when the link is used (`lkv_`).
+    ChangeEmail,
     /// Sets a new password (`lkp_`).
     PasswordReset,
 }
@@ -24,13 +26,14 @@ impl LinkPurpose {
     pub fn as_str(self) -> &'static str {
         match self {
             Self::VerifyEmail => "verify_email",
+            Self::ChangeEmail => "change_email",
             Self::PasswordReset => "password_reset",
         }
     }
 
     /// Reads a stored name.
     pub fn parse(s: &str) -> Option<Self> {
-        [Self::VerifyEmail, Self::PasswordReset].into_iter().find(|p| p.as_str() == s)
+        [Self::VerifyEmail, Self::ChangeEmail, Self::PasswordReset].into_iter().find(|p| p.as_str() == s)
     }
 }
 
@@ -169,7 +172,10 @@ pub type LinkJudge = fn(&LinkRecord, &UserRecord, Timestamp) -> Result<(), LinkT
 /// What a redeemed link changes, in the same transaction.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum LinkEffect {
-    /// Marks the link's address verified (when it is still the account's).
+    /// Marks the link's address verified (when it is still the account's); for a
+    /// [`LinkPurpose::ChangeEmail`] link, makes it the account's address, verified, and
+    /// voids the reset links that went to the old one (another account holding it by then
+    /// is [`StoreError::Conflict`], and nothing changes).
     VerifyEmail,
     /// Applies the change (a new password, every session revoked), voids the user's other
     /// reset links, and verifies the address the link went to when it is still the
@@ -196,9 +202,10 @@ pub enum LinkRedemption {
 /// Link tokens (SPEC 10).
 #[async_trait]
 pub trait LinkStore {
-    /// Stores a link and queues the mail that carries it, in one transaction; older links
-    /// of the same user and purpose are voided first.
-    async fn issue_link(&self, link: &LinkRecord, mail: &NewMail) -> Result<(), StoreError>;
+    /// Stores a link and queues the mails of its cause (the one that carries it, and any
+    /// notice), in one transaction; older links of the same user and purpose are voided
+    /// first.
+    async fn issue_link(&self, link: &LinkRecord, mails: &[NewMail]) -> Result<(), StoreError>;
     /// A link by hash, without using it (what the pages show before the form is posted).
     async fn find_link(&self, hash: &TokenHash) -> Result<Option<LinkRecord>, StoreError>;
     /// Judges and uses a link, and applies its effect, in one transaction with the link
@@ -212,11 +219,59 @@ pub trait LinkStore {
     ) -> Result<LinkRedemption, StoreError>;
 }
 
+/// How one delivery attempt of a claimed mail ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum MailOutcome {
+    /// The mail server accepted it: `sent`, bodies dropped.
+    Sent,
+    /// A transient failure: due again at `at`, still `pending`.
+    Retry {
+        /// When it is due again.
+        at: Timestamp,
+        /// The mail server's or the transport's error (never a body).
+        error: String,
+    },
+    /// Refused for good: `failed`, bodies dropped.
+    Failed {
+        /// The refusal (never a body).
+        error: String,
+    },
+}
+
 /// The outbox (SPEC 10): mail waits here until it is sent.
+///
+/// A sender claims due mail for a lease (`claimed_by`, `claimed_until`), sends it, and
+/// completes each claimed mail; a sender that dies leaves a claim that lapses at the end of
+/// its lease, after which any sender may claim the mail again. On PostgreSQL two senders
+/// never claim one mail at once (`FOR UPDATE SKIP LOCKED`).
 #[async_trait]
 pub trait OutboxStore {
     /// Queues a mail that needs no link (a notice).
     async fn queue_mail(&self, mail: &NewMail) -> Result<(), StoreError>;
     /// Queued mail, newest first, in one state or all.
     async fn list_mail(&self, state: Option<MailState>, limit: i64) -> Result<Vec<MailRecord>, StoreError>;
+    /// Claims up to `limit` due mails for `claimer` until `lease_until`, oldest first: pending,
+    /// `next_attempt_at <= now`, `expires_at > now`, and not claimed (or the claim lapsed).
+    /// Each claim counts an attempt.
+    async fn claim_mail(
+        &self,
+        claimer: &str,
+        now: Timestamp,
+        lease_until: Timestamp,
+        limit: i64,
+    ) -> Result<Vec<MailRecord>, StoreError>;
+    /// Records how an attempt ended and releases the claim; `false` (nothing changed) when
+    /// the mail is no longer claimed by `claimer` (its lease lapsed and another sender took it).
+    async fn complete_mail(
+        &self,
+        id: i64,
+        claimer: &str,
+        now: Timestamp,
+        outcome: &MailOutcome,
+    ) -> Result<bool, StoreError>;
+    /// Marks pending mail past its `expires_at` (and not claimed by a live lease) `expired`,
+    /// dropping the bodies; how many.
+    async fn expire_mail(&self, now: Timestamp) -> Result<u64, StoreError>;
+    /// How many mails are pending.
+    async fn count_pending_mail(&self) -> Result<i64, StoreError>;
 }

@@ -4,8 +4,10 @@
 //! style, `frame-ancestors 'none'`); every form is protected against cross-site requests
 //! twice: a CSRF token bound to the browser by a cookie, and the `Origin` /
 //! `Sec-Fetch-Site` headers. The browser session cookie is `HttpOnly`, `SameSite=Lax`, and
-//! `Secure` whenever the issuer is https.
+//! `Secure` whenever the issuer is https. The pages behind SPEC 10's mailed links are in
+//! `recovery.rs`.
 
+mod recovery;
 mod templates;
 
 use askama::Template;
@@ -15,12 +17,14 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use latchkey_core::crypto::{TokenHash, b64, random_bytes};
 use latchkey_core::device;
+use latchkey_core::email_verification::EmailError;
 use latchkey_core::login::LoginError;
 use latchkey_core::oauth::{AuthorizeError, AuthorizeParams, AuthorizeRequest, AuthorizeStep, form_encode};
 use latchkey_core::web::SignedIn;
 use latchkey_core::{Caller, ClientId, SessionId};
 use latchkey_proto::auth::Credentials;
-use latchkey_proto::{Password, Username};
+use latchkey_proto::auth::EmailChangeRequest;
+use latchkey_proto::{EmailAddress, Password, Username};
 
 use self::templates::{
     AccountPage, AppRow, ConsentPage, DeviceRow, ErrorPage, LoginPage, ScopeLine, SignedOutPage,
@@ -28,6 +32,8 @@ use self::templates::{
 use crate::AppState;
 use crate::extract::caller::RequestCaller;
 use crate::oauth::{form, parse_pairs};
+
+pub(crate) use self::recovery::{forgot, forgot_page, reset, reset_page, verify, verify_page};
 
 const CSS: &str = include_str!("../../static/latchkey.css");
 const CSRF_COOKIE: &str = "lk_csrf";
@@ -436,11 +442,29 @@ fn time(t: latchkey_core::Timestamp) -> String {
     t.rfc3339().replace('T', " ").replace('Z', " UTC")
 }
 
+/// The short notices the account page shows after its own forms, by the `notice` its
+/// redirect carries. Only these fixed sentences are shown: nothing from the query is echoed.
+fn account_notice(q: Option<&str>) -> Option<String> {
+    let pairs = parse_pairs(q.unwrap_or_default())?;
+    let text = match form_value(&pairs, "notice")? {
+        "verification-sent" => "We sent a verification link to your email address.",
+        "email-change-sent" => {
+            "We sent a link to the new address. It becomes your address when you open the link."
+        }
+        "wrong-password" => "The current password was wrong. Your email address was not changed.",
+        "invalid-email" => "That is not a valid email address. Your email address was not changed.",
+        "no-address" => "Your account has no email address to verify.",
+        _ => return None,
+    };
+    Some(text.to_owned())
+}
+
 /// `GET /account`.
 pub(crate) async fn account(
     State(s): State<AppState>,
     RequestCaller(ctx): RequestCaller,
     headers: HeaderMap,
+    RawQuery(q): RawQuery,
 ) -> Response {
     let b = Browser::of(&s, &headers);
     let Some(who) = signed_in(&s, &headers, &ctx).await else {
@@ -482,22 +506,89 @@ pub(crate) async fn account(
                 connected_at: time(a.connected_at),
             })
             .collect(),
-        notice: None,
+        notice: account_notice(q.as_deref()),
+        email: user.email.as_ref().map(|e| e.address.clone()),
+        is_email_verified: user.email.as_ref().is_some_and(|e| e.verified_at.is_some()),
     }
     .render();
     b.page(Page { status: StatusCode::OK, html, form_action: None })
 }
 
-/// Checks a form post from the account page; the signed-in browser on success.
+/// Checks a form post from the account page; the signed-in browser and the form's fields
+/// on success.
 async fn account_post(
     s: &AppState,
     b: &Browser,
     headers: &HeaderMap,
     body: &[u8],
     ctx: &Caller,
-) -> Result<SignedIn, Response> {
-    checked_form(s, b, headers, body).map_err(|res| *res)?;
-    signed_in(s, headers, ctx).await.ok_or_else(|| b.redirect(StatusCode::SEE_OTHER, "/login"))
+) -> Result<(SignedIn, Vec<(String, String)>), Response> {
+    let pairs = checked_form(s, b, headers, body).map_err(|res| *res)?;
+    let who = signed_in(s, headers, ctx).await.ok_or_else(|| b.redirect(StatusCode::SEE_OTHER, "/login"))?;
+    Ok((who, pairs))
+}
+
+/// The answer to an account-page email form: back to the account page with a notice, or a
+/// page for what a notice cannot say.
+fn email_outcome(b: &Browser, result: Result<&str, EmailError>) -> Response {
+    let notice = match result {
+        Ok(notice) => notice,
+        Err(EmailError::WrongPassword) => "wrong-password",
+        Err(EmailError::NoAddress) => "no-address",
+        Err(EmailError::Throttled { retry_after }) => {
+            let message = format!("Too many attempts. Try again in {retry_after} seconds.");
+            let mut res = b.error(StatusCode::TOO_MANY_REQUESTS, "Try again later", &message);
+            res.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(retry_after.max(1)));
+            return res;
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "account email form failed");
+            return b.error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "Try again shortly",
+                "Your email address cannot be changed right now.",
+            );
+        }
+    };
+    b.redirect(StatusCode::SEE_OTHER, &format!("/account?notice={notice}"))
+}
+
+/// `POST /account/email/verify`: mails a verification link to the account's address.
+pub(crate) async fn account_send_verification(
+    State(s): State<AppState>,
+    RequestCaller(ctx): RequestCaller,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let b = Browser::of(&s, &headers);
+    let (who, _) = match account_post(&s, &b, &headers, &body, &ctx).await {
+        Ok(v) => v,
+        Err(res) => return res,
+    };
+    let result = s.service.send_verification(&who, &ctx).await.map(|()| "verification-sent");
+    email_outcome(&b, result)
+}
+
+/// `POST /account/email`: asks to change the address; the new one is mailed a link.
+pub(crate) async fn account_change_email(
+    State(s): State<AppState>,
+    RequestCaller(ctx): RequestCaller,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let b = Browser::of(&s, &headers);
+    let (who, pairs) = match account_post(&s, &b, &headers, &body, &ctx).await {
+        Ok(v) => v,
+        Err(res) => return res,
+    };
+    let Ok(email) = EmailAddress::parse(form_value(&pairs, "email").unwrap_or_default().trim()) else {
+        return b.redirect(StatusCode::SEE_OTHER, "/account?notice=invalid-email");
+    };
+    let current_password =
+        Password::new(form_value(&pairs, "current_password").unwrap_or_default().to_owned());
+    let req = EmailChangeRequest { email, current_password };
+    let result = s.service.change_email(&who, req, &ctx).await.map(|()| "email-change-sent");
+    email_outcome(&b, result)
 }
 
 /// `POST /account/sessions/{id}/revoke`.
@@ -509,7 +600,7 @@ pub(crate) async fn revoke_device(
     body: Bytes,
 ) -> Response {
     let b = Browser::of(&s, &headers);
-    let who = match account_post(&s, &b, &headers, &body, &ctx).await {
+    let (who, _) = match account_post(&s, &b, &headers, &body, &ctx).await {
         Ok(v) => v,
         Err(res) => return res,
     };
@@ -536,7 +627,7 @@ pub(crate) async fn revoke_app(
     body: Bytes,
 ) -> Response {
     let b = Browser::of(&s, &headers);
-    let who = match account_post(&s, &b, &headers, &body, &ctx).await {
+    let (who, _) = match account_post(&s, &b, &headers, &body, &ctx).await {
         Ok(v) => v,
         Err(res) => return res,
     };

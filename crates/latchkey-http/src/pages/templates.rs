@@ -98,6 +98,10 @@ pub(crate) struct AccountPage {
     pub(crate) apps: Vec<AppRow>,
     /// The outcome of the last action (for example a revocation), shown with `role="status"`.
     pub(crate) notice: Option<String>,
+    /// The account's email address as given, if it has one (SPEC 10).
+    pub(crate) email: Option<String>,
+    /// Whether that address is verified.
+    pub(crate) is_email_verified: bool,
 }
 
 /// An HTML error page, for example an unknown client or `redirect_uri` at
@@ -115,3 +119,55 @@ pub(crate) struct ErrorPage {
 #[derive(Template)]
 #[template(path = "signed_out.html")]
 pub(crate) struct SignedOutPage;
+
+/// `GET /forgot-password`, and the form again after a throttled post (SPEC 10).
+#[derive(Template)]
+#[template(path = "forgot_password.html")]
+pub(crate) struct ForgotPasswordPage {
+    /// The CSRF token echoed in the form.
+    pub(crate) csrf: String,
+    /// The login to prefill (empty on a first visit).
+    pub(crate) login: String,
+    /// Why the last attempt failed, shown with `role="alert"`.
+    pub(crate) error: Option<String>,
+}
+
+/// `GET /reset-password?token=`, and the form again after a refused password (SPEC 10).
+#[derive(Template)]
+#[template(path = "reset_password.html")]
+pub(crate) struct ResetPasswordPage {
+    /// The CSRF token echoed in the form.
+    pub(crate) csrf: String,
+    /// The link token, resubmitted as a hidden field.
+    pub(crate) token: String,
+    /// The shortest password accepted, as the field's `minlength`.
+    pub(crate) min_length: usize,
+    /// Why the last attempt failed, shown with `role="alert"`.
+    pub(crate) error: Option<String>,
+}
+
+/// `GET /verify-email?token=`: one button, so that opening the link changes nothing
+/// (SPEC 10).
+#[derive(Template)]
+#[template(path = "verify_email.html")]
+pub(crate) struct VerifyEmailPage {
+    /// The CSRF token echoed in the form.
+    pub(crate) csrf: String,
+    /// The link token, resubmitted as a hidden field.
+    pub(crate) token: String,
+}
+
+/// A page that says what happened and where to go next: the outcomes of the recovery
+/// and verification forms, and their refused links.
+#[derive(Template)]
+#[template(path = "message.html")]
+pub(crate) struct MessagePage {
+    /// The heading and page title.
+    pub(crate) title: String,
+    /// What happened, in plain words.
+    pub(crate) message: String,
+    /// Where to go next (a local path).
+    pub(crate) link_href: String,
+    /// The link's text.
+    pub(crate) link_text: String,
+}

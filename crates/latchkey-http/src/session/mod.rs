@@ -7,8 +7,8 @@ use axum::http::{HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use latchkey_core::SessionId;
 use latchkey_proto::auth::{
-    Credentials, ForgotPasswordRequest, LogoutAllRequest, LogoutRequest, PasswordChangeRequest,
-    PasswordResetRequest, RefreshRequest, RegisterRequest, VerifyEmailRequest,
+    Credentials, EmailChangeRequest, ForgotPasswordRequest, LogoutAllRequest, LogoutRequest,
+    PasswordChangeRequest, PasswordResetRequest, RefreshRequest, RegisterRequest, VerifyEmailRequest,
 };
 
 use crate::AppState;
@@ -108,6 +108,19 @@ pub(crate) async fn send_verification(
 ) -> ApiResult {
     let auth = s.service.authenticate(&token).await?;
     s.service.send_verification(&auth, &caller).await?;
+    Ok((StatusCode::ACCEPTED, Json(serde_json::json!({}))).into_response())
+}
+
+/// `POST /auth/email`: asks to change the address (`202 {}`); it changes when the link
+/// mailed to the new address is used.
+pub(crate) async fn change_email(
+    State(s): State<AppState>,
+    Bearer(token): Bearer,
+    RequestCaller(caller): RequestCaller,
+    ApiJson(req): ApiJson<EmailChangeRequest>,
+) -> ApiResult {
+    let auth = s.service.authenticate(&token).await?;
+    s.service.change_email(&auth, req, &caller).await?;
     Ok((StatusCode::ACCEPTED, Json(serde_json::json!({}))).into_response())
 }
 

@@ -1,7 +1,7 @@
 //! The pages in a real headless Chromium (SPEC 5.3), driven over WebDriver (chromedriver +
 //! fantoccini): sign in by label, Allow, Deny, the second authorization going straight
-//! back without a page, Revoke on the account page, Sign out, and sign-in with JavaScript
-//! disabled. Needs `chromium` and `chromium-driver` (Debian); `.ci/run` installs them.
+//! back without a page, Revoke on the account page, Sign out, sign-in with JavaScript
+//! disabled, and the password-reset story from the sign-in page's link to the mailed link. Needs `chromium` and `chromium-driver` (Debian); `.ci/run` installs them.
 
 use std::process::Stdio;
 use std::sync::{Arc, Mutex};
@@ -476,4 +476,39 @@ async fn two_tabs_share_one_refresh_with_web_locks_and_without() {
         assert_eq!(refreshes, 1, "{variant}: one refresh for 50 calls in two tabs");
         b.close().await.unwrap();
     }
+}
+
+/// SPEC 10 as a person meets it: **Forgot your password?** on the sign-in page, the mailed
+/// link (read from `latchkey mail list`), **Set password**, then sign-in with the new one.
+#[tokio::test]
+async fn a_person_resets_a_forgotten_password_in_chromium() {
+    let s = TestServer::start().await;
+    crate::verification::with_address(&s, &http_client(), "liv", "liv@example.com").await;
+    let driver = Driver::start().await;
+    let b = driver.browser(true).await;
+
+    b.goto(&s.url("/login")).await.unwrap();
+    wait_until(&b, "sign-in page", |_, src| src.contains("Forgot your password?")).await;
+    b.find(Locator::LinkText("Forgot your password?")).await.unwrap().click().await.unwrap();
+    wait_until(&b, "forgot-password page", |url, _| url.ends_with("/forgot-password")).await;
+    fill_by_label(&b, "Email or username", "liv@example.com").await;
+    click_button(&b, "Send reset link").await;
+    wait_until(&b, "confirmation", |_, src| src.contains("If an account matches")).await;
+
+    let token =
+        crate::verification::link_token_mailed_to(&s, "liv@example.com", "lkp_", "reset-password").await;
+    b.goto(&s.url(&format!("/reset-password?token={token}"))).await.unwrap();
+    wait_until(&b, "reset page", |_, src| src.contains("Set password")).await;
+    fill_by_label(&b, "New password", "a brand new passphrase").await;
+    click_button(&b, "Set password").await;
+    wait_until(&b, "password set", |_, src| src.contains("Your password has been set.")).await;
+
+    b.goto(&s.url("/login")).await.unwrap();
+    wait_until(&b, "sign-in page", |_, src| src.contains("Sign in")).await;
+    fill_by_label(&b, "Username", "liv").await;
+    fill_by_label(&b, "Password", "a brand new passphrase").await;
+    click_button(&b, "Sign in").await;
+    wait_until(&b, "account page", |url, src| url.ends_with("/account") && src.contains("Signed in as liv"))
+        .await;
+    b.close().await.unwrap();
 }

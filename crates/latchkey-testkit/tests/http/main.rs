@@ -24,6 +24,7 @@ mod fuzz;
 mod hardening;
 mod input;
 mod interop;
+mod mail;
 mod master_key;
 mod nodes;
 mod notes;

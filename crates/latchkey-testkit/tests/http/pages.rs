@@ -1,11 +1,16 @@
 //! The pages over HTTP (SPEC 5.3): the account page's device names, CSRF on every form
 //! (token, `Origin`, `Sec-Fetch-Site`), the pages' security headers and malformed forms, and
-//! the sign-in page's throttling and cookie attributes. The OAuth flows that pass through
-//! the pages are in `oauth.rs`, whose helpers these tests share.
+//! the sign-in page's throttling and cookie attributes; the pages behind SPEC 10's mailed
+//! links (forgot password, reset password, verify email) and the account page's email
+//! forms. The OAuth flows that pass through the pages are in `oauth.rs`, whose helpers
+//! these tests share.
+
+use std::time::Duration;
 
 use serde_json::{Value, json};
 
 use crate::oauth::{browser, exchange, first_code, hidden_fields, location, register_app, sign_in};
+use crate::verification::{link_token_mailed_to, outbox, with_address};
 use crate::{TestServer, http_client, send};
 
 /// Issue 13: the account page names a device as people do, keeps the raw `User-Agent` in
@@ -57,6 +62,17 @@ async fn cross_site_posts_are_refused_on_every_form() {
         (format!("/account/sessions/{sid}/revoke"), vec![]),
         (format!("/account/apps/{}/revoke", app.id), vec![]),
         ("/logout".into(), vec![]),
+        ("/account/email/verify".into(), vec![]),
+        (
+            "/account/email".into(),
+            vec![("email", "frank@example.com".into()), ("current_password", "correct horse battery".into())],
+        ),
+        ("/forgot-password".into(), vec![("login", "frank".into())]),
+        (
+            "/reset-password".into(),
+            vec![("token", "lkp_x".into()), ("new_password", "a new passphrase".into())],
+        ),
+        ("/verify-email".into(), vec![("token", "lkv_x".into())]),
     ];
     for (path, fields) in &forms {
         // No token, a wrong token, a right token from another site (Origin / Fetch-Metadata).
@@ -207,4 +223,276 @@ async fn the_sign_in_page_is_throttled_like_the_api_and_its_cookie_is_secure_on_
         session.contains("HttpOnly") && session.contains("SameSite=Lax") && session.contains("Secure"),
         "{session}"
     );
+}
+
+const PASSWORD: &str = "correct horse battery";
+
+/// The CSRF token of a page's forms.
+fn csrf_of(page: &latchkey_testkit::Answer) -> String {
+    hidden_fields(&page.text).into_iter().find(|(k, _)| k == "csrf").unwrap().1
+}
+
+/// The headers that keep a link token from leaking (SPEC 10): no caching, and no
+/// `Referer` to other sites.
+fn assert_keeps_token(a: &latchkey_testkit::Answer) {
+    assert_eq!(a.header("cache-control"), Some("no-store"), "{:?}", a.headers);
+    assert_eq!(a.header("referrer-policy"), Some("same-origin"), "{:?}", a.headers);
+    assert!(a.header("content-security-policy").unwrap().contains("frame-ancestors 'none'"));
+}
+
+/// Asks for a reset link over the API; its token, read from the outbox.
+async fn mailed_reset_token(s: &TestServer, login: &str, to: &str) -> String {
+    let r = s.post(&http_client(), "/auth/password/forgot", json!({"login": login})).await;
+    assert_eq!(r.status, 202, "{}", r.text);
+    link_token_mailed_to(s, to, "lkp_", "reset-password").await
+}
+
+#[tokio::test]
+async fn the_sign_in_page_links_to_a_forgot_password_form() {
+    let s = TestServer::start().await;
+    let b = browser();
+    let login = send(b.get(s.url("/login"))).await;
+    assert!(login.text.contains("<a href=\"/forgot-password\">Forgot your password?</a>"), "{}", login.text);
+    let page = send(b.get(s.url("/forgot-password"))).await;
+    assert_eq!(page.status, 200);
+    assert_keeps_token(&page);
+    assert!(page.text.contains("<label for=\"login\">Email or username</label>"), "{}", page.text);
+    assert!(page.text.contains("name=\"login\" type=\"text\" autocomplete=\"username\""), "{}", page.text);
+    assert!(page.text.contains("<button type=\"submit\">Send reset link</button>"), "{}", page.text);
+}
+
+#[tokio::test]
+async fn the_forgot_password_form_answers_the_same_for_every_login() {
+    let s = TestServer::start().await;
+    let c = http_client();
+    with_address(&s, &c, "ann", "ann@example.com").await;
+    let b = browser();
+    let csrf = csrf_of(&send(b.get(s.url("/forgot-password"))).await);
+    // Without a CSRF token: refused, nothing queued.
+    let forged = send(b.post(s.url("/forgot-password")).form(&[("login", "ann")])).await;
+    assert_eq!(forged.status, 403);
+    assert!(outbox(&s).await.is_empty());
+    let post = |login: &'static str| {
+        let req = b.post(s.url("/forgot-password")).form(&[("csrf", csrf.as_str()), ("login", login)]);
+        async move { send(req).await }
+    };
+    let known = post("ann").await;
+    let by_address = post("ANN@example.com").await;
+    let unknown = post("nobody").await;
+    assert_eq!(known.status, 200, "{}", known.text);
+    assert!(known.text.contains("If an account matches, we sent a link"), "{}", known.text);
+    assert!(known.text.contains("valid for 30 minutes"), "{}", known.text);
+    assert_eq!(known.text, unknown.text, "the page must not tell whether the account exists");
+    assert_eq!(known.text, by_address.text);
+    assert_eq!(unknown.status, 200);
+    assert_keeps_token(&known);
+    let mails = outbox(&s).await;
+    assert_eq!(mails.len(), 2, "{mails:?}");
+    assert!(mails.iter().all(|m| m["to"] == "ann@example.com" && m["kind"] == "password_reset"), "{mails:?}");
+    // A blank login re-renders the form.
+    let blank = post("   ").await;
+    assert_eq!(blank.status, 400);
+    assert!(blank.text.contains("role=\"alert\""));
+}
+
+#[tokio::test]
+async fn the_forgot_password_form_is_throttled_with_retry_after() {
+    let s = TestServer::start().await;
+    let b = browser();
+    let csrf = csrf_of(&send(b.get(s.url("/forgot-password"))).await);
+    let mut last = None;
+    for _ in 0..6 {
+        last = Some(
+            send(b.post(s.url("/forgot-password")).form(&[("csrf", csrf.as_str()), ("login", "zoe")])).await,
+        );
+    }
+    let last = last.unwrap();
+    assert_eq!(last.status, 429, "{}", last.text);
+    assert!(last.header("retry-after").is_some());
+    assert!(last.text.contains("role=\"alert\"") && last.text.contains("Send reset link"), "{}", last.text);
+}
+
+#[tokio::test]
+async fn opening_a_reset_link_changes_nothing_and_its_form_sets_the_password() {
+    let s = TestServer::start().await;
+    let c = http_client();
+    let at = with_address(&s, &c, "bea", "bea@example.com").await;
+    let token = mailed_reset_token(&s, "bea", "bea@example.com").await;
+    let b = browser();
+    let link = s.url(&format!("/reset-password?token={token}"));
+    // A mail scanner opens the link, twice: the form each time, nothing used.
+    send(b.get(&link)).await;
+    let page = send(b.get(&link)).await;
+    assert_eq!(page.status, 200, "{}", page.text);
+    assert_keeps_token(&page);
+    assert!(page.text.contains("<label for=\"new_password\">New password</label>"), "{}", page.text);
+    assert!(page.text.contains("autocomplete=\"new-password\""));
+    assert!(page.text.contains("<button type=\"submit\">Set password</button>"));
+    let csrf = csrf_of(&page);
+    assert!(hidden_fields(&page.text).contains(&("token".to_owned(), token.clone())));
+    // A post without the CSRF token is refused and uses nothing.
+    let forged = send(
+        b.post(s.url("/reset-password"))
+            .form(&[("token", token.as_str()), ("new_password", "x".repeat(12).as_str())]),
+    )
+    .await;
+    assert_eq!(forged.status, 403);
+    assert_eq!(s.get_auth(&c, "/auth/me", &at).await.status, 200, "no session was revoked");
+    // Too short: the form again, the token kept.
+    let post = |password: &'static str| {
+        let form = [("csrf", csrf.as_str()), ("token", token.as_str()), ("new_password", password)];
+        let req = b.post(s.url("/reset-password")).form(&form);
+        async move { send(req).await }
+    };
+    let short = post("short").await;
+    assert_eq!(short.status, 400);
+    assert!(short.text.contains("role=\"alert\""));
+    assert!(hidden_fields(&short.text).contains(&("token".to_owned(), token.clone())));
+    let done = post("a brand new passphrase").await;
+    assert_eq!(done.status, 200, "{}", done.text);
+    assert!(done.text.contains("Your password has been set. Every device was signed out."), "{}", done.text);
+    assert!(done.text.contains("<a href=\"/login\">"));
+    assert_eq!(s.get_auth(&c, "/auth/me", &at).await.status, 401, "every session was revoked");
+    assert_eq!(s.login(&c, "bea", "a brand new passphrase").await.status, 200);
+    // Used now: the link and the form both say so.
+    let used = send(b.get(&link)).await;
+    assert_eq!(used.status, 400);
+    assert!(
+        used.text.contains("This link was already used.") && used.text.contains("href=\"/forgot-password\"")
+    );
+    assert_eq!(post("another new passphrase").await.status, 400);
+    // The server logs at trace level in tests; the token is in no line of it.
+    assert!(!latchkey_testkit::captured_logs().contains(&token[4..]), "the link token was logged");
+}
+
+#[tokio::test]
+async fn used_expired_and_unknown_links_are_a_400_page() {
+    let s = TestServer::start().await;
+    let c = http_client();
+    let at = with_address(&s, &c, "cai", "cai@example.com").await;
+    let b = browser();
+    let unknown_reset = format!("lkp_{}", "A".repeat(43));
+    let unknown_verify = format!("lkv_{}", "A".repeat(43));
+    for path in [
+        format!("/reset-password?token={unknown_reset}"),
+        "/reset-password?token=nonsense".to_owned(),
+        "/reset-password".to_owned(),
+        format!("/verify-email?token={unknown_verify}"),
+        format!("/verify-email?token={unknown_reset}"),
+        "/verify-email".to_owned(),
+    ] {
+        let a = send(b.get(s.url(&path))).await;
+        assert_eq!(a.status, 400, "{path}");
+        assert!(a.text.contains("This link is not valid."), "{path}: {}", a.text);
+        assert_keeps_token(&a);
+    }
+    // Expired: a reset link lives 30 minutes, a verification link 24 hours.
+    let reset = mailed_reset_token(&s, "cai", "cai@example.com").await;
+    assert_eq!(s.post_auth(&c, "/auth/email/verify/send", &at, json!({})).await.status, 202);
+    let verify = link_token_mailed_to(&s, "cai@example.com", "lkv_", "verify-email").await;
+    s.clock.advance(Duration::from_secs(24 * 3600));
+    for path in [format!("/reset-password?token={reset}"), format!("/verify-email?token={verify}")] {
+        let a = send(b.get(s.url(&path))).await;
+        assert_eq!(a.status, 400, "{path}");
+        assert!(a.text.contains("This link has expired"), "{path}: {}", a.text);
+    }
+    let page = send(b.get(s.url("/forgot-password"))).await;
+    let csrf = csrf_of(&page);
+    let post = send(b.post(s.url("/reset-password")).form(&[
+        ("csrf", csrf.as_str()),
+        ("token", reset.as_str()),
+        ("new_password", PASSWORD),
+    ]))
+    .await;
+    assert_eq!(post.status, 400);
+    assert!(post.text.contains("This link has expired") && post.text.contains("href=\"/forgot-password\""));
+}
+
+#[tokio::test]
+async fn opening_a_verification_link_changes_nothing_and_its_button_verifies() {
+    let s = TestServer::start().await;
+    let c = http_client();
+    let at = with_address(&s, &c, "dee", "dee@example.com").await;
+    assert_eq!(s.post_auth(&c, "/auth/email/verify/send", &at, json!({})).await.status, 202);
+    let token = link_token_mailed_to(&s, "dee@example.com", "lkv_", "verify-email").await;
+    let b = browser();
+    let link = s.url(&format!("/verify-email?token={token}"));
+    send(b.get(&link)).await;
+    let page = send(b.get(&link)).await;
+    assert_eq!(page.status, 200, "{}", page.text);
+    assert_keeps_token(&page);
+    assert!(page.text.contains("<button type=\"submit\">Verify email address</button>"), "{}", page.text);
+    assert!(hidden_fields(&page.text).contains(&("token".to_owned(), token.clone())));
+    let verified = || async { s.get_auth(&c, "/auth/me", &at).await.json["email_verified"].clone() };
+    assert_eq!(verified().await, json!(false), "opening the link verifies nothing");
+    let forged = send(b.post(s.url("/verify-email")).form(&[("token", token.as_str())])).await;
+    assert_eq!(forged.status, 403);
+    assert_eq!(verified().await, json!(false));
+    let csrf = csrf_of(&page);
+    let post = || {
+        let req = b.post(s.url("/verify-email")).form(&[("csrf", csrf.as_str()), ("token", token.as_str())]);
+        async move { send(req).await }
+    };
+    let done = post().await;
+    assert_eq!(done.status, 200, "{}", done.text);
+    assert!(done.text.contains("Your email address is verified."));
+    assert_eq!(verified().await, json!(true));
+    let again = post().await;
+    assert_eq!(again.status, 400);
+    assert!(again.text.contains("This link was already used."));
+    assert_eq!(send(b.get(&link)).await.status, 400);
+}
+
+#[tokio::test]
+async fn the_account_page_shows_and_changes_the_email_address() {
+    let s = TestServer::start().await;
+    let c = http_client();
+    with_address(&s, &c, "eve", "eve@example.com").await;
+    s.register(&c, "fay", PASSWORD).await;
+    let b = browser();
+    assert_eq!(sign_in(&s, &b, "/login", "eve").await, "/account");
+    let page = send(b.get(s.url("/account"))).await;
+    assert!(page.text.contains("eve@example.com"), "{}", page.text);
+    assert!(page.text.contains("Not verified") && page.text.contains("Send verification link"));
+    assert!(page.text.contains("<label for=\"new_email\">New email address</label>"));
+    assert!(page.text.contains("<label for=\"current_password\">Current password</label>"));
+    assert!(page.text.contains("Change email address"));
+    let csrf = csrf_of(&page);
+    // Without CSRF: refused, nothing mailed.
+    assert_eq!(send(b.post(s.url("/account/email/verify")).form(&[("csrf", "wrong")])).await.status, 403);
+    assert!(outbox(&s).await.is_empty());
+    let sent = send(b.post(s.url("/account/email/verify")).form(&[("csrf", csrf.as_str())])).await;
+    assert_eq!(sent.status, 303);
+    assert_eq!(location(&sent), "/account?notice=verification-sent");
+    let token = link_token_mailed_to(&s, "eve@example.com", "lkv_", "verify-email").await;
+    let shown = send(b.get(s.url("/account?notice=verification-sent"))).await;
+    assert!(shown.text.contains("We sent a verification link"), "{}", shown.text);
+    // The change form: a wrong password changes nothing; the right one mails the new address.
+    let change = |password: &'static str| {
+        let form = [("csrf", csrf.as_str()), ("email", "eve@new.example"), ("current_password", password)];
+        let req = b.post(s.url("/account/email")).form(&form);
+        async move { send(req).await }
+    };
+    let wrong = change("wrong password!").await;
+    assert_eq!(location(&wrong), "/account?notice=wrong-password");
+    let changed = change(PASSWORD).await;
+    assert_eq!(location(&changed), "/account?notice=email-change-sent", "{}", changed.text);
+    let new_token = link_token_mailed_to(&s, "eve@new.example", "lkv_", "verify-email").await;
+    assert_ne!(token, new_token);
+    // Verified through the page, the account page says so and offers no link.
+    let verify_page = send(b.get(s.url(&format!("/verify-email?token={new_token}")))).await;
+    let done = send(
+        b.post(s.url("/verify-email"))
+            .form(&[("csrf", csrf_of(&verify_page).as_str()), ("token", new_token.as_str())]),
+    )
+    .await;
+    assert_eq!(done.status, 200, "{}", done.text);
+    let page = send(b.get(s.url("/account"))).await;
+    assert!(page.text.contains("eve@new.example") && page.text.contains(">Verified<"), "{}", page.text);
+    assert!(!page.text.contains("Send verification link"));
+    // An account without an address says so.
+    let b2 = browser();
+    assert_eq!(sign_in(&s, &b2, "/login", "fay").await, "/account");
+    let page = send(b2.get(s.url("/account"))).await;
+    assert!(page.text.contains("No email address"), "{}", page.text);
 }

@@ -197,3 +197,81 @@ async fn parallel_uses_of_one_link_verify_once() {
     let events = s.store().list_security_events(100).await.unwrap();
     assert_eq!(events.iter().filter(|e| e.kind == "email_verified").count(), 10);
 }
+
+async fn change(
+    s: &TestServer,
+    c: &reqwest::Client,
+    at: &str,
+    email: &str,
+    password: &str,
+) -> latchkey_testkit::Answer {
+    s.post_auth(c, "/auth/email", at, json!({"email": email, "current_password": password})).await
+}
+
+/// SPEC 10: the new address is mailed a link and takes effect when it is used; the old
+/// address is told when the change is requested.
+#[tokio::test]
+async fn an_address_change_is_confirmed_from_the_new_address_and_told_to_the_old() {
+    let s = TestServer::start().await;
+    let c = http_client();
+    let at = with_address(&s, &c, "gil", "gil@old.example").await;
+    s.cli(&["user", "set-email", "gil", "gil@old.example", "--verified"], "").await.unwrap();
+    s.post(&c, "/auth/password/forgot", json!({"login": "gil"})).await;
+    let old_reset = link_token_mailed_to(&s, "gil@old.example", "lkp_", "reset-password").await;
+
+    let wrong = change(&s, &c, &at, "gil@new.example", "wrong password").await;
+    assert_eq!(
+        (wrong.status, wrong.json["error"].as_str()),
+        (403, Some("invalid_credentials")),
+        "{}",
+        wrong.text
+    );
+    let r = change(&s, &c, &at, "Gil@New.example", PASSWORD).await;
+    assert_eq!((r.status, &r.json), (202, &json!({})), "{}", r.text);
+    let mails = outbox(&s).await;
+    let notice = mails.iter().find(|m| m["kind"] == "email_change_requested").unwrap();
+    assert_eq!(notice["to"], "gil@old.example");
+    let notice_text = notice["text"].as_str().unwrap();
+    assert!(notice_text.contains("Gil@New.example") && !notice_text.contains("lk"), "{notice_text}");
+    let me = s.get_auth(&c, "/auth/me", &at).await;
+    assert_eq!(me.json["email"], "gil@old.example", "nothing changes before the link is used");
+
+    let token = token_mailed_to(&s, "Gil@New.example").await;
+    assert_eq!(verify(&s, &c, &token).await.status, 204);
+    let me = s.get_auth(&c, "/auth/me", &at).await;
+    assert_eq!(
+        (me.json["email"].as_str(), me.json["email_verified"].as_bool()),
+        (Some("Gil@New.example"), Some(true))
+    );
+    let r = s
+        .post(&c, "/auth/password/reset", json!({"token": old_reset, "new_password": "another passphrase"}))
+        .await;
+    assert_eq!(r.json["error_reason"], "expired", "a reset link sent to the old address dies: {}", r.text);
+    let old = s.post(&c, "/auth/login", json!({"username": "gil@old.example", "password": PASSWORD})).await;
+    assert_eq!(old.status, 401);
+    assert_eq!(s.login(&c, "gil@new.example", PASSWORD).await.status, 200);
+}
+
+/// A change to an address another account holds answers the same and mails it nothing;
+/// an address taken between the request and the link's use is a 409, and nothing changes.
+#[tokio::test]
+async fn a_taken_address_gets_no_link_and_a_lost_race_is_a_conflict() {
+    let s = TestServer::start().await;
+    let c = http_client();
+    with_address(&s, &c, "hal", "hal@example.com").await;
+    let at = with_address(&s, &c, "ida", "ida@example.com").await;
+    let r = change(&s, &c, &at, "HAL@example.com", PASSWORD).await;
+    assert_eq!((r.status, &r.json), (202, &json!({})), "{}", r.text);
+    let mails = outbox(&s).await;
+    assert!(mails.iter().all(|m| m["to"] != "HAL@example.com" && m["to"] != "hal@example.com"), "{mails:?}");
+    assert!(mails.iter().any(|m| m["kind"] == "email_change_requested" && m["to"] == "ida@example.com"));
+
+    let r = change(&s, &c, &at, "free@example.com", PASSWORD).await;
+    assert_eq!(r.status, 202);
+    let token = token_mailed_to(&s, "free@example.com").await;
+    s.cli(&["user", "set-email", "hal", "free@example.com"], "").await.unwrap();
+    let r = verify(&s, &c, &token).await;
+    assert_eq!((r.status, r.json["error"].as_str()), (409, Some("email_taken")), "{}", r.text);
+    let me = s.get_auth(&c, "/auth/me", &at).await;
+    assert_eq!(me.json["email"], "ida@example.com");
+}
