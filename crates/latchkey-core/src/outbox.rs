@@ -26,6 +26,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
+use futures_util::StreamExt as _;
 
 use crate::clock::Timestamp;
 use crate::service::Latchkey;
@@ -33,6 +34,8 @@ use crate::store::{MailOutcome, MailRecord, StoreError};
 
 /// How many mails one pass claims.
 pub const BATCH: i64 = 16;
+/// How many of them are sent at once (the SMTP transport pools as many connections).
+pub const SENDS_AT_ONCE: usize = 4;
 /// How long a claim holds: a sender that dies mid-pass delays its mail by at most this.
 /// It is far longer than a pass can take ([`BATCH`] sends of at most [`SEND_TIMEOUT`]
 /// each would be 8 minutes only if every one timed out, and then the lease may lapse and the
@@ -173,10 +176,19 @@ impl Latchkey {
         let now = self.clock.now();
         self.expire_outbox(now).await?;
         let claimed = self.store.claim_mail(claimer, now, now.plus(LEASE), BATCH).await?;
-        for mail in &claimed {
-            let outcome = self.deliver_one(transport, mail).await;
+        // A few at once: each send waits on the mail server's replies, and the transport
+        // keeps a small pool of connections (measured: sequential sends to a local server
+        // managed ~21 mails/s).
+        let count = claimed.len();
+        let sends = claimed.into_iter().map(|mail| async move {
+            let outcome = self.deliver_one(transport, &mail).await;
             let done = self.clock.now();
-            if !self.store.complete_mail(mail.id, claimer, done, &outcome).await? {
+            let completed = self.store.complete_mail(mail.id, claimer, done, &outcome).await;
+            (mail, completed)
+        });
+        let mut sends = futures_util::stream::iter(sends).buffer_unordered(SENDS_AT_ONCE);
+        while let Some((mail, completed)) = sends.next().await {
+            if !completed? {
                 tracing::warn!(
                     outbox_id = mail.id,
                     kind = %mail.kind,
@@ -185,7 +197,7 @@ impl Latchkey {
             }
         }
         self.count_outbox().await?;
-        Ok(claimed.len())
+        Ok(count)
     }
 
     /// Sends one claimed mail; the outcome to record (and the metrics moved).
