@@ -121,9 +121,14 @@ impl Latchkey {
         email: Option<(latchkey_proto::EmailAddress, bool)>,
     ) -> Result<UserRecord, AdminError> {
         let mut user = self.user_named(username).await?;
+        if let Some((address, _)) = &email
+            && self.is_address_taken(address, Some(&user.id)).await?
+        {
+            return Err(RegisterError::EmailTaken.into());
+        }
         let now = self.clock.now();
         user.email = email.map(|(address, verified)| UserEmail::new(&address, verified.then_some(now)));
-        match self.store.set_user_email(&user.id, user.email.as_ref()).await {
+        match self.store.set_user_email(&user.id, user.email.as_ref(), now).await {
             Ok(true) => {}
             Ok(false) => return Err(AdminError::UnknownUser(username.to_owned())),
             Err(StoreError::Conflict(_)) => return Err(RegisterError::EmailTaken.into()),

@@ -159,7 +159,7 @@ impl Latchkey {
             return Err(EmailError::Throttled { retry_after });
         }
         let new_key = req.email.key();
-        let taken = self.store.find_user_by_email(&new_key).await?.is_some_and(|other| other.id != user.id);
+        let taken = self.is_address_taken(&req.email, Some(&user.id)).await?;
         let expires_at = now.plus(VERIFY_LINK_TTL);
         let mut mails = Vec::new();
         if let Some(old) = &user.email {

@@ -228,11 +228,28 @@ impl Latchkey {
             return Err(RegisterError::UsernameTaken);
         }
         if let Some((address, _)) = &new.email
-            && self.store.find_user_by_email(&address.key()).await?.is_some()
+            && self.is_address_taken(address, None).await?
         {
             return Err(RegisterError::EmailTaken);
         }
         Ok(())
+    }
+
+    /// Whether `address` is another account's (`except` is the asking user): its address,
+    /// or its username (sign-in tries usernames first, so that account would keep the
+    /// address's sign-in and recovery).
+    pub(crate) async fn is_address_taken(
+        &self,
+        address: &EmailAddress,
+        except: Option<&UserId>,
+    ) -> Result<bool, StoreError> {
+        let is_other = |u: &UserRecord| except != Some(&u.id);
+        let by_address = self.store.find_user_by_email(&address.key()).await?;
+        let by_name = match self.store.find_user_by_username(address.as_str()).await? {
+            Some(u) => Some(u),
+            None => self.store.find_user_by_username(&address.key()).await?,
+        };
+        Ok(by_address.iter().chain(by_name.iter()).any(is_other))
     }
 
     /// The account a sign-in names: the user with that username, or else the user whose

@@ -562,9 +562,15 @@ pub trait UserStore {
     async fn find_user_by_username(&self, username: &str) -> Result<Option<UserRecord>, StoreError>;
     /// The user whose email key is `key` (verified or not).
     async fn find_user_by_email(&self, key: &str) -> Result<Option<UserRecord>, StoreError>;
-    /// Sets or clears a user's email address; `false` for an unknown user, and an address
-    /// another user holds is [`StoreError::Conflict`].
-    async fn set_user_email(&self, id: &UserId, email: Option<&UserEmail>) -> Result<bool, StoreError>;
+    /// Sets or clears a user's email address and voids the user's unused reset and
+    /// address-change links (they went to, or were asked from, the old state); `false` for
+    /// an unknown user, and an address another user holds is [`StoreError::Conflict`].
+    async fn set_user_email(
+        &self,
+        id: &UserId,
+        email: Option<&UserEmail>,
+        now: Timestamp,
+    ) -> Result<bool, StoreError>;
     /// Every user, oldest first.
     async fn list_users(&self) -> Result<Vec<UserRecord>, StoreError>;
     /// Applies a user change atomically; returns the new `authz_ver` and the ids of the

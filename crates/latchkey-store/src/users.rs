@@ -5,6 +5,7 @@
 
 use async_trait::async_trait;
 use latchkey_core::StoreError;
+use latchkey_core::clock::Timestamp;
 use latchkey_core::ids::{SessionId, UserId};
 use latchkey_core::store::{UserChange, UserChangeKind, UserEmail, UserRecord, UserStore};
 
@@ -31,6 +32,14 @@ static BUMP_AUTHZ_VER: Sql =
 static SET_ROLES: Sql = Sql::new("UPDATE users SET roles = $1 WHERE id = $2");
 static SET_PASSWORD: Sql = Sql::new("UPDATE users SET password_hash = $1 WHERE id = $2");
 static DISABLE: Sql = Sql::new("UPDATE users SET status = 'disabled' WHERE id = $1");
+/// Voids a user's unused links that could take the account: reset links and pending
+/// address changes. A new password (set, or reset with one of these links, which is
+/// marked used first) and a new address through the CLI end them, so that the remedy a
+/// change notice recommends (reset your password) also stops the change.
+static VOID_TAKEOVER_LINKS: Sql = Sql::new(
+    "UPDATE link_tokens SET voided_at = $1 WHERE user_id = $2 AND purpose IN ('password_reset', 'change_email') \
+     AND used_at IS NULL AND voided_at IS NULL",
+);
 
 /// The change's own update of the user row.
 async fn update_user(c: &mut dyn Conn, change: &UserChange) -> Result<(), DbError> {
@@ -38,6 +47,7 @@ async fn update_user(c: &mut dyn Conn, change: &UserChange) -> Result<(), DbErro
     match &change.kind {
         UserChangeKind::SetRoles(roles) => c.execute(&SET_ROLES, params![&rows::to_json(roles)?, id]).await?,
         UserChangeKind::SetPassword { password_hash, .. } => {
+            c.execute(&VOID_TAKEOVER_LINKS, params![change.now.0, id]).await?;
             c.execute(&SET_PASSWORD, params![password_hash, id]).await?
         }
         UserChangeKind::Disable => c.execute(&DISABLE, params![id]).await?,
@@ -96,8 +106,9 @@ fn by_email(c: &mut dyn Conn, key: String) -> OpFuture<'_, Option<UserRecord>> {
     Box::pin(async move { query_opt(c, &BY_EMAIL_KEY, params![&key], rows::user).await })
 }
 
-fn set_email(c: &mut dyn Conn, (id, email): (UserId, Option<UserEmail>)) -> OpFuture<'_, bool> {
+fn set_email(c: &mut dyn Conn, (id, email, now): (UserId, Option<UserEmail>, i64)) -> OpFuture<'_, bool> {
     Box::pin(async move {
+        c.execute(&VOID_TAKEOVER_LINKS, params![now, &id]).await?;
         let e = email.as_ref();
         let p = params![
             e.map(|e| e.address.as_str()),
@@ -143,8 +154,13 @@ impl<B: Backend> UserStore for Db<B> {
         self.0.run(Access::Point, op(key.to_owned(), by_email)).await
     }
 
-    async fn set_user_email(&self, id: &UserId, email: Option<&UserEmail>) -> Result<bool, StoreError> {
-        self.0.run(Access::Statement, op((id.clone(), email.cloned()), set_email)).await
+    async fn set_user_email(
+        &self,
+        id: &UserId,
+        email: Option<&UserEmail>,
+        now: Timestamp,
+    ) -> Result<bool, StoreError> {
+        self.0.run(Access::Transaction, op((id.clone(), email.cloned(), now.0), set_email)).await
     }
 
     async fn list_users(&self) -> Result<Vec<UserRecord>, StoreError> {

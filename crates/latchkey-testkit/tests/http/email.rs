@@ -90,6 +90,16 @@ async fn addresses_are_unique_case_insensitively() {
     // usernames first, so it would take that address's sign-in over.
     let r = register(&s, &c, json!({"username": "DEE@example.com", "password": PASSWORD})).await;
     assert_eq!((r.status, r.json["error"].as_str()), (409, Some("username_taken")), "{}", r.text);
+    // Nor may an address be another account's username (outside probe: that account would
+    // keep the address's sign-in and recovery).
+    assert_eq!(s.register(&c, "zed@example.com", PASSWORD).await.status, 201);
+    for email in ["zed@example.com", "Zed@example.com"] {
+        let r = register(&s, &c, json!({"username": "zed", "password": PASSWORD, "email": email})).await;
+        assert_eq!((r.status, r.json["error"].as_str()), (409, Some("email_taken")), "{}", r.text);
+    }
+    assert!(s.cli(&["user", "set-email", "name-free", "x@example.com"], "").await.is_err(), "unknown user");
+    s.cli(&["user", "add", "zoe"], "").await.unwrap();
+    assert!(s.cli(&["user", "set-email", "zoe", "zed@example.com"], "").await.is_err());
 }
 
 #[tokio::test]
@@ -136,15 +146,15 @@ async fn sign_in_accepts_a_verified_address_only() {
     assert_eq!(wrong.json, unknown.json);
 }
 
-/// A username that looks like an address keeps signing in after another account verifies
-/// that address: usernames are tried first.
+/// A username that looks like an address keeps its sign-in: no other account may take
+/// that address (usernames are tried first, so it would never sign in anyway).
 #[tokio::test]
 async fn a_username_shaped_like_an_address_keeps_its_sign_in() {
     let s = TestServer::start().await;
     let c = http_client();
     assert_eq!(s.register(&c, "gus@example.com", PASSWORD).await.status, 201);
     let err = s.cli(&["user", "add", "other", "--email", "gus@example.com", "--email-verified"], "").await;
-    assert!(err.is_ok(), "an address may equal an older username: {err:?}");
+    assert!(err.is_err(), "an address may not be another account's username");
     let r = try_login(&s, &c, "gus@example.com", PASSWORD).await;
     assert_eq!(r.status, 200, "{}", r.text);
     let me = s.get_auth(&c, "/auth/me", r.str("access_token")).await;

@@ -227,3 +227,48 @@ async fn parallel_resets_with_one_link_succeed_once() {
         assert_eq!(try_login(&s, &c, "fay", &winner).await.status, 200, "round {round}");
     }
 }
+
+/// Outside probe (issue 14, high): an address change an attacker asked for must not
+/// survive the remedy its notice recommends. A new password, by reset or by change, voids
+/// pending address changes and other reset links; so does an operator's address change.
+#[tokio::test]
+async fn a_new_password_or_address_voids_pending_changes_and_reset_links() {
+    let s = TestServer::start().await;
+    let c = http_client();
+    let at = with_address(&s, &c, "vic", "vic@example.com").await;
+    // The attacker, holding a session, asks to move the account to their address.
+    let r = s
+        .post_auth(&c, "/auth/email", &at, json!({"email": "vic@evil.test", "current_password": PASSWORD}))
+        .await;
+    assert_eq!(r.status, 202);
+    let attackers = link_token_mailed_to(&s, "vic@evil.test", "lkv_", "verify-email").await;
+    // The owner, told by the notice, resets the password.
+    forgot(&s, &c, "vic").await;
+    let token = reset_token(&s, "vic@example.com").await;
+    assert_eq!(reset(&s, &c, &token, NEW_PASSWORD).await.status, 204);
+    let r = s.post(&c, "/auth/email/verify", json!({"token": attackers})).await;
+    assert_eq!(r.json["error_reason"], "expired", "the change died with the reset: {}", r.text);
+
+    // A password change voids reset links asked for before it.
+    forgot(&s, &c, "vic").await;
+    let before_change = reset_token(&s, "vic@example.com").await;
+    let at = s.login(&c, "vic", NEW_PASSWORD).await.str("access_token").to_owned();
+    let r = s
+        .post_auth(
+            &c,
+            "/auth/password",
+            &at,
+            json!({"current_password": NEW_PASSWORD, "new_password": PASSWORD}),
+        )
+        .await;
+    assert_eq!(r.status, 204, "{}", r.text);
+    let r = reset(&s, &c, &before_change, "a third passphrase").await;
+    assert_eq!(r.json["error_reason"], "expired", "{}", r.text);
+
+    // An operator's address change voids reset links sent to the old one.
+    forgot(&s, &c, "vic").await;
+    let to_old = reset_token(&s, "vic@example.com").await;
+    s.cli(&["user", "set-email", "vic", "vic@example.org"], "").await.unwrap();
+    let r = reset(&s, &c, &to_old, "a third passphrase").await;
+    assert_eq!(r.json["error_reason"], "expired", "{}", r.text);
+}
