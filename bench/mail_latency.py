@@ -1,0 +1,27 @@
+"""Latency of POST /auth/email/verify/send (bench/mail.sh): registers N users with an
+address, each from its own X-Forwarded-For address (the server must trust 127.0.0.1 as a
+proxy), signs each in and asks for a verification link; prints p50, p99 and max.
+Usage: mail_latency.py BASE_URL N LABEL"""
+import json, statistics, sys, time, urllib.request
+base = sys.argv[1]; n = int(sys.argv[2]); tag = sys.argv[3]
+def post(path, body, ip, token=None):
+    req = urllib.request.Request(base + path, data=json.dumps(body).encode(), method="POST")
+    req.add_header("content-type", "application/json"); req.add_header("x-forwarded-for", ip)
+    if token: req.add_header("authorization", "Bearer " + token)
+    t = time.perf_counter()
+    try:
+        with urllib.request.urlopen(req) as r: out = (r.status, r.read())
+    except urllib.error.HTTPError as e: out = (e.code, e.read())
+    return out, time.perf_counter() - t
+lat = []
+for i in range(n):
+    ip = f"10.{i // 250}.{i % 250}.1"
+    u = f"{tag}{i}"
+    post("/auth/register", {"username": u, "password": "correct horse battery", "email": f"{u}@example.com"}, ip)
+    (s, b), _ = post("/auth/login", {"username": u, "password": "correct horse battery"}, ip)
+    at = json.loads(b)["access_token"]
+    (s, b), dt = post("/auth/email/verify/send", {}, ip, at)
+    assert s == 202, (s, b)
+    lat.append(dt * 1000)
+lat.sort()
+print(f"{tag}: n={n} p50={statistics.median(lat):.2f} ms p99={lat[int(0.99*len(lat))-1]:.2f} ms max={lat[-1]:.2f} ms")
