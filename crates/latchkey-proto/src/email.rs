@@ -71,6 +71,11 @@ impl EmailAddress {
         if local.len() > Self::MAX_LOCAL {
             return Err(EmailError::TooLong);
         }
+        // An RFC 2047 encoded word (`=?utf-8?b?…?=`) is valid atext, but a mail system that
+        // decodes it would deliver elsewhere than the address this server verified.
+        if local.contains("=?") {
+            return Err(EmailError::BadCharacter);
+        }
         let is_atext = |c: char| c.is_ascii_alphanumeric() || "!#$%&'*+-/=?^_`{|}~".contains(c);
         if local.split('.').any(|atom| atom.is_empty() || !atom.chars().all(is_atext)) {
             return Err(if local.chars().all(|c| c == '.' || is_atext(c)) {
@@ -162,6 +167,8 @@ mod tests {
             ("<alice@example.com>", BadCharacter),
             ("a,b@example.com", BadCharacter),
             ("zoë@example.com", BadCharacter),
+            ("=?utf-8?b?ZXZpbA==?=@example.com", BadCharacter),
+            ("a=?x?=@example.com", BadCharacter),
             ("alice@exämple.com", BadCharacter),
             ("alice@example", BadDomain),
             ("alice@[127.0.0.1]", BadDomain),
