@@ -7,9 +7,9 @@ use crate::account::Principal;
 use crate::caller::Caller;
 use crate::clock::Timestamp;
 use crate::crypto::TokenHash;
-use crate::link::{VERIFY_LINK_TTL, judge_reset, judge_verification, new_link_token};
+use crate::link::{VERIFY_LINK_TTL, judge_reset, judge_verification, new_link};
 use crate::service::Latchkey;
-use crate::store::{LinkEffect, LinkPurpose, LinkRecord, LinkRedemption, StoreError};
+use crate::store::{LinkEffect, LinkPurpose, LinkRedemption, StoreError};
 
 /// How many link mails of one kind one account may ask for in a clock hour (SPEC 10).
 pub const MAILS_PER_ACCOUNT_PER_HOUR: i64 = 5;
@@ -95,19 +95,9 @@ impl Latchkey {
         {
             return Err(EmailError::Throttled { retry_after });
         }
-        let token = new_link_token(LinkKind::Verify);
-        let expires_at = now.plus(VERIFY_LINK_TTL);
-        let link = LinkRecord {
-            hash: TokenHash::of(token.expose_secret()),
-            purpose: LinkPurpose::VerifyEmail,
-            user_id: user.id.clone(),
-            email: email.address.clone(),
-            email_key: email.key.clone(),
-            created_at: now,
-            expires_at,
-            used_at: None,
-            voided_at: None,
-        };
+        let address = (email.address.as_str(), email.key.as_str());
+        let (token, link) = new_link(LinkPurpose::VerifyEmail, &user.id, address, now, VERIFY_LINK_TTL);
+        let expires_at = link.expires_at;
         let url = format!("{}/verify-email?token={}", self.settings.issuer, token.expose_secret());
         let to = crate::mail::Envelope {
             user,
@@ -172,7 +162,11 @@ impl Latchkey {
             };
             mails.push(crate::mail::email_change_requested(&to, req.email.as_str())?);
         }
-        let token = new_link_token(LinkKind::Verify);
+        let address = (req.email.as_str(), new_key.as_str());
+        let (token, mut link) = new_link(LinkPurpose::ChangeEmail, &user.id, address, now, VERIFY_LINK_TTL);
+        if taken {
+            link.voided_at = Some(now);
+        }
         let url = format!("{}/verify-email?token={}", self.settings.issuer, token.expose_secret());
         let to = crate::mail::Envelope {
             user,
@@ -184,17 +178,6 @@ impl Latchkey {
         if !taken {
             mails.push(crate::mail::verify_email(&to, &url)?);
         }
-        let link = LinkRecord {
-            hash: TokenHash::of(token.expose_secret()),
-            purpose: LinkPurpose::ChangeEmail,
-            user_id: user.id.clone(),
-            email: req.email.as_str().to_owned(),
-            email_key: new_key,
-            created_at: now,
-            expires_at,
-            used_at: None,
-            voided_at: if taken { Some(now) } else { None },
-        };
         self.store.issue_link(&link, &mails).await?;
         for _ in &mails {
             self.metrics.mail_queued();

@@ -7,7 +7,8 @@ use std::time::Duration;
 use latchkey_proto::{LinkKind, LinkToken, LinkTokenReason};
 
 use crate::clock::Timestamp;
-use crate::crypto::{b64, random_bytes};
+use crate::crypto::{TokenHash, b64, random_bytes};
+use crate::ids::UserId;
 use crate::store::{LinkPurpose, LinkRecord, UserRecord, UserStatus};
 
 /// How long a verification link works (SPEC 10).
@@ -18,6 +19,34 @@ pub const RESET_LINK_TTL: Duration = Duration::from_secs(30 * 60);
 /// A new link token: its prefix and base64url of 256 random bits.
 pub fn new_link_token(kind: LinkKind) -> LinkToken {
     LinkToken::new(format!("{}{}", kind.prefix(), b64(&random_bytes::<32>())))
+}
+
+/// A new link of `purpose` for `user_id`, mailed to `email` (with its key), valid for `ttl`
+/// from `now`: the token to put in the mail, and the record to store (its hash only).
+pub fn new_link(
+    purpose: LinkPurpose,
+    user_id: &UserId,
+    (email, email_key): (&str, &str),
+    now: Timestamp,
+    ttl: Duration,
+) -> (LinkToken, LinkRecord) {
+    let kind = match purpose {
+        LinkPurpose::VerifyEmail | LinkPurpose::ChangeEmail => LinkKind::Verify,
+        LinkPurpose::PasswordReset => LinkKind::Reset,
+    };
+    let token = new_link_token(kind);
+    let link = LinkRecord {
+        hash: TokenHash::of(token.expose_secret()),
+        purpose,
+        user_id: user_id.clone(),
+        email: email.to_owned(),
+        email_key: email_key.to_owned(),
+        created_at: now,
+        expires_at: now.plus(ttl),
+        used_at: None,
+        voided_at: None,
+    };
+    (token, link)
 }
 
 /// Whether `link` may verify its address now: not used, not replaced, not expired, and its

@@ -14,12 +14,11 @@ use latchkey_proto::{EmailAddress, LinkKind, LinkTokenReason, Username};
 use crate::caller::Caller;
 use crate::crypto::TokenHash;
 use crate::email_verification::{MAILS_PER_ACCOUNT_PER_HOUR, MAILS_PER_ADDRESS_PER_HOUR};
-use crate::link::{RESET_LINK_TTL, judge_reset, new_link_token};
+use crate::link::{RESET_LINK_TTL, judge_reset, new_link};
 use crate::password::PasswordError;
 use crate::service::Latchkey;
 use crate::store::{
-    LinkEffect, LinkPurpose, LinkRecord, LinkRedemption, StoreError, UserChange, UserChangeKind, UserRecord,
-    UserStatus,
+    LinkEffect, LinkPurpose, LinkRedemption, StoreError, UserChange, UserChangeKind, UserRecord, UserStatus,
 };
 
 /// Why a reset link could not be asked for or used.
@@ -89,19 +88,9 @@ impl Latchkey {
         if self.mail_budget("reset", user.id.as_str(), MAILS_PER_ACCOUNT_PER_HOUR, now).await?.is_some() {
             return Ok(());
         }
-        let token = new_link_token(LinkKind::Reset);
-        let expires_at = now.plus(RESET_LINK_TTL);
-        let link = LinkRecord {
-            hash: TokenHash::of(token.expose_secret()),
-            purpose: LinkPurpose::PasswordReset,
-            user_id: user.id.clone(),
-            email: email.address.clone(),
-            email_key: email.key.clone(),
-            created_at: now,
-            expires_at,
-            used_at: None,
-            voided_at: None,
-        };
+        let address = (email.address.as_str(), email.key.as_str());
+        let (token, link) = new_link(LinkPurpose::PasswordReset, &user.id, address, now, RESET_LINK_TTL);
+        let expires_at = link.expires_at;
         let url = format!("{}/reset-password?token={}", self.settings.issuer, token.expose_secret());
         let to = crate::mail::Envelope {
             user: &user,
