@@ -1,6 +1,9 @@
 """Latency of POST /auth/email/verify/send (bench/mail.sh): registers N users with an
 address, each from its own X-Forwarded-For address (the server must trust 127.0.0.1 as a
-proxy), signs each in and asks for a verification link; prints p50, p99 and max.
+proxy), signs each in and asks for a verification link; prints p50, p99 and max. Then
+POST /auth/password/forgot for each user and for as many unknown logins, alternately and
+5 ms apart (the link is made after the answer), and prints both medians: they should not
+differ, whether the account exists or not.
 Usage: mail_latency.py BASE_URL N LABEL"""
 import json, statistics, sys, time, urllib.request
 base = sys.argv[1]; n = int(sys.argv[2]); tag = sys.argv[3]
@@ -25,3 +28,11 @@ for i in range(n):
     lat.append(dt * 1000)
 lat.sort()
 print(f"{tag}: n={n} p50={statistics.median(lat):.2f} ms p99={lat[int(0.99*len(lat))-1]:.2f} ms max={lat[-1]:.2f} ms")
+known, unknown = [], []
+for i in range(n):
+    for login, out in ((f"{tag}{i}", known), (f"ghost-{tag}{i}", unknown)):
+        (s, b), dt = post("/auth/password/forgot", {"login": login}, f"10.{100 + i // 250}.{i % 250}.{1 if out is known else 2}")
+        assert s == 202, (s, b)
+        out.append(dt * 1000)
+        time.sleep(0.005)
+print(f"{tag}: forgot-password p50 known={statistics.median(known):.3f} ms unknown={statistics.median(unknown):.3f} ms")

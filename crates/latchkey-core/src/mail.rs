@@ -1,16 +1,18 @@
 //! The mails Latchkey writes (SPEC 10): each a plain-text and an HTML part rendered from
 //! templates (`templates/mail/`), queued in the outbox as a [`NewMail`]. Rendering is pure;
 //! sending is the outbox sender's, outside any request. No subject carries a token.
+//!
+//! No mail carries the username: a username is any text its owner chose, and a reset or
+//! verification mail goes to an address nobody has proved yet, so naming the account would
+//! let anyone send their own words from this server to any address.
 
 use askama::Template;
 
 use crate::clock::Timestamp;
 use crate::store::{NewMail, UserRecord};
 
-/// What every link mail says: whom it greets, which address and server it is about, and
-/// the link.
+/// What every link mail says: which address and server it is about, and the link.
 struct LinkMail<'a> {
-    username: &'a str,
     email: &'a str,
     issuer: &'a str,
     link: &'a str,
@@ -44,7 +46,6 @@ link_templates!(
 #[derive(Template)]
 #[template(path = "mail/email_change_requested.txt")]
 struct ChangeNoticeText<'a> {
-    username: &'a str,
     issuer: &'a str,
     new_email: &'a str,
 }
@@ -52,7 +53,6 @@ struct ChangeNoticeText<'a> {
 #[derive(Template)]
 #[template(path = "mail/email_change_requested.html")]
 struct ChangeNoticeHtml<'a> {
-    username: &'a str,
     issuer: &'a str,
     new_email: &'a str,
 }
@@ -86,7 +86,7 @@ impl Envelope<'_> {
     }
 
     fn fields<'a>(&'a self, link: &'a str) -> LinkMail<'a> {
-        LinkMail { username: &self.user.username, email: self.email, issuer: self.issuer, link }
+        LinkMail { email: self.email, issuer: self.issuer, link }
     }
 }
 
@@ -109,12 +109,12 @@ pub(crate) fn verify_email(to: &Envelope<'_>, link: &str) -> Result<NewMail, ask
 /// # Errors
 /// A template that fails to render.
 pub(crate) fn email_change_requested(to: &Envelope<'_>, new_email: &str) -> Result<NewMail, askama::Error> {
-    let (username, issuer) = (to.user.username.as_str(), to.issuer);
+    let issuer = to.issuer;
     Ok(to.mail(
         "email_change_requested",
         "Your email address is being changed",
-        ChangeNoticeText { username, issuer, new_email }.render()?,
-        ChangeNoticeHtml { username, issuer, new_email }.render()?,
+        ChangeNoticeText { issuer, new_email }.render()?,
+        ChangeNoticeHtml { issuer, new_email }.render()?,
     ))
 }
 
@@ -138,10 +138,10 @@ mod tests {
     use crate::store::UserStatus;
 
     #[test]
-    fn both_parts_carry_the_link_and_the_html_is_escaped() {
+    fn both_parts_carry_the_link_and_neither_the_username() {
         let user = UserRecord {
             id: "u".into(),
-            username: "<script>ann</script>".into(),
+            username: "Call +1 555 0100 to keep your account".into(),
             password_hash: String::new(),
             roles: vec![],
             authz_ver: 1,
@@ -151,7 +151,7 @@ mod tests {
         };
         let to = Envelope {
             user: &user,
-            email: "a@example.com",
+            email: "a<b>@example.com",
             issuer: "http://issuer.test",
             now: Timestamp(1),
             expires_at: Timestamp(2),
@@ -162,10 +162,13 @@ mod tests {
         ] {
             assert!(mail.text.contains(token), "{}", mail.text);
             assert!(mail.html.contains(token), "{}", mail.html);
-            assert!(mail.text.contains("<script>ann</script>"), "plain text is not escaped");
-            assert!(!mail.html.contains("<script>"), "{}", mail.html);
+            assert!(!mail.text.contains("555") && !mail.html.contains("555"), "{}", mail.text);
+            if mail.kind == "verify_email" {
+                assert!(mail.text.contains("a<b>@example.com"), "plain text is not escaped");
+            }
+            assert!(!mail.html.contains("<b>"), "{}", mail.html);
             assert!(!mail.subject.contains(token));
-            assert_eq!(mail.recipient, "a@example.com");
+            assert_eq!(mail.recipient, "a<b>@example.com");
         }
     }
 }

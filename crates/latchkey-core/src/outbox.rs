@@ -37,12 +37,16 @@ pub const BATCH: i64 = 16;
 /// How many of them are sent at once (the SMTP transport pools as many connections).
 pub const SENDS_AT_ONCE: usize = 4;
 /// How long a claim holds: a sender that dies mid-pass delays its mail by at most this.
-/// It is far longer than a pass can take ([`BATCH`] sends of at most [`SEND_TIMEOUT`]
-/// each would be 8 minutes only if every one timed out, and then the lease may lapse and the
-/// unsent rest be claimed again, which is harmless).
+/// It is longer than a pass can take even against a mail server that never answers
+/// ([`BATCH`] / [`SENDS_AT_ONCE`] rounds of at most [`SEND_TIMEOUT`]: 2 minutes), so no
+/// other node can claim a mail while its send is still under way.
 pub const LEASE: Duration = Duration::from_secs(5 * 60);
 /// How long one send may take before it counts as a transient failure.
 pub const SEND_TIMEOUT: Duration = Duration::from_secs(30);
+// The guarantee above, checked when the numbers change (the minute left over is for the
+// store's own writes).
+const _: () =
+    assert!((BATCH as u64).div_ceil(SENDS_AT_ONCE as u64) * SEND_TIMEOUT.as_secs() + 60 < LEASE.as_secs());
 /// The first retry's delay; each further retry doubles it, up to [`MAX_BACKOFF`].
 pub const FIRST_BACKOFF: Duration = Duration::from_secs(10);
 /// The longest delay between two attempts.

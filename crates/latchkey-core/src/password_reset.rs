@@ -3,10 +3,17 @@
 //! not), and its use, which sets the password and revokes every session in one
 //! transaction.
 //!
-//! The forgot-password answer tells nothing about accounts: it is `202` whether the login
-//! names one or not, and the `429` is decided from what the request itself carries (its
-//! client address and its login text), never from the account. The per-account mail cap
-//! is applied silently.
+//! The forgot-password answer tells nothing about accounts, by its content or its timing:
+//! it is `202` whether the login names one or not, and the `429` is decided from what the
+//! request itself carries (its client address and its login text), never from the account.
+//! The request answers once it has passed those throttles; the account is looked up, and
+//! its link made and queued, afterwards by one task ([`Latchkey::run_reset_mailer`]) that
+//! takes requests in order. The per-account mail cap is applied there, silently.
+//!
+//! A request waiting in that queue is lost if the process stops before the task reaches
+//! it (the user asks again); a link, once made, is in the outbox with its mail.
+
+use std::sync::Arc;
 
 use latchkey_proto::auth::PasswordResetRequest;
 use latchkey_proto::{EmailAddress, LinkKind, LinkTokenReason, Username};
@@ -45,6 +52,30 @@ pub enum ResetError {
     Store(#[from] StoreError),
 }
 
+/// How many forgot-password requests may wait for [`Latchkey::run_reset_mailer`]; past it
+/// they answer `429` until it catches up.
+const QUEUED_RESETS_MAX: usize = 256;
+
+/// A forgot-password request that passed the throttles.
+struct QueuedReset {
+    login: Username,
+    caller: Caller,
+}
+
+/// Forgot-password requests waiting for [`Latchkey::run_reset_mailer`], in order.
+pub(crate) struct ResetQueue {
+    tx: tokio::sync::mpsc::Sender<QueuedReset>,
+    /// Taken by the one task that drains the queue.
+    rx: std::sync::Mutex<Option<tokio::sync::mpsc::Receiver<QueuedReset>>>,
+}
+
+impl Default for ResetQueue {
+    fn default() -> Self {
+        let (tx, rx) = tokio::sync::mpsc::channel(QUEUED_RESETS_MAX);
+        Self { tx, rx: std::sync::Mutex::new(Some(rx)) }
+    }
+}
+
 impl Latchkey {
     /// The account a forgot-password login names: by username, or by its address whether
     /// verified or not (SPEC 10: the reset link proves the address).
@@ -58,11 +89,13 @@ impl Latchkey {
         }
     }
 
-    /// Mails a reset link to the account `login` names, if any (`202` either way).
+    /// Takes a forgot-password request (`202`): queues it for
+    /// [`Latchkey::run_reset_mailer`], which mails a reset link if the login names an account.
     ///
     /// # Errors
     /// [`ResetError::Throttled`] past 20 requests an hour from the client address or 5 for
-    /// the login text (the same for every login, existing or not); storage.
+    /// the login text (the same for every login, existing or not), or while the queue is
+    /// full; storage.
     pub async fn forgot_password(&self, login: &Username, ctx: &Caller) -> Result<(), ResetError> {
         let now = self.clock.now();
         if let Some(ip) = ctx.ip.as_deref() {
@@ -80,6 +113,31 @@ impl Latchkey {
         {
             return Err(ResetError::Throttled { retry_after });
         }
+        // Full only under a flood; the answer depends on the queue, never on the account.
+        let queued = QueuedReset { login: login.clone(), caller: ctx.clone() };
+        self.resets.tx.try_send(queued).map_err(|_| ResetError::Throttled { retry_after: 1 })
+    }
+
+    /// The queue's task: makes and queues the reset link of each forgot-password request in
+    /// turn. Runs until its task is aborted; without it, requests fill the queue and then
+    /// answer `429`.
+    pub async fn run_reset_mailer(self: Arc<Self>) {
+        let taken = self.resets.rx.lock().ok().and_then(|mut rx| rx.take());
+        let Some(mut requests) = taken else {
+            tracing::error!("a second reset mailer was started; it does nothing");
+            return;
+        };
+        while let Some(QueuedReset { login, caller }) = requests.recv().await {
+            if let Err(e) = self.mail_reset_link(&login, &caller).await {
+                tracing::warn!(error = %e, "a password reset link could not be queued");
+            }
+        }
+    }
+
+    /// Mails a reset link to the account `login` names, if it has an address and is under
+    /// its hourly cap.
+    async fn mail_reset_link(&self, login: &Username, ctx: &Caller) -> Result<(), ResetError> {
+        let now = self.clock.now();
         let Some(user) = self.account_to_recover(login).await? else { return Ok(()) };
         let Some(email) = user.email.as_ref().filter(|_| user.status == UserStatus::Active) else {
             return Ok(());

@@ -37,6 +37,8 @@ pub struct Latchkey {
     pub(crate) feed: crate::feed_hub::FeedHub,
     /// Wakes the mail sender after a commit that queued mail (see `outbox.rs`).
     pub(crate) mail_ready: tokio::sync::Notify,
+    /// Forgot-password requests waiting for their links (see `password_reset.rs`).
+    pub(crate) resets: crate::password_reset::ResetQueue,
     /// Access tokens whose signature verified (see `token_cache.rs`).
     pub(crate) verified: crate::token_cache::VerifiedTokens,
     /// When maintenance last pruned old rows.
@@ -77,6 +79,7 @@ impl Latchkey {
             feed: crate::feed_hub::FeedHub::new(),
             verified: crate::token_cache::VerifiedTokens::default(),
             mail_ready: tokio::sync::Notify::new(),
+            resets: crate::password_reset::ResetQueue::default(),
             last_prune: std::sync::atomic::AtomicI64::new(0),
             maintaining: tokio::sync::Mutex::new(()),
         };

@@ -144,6 +144,7 @@ impl Server {
             let app = Arc::clone(&self.service);
             tokio::spawn(app.run_mail_sender(mailer, interval.min(Duration::from_secs(1))))
         });
+        let resets = tokio::spawn(Arc::clone(&self.service).run_reset_mailer());
         let app = Arc::clone(&self.service);
         let feed_hub = tokio::spawn(async move { app.run_feed_hub().await });
         let addr = self.local_addr()?;
@@ -157,6 +158,7 @@ impl Server {
         let result = serve(self.listener, router(self.state), shutdown).await;
         maintenance.abort();
         feed_hub.abort();
+        resets.abort();
         if let Some(sender) = sender {
             // An interrupted send is retried by whichever node claims the mail next, once
             // its lease lapses.

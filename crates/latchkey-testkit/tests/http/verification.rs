@@ -27,6 +27,58 @@ pub(crate) async fn outbox(s: &TestServer) -> Vec<Value> {
     out.lines().map(|l| serde_json::from_str(l).unwrap()).collect()
 }
 
+/// The tokens with `prefix` in pending mail to `to`, newest first.
+fn tokens_in(mails: &[Value], to: &str, prefix: &str) -> Vec<String> {
+    mails
+        .iter()
+        .filter(|m| m["to"] == to)
+        .filter_map(|m| {
+            let text = m["text"].as_str()?;
+            let start = text.find(prefix)?;
+            Some(
+                text[start..]
+                    .chars()
+                    .take_while(|c| c.is_ascii_alphanumeric() || *c == '_' || *c == '-')
+                    .collect(),
+            )
+        })
+        .collect()
+}
+
+/// Asks for a reset link for `login` over the API and waits (up to 10 s) for its mail to
+/// `to`: the link is made after the `202` (so that its timing tells nothing). Its token.
+pub(crate) async fn forgot_token(s: &TestServer, c: &reqwest::Client, login: &str, to: &str) -> String {
+    let before = tokens_in(&outbox(s).await, to, "lkp_");
+    let r = s.post(c, "/auth/password/forgot", json!({"login": login})).await;
+    assert_eq!(r.status, 202, "{}", r.text);
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let mails = outbox(s).await;
+        if let Some(token) = tokens_in(&mails, to, "lkp_").into_iter().find(|t| !before.contains(t)) {
+            assert_eq!(token, link_token_mailed_to(s, to, "lkp_", "reset-password").await, "the newest");
+            return token;
+        }
+        assert!(std::time::Instant::now() < deadline, "no new reset mail to {to}: {mails:?}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Waits until every forgot-password request made so far has been dealt with: they are
+/// taken in order, so once a request for a fresh account has its mail, all before it are
+/// done (and any mail they made is in the outbox).
+pub(crate) async fn reset_queue_drained(s: &TestServer, c: &reqwest::Client) {
+    let name = format!("sentinel{}", next_sentinel());
+    let address = format!("{name}@sentinel.test");
+    with_address(s, c, &name, &address).await;
+    forgot_token(s, c, &name, &address).await;
+}
+
+fn next_sentinel() -> u64 {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    NEXT.fetch_add(1, Ordering::Relaxed)
+}
+
 /// The `lkv_` token of the newest mail to `to`.
 async fn token_mailed_to(s: &TestServer, to: &str) -> String {
     link_token_mailed_to(s, to, "lkv_", "verify-email").await
@@ -34,8 +86,14 @@ async fn token_mailed_to(s: &TestServer, to: &str) -> String {
 
 /// The token with `prefix` in the newest pending mail to `to`, checked to sit in a link to
 /// the page `page`.
+/// Waits up to 10 s for one to be queued (a reset link is made just after its `202`).
 pub(crate) async fn link_token_mailed_to(s: &TestServer, to: &str, prefix: &str, page: &str) -> String {
-    let mails = outbox(s).await;
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let mut mails = outbox(s).await;
+    while !mails.iter().any(|m| m["to"] == to) && std::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        mails = outbox(s).await;
+    }
     let mail = mails.iter().find(|m| m["to"] == to).unwrap_or_else(|| panic!("no mail to {to}: {mails:?}"));
     let text = mail["text"].as_str().unwrap();
     let start = text.find(prefix).unwrap_or_else(|| panic!("no {prefix} link: {text}"));
@@ -216,8 +274,7 @@ async fn an_address_change_is_confirmed_from_the_new_address_and_told_to_the_old
     let c = http_client();
     let at = with_address(&s, &c, "gil", "gil@old.example").await;
     s.cli(&["user", "set-email", "gil", "gil@old.example", "--verified"], "").await.unwrap();
-    s.post(&c, "/auth/password/forgot", json!({"login": "gil"})).await;
-    let old_reset = link_token_mailed_to(&s, "gil@old.example", "lkp_", "reset-password").await;
+    let old_reset = forgot_token(&s, &c, "gil", "gil@old.example").await;
 
     let wrong = change(&s, &c, &at, "gil@new.example", "wrong password").await;
     assert_eq!(
