@@ -130,10 +130,17 @@ impl std::fmt::Debug for TokenHash {
 
 /// Encrypts with AES-256-GCM under `key`; output is nonce || ciphertext || tag.
 pub(crate) fn seal(key: &[u8; 32], plaintext: &[u8]) -> Option<Vec<u8>> {
+    seal_bound(key, b"", plaintext)
+}
+
+/// [`seal`], bound to `context` (authenticated, not stored): it opens only with the same
+/// context, so a sealed value cannot be moved to where another context applies.
+pub(crate) fn seal_bound(key: &[u8; 32], context: &[u8], plaintext: &[u8]) -> Option<Vec<u8>> {
     let key = LessSafeKey::new(UnboundKey::new(&AES_256_GCM, key).ok()?);
     let nonce_bytes = random_bytes::<NONCE_LEN>();
     let mut buf = plaintext.to_vec();
-    key.seal_in_place_append_tag(Nonce::assume_unique_for_key(nonce_bytes), Aad::empty(), &mut buf).ok()?;
+    key.seal_in_place_append_tag(Nonce::assume_unique_for_key(nonce_bytes), Aad::from(context), &mut buf)
+        .ok()?;
     let mut out = nonce_bytes.to_vec();
     out.extend_from_slice(&buf);
     Some(out)
@@ -141,11 +148,16 @@ pub(crate) fn seal(key: &[u8; 32], plaintext: &[u8]) -> Option<Vec<u8>> {
 
 /// Decrypts what [`seal`] produced.
 pub(crate) fn open(key: &[u8; 32], sealed: &[u8]) -> Option<Zeroizing<Vec<u8>>> {
+    open_bound(key, b"", sealed)
+}
+
+/// Decrypts what [`seal_bound`] produced under the same `context`.
+pub(crate) fn open_bound(key: &[u8; 32], context: &[u8], sealed: &[u8]) -> Option<Zeroizing<Vec<u8>>> {
     let key = LessSafeKey::new(UnboundKey::new(&AES_256_GCM, key).ok()?);
     let (nonce, ct) = sealed.split_at_checked(NONCE_LEN)?;
     let nonce = Nonce::try_assume_unique_for_key(nonce).ok()?;
     let mut buf = Zeroizing::new(ct.to_vec());
-    let plain_len = key.open_in_place(nonce, Aad::empty(), &mut buf).ok()?.len();
+    let plain_len = key.open_in_place(nonce, Aad::from(context), &mut buf).ok()?.len();
     buf.truncate(plain_len);
     Some(buf)
 }

@@ -99,13 +99,7 @@ impl Latchkey {
         let (token, link) = new_link(LinkPurpose::VerifyEmail, &user.id, address, now, VERIFY_LINK_TTL);
         let expires_at = link.expires_at;
         let url = format!("{}/verify-email?token={}", self.settings.issuer, token.expose_secret());
-        let to = crate::mail::Envelope {
-            user,
-            email: &email.address,
-            issuer: &self.settings.issuer,
-            now,
-            expires_at,
-        };
+        let to = self.envelope(user, &email.address, now, expires_at);
         let mail = crate::mail::verify_email(&to, &url)?;
         self.store.issue_link(&link, &[mail]).await?;
         self.metrics.mail_queued();
@@ -153,13 +147,7 @@ impl Latchkey {
         let expires_at = now.plus(VERIFY_LINK_TTL);
         let mut mails = Vec::new();
         if let Some(old) = &user.email {
-            let to = crate::mail::Envelope {
-                user,
-                email: &old.address,
-                issuer: &self.settings.issuer,
-                now,
-                expires_at,
-            };
+            let to = self.envelope(user, &old.address, now, expires_at);
             mails.push(crate::mail::email_change_requested(&to, req.email.as_str())?);
         }
         let address = (req.email.as_str(), new_key.as_str());
@@ -168,13 +156,7 @@ impl Latchkey {
             link.voided_at = Some(now);
         }
         let url = format!("{}/verify-email?token={}", self.settings.issuer, token.expose_secret());
-        let to = crate::mail::Envelope {
-            user,
-            email: req.email.as_str(),
-            issuer: &self.settings.issuer,
-            now,
-            expires_at,
-        };
+        let to = self.envelope(user, req.email.as_str(), now, expires_at);
         if !taken {
             mails.push(crate::mail::verify_email(&to, &url)?);
         }

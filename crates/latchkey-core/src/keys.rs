@@ -355,6 +355,11 @@ impl KeyRing {
         }
     }
 
+    /// The operator's master key, if one is configured (it also seals queued mail).
+    pub(crate) fn master_key(&self) -> Option<&MasterKey> {
+        self.master.as_ref()
+    }
+
     /// The current key set.
     pub fn current(&self) -> Arc<KeySet> {
         match self.current.read() {

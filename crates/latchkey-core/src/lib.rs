@@ -20,6 +20,7 @@ pub mod keys;
 pub mod link;
 pub mod login;
 pub mod mail;
+pub mod mail_seal;
 pub mod master_key;
 pub mod metrics;
 pub mod oauth;

@@ -9,6 +9,9 @@
 use askama::Template;
 
 use crate::clock::Timestamp;
+use crate::mail_seal::seal_body;
+use crate::master_key::MasterKey;
+use crate::service::Latchkey;
 use crate::store::{NewMail, UserRecord};
 
 /// What every link mail says: which address and server it is about, and the link.
@@ -59,6 +62,8 @@ struct ChangeNoticeHtml<'a> {
 
 /// Where a link mail goes and until when its link works.
 pub(crate) struct Envelope<'a> {
+    /// Seals the bodies at rest, when configured (see `mail_seal.rs`).
+    pub(crate) master: Option<&'a MasterKey>,
     /// The account.
     pub(crate) user: &'a UserRecord,
     /// The address.
@@ -78,8 +83,8 @@ impl Envelope<'_> {
             user_id: Some(self.user.id.clone()),
             recipient: self.email.to_owned(),
             subject: subject.to_owned(),
-            text,
-            html,
+            text: seal_body(self.master, self.email, text),
+            html: seal_body(self.master, self.email, html),
             created_at: self.now,
             expires_at: self.expires_at,
         }
@@ -87,6 +92,27 @@ impl Envelope<'_> {
 
     fn fields<'a>(&'a self, link: &'a str) -> LinkMail<'a> {
         LinkMail { email: self.email, issuer: self.issuer, link }
+    }
+}
+
+impl Latchkey {
+    /// The envelope of a mail about `user` to `email`, queued `now`, worth sending until
+    /// `expires_at`.
+    pub(crate) fn envelope<'a>(
+        &'a self,
+        user: &'a UserRecord,
+        email: &'a str,
+        now: Timestamp,
+        expires_at: Timestamp,
+    ) -> Envelope<'a> {
+        Envelope {
+            master: self.keys.master_key(),
+            user,
+            email,
+            issuer: &self.settings.issuer,
+            now,
+            expires_at,
+        }
     }
 }
 
@@ -150,6 +176,7 @@ mod tests {
             email: None,
         };
         let to = Envelope {
+            master: None,
             user: &user,
             email: "a<b>@example.com",
             issuer: "http://issuer.test",

@@ -14,7 +14,7 @@ use base64::Engine as _;
 use base64::engine::general_purpose::{STANDARD, STANDARD_NO_PAD, URL_SAFE, URL_SAFE_NO_PAD};
 use zeroize::Zeroizing;
 
-use crate::crypto::{b64, open, seal};
+use crate::crypto::{b64, open, open_bound, seal, seal_bound};
 
 /// Why a configured master key was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -37,6 +37,9 @@ const MIN_DISTINCT_BYTES: usize = 12;
 const HKDF_SALT: &[u8] = b"latchkey master key v2";
 /// The HKDF label of the AES-256-GCM key that seals signing keys.
 const SEAL_INFO: &[u8] = b"seal signing keys";
+/// The HKDF label of the AES-256-GCM key that seals queued mail (see `mail_seal.rs`): its
+/// own key, so a sealed signing key copied into the outbox opens as nothing.
+const MAIL_INFO: &[u8] = b"seal queued mail";
 /// The HKDF label of the key id.
 const ID_INFO: &[u8] = b"key id";
 
@@ -80,6 +83,7 @@ fn hkdf<const N: usize>(ikm: &[u8], info: &[u8]) -> Option<Zeroizing<[u8; N]>> {
 #[derive(Clone)]
 pub struct MasterKey {
     key: Zeroizing<[u8; 32]>,
+    mail_key: Zeroizing<[u8; 32]>,
     id: String,
     /// The sealing key of earlier versions (SHA-256 of the configured text), to open keys
     /// sealed as `LKE1` until they are re-sealed.
@@ -106,9 +110,10 @@ impl MasterKey {
             return Err(MasterKeyError::NotRandom);
         }
         let key = hkdf::<32>(ikm.as_ref(), SEAL_INFO).ok_or(MasterKeyError::NotThirtyTwoBytes)?;
+        let mail_key = hkdf::<32>(ikm.as_ref(), MAIL_INFO).ok_or(MasterKeyError::NotThirtyTwoBytes)?;
         let id_bytes = hkdf::<6>(ikm.as_ref(), ID_INFO).ok_or(MasterKeyError::NotThirtyTwoBytes)?;
         let (legacy_key, legacy_id) = legacy(configured);
-        Ok(Self { key, id: b64(id_bytes.as_ref()), legacy_key, legacy_id })
+        Ok(Self { key, mail_key, id: b64(id_bytes.as_ref()), legacy_key, legacy_id })
     }
 
     /// The same key, opening keys that an earlier version sealed under `old_secret`, the
@@ -133,6 +138,16 @@ impl MasterKey {
     /// Decrypts what [`Self::encrypt`] produced.
     pub fn decrypt(&self, sealed: &[u8]) -> Option<Zeroizing<Vec<u8>>> {
         open(&self.key, sealed)
+    }
+
+    /// Seals a queued mail's body, bound to its recipient.
+    pub(crate) fn seal_mail(&self, recipient: &str, body: &[u8]) -> Option<Vec<u8>> {
+        seal_bound(&self.mail_key, recipient.as_bytes(), body)
+    }
+
+    /// Opens what [`Self::seal_mail`] sealed for the same recipient.
+    pub(crate) fn open_mail(&self, recipient: &str, sealed: &[u8]) -> Option<Zeroizing<Vec<u8>>> {
+        open_bound(&self.mail_key, recipient.as_bytes(), sealed)
     }
 
     /// The id under which earlier versions sealed with this key.

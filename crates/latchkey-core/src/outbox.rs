@@ -29,8 +29,9 @@ use async_trait::async_trait;
 use futures_util::StreamExt as _;
 
 use crate::clock::Timestamp;
+use crate::mail_seal::open_body;
 use crate::service::Latchkey;
-use crate::store::{MailOutcome, MailRecord, StoreError};
+use crate::store::{MailOutcome, MailRecord, MailState, StoreError};
 
 /// How many mails one pass claims.
 pub const BATCH: i64 = 16;
@@ -139,6 +140,25 @@ pub fn message_id(mail: &MailRecord, issuer: &str) -> String {
 }
 
 impl Latchkey {
+    /// The outbox for `latchkey mail list`, newest first, with its bodies opened; a body
+    /// sealed under a master key this process lacks shows as `None`.
+    ///
+    /// # Errors
+    /// Storage.
+    pub async fn list_mail(
+        &self,
+        state: Option<MailState>,
+        limit: i64,
+    ) -> Result<Vec<MailRecord>, StoreError> {
+        let master = self.keys.master_key();
+        let mut mails = self.store.list_mail(state, limit).await?;
+        for m in &mut mails {
+            m.text = m.text.take().and_then(|body| open_body(master, &m.recipient, &body).ok());
+            m.html = m.html.take().and_then(|body| open_body(master, &m.recipient, &body).ok());
+        }
+        Ok(mails)
+    }
+
     /// Wakes the mail sender: called after a commit that queued mail.
     pub(crate) fn mail_queued_notify(&self) {
         self.mail_ready.notify_one();
@@ -212,12 +232,25 @@ impl Latchkey {
             self.metrics.mail_failed(1);
             return MailOutcome::Failed { error: "the mail has no body".into() };
         };
+        let master = self.keys.master_key();
+        let opened = open_body(master, &mail.recipient, text)
+            .and_then(|text| Ok((text, open_body(master, &mail.recipient, html)?)));
+        let (text, html) = match opened {
+            Ok(parts) => parts,
+            Err(e) => {
+                // Another node may hold the key, or the operator may set it again.
+                let at = next_attempt(attempt, id, self.clock.now());
+                tracing::warn!(outbox_id = id, kind, attempt, error = %e, retry_at = %at, "mail cannot be opened; will retry");
+                self.metrics.mail_retried();
+                return MailOutcome::Retry { at, error: e.to_string() };
+            }
+        };
         let message_id = message_id(mail, &self.settings.issuer);
         let outgoing = OutgoingMail {
             to: &mail.recipient,
             subject: &mail.subject,
-            text,
-            html,
+            text: &text,
+            html: &html,
             message_id: &message_id,
             date: mail.created_at,
         };

@@ -150,13 +150,7 @@ impl Latchkey {
         let (token, link) = new_link(LinkPurpose::PasswordReset, &user.id, address, now, RESET_LINK_TTL);
         let expires_at = link.expires_at;
         let url = format!("{}/reset-password?token={}", self.settings.issuer, token.expose_secret());
-        let to = crate::mail::Envelope {
-            user: &user,
-            email: &email.address,
-            issuer: &self.settings.issuer,
-            now,
-            expires_at,
-        };
+        let to = self.envelope(&user, &email.address, now, expires_at);
         let mail = crate::mail::password_reset(&to, &url)?;
         self.store.issue_link(&link, &[mail]).await?;
         self.metrics.mail_queued();

@@ -338,7 +338,7 @@ pub async fn run_with_env(
                     anyhow::anyhow!("--state: expected pending, sent, failed, expired or all")
                 })?),
             };
-            for m in app.store().list_mail(state, limit).await? {
+            for m in app.list_mail(state, limit).await? {
                 print(json!({
                     "id": m.id, "kind": m.kind, "to": m.recipient, "subject": m.subject,
                     "state": m.state.as_str(), "attempts": m.attempts,

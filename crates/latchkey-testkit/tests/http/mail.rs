@@ -133,6 +133,40 @@ async fn mail_queued_while_smtp_is_down_arrives_once_after_it_is_back() {
     assert_eq!(metric(&s, "latchkey_mail_sent_total"), 1.0);
 }
 
+/// With a master key, a queued mail's bodies are sealed at rest (its link token is in
+/// them until it is sent); the sender and `mail list` open them.
+#[tokio::test]
+async fn with_a_master_key_queued_mail_is_sealed_at_rest() {
+    let mut sink = SmtpSink::reserve();
+    let url = sink.url();
+    let key =
+        latchkey_core::master_key::MasterKey::parse("Zt0e5r3Yv3b7a9o1mK8sQ2wE4rT6yU8iO0pA1sD3fG4=").unwrap();
+    let s = TestServer::start_with(|c| {
+        deliver_mail_to(c, &url);
+        c.master_key = Some(key);
+    })
+    .await;
+    ask_for_link(&s, "kim", "kim@example.com").await;
+    eventually("the first attempt failed", || async {
+        s.store().list_mail(None, 1).await.unwrap().first().is_some_and(|m| m.attempts >= 1)
+    })
+    .await;
+    let stored = s.store().list_mail(None, 1).await.unwrap().remove(0);
+    for body in [stored.text.as_deref().unwrap(), stored.html.as_deref().unwrap()] {
+        assert!(body.starts_with("lkm1.") && !body.contains("lkv_"), "sealed: {body}");
+    }
+    let listed = s.service.list_mail(None, 1).await.unwrap().remove(0);
+    assert!(listed.text.unwrap().contains("lkv_"), "mail list opens it");
+
+    sink.launch(&SinkOptions::new()).await;
+    s.clock.advance(Duration::from_secs(60));
+    let mail = sink.wait_for(1, WAIT).await.remove(0);
+    let link = mail.link().expect("a link in both parts");
+    let token = link.rsplit_once("token=").unwrap().1;
+    let r = s.post(&http_client(), "/auth/email/verify", json!({"token": token})).await;
+    assert_eq!(r.status, 204, "{}", r.text);
+}
+
 #[tokio::test]
 async fn a_permanent_refusal_ends_the_mail_failed() {
     let sink = SmtpSink::start_with(SinkOptions::new().reject_rcpt("cy@example.com")).await;
