@@ -497,3 +497,52 @@ async fn the_account_page_shows_and_changes_the_email_address() {
     let page = send(b2.get(s.url("/account"))).await;
     assert!(page.text.contains("No email address"), "{}", page.text);
 }
+
+/// The account page's email forms and the verify page answer what a notice cannot say with
+/// a readable page: an address taken between the request and the link's use is `409`,
+/// too many verification mails `429` with `Retry-After`. A change to an address another
+/// account holds looks like any other change and mails nothing to that address.
+#[tokio::test]
+async fn email_pages_answer_a_taken_address_and_throttling_readably() {
+    let s = TestServer::start().await;
+    let c = http_client();
+    with_address(&s, &c, "gus", "gus@example.com").await;
+    with_address(&s, &c, "hal", "hal@example.com").await;
+    let b = browser();
+    assert_eq!(sign_in(&s, &b, "/login", "gus").await, "/account");
+    let csrf = csrf_of(&send(b.get(s.url("/account"))).await);
+    let change = |email: &'static str| {
+        let form = [("csrf", csrf.as_str()), ("email", email), ("current_password", PASSWORD)];
+        let req = b.post(s.url("/account/email")).form(&form);
+        async move { send(req).await }
+    };
+    let to_taken = change("HAL@example.com").await;
+    assert_eq!(location(&to_taken), "/account?notice=email-change-sent", "{}", to_taken.text);
+    let to_free = change("gus@new.example").await;
+    assert_eq!(location(&to_free), "/account?notice=email-change-sent");
+    let token = link_token_mailed_to(&s, "gus@new.example", "lkv_", "verify-email").await;
+    let mails = outbox(&s).await;
+    assert!(mails.iter().all(|m| m["to"] != "HAL@example.com" && m["to"] != "hal@example.com"), "{mails:?}");
+
+    // Another account takes the address before the link is used.
+    s.cli(&["user", "set-email", "hal", "GUS@new.example"], "").await.unwrap();
+    let page = send(b.get(s.url(&format!("/verify-email?token={token}")))).await;
+    let form = [("csrf", csrf_of(&page)), ("token", token.clone())];
+    let taken = send(b.post(s.url("/verify-email")).form(&form)).await;
+    assert_eq!(taken.status, 409, "{}", taken.text);
+    assert!(taken.text.contains("Address in use") && taken.text.contains("belongs to another account"));
+    assert_keeps_token(&taken);
+
+    // Verification mails past the hourly cap of 5 (the two changes used two): a page that
+    // says when to retry.
+    let send_link = || send(b.post(s.url("/account/email/verify")).form(&[("csrf", csrf.as_str())]));
+    let mut answers = Vec::new();
+    for _ in 0..4 {
+        answers.push(send_link().await);
+    }
+    let statuses: Vec<u16> = answers.iter().map(|a| a.status).collect();
+    assert_eq!(statuses, [303, 303, 303, 429], "{}", answers[3].text);
+    let throttled = &answers[3];
+    assert!(throttled.header("retry-after").is_some_and(|v| v.parse::<u64>().is_ok_and(|s| s > 0)));
+    assert!(throttled.text.contains("Try again later") && throttled.text.contains("Try again in"));
+}
