@@ -3,7 +3,7 @@
 //! throttled per account and per address before any password is checked.
 
 use latchkey_proto::auth::{Credentials, RegisterRequest, RegisterResponse, TokenResponse};
-use latchkey_proto::{EmailAddress, Password, Username};
+use latchkey_proto::{EmailAddress, ErrorReason, Password, Username};
 
 use crate::caller::Caller;
 use crate::clock::Timestamp;
@@ -14,7 +14,7 @@ use crate::metrics::LoginOutcome;
 use crate::password::PasswordError;
 use crate::service::Latchkey;
 use crate::settings::{Registration, RegistrationEmail};
-use crate::store::{SessionRecord, StoreError, UserEmail, UserRecord, UserStatus};
+use crate::store::{RevocationTarget, SessionRecord, StoreError, UserEmail, UserRecord, UserStatus};
 use crate::throttle::{account_key, account_retry_after, address_key, address_retry_after};
 
 pub use latchkey_proto::claims::FIRST_PARTY_CLIENT_ID;
@@ -385,6 +385,33 @@ impl Latchkey {
         Ok(locked)
     }
 
+    /// Confirms a sign-in after its session is stored: the password it checked is still
+    /// the user's and the user still active. A password reset or change (or a disable) that
+    /// committed while the password was being hashed revoked every session but this one,
+    /// which did not exist yet; without this check a thief signing in with the old password
+    /// in a loop would keep a session through the owner's recovery. The read waits for a
+    /// change in progress, so a change either sees the session or is seen here. A refused
+    /// sign-in's session is revoked before any token or cookie leaves.
+    ///
+    /// # Errors
+    /// [`LoginError::InvalidCredentials`] when the account changed; storage.
+    pub(crate) async fn confirm_sign_in(
+        &self,
+        checked: &UserRecord,
+        session: &SessionRecord,
+        ctx: &Caller,
+    ) -> Result<(), LoginError> {
+        let now = self.store.find_user_settled(&checked.id).await?;
+        let reason = match now {
+            Some(u) if u.status != UserStatus::Active => ErrorReason::UserDisabled,
+            Some(u) if u.password_hash == checked.password_hash => return Ok(()),
+            _ => ErrorReason::PasswordChanged,
+        };
+        let target = RevocationTarget::Session { id: session.id.clone(), user_id: Some(checked.id.clone()) };
+        self.revoke(target, reason, Some(&checked.id), Some(&session.id), ctx).await?;
+        Err(LoginError::InvalidCredentials)
+    }
+
     /// Creates a first-party session with its first refresh token, and mints its tokens.
     async fn open_session(
         &self,
@@ -401,6 +428,7 @@ impl Latchkey {
         );
         let refresh_token = new_refresh_token();
         self.store.insert_session(&session, &RefreshTokenKey::of(refresh_token.expose_secret())).await?;
+        self.confirm_sign_in(user, &session, ctx).await?;
         let access_token = self.mint_access_token(user, &session, now)?;
         Ok(TokenResponse {
             access_token,

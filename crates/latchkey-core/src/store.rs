@@ -558,6 +558,10 @@ pub trait UserStore {
     async fn insert_user(&self, user: &UserRecord) -> Result<(), StoreError>;
     /// A user by id.
     async fn find_user(&self, id: &UserId) -> Result<Option<UserRecord>, StoreError>;
+    /// A user by id, read once any change to the user in progress has committed (it waits
+    /// for the row's lock): what a sign-in checks after opening its session, so that a new
+    /// password committed meanwhile cannot miss the session it raced with.
+    async fn find_user_settled(&self, id: &UserId) -> Result<Option<UserRecord>, StoreError>;
     /// A user by username.
     async fn find_user_by_username(&self, username: &str) -> Result<Option<UserRecord>, StoreError>;
     /// The user whose email key is `key` (verified or not).

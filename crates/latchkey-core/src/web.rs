@@ -73,6 +73,7 @@ impl Latchkey {
         );
         let cookie = format!("{COOKIE_PREFIX}{}", b64(&random_bytes::<32>()));
         self.store.insert_web_session(&session, &TokenHash::of(&cookie)).await?;
+        self.confirm_sign_in(&user, &session, ctx).await?;
         Ok((SignedIn { session, user }, cookie))
     }
 

@@ -23,6 +23,9 @@ static BY_EMAIL_KEY: Sql =
 static SET_EMAIL: Sql =
     Sql::new("UPDATE users SET email = $1, email_key = $2, email_verified_at = $3 WHERE id = $4");
 pub(crate) static BY_ID: Sql = Sql::new(concat!("SELECT ", user_columns!(), " FROM users u WHERE u.id = $1"));
+/// The row lock waits out a change in progress (SQLite runs it on its single writer).
+static BY_ID_SETTLED: Sql =
+    Sql::new(concat!("SELECT ", user_columns!(), " FROM users u WHERE u.id = $1 FOR UPDATE"));
 static BY_USERNAME: Sql =
     Sql::new(concat!("SELECT ", user_columns!(), " FROM users u WHERE u.username = $1"));
 static ALL: Sql =
@@ -124,6 +127,10 @@ fn by_id(c: &mut dyn Conn, id: UserId) -> OpFuture<'_, Option<UserRecord>> {
     Box::pin(async move { query_opt(c, &BY_ID, params![&id], rows::user).await })
 }
 
+fn by_id_settled(c: &mut dyn Conn, id: UserId) -> OpFuture<'_, Option<UserRecord>> {
+    Box::pin(async move { query_opt(c, &BY_ID_SETTLED, params![&id], rows::user).await })
+}
+
 fn by_username(c: &mut dyn Conn, name: String) -> OpFuture<'_, Option<UserRecord>> {
     Box::pin(async move { query_opt(c, &BY_USERNAME, params![&name], rows::user).await })
 }
@@ -144,6 +151,10 @@ impl<B: Backend> UserStore for Db<B> {
 
     async fn find_user(&self, id: &UserId) -> Result<Option<UserRecord>, StoreError> {
         self.0.run(Access::Point, op(id.clone(), by_id)).await
+    }
+
+    async fn find_user_settled(&self, id: &UserId) -> Result<Option<UserRecord>, StoreError> {
+        self.0.run(Access::Transaction, op(id.clone(), by_id_settled)).await
     }
 
     async fn find_user_by_username(&self, username: &str) -> Result<Option<UserRecord>, StoreError> {

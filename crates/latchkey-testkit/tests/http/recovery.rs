@@ -260,3 +260,58 @@ async fn a_new_password_or_address_voids_pending_changes_and_reset_links() {
     let r = reset(&s, &c, &to_old, "a third passphrase").await;
     assert_eq!(r.json["error_reason"], "expired", "{}", r.text);
 }
+
+/// Outside probe (issue 14, high): a sign-in with the old password that is still being
+/// checked when a reset or a change commits must not keep a session (SPEC 10, 5.1: every
+/// session revoked). Each round races parallel sign-ins with the old password against a
+/// new one, alternately by reset link and by change; every session they got must be dead.
+#[tokio::test]
+async fn sign_ins_racing_a_new_password_keep_no_session() {
+    let s = TestServer::start_with(|c| {
+        c.settings.throttle.account_failures = 1_000;
+        c.settings.throttle.address_failures = 1_000;
+    })
+    .await;
+    let c = http_client();
+    with_address(&s, &c, "ray", "ray@example.com").await;
+    let mut password = PASSWORD.to_owned();
+    let mut won = 0;
+    for round in 0..8 {
+        let next = format!("round {round} passphrase");
+        let by_reset = round % 2 == 0;
+        let reset_link =
+            if by_reset { Some(forgot_token(&s, &c, "ray", "ray@example.com").await) } else { None };
+        let at = s.login(&c, "ray", &password).await.str("access_token").to_owned();
+        // Staggered, so that some read the old hash before the change commits and finish
+        // checking it after.
+        let logins = join_all((0..16u64).map(|i| {
+            let (s, c, password) = (&s, &c, &password);
+            async move {
+                tokio::time::sleep(Duration::from_millis(i * 5)).await;
+                try_login(s, c, "ray", password).await
+            }
+        }));
+        let change = async {
+            tokio::time::sleep(Duration::from_millis(10 + round * 3)).await;
+            match &reset_link {
+                Some(token) => reset(&s, &c, token, &next).await,
+                None => {
+                    let body = json!({"current_password": password, "new_password": next});
+                    s.post_auth(&c, "/auth/password", &at, body).await
+                }
+            }
+        };
+        let (answers, changed) = tokio::join!(logins, change);
+        assert_eq!(changed.status, 204, "round {round}: {}", changed.text);
+        // Checked before the next round, whose change would end them anyway.
+        for a in answers.iter().filter(|a| a.status == 200) {
+            let r = s.post(&c, "/auth/refresh", json!({"refresh_token": a.str("refresh_token")})).await;
+            assert_eq!(r.status, 400, "round {round}: a sign-in survived the new password: {}", r.text);
+            let me = s.get_auth(&c, "/auth/me", a.str("access_token")).await;
+            assert_eq!(me.status, 401, "round {round}");
+            won += 1;
+        }
+        password = next;
+    }
+    assert!(won > 8, "some sign-ins must have won before the change: {won}");
+}
