@@ -10,8 +10,9 @@
 //! its link made and queued, afterwards by one task ([`Latchkey::run_reset_mailer`]) that
 //! takes requests in order. The per-account mail cap is applied there, silently.
 //!
-//! A request waiting in that queue is lost if the process stops before the task reaches
-//! it (the user asks again); a link, once made, is in the outbox with its mail.
+//! A graceful shutdown waits for the requests already accepted; a request still waiting
+//! when the process is killed is lost (the user asks again). A link, once made, is in the
+//! outbox with its mail.
 
 use std::sync::Arc;
 
@@ -119,15 +120,32 @@ impl Latchkey {
     }
 
     /// The queue's task: makes and queues the reset link of each forgot-password request in
-    /// turn. Runs until its task is aborted; without it, requests fill the queue and then
-    /// answer `429`.
-    pub async fn run_reset_mailer(self: Arc<Self>) {
+    /// turn. When `stop` completes (the server is shutting down), it takes no more requests
+    /// (they answer `429`), deals with those already accepted, and returns. Without it,
+    /// requests fill the queue and then answer `429`.
+    pub async fn run_reset_mailer(self: Arc<Self>, stop: impl Future<Output = ()>) {
         let taken = self.resets.rx.lock().ok().and_then(|mut rx| rx.take());
         let Some(mut requests) = taken else {
             tracing::error!("a second reset mailer was started; it does nothing");
             return;
         };
-        while let Some(QueuedReset { login, caller }) = requests.recv().await {
+        tokio::pin!(stop);
+        let mut is_stopping = false;
+        loop {
+            let next = if is_stopping {
+                requests.recv().await
+            } else {
+                tokio::select! {
+                    next = requests.recv() => next,
+                    () = &mut stop => {
+                        // What is already queued is still received, then `None`.
+                        requests.close();
+                        is_stopping = true;
+                        continue;
+                    }
+                }
+            };
+            let Some(QueuedReset { login, caller }) = next else { return };
             if let Err(e) = self.mail_reset_link(&login, &caller).await {
                 tracing::warn!(error = %e, "a password reset link could not be queued");
             }

@@ -144,7 +144,10 @@ impl Server {
             let app = Arc::clone(&self.service);
             tokio::spawn(app.run_mail_sender(mailer, interval.min(Duration::from_secs(1))))
         });
-        let resets = tokio::spawn(Arc::clone(&self.service).run_reset_mailer());
+        let (stop_resets, resets_stop) = tokio::sync::oneshot::channel::<()>();
+        let resets = tokio::spawn(Arc::clone(&self.service).run_reset_mailer(async {
+            let _ = resets_stop.await;
+        }));
         let app = Arc::clone(&self.service);
         let feed_hub = tokio::spawn(async move { app.run_feed_hub().await });
         let addr = self.local_addr()?;
@@ -158,7 +161,11 @@ impl Server {
         let result = serve(self.listener, router(self.state), shutdown).await;
         maintenance.abort();
         feed_hub.abort();
-        resets.abort();
+        // Forgot-password requests already answered `202` get their links before the end.
+        let _ = stop_resets.send(());
+        if tokio::time::timeout(RESET_DRAIN_TIMEOUT, resets).await.is_err() {
+            tracing::warn!("shutting down with forgot-password requests still queued");
+        }
         if let Some(sender) = sender {
             // An interrupted send is retried by whichever node claims the mail next, once
             // its lease lapses.
@@ -167,6 +174,10 @@ impl Server {
         result
     }
 }
+
+/// How long a graceful shutdown waits for accepted forgot-password requests to get their
+/// links (each is a few store operations; the queue holds 256).
+const RESET_DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// How long a client may take to send a request head; also how long an idle keep-alive
 /// connection is kept. Slow or silent clients (slowloris) are cut off after it.

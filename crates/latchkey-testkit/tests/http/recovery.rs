@@ -315,3 +315,26 @@ async fn sign_ins_racing_a_new_password_keep_no_session() {
     }
     assert!(won > 8, "some sign-ins must have won before the change: {won}");
 }
+
+/// Outside probe (issue 14, medium): forgot-password requests answered `202` and still
+/// queued when the server shuts down get their links before it ends.
+#[tokio::test]
+async fn a_graceful_shutdown_makes_the_links_already_promised() {
+    let s = TestServer::start().await;
+    let c = http_client();
+    let names = ["sa", "sb", "sc", "sd"];
+    for name in names {
+        with_address(&s, &c, name, &format!("{name}@example.com")).await;
+    }
+    // 20 requests (the most one client address gets in an hour), 5 per account.
+    let asked = join_all((0..20).map(|i| forgot(&s, &c, names[i % 4]))).await;
+    assert!(
+        asked.iter().all(|a| a.status == 202),
+        "{:?}",
+        asked.iter().map(|a| a.status).collect::<Vec<_>>()
+    );
+    let store = std::sync::Arc::clone(s.store());
+    s.stop().await;
+    let mails = store.list_mail(None, 100).await.unwrap();
+    assert_eq!(mails.len(), 20, "every accepted request has its mail");
+}
