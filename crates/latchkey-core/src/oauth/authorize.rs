@@ -349,9 +349,10 @@ impl Latchkey {
             }
             _ => return Ok(AuthorizeStep::Login),
         };
-        let granted =
-            self.store.find_consent(&signed_in.user().id, &req.client.client_id).await?.unwrap_or_default();
-        let is_covered = granted.covers(&req.scopes);
+        // No consent is not an empty one: an app that asks for no scope is still asked for
+        // once (it gets the user's identity and a session the user can see and end).
+        let granted = self.store.find_consent(&signed_in.user().id, &req.client.client_id).await?;
+        let is_covered = granted.is_some_and(|g| g.covers(&req.scopes));
         if is_covered && !req.prompt.consent {
             return Ok(AuthorizeStep::Redirect(self.issue_code(req, signed_in, now).await?));
         }

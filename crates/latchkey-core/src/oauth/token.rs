@@ -196,8 +196,8 @@ fn issuer_problem(code: &AuthCodeRecord, issuer: &CodeIssuer, now: Timestamp) ->
     {
         return Some(ended);
     }
-    let consented = issuer.consented_scopes.clone().unwrap_or_default();
-    if !consented.covers(&code.scope) {
+    // A withdrawn consent is gone, even for a code that grants no scope.
+    if !issuer.consented_scopes.as_ref().is_some_and(|c| c.covers(&code.scope)) {
         return Some("The user no longer allows this app what the authorization code grants.");
     }
     None
@@ -498,8 +498,13 @@ mod tests {
         assert!(issuer_problem(&c, &live, Timestamp(1000)).is_some(), "the sign-in went idle");
         let withdrawn = CodeIssuer { consented_scopes: None, ..live.clone() };
         assert!(issuer_problem(&c, &withdrawn, Timestamp(120)).is_some());
-        let narrower = CodeIssuer { consented_scopes: Some("profile".into()), ..live };
+        let narrower = CodeIssuer { consented_scopes: Some("profile".into()), ..live.clone() };
         assert!(issuer_problem(&c, &narrower, Timestamp(120)).is_some());
+        // A code for no scope needs a consent all the same.
+        let no_scope = AuthCodeRecord { scope: "".into(), ..c };
+        assert!(issuer_problem(&no_scope, &withdrawn, Timestamp(120)).is_some());
+        let empty_consent = CodeIssuer { consented_scopes: Some("".into()), ..live };
+        assert_eq!(issuer_problem(&no_scope, &empty_consent, Timestamp(120)), None);
     }
 
     const VERIFIER: &str = "dBjftJeZ4CVP-mB92K27uhbUJU1p1r_wW1gFWFOEjXk";

@@ -521,6 +521,36 @@ async fn refresh_rotation_revocation_and_introspection_for_apps() {
     assert_eq!(feed.status, 403, "a client without revocations:read");
 }
 
+/// Noticed in an earlier stop: an app registered with no scopes skipped the consent page
+/// (no consent read as an empty one), and its code still redeemed after the user
+/// disconnected it. It is asked once like any app, and its code dies with the consent.
+#[tokio::test]
+async fn an_app_asking_for_no_scope_still_needs_and_keeps_consent() {
+    let s = TestServer::start().await;
+    let c = http_client();
+    s.register(&c, "nia", "correct horse battery").await;
+    let app = register_app(&s, &["--scopes", ""]).await;
+    let b = browser();
+    let start = send(b.get(authorize_url(&s, &app, &[("scope", ""), ("nonce", "")]))).await;
+    assert_eq!(start.status, 303, "{}", start.text);
+    let back = sign_in(&s, &b, &location(&start), "nia").await;
+    assert!(back.starts_with("/oauth/authorize?"), "the consent page, not straight back: {back}");
+    let to_app = consent(&s, &b, &back, "allow").await;
+    let code = param(&to_app, "code").expect("a code after Allow");
+    // The user disconnects the app before it redeems the code.
+    let page = send(b.get(s.url("/account"))).await;
+    let csrf = hidden_fields(&page.text).into_iter().find(|(k, _)| k == "csrf").unwrap().1;
+    let done =
+        send(b.post(s.url(&format!("/account/apps/{}/revoke", app.id))).form(&[("csrf", &csrf)])).await;
+    assert_eq!(done.status, 303, "{}", done.text);
+    let t = exchange(&s, &app, &code).await;
+    assert_eq!((t.status, t.json["error"].as_str()), (400, Some("invalid_grant")), "{}", t.text);
+    // Asked again, it is asked again.
+    let again = send(b.get(authorize_url(&s, &app, &[("scope", ""), ("nonce", "")]))).await;
+    assert_eq!(again.status, 200, "the consent page: {}", again.text);
+    assert!(again.text.contains(">Allow</button>"));
+}
+
 #[tokio::test]
 async fn an_apps_grant_is_a_session_the_user_can_revoke() {
     let s = TestServer::start().await;
