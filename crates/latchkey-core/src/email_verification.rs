@@ -31,6 +31,13 @@ pub enum EmailError {
     /// The link is used, expired or unknown.
     #[error("link refused: {}", .0.as_str())]
     Link(LinkTokenReason),
+    /// Too many wrong passwords for this account or from this address; retry after this
+    /// many seconds.
+    #[error("password checks throttled for {retry_after} s")]
+    PasswordThrottled {
+        /// Seconds.
+        retry_after: u64,
+    },
     /// The current password given with an email change is wrong.
     #[error("wrong password")]
     WrongPassword,
@@ -114,7 +121,8 @@ impl Latchkey {
     /// the answer is the same.
     ///
     /// # Errors
-    /// [`EmailError::WrongPassword`], [`EmailError::Throttled`], storage.
+    /// [`EmailError::WrongPassword`], [`EmailError::PasswordThrottled`] (too many wrong
+    /// passwords), [`EmailError::Throttled`] (too many mails), storage.
     pub async fn change_email(
         &self,
         auth: &impl Principal,
@@ -126,14 +134,14 @@ impl Latchkey {
         let acct = crate::throttle::account_key(&user.username);
         let addr = ctx.ip.as_deref().map(crate::throttle::address_key);
         if let Some(retry_after) = self.throttled_for(&acct, addr.as_deref(), now).await? {
-            return Err(EmailError::Throttled { retry_after });
+            return Err(EmailError::PasswordThrottled { retry_after });
         }
         if !self.passwords.verify(&req.current_password, Some(&user.password_hash)).await? {
             let locked = self
                 .record_failure("email_change_failed", Some(&user.id), &acct, addr.as_deref(), ctx, now)
                 .await?;
             return Err(match locked {
-                Some(retry_after) => EmailError::Throttled { retry_after },
+                Some(retry_after) => EmailError::PasswordThrottled { retry_after },
                 None => EmailError::WrongPassword,
             });
         }

@@ -287,6 +287,7 @@ impl IntoResponse for ApiError {
                     "The account has no email address.",
                 ),
                 EmailError::Throttled { retry_after } => mail_throttled(*retry_after),
+                EmailError::PasswordThrottled { retry_after } => throttled(*retry_after),
                 EmailError::Link(reason) => body(StatusCode::BAD_REQUEST, ErrorBody::invalid_link(*reason)),
                 EmailError::WrongPassword => plain(
                     StatusCode::FORBIDDEN,

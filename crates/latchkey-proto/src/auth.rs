@@ -49,7 +49,15 @@ pub struct EmailChangeRequest {
 #[derive(Debug, Deserialize)]
 pub struct ForgotPasswordRequest {
     /// A username or an email address; any string of a valid username's shape.
+    #[serde(deserialize_with = "login")]
     pub login: Username,
+}
+
+/// A `login` field: a username's rules, with errors that name the field.
+fn login<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Username, D::Error> {
+    let text = String::deserialize(d)?;
+    Username::parse(&text)
+        .map_err(|e| serde::de::Error::custom(e.to_string().replacen("username", "login", 1)))
 }
 
 /// `POST /auth/password/reset` body.

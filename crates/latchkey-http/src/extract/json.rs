@@ -85,7 +85,7 @@ fn parse<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
 
 /// Messages that name a field or a rule, never a value.
 fn is_value_free(message: &str) -> bool {
-    message.starts_with("missing field") || message.starts_with("username must")
+    ["missing field", "username must", "login must"].iter().any(|start| message.starts_with(start))
 }
 
 fn wrong_type() -> ApiError {

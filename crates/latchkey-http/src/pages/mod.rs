@@ -535,7 +535,7 @@ fn email_outcome(b: &Browser, result: Result<&str, EmailError>) -> Response {
         Ok(notice) => notice,
         Err(EmailError::WrongPassword) => "wrong-password",
         Err(EmailError::NoAddress) => "no-address",
-        Err(EmailError::Throttled { retry_after }) => {
+        Err(EmailError::Throttled { retry_after } | EmailError::PasswordThrottled { retry_after }) => {
             let message = format!("Too many attempts. Try again in {retry_after} seconds.");
             let mut res = b.error(StatusCode::TOO_MANY_REQUESTS, "Try again later", &message);
             res.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(retry_after.max(1)));

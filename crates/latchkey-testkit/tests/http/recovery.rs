@@ -170,6 +170,8 @@ async fn bad_tokens_and_weak_passwords() {
     }
     let r = s.post(&c, "/auth/password/forgot", json!({"login": ""})).await;
     assert_eq!(r.status, 400, "{}", r.text);
+    let said = r.json["error_description"].as_str().unwrap();
+    assert!(said.contains("login must not be blank"), "the field is named: {said}");
 }
 
 /// Throttling is decided from the request alone: a known and an unknown login are refused

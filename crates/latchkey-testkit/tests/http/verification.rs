@@ -332,3 +332,27 @@ async fn a_taken_address_gets_no_link_and_a_lost_race_is_a_conflict() {
     let me = s.get_auth(&c, "/auth/me", &at).await;
     assert_eq!(me.json["email"], "ida@example.com");
 }
+
+/// Outside probe (issue 14, cosmetic): wrong current passwords on an address change are
+/// throttled like sign-ins, and the `429` says so (not "too many emails").
+#[tokio::test]
+async fn wrong_passwords_on_an_address_change_are_throttled_as_such() {
+    let s = TestServer::start().await;
+    let c = http_client();
+    let at = with_address(&s, &c, "ida", "ida@example.com").await;
+    let mut last = None;
+    for _ in 0..12 {
+        let r = change(&s, &c, &at, "ida@new.example", "not the password").await;
+        let done = r.status == 429;
+        last = Some(r);
+        if done {
+            break;
+        }
+    }
+    let r = last.unwrap();
+    assert_eq!(r.status, 429, "{}", r.text);
+    assert!(r.header("retry-after").is_some());
+    let said = r.json["error_description"].as_str().unwrap();
+    assert!(said.contains("password") && !said.contains("email"), "{said}");
+    assert!(outbox(&s).await.is_empty(), "nothing mailed");
+}
