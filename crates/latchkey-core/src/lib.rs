@@ -34,6 +34,7 @@ pub mod store;
 pub mod throttle;
 pub mod token_cache;
 pub mod tokens;
+pub mod totp;
 pub mod web;
 
 pub use caller::Caller;
