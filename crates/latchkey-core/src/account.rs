@@ -51,17 +51,27 @@ impl Authenticated {
 pub trait Principal: sealed::Sealed {
     /// The user the proof is for, as stored when it was checked.
     fn user(&self) -> &UserRecord;
+    /// The session the proof is for (its `created_at` is when the user signed in).
+    fn session(&self) -> &SessionRecord;
 }
 
 impl Principal for Authenticated {
     fn user(&self) -> &UserRecord {
         &self.user
     }
+
+    fn session(&self) -> &SessionRecord {
+        &self.session
+    }
 }
 
 impl Principal for crate::web::SignedIn {
     fn user(&self) -> &UserRecord {
         crate::web::SignedIn::user(self)
+    }
+
+    fn session(&self) -> &SessionRecord {
+        crate::web::SignedIn::session(self)
     }
 }
 

@@ -23,6 +23,7 @@ pub mod mail;
 pub mod mail_seal;
 pub mod master_key;
 pub mod metrics;
+pub mod mfa;
 pub mod oauth;
 pub mod outbox;
 pub mod password;

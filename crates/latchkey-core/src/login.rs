@@ -129,6 +129,15 @@ pub enum LoginError {
         /// Seconds.
         retry_after: u64,
     },
+    /// The password was right; the user has a second factor, to be proved with this
+    /// token (SPEC 11).
+    #[error("a second factor is required")]
+    MfaRequired {
+        /// For `POST /auth/login/mfa` (or the pages' second step).
+        mfa_token: latchkey_proto::MfaToken,
+        /// The methods the user has.
+        methods: Vec<latchkey_proto::auth::MfaMethod>,
+    },
     /// Over 1 KiB, or the password pool is overloaded.
     #[error(transparent)]
     Password(#[from] PasswordError),
@@ -271,6 +280,9 @@ impl Latchkey {
     pub async fn login(&self, creds: Credentials, ctx: &Caller) -> Result<TokenResponse, LoginError> {
         let now = self.clock.now();
         let user = self.check_credentials(creds, ctx, now).await?;
+        if let Some((mfa_token, methods)) = self.second_factor_needed(&user, now).await? {
+            return Err(LoginError::MfaRequired { mfa_token, methods });
+        }
         self.open_session(&user, ctx, now).await
     }
 
@@ -413,7 +425,7 @@ impl Latchkey {
     }
 
     /// Creates a first-party session with its first refresh token, and mints its tokens.
-    async fn open_session(
+    pub(crate) async fn open_session(
         &self,
         user: &UserRecord,
         ctx: &Caller,

@@ -40,6 +40,9 @@ const SEAL_INFO: &[u8] = b"seal signing keys";
 /// The HKDF label of the AES-256-GCM key that seals queued mail (see `mail_seal.rs`): its
 /// own key, so a sealed signing key copied into the outbox opens as nothing.
 const MAIL_INFO: &[u8] = b"seal queued mail";
+/// The HKDF label of the AES-256-GCM key that seals TOTP secrets (SPEC 11: "encrypted at
+/// rest like signing keys"), each bound to its factor's id.
+const TOTP_INFO: &[u8] = b"seal totp secrets";
 /// The HKDF label of the key id.
 const ID_INFO: &[u8] = b"key id";
 
@@ -84,6 +87,7 @@ fn hkdf<const N: usize>(ikm: &[u8], info: &[u8]) -> Option<Zeroizing<[u8; N]>> {
 pub struct MasterKey {
     key: Zeroizing<[u8; 32]>,
     mail_key: Zeroizing<[u8; 32]>,
+    totp_key: Zeroizing<[u8; 32]>,
     id: String,
     /// The sealing key of earlier versions (SHA-256 of the configured text), to open keys
     /// sealed as `LKE1` until they are re-sealed.
@@ -111,9 +115,10 @@ impl MasterKey {
         }
         let key = hkdf::<32>(ikm.as_ref(), SEAL_INFO).ok_or(MasterKeyError::NotThirtyTwoBytes)?;
         let mail_key = hkdf::<32>(ikm.as_ref(), MAIL_INFO).ok_or(MasterKeyError::NotThirtyTwoBytes)?;
+        let totp_key = hkdf::<32>(ikm.as_ref(), TOTP_INFO).ok_or(MasterKeyError::NotThirtyTwoBytes)?;
         let id_bytes = hkdf::<6>(ikm.as_ref(), ID_INFO).ok_or(MasterKeyError::NotThirtyTwoBytes)?;
         let (legacy_key, legacy_id) = legacy(configured);
-        Ok(Self { key, mail_key, id: b64(id_bytes.as_ref()), legacy_key, legacy_id })
+        Ok(Self { key, mail_key, totp_key, id: b64(id_bytes.as_ref()), legacy_key, legacy_id })
     }
 
     /// The same key, opening keys that an earlier version sealed under `old_secret`, the
@@ -148,6 +153,16 @@ impl MasterKey {
     /// Opens what [`Self::seal_mail`] sealed for the same recipient.
     pub(crate) fn open_mail(&self, recipient: &str, sealed: &[u8]) -> Option<Zeroizing<Vec<u8>>> {
         open_bound(&self.mail_key, recipient.as_bytes(), sealed)
+    }
+
+    /// Seals a TOTP secret, bound to its factor's id.
+    pub(crate) fn seal_totp(&self, factor_id: &str, secret: &[u8]) -> Option<Vec<u8>> {
+        seal_bound(&self.totp_key, factor_id.as_bytes(), secret)
+    }
+
+    /// Opens what [`Self::seal_totp`] sealed for the same factor.
+    pub(crate) fn open_totp(&self, factor_id: &str, sealed: &[u8]) -> Option<Zeroizing<Vec<u8>>> {
+        open_bound(&self.totp_key, factor_id.as_bytes(), sealed)
     }
 
     /// The id under which earlier versions sealed with this key.

@@ -736,10 +736,12 @@ pub trait AuditStore {
 }
 
 mod mail;
+mod mfa;
 pub use mail::{
     LinkEffect, LinkJudge, LinkPurpose, LinkRecord, LinkRedemption, LinkStore, MailOutcome, MailRecord,
     MailState, NewMail, OutboxStore,
 };
+pub use mfa::{FactorRecord, MfaChallengeRecord, MfaStore};
 
 /// The storage port: one trait per aggregate, so a new capability adds a trait of its own.
 /// The domain holds an `Arc<dyn Store>`; bring the aggregate traits into scope with
@@ -755,6 +757,7 @@ pub trait Store:
     + AuditStore
     + LinkStore
     + OutboxStore
+    + MfaStore
     + Send
     + Sync
     + 'static
@@ -771,7 +774,7 @@ pub trait Store:
 /// Every port trait, for `use crate::store::ports::*`.
 pub mod ports {
     pub use super::{
-        AuditStore, FeedStore, KeyStore, LinkStore, OAuthStore, OutboxStore, SessionStore, Store,
+        AuditStore, FeedStore, KeyStore, LinkStore, MfaStore, OAuthStore, OutboxStore, SessionStore, Store,
         ThrottleStore, UserStore,
     };
 }

@@ -5,8 +5,8 @@
 //! the last step it accepted for the factor and accepts only later ones, so a code seen over
 //! a shoulder or replayed from a log is worthless once used.
 //!
-//! This module is the arithmetic alone: enrolment, the sealed storage of secrets and
-//! sign-in with a factor (issue 15) build on it.
+//! This module is the arithmetic alone; `mfa.rs` builds enrolment, sealed storage and
+//! sign-in with a factor on it.
 
 use aws_lc_rs::hmac;
 use data_encoding::BASE32_NOPAD;
@@ -41,6 +41,12 @@ impl TotpSecret {
     /// A secret from its bytes (as stored, once opened).
     pub fn from_bytes(bytes: &[u8]) -> Self {
         Self(Zeroizing::new(bytes.to_vec()))
+    }
+
+    /// A secret from its base32 form (as [`Self::to_base32`] gives it; upper case, no
+    /// padding), or `None`.
+    pub fn from_base32(text: &str) -> Option<Self> {
+        BASE32_NOPAD.decode(text.as_bytes()).ok().map(|bytes| Self::from_bytes(&bytes))
     }
 
     /// The bytes, for sealing at rest.

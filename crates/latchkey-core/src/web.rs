@@ -6,6 +6,7 @@ use latchkey_proto::ErrorReason;
 use latchkey_proto::auth::Credentials;
 
 use crate::caller::Caller;
+use crate::clock::Timestamp;
 use crate::crypto::{TokenHash, b64, random_bytes};
 use crate::ids::{ClientId, Scope, SessionId};
 use crate::login::{FIRST_PARTY_CLIENT_ID, FIRST_PARTY_SCOPE, LoginError, SessionLifetimes};
@@ -64,6 +65,35 @@ impl Latchkey {
     ) -> Result<(SignedIn, String), LoginError> {
         let now = self.clock.now();
         let user = self.check_credentials(creds, ctx, now).await?;
+        if let Some((mfa_token, methods)) = self.second_factor_needed(&user, now).await? {
+            return Err(LoginError::MfaRequired { mfa_token, methods });
+        }
+        self.open_web_session(user, ctx, now).await
+    }
+
+    /// Completes a browser sign-in with its second factor (the pages' second step).
+    ///
+    /// # Errors
+    /// See [`Latchkey::check_second_factor`]; storage.
+    pub async fn web_sign_in_mfa(
+        &self,
+        token: &latchkey_proto::MfaToken,
+        method: latchkey_proto::auth::MfaMethod,
+        code: &latchkey_proto::OneTimeCode,
+        ctx: &Caller,
+    ) -> Result<(SignedIn, String), crate::mfa::MfaError> {
+        let passed = self.check_second_factor(token, method, code, ctx).await?;
+        let now = self.clock.now();
+        Ok(self.open_web_session(passed.user, ctx, now).await?)
+    }
+
+    /// A new browser session for a user whose sign-in passed; with the cookie value to set.
+    async fn open_web_session(
+        &self,
+        user: UserRecord,
+        ctx: &Caller,
+        now: Timestamp,
+    ) -> Result<(SignedIn, String), LoginError> {
         let session = SessionLifetimes::from(&self.settings).start(
             user.id.clone(),
             ClientId::from(FIRST_PARTY_CLIENT_ID),

@@ -17,6 +17,7 @@ use latchkey_core::email_verification::EmailError;
 use latchkey_core::feed::FeedError;
 use latchkey_core::keys::KeyError;
 use latchkey_core::login::{LoginError, RegisterError};
+use latchkey_core::mfa::MfaError;
 use latchkey_core::oauth::{TokenRequestError, UserinfoError};
 use latchkey_core::password::PasswordError;
 use latchkey_core::password_reset::ResetError;
@@ -58,6 +59,8 @@ pub enum ApiError {
     Email(EmailError),
     /// Password recovery (SPEC 10).
     Reset(ResetError),
+    /// Second factors (SPEC 11).
+    Mfa(MfaError),
 }
 
 impl ApiError {
@@ -88,7 +91,8 @@ from_domain!(
     Auth(AuthError),
     Account(AccountError),
     Email(EmailError),
-    Reset(ResetError)
+    Reset(ResetError),
+    Mfa(MfaError)
 );
 
 fn body(status: StatusCode, body: ErrorBody) -> Response {
@@ -128,6 +132,31 @@ fn mail_throttled(retry_after: u64) -> Response {
         ),
         retry_after,
     )
+}
+
+/// A sign-in refused, or a second factor asked for.
+fn login_error(e: &LoginError) -> Response {
+    match e {
+        LoginError::InvalidCredentials => {
+            plain(StatusCode::UNAUTHORIZED, ErrorCode::InvalidCredentials, "Invalid username or password.")
+        }
+        LoginError::Throttled { retry_after } => throttled(*retry_after),
+        LoginError::MfaRequired { mfa_token, methods } => mfa_required(mfa_token, methods),
+        LoginError::Password(p) => password(p),
+        LoginError::Keys(k) => keys(k),
+        LoginError::Store(s) => store(s),
+    }
+}
+
+/// `401 mfa_required` with the token and methods (SPEC 11).
+fn mfa_required(token: &latchkey_proto::MfaToken, methods: &[latchkey_proto::auth::MfaMethod]) -> Response {
+    let answer = latchkey_proto::auth::MfaRequired {
+        error: ErrorCode::MfaRequired,
+        error_description: "A second factor is required to finish signing in.",
+        mfa_token: latchkey_proto::auth::MfaTokenOut(token.clone()),
+        methods: methods.to_vec(),
+    };
+    (StatusCode::UNAUTHORIZED, Json(answer)).into_response()
 }
 
 fn with_retry_after(mut res: Response, secs: u64) -> Response {
@@ -255,17 +284,7 @@ impl IntoResponse for ApiError {
                 RegisterError::Password(p) => password(p),
                 RegisterError::Store(s) => store(s),
             },
-            Self::Login(e) => match e {
-                LoginError::InvalidCredentials => plain(
-                    StatusCode::UNAUTHORIZED,
-                    ErrorCode::InvalidCredentials,
-                    "Invalid username or password.",
-                ),
-                LoginError::Throttled { retry_after } => throttled(*retry_after),
-                LoginError::Password(p) => password(p),
-                LoginError::Keys(k) => keys(k),
-                LoginError::Store(s) => store(s),
-            },
+            Self::Login(e) => login_error(e),
             Self::Refresh(e) => match e {
                 RefreshError::Refused(reason) => {
                     body(StatusCode::BAD_REQUEST, ErrorBody::with_reason(ErrorCode::InvalidGrant, *reason))
@@ -309,6 +328,40 @@ impl IntoResponse for ApiError {
                 ResetError::Password(p) => password(p),
                 ResetError::Template(_) => internal(e),
                 ResetError::Store(s) => store(s),
+            },
+            Self::Mfa(e) => match e {
+                MfaError::RecentSignInRequired => plain(
+                    StatusCode::FORBIDDEN,
+                    ErrorCode::LoginRequired,
+                    "Sign in again: changing second factors needs a sign-in within the last 5 minutes.",
+                ),
+                MfaError::NotEnrolling => plain(
+                    StatusCode::BAD_REQUEST,
+                    ErrorCode::InvalidRequest,
+                    "No authenticator app is being set up; start with POST /auth/mfa/totp.",
+                ),
+                MfaError::WrongCode => {
+                    plain(StatusCode::UNAUTHORIZED, ErrorCode::InvalidCredentials, "The code is wrong.")
+                }
+                MfaError::InvalidMfaToken => plain(
+                    StatusCode::UNAUTHORIZED,
+                    ErrorCode::InvalidToken,
+                    "The mfa_token is expired, used or unknown; sign in again.",
+                ),
+                MfaError::UnknownFactor => {
+                    plain(StatusCode::NOT_FOUND, ErrorCode::NotFound, "No such factor.")
+                }
+                MfaError::Throttled { retry_after } => with_retry_after(
+                    plain(
+                        StatusCode::TOO_MANY_REQUESTS,
+                        ErrorCode::TooManyRequests,
+                        format!("Too many wrong codes; try again in {retry_after} seconds."),
+                    ),
+                    *retry_after,
+                ),
+                MfaError::Sealed => internal(e),
+                MfaError::Login(l) => login_error(l),
+                MfaError::Store(s) => store(s),
             },
             Self::Account(e) => match e {
                 AccountError::SessionNotFound => {

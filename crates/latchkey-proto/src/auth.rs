@@ -4,7 +4,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::email::EmailAddress;
-use crate::secret::{LinkToken, Password, RefreshToken, serialize_refresh_token};
+use crate::secret::{LinkToken, MfaToken, OneTimeCode, Password, RefreshToken, serialize_refresh_token};
 use crate::username::Username;
 
 /// `POST /auth/register` and `POST /auth/login` body.
@@ -233,4 +233,110 @@ pub struct ReceivedTokens {
     /// The ID token (OpenID Connect).
     #[serde(default)]
     pub id_token: Option<String>,
+}
+
+/// A second-factor method (SPEC 11).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum MfaMethod {
+    /// A code from an authenticator app (RFC 6238).
+    Totp,
+    /// One of the user's single-use recovery codes.
+    RecoveryCode,
+}
+
+/// The body of `401 mfa_required` (SPEC 11).
+#[derive(Debug, Serialize)]
+pub struct MfaRequired {
+    /// Always `mfa_required`.
+    pub error: crate::ErrorCode,
+    /// For people.
+    pub error_description: &'static str,
+    /// The token to complete the sign-in with at `POST /auth/login/mfa`.
+    pub mfa_token: MfaTokenOut,
+    /// The methods the user has.
+    pub methods: Vec<MfaMethod>,
+}
+
+/// An `mfa_token` on its way out (serialised as its text).
+pub struct MfaTokenOut(pub MfaToken);
+
+impl std::fmt::Debug for MfaTokenOut {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("MfaTokenOut([redacted])")
+    }
+}
+
+impl Serialize for MfaTokenOut {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.0.expose_secret())
+    }
+}
+
+/// `POST /auth/login/mfa` body.
+#[derive(Debug, Deserialize)]
+pub struct MfaLoginRequest {
+    /// From the `mfa_required` answer.
+    pub mfa_token: MfaToken,
+    /// How the user proves the second factor.
+    pub method: MfaMethod,
+    /// The code.
+    pub code: OneTimeCode,
+}
+
+/// `POST /auth/mfa/totp/confirm` body.
+#[derive(Debug, Deserialize)]
+pub struct TotpConfirmRequest {
+    /// A code from the app, proving it holds the secret.
+    pub code: OneTimeCode,
+}
+
+/// `POST /auth/mfa/totp` answer: what the authenticator app needs.
+#[derive(Serialize)]
+pub struct TotpEnrolment {
+    /// The secret in base32, to type in.
+    pub secret: String,
+    /// The `otpauth://` URI, to scan.
+    pub otpauth_uri: String,
+}
+
+impl std::fmt::Debug for TotpEnrolment {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("TotpEnrolment([redacted])")
+    }
+}
+
+/// New recovery codes, shown once (`POST /auth/mfa/totp/confirm`).
+#[derive(Serialize)]
+pub struct RecoveryCodes {
+    /// Ten single-use codes.
+    pub recovery_codes: Vec<String>,
+}
+
+impl std::fmt::Debug for RecoveryCodes {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("RecoveryCodes([redacted])")
+    }
+}
+
+/// One entry of `GET /auth/mfa`.
+#[derive(Debug, Serialize)]
+pub struct MfaFactorView {
+    /// Its id (for `DELETE /auth/mfa/{id}`).
+    pub id: String,
+    /// `totp` (passkeys come later).
+    pub kind: &'static str,
+    /// Its name.
+    pub name: String,
+    /// When it was set up (RFC 3339).
+    pub created_at: String,
+}
+
+/// `GET /auth/mfa` answer.
+#[derive(Debug, Serialize)]
+pub struct MfaFactors {
+    /// The confirmed factors.
+    pub factors: Vec<MfaFactorView>,
+    /// How many unused recovery codes are left.
+    pub recovery_codes_left: usize,
 }

@@ -33,6 +33,9 @@ pub enum ErrorCode {
     InsufficientScope,
     /// Wrong username or password.
     InvalidCredentials,
+    /// The password was right; a second factor must follow (SPEC 11), with the `mfa_token`
+    /// and `methods` in the body.
+    MfaRequired,
     /// The username is taken.
     UsernameTaken,
     /// The email address belongs to another account (SPEC 10).
@@ -72,6 +75,7 @@ impl ErrorCode {
             Self::InvalidToken => "invalid_token",
             Self::InsufficientScope => "insufficient_scope",
             Self::InvalidCredentials => "invalid_credentials",
+            Self::MfaRequired => "mfa_required",
             Self::UsernameTaken => "username_taken",
             Self::EmailTaken => "email_taken",
             Self::RegistrationClosed => "registration_closed",

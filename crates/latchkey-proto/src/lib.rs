@@ -13,5 +13,5 @@ pub mod username;
 
 pub use email::EmailAddress;
 pub use error::{ErrorBody, ErrorCode, ErrorReason, LinkTokenReason, TokenErrorReason};
-pub use secret::{LinkKind, LinkToken, Password, RefreshToken};
+pub use secret::{LinkKind, LinkToken, MfaToken, OneTimeCode, Password, RefreshToken};
 pub use username::Username;

@@ -75,6 +75,18 @@ secret_string!(
     LinkToken
 );
 
+secret_string!(
+    /// The proof that a sign-in's password was right, to be completed with a second factor
+    /// (SPEC 11): `lkm_` + base64url of 256 random bits, valid 5 minutes, spent by a
+    /// success. Stored only as a hash.
+    MfaToken
+);
+
+secret_string!(
+    /// A code typed by the user: six digits from an authenticator app, or a recovery code.
+    OneTimeCode
+);
+
 /// What a link token is for, by its prefix.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum LinkKind {

@@ -14,6 +14,7 @@ mod feed;
 mod keys;
 mod links;
 mod maintenance;
+mod mfa;
 mod migrations;
 mod oauth;
 mod outbox;

@@ -21,6 +21,7 @@ static EXPIRED_EVENTS: Sql = Sql::new("DELETE FROM revocation_events WHERE until
 static IDLE_THROTTLES: Sql = Sql::new("DELETE FROM throttles WHERE last_failure_at <= $1");
 static EXPIRED_CODES: Sql = Sql::new("DELETE FROM auth_codes WHERE expires_at <= $1");
 static OLD_LINKS: Sql = Sql::new("DELETE FROM link_tokens WHERE expires_at <= $1");
+static OLD_MFA_CHALLENGES: Sql = Sql::new("DELETE FROM mfa_challenges WHERE expires_at <= $1");
 static DONE_MAIL: Sql = Sql::new("DELETE FROM outbox WHERE state <> 'pending' AND created_at <= $1");
 static ENDED_COOKIES: Sql =
     Sql::new(concat!("DELETE FROM web_sessions WHERE session_id IN (", ended_before!(), ")"));
@@ -45,6 +46,7 @@ fn prune(c: &mut dyn Conn, (now, before): (i64, i64)) -> OpFuture<'_, u64> {
         n += c.execute(&IDLE_THROTTLES, params![now.saturating_sub(THROTTLE_RETENTION_SECS)]).await?;
         n += c.execute(&EXPIRED_CODES, params![now.saturating_sub(CODE_RETENTION_SECS)]).await?;
         n += c.execute(&OLD_LINKS, params![now.saturating_sub(MAIL_RETENTION_SECS)]).await?;
+        n += c.execute(&OLD_MFA_CHALLENGES, params![now.saturating_sub(CODE_RETENTION_SECS)]).await?;
         n += c.execute(&DONE_MAIL, params![now.saturating_sub(MAIL_RETENTION_SECS)]).await?;
         n += c.execute(&ENDED_COOKIES, params![before]).await?;
         n += c.execute(&ENDED_TOKENS, params![before]).await?;

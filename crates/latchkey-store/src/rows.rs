@@ -7,8 +7,9 @@ use latchkey_core::clock::Timestamp;
 use latchkey_core::crypto::TokenHash;
 use latchkey_core::ids::Scope;
 use latchkey_core::store::{
-    AuthCodeRecord, ClientRecord, FeedEventRecord, LinkPurpose, LinkRecord, MailRecord, MailState,
-    SecurityEventRecord, SessionRecord, StoredKey, ThrottleRecord, UserEmail, UserRecord, UserStatus,
+    AuthCodeRecord, ClientRecord, FactorRecord, FeedEventRecord, LinkPurpose, LinkRecord, MailRecord,
+    MailState, MfaChallengeRecord, SecurityEventRecord, SessionRecord, StoredKey, ThrottleRecord, UserEmail,
+    UserRecord, UserStatus,
 };
 use latchkey_proto::ErrorReason;
 use latchkey_proto::events::RevocationEvent;
@@ -31,6 +32,22 @@ macro_rules! link_columns {
     };
 }
 pub(crate) use link_columns;
+
+/// The columns [`factor`] reads, in its order.
+macro_rules! factor_columns {
+    () => {
+        "id, user_id, kind, name, secret, created_at, confirmed_at, last_used_step"
+    };
+}
+pub(crate) use factor_columns;
+
+/// The columns [`mfa_challenge`] reads, in its order.
+macro_rules! mfa_challenge_columns {
+    () => {
+        "hash, user_id, password_hash, created_at, expires_at, used_at"
+    };
+}
+pub(crate) use mfa_challenge_columns;
 
 /// The columns [`mail`] reads, from `outbox`.
 macro_rules! mail_columns {
@@ -152,6 +169,32 @@ pub(crate) fn link(row: &dyn Row) -> Result<LinkRecord, DbError> {
         expires_at: Timestamp(row.int(6)?),
         used_at: row.opt_int(7)?.map(Timestamp),
         voided_at: row.opt_int(8)?.map(Timestamp),
+    })
+}
+
+/// A second factor from [`factor_columns`].
+pub(crate) fn factor(row: &dyn Row) -> Result<FactorRecord, DbError> {
+    Ok(FactorRecord {
+        id: row.text(0)?,
+        user_id: row.text(1)?.into(),
+        kind: row.text(2)?,
+        name: row.text(3)?,
+        secret: row.blob(4)?,
+        created_at: Timestamp(row.int(5)?),
+        confirmed_at: row.opt_int(6)?.map(Timestamp),
+        last_used_step: row.opt_int(7)?,
+    })
+}
+
+/// A sign-in waiting for its factor, from [`mfa_challenge_columns`].
+pub(crate) fn mfa_challenge(row: &dyn Row) -> Result<MfaChallengeRecord, DbError> {
+    Ok(MfaChallengeRecord {
+        hash: TokenHash(hash32(row.blob(0)?, "mfa_challenges.hash")?),
+        user_id: row.text(1)?.into(),
+        password_hash: row.text(2)?,
+        created_at: Timestamp(row.int(3)?),
+        expires_at: Timestamp(row.int(4)?),
+        used_at: row.opt_int(5)?.map(Timestamp),
     })
 }
 

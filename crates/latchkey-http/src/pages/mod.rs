@@ -7,6 +7,7 @@
 //! `Secure` whenever the issuer is https. The pages behind SPEC 10's mailed links are in
 //! `recovery.rs`.
 
+mod mfa;
 mod recovery;
 mod templates;
 
@@ -33,6 +34,7 @@ use crate::AppState;
 use crate::extract::caller::RequestCaller;
 use crate::oauth::{form, parse_pairs};
 
+pub(crate) use self::mfa::login_mfa;
 pub(crate) use self::recovery::{forgot, forgot_page, reset, reset_page, verify, verify_page};
 
 const CSS: &str = include_str!("../../static/latchkey.css");
@@ -270,18 +272,43 @@ async fn render_login(
     username: String,
     error: Option<String>,
 ) -> Response {
-    // Signing in for an app: name it, and let the redirect chain end at its redirect URI.
-    let mut app_name = None;
-    let mut form_action = None;
+    let (app_name, form_action) = signing_in_for(s, &return_to).await;
+    let html = LoginPage { csrf: b.csrf.clone(), return_to, username, error, app_name }.render();
+    b.page(Page { status, html, form_action })
+}
+
+/// Signing in for an app (`return_to` is an authorization): its name, and the CSP
+/// `form-action` source that lets the redirect chain end at its redirect URI.
+async fn signing_in_for(s: &AppState, return_to: &str) -> (Option<String>, Option<String>) {
     if let Some(query) = return_to.strip_prefix("/oauth/authorize?")
         && let Some(pairs) = parse_pairs(query)
         && let Ok(req) = s.service.check_authorize(AuthorizeParams::from_pairs(pairs)).await
     {
-        app_name = Some(req.client.name.clone());
-        form_action = csp_source(req.redirect_uri.as_str());
+        return (Some(req.client.name.clone()), csp_source(req.redirect_uri.as_str()));
     }
-    let html = LoginPage { csrf: b.csrf.clone(), return_to, username, error, app_name }.render();
-    b.page(Page { status, html, form_action })
+    (None, None)
+}
+
+/// The answer to a sign-in that passed: the browser's earlier session (if any) ends, the
+/// new cookie is set, and the browser goes on to `return_to`.
+async fn signed_in_answer(
+    s: &AppState,
+    b: &Browser,
+    ctx: &Caller,
+    previous: Option<SignedIn>,
+    return_to: &str,
+    cookie: &str,
+) -> Response {
+    if let Some(old) = previous
+        && let Err(e) = s.service.web_sign_out(&old, ctx).await
+    {
+        tracing::warn!(error = %e, "the replaced browser session could not be ended");
+    }
+    let mut res = b.redirect(StatusCode::SEE_OTHER, return_to);
+    if let Ok(v) = HeaderValue::from_str(&format!("{SESSION_COOKIE}={cookie}{}", b.cookie_attrs())) {
+        res.headers_mut().append(header::SET_COOKIE, v);
+    }
+    res
 }
 
 /// `POST /login`.
@@ -307,17 +334,9 @@ pub(crate) async fn login(
     // A sign-in over an existing one (another user, or `prompt=login`) replaces it.
     let previous = signed_in(&s, &headers, &ctx).await;
     match s.service.web_sign_in(Credentials { username, password }, &ctx).await {
-        Ok((_, cookie)) => {
-            if let Some(old) = previous
-                && let Err(e) = s.service.web_sign_out(&old, &ctx).await
-            {
-                tracing::warn!(error = %e, "the replaced browser session could not be ended");
-            }
-            let mut res = b.redirect(StatusCode::SEE_OTHER, &return_to);
-            if let Ok(v) = HeaderValue::from_str(&format!("{SESSION_COOKIE}={cookie}{}", b.cookie_attrs())) {
-                res.headers_mut().append(header::SET_COOKIE, v);
-            }
-            res
+        Ok((_, cookie)) => signed_in_answer(&s, &b, &ctx, previous, &return_to, &cookie).await,
+        Err(LoginError::MfaRequired { mfa_token, .. }) => {
+            mfa::step_page(&s, &b, StatusCode::OK, return_to, &mfa_token, None).await
         }
         Err(
             LoginError::InvalidCredentials

@@ -25,6 +25,23 @@ pub(crate) struct LoginPage {
     pub(crate) app_name: Option<String>,
 }
 
+/// The second step of a sign-in (SPEC 11): **Authentication code**, **Verify**, and a
+/// recovery code instead.
+#[derive(Template)]
+#[template(path = "mfa.html")]
+pub(crate) struct MfaPage {
+    /// The CSRF token echoed in the forms.
+    pub(crate) csrf: String,
+    /// Where to go after signing in (a local path, already checked by the handler).
+    pub(crate) return_to: String,
+    /// The sign-in's `mfa_token` (it proves only the password, and lives 5 minutes).
+    pub(crate) mfa_token: String,
+    /// Why the last attempt failed, shown with `role="alert"`.
+    pub(crate) error: Option<String>,
+    /// The app the user is signing in for, when the sign-in interrupts an authorization.
+    pub(crate) app_name: Option<String>,
+}
+
 /// One requested scope on the consent page.
 #[derive(Debug, Clone)]
 pub(crate) struct ScopeLine {

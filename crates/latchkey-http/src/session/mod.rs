@@ -17,6 +17,8 @@ use crate::extract::bearer::{Bearer, MaybeBearer};
 use crate::extract::caller::RequestCaller;
 use crate::extract::json::{ApiJson, OptionalJson};
 
+pub(crate) mod mfa;
+
 type ApiResult = Result<Response, ApiError>;
 
 /// 204 that also tells browsers to drop cookies and storage for this origin.

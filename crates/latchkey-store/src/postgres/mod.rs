@@ -99,6 +99,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (4, include_str!("../../migrations/postgres/0004_refresh_tokens_by_issue_key.sql")),
     (5, include_str!("../../migrations/postgres/0005_user_email.sql")),
     (6, include_str!("../../migrations/postgres/0006_links_and_outbox.sql")),
+    (7, include_str!("../../migrations/postgres/0007_second_factors.sql")),
 ];
 
 /// Advisory lock key held while migrating, so nodes starting together migrate one at a time.

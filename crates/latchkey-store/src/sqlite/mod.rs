@@ -49,6 +49,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (7, include_str!("../../migrations/sqlite/0007_refresh_tokens_by_issue_key.sql")),
     (8, include_str!("../../migrations/sqlite/0008_user_email.sql")),
     (9, include_str!("../../migrations/sqlite/0009_links_and_outbox.sql")),
+    (10, include_str!("../../migrations/sqlite/0010_second_factors.sql")),
 ];
 
 /// Maps SQLite errors to the port's, without leaking rusqlite types.

@@ -26,6 +26,7 @@ mod input;
 mod interop;
 mod mail;
 mod master_key;
+mod mfa;
 mod nodes;
 mod notes;
 mod oauth;

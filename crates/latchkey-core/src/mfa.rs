@@ -1,0 +1,381 @@
+//! Second factors (SPEC 11): setting up an authenticator app (TOTP) with its recovery
+//! codes, listing and removing factors, and the second step of a sign-in.
+//!
+//! - Changing factors needs a sign-in within the last 5 minutes ([`RECENT_SIGN_IN`]),
+//!   and ends every other session of the user: a thief holding a session can neither add
+//!   a factor nor survive the owner adding one.
+//! - A password that is right for a user with a factor yields no session but an
+//!   `mfa_token` (`lkm_`, 5 minutes, hashed at rest, spent by a success, kept through wrong
+//!   codes), bound to the password hash it passed, so a new password voids it.
+//! - Wrong codes count against the account and the client address exactly like wrong
+//!   passwords (the same counters and lockouts).
+//! - A TOTP secret is stored sealed under the master key when one is set (bound to its
+//!   factor's id), otherwise as it is, like the signing keys; its first byte says which.
+
+use std::time::Duration;
+
+use latchkey_proto::auth::{MfaFactorView, MfaFactors, MfaMethod, RecoveryCodes, TotpEnrolment};
+use latchkey_proto::{ErrorReason, MfaToken, OneTimeCode};
+
+use crate::account::Principal;
+use crate::caller::Caller;
+use crate::clock::Timestamp;
+use crate::crypto::{TokenHash, b64, new_id, random_bytes};
+use crate::login::LoginError;
+use crate::service::Latchkey;
+use crate::store::{FactorRecord, MfaChallengeRecord, RevocationTarget, StoreError, UserRecord, UserStatus};
+use crate::throttle::{account_key, address_key};
+use crate::totp::{TotpSecret, otpauth_uri};
+
+/// How recent a sign-in must be to change factors.
+pub const RECENT_SIGN_IN: Duration = Duration::from_secs(5 * 60);
+/// How long an `mfa_token` lives.
+pub const MFA_TOKEN_TTL: Duration = Duration::from_secs(5 * 60);
+/// How many recovery codes a set has.
+pub const RECOVERY_CODES: usize = 10;
+/// The prefix of an `mfa_token`.
+const MFA_TOKEN_PREFIX: &str = "lkm_";
+/// The stored kind of an authenticator-app factor.
+const TOTP: &str = "totp";
+/// The first byte of a stored secret: as it is, or sealed under the master key.
+const PLAIN: u8 = 0;
+const SEALED: u8 = 1;
+
+/// Why a second-factor operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum MfaError {
+    /// Changing factors needs a sign-in within [`RECENT_SIGN_IN`].
+    #[error("a recent sign-in is required")]
+    RecentSignInRequired,
+    /// No authenticator app is being set up (confirm without a start, or twice).
+    #[error("no authenticator app is being set up")]
+    NotEnrolling,
+    /// The code is wrong, or was used already.
+    #[error("wrong code")]
+    WrongCode,
+    /// The `mfa_token` is unknown, used, expired, or its password was changed since.
+    #[error("the mfa_token is not valid")]
+    InvalidMfaToken,
+    /// The user has no such factor.
+    #[error("no such factor")]
+    UnknownFactor,
+    /// Too many wrong codes (or passwords); retry after this many seconds.
+    #[error("throttled for {retry_after} s")]
+    Throttled {
+        /// Seconds.
+        retry_after: u64,
+    },
+    /// A TOTP secret is sealed under a master key this process does not have.
+    #[error("a TOTP secret cannot be opened with this process's master key")]
+    Sealed,
+    /// Opening the session failed (signing, storage).
+    #[error(transparent)]
+    Login(#[from] LoginError),
+    /// Storage.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// A second-factor sign-in that passed: the user, and the method that proved it.
+#[derive(Debug)]
+pub struct SecondFactor {
+    /// The user.
+    pub user: UserRecord,
+    /// How.
+    pub method: MfaMethod,
+}
+
+/// What a recovery code looks like once typed: lower case, without spaces or dashes.
+fn normalized_recovery_code(code: &str) -> String {
+    code.chars().filter(|c| c.is_ascii_alphanumeric()).map(|c| c.to_ascii_lowercase()).collect()
+}
+
+/// A new recovery code: 60 random bits as 12 lower-case base32 letters and digits in
+/// groups of four (`abcd-efgh-2345`).
+fn new_recovery_code() -> String {
+    let text = data_encoding::BASE32_NOPAD.encode(&random_bytes::<8>()).to_ascii_lowercase();
+    let chars: Vec<char> = text.chars().take(12).collect();
+    chars.chunks(4).map(|c| c.iter().collect::<String>()).collect::<Vec<_>>().join("-")
+}
+
+impl Latchkey {
+    /// Fails unless `auth`'s session signed in within [`RECENT_SIGN_IN`].
+    fn require_recent_sign_in(&self, auth: &impl Principal, now: Timestamp) -> Result<(), MfaError> {
+        let signed_in = auth.session().created_at;
+        if now.seconds_since(signed_in) > i64::try_from(RECENT_SIGN_IN.as_secs()).unwrap_or(i64::MAX) {
+            return Err(MfaError::RecentSignInRequired);
+        }
+        Ok(())
+    }
+
+    fn seal_totp_secret(&self, factor_id: &str, secret: &TotpSecret) -> Vec<u8> {
+        match self.keys.master_key().and_then(|k| k.seal_totp(factor_id, secret.expose_bytes())) {
+            Some(sealed) => [&[SEALED][..], &sealed].concat(),
+            None => [&[PLAIN][..], secret.expose_bytes()].concat(),
+        }
+    }
+
+    fn open_totp_secret(&self, factor: &FactorRecord) -> Result<TotpSecret, MfaError> {
+        match factor.secret.split_first() {
+            Some((&PLAIN, bytes)) => Ok(TotpSecret::from_bytes(bytes)),
+            Some((&SEALED, sealed)) => {
+                let key = self.keys.master_key().ok_or(MfaError::Sealed)?;
+                let bytes = key.open_totp(&factor.id, sealed).ok_or(MfaError::Sealed)?;
+                Ok(TotpSecret::from_bytes(&bytes))
+            }
+            _ => Err(MfaError::Sealed),
+        }
+    }
+
+    /// Starts setting up an authenticator app (`POST /auth/mfa/totp`): a new secret, shown
+    /// once, in an unconfirmed factor that replaces any earlier unconfirmed one.
+    ///
+    /// # Errors
+    /// [`MfaError::RecentSignInRequired`], storage.
+    pub async fn begin_totp(&self, auth: &impl Principal) -> Result<TotpEnrolment, MfaError> {
+        let now = self.clock.now();
+        self.require_recent_sign_in(auth, now)?;
+        let user = auth.user();
+        let secret = TotpSecret::generate();
+        let id = new_id();
+        let factor = FactorRecord {
+            secret: self.seal_totp_secret(&id, &secret),
+            id,
+            user_id: user.id.clone(),
+            kind: TOTP.to_owned(),
+            name: "Authenticator app".to_owned(),
+            created_at: now,
+            confirmed_at: None,
+            last_used_step: None,
+        };
+        self.store.insert_factor(&factor).await?;
+        let issuer = crate::outbox::issuer_host(&self.settings.issuer);
+        Ok(TotpEnrolment {
+            otpauth_uri: otpauth_uri(&secret, issuer, &user.username),
+            secret: secret.to_base32(),
+        })
+    }
+
+    /// Confirms the authenticator app being set up with a code from it
+    /// (`POST /auth/mfa/totp/confirm`): the factor counts from now, the user gets a new set
+    /// of recovery codes (shown once), and every other session of the user ends.
+    ///
+    /// # Errors
+    /// [`MfaError::RecentSignInRequired`], [`MfaError::NotEnrolling`],
+    /// [`MfaError::WrongCode`], storage.
+    pub async fn confirm_totp(
+        &self,
+        auth: &impl Principal,
+        code: &OneTimeCode,
+        ctx: &Caller,
+    ) -> Result<RecoveryCodes, MfaError> {
+        let now = self.clock.now();
+        self.require_recent_sign_in(auth, now)?;
+        let user = auth.user();
+        let factors = self.store.list_factors(&user.id).await?;
+        let pending = factors.iter().rev().find(|f| f.kind == TOTP && f.confirmed_at.is_none());
+        let Some(pending) = pending else { return Err(MfaError::NotEnrolling) };
+        let secret = self.open_totp_secret(pending)?;
+        let Some(step) = secret.accepts(code.expose_secret(), now, None) else {
+            return Err(MfaError::WrongCode);
+        };
+        let codes: Vec<String> = (0..RECOVERY_CODES).map(|_| new_recovery_code()).collect();
+        let hashes: Vec<TokenHash> =
+            codes.iter().map(|c| TokenHash::of(&normalized_recovery_code(c))).collect();
+        if !self.store.confirm_factor(&pending.id, step, &hashes, now).await? {
+            return Err(MfaError::NotEnrolling);
+        }
+        self.end_other_sessions(auth, ctx).await?;
+        self.record(self.event(now, "mfa_enabled", Some(&user.id), Some(&auth.session().id), Some(ctx)))
+            .await;
+        Ok(RecoveryCodes { recovery_codes: codes })
+    }
+
+    /// Every other session of the user, ended as the user's own doing (SPEC 11: adding or
+    /// removing a factor).
+    async fn end_other_sessions(&self, auth: &impl Principal, ctx: &Caller) -> Result<(), StoreError> {
+        let (user, session) = (auth.user(), auth.session());
+        let target =
+            RevocationTarget::UserSessions { user_id: user.id.clone(), except: Some(session.id.clone()) };
+        self.revoke(target, ErrorReason::RevokedByUser, Some(&user.id), Some(&session.id), ctx).await?;
+        Ok(())
+    }
+
+    /// The user's confirmed factors and unused recovery codes (`GET /auth/mfa`).
+    ///
+    /// # Errors
+    /// Storage.
+    pub async fn list_mfa(&self, auth: &impl Principal) -> Result<MfaFactors, MfaError> {
+        let user = auth.user();
+        let factors = self.store.list_factors(&user.id).await?;
+        let left = self.store.count_recovery_codes(&user.id).await?;
+        Ok(MfaFactors {
+            factors: factors
+                .into_iter()
+                .filter(|f| f.confirmed_at.is_some())
+                .map(|f| MfaFactorView {
+                    id: f.id,
+                    kind: TOTP,
+                    name: f.name,
+                    created_at: f.created_at.rfc3339(),
+                })
+                .collect(),
+            recovery_codes_left: usize::try_from(left).unwrap_or(0),
+        })
+    }
+
+    /// Removes a factor (`DELETE /auth/mfa/{id}`); with the last one, the recovery codes go
+    /// too. Every other session of the user ends.
+    ///
+    /// # Errors
+    /// [`MfaError::RecentSignInRequired`], [`MfaError::UnknownFactor`], storage.
+    pub async fn remove_factor(
+        &self,
+        auth: &impl Principal,
+        factor_id: &str,
+        ctx: &Caller,
+    ) -> Result<(), MfaError> {
+        let now = self.clock.now();
+        self.require_recent_sign_in(auth, now)?;
+        let user = auth.user();
+        if !self.store.delete_factor(&user.id, factor_id).await? {
+            return Err(MfaError::UnknownFactor);
+        }
+        self.end_other_sessions(auth, ctx).await?;
+        self.record(self.event(now, "mfa_removed", Some(&user.id), Some(&auth.session().id), Some(ctx)))
+            .await;
+        Ok(())
+    }
+
+    /// After a right password: `None` for a user without a confirmed factor (sign in), or
+    /// an `mfa_token` and the methods the user has (SPEC 11 `mfa_required`).
+    ///
+    /// # Errors
+    /// Storage.
+    pub(crate) async fn second_factor_needed(
+        &self,
+        user: &UserRecord,
+        now: Timestamp,
+    ) -> Result<Option<(MfaToken, Vec<MfaMethod>)>, StoreError> {
+        let factors = self.store.list_factors(&user.id).await?;
+        if !factors.iter().any(|f| f.confirmed_at.is_some()) {
+            return Ok(None);
+        }
+        let mut methods = vec![MfaMethod::Totp];
+        if self.store.count_recovery_codes(&user.id).await? > 0 {
+            methods.push(MfaMethod::RecoveryCode);
+        }
+        let token = MfaToken::new(format!("{MFA_TOKEN_PREFIX}{}", b64(&random_bytes::<32>())));
+        let challenge = MfaChallengeRecord {
+            hash: TokenHash::of(token.expose_secret()),
+            user_id: user.id.clone(),
+            password_hash: user.password_hash.clone(),
+            created_at: now,
+            expires_at: now.plus(MFA_TOKEN_TTL),
+            used_at: None,
+        };
+        self.store.insert_mfa_challenge(&challenge).await?;
+        Ok(Some((token, methods)))
+    }
+
+    /// Checks the second step of a sign-in: the `mfa_token` and a code by `method`,
+    /// throttled like passwords. On success the token is spent and the user returned, to
+    /// open a session for (the API and the pages each do).
+    ///
+    /// # Errors
+    /// [`MfaError::InvalidMfaToken`], [`MfaError::WrongCode`], [`MfaError::Throttled`],
+    /// storage.
+    pub async fn check_second_factor(
+        &self,
+        token: &MfaToken,
+        method: MfaMethod,
+        code: &OneTimeCode,
+        ctx: &Caller,
+    ) -> Result<SecondFactor, MfaError> {
+        let now = self.clock.now();
+        let hash = TokenHash::of(token.expose_secret());
+        let challenge = match self.store.find_mfa_challenge(&hash).await? {
+            Some(c) if c.used_at.is_none() && now < c.expires_at => c,
+            _ => return Err(MfaError::InvalidMfaToken),
+        };
+        let user = match self.store.find_user(&challenge.user_id).await? {
+            Some(u) if u.status == UserStatus::Active && u.password_hash == challenge.password_hash => u,
+            _ => return Err(MfaError::InvalidMfaToken),
+        };
+        let acct = account_key(&user.username);
+        let addr = ctx.ip.as_deref().map(address_key);
+        if let Some(retry_after) = self.throttled_for(&acct, addr.as_deref(), now).await? {
+            return Err(MfaError::Throttled { retry_after });
+        }
+        if !self.second_factor_is_right(&user, method, code, now).await? {
+            let locked =
+                self.record_failure("mfa_failed", Some(&user.id), &acct, addr.as_deref(), ctx, now).await?;
+            return Err(match locked {
+                Some(retry_after) => MfaError::Throttled { retry_after },
+                None => MfaError::WrongCode,
+            });
+        }
+        if !self.store.spend_mfa_challenge(&hash, now).await? {
+            return Err(MfaError::InvalidMfaToken);
+        }
+        self.store.delete_throttle(&acct).await?;
+        Ok(SecondFactor { user, method })
+    }
+
+    /// Completes an API sign-in with its second factor (`POST /auth/login/mfa`): a new
+    /// session and its tokens.
+    ///
+    /// # Errors
+    /// See [`Latchkey::check_second_factor`]; signing and storage.
+    pub async fn login_mfa(
+        &self,
+        req: latchkey_proto::auth::MfaLoginRequest,
+        ctx: &Caller,
+    ) -> Result<latchkey_proto::auth::TokenResponse, MfaError> {
+        let passed = self.check_second_factor(&req.mfa_token, req.method, &req.code, ctx).await?;
+        let now = self.clock.now();
+        Ok(self.open_session(&passed.user, ctx, now).await?)
+    }
+
+    /// Whether `code` proves the factor `method` names, using it up if so.
+    async fn second_factor_is_right(
+        &self,
+        user: &UserRecord,
+        method: MfaMethod,
+        code: &OneTimeCode,
+        now: Timestamp,
+    ) -> Result<bool, MfaError> {
+        match method {
+            MfaMethod::RecoveryCode => {
+                let hash = TokenHash::of(&normalized_recovery_code(code.expose_secret()));
+                Ok(self.store.use_recovery_code(&user.id, &hash, now).await?)
+            }
+            MfaMethod::Totp => {
+                let factors = self.store.list_factors(&user.id).await?;
+                for factor in factors.iter().filter(|f| f.kind == TOTP && f.confirmed_at.is_some()) {
+                    let secret = self.open_totp_secret(factor)?;
+                    if let Some(step) = secret.accepts(code.expose_secret(), now, factor.last_used_step) {
+                        // Two requests with one code: one conditional write wins.
+                        return Ok(self.store.use_totp_step(&factor.id, step).await?);
+                    }
+                }
+                Ok(false)
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn recovery_codes_are_twelve_characters_in_three_groups() {
+        let code = new_recovery_code();
+        assert_eq!(code.len(), 14, "{code}");
+        assert_eq!(code.matches('-').count(), 2);
+        assert_eq!(normalized_recovery_code(&code).len(), 12);
+        assert_eq!(normalized_recovery_code(" ABCD-efgh 2345 "), "abcdefgh2345");
+        assert_ne!(new_recovery_code(), new_recovery_code());
+    }
+}
