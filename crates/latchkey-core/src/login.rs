@@ -280,7 +280,7 @@ impl Latchkey {
     pub async fn login(&self, creds: Credentials, ctx: &Caller) -> Result<TokenResponse, LoginError> {
         let now = self.clock.now();
         let user = self.check_credentials(creds, ctx, now).await?;
-        if let Some((mfa_token, methods)) = self.second_factor_needed(&user, now).await? {
+        if let Some((mfa_token, methods)) = self.after_password(&user, now).await? {
             return Err(LoginError::MfaRequired { mfa_token, methods });
         }
         self.open_session(&user, ctx, now).await
@@ -335,9 +335,28 @@ impl Latchkey {
             return Err(LoginError::Throttled { retry_after });
         }
 
-        self.store.delete_throttle(&acct).await?;
         self.metrics.login(LoginOutcome::Success);
         Ok(user)
+    }
+
+    /// After a right password: `None` once the account's failure count is cleared (no
+    /// second factor: the sign-in is complete), or the `mfa_token` and methods to finish
+    /// with. A user with a factor keeps the count until the factor is proved, or a thief
+    /// with the password could clear it by signing in again between rounds of guessed
+    /// codes.
+    ///
+    /// # Errors
+    /// Storage.
+    pub(crate) async fn after_password(
+        &self,
+        user: &UserRecord,
+        now: Timestamp,
+    ) -> Result<Option<(latchkey_proto::MfaToken, Vec<latchkey_proto::auth::MfaMethod>)>, StoreError> {
+        let needed = self.second_factor_needed(user, now).await?;
+        if needed.is_none() {
+            self.store.delete_throttle(&account_key(&user.username)).await?;
+        }
+        Ok(needed)
     }
 
     /// Seconds the account or the address must still wait, if either is locked.

@@ -248,7 +248,8 @@ impl Latchkey {
     }
 
     /// After a right password: `None` for a user without a confirmed factor (sign in), or
-    /// an `mfa_token` and the methods the user has (SPEC 11 `mfa_required`).
+    /// an `mfa_token` and the methods the user has (SPEC 11 `mfa_required`). Callers go
+    /// through [`Latchkey::after_password`], which also decides the failure count.
     ///
     /// # Errors
     /// Storage.

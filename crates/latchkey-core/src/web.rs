@@ -65,7 +65,7 @@ impl Latchkey {
     ) -> Result<(SignedIn, String), LoginError> {
         let now = self.clock.now();
         let user = self.check_credentials(creds, ctx, now).await?;
-        if let Some((mfa_token, methods)) = self.second_factor_needed(&user, now).await? {
+        if let Some((mfa_token, methods)) = self.after_password(&user, now).await? {
             return Err(LoginError::MfaRequired { mfa_token, methods });
         }
         self.open_web_session(user, ctx, now).await

@@ -194,6 +194,25 @@ async fn wrong_codes_are_throttled_like_passwords() {
     assert_eq!(right.status, 429, "a right code waits too: {}", right.text);
 }
 
+/// The right password between rounds of wrong codes does not clear their count: the
+/// tenth wrong code locks the account however the nine before were spread.
+#[tokio::test]
+async fn the_password_again_does_not_clear_wrong_codes() {
+    let s = TestServer::start().await;
+    let c = http_client();
+    enrolled(&s, &c, "ivy").await;
+    for round in 0..3 {
+        let token = mfa_token(&s, &c, "ivy").await;
+        for _ in 0..3 {
+            let r = second_step(&s, &c, &token, "totp", "000000").await;
+            assert_eq!(r.status, 401, "round {round}: {}", r.text);
+        }
+    }
+    let token = mfa_token(&s, &c, "ivy").await;
+    let tenth = second_step(&s, &c, &token, "totp", "000000").await;
+    assert_eq!(tenth.status, 429, "{}", tenth.text);
+}
+
 /// Changing factors needs a sign-in within 5 minutes; removing the factor makes the
 /// password enough again.
 #[tokio::test]
