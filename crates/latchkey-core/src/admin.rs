@@ -9,7 +9,8 @@ use crate::keys::{KeyError, unpublish_at};
 use crate::login::{NewUser, RegisterError};
 use crate::service::Latchkey;
 use crate::store::{
-    RevocationTarget, SessionRevocation, StoreError, UserChange, UserChangeKind, UserEmail, UserRecord,
+    FactorRecord, RevocationTarget, SessionRevocation, StoreError, UserChange, UserChangeKind, UserEmail,
+    UserRecord,
 };
 
 /// Administration failures.
@@ -162,6 +163,35 @@ impl Latchkey {
     /// Unknown user, storage.
     pub async fn admin_disable_user(&self, username: &str) -> Result<(), AdminError> {
         self.change_user(username, UserChangeKind::Disable, "user_disabled").await
+    }
+
+    /// `latchkey user mfa list`: the user's second factors, confirmed or not.
+    ///
+    /// # Errors
+    /// Unknown user, storage.
+    pub async fn admin_list_factors(&self, username: &str) -> Result<Vec<FactorRecord>, AdminError> {
+        let user = self.user_named(username).await?;
+        Ok(self.store.list_factors(&user.id).await?)
+    }
+
+    /// `latchkey user mfa reset`, for a support desk whose user lost the device: removes
+    /// every factor and the recovery codes, and revokes every session (`revoked_by_admin`),
+    /// as removing a factor does (SPEC 11). Returns how many factors went.
+    ///
+    /// # Errors
+    /// Unknown user, storage.
+    pub async fn admin_reset_mfa(&self, username: &str) -> Result<usize, AdminError> {
+        let user = self.user_named(username).await?;
+        let mut removed = 0;
+        for factor in self.store.list_factors(&user.id).await? {
+            if self.store.delete_factor(&user.id, &factor.id).await? {
+                removed += 1;
+            }
+        }
+        let now = self.clock.now();
+        self.record(self.event(now, "mfa_reset", Some(&user.id), None, None)).await;
+        self.admin_revoke_sessions(username).await?;
+        Ok(removed)
     }
 
     /// `latchkey user revoke-sessions`: revokes every session (`revoked_by_admin`).

@@ -140,6 +140,23 @@ enum UserCommand {
     },
     /// List users, one JSON object per line.
     List,
+    /// A user's second factors (SPEC 11), for support desks.
+    #[command(subcommand)]
+    Mfa(UserMfaCommand),
+}
+
+#[derive(Debug, Subcommand)]
+enum UserMfaCommand {
+    /// List the user's factors, one JSON object per line (never their secrets).
+    List {
+        /// Username.
+        username: String,
+    },
+    /// Remove every factor and recovery code and revoke every session; prints {"removed"}.
+    Reset {
+        /// Username.
+        username: String,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -276,6 +293,18 @@ pub async fn run_with_env(
                 app.admin_set_password(&username, &read_password(stdin)?).await?;
             }
             UserCommand::Disable { username } => app.admin_disable_user(&username).await?,
+            UserCommand::Mfa(UserMfaCommand::List { username }) => {
+                for f in app.admin_list_factors(&username).await? {
+                    print(json!({
+                        "id": f.id, "kind": f.kind, "name": f.name, "created_at": f.created_at.rfc3339(),
+                        "confirmed": f.confirmed_at.is_some(),
+                    }))?;
+                }
+            }
+            UserCommand::Mfa(UserMfaCommand::Reset { username }) => {
+                let removed = app.admin_reset_mfa(&username).await?;
+                print(json!({"removed": removed}))?;
+            }
             UserCommand::RevokeSessions { username } => {
                 let n = app.admin_revoke_sessions(&username).await?;
                 print(json!({"revoked": n}))?;

@@ -298,3 +298,25 @@ async fn with_a_master_key_totp_secrets_are_sealed_at_rest() {
     let token = mfa_token(&s, &c, "hal").await;
     assert_eq!(second_step(&s, &c, &token, "totp", &code(&s, &secret, 0)).await.status, 200);
 }
+
+/// `latchkey user mfa list|reset` for a support desk: the factors without secrets; a reset
+/// removes them, the recovery codes and every session, and the password is enough again.
+#[tokio::test]
+async fn a_support_desk_lists_and_resets_a_users_factors() {
+    let s = TestServer::start().await;
+    let c = http_client();
+    let (secret, _, at) = enrolled(&s, &c, "jo").await;
+    let listed = s.cli(&["user", "mfa", "list", "jo"], "").await.unwrap();
+    let factor: serde_json::Value = serde_json::from_str(listed.trim()).unwrap();
+    assert_eq!(
+        (factor["kind"].as_str(), factor["confirmed"].as_bool()),
+        (Some("totp"), Some(true)),
+        "{listed}"
+    );
+    assert!(!listed.contains(&secret.to_base32()), "no secret: {listed}");
+    let out = s.cli(&["user", "mfa", "reset", "jo"], "").await.unwrap();
+    assert_eq!(out.trim(), r#"{"removed":1}"#);
+    assert_eq!(s.get_auth(&c, "/auth/me", &at).await.status, 401, "every session ended");
+    assert_eq!(s.login(&c, "jo", PASSWORD).await.status, 200, "the password alone again");
+    assert!(s.cli(&["user", "mfa", "list", "nobody"], "").await.is_err());
+}
