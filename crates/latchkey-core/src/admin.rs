@@ -7,6 +7,7 @@ use latchkey_proto::{ErrorReason, Password};
 
 use crate::keys::{KeyError, unpublish_at};
 use crate::login::{NewUser, RegisterError};
+use crate::mail::FactorChange;
 use crate::service::Latchkey;
 use crate::store::{
     FactorRecord, RevocationTarget, SessionRevocation, StoreError, UserChange, UserChangeKind, UserEmail,
@@ -28,6 +29,9 @@ pub enum AdminError {
     /// Keys.
     #[error(transparent)]
     Keys(#[from] KeyError),
+    /// A mail template failed to render.
+    #[error("mail template: {0}")]
+    Template(#[from] askama::Error),
     /// Storage.
     #[error(transparent)]
     Store(#[from] StoreError),
@@ -182,13 +186,17 @@ impl Latchkey {
     /// Unknown user, storage.
     pub async fn admin_reset_mfa(&self, username: &str) -> Result<usize, AdminError> {
         let user = self.user_named(username).await?;
+        let now = self.clock.now();
         let mut removed = 0;
         for factor in self.store.list_factors(&user.id).await? {
-            if self.store.delete_factor(&user.id, &factor.id).await? {
+            // One notice, with the first factor to go.
+            let notice =
+                if removed == 0 { self.factor_notice(&user, FactorChange::Reset, now)? } else { Vec::new() };
+            if self.store.delete_factor(&user.id, &factor.id, &notice).await? {
+                self.notice_queued(&notice);
                 removed += 1;
             }
         }
-        let now = self.clock.now();
         self.record(self.event(now, "mfa_reset", Some(&user.id), None, None)).await;
         self.admin_revoke_sessions(username).await?;
         Ok(removed)

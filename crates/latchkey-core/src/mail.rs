@@ -60,6 +60,42 @@ struct ChangeNoticeHtml<'a> {
     new_email: &'a str,
 }
 
+/// The notice that a second factor was added or removed (SPEC 11); it carries no token.
+#[derive(Template)]
+#[template(path = "mail/factor_changed.txt")]
+struct FactorChangedText<'a> {
+    what: &'a str,
+    issuer: &'a str,
+}
+
+#[derive(Template)]
+#[template(path = "mail/factor_changed.html")]
+struct FactorChangedHtml<'a> {
+    what: &'a str,
+    issuer: &'a str,
+}
+
+/// What changed among a user's second factors, as the notice says it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum FactorChange {
+    /// An authenticator app was set up.
+    Added,
+    /// A factor was removed by the user.
+    Removed,
+    /// An operator removed every factor.
+    Reset,
+}
+
+impl FactorChange {
+    fn sentence(self) -> &'static str {
+        match self {
+            Self::Added => "An authenticator app was set up for signing in",
+            Self::Removed => "A second sign-in factor was removed",
+            Self::Reset => "An administrator removed every second sign-in factor",
+        }
+    }
+}
+
 /// Where a link mail goes and until when its link works.
 pub(crate) struct Envelope<'a> {
     /// Seals the bodies at rest, when configured (see `mail_seal.rs`).
@@ -141,6 +177,20 @@ pub(crate) fn email_change_requested(to: &Envelope<'_>, new_email: &str) -> Resu
         "Your email address is being changed",
         ChangeNoticeText { issuer, new_email }.render()?,
         ChangeNoticeHtml { issuer, new_email }.render()?,
+    ))
+}
+
+/// The notice to the account's verified address that its second factors changed.
+///
+/// # Errors
+/// A template that fails to render.
+pub(crate) fn factor_changed(to: &Envelope<'_>, change: FactorChange) -> Result<NewMail, askama::Error> {
+    let (what, issuer) = (change.sentence(), to.issuer);
+    Ok(to.mail(
+        "mfa_changed",
+        "Your sign-in settings changed",
+        FactorChangedText { what, issuer }.render()?,
+        FactorChangedHtml { what, issuer }.render()?,
     ))
 }
 

@@ -22,8 +22,11 @@ use crate::caller::Caller;
 use crate::clock::Timestamp;
 use crate::crypto::{TokenHash, b64, new_id, random_bytes};
 use crate::login::LoginError;
+use crate::mail::FactorChange;
 use crate::service::Latchkey;
-use crate::store::{FactorRecord, MfaChallengeRecord, RevocationTarget, StoreError, UserRecord, UserStatus};
+use crate::store::{
+    FactorRecord, MfaChallengeRecord, NewMail, RevocationTarget, StoreError, UserRecord, UserStatus,
+};
 use crate::throttle::{account_key, address_key};
 use crate::totp::{TotpSecret, otpauth_uri};
 
@@ -33,6 +36,8 @@ pub const RECENT_SIGN_IN: Duration = Duration::from_secs(5 * 60);
 pub const MFA_TOKEN_TTL: Duration = Duration::from_secs(5 * 60);
 /// How many recovery codes a set has.
 pub const RECOVERY_CODES: usize = 10;
+/// How long a factor-change notice is worth sending.
+const NOTICE_TTL: Duration = Duration::from_secs(24 * 3600);
 /// The prefix of an `mfa_token`.
 const MFA_TOKEN_PREFIX: &str = "lkm_";
 /// The stored kind of an authenticator-app factor.
@@ -65,6 +70,9 @@ pub enum MfaError {
         /// Seconds.
         retry_after: u64,
     },
+    /// A mail template failed to render (a bug, not an input problem).
+    #[error("mail template: {0}")]
+    Template(#[from] askama::Error),
     /// A TOTP secret is sealed under a master key this process does not have.
     #[error("a TOTP secret cannot be opened with this process's master key")]
     Sealed,
@@ -182,13 +190,43 @@ impl Latchkey {
         let codes: Vec<String> = (0..RECOVERY_CODES).map(|_| new_recovery_code()).collect();
         let hashes: Vec<TokenHash> =
             codes.iter().map(|c| TokenHash::of(&normalized_recovery_code(c))).collect();
-        if !self.store.confirm_factor(&pending.id, step, &hashes, now).await? {
+        let notice = self.factor_notice(user, FactorChange::Added, now)?;
+        if !self.store.confirm_factor(&pending.id, step, &hashes, &notice, now).await? {
             return Err(MfaError::NotEnrolling);
         }
+        self.notice_queued(&notice);
         self.end_other_sessions(auth, ctx).await?;
         self.record(self.event(now, "mfa_enabled", Some(&user.id), Some(&auth.session().id), Some(ctx)))
             .await;
         Ok(RecoveryCodes { recovery_codes: codes })
+    }
+
+    /// The notice of a factor change for the user's address, if it is verified (SPEC 11:
+    /// "mails the user when an address is verified"), to queue with the change itself.
+    ///
+    /// # Errors
+    /// A template that fails to render.
+    pub(crate) fn factor_notice(
+        &self,
+        user: &UserRecord,
+        change: FactorChange,
+        now: Timestamp,
+    ) -> Result<Vec<NewMail>, askama::Error> {
+        let Some(email) = user.email.as_ref().filter(|e| e.verified_at.is_some()) else {
+            return Ok(Vec::new());
+        };
+        let to = self.envelope(user, &email.address, now, now.plus(NOTICE_TTL));
+        Ok(vec![crate::mail::factor_changed(&to, change)?])
+    }
+
+    /// Counts and announces the notices a committed change queued.
+    pub(crate) fn notice_queued(&self, notice: &[NewMail]) {
+        for _ in notice {
+            self.metrics.mail_queued();
+        }
+        if !notice.is_empty() {
+            self.mail_queued_notify();
+        }
     }
 
     /// Every other session of the user, ended as the user's own doing (SPEC 11: adding or
@@ -238,9 +276,11 @@ impl Latchkey {
         let now = self.clock.now();
         self.require_recent_sign_in(auth, now)?;
         let user = auth.user();
-        if !self.store.delete_factor(&user.id, factor_id).await? {
+        let notice = self.factor_notice(user, FactorChange::Removed, now)?;
+        if !self.store.delete_factor(&user.id, factor_id, &notice).await? {
             return Err(MfaError::UnknownFactor);
         }
+        self.notice_queued(&notice);
         self.end_other_sessions(auth, ctx).await?;
         self.record(self.event(now, "mfa_removed", Some(&user.id), Some(&auth.session().id), Some(ctx)))
             .await;

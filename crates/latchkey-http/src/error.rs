@@ -359,7 +359,7 @@ impl IntoResponse for ApiError {
                     ),
                     *retry_after,
                 ),
-                MfaError::Sealed => internal(e),
+                MfaError::Sealed | MfaError::Template(_) => internal(e),
                 MfaError::Login(l) => login_error(l),
                 MfaError::Store(s) => store(s),
             },

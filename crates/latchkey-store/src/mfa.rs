@@ -7,9 +7,10 @@ use latchkey_core::StoreError;
 use latchkey_core::clock::Timestamp;
 use latchkey_core::crypto::TokenHash;
 use latchkey_core::ids::UserId;
-use latchkey_core::store::{FactorRecord, MfaChallengeRecord, MfaStore};
+use latchkey_core::store::{FactorRecord, MfaChallengeRecord, MfaStore, NewMail};
 
 use crate::db::{Access, Backend, Conn, Db, OpFuture, Sql, first_int, op, params, query_all, query_opt};
+use crate::outbox::insert_mail_in_tx;
 use crate::rows::{self, factor_columns, mfa_challenge_columns};
 
 static DROP_UNCONFIRMED: Sql =
@@ -80,7 +81,7 @@ async fn replace_codes(
 
 fn confirm(
     c: &mut dyn Conn,
-    (id, step, codes, now): (String, i64, Vec<TokenHash>, i64),
+    (id, step, codes, mails, now): (String, i64, Vec<TokenHash>, Vec<NewMail>, i64),
 ) -> OpFuture<'_, bool> {
     Box::pin(async move {
         let Some(user_id) =
@@ -89,6 +90,9 @@ fn confirm(
             return Ok(false);
         };
         replace_codes(c, &user_id, &codes, now).await?;
+        for mail in &mails {
+            insert_mail_in_tx(c, mail).await?;
+        }
         Ok(true)
     })
 }
@@ -97,7 +101,7 @@ fn use_step(c: &mut dyn Conn, (id, step): (String, i64)) -> OpFuture<'_, bool> {
     Box::pin(async move { Ok(c.execute(&USE_STEP, params![step, &id]).await? == 1) })
 }
 
-fn delete(c: &mut dyn Conn, (user_id, id): (UserId, String)) -> OpFuture<'_, bool> {
+fn delete(c: &mut dyn Conn, (user_id, id, mails): (UserId, String, Vec<NewMail>)) -> OpFuture<'_, bool> {
     Box::pin(async move {
         if c.execute(&DELETE_FACTOR, params![&id, &user_id]).await? == 0 {
             return Ok(false);
@@ -105,6 +109,9 @@ fn delete(c: &mut dyn Conn, (user_id, id): (UserId, String)) -> OpFuture<'_, boo
         let left = query_opt(c, &CONFIRMED_LEFT, params![&user_id], first_int).await?.unwrap_or(0);
         if left == 0 {
             c.execute(&DROP_CODES, params![&user_id]).await?;
+        }
+        for mail in &mails {
+            insert_mail_in_tx(c, mail).await?;
         }
         Ok(true)
     })
@@ -148,9 +155,10 @@ impl<B: Backend> MfaStore for Db<B> {
         factor_id: &str,
         step: i64,
         recovery_codes: &[TokenHash],
+        mails: &[NewMail],
         now: Timestamp,
     ) -> Result<bool, StoreError> {
-        let args = (factor_id.to_owned(), step, recovery_codes.to_vec(), now.0);
+        let args = (factor_id.to_owned(), step, recovery_codes.to_vec(), mails.to_vec(), now.0);
         self.0.run(Access::Transaction, op(args, confirm)).await
     }
 
@@ -158,8 +166,14 @@ impl<B: Backend> MfaStore for Db<B> {
         self.0.run(Access::Statement, op((factor_id.to_owned(), step), use_step)).await
     }
 
-    async fn delete_factor(&self, user_id: &UserId, factor_id: &str) -> Result<bool, StoreError> {
-        self.0.run(Access::Transaction, op((user_id.clone(), factor_id.to_owned()), delete)).await
+    async fn delete_factor(
+        &self,
+        user_id: &UserId,
+        factor_id: &str,
+        mails: &[NewMail],
+    ) -> Result<bool, StoreError> {
+        let args = (user_id.clone(), factor_id.to_owned(), mails.to_vec());
+        self.0.run(Access::Transaction, op(args, delete)).await
     }
 
     async fn use_recovery_code(

@@ -5,7 +5,7 @@
 
 use async_trait::async_trait;
 
-use super::StoreError;
+use super::{NewMail, StoreError};
 use crate::clock::Timestamp;
 use crate::crypto::TokenHash;
 use crate::ids::UserId;
@@ -65,22 +65,30 @@ pub trait MfaStore {
     async fn insert_factor(&self, factor: &FactorRecord) -> Result<(), StoreError>;
     /// The user's factors, confirmed or not, oldest first.
     async fn list_factors(&self, user_id: &UserId) -> Result<Vec<FactorRecord>, StoreError>;
-    /// Confirms an unconfirmed factor with the TOTP step its first code was for, and
-    /// replaces the user's recovery codes with `recovery_codes`, in one transaction;
-    /// `false` when the factor is gone or already confirmed.
+    /// Confirms an unconfirmed factor with the TOTP step its first code was for, replaces
+    /// the user's recovery codes with `recovery_codes` and queues `mails`, in one
+    /// transaction; `false` (and nothing queued) when the factor is gone or already
+    /// confirmed.
     async fn confirm_factor(
         &self,
         factor_id: &str,
         step: i64,
         recovery_codes: &[TokenHash],
+        mails: &[NewMail],
         now: Timestamp,
     ) -> Result<bool, StoreError>;
     /// Records `step` as the last used by a confirmed TOTP factor, if it is later than the
     /// last one; `false` when it is not (the code was used already).
     async fn use_totp_step(&self, factor_id: &str, step: i64) -> Result<bool, StoreError>;
-    /// Removes a factor of the user's; with the last confirmed factor, its recovery codes
-    /// go too. `false` when the user has no such factor.
-    async fn delete_factor(&self, user_id: &UserId, factor_id: &str) -> Result<bool, StoreError>;
+    /// Removes a factor of the user's and queues `mails`, in one transaction; with the last
+    /// confirmed factor, its recovery codes go too. `false` (and nothing queued) when the
+    /// user has no such factor.
+    async fn delete_factor(
+        &self,
+        user_id: &UserId,
+        factor_id: &str,
+        mails: &[NewMail],
+    ) -> Result<bool, StoreError>;
     /// Marks a recovery code of the user's used; `false` when it is unknown or used.
     async fn use_recovery_code(
         &self,

@@ -320,3 +320,34 @@ async fn a_support_desk_lists_and_resets_a_users_factors() {
     assert_eq!(s.login(&c, "jo", PASSWORD).await.status, 200, "the password alone again");
     assert!(s.cli(&["user", "mfa", "list", "nobody"], "").await.is_err());
 }
+
+/// SPEC 11: adding or removing a factor mails the user when the address is verified (and
+/// only then); the notice carries no token.
+#[tokio::test]
+async fn factor_changes_are_mailed_to_a_verified_address() {
+    let s = TestServer::start().await;
+    let c = http_client();
+    let kinds = |out: String| -> Vec<(String, String)> {
+        out.lines()
+            .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+            .map(|m| (m["to"].as_str().unwrap().to_owned(), m["kind"].as_str().unwrap().to_owned()))
+            .collect()
+    };
+    let (_, _, _) = enrolled(&s, &c, "kit").await;
+    assert!(kinds(s.cli(&["mail", "list"], "").await.unwrap()).is_empty(), "no address, no mail");
+    s.register(&c, "lux", PASSWORD).await;
+    s.cli(&["user", "set-email", "lux", "lux@example.com", "--verified"], "").await.unwrap();
+    let at = s.login(&c, "lux", PASSWORD).await.str("access_token").to_owned();
+    let begun = s.post_auth(&c, "/auth/mfa/totp", &at, json!({})).await;
+    let secret = TotpSecret::from_base32(begun.str("secret")).unwrap();
+    let r = s.post_auth(&c, "/auth/mfa/totp/confirm", &at, json!({"code": code(&s, &secret, 0)})).await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    let id = s.get_auth(&c, "/auth/mfa", &at).await.json["factors"][0]["id"].as_str().unwrap().to_owned();
+    assert_eq!(send(c.delete(s.url(&format!("/auth/mfa/{id}"))).bearer_auth(&at)).await.status, 204);
+    let mails = kinds(s.cli(&["mail", "list"], "").await.unwrap());
+    let notice = ("lux@example.com".to_owned(), "mfa_changed".to_owned());
+    assert_eq!(mails, vec![notice.clone(), notice], "added, then removed");
+    let text = s.cli(&["mail", "list"], "").await.unwrap();
+    assert!(text.contains("An authenticator app was set up") && text.contains("was removed"), "{text}");
+    assert!(!text.contains(&secret.to_base32()));
+}
