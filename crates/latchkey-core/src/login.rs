@@ -59,6 +59,7 @@ impl SessionLifetimes {
             user_agent: ctx.user_agent.clone(),
             revoked_at: None,
             revoke_reason: None,
+            amr: crate::mfa::AMR_PASSWORD.to_owned(),
         }
     }
 }
@@ -283,7 +284,7 @@ impl Latchkey {
         if let Some((mfa_token, methods)) = self.after_password(&user, now).await? {
             return Err(LoginError::MfaRequired { mfa_token, methods });
         }
-        self.open_session(&user, ctx, now).await
+        self.open_session(&user, crate::mfa::AMR_PASSWORD, ctx, now).await
     }
 
     /// Checks a username and password with throttling (per account and per address, also
@@ -447,16 +448,18 @@ impl Latchkey {
     pub(crate) async fn open_session(
         &self,
         user: &UserRecord,
+        amr: &str,
         ctx: &Caller,
         now: Timestamp,
     ) -> Result<TokenResponse, LoginError> {
-        let session = SessionLifetimes::from(&self.settings).start(
+        let mut session = SessionLifetimes::from(&self.settings).start(
             user.id.clone(),
             ClientId::from(FIRST_PARTY_CLIENT_ID),
             Scope::from(FIRST_PARTY_SCOPE),
             ctx,
             now,
         );
+        session.amr = amr.to_owned();
         let refresh_token = new_refresh_token();
         self.store.insert_session(&session, &RefreshTokenKey::of(refresh_token.expose_secret())).await?;
         self.confirm_sign_in(user, &session, ctx).await?;

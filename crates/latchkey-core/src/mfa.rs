@@ -30,6 +30,23 @@ use crate::store::{
 use crate::throttle::{account_key, address_key};
 use crate::totp::{TotpSecret, otpauth_uri};
 
+/// `amr` of a sign-in with the password alone.
+pub const AMR_PASSWORD: &str = "pwd";
+/// `amr` of a sign-in with the password and an authenticator app's code.
+pub const AMR_PASSWORD_AND_OTP: &str = "pwd otp mfa";
+/// `amr` of a sign-in with the password and a recovery code (SPEC 11: `["pwd","mfa"]`).
+pub const AMR_PASSWORD_AND_RECOVERY_CODE: &str = "pwd mfa";
+
+/// The `acr` (SPEC 11) of a sign-in with these `amr` values.
+pub fn acr_of(amr: &str) -> &'static str {
+    if amr.split(' ').any(|v| v == "mfa") { "urn:latchkey:acr:mfa" } else { "urn:latchkey:acr:pwd" }
+}
+
+/// The `amr` claim's values.
+pub fn amr_values(amr: &str) -> Vec<String> {
+    amr.split(' ').filter(|v| !v.is_empty()).map(str::to_owned).collect()
+}
+
 /// How recent a sign-in must be to change factors.
 pub const RECENT_SIGN_IN: Duration = Duration::from_secs(5 * 60);
 /// How long an `mfa_token` lives.
@@ -104,6 +121,16 @@ fn new_recovery_code() -> String {
     let text = data_encoding::BASE32_NOPAD.encode(&random_bytes::<8>()).to_ascii_lowercase();
     let chars: Vec<char> = text.chars().take(12).collect();
     chars.chunks(4).map(|c| c.iter().collect::<String>()).collect::<Vec<_>>().join("-")
+}
+
+impl SecondFactor {
+    /// The session's `amr` for this sign-in.
+    pub fn amr(&self) -> &'static str {
+        match self.method {
+            MfaMethod::Totp => AMR_PASSWORD_AND_OTP,
+            MfaMethod::RecoveryCode => AMR_PASSWORD_AND_RECOVERY_CODE,
+        }
+    }
 }
 
 impl Latchkey {
@@ -375,7 +402,7 @@ impl Latchkey {
     ) -> Result<latchkey_proto::auth::TokenResponse, MfaError> {
         let passed = self.check_second_factor(&req.mfa_token, req.method, &req.code, ctx).await?;
         let now = self.clock.now();
-        Ok(self.open_session(&passed.user, ctx, now).await?)
+        Ok(self.open_session(&passed.user, passed.amr(), ctx, now).await?)
     }
 
     /// Whether `code` proves the factor `method` names, using it up if so.

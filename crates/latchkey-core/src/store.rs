@@ -137,6 +137,10 @@ pub struct SessionRecord {
     pub revoked_at: Option<Timestamp>,
     /// Why.
     pub revoke_reason: Option<ErrorReason>,
+    /// How the user signed in to open it: RFC 8176 `amr` values separated by spaces
+    /// (`pwd`, `pwd otp mfa`, `pwd mfa`; see [`crate::mfa::acr_of`]). An app's session takes
+    /// the browser sign-in's.
+    pub amr: String,
 }
 
 /// A refresh token as stored: its key and hash, never the token.

@@ -59,6 +59,8 @@ impl Latchkey {
             roles: if carries_roles(session) { user.roles.clone() } else { Vec::new() },
             authz_ver: user.authz_ver,
             cnf: None,
+            amr: crate::mfa::amr_values(&session.amr),
+            acr: Some(crate::mfa::acr_of(&session.amr).to_owned()),
         };
         let set = self.keys.current();
         let key =
@@ -92,6 +94,8 @@ impl Latchkey {
             roles: Vec::new(),
             authz_ver: 0,
             cnf: None,
+            amr: Vec::new(),
+            acr: None,
         };
         let set = self.keys.current();
         let key =

@@ -68,7 +68,7 @@ impl Latchkey {
         if let Some((mfa_token, methods)) = self.after_password(&user, now).await? {
             return Err(LoginError::MfaRequired { mfa_token, methods });
         }
-        self.open_web_session(user, ctx, now).await
+        self.open_web_session(user, crate::mfa::AMR_PASSWORD, ctx, now).await
     }
 
     /// Completes a browser sign-in with its second factor (the pages' second step).
@@ -84,23 +84,26 @@ impl Latchkey {
     ) -> Result<(SignedIn, String), crate::mfa::MfaError> {
         let passed = self.check_second_factor(token, method, code, ctx).await?;
         let now = self.clock.now();
-        Ok(self.open_web_session(passed.user, ctx, now).await?)
+        let amr = passed.amr();
+        Ok(self.open_web_session(passed.user, amr, ctx, now).await?)
     }
 
     /// A new browser session for a user whose sign-in passed; with the cookie value to set.
     async fn open_web_session(
         &self,
         user: UserRecord,
+        amr: &str,
         ctx: &Caller,
         now: Timestamp,
     ) -> Result<(SignedIn, String), LoginError> {
-        let session = SessionLifetimes::from(&self.settings).start(
+        let mut session = SessionLifetimes::from(&self.settings).start(
             user.id.clone(),
             ClientId::from(FIRST_PARTY_CLIENT_ID),
             Scope::from(FIRST_PARTY_SCOPE),
             ctx,
             now,
         );
+        session.amr = amr.to_owned();
         let cookie = format!("{COOKIE_PREFIX}{}", b64(&random_bytes::<32>()));
         self.store.insert_web_session(&session, &TokenHash::of(&cookie)).await?;
         self.confirm_sign_in(&user, &session, ctx).await?;

@@ -73,6 +73,13 @@ pub struct AccessTokenClaims {
     /// Confirmation (DPoP key thumbprint), when bound.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cnf: Option<Confirmation>,
+    /// How the user signed in (RFC 8176 values: `pwd`, `otp`, `mfa`; SPEC 11); absent for
+    /// `client_credentials`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub amr: Vec<String>,
+    /// The assurance level of that sign-in (`urn:latchkey:acr:pwd` or `…:mfa`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub acr: Option<String>,
 }
 
 impl AccessTokenClaims {

@@ -72,4 +72,8 @@ pub struct IdTokenClaims {
     /// The username, with the `profile` scope.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub preferred_username: Option<String>,
+    /// How the user signed in (RFC 8176 values; SPEC 11).
+    pub amr: Vec<String>,
+    /// The assurance level of that sign-in (`urn:latchkey:acr:pwd` or `…:mfa`).
+    pub acr: String,
 }

@@ -49,6 +49,7 @@ fn rotate(c: &mut Criterion) {
             user_agent: None,
             revoked_at: None,
             revoke_reason: None,
+            amr: "pwd".to_owned(),
         };
         let first = new_refresh_token();
         store.insert_session(&session, &RefreshTokenKey::of(first.expose_secret())).await.expect("session");

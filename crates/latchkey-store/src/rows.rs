@@ -62,7 +62,7 @@ pub(crate) use mail_columns;
 macro_rules! session_columns {
     () => {
         "s.id, s.user_id, s.client_id, s.scope, s.created_at, s.last_used_at, s.idle_expires_at, \
-         s.expires_at, s.ip, s.user_agent, s.revoked_at, s.revoke_reason"
+         s.expires_at, s.ip, s.user_agent, s.revoked_at, s.revoke_reason, s.amr"
     };
 }
 pub(crate) use session_columns;
@@ -237,6 +237,7 @@ pub(crate) fn session(row: &dyn Row) -> Result<SessionRecord, DbError> {
         // A reason a newer version wrote is reported as an admin revocation: the session is
         // revoked either way, and the revocation is the fact that matters.
         revoke_reason: reason.map(|r| ErrorReason::parse(&r).unwrap_or(ErrorReason::RevokedByAdmin)),
+        amr: row.text(12)?,
     })
 }
 

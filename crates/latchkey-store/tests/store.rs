@@ -115,6 +115,7 @@ fn session(id: &str, user_id: &str, expires_at: i64) -> SessionRecord {
         user_agent: Some("ua".into()),
         revoked_at: None,
         revoke_reason: None,
+        amr: "pwd".to_owned(),
     }
 }
 

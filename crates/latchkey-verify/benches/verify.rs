@@ -49,6 +49,8 @@ fn tokens() -> (String, DecodingKey, Vec<String>) {
                 roles: vec!["manager".into()],
                 authz_ver: 1,
                 cnf: None,
+                amr: Vec::new(),
+                acr: None,
             };
             jsonwebtoken::encode(&header, &claims, &encoding).unwrap()
         })

@@ -56,6 +56,8 @@ fn claims(client_id: &str, scope: &str, roles: &[&str]) -> AccessTokenClaims {
         roles: roles.iter().map(|r| (*r).to_owned()).collect(),
         authz_ver: 1,
         cnf: None,
+        amr: Vec::new(),
+        acr: None,
     }
 }
 

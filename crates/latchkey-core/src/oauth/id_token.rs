@@ -50,6 +50,8 @@ impl Latchkey {
             at_hash: at_hash(alg, access_token),
             sid: session.id.to_string(),
             preferred_username: has_profile.then(|| user.username.clone()),
+            amr: crate::mfa::amr_values(&session.amr),
+            acr: crate::mfa::acr_of(&session.amr).to_owned(),
         };
         let set = self.keys.current();
         let key = set.signer(alg, now).ok_or(KeyError::NoActiveKey(alg.as_str()))?;

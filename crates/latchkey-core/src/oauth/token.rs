@@ -346,8 +346,12 @@ impl Latchkey {
             if let Some(why) = problem {
                 return CodeDecision::Refuse { why };
             }
-            let session =
+            let mut session =
                 lifetimes.start(code.user_id.clone(), client_id.clone(), code.scope.clone(), &ctx_owned, now);
+            // The app's session is as strong as the browser sign-in that approved the code.
+            if let Some(browser) = &issuer.browser_session {
+                session.amr.clone_from(&browser.amr);
+            }
             CodeDecision::Issue { session: Box::new(session), refresh_token: refresh_key }
         });
         let reuse = SessionRevocation {
@@ -474,6 +478,7 @@ mod tests {
             user_agent: None,
             revoked_at: None,
             revoke_reason: None,
+            amr: "pwd".to_owned(),
         }
     }
 

@@ -37,6 +37,7 @@ fn snapshot() -> RefreshSnapshot {
             user_agent: Some("agent/1".into()),
             revoked_at: None,
             revoke_reason: None,
+            amr: "pwd".to_owned(),
         },
         user: UserRecord {
             id: "u".into(),

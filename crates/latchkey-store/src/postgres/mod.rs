@@ -100,6 +100,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (5, include_str!("../../migrations/postgres/0005_user_email.sql")),
     (6, include_str!("../../migrations/postgres/0006_links_and_outbox.sql")),
     (7, include_str!("../../migrations/postgres/0007_second_factors.sql")),
+    (8, include_str!("../../migrations/postgres/0008_session_amr.sql")),
 ];
 
 /// Advisory lock key held while migrating, so nodes starting together migrate one at a time.

@@ -50,6 +50,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (8, include_str!("../../migrations/sqlite/0008_user_email.sql")),
     (9, include_str!("../../migrations/sqlite/0009_links_and_outbox.sql")),
     (10, include_str!("../../migrations/sqlite/0010_second_factors.sql")),
+    (11, include_str!("../../migrations/sqlite/0011_session_amr.sql")),
 ];
 
 /// Maps SQLite errors to the port's, without leaking rusqlite types.

@@ -351,3 +351,39 @@ async fn factor_changes_are_mailed_to_a_verified_address() {
     assert!(text.contains("An authenticator app was set up") && text.contains("was removed"), "{text}");
     assert!(!text.contains(&secret.to_base32()));
 }
+
+/// The access token's payload.
+fn claims_of(jwt: &str) -> serde_json::Value {
+    use base64::Engine as _;
+    let part = jwt.split('.').nth(1).unwrap();
+    serde_json::from_slice(&base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(part).unwrap()).unwrap()
+}
+
+/// SPEC 11 claims: `amr` (RFC 8176) and `acr` say how the session's user signed in, and a
+/// refresh keeps them.
+#[tokio::test]
+async fn tokens_say_how_the_user_signed_in() {
+    let s = TestServer::start().await;
+    let c = http_client();
+    let plain = s.signed_in(&c, "max").await;
+    let claims = claims_of(plain.str("access_token"));
+    assert_eq!(
+        (&claims["amr"], &claims["acr"]),
+        (&json!(["pwd"]), &json!("urn:latchkey:acr:pwd")),
+        "{claims}"
+    );
+
+    let (secret, codes, _) = enrolled(&s, &c, "ned").await;
+    s.clock.advance(Duration::from_secs(30));
+    let token = mfa_token(&s, &c, "ned").await;
+    let by_app = second_step(&s, &c, &token, "totp", &code(&s, &secret, 0)).await;
+    let claims = claims_of(by_app.str("access_token"));
+    assert_eq!(claims["amr"], json!(["pwd", "otp", "mfa"]), "{claims}");
+    assert_eq!(claims["acr"], "urn:latchkey:acr:mfa");
+    let refreshed = s.post(&c, "/auth/refresh", json!({"refresh_token": by_app.str("refresh_token")})).await;
+    assert_eq!(claims_of(refreshed.str("access_token"))["acr"], "urn:latchkey:acr:mfa", "kept by a refresh");
+    let token = mfa_token(&s, &c, "ned").await;
+    let by_code = second_step(&s, &c, &token, "recovery_code", &codes[0]).await;
+    let claims = claims_of(by_code.str("access_token"));
+    assert_eq!((&claims["amr"], &claims["acr"]), (&json!(["pwd", "mfa"]), &json!("urn:latchkey:acr:mfa")));
+}

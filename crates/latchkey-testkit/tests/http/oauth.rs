@@ -196,6 +196,7 @@ async fn code_flow_with_pkce_consent_once_then_straight_back() {
     assert_eq!(t.header("cache-control"), Some("no-store"));
     let id = claims(t.str("id_token"));
     assert_eq!(id["iss"], latchkey_testkit::ISSUER);
+    assert_eq!((&id["amr"], &id["acr"]), (&json!(["pwd"]), &json!("urn:latchkey:acr:pwd")), "SPEC 11");
     assert_eq!(id["aud"], app.id.as_str());
     assert_eq!(id["nonce"], "n-1");
     assert_eq!(id["preferred_username"], "alice");
