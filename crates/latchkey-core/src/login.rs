@@ -433,13 +433,29 @@ impl Latchkey {
         session: &SessionRecord,
         ctx: &Caller,
     ) -> Result<(), LoginError> {
-        let now = self.store.find_user_settled(&checked.id).await?;
-        let reason = match now {
+        let current = self.store.find_user_settled(&checked.id).await?;
+        let target = RevocationTarget::Session { id: session.id.clone(), user_id: Some(checked.id.clone()) };
+        let reason = match current {
             Some(u) if u.status != UserStatus::Active => ErrorReason::UserDisabled,
-            Some(u) if u.password_hash == checked.password_hash => return Ok(()),
+            Some(u) if u.password_hash == checked.password_hash => {
+                // A factor confirmed while this password-only sign-in was being checked:
+                // its "end every other session" ran before this session existed, so the
+                // session ends here and the sign-in goes on to the second factor. (The
+                // confirmation commits before that revocation runs, so a session stored
+                // after the revocation always finds the factor here.)
+                if session.amr != crate::mfa::AMR_PASSWORD {
+                    return Ok(());
+                }
+                let now = self.clock.now();
+                let Some((mfa_token, methods)) = self.second_factor_needed(&u, now).await? else {
+                    return Ok(());
+                };
+                self.revoke(target, ErrorReason::RevokedByUser, Some(&checked.id), Some(&session.id), ctx)
+                    .await?;
+                return Err(LoginError::MfaRequired { mfa_token, methods });
+            }
             _ => ErrorReason::PasswordChanged,
         };
-        let target = RevocationTarget::Session { id: session.id.clone(), user_id: Some(checked.id.clone()) };
         self.revoke(target, reason, Some(&checked.id), Some(&session.id), ctx).await?;
         Err(LoginError::InvalidCredentials)
     }

@@ -115,6 +115,12 @@ fn normalized_recovery_code(code: &str) -> String {
     code.chars().filter(|c| c.is_ascii_alphanumeric()).map(|c| c.to_ascii_lowercase()).collect()
 }
 
+/// How a recovery code is stored: SHA-256 over the user's id and the normalised code, so
+/// that a copy of the database cannot test one guess against every user's codes at once.
+fn recovery_code_hash(user_id: &crate::ids::UserId, code: &str) -> TokenHash {
+    TokenHash::of(&format!("{}\n{}", user_id.as_str(), normalized_recovery_code(code)))
+}
+
 /// A new recovery code: 60 random bits as 12 lower-case base32 letters and digits in
 /// groups of four (`abcd-efgh-2345`).
 fn new_recovery_code() -> String {
@@ -215,8 +221,7 @@ impl Latchkey {
             return Err(MfaError::WrongCode);
         };
         let codes: Vec<String> = (0..RECOVERY_CODES).map(|_| new_recovery_code()).collect();
-        let hashes: Vec<TokenHash> =
-            codes.iter().map(|c| TokenHash::of(&normalized_recovery_code(c))).collect();
+        let hashes: Vec<TokenHash> = codes.iter().map(|c| recovery_code_hash(&user.id, c)).collect();
         let notice = self.factor_notice(user, FactorChange::Added, now)?;
         if !self.store.confirm_factor(&pending.id, step, &hashes, &notice, now).await? {
             return Err(MfaError::NotEnrolling);
@@ -372,14 +377,20 @@ impl Latchkey {
         };
         let acct = account_key(&user.username);
         let addr = ctx.ip.as_deref().map(address_key);
+        // SPEC 11: the token survives wrong codes until the account is throttled; then it
+        // dies, and the next attempt starts again from the password.
         if let Some(retry_after) = self.throttled_for(&acct, addr.as_deref(), now).await? {
+            self.store.spend_mfa_challenge(&hash, now).await?;
             return Err(MfaError::Throttled { retry_after });
         }
         if !self.second_factor_is_right(&user, method, code, now).await? {
             let locked =
                 self.record_failure("mfa_failed", Some(&user.id), &acct, addr.as_deref(), ctx, now).await?;
             return Err(match locked {
-                Some(retry_after) => MfaError::Throttled { retry_after },
+                Some(retry_after) => {
+                    self.store.spend_mfa_challenge(&hash, now).await?;
+                    MfaError::Throttled { retry_after }
+                }
                 None => MfaError::WrongCode,
             });
         }
@@ -415,7 +426,7 @@ impl Latchkey {
     ) -> Result<bool, MfaError> {
         match method {
             MfaMethod::RecoveryCode => {
-                let hash = TokenHash::of(&normalized_recovery_code(code.expose_secret()));
+                let hash = recovery_code_hash(&user.id, code.expose_secret());
                 Ok(self.store.use_recovery_code(&user.id, &hash, now).await?)
             }
             MfaMethod::Totp => {
@@ -445,5 +456,14 @@ mod tests {
         assert_eq!(normalized_recovery_code(&code).len(), 12);
         assert_eq!(normalized_recovery_code(" ABCD-efgh 2345 "), "abcdefgh2345");
         assert_ne!(new_recovery_code(), new_recovery_code());
+    }
+
+    #[test]
+    fn a_recovery_code_hashes_differently_for_each_user() {
+        let (ann, bo) = (crate::ids::UserId::from("ann"), crate::ids::UserId::from("bo"));
+        let code = "abcd-efgh-2345";
+        assert_eq!(recovery_code_hash(&ann, code), recovery_code_hash(&ann, "ABCD EFGH 2345"));
+        assert_ne!(recovery_code_hash(&ann, code), recovery_code_hash(&bo, code));
+        assert_ne!(recovery_code_hash(&ann, code), TokenHash::of("abcdefgh2345"), "not a bare SHA-256");
     }
 }

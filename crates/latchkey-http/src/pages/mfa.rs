@@ -70,8 +70,10 @@ pub(crate) async fn login_mfa(
             step_page(&s, &b, StatusCode::UNAUTHORIZED, return_to, &token, error).await
         }
         Err(MfaError::Throttled { retry_after }) => {
-            let error = Some(format!("Too many wrong codes. Try again in {retry_after} seconds."));
-            let mut res = step_page(&s, &b, StatusCode::TOO_MANY_REQUESTS, return_to, &token, error).await;
+            // The throttle ended this sign-in (SPEC 11): the password comes first again.
+            let error = Some(format!("Too many wrong codes. Sign in again in {retry_after} seconds."));
+            let mut res =
+                render_login(&s, &b, StatusCode::TOO_MANY_REQUESTS, return_to, String::new(), error).await;
             res.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(retry_after.max(1)));
             res
         }

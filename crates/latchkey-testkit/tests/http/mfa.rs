@@ -190,8 +190,54 @@ async fn wrong_codes_are_throttled_like_passwords() {
     let r = last.unwrap();
     assert_eq!(r.status, 429, "{}", r.text);
     assert!(r.header("retry-after").is_some());
+    // The throttle killed the token (SPEC 11), even for a right code; the password waits
+    // out the lockout, and then comes first again.
     let right = second_step(&s, &c, &token, "totp", &code(&s, &secret, 1)).await;
-    assert_eq!(right.status, 429, "a right code waits too: {}", right.text);
+    assert_eq!((right.status, right.json["error"].as_str()), (401, Some("invalid_token")), "{}", right.text);
+    assert_eq!(password_step(&s, &c, "di").await.status, 429, "the account is locked");
+    s.clock.advance(Duration::from_secs(60));
+    let fresh = mfa_token(&s, &c, "di").await;
+    assert_eq!(second_step(&s, &c, &fresh, "totp", &code(&s, &secret, 0)).await.status, 200);
+}
+
+/// Outside probe (issue 15, medium): a password-only sign-in still being checked when a
+/// factor is confirmed must not keep its session (SPEC 11: adding a factor ends every other
+/// session). Each round races staggered sign-ins against a confirmation; every sign-in that
+/// got tokens must be dead afterwards, the others were asked for the factor.
+#[tokio::test]
+async fn sign_ins_racing_a_factor_confirmation_keep_no_session() {
+    let s = TestServer::start().await;
+    let c = http_client();
+    for round in 0..8u64 {
+        let name = format!("race{round}");
+        let at = s.signed_in(&c, &name).await.str("access_token").to_owned();
+        let begun = s.post_auth(&c, "/auth/mfa/totp", &at, json!({})).await;
+        let secret = TotpSecret::from_base32(begun.str("secret")).unwrap();
+        let logins = join_all((0..16u64).map(|i| {
+            let (s, c, name) = (&s, &c, &name);
+            async move {
+                tokio::time::sleep(Duration::from_millis(i * 4)).await;
+                password_step(s, c, name).await
+            }
+        }));
+        let confirm = async {
+            tokio::time::sleep(Duration::from_millis(20 + round * 3)).await;
+            s.post_auth(&c, "/auth/mfa/totp/confirm", &at, json!({"code": code(&s, &secret, 0)})).await
+        };
+        let (answers, confirmed) = tokio::join!(logins, confirm);
+        assert_eq!(confirmed.status, 200, "{}", confirmed.text);
+        for a in &answers {
+            match a.status {
+                200 => {
+                    let r =
+                        s.post(&c, "/auth/refresh", json!({"refresh_token": a.str("refresh_token")})).await;
+                    assert_eq!(r.status, 400, "round {round}: a password-only session survived: {}", r.text);
+                }
+                401 => assert_eq!(a.json["error"], "mfa_required", "round {round}: {}", a.text),
+                other => panic!("round {round}: {other} {}", a.text),
+            }
+        }
+    }
 }
 
 /// The right password between rounds of wrong codes does not clear their count: the
