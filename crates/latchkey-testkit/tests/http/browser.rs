@@ -512,3 +512,23 @@ async fn a_person_resets_a_forgotten_password_in_chromium() {
         .await;
     b.close().await.unwrap();
 }
+
+/// SPEC 11 as a person meets it: after the password, **Authentication code** and
+/// **Verify**, then the account page.
+#[tokio::test]
+async fn a_person_signs_in_with_an_authenticator_app_in_chromium() {
+    let s = TestServer::start().await;
+    let (secret, _, _) = crate::mfa::enrolled(&s, &http_client(), "una").await;
+    s.clock.advance(Duration::from_secs(30));
+    let driver = Driver::start().await;
+    let b = driver.browser(true).await;
+    b.goto(&s.url("/login")).await.unwrap();
+    wait_until(&b, "sign-in page", |_, src| src.contains("Sign in")).await;
+    sign_in(&b, "una").await;
+    wait_until(&b, "second step", |_, src| src.contains("Authentication code")).await;
+    fill_by_label(&b, "Authentication code", &crate::mfa::code(&s, &secret, 0)).await;
+    click_button(&b, "Verify").await;
+    wait_until(&b, "account page", |url, src| url.ends_with("/account") && src.contains("Signed in as una"))
+        .await;
+    b.close().await.unwrap();
+}

@@ -18,13 +18,17 @@ use crate::{TestServer, http_client, send};
 const PASSWORD: &str = "correct horse battery";
 
 /// The code the app would show now (or `steps` steps from now).
-fn code(s: &TestServer, secret: &TotpSecret, steps: i64) -> String {
+pub(crate) fn code(s: &TestServer, secret: &TotpSecret, steps: i64) -> String {
     secret.code_at(step_of(s.clock.now()) + steps)
 }
 
 /// Registers `name`, signs in and sets up an authenticator app; the secret, the recovery
 /// codes and the access token of the session that set it up.
-async fn enrolled(s: &TestServer, c: &reqwest::Client, name: &str) -> (TotpSecret, Vec<String>, String) {
+pub(crate) async fn enrolled(
+    s: &TestServer,
+    c: &reqwest::Client,
+    name: &str,
+) -> (TotpSecret, Vec<String>, String) {
     let at = s.signed_in(c, name).await.str("access_token").to_owned();
     let begun = s.post_auth(c, "/auth/mfa/totp", &at, json!({})).await;
     assert_eq!(begun.status, 200, "{}", begun.text);
