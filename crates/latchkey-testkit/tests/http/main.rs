@@ -41,3 +41,19 @@ mod tokens;
 mod verification;
 
 pub(crate) use latchkey_testkit::{TestServer, http_client, send};
+
+/// Repeats `attempt` (up to `tries` times) until it answers `429`; the last answer.
+pub(crate) async fn until_throttled<F, Fut>(tries: usize, mut attempt: F) -> latchkey_testkit::Answer
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = latchkey_testkit::Answer>,
+{
+    let mut last = attempt().await;
+    for _ in 1..tries {
+        if last.status == 429 {
+            break;
+        }
+        last = attempt().await;
+    }
+    last
+}

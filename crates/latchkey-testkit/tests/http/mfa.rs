@@ -182,16 +182,7 @@ async fn wrong_codes_are_throttled_like_passwords() {
     let c = http_client();
     let (secret, _, _) = enrolled(&s, &c, "di").await;
     let token = mfa_token(&s, &c, "di").await;
-    let mut last = None;
-    for _ in 0..12 {
-        let r = second_step(&s, &c, &token, "totp", "000000").await;
-        let done = r.status == 429;
-        last = Some(r);
-        if done {
-            break;
-        }
-    }
-    let r = last.unwrap();
+    let r = crate::until_throttled(12, || second_step(&s, &c, &token, "totp", "000000")).await;
     assert_eq!(r.status, 429, "{}", r.text);
     assert!(r.header("retry-after").is_some());
     // The throttle killed the token (SPEC 11), even for a right code; the password waits
@@ -275,6 +266,8 @@ async fn factors_change_only_after_a_recent_sign_in() {
     let old = refreshed.str("access_token").to_owned();
     let r = s.post_auth(&c, "/auth/mfa/totp", &old, json!({})).await;
     assert_eq!((r.status, r.json["error"].as_str()), (403, Some("login_required")), "{}", r.text);
+    let stale_delete = send(c.delete(s.url("/auth/mfa/any")).bearer_auth(&old)).await;
+    assert_eq!(stale_delete.status, 403, "removing needs a recent sign-in too: {}", stale_delete.text);
 
     let (_, _, at) = enrolled(&s, &c, "fay").await;
     let id = s.get_auth(&c, "/auth/mfa", &at).await.json["factors"][0]["id"].as_str().unwrap().to_owned();

@@ -340,16 +340,7 @@ async fn wrong_passwords_on_an_address_change_are_throttled_as_such() {
     let s = TestServer::start().await;
     let c = http_client();
     let at = with_address(&s, &c, "ida", "ida@example.com").await;
-    let mut last = None;
-    for _ in 0..12 {
-        let r = change(&s, &c, &at, "ida@new.example", "not the password").await;
-        let done = r.status == 429;
-        last = Some(r);
-        if done {
-            break;
-        }
-    }
-    let r = last.unwrap();
+    let r = crate::until_throttled(12, || change(&s, &c, &at, "ida@new.example", "not the password")).await;
     assert_eq!(r.status, 429, "{}", r.text);
     assert!(r.header("retry-after").is_some());
     let said = r.json["error_description"].as_str().unwrap();
