@@ -139,6 +139,13 @@ pub enum LoginError {
         /// The methods the user has.
         methods: Vec<latchkey_proto::auth::MfaMethod>,
     },
+    /// The password was right; the user has no second factor but must have one (SPEC 11
+    /// `mfa`, `mfa_required_roles`), and sets it up with this token before any session.
+    #[error("a second factor must be set up")]
+    MfaEnrolmentRequired {
+        /// For `POST /auth/mfa/totp` and its `/confirm` (or the pages' set-up step).
+        mfa_token: latchkey_proto::MfaToken,
+    },
     /// Over 1 KiB, or the password pool is overloaded.
     #[error(transparent)]
     Password(#[from] PasswordError),
@@ -281,9 +288,7 @@ impl Latchkey {
     pub async fn login(&self, creds: Credentials, ctx: &Caller) -> Result<TokenResponse, LoginError> {
         let now = self.clock.now();
         let user = self.check_credentials(creds, ctx, now).await?;
-        if let Some((mfa_token, methods)) = self.after_password(&user, now).await? {
-            return Err(LoginError::MfaRequired { mfa_token, methods });
-        }
+        self.after_password(&user, now).await?;
         self.open_session(&user, crate::mfa::AMR_PASSWORD, ctx, now).await
     }
 
@@ -340,24 +345,25 @@ impl Latchkey {
         Ok(user)
     }
 
-    /// After a right password: `None` once the account's failure count is cleared (no
-    /// second factor: the sign-in is complete), or the `mfa_token` and methods to finish
-    /// with. A user with a factor keeps the count until the factor is proved, or a thief
-    /// with the password could clear it by signing in again between rounds of guessed
-    /// codes.
+    /// After a right password: `Ok` once the account's failure count is cleared (no
+    /// second factor: the sign-in is complete), [`LoginError::MfaRequired`] with the
+    /// `mfa_token` and methods to finish with, or [`LoginError::MfaEnrolmentRequired`] for
+    /// a user the policy says must set up a factor first. A user with a factor keeps the
+    /// count until the factor is proved, or a thief with the password could clear it by
+    /// signing in again between rounds of guessed codes.
     ///
     /// # Errors
-    /// Storage.
-    pub(crate) async fn after_password(
-        &self,
-        user: &UserRecord,
-        now: Timestamp,
-    ) -> Result<Option<(latchkey_proto::MfaToken, Vec<latchkey_proto::auth::MfaMethod>)>, StoreError> {
-        let needed = self.second_factor_needed(user, now).await?;
-        if needed.is_none() {
-            self.store.delete_throttle(&account_key(&user.username)).await?;
+    /// Those two; storage.
+    pub(crate) async fn after_password(&self, user: &UserRecord, now: Timestamp) -> Result<(), LoginError> {
+        if let Some((mfa_token, methods)) = self.second_factor_needed(user, now).await? {
+            return Err(LoginError::MfaRequired { mfa_token, methods });
         }
-        Ok(needed)
+        self.store.delete_throttle(&account_key(&user.username)).await?;
+        if self.settings.mfa.applies_to(&user.roles) {
+            let mfa_token = self.new_challenge(user, crate::mfa::ENROL_TOKEN_PREFIX, now).await?;
+            return Err(LoginError::MfaEnrolmentRequired { mfa_token });
+        }
+        Ok(())
     }
 
     /// Seconds the account or the address must still wait, if either is locked.

@@ -37,9 +37,53 @@ pub const AMR_PASSWORD_AND_OTP: &str = "pwd otp mfa";
 /// `amr` of a sign-in with the password and a recovery code (SPEC 11: `["pwd","mfa"]`).
 pub const AMR_PASSWORD_AND_RECOVERY_CODE: &str = "pwd mfa";
 
+/// The assurance of a sign-in (SPEC 11 `acr`), weakest first: the order is what
+/// `acr_values` step-up compares.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum AcrLevel {
+    /// The password alone.
+    Password,
+    /// The password and a second factor.
+    MultiFactor,
+    /// A passkey: phishing-resistant.
+    PhishingResistant,
+}
+
+impl AcrLevel {
+    /// Every level, weakest first (discovery's `acr_values_supported`).
+    pub const ALL: [Self; 3] = [Self::Password, Self::MultiFactor, Self::PhishingResistant];
+
+    /// The level of a sign-in with these `amr` values: a hardware or software key (a
+    /// passkey) is phishing-resistant; otherwise `mfa` counts.
+    pub fn of(amr: &str) -> Self {
+        let has = |value: &str| amr.split(' ').any(|v| v == value);
+        if has("hwk") || has("swk") {
+            Self::PhishingResistant
+        } else if has("mfa") {
+            Self::MultiFactor
+        } else {
+            Self::Password
+        }
+    }
+
+    /// The `acr` claim's value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Password => "urn:latchkey:acr:pwd",
+            Self::MultiFactor => "urn:latchkey:acr:mfa",
+            Self::PhishingResistant => "urn:latchkey:acr:phr",
+        }
+    }
+
+    /// The level an `acr` value names; `None` for values Latchkey does not know.
+    pub fn parse(acr: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|l| l.as_str() == acr)
+    }
+}
+
 /// The `acr` (SPEC 11) of a sign-in with these `amr` values.
 pub fn acr_of(amr: &str) -> &'static str {
-    if amr.split(' ').any(|v| v == "mfa") { "urn:latchkey:acr:mfa" } else { "urn:latchkey:acr:pwd" }
+    AcrLevel::of(amr).as_str()
 }
 
 /// The `amr` claim's values.
@@ -55,8 +99,10 @@ pub const MFA_TOKEN_TTL: Duration = Duration::from_secs(5 * 60);
 pub const RECOVERY_CODES: usize = 10;
 /// How long a factor-change notice is worth sending.
 const NOTICE_TTL: Duration = Duration::from_secs(24 * 3600);
-/// The prefix of an `mfa_token`.
-const MFA_TOKEN_PREFIX: &str = "lkm_";
+/// The prefix of an `mfa_token` for the second step of a sign-in.
+pub(crate) const MFA_TOKEN_PREFIX: &str = "lkm_";
+/// The prefix of an `mfa_token` for setting up a first factor (SPEC 11 policy).
+pub(crate) const ENROL_TOKEN_PREFIX: &str = "lke_";
 /// The stored kind of an authenticator-app factor.
 const TOTP: &str = "totp";
 /// The first byte of a stored secret: as it is, or sealed under the master key.
@@ -87,6 +133,30 @@ pub enum MfaError {
         /// Seconds.
         retry_after: u64,
     },
+    /// The user has no confirmed factor (new recovery codes need one).
+    #[error("no second factor is set up")]
+    NoFactor,
+    /// The issuer has no domain name, so passkeys cannot work (SPEC 11).
+    #[error("passkeys need an issuer with a domain name")]
+    PasskeysUnavailable,
+    /// The passkey `challenge_id` is unknown, answered already, expired, or another user's.
+    #[error("the passkey challenge is not valid")]
+    UnknownChallenge,
+    /// The authenticator's answer was refused (why, for the caller).
+    #[error("passkey refused: {0}")]
+    PasskeyRefused(&'static str),
+    /// A passkey credential that cannot be read, or a registration that did not verify.
+    #[error("invalid passkey: {0}")]
+    PasskeyInvalid(&'static str),
+    /// The passkey is registered already.
+    #[error("this passkey is registered already")]
+    PasskeyTaken,
+    /// The request names a method without what proves it (a code, or an assertion).
+    #[error("{0}")]
+    MissingProof(&'static str),
+    /// Stored state that cannot be read or written back (a bug or a corrupt row).
+    #[error("passkey state: {0}")]
+    Internal(String),
     /// A mail template failed to render (a bug, not an input problem).
     #[error("mail template: {0}")]
     Template(#[from] askama::Error),
@@ -121,6 +191,13 @@ fn recovery_code_hash(user_id: &crate::ids::UserId, code: &str) -> TokenHash {
     TokenHash::of(&format!("{}\n{}", user_id.as_str(), normalized_recovery_code(code)))
 }
 
+/// A new set of recovery codes, and their hashes for `user_id`.
+pub(crate) fn new_recovery_codes(user_id: &crate::ids::UserId) -> (Vec<String>, Vec<TokenHash>) {
+    let codes: Vec<String> = (0..RECOVERY_CODES).map(|_| new_recovery_code()).collect();
+    let hashes = codes.iter().map(|c| recovery_code_hash(user_id, c)).collect();
+    (codes, hashes)
+}
+
 /// A new recovery code: 60 random bits as 12 lower-case base32 letters and digits in
 /// groups of four (`abcd-efgh-2345`).
 fn new_recovery_code() -> String {
@@ -135,13 +212,19 @@ impl SecondFactor {
         match self.method {
             MfaMethod::Totp => AMR_PASSWORD_AND_OTP,
             MfaMethod::RecoveryCode => AMR_PASSWORD_AND_RECOVERY_CODE,
+            // Proved through `passkey_second_step`, never through a code.
+            MfaMethod::Passkey => "pwd hwk mfa",
         }
     }
 }
 
 impl Latchkey {
     /// Fails unless `auth`'s session signed in within [`RECENT_SIGN_IN`].
-    fn require_recent_sign_in(&self, auth: &impl Principal, now: Timestamp) -> Result<(), MfaError> {
+    pub(crate) fn require_recent_sign_in(
+        &self,
+        auth: &impl Principal,
+        now: Timestamp,
+    ) -> Result<(), MfaError> {
         let signed_in = auth.session().created_at;
         if now.seconds_since(signed_in) > i64::try_from(RECENT_SIGN_IN.as_secs()).unwrap_or(i64::MAX) {
             return Err(MfaError::RecentSignInRequired);
@@ -176,7 +259,15 @@ impl Latchkey {
     pub async fn begin_totp(&self, auth: &impl Principal) -> Result<TotpEnrolment, MfaError> {
         let now = self.clock.now();
         self.require_recent_sign_in(auth, now)?;
-        let user = auth.user();
+        self.new_totp_factor(auth.user(), now).await
+    }
+
+    /// A new unconfirmed authenticator-app factor for `user`, and what the app needs.
+    pub(crate) async fn new_totp_factor(
+        &self,
+        user: &UserRecord,
+        now: Timestamp,
+    ) -> Result<TotpEnrolment, MfaError> {
         let secret = TotpSecret::generate();
         let id = new_id();
         let factor = FactorRecord {
@@ -213,23 +304,52 @@ impl Latchkey {
         let now = self.clock.now();
         self.require_recent_sign_in(auth, now)?;
         let user = auth.user();
+        let (pending, step) = self.pending_totp(user, code, now).await?;
+        let codes = self.confirm_pending_totp(user, &pending, step, now).await?;
+        self.end_other_sessions(auth, ctx).await?;
+        self.record(self.event(now, "mfa_enabled", Some(&user.id), Some(&auth.session().id), Some(ctx)))
+            .await;
+        Ok(codes)
+    }
+
+    /// The user's authenticator app being set up, and the step `code` is from.
+    ///
+    /// # Errors
+    /// [`MfaError::NotEnrolling`], [`MfaError::WrongCode`], storage.
+    pub(crate) async fn pending_totp(
+        &self,
+        user: &UserRecord,
+        code: &OneTimeCode,
+        now: Timestamp,
+    ) -> Result<(FactorRecord, i64), MfaError> {
         let factors = self.store.list_factors(&user.id).await?;
-        let pending = factors.iter().rev().find(|f| f.kind == TOTP && f.confirmed_at.is_none());
+        let pending = factors.into_iter().rev().find(|f| f.kind == TOTP && f.confirmed_at.is_none());
         let Some(pending) = pending else { return Err(MfaError::NotEnrolling) };
-        let secret = self.open_totp_secret(pending)?;
-        let Some(step) = secret.accepts(code.expose_secret(), now, None) else {
-            return Err(MfaError::WrongCode);
-        };
-        let codes: Vec<String> = (0..RECOVERY_CODES).map(|_| new_recovery_code()).collect();
-        let hashes: Vec<TokenHash> = codes.iter().map(|c| recovery_code_hash(&user.id, c)).collect();
+        let secret = self.open_totp_secret(&pending)?;
+        match secret.accepts(code.expose_secret(), now, None) {
+            Some(step) => Ok((pending, step)),
+            None => Err(MfaError::WrongCode),
+        }
+    }
+
+    /// Confirms a pending authenticator app: it counts from now, with a new set of
+    /// recovery codes (returned, to show once) and the notice queued in the same write.
+    ///
+    /// # Errors
+    /// [`MfaError::NotEnrolling`] when another request confirmed it first; storage.
+    pub(crate) async fn confirm_pending_totp(
+        &self,
+        user: &UserRecord,
+        pending: &FactorRecord,
+        step: i64,
+        now: Timestamp,
+    ) -> Result<RecoveryCodes, MfaError> {
+        let (codes, hashes) = new_recovery_codes(&user.id);
         let notice = self.factor_notice(user, FactorChange::Added, now)?;
         if !self.store.confirm_factor(&pending.id, step, &hashes, &notice, now).await? {
             return Err(MfaError::NotEnrolling);
         }
         self.notice_queued(&notice);
-        self.end_other_sessions(auth, ctx).await?;
-        self.record(self.event(now, "mfa_enabled", Some(&user.id), Some(&auth.session().id), Some(ctx)))
-            .await;
         Ok(RecoveryCodes { recovery_codes: codes })
     }
 
@@ -263,7 +383,11 @@ impl Latchkey {
 
     /// Every other session of the user, ended as the user's own doing (SPEC 11: adding or
     /// removing a factor).
-    async fn end_other_sessions(&self, auth: &impl Principal, ctx: &Caller) -> Result<(), StoreError> {
+    pub(crate) async fn end_other_sessions(
+        &self,
+        auth: &impl Principal,
+        ctx: &Caller,
+    ) -> Result<(), StoreError> {
         let (user, session) = (auth.user(), auth.session());
         let target =
             RevocationTarget::UserSessions { user_id: user.id.clone(), except: Some(session.id.clone()) };
@@ -285,13 +409,36 @@ impl Latchkey {
                 .filter(|f| f.confirmed_at.is_some())
                 .map(|f| MfaFactorView {
                     id: f.id,
-                    kind: TOTP,
+                    kind: f.kind,
                     name: f.name,
                     created_at: f.created_at.rfc3339(),
                 })
                 .collect(),
             recovery_codes_left: usize::try_from(left).unwrap_or(0),
         })
+    }
+
+    /// A new set of recovery codes (`POST /auth/mfa/recovery-codes`), voiding the old;
+    /// needs a sign-in within the last 5 minutes and a confirmed factor.
+    ///
+    /// # Errors
+    /// [`MfaError::RecentSignInRequired`], [`MfaError::NoFactor`], storage.
+    pub async fn replace_recovery_codes(
+        &self,
+        auth: &impl Principal,
+        ctx: &Caller,
+    ) -> Result<RecoveryCodes, MfaError> {
+        let now = self.clock.now();
+        self.require_recent_sign_in(auth, now)?;
+        let user = auth.user();
+        let (codes, hashes) = new_recovery_codes(&user.id);
+        if !self.store.replace_recovery_codes(&user.id, &hashes, now).await? {
+            return Err(MfaError::NoFactor);
+        }
+        let event =
+            self.event(now, "recovery_codes_replaced", Some(&user.id), Some(&auth.session().id), Some(ctx));
+        self.record(event).await;
+        Ok(RecoveryCodes { recovery_codes: codes })
     }
 
     /// Removes a factor (`DELETE /auth/mfa/{id}`); with the last one, the recovery codes go
@@ -330,15 +477,51 @@ impl Latchkey {
         user: &UserRecord,
         now: Timestamp,
     ) -> Result<Option<(MfaToken, Vec<MfaMethod>)>, StoreError> {
-        let factors = self.store.list_factors(&user.id).await?;
-        if !factors.iter().any(|f| f.confirmed_at.is_some()) {
+        let methods = self.methods_of(user).await?;
+        if methods.is_empty() {
             return Ok(None);
         }
-        let mut methods = vec![MfaMethod::Totp];
-        if self.store.count_recovery_codes(&user.id).await? > 0 {
+        Ok(Some((self.new_challenge(user, MFA_TOKEN_PREFIX, now).await?, methods)))
+    }
+
+    /// The second-step methods a user has: none without a confirmed factor; recovery
+    /// codes count only next to a factor.
+    async fn methods_of(&self, user: &UserRecord) -> Result<Vec<MfaMethod>, StoreError> {
+        let factors = self.store.list_factors(&user.id).await?;
+        let has = |kind: &str| factors.iter().any(|f| f.kind == kind && f.confirmed_at.is_some());
+        let mut methods = Vec::new();
+        if has(TOTP) {
+            methods.push(MfaMethod::Totp);
+        }
+        if has(crate::passkey::PASSKEY) {
+            methods.push(MfaMethod::Passkey);
+        }
+        if !methods.is_empty() && self.store.count_recovery_codes(&user.id).await? > 0 {
             methods.push(MfaMethod::RecoveryCode);
         }
-        let token = MfaToken::new(format!("{MFA_TOKEN_PREFIX}{}", b64(&random_bytes::<32>())));
+        Ok(methods)
+    }
+
+    /// The methods of the user behind a live second-step `mfa_token` (the pages show the
+    /// step again after a wrong code).
+    ///
+    /// # Errors
+    /// [`MfaError::InvalidMfaToken`], storage.
+    pub async fn mfa_methods(&self, token: &MfaToken) -> Result<Vec<MfaMethod>, MfaError> {
+        let (user, _) = self.open_challenge(token, MFA_TOKEN_PREFIX, self.clock.now()).await?;
+        Ok(self.methods_of(&user).await?)
+    }
+
+    /// A new `mfa_token` for `user` after a right password: `prefix` says what it is for
+    /// (the second step, or setting up a factor), and, being part of the hashed token,
+    /// cannot be changed to use one kind for the other.
+    pub(crate) async fn new_challenge(
+        &self,
+        user: &UserRecord,
+        prefix: &str,
+        now: Timestamp,
+    ) -> Result<MfaToken, StoreError> {
+        let token = MfaToken::new(format!("{prefix}{}", b64(&random_bytes::<32>())));
         let challenge = MfaChallengeRecord {
             hash: TokenHash::of(token.expose_secret()),
             user_id: user.id.clone(),
@@ -348,7 +531,34 @@ impl Latchkey {
             used_at: None,
         };
         self.store.insert_mfa_challenge(&challenge).await?;
-        Ok(Some((token, methods)))
+        Ok(token)
+    }
+
+    /// The user behind an unspent, unexpired `mfa_token` of the kind `prefix` names, if
+    /// the user is still active with the password that token passed; and the token's hash.
+    ///
+    /// # Errors
+    /// [`MfaError::InvalidMfaToken`], storage.
+    pub(crate) async fn open_challenge(
+        &self,
+        token: &MfaToken,
+        prefix: &str,
+        now: Timestamp,
+    ) -> Result<(UserRecord, TokenHash), MfaError> {
+        if !token.expose_secret().starts_with(prefix) {
+            return Err(MfaError::InvalidMfaToken);
+        }
+        let hash = TokenHash::of(token.expose_secret());
+        let challenge = match self.store.find_mfa_challenge(&hash).await? {
+            Some(c) if c.used_at.is_none() && now < c.expires_at => c,
+            _ => return Err(MfaError::InvalidMfaToken),
+        };
+        match self.store.find_user(&challenge.user_id).await? {
+            Some(u) if u.status == UserStatus::Active && u.password_hash == challenge.password_hash => {
+                Ok((u, hash))
+            }
+            _ => Err(MfaError::InvalidMfaToken),
+        }
     }
 
     /// Checks the second step of a sign-in: the `mfa_token` and a code by `method`,
@@ -366,15 +576,7 @@ impl Latchkey {
         ctx: &Caller,
     ) -> Result<SecondFactor, MfaError> {
         let now = self.clock.now();
-        let hash = TokenHash::of(token.expose_secret());
-        let challenge = match self.store.find_mfa_challenge(&hash).await? {
-            Some(c) if c.used_at.is_none() && now < c.expires_at => c,
-            _ => return Err(MfaError::InvalidMfaToken),
-        };
-        let user = match self.store.find_user(&challenge.user_id).await? {
-            Some(u) if u.status == UserStatus::Active && u.password_hash == challenge.password_hash => u,
-            _ => return Err(MfaError::InvalidMfaToken),
-        };
+        let (user, hash) = self.open_challenge(token, MFA_TOKEN_PREFIX, now).await?;
         let acct = account_key(&user.username);
         let addr = ctx.ip.as_deref().map(address_key);
         // SPEC 11: the token survives wrong codes until the account is throttled; then it
@@ -411,9 +613,22 @@ impl Latchkey {
         req: latchkey_proto::auth::MfaLoginRequest,
         ctx: &Caller,
     ) -> Result<latchkey_proto::auth::TokenResponse, MfaError> {
-        let passed = self.check_second_factor(&req.mfa_token, req.method, &req.code, ctx).await?;
+        let (user, amr) = match req.method {
+            MfaMethod::Passkey => {
+                let (Some(challenge_id), Some(credential)) = (req.challenge_id, req.credential) else {
+                    return Err(MfaError::MissingProof("method passkey needs challenge_id and credential."));
+                };
+                self.passkey_second_step(&req.mfa_token, &challenge_id, credential, ctx).await?
+            }
+            method => {
+                let code = req.code.ok_or(MfaError::MissingProof("This method needs a code."))?;
+                let passed = self.check_second_factor(&req.mfa_token, method, &code, ctx).await?;
+                let amr = passed.amr();
+                (passed.user, amr)
+            }
+        };
         let now = self.clock.now();
-        Ok(self.open_session(&passed.user, passed.amr(), ctx, now).await?)
+        Ok(self.open_session(&user, amr, ctx, now).await?)
     }
 
     /// Whether `code` proves the factor `method` names, using it up if so.
@@ -429,6 +644,7 @@ impl Latchkey {
                 let hash = recovery_code_hash(&user.id, code.expose_secret());
                 Ok(self.store.use_recovery_code(&user.id, &hash, now).await?)
             }
+            MfaMethod::Passkey => Ok(false),
             MfaMethod::Totp => {
                 let factors = self.store.list_factors(&user.id).await?;
                 for factor in factors.iter().filter(|f| f.kind == TOTP && f.confirmed_at.is_some()) {
@@ -447,6 +663,20 @@ impl Latchkey {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn acr_levels_follow_the_amr_and_order_weakest_first() {
+        assert_eq!(acr_of(AMR_PASSWORD), "urn:latchkey:acr:pwd");
+        assert_eq!(acr_of(AMR_PASSWORD_AND_OTP), "urn:latchkey:acr:mfa");
+        assert_eq!(acr_of(AMR_PASSWORD_AND_RECOVERY_CODE), "urn:latchkey:acr:mfa");
+        assert_eq!(acr_of("hwk user mfa"), "urn:latchkey:acr:phr");
+        assert!(AcrLevel::Password < AcrLevel::MultiFactor);
+        assert!(AcrLevel::MultiFactor < AcrLevel::PhishingResistant);
+        for level in AcrLevel::ALL {
+            assert_eq!(AcrLevel::parse(level.as_str()), Some(level));
+        }
+        assert_eq!(AcrLevel::parse("urn:latchkey:acr:other"), None);
+    }
 
     #[test]
     fn recovery_codes_are_twelve_characters_in_three_groups() {

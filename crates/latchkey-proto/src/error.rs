@@ -36,6 +36,9 @@ pub enum ErrorCode {
     /// The password was right; a second factor must follow (SPEC 11), with the `mfa_token`
     /// and `methods` in the body.
     MfaRequired,
+    /// The password was right, but the user must set up a second factor first (SPEC 11
+    /// policy), with the `mfa_token` that `POST /auth/mfa/totp` and its `/confirm` accept.
+    MfaEnrolmentRequired,
     /// The username is taken.
     UsernameTaken,
     /// The email address belongs to another account (SPEC 10).
@@ -76,6 +79,7 @@ impl ErrorCode {
             Self::InsufficientScope => "insufficient_scope",
             Self::InvalidCredentials => "invalid_credentials",
             Self::MfaRequired => "mfa_required",
+            Self::MfaEnrolmentRequired => "mfa_enrolment_required",
             Self::UsernameTaken => "username_taken",
             Self::EmailTaken => "email_taken",
             Self::RegistrationClosed => "registration_closed",

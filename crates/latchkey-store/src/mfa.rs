@@ -7,11 +7,11 @@ use latchkey_core::StoreError;
 use latchkey_core::clock::Timestamp;
 use latchkey_core::crypto::TokenHash;
 use latchkey_core::ids::UserId;
-use latchkey_core::store::{FactorRecord, MfaChallengeRecord, MfaStore, NewMail};
+use latchkey_core::store::{FactorRecord, MfaChallengeRecord, MfaStore, NewMail, PasskeyChallengeRecord};
 
 use crate::db::{Access, Backend, Conn, Db, OpFuture, Sql, first_int, op, params, query_all, query_opt};
 use crate::outbox::insert_mail_in_tx;
-use crate::rows::{self, factor_columns, mfa_challenge_columns};
+use crate::rows::{self, factor_columns, mfa_challenge_columns, passkey_challenge_columns};
 
 static DROP_UNCONFIRMED: Sql =
     Sql::new("DELETE FROM mfa_factors WHERE user_id = $1 AND kind = $2 AND confirmed_at IS NULL");
@@ -24,6 +24,22 @@ static FACTORS_OF_USER: Sql = Sql::new(concat!(
     "SELECT ",
     factor_columns!(),
     " FROM mfa_factors WHERE user_id = $1 ORDER BY created_at, id"
+));
+static INSERT_CONFIRMED: Sql = Sql::new(concat!(
+    "INSERT INTO mfa_factors (",
+    factor_columns!(),
+    ") VALUES ($1, $2, $3, $4, $5, $6, $6, NULL) ON CONFLICT (id) DO NOTHING"
+));
+static FACTOR: Sql = Sql::new(concat!("SELECT ", factor_columns!(), " FROM mfa_factors WHERE id = $1"));
+static SET_SECRET: Sql = Sql::new("UPDATE mfa_factors SET secret = $1 WHERE id = $2");
+static INSERT_PASSKEY_CHALLENGE: Sql = Sql::new(concat!(
+    "INSERT INTO passkey_challenges (",
+    passkey_challenge_columns!(),
+    ") VALUES ($1, $2, $3, $4, $5)"
+));
+static TAKE_PASSKEY_CHALLENGE: Sql = Sql::new(concat!(
+    "DELETE FROM passkey_challenges WHERE id = $1 AND expires_at > $2 RETURNING ",
+    passkey_challenge_columns!()
 ));
 static CONFIRM: Sql = Sql::new(
     "UPDATE mfa_factors SET confirmed_at = $1, last_used_step = $2 WHERE id = $3 AND confirmed_at IS NULL \
@@ -94,6 +110,61 @@ fn confirm(
             insert_mail_in_tx(c, mail).await?;
         }
         Ok(true)
+    })
+}
+
+/// With a confirmed factor, the user's recovery codes become `codes`.
+fn new_codes(c: &mut dyn Conn, (user_id, codes, now): (UserId, Vec<TokenHash>, i64)) -> OpFuture<'_, bool> {
+    Box::pin(async move {
+        let confirmed = query_opt(c, &CONFIRMED_LEFT, params![&user_id], first_int).await?.unwrap_or(0);
+        if confirmed == 0 {
+            return Ok(false);
+        }
+        replace_codes(c, &user_id, &codes, now).await?;
+        Ok(true)
+    })
+}
+
+fn insert_confirmed(
+    c: &mut dyn Conn,
+    (f, codes, mails, now): (FactorRecord, Option<Vec<TokenHash>>, Vec<NewMail>, i64),
+) -> OpFuture<'_, bool> {
+    Box::pin(async move {
+        let p = params![&f.id, &f.user_id, &f.kind, &f.name, &f.secret, now];
+        if c.execute(&INSERT_CONFIRMED, p).await? == 0 {
+            return Ok(false);
+        }
+        if let Some(codes) = codes {
+            replace_codes(c, &f.user_id, &codes, now).await?;
+        }
+        for mail in &mails {
+            insert_mail_in_tx(c, mail).await?;
+        }
+        Ok(true)
+    })
+}
+
+fn factor(c: &mut dyn Conn, id: String) -> OpFuture<'_, Option<FactorRecord>> {
+    Box::pin(async move { query_opt(c, &FACTOR, params![&id], rows::factor).await })
+}
+
+fn set_secret(c: &mut dyn Conn, (id, secret): (String, Vec<u8>)) -> OpFuture<'_, ()> {
+    Box::pin(async move { c.execute(&SET_SECRET, params![&secret, &id]).await.map(|_| ()) })
+}
+
+fn insert_passkey_challenge(c: &mut dyn Conn, r: PasskeyChallengeRecord) -> OpFuture<'_, ()> {
+    Box::pin(async move {
+        let p = params![&r.id, &r.user_id, &r.state, r.created_at.0, r.expires_at.0];
+        c.execute(&INSERT_PASSKEY_CHALLENGE, p).await.map(|_| ())
+    })
+}
+
+fn take_passkey_challenge(
+    c: &mut dyn Conn,
+    (id, now): (String, i64),
+) -> OpFuture<'_, Option<PasskeyChallengeRecord>> {
+    Box::pin(async move {
+        query_opt(c, &TAKE_PASSKEY_CHALLENGE, params![&id, now], rows::passkey_challenge).await
     })
 }
 
@@ -187,6 +258,46 @@ impl<B: Backend> MfaStore for Db<B> {
 
     async fn count_recovery_codes(&self, user_id: &UserId) -> Result<i64, StoreError> {
         self.0.run(Access::Point, op(user_id.clone(), codes_left)).await
+    }
+
+    async fn replace_recovery_codes(
+        &self,
+        user_id: &UserId,
+        codes: &[TokenHash],
+        now: Timestamp,
+    ) -> Result<bool, StoreError> {
+        self.0.run(Access::Transaction, op((user_id.clone(), codes.to_vec(), now.0), new_codes)).await
+    }
+
+    async fn insert_confirmed_factor(
+        &self,
+        factor: &FactorRecord,
+        recovery_codes: Option<&[TokenHash]>,
+        mails: &[NewMail],
+        now: Timestamp,
+    ) -> Result<bool, StoreError> {
+        let args = (factor.clone(), recovery_codes.map(<[TokenHash]>::to_vec), mails.to_vec(), now.0);
+        self.0.run(Access::Transaction, op(args, insert_confirmed)).await
+    }
+
+    async fn find_factor(&self, factor_id: &str) -> Result<Option<FactorRecord>, StoreError> {
+        self.0.run(Access::Point, op(factor_id.to_owned(), factor)).await
+    }
+
+    async fn update_factor_secret(&self, factor_id: &str, secret: &[u8]) -> Result<(), StoreError> {
+        self.0.run(Access::Statement, op((factor_id.to_owned(), secret.to_vec()), set_secret)).await
+    }
+
+    async fn insert_passkey_challenge(&self, challenge: &PasskeyChallengeRecord) -> Result<(), StoreError> {
+        self.0.run(Access::Statement, op(challenge.clone(), insert_passkey_challenge)).await
+    }
+
+    async fn take_passkey_challenge(
+        &self,
+        id: &str,
+        now: Timestamp,
+    ) -> Result<Option<PasskeyChallengeRecord>, StoreError> {
+        self.0.run(Access::Statement, op((id.to_owned(), now.0), take_passkey_challenge)).await
     }
 
     async fn insert_mfa_challenge(&self, challenge: &MfaChallengeRecord) -> Result<(), StoreError> {

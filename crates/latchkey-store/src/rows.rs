@@ -8,8 +8,8 @@ use latchkey_core::crypto::TokenHash;
 use latchkey_core::ids::Scope;
 use latchkey_core::store::{
     AuthCodeRecord, ClientRecord, FactorRecord, FeedEventRecord, LinkPurpose, LinkRecord, MailRecord,
-    MailState, MfaChallengeRecord, SecurityEventRecord, SessionRecord, StoredKey, ThrottleRecord, UserEmail,
-    UserRecord, UserStatus,
+    MailState, MfaChallengeRecord, PasskeyChallengeRecord, SecurityEventRecord, SessionRecord, StoredKey,
+    ThrottleRecord, UserEmail, UserRecord, UserStatus,
 };
 use latchkey_proto::ErrorReason;
 use latchkey_proto::events::RevocationEvent;
@@ -48,6 +48,14 @@ macro_rules! mfa_challenge_columns {
     };
 }
 pub(crate) use mfa_challenge_columns;
+
+/// The columns [`passkey_challenge`] reads, in its order.
+macro_rules! passkey_challenge_columns {
+    () => {
+        "id, user_id, state, created_at, expires_at"
+    };
+}
+pub(crate) use passkey_challenge_columns;
 
 /// The columns [`mail`] reads, from `outbox`.
 macro_rules! mail_columns {
@@ -195,6 +203,17 @@ pub(crate) fn mfa_challenge(row: &dyn Row) -> Result<MfaChallengeRecord, DbError
         created_at: Timestamp(row.int(3)?),
         expires_at: Timestamp(row.int(4)?),
         used_at: row.opt_int(5)?.map(Timestamp),
+    })
+}
+
+/// A passkey ceremony's state, from [`passkey_challenge_columns`].
+pub(crate) fn passkey_challenge(row: &dyn Row) -> Result<PasskeyChallengeRecord, DbError> {
+    Ok(PasskeyChallengeRecord {
+        id: row.text(0)?,
+        user_id: row.opt_text(1)?.map(Into::into),
+        state: row.text(2)?,
+        created_at: Timestamp(row.int(3)?),
+        expires_at: Timestamp(row.int(4)?),
     })
 }
 

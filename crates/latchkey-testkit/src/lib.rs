@@ -157,6 +157,29 @@ impl TestServer {
         Self::start_on(None, adjust).await
     }
 
+    /// Starts a server whose issuer is `http://localhost:PORT`, its own address by name:
+    /// passkeys need an issuer with a domain name (SPEC 11), and browsers allow WebAuthn on
+    /// `localhost` over plain http. The port is found free first and bound again by the
+    /// server, which can lose a race with another process only in theory.
+    pub async fn start_on_localhost(adjust: impl FnOnce(&mut Config)) -> Self {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("a free port")
+            .port();
+        Self::start_with(|c| {
+            c.listen = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+            c.settings.issuer = format!("http://localhost:{port}");
+            c.settings.audience = c.settings.issuer.clone();
+            adjust(c);
+        })
+        .await
+    }
+
+    /// The issuer this server publishes.
+    pub fn issuer(&self) -> &str {
+        &self.service.settings().issuer
+    }
+
     /// Starts a server on `database_url` (another node of a shared PostgreSQL database),
     /// or, with `None`, on a fresh database: a SQLite file, or a new PostgreSQL database
     /// when `LATCHKEY_TEST_BACKEND=postgres`.

@@ -12,7 +12,7 @@ use anyhow::{Context, bail};
 use latchkey_core::Settings;
 use latchkey_core::keys::Algorithm;
 use latchkey_core::master_key::MasterKey;
-use latchkey_core::settings::{BindingPolicy, Registration, RegistrationEmail};
+use latchkey_core::settings::{BindingPolicy, MfaPolicy, Registration, RegistrationEmail};
 use serde::Deserialize;
 use zeroize::Zeroizing;
 
@@ -39,6 +39,17 @@ enum RawList {
     Text(String),
 }
 
+impl RawList {
+    /// The items, trimmed, without empty ones.
+    fn items(self) -> Vec<String> {
+        let items = match self {
+            Self::List(v) => v,
+            Self::Text(t) => t.split(',').map(str::to_owned).collect(),
+        };
+        items.iter().map(|x| x.trim()).filter(|x| !x.is_empty()).map(str::to_owned).collect()
+    }
+}
+
 /// The file's keys (SPEC 7). Every key is optional; defaults are applied when typing.
 // No `Debug`: it holds `master_key`.
 #[derive(Default, Deserialize)]
@@ -55,6 +66,8 @@ struct RawConfig {
     binding: Option<String>,
     registration: Option<String>,
     registration_email: Option<String>,
+    mfa: Option<String>,
+    mfa_required_roles: Option<RawList>,
     access_token_alg: Option<String>,
     id_token_alg: Option<String>,
     key_rotation: Option<RawDuration>,
@@ -252,6 +265,7 @@ fn apply_env(raw: &mut RawConfig, env: &dyn Fn(&str) -> Option<String>) -> anyho
         binding,
         registration,
         registration_email,
+        mfa,
         access_token_alg,
         id_token_alg,
         master_key,
@@ -270,6 +284,9 @@ fn apply_env(raw: &mut RawConfig, env: &dyn Fn(&str) -> Option<String>) -> anyho
     );
     if let Some(v) = get("trusted_proxies") {
         raw.trusted_proxies = Some(RawList::Text(v));
+    }
+    if let Some(v) = get("mfa_required_roles") {
+        raw.mfa_required_roles = Some(RawList::Text(v));
     }
     if let Some(v) = get("password_hash_concurrency") {
         raw.password_hash_concurrency = Some(v.parse().context("LATCHKEY_PASSWORD_HASH_CONCURRENCY")?);
@@ -401,6 +418,14 @@ impl Config {
             Some("required") => RegistrationEmail::Required,
             Some(other) => bail!("setting registration_email: expected optional or required, got {other:?}"),
         };
+        s.mfa = MfaPolicy {
+            required: match raw.mfa.as_deref() {
+                None | Some("optional") => false,
+                Some("required") => true,
+                Some(other) => bail!("setting mfa: expected optional or required, got {other:?}"),
+            },
+            required_roles: raw.mfa_required_roles.map(RawList::items).unwrap_or_default(),
+        };
         s.access_token_alg = algorithm(raw.access_token_alg, "access_token_alg", Algorithm::EdDSA)?;
         s.id_token_alg = algorithm(raw.id_token_alg, "id_token_alg", Algorithm::RS256)?;
         if let Some(n) = raw.password_hash_concurrency {
@@ -412,13 +437,7 @@ impl Config {
             }
             s.throttle.registration_attempts = n;
         }
-        let trusted_proxies = match raw.trusted_proxies {
-            None => Vec::new(),
-            Some(RawList::List(v)) => v,
-            Some(RawList::Text(t)) => {
-                t.split(',').map(str::trim).filter(|x| !x.is_empty()).map(str::to_owned).collect()
-            }
-        };
+        let trusted_proxies = raw.trusted_proxies.map(RawList::items).unwrap_or_default();
         latchkey_http::TrustedProxies::parse(&trusted_proxies).map_err(|bad| {
             anyhow::anyhow!("setting trusted_proxies: {bad:?} is not an address or CIDR network")
         })?;
@@ -457,6 +476,22 @@ mod tests {
         assert!(parse_duration("5 weeks").is_err());
         assert!(parse_duration("m").is_err());
         assert!(parse_duration("").is_err());
+    }
+
+    #[test]
+    fn the_mfa_policy_reads_from_the_file_and_the_environment() {
+        let c = Config::load_with(None, &Flags::default(), &no_env).unwrap();
+        assert_eq!(c.settings.mfa, MfaPolicy::default());
+        let env = |k: &str| match k {
+            "LATCHKEY_MFA" => Some("required".to_owned()),
+            "LATCHKEY_MFA_REQUIRED_ROLES" => Some("admin, ops,".to_owned()),
+            _ => None,
+        };
+        let c = Config::load_with(None, &Flags::default(), &env).unwrap();
+        assert!(c.settings.mfa.required);
+        assert_eq!(c.settings.mfa.required_roles, ["admin", "ops"]);
+        let bad = |k: &str| (k == "LATCHKEY_MFA").then(|| "always".to_owned());
+        assert!(Config::load_with(None, &Flags::default(), &bad).is_err());
     }
 
     #[test]

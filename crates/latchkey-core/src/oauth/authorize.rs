@@ -10,6 +10,7 @@ use super::{CODE_TTL, OFFLINE_ACCESS, RedirectError, describe_scope, redirect_wi
 use crate::clock::Timestamp;
 use crate::crypto::{TokenHash, b64, random_bytes};
 use crate::ids::{ClientId, RedirectUri, Scope};
+use crate::mfa::AcrLevel;
 use crate::service::Latchkey;
 use crate::store::{AuthCodeRecord, ClientRecord, SessionRecord, StoreError};
 use crate::web::SignedIn;
@@ -40,6 +41,8 @@ pub struct AuthorizeParams {
     pub prompt: Option<String>,
     /// `max_age`.
     pub max_age: Option<String>,
+    /// `acr_values`.
+    pub acr_values: Option<String>,
     /// Names given more than once (RFC 6749 §3.1: an error).
     pub repeated: Vec<String>,
 }
@@ -61,6 +64,7 @@ impl AuthorizeParams {
                 "code_challenge_method" => &mut p.code_challenge_method,
                 "prompt" => &mut p.prompt,
                 "max_age" => &mut p.max_age,
+                "acr_values" => &mut p.acr_values,
                 _ => continue,
             };
             if slot.is_some() {
@@ -73,10 +77,11 @@ impl AuthorizeParams {
     }
 
     /// The parameters as pairs (for the consent form and the way back from sign-in),
-    /// leaving out `prompt=login` when `drop_login_prompt` (it has been honoured).
-    pub fn to_pairs(&self, drop_login_prompt: bool) -> Vec<(String, String)> {
+    /// leaving out `prompt=login` and `acr_values` when `after_sign_in` (the fresh sign-in
+    /// honoured them; what level it reached, the ID token's `acr` tells the app).
+    pub fn to_pairs(&self, after_sign_in: bool) -> Vec<(String, String)> {
         let prompt = self.prompt.as_deref().map(|p| {
-            if drop_login_prompt {
+            if after_sign_in {
                 p.split_whitespace().filter(|v| *v != "login").collect::<Vec<_>>().join(" ")
             } else {
                 p.to_owned()
@@ -93,6 +98,7 @@ impl AuthorizeParams {
             ("code_challenge_method", &self.code_challenge_method),
             ("prompt", &prompt.filter(|p| !p.is_empty())),
             ("max_age", &self.max_age),
+            ("acr_values", &self.acr_values.clone().filter(|_| !after_sign_in)),
         ]
         .into_iter()
         .filter_map(|(k, v)| v.as_ref().map(|v| (k.to_owned(), v.clone())))
@@ -130,6 +136,9 @@ pub struct AuthorizeRequest {
     pub prompt: Prompt,
     /// `max_age` in seconds.
     pub max_age: Option<i64>,
+    /// The lowest level among the `acr_values` Latchkey knows (OpenID Connect Core
+    /// §3.1.2.1: any of them satisfies the app); `None` when it asked for none of them.
+    pub min_acr: Option<AcrLevel>,
     /// The parameters as received.
     pub params: AuthorizeParams,
 }
@@ -297,6 +306,8 @@ impl Latchkey {
                     fail(ErrorCode::InvalidRequest, "max_age must be a number of seconds.")
                 })?),
             };
+        let min_acr =
+            params.acr_values.as_deref().unwrap_or_default().split(' ').filter_map(AcrLevel::parse).min();
         Ok(AuthorizeRequest {
             client,
             redirect_uri,
@@ -306,6 +317,7 @@ impl Latchkey {
             code_challenge,
             prompt,
             max_age,
+            min_acr,
             params,
         })
     }
@@ -335,10 +347,16 @@ impl Latchkey {
         signed_in: Option<&SignedIn>,
     ) -> Result<AuthorizeStep, AuthorizeError> {
         let now = self.clock.now();
+        // `max_age` and `acr_values` (step-up) ask for a sign-in again, like `prompt=login`.
         let is_too_old =
             |s: &SessionRecord| req.max_age.is_some_and(|max| now.seconds_since(s.created_at) > max);
+        let is_too_weak = |s: &SessionRecord| req.min_acr.is_some_and(|min| AcrLevel::of(&s.amr) < min);
         let signed_in = match signed_in {
-            Some(pair) if !req.prompt.login && !is_too_old(pair.session()) => pair,
+            Some(pair)
+                if !req.prompt.login && !is_too_old(pair.session()) && !is_too_weak(pair.session()) =>
+            {
+                pair
+            }
             _ if req.prompt.none => {
                 return Err(AuthorizeError::Redirect(Self::redirect_error(
                     req,
@@ -454,8 +472,12 @@ mod tests {
     }
 
     #[test]
-    fn the_way_back_from_sign_in_drops_prompt_login_only() {
-        let p = AuthorizeParams::from_pairs([("client_id", "a"), ("prompt", "login consent")]);
+    fn the_way_back_from_sign_in_drops_prompt_login_and_acr_values_only() {
+        let p = AuthorizeParams::from_pairs([
+            ("client_id", "a"),
+            ("prompt", "login consent"),
+            ("acr_values", "urn:latchkey:acr:mfa"),
+        ]);
         assert_eq!(
             p.to_pairs(true),
             vec![("client_id".to_owned(), "a".to_owned()), ("prompt".to_owned(), "consent".to_owned())]
@@ -463,6 +485,7 @@ mod tests {
         let only_login = AuthorizeParams::from_pairs([("prompt", "login")]);
         assert!(only_login.to_pairs(true).is_empty());
         assert_eq!(only_login.to_pairs(false).len(), 1);
+        assert_eq!(p.to_pairs(false).len(), 3, "the consent form keeps acr_values");
     }
 
     #[test]

@@ -30,9 +30,10 @@ impl Latchkey {
             "introspection_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post"],
             "code_challenge_methods_supported": ["S256"],
             "prompt_values_supported": ["none", "login", "consent"],
+            "acr_values_supported": crate::mfa::AcrLevel::ALL.map(crate::mfa::AcrLevel::as_str),
             "claims_supported": [
                 "iss", "sub", "aud", "azp", "exp", "iat", "auth_time", "nonce", "at_hash", "sid",
-                "preferred_username"
+                "preferred_username", "acr", "amr"
             ],
             "authorization_response_iss_parameter_supported": true,
             "request_parameter_supported": false,

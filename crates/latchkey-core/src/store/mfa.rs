@@ -58,6 +58,31 @@ pub struct MfaChallengeRecord {
     pub used_at: Option<Timestamp>,
 }
 
+/// A passkey ceremony between its start and its finish (SPEC 11 `challenge_id`).
+#[derive(Clone, PartialEq, Eq)]
+pub struct PasskeyChallengeRecord {
+    /// The `challenge_id`.
+    pub id: String,
+    /// The registering user; `None` for a sign-in.
+    pub user_id: Option<UserId>,
+    /// The WebAuthn state as JSON (it holds the challenge).
+    pub state: String,
+    /// When it was made.
+    pub created_at: Timestamp,
+    /// When it stops working.
+    pub expires_at: Timestamp,
+}
+
+impl std::fmt::Debug for PasskeyChallengeRecord {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PasskeyChallengeRecord")
+            .field("id", &self.id)
+            .field("user_id", &self.user_id)
+            .field("expires_at", &self.expires_at)
+            .finish_non_exhaustive()
+    }
+}
+
 /// Second factors (SPEC 11).
 #[async_trait]
 pub trait MfaStore {
@@ -98,6 +123,38 @@ pub trait MfaStore {
     ) -> Result<bool, StoreError>;
     /// How many unused recovery codes the user has.
     async fn count_recovery_codes(&self, user_id: &UserId) -> Result<i64, StoreError>;
+    /// Replaces the user's recovery codes with `codes`, if the user has a confirmed factor;
+    /// `false` (and nothing written) otherwise.
+    async fn replace_recovery_codes(
+        &self,
+        user_id: &UserId,
+        codes: &[TokenHash],
+        now: Timestamp,
+    ) -> Result<bool, StoreError>;
+    /// Adds a factor that counts at once (a passkey), replaces the user's recovery codes
+    /// when `recovery_codes` is given, and queues `mails`, in one transaction; `false`
+    /// (nothing written) when a factor with its id exists already.
+    async fn insert_confirmed_factor(
+        &self,
+        factor: &FactorRecord,
+        recovery_codes: Option<&[TokenHash]>,
+        mails: &[NewMail],
+        now: Timestamp,
+    ) -> Result<bool, StoreError>;
+    /// A factor by its id.
+    async fn find_factor(&self, factor_id: &str) -> Result<Option<FactorRecord>, StoreError>;
+    /// Replaces a factor's stored secret (a passkey's signature counter and backup state
+    /// after a sign-in).
+    async fn update_factor_secret(&self, factor_id: &str, secret: &[u8]) -> Result<(), StoreError>;
+    /// Stores a passkey ceremony's state until its finish.
+    async fn insert_passkey_challenge(&self, challenge: &PasskeyChallengeRecord) -> Result<(), StoreError>;
+    /// Takes a ceremony's state: deletes it and returns it when it was there and unexpired
+    /// at `now`, so two finishes with one `challenge_id` cannot both get it.
+    async fn take_passkey_challenge(
+        &self,
+        id: &str,
+        now: Timestamp,
+    ) -> Result<Option<PasskeyChallengeRecord>, StoreError>;
     /// Stores a sign-in waiting for its factor.
     async fn insert_mfa_challenge(&self, challenge: &MfaChallengeRecord) -> Result<(), StoreError>;
     /// A challenge by its token's hash.

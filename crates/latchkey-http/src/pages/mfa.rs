@@ -28,6 +28,7 @@ pub(super) async fn step_page(
     status: StatusCode,
     return_to: String,
     mfa_token: &MfaToken,
+    methods: &[MfaMethod],
     error: Option<String>,
 ) -> Response {
     let (app_name, form_action) = signing_in_for(s, &return_to).await;
@@ -37,6 +38,9 @@ pub(super) async fn step_page(
         mfa_token: mfa_token.expose_secret().to_owned(),
         error,
         app_name,
+        has_totp: methods.contains(&MfaMethod::Totp),
+        has_passkey: methods.contains(&MfaMethod::Passkey),
+        has_recovery_codes: methods.contains(&MfaMethod::RecoveryCode),
     }
     .render();
     b.page(Page { status, html, form_action })
@@ -67,7 +71,8 @@ pub(crate) async fn login_mfa(
         Ok((_, cookie)) => signed_in_answer(&s, &b, &ctx, previous, &return_to, &cookie).await,
         Err(MfaError::WrongCode) => {
             let error = Some("That code is not right. Try again.".to_owned());
-            step_page(&s, &b, StatusCode::UNAUTHORIZED, return_to, &token, error).await
+            let methods = s.service.mfa_methods(&token).await.unwrap_or_default();
+            step_page(&s, &b, StatusCode::UNAUTHORIZED, return_to, &token, &methods, error).await
         }
         Err(MfaError::Throttled { retry_after }) => {
             // The throttle ended this sign-in (SPEC 11): the password comes first again.

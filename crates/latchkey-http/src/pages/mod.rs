@@ -8,7 +8,9 @@
 //! `recovery.rs`.
 
 mod mfa;
+mod passkey;
 mod recovery;
+mod security;
 mod templates;
 
 use askama::Template;
@@ -35,9 +37,12 @@ use crate::extract::caller::RequestCaller;
 use crate::oauth::{form, parse_pairs};
 
 pub(crate) use self::mfa::login_mfa;
+pub(crate) use self::passkey::{login_passkey, register_passkey};
 pub(crate) use self::recovery::{forgot, forgot_page, reset, reset_page, verify, verify_page};
+pub(crate) use self::security::{confirm_totp, enrol, new_recovery_codes, remove_factor, set_up_totp};
 
 const CSS: &str = include_str!("../../static/latchkey.css");
+const PASSKEY_JS: &str = include_str!("../../static/passkey.js");
 const CSRF_COOKIE: &str = "lk_csrf";
 const SESSION_COOKIE: &str = "lk_session";
 
@@ -46,6 +51,15 @@ pub(crate) async fn stylesheet() -> Response {
     let mut res = CSS.into_response();
     let h = res.headers_mut();
     h.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/css; charset=utf-8"));
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("public, max-age=3600"));
+    res
+}
+
+/// `GET /static/passkey.js`: the pages' only script (SPEC 11 passkey buttons).
+pub(crate) async fn passkey_script() -> Response {
+    let mut res = PASSKEY_JS.into_response();
+    let h = res.headers_mut();
+    h.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/javascript; charset=utf-8"));
     h.insert(header::CACHE_CONTROL, HeaderValue::from_static("public, max-age=3600"));
     res
 }
@@ -99,8 +113,8 @@ impl Browser {
     /// Finishes a response: security headers, and the CSRF cookie when new.
     fn finish(&self, mut res: Response, form_action: Option<&str>) -> Response {
         let csp = format!(
-            "default-src 'none'; style-src 'self'; img-src 'self'; form-action 'self'{}; \
-             frame-ancestors 'none'; base-uri 'none'",
+            "default-src 'none'; script-src 'self'; connect-src 'self'; style-src 'self'; img-src 'self'; \
+             form-action 'self'{}; frame-ancestors 'none'; base-uri 'none'",
             form_action.map(|f| format!(" {f}")).unwrap_or_default()
         );
         let h = res.headers_mut();
@@ -299,12 +313,25 @@ async fn signed_in_answer(
     return_to: &str,
     cookie: &str,
 ) -> Response {
+    let res = b.redirect(StatusCode::SEE_OTHER, return_to);
+    replace_session(s, b, ctx, previous, cookie, res).await
+}
+
+/// Ends the browser's earlier session (if any) and sets the new session's cookie on
+/// `res`: how every sign-in that passed answers.
+async fn replace_session(
+    s: &AppState,
+    b: &Browser,
+    ctx: &Caller,
+    previous: Option<SignedIn>,
+    cookie: &str,
+    mut res: Response,
+) -> Response {
     if let Some(old) = previous
         && let Err(e) = s.service.web_sign_out(&old, ctx).await
     {
         tracing::warn!(error = %e, "the replaced browser session could not be ended");
     }
-    let mut res = b.redirect(StatusCode::SEE_OTHER, return_to);
     if let Ok(v) = HeaderValue::from_str(&format!("{SESSION_COOKIE}={cookie}{}", b.cookie_attrs())) {
         res.headers_mut().append(header::SET_COOKIE, v);
     }
@@ -335,8 +362,11 @@ pub(crate) async fn login(
     let previous = signed_in(&s, &headers, &ctx).await;
     match s.service.web_sign_in(Credentials { username, password }, &ctx).await {
         Ok((_, cookie)) => signed_in_answer(&s, &b, &ctx, previous, &return_to, &cookie).await,
-        Err(LoginError::MfaRequired { mfa_token, .. }) => {
-            mfa::step_page(&s, &b, StatusCode::OK, return_to, &mfa_token, None).await
+        Err(LoginError::MfaRequired { mfa_token, methods }) => {
+            mfa::step_page(&s, &b, StatusCode::OK, return_to, &mfa_token, &methods, None).await
+        }
+        Err(LoginError::MfaEnrolmentRequired { mfa_token }) => {
+            security::enrolment_page(&s, &b, return_to, &mfa_token).await
         }
         Err(
             LoginError::InvalidCredentials
@@ -473,6 +503,8 @@ fn account_notice(q: Option<&str>) -> Option<String> {
         "wrong-password" => "The current password was wrong. Your email address was not changed.",
         "invalid-email" => "That is not a valid email address. Your email address was not changed.",
         "no-address" => "Your account has no email address to verify.",
+        "factor-removed" => "The factor was removed. Your other devices were signed out.",
+        "no-such-factor" => "That factor was removed already.",
         _ => return None,
     };
     Some(text.to_owned())
@@ -501,6 +533,7 @@ pub(crate) async fn account(
             );
         }
     };
+    let (factors, recovery_codes_left) = security::overview(&s, &who).await;
     let html = AccountPage {
         csrf: b.csrf.clone(),
         username: user.username.clone(),
@@ -528,6 +561,8 @@ pub(crate) async fn account(
         notice: account_notice(q.as_deref()),
         email: user.email.as_ref().map(|e| e.address.clone()),
         is_email_verified: user.email.as_ref().is_some_and(|e| e.verified_at.is_some()),
+        factors,
+        recovery_codes_left,
     }
     .render();
     b.page(Page { status: StatusCode::OK, html, form_action: None })

@@ -40,6 +40,56 @@ pub(crate) struct MfaPage {
     pub(crate) error: Option<String>,
     /// The app the user is signing in for, when the sign-in interrupts an authorization.
     pub(crate) app_name: Option<String>,
+    /// Whether the user has an authenticator app (the code form).
+    pub(crate) has_totp: bool,
+    /// Whether the user has a passkey (**Sign in with a passkey**).
+    pub(crate) has_passkey: bool,
+    /// Whether the user has recovery codes left (**Use a recovery code**).
+    pub(crate) has_recovery_codes: bool,
+}
+
+/// Setting up an authenticator app (SPEC 11): the QR code and the key as text, and the
+/// form for the first code. Used after the password by users who must set one up, and
+/// from the account page.
+#[derive(Template)]
+#[template(path = "totp_setup.html")]
+pub(crate) struct TotpSetupPage {
+    /// The CSRF token echoed in the form.
+    pub(crate) csrf: String,
+    /// Where the form posts.
+    pub(crate) action: &'static str,
+    /// The `otpauth://` URI as an inline SVG QR code (generated here, never user text).
+    pub(crate) qr_svg: String,
+    /// The key in base32, to type in.
+    pub(crate) secret: String,
+    /// Hidden fields the form carries back (the key and URI to show again after a wrong
+    /// code; `mfa_token` and `return_to` after the password).
+    pub(crate) hidden: Vec<(String, String)>,
+    /// Why the last attempt failed, shown with `role="alert"`.
+    pub(crate) error: Option<String>,
+}
+
+/// New recovery codes, shown once.
+#[derive(Template)]
+#[template(path = "recovery_codes.html")]
+pub(crate) struct RecoveryCodesPage {
+    /// The codes.
+    pub(crate) codes: Vec<String>,
+    /// Where **Continue** goes (a local path, already checked by the handler).
+    pub(crate) continue_to: String,
+}
+
+/// One factor in the account page's Security section.
+#[derive(Debug, Clone)]
+pub(crate) struct FactorRow {
+    /// Its id, for the Remove form.
+    pub(crate) id: String,
+    /// Its name.
+    pub(crate) name: String,
+    /// "Authenticator app" or "Passkey".
+    pub(crate) kind: &'static str,
+    /// When it was added, for display.
+    pub(crate) created_at: String,
 }
 
 /// One requested scope on the consent page.
@@ -119,6 +169,10 @@ pub(crate) struct AccountPage {
     pub(crate) email: Option<String>,
     /// Whether that address is verified.
     pub(crate) is_email_verified: bool,
+    /// The user's second factors (SPEC 11 Security section).
+    pub(crate) factors: Vec<FactorRow>,
+    /// How many recovery codes are left.
+    pub(crate) recovery_codes_left: usize,
 }
 
 /// An HTML error page, for example an unknown client or `redirect_uri` at

@@ -18,6 +18,7 @@ use crate::extract::caller::RequestCaller;
 use crate::extract::json::{ApiJson, OptionalJson};
 
 pub(crate) mod mfa;
+pub(crate) mod passkey;
 
 type ApiResult = Result<Response, ApiError>;
 

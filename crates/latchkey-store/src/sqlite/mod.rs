@@ -51,6 +51,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (9, include_str!("../../migrations/sqlite/0009_links_and_outbox.sql")),
     (10, include_str!("../../migrations/sqlite/0010_second_factors.sql")),
     (11, include_str!("../../migrations/sqlite/0011_session_amr.sql")),
+    (12, include_str!("../../migrations/sqlite/0012_passkey_challenges.sql")),
 ];
 
 /// Maps SQLite errors to the port's, without leaking rusqlite types.

@@ -13,32 +13,34 @@ use openidconnect::core::{
     CoreRevocableToken, CoreTokenIntrospectionResponse, CoreTokenResponse, CoreUserInfoClaims,
 };
 use openidconnect::{
-    AccessToken, AccessTokenHash, AuthorizationCode, ClientId, ClientSecret, ConfigurationError, CsrfToken,
-    EndpointMaybeSet, EndpointNotSet, EndpointSet, HttpClientError, IntrospectionUrl, Nonce,
-    OAuth2TokenResponse, PkceCodeChallenge, PkceCodeVerifier, RedirectUrl, RefreshToken, RequestTokenError,
-    RevocationUrl, Scope, StandardErrorResponse, SubjectIdentifier, TokenIntrospectionResponse,
-    TokenResponse as _,
+    AccessToken, AccessTokenHash, AuthenticationContextClass, AuthorizationCode, ClientId, ClientSecret,
+    ConfigurationError, CsrfToken, EndpointMaybeSet, EndpointNotSet, EndpointSet, HttpClientError,
+    IntrospectionUrl, Nonce, OAuth2TokenResponse, PkceCodeChallenge, PkceCodeVerifier, RedirectUrl,
+    RefreshToken, RequestTokenError, RevocationUrl, Scope, StandardErrorResponse, SubjectIdentifier,
+    TokenIntrospectionResponse, TokenResponse as _,
 };
+use std::time::Duration;
+
 use serde_json::{Value, json};
 
 use crate::{TestServer, http_client, send};
 use latchkey_testkit::html::hidden_fields;
 
-const REDIRECT_URI: &str = "http://127.0.0.1:9/cb";
-const USERNAME: &str = "alice";
-const PASSWORD: &str = "correct horse battery";
+pub(crate) const REDIRECT_URI: &str = "http://127.0.0.1:9/cb";
+pub(crate) const USERNAME: &str = "alice";
+pub(crate) const PASSWORD: &str = "correct horse battery";
 
 /// The relying party after discovery, with the two endpoints that `CoreProviderMetadata`
 /// does not model (introspection, revocation) set from the discovery document. The
 /// typestates are, in order: authorization, device authorization, introspection,
 /// revocation, token, userinfo.
-type RelyingParty =
+pub(crate) type RelyingParty =
     CoreClient<EndpointSet, EndpointNotSet, EndpointSet, EndpointSet, EndpointMaybeSet, EndpointMaybeSet>;
 
 /// A failed token-endpoint request as the crate reports it with a `reqwest` client.
 // CHECK: `HttpClientError<reqwest::Error>` is the `AsyncHttpClient::Error` of `reqwest::Client`
 // in oauth2 5.0 (re-exported by openidconnect as `openidconnect::HttpClientError`).
-type TokenError =
+pub(crate) type TokenError =
     RequestTokenError<HttpClientError<reqwest::Error>, StandardErrorResponse<CoreErrorResponseType>>;
 
 /// What discovery yields for the relying party.
@@ -99,23 +101,23 @@ fn relying_party(discovered: &Discovered, client_id: &str, secret: &str) -> Rely
 }
 
 /// A server with the user and a confidential app, and the relying party for that app.
-struct Setup {
-    server: TestServer,
+pub(crate) struct Setup {
+    pub(crate) server: TestServer,
     discovered: Discovered,
     client_id: String,
     client_secret: String,
-    rp: RelyingParty,
+    pub(crate) rp: RelyingParty,
     /// The relying party's own HTTP client: no cookies, and no redirects followed (the
     /// crate's advice against SSRF).
-    http: reqwest::Client,
+    pub(crate) http: reqwest::Client,
     /// The user's browser: keeps cookies, follows no redirects.
-    browser: reqwest::Client,
+    pub(crate) browser: reqwest::Client,
 }
 
 impl Setup {
     /// Starts the server, registers the user and the app (`openid profile`, code and refresh
     /// grants, one loopback redirect URI), and runs discovery.
-    async fn new() -> Self {
+    pub(crate) async fn new() -> Self {
         let server = TestServer::start().await;
         server.register(&http_client(), USERNAME, PASSWORD).await;
         let out = server
@@ -150,34 +152,46 @@ impl Setup {
 }
 
 /// One authorization request as the crate builds it, and what the crate keeps to finish it.
-struct Attempt {
-    url: String,
+pub(crate) struct Attempt {
+    pub(crate) url: String,
     state: CsrfToken,
-    nonce: Nonce,
-    verifier: PkceCodeVerifier,
+    pub(crate) nonce: Nonce,
+    pub(crate) verifier: PkceCodeVerifier,
 }
 
 impl Attempt {
     /// An authorization request for `openid profile` (the crate adds `openid`) with a fresh
     /// PKCE (S256) challenge, `state` and `nonce`.
     fn begin(rp: &RelyingParty) -> Self {
+        Self::asking(rp, &[], None)
+    }
+
+    /// The same, also asking for a sign-in at one of `acr_values` (OpenID Connect Core
+    /// §3.1.2.1) and no older than `max_age`.
+    pub(crate) fn asking(rp: &RelyingParty, acr_values: &[&str], max_age: Option<Duration>) -> Self {
         let (challenge, verifier) = PkceCodeChallenge::new_random_sha256();
-        let (url, state, nonce) = rp
+        let mut request = rp
             .authorize_url(
                 CoreAuthenticationFlow::AuthorizationCode,
                 CsrfToken::new_random,
                 Nonce::new_random,
             )
             .add_scope(Scope::new("profile".to_owned()))
-            .set_pkce_challenge(challenge)
-            .url();
+            .set_pkce_challenge(challenge);
+        for acr in acr_values {
+            request = request.add_auth_context_value(AuthenticationContextClass::new((*acr).to_owned()));
+        }
+        if let Some(max_age) = max_age {
+            request = request.set_max_age(max_age);
+        }
+        let (url, state, nonce) = request.url();
         Self { url: String::from(url), state, nonce, verifier }
     }
 
     /// The code in the redirect the server sent the browser to, after the checks a relying
     /// party makes: its own redirect URI, its `state` back unchanged, and the issuer named in
     /// the response (RFC 9207).
-    fn code(&self, location: &str) -> AuthorizationCode {
+    pub(crate) fn code(&self, location: &str) -> AuthorizationCode {
         assert!(location.starts_with(&format!("{REDIRECT_URI}?")), "{location}");
         let url = reqwest::Url::parse(location).expect("an absolute redirect");
         let param = |name: &str| url.query_pairs().find(|(k, _)| k == name).map(|(_, v)| v.into_owned());
@@ -189,14 +203,18 @@ impl Attempt {
 }
 
 /// A form field's value.
-fn field<'a>(fields: &'a [(String, String)], name: &str) -> Option<&'a str> {
+pub(crate) fn field<'a>(fields: &'a [(String, String)], name: &str) -> Option<&'a str> {
     fields.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str())
 }
 
 /// A first visit: the authorization request sends the browser to sign in; it signs in with
 /// the login form and allows the consent form. Returns where the server finally sends the
 /// browser (the redirect URI with the response).
-async fn sign_in_and_allow(s: &TestServer, browser: &reqwest::Client, authorize_url: &str) -> String {
+pub(crate) async fn sign_in_and_allow(
+    s: &TestServer,
+    browser: &reqwest::Client,
+    authorize_url: &str,
+) -> String {
     let start = send(browser.get(authorize_url)).await;
     assert_eq!(start.status, 303, "{}", start.text);
     let login_path = start.header("location").expect("Location").to_owned();
@@ -227,7 +245,7 @@ async fn sign_in_and_allow(s: &TestServer, browser: &reqwest::Client, authorize_
 
 /// A later visit by the same signed-in user for the same scopes: no page, the server sends
 /// the browser straight back to the app.
-async fn authorize_again(browser: &reqwest::Client, authorize_url: &str) -> String {
+pub(crate) async fn authorize_again(browser: &reqwest::Client, authorize_url: &str) -> String {
     let a = send(browser.get(authorize_url)).await;
     assert_eq!(a.status, 302, "consent is remembered, so no page: {}", a.text);
     a.header("location").expect("Location").to_owned()
@@ -235,7 +253,7 @@ async fn authorize_again(browser: &reqwest::Client, authorize_url: &str) -> Stri
 
 /// Redeems a code through `rp` with a copy of the PKCE verifier (the crate's verifier is not
 /// `Clone`, on purpose: one request each).
-async fn exchange(
+pub(crate) async fn exchange(
     t: &Setup,
     rp: &RelyingParty,
     code: AuthorizationCode,

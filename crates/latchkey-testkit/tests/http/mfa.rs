@@ -396,7 +396,7 @@ async fn factor_changes_are_mailed_to_a_verified_address() {
 }
 
 /// The access token's payload.
-fn claims_of(jwt: &str) -> serde_json::Value {
+pub(crate) fn claims_of(jwt: &str) -> serde_json::Value {
     use base64::Engine as _;
     let part = jwt.split('.').nth(1).unwrap();
     serde_json::from_slice(&base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(part).unwrap()).unwrap()

@@ -1,0 +1,381 @@
+//! Passkeys (SPEC 11): WebAuthn registration and username-less sign-in, through
+//! `webauthn-rs`. The relying party is the issuer: its host is the RP ID and its origin
+//! the only one accepted, so passkeys need an issuer with a domain name (`localhost`
+//! included), never an IP address.
+//!
+//! - A passkey is a factor (`kind` `passkey`) whose stored "secret" is the credential's
+//!   public key, counter and flags as `webauthn-rs` serialises them (nothing secret: it
+//!   is not sealed). Its id is derived from the credential id, so a sign-in finds it
+//!   with one point read.
+//! - The user handle given to authenticators is derived from the user id (SHA-256,
+//!   first 16 bytes as a UUID): opaque, stable for every passkey of the user, and
+//!   checked at sign-in against the owner of the credential presented (the library
+//!   checks the signature, not who the credential belongs to).
+//! - Each ceremony's state waits in the database between start and finish (any node may
+//!   finish it), is taken by the finish (one answer per challenge) and lives 5 minutes.
+//! - User verification is required, not merely preferred: a passkey signs a user in on
+//!   its own, counting as both factors, which is only true when the authenticator
+//!   verified the user (PIN or biometrics). `webauthn-rs`'s passkey API insists on it.
+//! - A sign-in with a passkey has `amr` `hwk mfa` (`swk mfa` for a passkey that may be
+//!   synced between devices) and the `acr` `urn:latchkey:acr:phr`.
+
+use std::time::Duration;
+
+use latchkey_proto::MfaToken;
+use latchkey_proto::auth::{PasskeyFinish, PasskeyOptions, PasskeyRegistered, RecoveryCodes, TokenResponse};
+use serde_json::Value;
+use webauthn_rs::prelude::{
+    DiscoverableAuthentication, Passkey, PasskeyRegistration, PublicKeyCredential,
+    RegisterPublicKeyCredential, Url, Uuid, Webauthn, WebauthnBuilder,
+};
+
+use crate::account::Principal;
+use crate::caller::Caller;
+use crate::clock::Timestamp;
+use crate::crypto::{TokenHash, b64, new_id};
+use crate::ids::UserId;
+use crate::mail::FactorChange;
+use crate::mfa::{MFA_TOKEN_PREFIX, MfaError};
+use crate::service::Latchkey;
+use crate::store::{FactorRecord, PasskeyChallengeRecord, UserRecord, UserStatus};
+use crate::web::SignedIn;
+
+/// The stored kind of a passkey factor.
+pub const PASSKEY: &str = "passkey";
+/// How long a ceremony may take between its start and its finish (WebAuthn's
+/// recommended timeout, also given to the browser).
+const CEREMONY_TTL: Duration = Duration::from_secs(300);
+/// The longest passkey name kept.
+const MAX_NAME_CHARS: usize = 100;
+/// The name of a passkey registered without one.
+const DEFAULT_NAME: &str = "Passkey";
+
+/// The factor id of the passkey with this credential id.
+fn factor_id(credential_id: &[u8]) -> String {
+    format!("pk_{}", b64(&TokenHash::of(&b64(credential_id)).0))
+}
+
+/// The WebAuthn user handle of a user: 16 bytes of SHA-256 over the user id.
+fn user_handle(user_id: &UserId) -> Uuid {
+    let hash = TokenHash::of(&format!("latchkey webauthn user handle\n{}", user_id.as_str()));
+    let mut bytes = [0u8; 16];
+    bytes.copy_from_slice(&hash.0[..16]);
+    Uuid::from_bytes(bytes)
+}
+
+/// The `amr` of a sign-in with a passkey: a key that may be synced to other devices is a
+/// software key, one bound to its authenticator a hardware key.
+fn passkey_amr(backup_eligible: bool) -> &'static str {
+    if backup_eligible { "swk mfa" } else { "hwk mfa" }
+}
+
+/// A passkey sign-in that passed: the user, and the session's `amr`.
+#[derive(Debug)]
+pub struct PasskeySignIn {
+    /// The user.
+    pub user: UserRecord,
+    /// `hwk mfa` or `swk mfa`.
+    pub amr: &'static str,
+}
+
+impl Latchkey {
+    /// The relying party: the issuer's host and origin.
+    fn webauthn(&self) -> Result<Webauthn, MfaError> {
+        let origin = Url::parse(&self.settings.issuer).map_err(|_| MfaError::PasskeysUnavailable)?;
+        let rp_id = origin.domain().ok_or(MfaError::PasskeysUnavailable)?.to_owned();
+        WebauthnBuilder::new(&rp_id, &origin)
+            .and_then(|b| b.rp_name(&rp_id).timeout(CEREMONY_TTL).build())
+            .map_err(|_| MfaError::PasskeysUnavailable)
+    }
+
+    /// Stores a ceremony's state; its `challenge_id`.
+    async fn save_ceremony(
+        &self,
+        user_id: Option<&UserId>,
+        state: &impl serde::Serialize,
+        now: Timestamp,
+    ) -> Result<String, MfaError> {
+        let record = PasskeyChallengeRecord {
+            id: new_id(),
+            user_id: user_id.cloned(),
+            state: serde_json::to_string(state).map_err(|e| MfaError::Internal(e.to_string()))?,
+            created_at: now,
+            expires_at: now.plus(CEREMONY_TTL),
+        };
+        self.store.insert_passkey_challenge(&record).await?;
+        Ok(record.id)
+    }
+
+    /// Takes a ceremony's state, if it is alive and was started for `user_id`.
+    async fn take_ceremony<T: serde::de::DeserializeOwned>(
+        &self,
+        challenge_id: &str,
+        user_id: Option<&UserId>,
+        now: Timestamp,
+    ) -> Result<T, MfaError> {
+        let record = self.store.take_passkey_challenge(challenge_id, now).await?;
+        match record {
+            Some(r) if r.user_id.as_ref() == user_id => {
+                serde_json::from_str(&r.state).map_err(|e| MfaError::Internal(e.to_string()))
+            }
+            _ => Err(MfaError::UnknownChallenge),
+        }
+    }
+
+    /// The user's passkeys, as stored, with their credentials.
+    async fn passkeys_of(&self, user_id: &UserId) -> Result<Vec<(FactorRecord, Passkey)>, MfaError> {
+        let factors = self.store.list_factors(user_id).await?;
+        factors
+            .into_iter()
+            .filter(|f| f.kind == PASSKEY)
+            .map(|f| {
+                let key = serde_json::from_slice(&f.secret).map_err(|e| MfaError::Internal(e.to_string()))?;
+                Ok((f, key))
+            })
+            .collect()
+    }
+
+    /// `POST /auth/passkeys/register/start`: the options for `navigator.credentials.create`
+    /// (a discoverable credential, user verification required, the user's passkeys
+    /// excluded); needs a sign-in within 5 minutes.
+    ///
+    /// # Errors
+    /// [`MfaError::RecentSignInRequired`], [`MfaError::PasskeysUnavailable`], storage.
+    pub async fn begin_passkey_registration(
+        &self,
+        auth: &impl Principal,
+    ) -> Result<PasskeyOptions, MfaError> {
+        let now = self.clock.now();
+        self.require_recent_sign_in(auth, now)?;
+        let webauthn = self.webauthn()?;
+        let user = auth.user();
+        let exclude = self.passkeys_of(&user.id).await?.iter().map(|(_, k)| k.cred_id().clone()).collect();
+        let (options, state) = webauthn
+            .start_passkey_registration(user_handle(&user.id), &user.username, &user.username, Some(exclude))
+            .map_err(|e| MfaError::Internal(e.to_string()))?;
+        let mut public_key =
+            serde_json::to_value(&options.public_key).map_err(|e| MfaError::Internal(e.to_string()))?;
+        // Discoverable, so that sign-in needs no username (the library's passkey options
+        // leave it to the authenticator; the finish does not depend on it).
+        if let Some(selection) = public_key.get_mut("authenticatorSelection").and_then(Value::as_object_mut) {
+            selection.insert("residentKey".into(), Value::from("required"));
+            selection.insert("requireResidentKey".into(), Value::from(true));
+        }
+        let challenge_id = self.save_ceremony(Some(&user.id), &state, now).await?;
+        Ok(PasskeyOptions { challenge_id, public_key })
+    }
+
+    /// `POST /auth/passkeys/register/finish`: checks the new credential and keeps it as a
+    /// factor. As with any new factor, every other session of the user ends and a verified
+    /// address is mailed; a user without recovery codes gets a set (shown once).
+    ///
+    /// # Errors
+    /// [`MfaError::RecentSignInRequired`], [`MfaError::UnknownChallenge`],
+    /// [`MfaError::PasskeyRefused`], [`MfaError::PasskeyTaken`], storage.
+    pub async fn finish_passkey_registration(
+        &self,
+        auth: &impl Principal,
+        req: PasskeyFinish,
+        ctx: &Caller,
+    ) -> Result<PasskeyRegistered, MfaError> {
+        let now = self.clock.now();
+        self.require_recent_sign_in(auth, now)?;
+        let webauthn = self.webauthn()?;
+        let user = auth.user();
+        let state: PasskeyRegistration = self.take_ceremony(&req.challenge_id, Some(&user.id), now).await?;
+        let credential: RegisterPublicKeyCredential = serde_json::from_value(req.credential)
+            .map_err(|_| MfaError::PasskeyInvalid("the credential cannot be read"))?;
+        let passkey = webauthn
+            .finish_passkey_registration(&credential, &state)
+            .map_err(|_| MfaError::PasskeyInvalid("the authenticator's answer did not verify"))?;
+        let name = req
+            .name
+            .map(|n| n.trim().chars().filter(|c| !c.is_control()).take(MAX_NAME_CHARS).collect::<String>())
+            .filter(|n| !n.is_empty())
+            .unwrap_or_else(|| DEFAULT_NAME.to_owned());
+        let factor = FactorRecord {
+            id: factor_id(passkey.cred_id()),
+            user_id: user.id.clone(),
+            kind: PASSKEY.to_owned(),
+            name: name.clone(),
+            secret: serde_json::to_vec(&passkey).map_err(|e| MfaError::Internal(e.to_string()))?,
+            created_at: now,
+            confirmed_at: Some(now),
+            last_used_step: None,
+        };
+        let recovery_codes = if self.store.count_recovery_codes(&user.id).await? == 0 {
+            Some(crate::mfa::new_recovery_codes(&user.id))
+        } else {
+            None
+        };
+        let hashes = recovery_codes.as_ref().map(|(_, hashes)| hashes.as_slice());
+        let notice = self.factor_notice(user, FactorChange::Added, now)?;
+        if !self.store.insert_confirmed_factor(&factor, hashes, &notice, now).await? {
+            return Err(MfaError::PasskeyTaken);
+        }
+        self.notice_queued(&notice);
+        self.end_other_sessions(auth, ctx).await?;
+        self.record(self.event(now, "passkey_added", Some(&user.id), Some(&auth.session().id), Some(ctx)))
+            .await;
+        Ok(PasskeyRegistered {
+            id: factor.id,
+            name,
+            recovery_codes: recovery_codes.map(|(codes, _)| RecoveryCodes { recovery_codes: codes }),
+        })
+    }
+
+    /// `POST /auth/passkeys/login/start`: the options for `navigator.credentials.get`
+    /// (no username: any of the user's discoverable credentials for this RP).
+    ///
+    /// # Errors
+    /// [`MfaError::PasskeysUnavailable`], storage.
+    pub async fn begin_passkey_login(&self) -> Result<PasskeyOptions, MfaError> {
+        let now = self.clock.now();
+        let webauthn = self.webauthn()?;
+        let (options, state) =
+            webauthn.start_discoverable_authentication().map_err(|e| MfaError::Internal(e.to_string()))?;
+        let public_key =
+            serde_json::to_value(&options.public_key).map_err(|e| MfaError::Internal(e.to_string()))?;
+        let challenge_id = self.save_ceremony(None, &state, now).await?;
+        Ok(PasskeyOptions { challenge_id, public_key })
+    }
+
+    /// Checks a passkey assertion for a sign-in started with
+    /// [`Latchkey::begin_passkey_login`]: the challenge (taken, so once), the credential's
+    /// owner (active, and the user handle the authenticator gave is that owner's), the
+    /// signature and counter. Refusals are security events.
+    ///
+    /// # Errors
+    /// [`MfaError::UnknownChallenge`], [`MfaError::PasskeyRefused`], storage.
+    pub async fn check_passkey(
+        &self,
+        challenge_id: &str,
+        credential: Value,
+        ctx: &Caller,
+    ) -> Result<PasskeySignIn, MfaError> {
+        let now = self.clock.now();
+        let webauthn = self.webauthn()?;
+        let state: DiscoverableAuthentication = self.take_ceremony(challenge_id, None, now).await?;
+        let credential: PublicKeyCredential = serde_json::from_value(credential)
+            .map_err(|_| MfaError::PasskeyInvalid("the credential cannot be read"))?;
+        let Ok((handle, credential_id)) = webauthn.identify_discoverable_authentication(&credential) else {
+            return Err(self.passkey_refused(None, "no user handle", ctx, now).await);
+        };
+        let factor = match self.store.find_factor(&factor_id(credential_id)).await? {
+            Some(f) if f.kind == PASSKEY => f,
+            _ => return Err(self.passkey_refused(None, "unknown credential", ctx, now).await),
+        };
+        let user = match self.store.find_user(&factor.user_id).await? {
+            Some(u) if u.status == UserStatus::Active && user_handle(&u.id) == handle => u,
+            _ => {
+                let why = "credential of another or inactive user";
+                return Err(self.passkey_refused(Some(&factor.user_id), why, ctx, now).await);
+            }
+        };
+        let mut passkey: Passkey =
+            serde_json::from_slice(&factor.secret).map_err(|e| MfaError::Internal(e.to_string()))?;
+        let Ok(result) = webauthn.finish_discoverable_authentication_v2(&credential, state, &passkey) else {
+            return Err(self.passkey_refused(Some(&user.id), "assertion did not verify", ctx, now).await);
+        };
+        if passkey.update_credential(&result) == Some(true) {
+            let secret = serde_json::to_vec(&passkey).map_err(|e| MfaError::Internal(e.to_string()))?;
+            self.store.update_factor_secret(&factor.id, &secret).await?;
+        }
+        Ok(PasskeySignIn { user, amr: passkey_amr(result.backup_eligible()) })
+    }
+
+    /// Records a refused passkey sign-in (why, in the event's detail) and returns the one
+    /// refusal every case answers with.
+    async fn passkey_refused(
+        &self,
+        user_id: Option<&UserId>,
+        why: &'static str,
+        ctx: &Caller,
+        now: Timestamp,
+    ) -> MfaError {
+        let mut event = self.event(now, "passkey_failed", user_id, None, Some(ctx));
+        event.detail = Some(why.to_owned());
+        self.record(event).await;
+        MfaError::PasskeyRefused("this passkey is not recognised here")
+    }
+
+    /// `POST /auth/passkeys/login/finish`: a sign-in with a passkey alone; the token
+    /// response.
+    ///
+    /// # Errors
+    /// See [`Latchkey::check_passkey`]; signing and storage.
+    pub async fn login_passkey(&self, req: PasskeyFinish, ctx: &Caller) -> Result<TokenResponse, MfaError> {
+        let passed = self.check_passkey(&req.challenge_id, req.credential, ctx).await?;
+        let now = self.clock.now();
+        Ok(self.open_session(&passed.user, passed.amr, ctx, now).await?)
+    }
+
+    /// The pages' **Sign in with a passkey**: as [`Latchkey::login_passkey`], opening a
+    /// browser session; with its cookie value.
+    ///
+    /// # Errors
+    /// As [`Latchkey::login_passkey`].
+    pub async fn web_login_passkey(
+        &self,
+        req: PasskeyFinish,
+        ctx: &Caller,
+    ) -> Result<(SignedIn, String), MfaError> {
+        let passed = self.check_passkey(&req.challenge_id, req.credential, ctx).await?;
+        let now = self.clock.now();
+        Ok(self.open_web_session(passed.user, passed.amr, ctx, now).await?)
+    }
+
+    /// The second step of a password sign-in proved with a passkey (`POST
+    /// /auth/login/mfa` with `method` `passkey`): the passkey must be the `mfa_token`
+    /// user's. The token is spent by a success. The user, and the session's `amr`.
+    ///
+    /// # Errors
+    /// [`MfaError::InvalidMfaToken`], those of [`Latchkey::check_passkey`].
+    pub(crate) async fn passkey_second_step(
+        &self,
+        token: &MfaToken,
+        challenge_id: &str,
+        credential: Value,
+        ctx: &Caller,
+    ) -> Result<(UserRecord, &'static str), MfaError> {
+        let now = self.clock.now();
+        let (user, hash) = self.open_challenge(token, MFA_TOKEN_PREFIX, now).await?;
+        let passed = self.check_passkey(challenge_id, credential, ctx).await?;
+        if passed.user.id != user.id {
+            return Err(MfaError::PasskeyRefused("this passkey is not this user's"));
+        }
+        if !self.store.spend_mfa_challenge(&hash, now).await? {
+            return Err(MfaError::InvalidMfaToken);
+        }
+        let amr = if passed.amr.starts_with("swk") { "pwd swk mfa" } else { "pwd hwk mfa" };
+        Ok((user, amr))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn user_handles_are_stable_per_user_and_differ_between_users() {
+        let (ann, bo) = (UserId::from("ann"), UserId::from("bo"));
+        assert_eq!(user_handle(&ann), user_handle(&ann));
+        assert_ne!(user_handle(&ann), user_handle(&bo));
+    }
+
+    #[test]
+    fn factor_ids_are_fixed_length_whatever_the_credential_id() {
+        let short = factor_id(&[1; 16]);
+        let long = factor_id(&[2; 1023]);
+        assert_eq!(short.len(), long.len());
+        assert!(short.starts_with("pk_"));
+        assert_ne!(factor_id(&[1; 16]), factor_id(&[1; 17]));
+    }
+
+    #[test]
+    fn a_synced_passkey_is_a_software_key() {
+        assert_eq!(passkey_amr(true), "swk mfa");
+        assert_eq!(passkey_amr(false), "hwk mfa");
+        assert_eq!(crate::mfa::acr_of(passkey_amr(true)), "urn:latchkey:acr:phr");
+    }
+}
