@@ -532,3 +532,132 @@ async fn a_person_signs_in_with_an_authenticator_app_in_chromium() {
         .await;
     b.close().await.unwrap();
 }
+
+/// A WebDriver WebAuthn extension command (W3C WebAuthn §11, which chromedriver
+/// implements); `path` is relative to `/session/{id}/webauthn/`.
+#[derive(Debug)]
+struct WebAuthnCommand {
+    method: reqwest::Method,
+    path: String,
+    body: Option<Value>,
+}
+
+impl fantoccini::wd::WebDriverCompatibleCommand for WebAuthnCommand {
+    fn endpoint(
+        &self,
+        base_url: &reqwest::Url,
+        session_id: Option<&str>,
+    ) -> Result<reqwest::Url, <reqwest::Url as std::str::FromStr>::Err> {
+        let session = session_id.expect("a WebDriver session");
+        base_url.join(&format!("session/{session}/webauthn/{}", self.path))
+    }
+
+    fn method_and_body(&self, _: &reqwest::Url) -> (reqwest::Method, Option<String>) {
+        (self.method.clone(), self.body.as_ref().map(Value::to_string))
+    }
+}
+
+/// Gives the browser a platform authenticator with discoverable credentials that
+/// verifies its user (a fingerprint, say) without asking; its id.
+async fn add_virtual_authenticator(b: &Client) -> String {
+    let body = json!({
+        "protocol": "ctap2", "transport": "internal", "hasResidentKey": true,
+        "hasUserVerification": true, "isUserConsenting": true, "isUserVerified": true,
+    });
+    let command =
+        WebAuthnCommand { method: reqwest::Method::POST, path: "authenticator".into(), body: Some(body) };
+    let id = b.issue_cmd(command).await.expect("addVirtualAuthenticator");
+    id.as_str().expect("an authenticator id").to_owned()
+}
+
+/// The credentials the virtual authenticator holds.
+async fn virtual_credentials(b: &Client, authenticator: &str) -> Vec<Value> {
+    let path = format!("authenticator/{authenticator}/credentials");
+    let command = WebAuthnCommand { method: reqwest::Method::GET, path, body: None };
+    match b.issue_cmd(command).await.expect("getCredentials") {
+        Value::Array(credentials) => credentials,
+        other => panic!("getCredentials answered {other}"),
+    }
+}
+
+/// SPEC 11 in Chromium: a person signs in with the password, adds a passkey on the account
+/// page (the browser's authenticator makes a discoverable credential for `localhost`),
+/// signs out, and signs in again with **Sign in with a passkey**, typing no username.
+#[tokio::test]
+async fn a_person_adds_a_passkey_and_signs_in_with_it_in_chromium() {
+    let s = TestServer::start_on_localhost(|_| {}).await;
+    s.register(&http_client(), "pia", "correct horse battery").await;
+    let page = |path: &str| format!("{}{path}", s.issuer());
+    let driver = Driver::start().await;
+    let b = driver.browser(true).await;
+    let authenticator = add_virtual_authenticator(&b).await;
+    b.goto(&page("/login")).await.unwrap();
+    wait_until(&b, "sign-in page", |_, src| src.contains("Sign in with a passkey")).await;
+    sign_in(&b, "pia").await;
+    wait_until(&b, "account page", |url, src| url.ends_with("/account") && src.contains("Signed in as pia"))
+        .await;
+
+    fill_by_label(&b, "Passkey name", "Work laptop").await;
+    click_button(&b, "Add a passkey").await;
+    wait_until(&b, "passkey added", |_, src| src.contains("Passkey added: Work laptop.")).await;
+    let held = virtual_credentials(&b, &authenticator).await;
+    assert_eq!(held.len(), 1, "{held:?}");
+    assert_eq!(held[0]["isResidentCredential"], true, "{held:?}");
+    assert_eq!(held[0]["rpId"], "localhost", "{held:?}");
+    b.goto(&page("/account")).await.unwrap();
+    wait_until(&b, "the Security section", |_, src| src.contains("Work laptop") && src.contains("Passkey"))
+        .await;
+
+    click_button(&b, "Sign out").await;
+    wait_until(&b, "signed out", |url, _| !url.ends_with("/account")).await;
+    b.goto(&page("/login")).await.unwrap();
+    wait_until(&b, "sign-in page", |_, src| src.contains("Sign in with a passkey")).await;
+    click_button(&b, "Sign in with a passkey").await;
+    wait_until(&b, "account page", |url, src| url.ends_with("/account") && src.contains("Signed in as pia"))
+        .await;
+    b.close().await.unwrap();
+}
+
+/// SPEC 11's Security section in Chromium: **Set up authenticator app** shows a QR code and
+/// the key; the first code shows the recovery codes once; **New recovery codes** replaces
+/// them; **Remove** takes the app away again.
+#[tokio::test]
+async fn a_person_manages_an_authenticator_app_on_the_account_page_in_chromium() {
+    let s = TestServer::start().await;
+    s.register(&http_client(), "quin", "correct horse battery").await;
+    let driver = Driver::start().await;
+    let b = driver.browser(true).await;
+    b.goto(&s.url("/login")).await.unwrap();
+    sign_in(&b, "quin").await;
+    wait_until(&b, "account page", |url, src| url.ends_with("/account") && src.contains("Security")).await;
+    click_button(&b, "Set up authenticator app").await;
+    wait_until(&b, "set-up page", |_, src| src.contains("<h1>Set up authenticator app</h1>")).await;
+    let qr = b.find(Locator::Css(".qr svg")).await.expect("the QR code");
+    assert_eq!(qr.attr("role").await.unwrap().as_deref(), Some("img"));
+    let key = b.find(Locator::Id("secret")).await.unwrap().text().await.unwrap();
+    let secret = latchkey_core::totp::TotpSecret::from_base32(&key).expect("the key as text");
+    fill_by_label(&b, "Authentication code", &crate::mfa::code(&s, &secret, 0)).await;
+    click_button(&b, "Verify").await;
+    wait_until(&b, "recovery codes", |_, src| src.contains("<h1>Recovery codes</h1>")).await;
+    let codes = b.find_all(Locator::Css("ol.codes code")).await.unwrap();
+    assert_eq!(codes.len(), 10);
+    b.find(Locator::LinkText("Continue")).await.unwrap().click().await.unwrap();
+    wait_until(&b, "account page", |_, src| {
+        src.contains("Authenticator app") && src.contains("Recovery codes left: 10")
+    })
+    .await;
+    click_button(&b, "New recovery codes").await;
+    wait_until(&b, "new recovery codes", |_, src| src.contains("<h1>Recovery codes</h1>")).await;
+    b.goto(&s.url("/account")).await.unwrap();
+    b.find(Locator::XPath("//button[@aria-label='Remove Authenticator app']"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    wait_until(&b, "removed", |_, src| {
+        src.contains("The factor was removed") && src.contains("No second factor")
+    })
+    .await;
+    b.close().await.unwrap();
+}
