@@ -212,8 +212,9 @@ impl SecondFactor {
         match self.method {
             MfaMethod::Totp => AMR_PASSWORD_AND_OTP,
             MfaMethod::RecoveryCode => AMR_PASSWORD_AND_RECOVERY_CODE,
-            // Proved through `passkey_second_step`, never through a code.
-            MfaMethod::Passkey => "pwd hwk mfa",
+            // A passkey is proved by `passkey_second_step`, never by a code, so no
+            // `SecondFactor` has it; were one made, it would claim the password alone.
+            MfaMethod::Passkey => AMR_PASSWORD,
         }
     }
 }

@@ -63,19 +63,30 @@ fn user_handle(user_id: &UserId) -> Uuid {
     Uuid::from_bytes(bytes)
 }
 
-/// The `amr` of a sign-in with a passkey: a key that may be synced to other devices is a
-/// software key, one bound to its authenticator a hardware key.
-fn passkey_amr(backup_eligible: bool) -> &'static str {
-    if backup_eligible { "swk mfa" } else { "hwk mfa" }
+/// State that cannot be read or written back: a bug or a corrupt row, never the caller's.
+fn internal(e: impl std::fmt::Display) -> MfaError {
+    MfaError::Internal(e.to_string())
 }
 
-/// A passkey sign-in that passed: the user, and the session's `amr`.
+/// The `amr` of a sign-in with a passkey, after the password or alone: a key that may be
+/// synced to other devices is a software key, one bound to its authenticator a hardware
+/// key.
+fn passkey_amr(backup_eligible: bool, after_password: bool) -> &'static str {
+    match (backup_eligible, after_password) {
+        (true, false) => "swk mfa",
+        (false, false) => "hwk mfa",
+        (true, true) => "pwd swk mfa",
+        (false, true) => "pwd hwk mfa",
+    }
+}
+
+/// A passkey sign-in that passed.
 #[derive(Debug)]
 pub struct PasskeySignIn {
     /// The user.
     pub user: UserRecord,
-    /// `hwk mfa` or `swk mfa`.
-    pub amr: &'static str,
+    /// Whether the passkey may be synced between devices (WebAuthn's backup eligibility).
+    pub backup_eligible: bool,
 }
 
 impl Latchkey {
@@ -98,7 +109,7 @@ impl Latchkey {
         let record = PasskeyChallengeRecord {
             id: new_id(),
             user_id: user_id.cloned(),
-            state: serde_json::to_string(state).map_err(|e| MfaError::Internal(e.to_string()))?,
+            state: serde_json::to_string(state).map_err(internal)?,
             created_at: now,
             expires_at: now.plus(CEREMONY_TTL),
         };
@@ -115,9 +126,7 @@ impl Latchkey {
     ) -> Result<T, MfaError> {
         let record = self.store.take_passkey_challenge(challenge_id, now).await?;
         match record {
-            Some(r) if r.user_id.as_ref() == user_id => {
-                serde_json::from_str(&r.state).map_err(|e| MfaError::Internal(e.to_string()))
-            }
+            Some(r) if r.user_id.as_ref() == user_id => serde_json::from_str(&r.state).map_err(internal),
             _ => Err(MfaError::UnknownChallenge),
         }
     }
@@ -129,7 +138,7 @@ impl Latchkey {
             .into_iter()
             .filter(|f| f.kind == PASSKEY)
             .map(|f| {
-                let key = serde_json::from_slice(&f.secret).map_err(|e| MfaError::Internal(e.to_string()))?;
+                let key = serde_json::from_slice(&f.secret).map_err(internal)?;
                 Ok((f, key))
             })
             .collect()
@@ -152,9 +161,8 @@ impl Latchkey {
         let exclude = self.passkeys_of(&user.id).await?.iter().map(|(_, k)| k.cred_id().clone()).collect();
         let (options, state) = webauthn
             .start_passkey_registration(user_handle(&user.id), &user.username, &user.username, Some(exclude))
-            .map_err(|e| MfaError::Internal(e.to_string()))?;
-        let mut public_key =
-            serde_json::to_value(&options.public_key).map_err(|e| MfaError::Internal(e.to_string()))?;
+            .map_err(internal)?;
+        let mut public_key = serde_json::to_value(&options.public_key).map_err(internal)?;
         // Discoverable, so that sign-in needs no username (the library's passkey options
         // leave it to the authenticator; the finish does not depend on it).
         if let Some(selection) = public_key.get_mut("authenticatorSelection").and_then(Value::as_object_mut) {
@@ -198,7 +206,7 @@ impl Latchkey {
             user_id: user.id.clone(),
             kind: PASSKEY.to_owned(),
             name: name.clone(),
-            secret: serde_json::to_vec(&passkey).map_err(|e| MfaError::Internal(e.to_string()))?,
+            secret: serde_json::to_vec(&passkey).map_err(internal)?,
             created_at: now,
             confirmed_at: Some(now),
             last_used_step: None,
@@ -232,10 +240,8 @@ impl Latchkey {
     pub async fn begin_passkey_login(&self) -> Result<PasskeyOptions, MfaError> {
         let now = self.clock.now();
         let webauthn = self.webauthn()?;
-        let (options, state) =
-            webauthn.start_discoverable_authentication().map_err(|e| MfaError::Internal(e.to_string()))?;
-        let public_key =
-            serde_json::to_value(&options.public_key).map_err(|e| MfaError::Internal(e.to_string()))?;
+        let (options, state) = webauthn.start_discoverable_authentication().map_err(internal)?;
+        let public_key = serde_json::to_value(&options.public_key).map_err(internal)?;
         let challenge_id = self.save_ceremony(None, &state, now).await?;
         Ok(PasskeyOptions { challenge_id, public_key })
     }
@@ -272,16 +278,15 @@ impl Latchkey {
                 return Err(self.passkey_refused(Some(&factor.user_id), why, ctx, now).await);
             }
         };
-        let mut passkey: Passkey =
-            serde_json::from_slice(&factor.secret).map_err(|e| MfaError::Internal(e.to_string()))?;
+        let mut passkey: Passkey = serde_json::from_slice(&factor.secret).map_err(internal)?;
         let Ok(result) = webauthn.finish_discoverable_authentication_v2(&credential, state, &passkey) else {
             return Err(self.passkey_refused(Some(&user.id), "assertion did not verify", ctx, now).await);
         };
         if passkey.update_credential(&result) == Some(true) {
-            let secret = serde_json::to_vec(&passkey).map_err(|e| MfaError::Internal(e.to_string()))?;
+            let secret = serde_json::to_vec(&passkey).map_err(internal)?;
             self.store.update_factor_secret(&factor.id, &secret).await?;
         }
-        Ok(PasskeySignIn { user, amr: passkey_amr(result.backup_eligible()) })
+        Ok(PasskeySignIn { user, backup_eligible: result.backup_eligible() })
     }
 
     /// Records a refused passkey sign-in (why, in the event's detail) and returns the one
@@ -307,7 +312,8 @@ impl Latchkey {
     pub async fn login_passkey(&self, req: PasskeyFinish, ctx: &Caller) -> Result<TokenResponse, MfaError> {
         let passed = self.check_passkey(&req.challenge_id, req.credential, ctx).await?;
         let now = self.clock.now();
-        Ok(self.open_session(&passed.user, passed.amr, ctx, now).await?)
+        let amr = passkey_amr(passed.backup_eligible, false);
+        Ok(self.open_session(&passed.user, amr, ctx, now).await?)
     }
 
     /// The pages' **Sign in with a passkey**: as [`Latchkey::login_passkey`], opening a
@@ -322,7 +328,8 @@ impl Latchkey {
     ) -> Result<(SignedIn, String), MfaError> {
         let passed = self.check_passkey(&req.challenge_id, req.credential, ctx).await?;
         let now = self.clock.now();
-        Ok(self.open_web_session(passed.user, passed.amr, ctx, now).await?)
+        let amr = passkey_amr(passed.backup_eligible, false);
+        Ok(self.open_web_session(passed.user, amr, ctx, now).await?)
     }
 
     /// The second step of a password sign-in proved with a passkey (`POST
@@ -347,8 +354,7 @@ impl Latchkey {
         if !self.store.spend_mfa_challenge(&hash, now).await? {
             return Err(MfaError::InvalidMfaToken);
         }
-        let amr = if passed.amr.starts_with("swk") { "pwd swk mfa" } else { "pwd hwk mfa" };
-        Ok((user, amr))
+        Ok((user, passkey_amr(passed.backup_eligible, true)))
     }
 }
 
@@ -374,8 +380,11 @@ mod tests {
 
     #[test]
     fn a_synced_passkey_is_a_software_key() {
-        assert_eq!(passkey_amr(true), "swk mfa");
-        assert_eq!(passkey_amr(false), "hwk mfa");
-        assert_eq!(crate::mfa::acr_of(passkey_amr(true)), "urn:latchkey:acr:phr");
+        assert_eq!(passkey_amr(true, false), "swk mfa");
+        assert_eq!(passkey_amr(false, false), "hwk mfa");
+        assert_eq!(passkey_amr(false, true), "pwd hwk mfa");
+        for (synced, after_password) in [(true, false), (false, false), (true, true), (false, true)] {
+            assert_eq!(crate::mfa::acr_of(passkey_amr(synced, after_password)), "urn:latchkey:acr:phr");
+        }
     }
 }
