@@ -148,7 +148,19 @@ impl Latchkey {
     /// # Errors
     /// Unknown user, storage.
     pub async fn admin_set_roles(&self, username: &str, roles: &[String]) -> Result<(), AdminError> {
-        self.change_user(username, UserChangeKind::SetRoles(normalise_roles(roles)), "roles_changed").await
+        let roles = normalise_roles(roles);
+        let needs_factor = self.settings.mfa.applies_to(&roles);
+        self.change_user(username, UserChangeKind::SetRoles(roles), "roles_changed").await?;
+        // SPEC 11: a user the policy now covers and who has no factor keeps no session;
+        // the next sign-in goes through setting one up.
+        if needs_factor {
+            let user = self.user_named(username).await?;
+            let factors = self.store.list_factors(&user.id).await?;
+            if !factors.iter().any(|f| f.confirmed_at.is_some()) {
+                self.admin_revoke_sessions(username).await?;
+            }
+        }
+        Ok(())
     }
 
     /// `latchkey user set-password`: revokes every session (`password_changed`).

@@ -133,6 +133,9 @@ pub enum MfaError {
         /// Seconds.
         retry_after: u64,
     },
+    /// The policy says this user must have a second factor, and this is the last one.
+    #[error("the last second factor cannot be removed")]
+    FactorRequired,
     /// The user has no confirmed factor (new recovery codes need one).
     #[error("no second factor is set up")]
     NoFactor,
@@ -446,7 +449,9 @@ impl Latchkey {
     /// too. Every other session of the user ends.
     ///
     /// # Errors
-    /// [`MfaError::RecentSignInRequired`], [`MfaError::UnknownFactor`], storage.
+    /// [`MfaError::RecentSignInRequired`], [`MfaError::UnknownFactor`],
+    /// [`MfaError::FactorRequired`] for the last factor of a user the policy covers,
+    /// storage.
     pub async fn remove_factor(
         &self,
         auth: &impl Principal,
@@ -456,6 +461,13 @@ impl Latchkey {
         let now = self.clock.now();
         self.require_recent_sign_in(auth, now)?;
         let user = auth.user();
+        if self.settings.mfa.applies_to(&user.roles) {
+            let factors = self.store.list_factors(&user.id).await?;
+            let others = factors.iter().filter(|f| f.confirmed_at.is_some() && f.id != factor_id).count();
+            if others == 0 {
+                return Err(MfaError::FactorRequired);
+            }
+        }
         let notice = self.factor_notice(user, FactorChange::Removed, now)?;
         if !self.store.delete_factor(&user.id, factor_id, &notice).await? {
             return Err(MfaError::UnknownFactor);

@@ -22,7 +22,7 @@
 use std::time::Duration;
 
 use latchkey_proto::MfaToken;
-use latchkey_proto::auth::{PasskeyFinish, PasskeyOptions, PasskeyRegistered, RecoveryCodes, TokenResponse};
+use latchkey_proto::auth::{PasskeyFinish, PasskeyOptions, PasskeyRegistered, TokenResponse};
 use serde_json::Value;
 use webauthn_rs::prelude::{
     DiscoverableAuthentication, Passkey, PasskeyRegistration, PublicKeyCredential,
@@ -49,6 +49,17 @@ const CEREMONY_TTL: Duration = Duration::from_secs(300);
 const MAX_NAME_CHARS: usize = 100;
 /// The name of a passkey registered without one.
 const DEFAULT_NAME: &str = "Passkey";
+/// Sign-in ceremonies one client address may start in a clock minute: each stores state
+/// for 5 minutes, and nothing else limits who may start one.
+const STARTS_PER_MINUTE: i64 = 30;
+
+/// Whether a character may appear in a passkey's name: no control characters and no
+/// invisible formatting (bidirectional overrides, zero-width characters), which could make
+/// one name look like another in the account's list.
+fn is_shown_char(c: char) -> bool {
+    !c.is_control()
+        && !matches!(c, '\u{200B}'..='\u{200F}' | '\u{202A}'..='\u{202E}' | '\u{2060}'..='\u{2069}' | '\u{FEFF}')
+}
 
 /// The factor id of the passkey with this credential id.
 fn factor_id(credential_id: &[u8]) -> String {
@@ -117,17 +128,17 @@ impl Latchkey {
         Ok(record.id)
     }
 
-    /// Takes a ceremony's state, if it is alive and was started for `user_id`.
+    /// Takes a ceremony's state, if it is alive and was started for `user_id` (another
+    /// user's `challenge_id` is left alone).
     async fn take_ceremony<T: serde::de::DeserializeOwned>(
         &self,
         challenge_id: &str,
         user_id: Option<&UserId>,
         now: Timestamp,
     ) -> Result<T, MfaError> {
-        let record = self.store.take_passkey_challenge(challenge_id, now).await?;
-        match record {
-            Some(r) if r.user_id.as_ref() == user_id => serde_json::from_str(&r.state).map_err(internal),
-            _ => Err(MfaError::UnknownChallenge),
+        match self.store.take_passkey_challenge(challenge_id, user_id, now).await? {
+            Some(r) => serde_json::from_str(&r.state).map_err(internal),
+            None => Err(MfaError::UnknownChallenge),
         }
     }
 
@@ -175,7 +186,8 @@ impl Latchkey {
 
     /// `POST /auth/passkeys/register/finish`: checks the new credential and keeps it as a
     /// factor. As with any new factor, every other session of the user ends and a verified
-    /// address is mailed; a user without recovery codes gets a set (shown once).
+    /// address is mailed. Recovery codes are not made here: a passkey-only user has the
+    /// methods `["passkey"]` (SPEC 11) until asking for codes.
     ///
     /// # Errors
     /// [`MfaError::RecentSignInRequired`], [`MfaError::UnknownChallenge`],
@@ -198,7 +210,8 @@ impl Latchkey {
             .map_err(|_| MfaError::PasskeyInvalid("the authenticator's answer did not verify"))?;
         let name = req
             .name
-            .map(|n| n.trim().chars().filter(|c| !c.is_control()).take(MAX_NAME_CHARS).collect::<String>())
+            .map(|n| n.chars().filter(|c| is_shown_char(*c)).take(MAX_NAME_CHARS).collect::<String>())
+            .map(|n| n.trim().to_owned())
             .filter(|n| !n.is_empty())
             .unwrap_or_else(|| DEFAULT_NAME.to_owned());
         let factor = FactorRecord {
@@ -211,35 +224,39 @@ impl Latchkey {
             confirmed_at: Some(now),
             last_used_step: None,
         };
-        let recovery_codes = if self.store.count_recovery_codes(&user.id).await? == 0 {
-            Some(crate::mfa::new_recovery_codes(&user.id))
-        } else {
-            None
-        };
-        let hashes = recovery_codes.as_ref().map(|(_, hashes)| hashes.as_slice());
         let notice = self.factor_notice(user, FactorChange::Added, now)?;
-        if !self.store.insert_confirmed_factor(&factor, hashes, &notice, now).await? {
+        if !self.store.insert_confirmed_factor(&factor, &notice, now).await? {
             return Err(MfaError::PasskeyTaken);
         }
         self.notice_queued(&notice);
         self.end_other_sessions(auth, ctx).await?;
         self.record(self.event(now, "passkey_added", Some(&user.id), Some(&auth.session().id), Some(ctx)))
             .await;
-        Ok(PasskeyRegistered {
-            id: factor.id,
-            name,
-            recovery_codes: recovery_codes.map(|(codes, _)| RecoveryCodes { recovery_codes: codes }),
-        })
+        Ok(PasskeyRegistered { id: factor.id, name })
+    }
+
+    /// Whether passkeys work with this issuer (it has a domain name).
+    pub fn passkeys_available(&self) -> bool {
+        self.webauthn().is_ok()
     }
 
     /// `POST /auth/passkeys/login/start`: the options for `navigator.credentials.get`
-    /// (no username: any of the user's discoverable credentials for this RP).
+    /// (no username: any of the user's discoverable credentials for this RP). At most
+    /// [`STARTS_PER_MINUTE`] per client address and clock minute.
     ///
     /// # Errors
-    /// [`MfaError::PasskeysUnavailable`], storage.
-    pub async fn begin_passkey_login(&self) -> Result<PasskeyOptions, MfaError> {
+    /// [`MfaError::PasskeysUnavailable`], [`MfaError::Throttled`], storage.
+    pub async fn begin_passkey_login(&self, ctx: &Caller) -> Result<PasskeyOptions, MfaError> {
         let now = self.clock.now();
         let webauthn = self.webauthn()?;
+        if let Some(ip) = ctx.ip.as_deref() {
+            let key = crate::throttle::passkey_start_key(ip, now);
+            let rec = self.store.record_throttle_failure(&key, now, 60).await?;
+            if let Some(retry_after) = crate::throttle::minute_retry_after(rec.count, STARTS_PER_MINUTE, now)
+            {
+                return Err(MfaError::Throttled { retry_after });
+            }
+        }
         let (options, state) = webauthn.start_discoverable_authentication().map_err(internal)?;
         let public_key = serde_json::to_value(&options.public_key).map_err(internal)?;
         let challenge_id = self.save_ceremony(None, &state, now).await?;
@@ -279,8 +296,17 @@ impl Latchkey {
             }
         };
         let mut passkey: Passkey = serde_json::from_slice(&factor.secret).map_err(internal)?;
-        let Ok(result) = webauthn.finish_discoverable_authentication_v2(&credential, state, &passkey) else {
-            return Err(self.passkey_refused(Some(&user.id), "assertion did not verify", ctx, now).await);
+        let result = match webauthn.finish_discoverable_authentication_v2(&credential, state, &passkey) {
+            Ok(result) => result,
+            // WebAuthn §6.1.1: a signature counter that did not move forward may mean the
+            // passkey was copied; the assertion is refused and the event says why.
+            Err(webauthn_rs::prelude::WebauthnError::CredentialPossibleCompromise) => {
+                let why = "signature counter did not increase: possibly a cloned authenticator";
+                return Err(self.passkey_refused(Some(&user.id), why, ctx, now).await);
+            }
+            Err(_) => {
+                return Err(self.passkey_refused(Some(&user.id), "assertion did not verify", ctx, now).await);
+            }
         };
         if passkey.update_credential(&result) == Some(true) {
             let secret = serde_json::to_vec(&passkey).map_err(internal)?;
@@ -367,6 +393,13 @@ mod tests {
         let (ann, bo) = (UserId::from("ann"), UserId::from("bo"));
         assert_eq!(user_handle(&ann), user_handle(&ann));
         assert_ne!(user_handle(&ann), user_handle(&bo));
+    }
+
+    #[test]
+    fn names_keep_no_invisible_formatting() {
+        let shown: String = "Lap\u{202E}pot\u{200B} \n".chars().filter(|c| is_shown_char(*c)).collect();
+        assert_eq!(shown, "Lappot ");
+        assert!(is_shown_char('é') && is_shown_char('名'));
     }
 
     #[test]

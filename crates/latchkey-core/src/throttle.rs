@@ -33,6 +33,20 @@ pub fn registration_key(ip: &str, now: Timestamp) -> String {
     format!("reg:{}:{}", address_key(ip), now.0.div_euclid(60))
 }
 
+/// The counter of passkey sign-in ceremonies started from one client address (IPv6: its
+/// /64) in the current clock minute: each start stores state until it is answered.
+pub fn passkey_start_key(ip: &str, now: Timestamp) -> String {
+    format!("pks:{}:{}", address_key(ip), now.0.div_euclid(60))
+}
+
+/// Seconds until the next clock minute, when a per-minute `count` is over `limit`.
+pub fn minute_retry_after(count: i64, limit: i64, now: Timestamp) -> Option<u64> {
+    if count <= limit {
+        return None;
+    }
+    u64::try_from(60 - now.0.rem_euclid(60)).ok()
+}
+
 fn secs(d: std::time::Duration) -> i64 {
     i64::try_from(d.as_secs()).unwrap_or(i64::MAX)
 }
@@ -80,10 +94,7 @@ pub fn registration_retry_after(
     policy: &ThrottlePolicy,
     now: Timestamp,
 ) -> Option<u64> {
-    if rec.count <= policy.registration_attempts {
-        return None;
-    }
-    u64::try_from(60 - now.0.rem_euclid(60)).ok()
+    minute_retry_after(rec.count, policy.registration_attempts, now)
 }
 
 #[cfg(test)]

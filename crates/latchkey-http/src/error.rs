@@ -367,6 +367,11 @@ impl IntoResponse for ApiError {
                     ),
                     *retry_after,
                 ),
+                MfaError::FactorRequired => plain(
+                    StatusCode::FORBIDDEN,
+                    ErrorCode::InvalidRequest,
+                    "Your account must keep a second factor: add another before removing this one.",
+                ),
                 MfaError::NoFactor => {
                     plain(StatusCode::BAD_REQUEST, ErrorCode::InvalidRequest, "Set up a second factor first.")
                 }

@@ -128,17 +128,6 @@
           name: document.getElementById("passkey-name").value,
         });
         say("Passkey added: " + done.name + ".");
-        const list = document.getElementById("passkey-codes");
-        for (const code of done.recovery_codes || []) {
-          const item = document.createElement("li");
-          const text = document.createElement("code");
-          text.textContent = code;
-          item.appendChild(text);
-          list.appendChild(item);
-        }
-        if (done.recovery_codes) {
-          say("Passkey added: " + done.name + ". Keep these recovery codes somewhere safe; they are shown only now.");
-        }
       } catch (e) {
         say(e.name === "NotAllowedError" ? "Adding a passkey was cancelled." : e.message);
       }

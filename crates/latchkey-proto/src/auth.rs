@@ -334,9 +334,6 @@ pub struct PasskeyRegistered {
     pub id: String,
     /// Its name.
     pub name: String,
-    /// New recovery codes, when the user had none left (shown once).
-    #[serde(skip_serializing_if = "Option::is_none", flatten)]
-    pub recovery_codes: Option<RecoveryCodes>,
 }
 
 /// `POST /auth/mfa/totp` body: empty with a Bearer token; a user who must set up a factor

@@ -37,8 +37,12 @@ static INSERT_PASSKEY_CHALLENGE: Sql = Sql::new(concat!(
     passkey_challenge_columns!(),
     ") VALUES ($1, $2, $3, $4, $5)"
 ));
-static TAKE_PASSKEY_CHALLENGE: Sql = Sql::new(concat!(
-    "DELETE FROM passkey_challenges WHERE id = $1 AND expires_at > $2 RETURNING ",
+static TAKE_REGISTRATION_CHALLENGE: Sql = Sql::new(concat!(
+    "DELETE FROM passkey_challenges WHERE id = $1 AND expires_at > $2 AND user_id = $3 RETURNING ",
+    passkey_challenge_columns!()
+));
+static TAKE_SIGN_IN_CHALLENGE: Sql = Sql::new(concat!(
+    "DELETE FROM passkey_challenges WHERE id = $1 AND expires_at > $2 AND user_id IS NULL RETURNING ",
     passkey_challenge_columns!()
 ));
 static CONFIRM: Sql = Sql::new(
@@ -127,15 +131,12 @@ fn new_codes(c: &mut dyn Conn, (user_id, codes, now): (UserId, Vec<TokenHash>, i
 
 fn insert_confirmed(
     c: &mut dyn Conn,
-    (f, codes, mails, now): (FactorRecord, Option<Vec<TokenHash>>, Vec<NewMail>, i64),
+    (f, mails, now): (FactorRecord, Vec<NewMail>, i64),
 ) -> OpFuture<'_, bool> {
     Box::pin(async move {
         let p = params![&f.id, &f.user_id, &f.kind, &f.name, &f.secret, now];
         if c.execute(&INSERT_CONFIRMED, p).await? == 0 {
             return Ok(false);
-        }
-        if let Some(codes) = codes {
-            replace_codes(c, &f.user_id, &codes, now).await?;
         }
         for mail in &mails {
             insert_mail_in_tx(c, mail).await?;
@@ -161,10 +162,16 @@ fn insert_passkey_challenge(c: &mut dyn Conn, r: PasskeyChallengeRecord) -> OpFu
 
 fn take_passkey_challenge(
     c: &mut dyn Conn,
-    (id, now): (String, i64),
+    (id, user_id, now): (String, Option<UserId>, i64),
 ) -> OpFuture<'_, Option<PasskeyChallengeRecord>> {
     Box::pin(async move {
-        query_opt(c, &TAKE_PASSKEY_CHALLENGE, params![&id, now], rows::passkey_challenge).await
+        match &user_id {
+            Some(user) => {
+                let p = params![&id, now, user];
+                query_opt(c, &TAKE_REGISTRATION_CHALLENGE, p, rows::passkey_challenge).await
+            }
+            None => query_opt(c, &TAKE_SIGN_IN_CHALLENGE, params![&id, now], rows::passkey_challenge).await,
+        }
     })
 }
 
@@ -272,11 +279,10 @@ impl<B: Backend> MfaStore for Db<B> {
     async fn insert_confirmed_factor(
         &self,
         factor: &FactorRecord,
-        recovery_codes: Option<&[TokenHash]>,
         mails: &[NewMail],
         now: Timestamp,
     ) -> Result<bool, StoreError> {
-        let args = (factor.clone(), recovery_codes.map(<[TokenHash]>::to_vec), mails.to_vec(), now.0);
+        let args = (factor.clone(), mails.to_vec(), now.0);
         self.0.run(Access::Transaction, op(args, insert_confirmed)).await
     }
 
@@ -295,9 +301,11 @@ impl<B: Backend> MfaStore for Db<B> {
     async fn take_passkey_challenge(
         &self,
         id: &str,
+        user_id: Option<&UserId>,
         now: Timestamp,
     ) -> Result<Option<PasskeyChallengeRecord>, StoreError> {
-        self.0.run(Access::Statement, op((id.to_owned(), now.0), take_passkey_challenge)).await
+        let args = (id.to_owned(), user_id.cloned(), now.0);
+        self.0.run(Access::Statement, op(args, take_passkey_challenge)).await
     }
 
     async fn insert_mfa_challenge(&self, challenge: &MfaChallengeRecord) -> Result<(), StoreError> {

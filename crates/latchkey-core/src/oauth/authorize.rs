@@ -77,8 +77,11 @@ impl AuthorizeParams {
     }
 
     /// The parameters as pairs (for the consent form and the way back from sign-in),
-    /// leaving out `prompt=login` and `acr_values` when `after_sign_in` (the fresh sign-in
-    /// honoured them; what level it reached, the ID token's `acr` tells the app).
+    /// leaving out `prompt=login`, `max_age` and `acr_values` when `after_sign_in`: the
+    /// fresh sign-in honoured them (kept, a slow way back could send the browser round
+    /// again), and the ID token's `auth_time` and `acr` tell the app what it reached. The
+    /// front channel cannot stop a browser from leaving them out itself; the app checks
+    /// those claims, or pushes its request (PAR).
     pub fn to_pairs(&self, after_sign_in: bool) -> Vec<(String, String)> {
         let prompt = self.prompt.as_deref().map(|p| {
             if after_sign_in {
@@ -97,7 +100,7 @@ impl AuthorizeParams {
             ("code_challenge", &self.code_challenge),
             ("code_challenge_method", &self.code_challenge_method),
             ("prompt", &prompt.filter(|p| !p.is_empty())),
-            ("max_age", &self.max_age),
+            ("max_age", &self.max_age.clone().filter(|_| !after_sign_in)),
             ("acr_values", &self.acr_values.clone().filter(|_| !after_sign_in)),
         ]
         .into_iter()
@@ -347,16 +350,8 @@ impl Latchkey {
         signed_in: Option<&SignedIn>,
     ) -> Result<AuthorizeStep, AuthorizeError> {
         let now = self.clock.now();
-        // `max_age` and `acr_values` (step-up) ask for a sign-in again, like `prompt=login`.
-        let is_too_old =
-            |s: &SessionRecord| req.max_age.is_some_and(|max| now.seconds_since(s.created_at) > max);
-        let is_too_weak = |s: &SessionRecord| req.min_acr.is_some_and(|min| AcrLevel::of(&s.amr) < min);
         let signed_in = match signed_in {
-            Some(pair)
-                if !req.prompt.login && !is_too_old(pair.session()) && !is_too_weak(pair.session()) =>
-            {
-                pair
-            }
+            Some(pair) if !req.prompt.login && !Self::falls_short(req, pair.session(), now) => pair,
             _ if req.prompt.none => {
                 return Err(AuthorizeError::Redirect(Self::redirect_error(
                     req,
@@ -390,8 +385,18 @@ impl Latchkey {
         Ok(AuthorizeStep::Consent { scopes })
     }
 
+    /// Whether a session falls short of what the request asks besides `prompt=login`:
+    /// older than `max_age`, or below the lowest `acr_values` level (step-up).
+    fn falls_short(req: &AuthorizeRequest, session: &SessionRecord, now: Timestamp) -> bool {
+        let too_old = req.max_age.is_some_and(|max| now.seconds_since(session.created_at) > max);
+        let too_weak = req.min_acr.is_some_and(|min| AcrLevel::of(&session.amr) < min);
+        too_old || too_weak
+    }
+
     /// The user's answer on the consent page: Allow remembers the consent and returns with
-    /// a code; Deny returns with `access_denied` and `error_reason=user_denied`.
+    /// a code; Deny returns with `access_denied` and `error_reason=user_denied`. A session
+    /// that falls short of the request (the form can be posted with any parameters) is
+    /// sent to sign in again, as the authorization request itself would be.
     ///
     /// # Errors
     /// Storage.
@@ -400,7 +405,10 @@ impl Latchkey {
         req: &AuthorizeRequest,
         signed_in: &SignedIn,
         allow: bool,
-    ) -> Result<String, AuthorizeError> {
+    ) -> Result<AuthorizeStep, AuthorizeError> {
+        if req.prompt.login || Self::falls_short(req, signed_in.session(), self.clock.now()) {
+            return Ok(AuthorizeStep::Login);
+        }
         if !allow {
             let denied = Self::redirect_error(
                 req,
@@ -408,7 +416,7 @@ impl Latchkey {
                 "The user denied your request",
                 Some("user_denied"),
             );
-            return Ok(denied.url(&self.settings.issuer));
+            return Ok(AuthorizeStep::Redirect(denied.url(&self.settings.issuer)));
         }
         let now = self.clock.now();
         let user = signed_in.user();
@@ -419,7 +427,7 @@ impl Latchkey {
             .unwrap_or_default()
             .union(&req.scopes);
         self.store.save_consent(&user.id, &req.client.client_id, &granted, now).await?;
-        self.issue_code(req, signed_in, now).await
+        Ok(AuthorizeStep::Redirect(self.issue_code(req, signed_in, now).await?))
     }
 
     async fn issue_code(
@@ -472,7 +480,7 @@ mod tests {
     }
 
     #[test]
-    fn the_way_back_from_sign_in_drops_prompt_login_and_acr_values_only() {
+    fn the_way_back_from_sign_in_drops_prompt_login_max_age_and_acr_values_only() {
         let p = AuthorizeParams::from_pairs([
             ("client_id", "a"),
             ("prompt", "login consent"),
@@ -486,6 +494,8 @@ mod tests {
         assert!(only_login.to_pairs(true).is_empty());
         assert_eq!(only_login.to_pairs(false).len(), 1);
         assert_eq!(p.to_pairs(false).len(), 3, "the consent form keeps acr_values");
+        let aged = AuthorizeParams::from_pairs([("max_age", "0")]);
+        assert!(aged.to_pairs(true).is_empty(), "a slow way back must not loop");
     }
 
     #[test]

@@ -131,13 +131,11 @@ pub trait MfaStore {
         codes: &[TokenHash],
         now: Timestamp,
     ) -> Result<bool, StoreError>;
-    /// Adds a factor that counts at once (a passkey), replaces the user's recovery codes
-    /// when `recovery_codes` is given, and queues `mails`, in one transaction; `false`
-    /// (nothing written) when a factor with its id exists already.
+    /// Adds a factor that counts at once (a passkey) and queues `mails`, in one
+    /// transaction; `false` (nothing written) when a factor with its id exists already.
     async fn insert_confirmed_factor(
         &self,
         factor: &FactorRecord,
-        recovery_codes: Option<&[TokenHash]>,
         mails: &[NewMail],
         now: Timestamp,
     ) -> Result<bool, StoreError>;
@@ -148,11 +146,13 @@ pub trait MfaStore {
     async fn update_factor_secret(&self, factor_id: &str, secret: &[u8]) -> Result<(), StoreError>;
     /// Stores a passkey ceremony's state until its finish.
     async fn insert_passkey_challenge(&self, challenge: &PasskeyChallengeRecord) -> Result<(), StoreError>;
-    /// Takes a ceremony's state: deletes it and returns it when it was there and unexpired
-    /// at `now`, so two finishes with one `challenge_id` cannot both get it.
+    /// Takes a ceremony's state: deletes it and returns it when it was there, unexpired
+    /// at `now` and started for `user_id` (`None`: a sign-in), so two finishes with one
+    /// `challenge_id` cannot both get it, and another user's finish leaves it alone.
     async fn take_passkey_challenge(
         &self,
         id: &str,
+        user_id: Option<&UserId>,
         now: Timestamp,
     ) -> Result<Option<PasskeyChallengeRecord>, StoreError>;
     /// Stores a sign-in waiting for its factor.

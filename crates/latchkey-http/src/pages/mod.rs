@@ -287,7 +287,8 @@ async fn render_login(
     error: Option<String>,
 ) -> Response {
     let (app_name, form_action) = signing_in_for(s, &return_to).await;
-    let html = LoginPage { csrf: b.csrf.clone(), return_to, username, error, app_name }.render();
+    let passkeys = s.service.passkeys_available();
+    let html = LoginPage { csrf: b.csrf.clone(), return_to, username, error, app_name, passkeys }.render();
     b.page(Page { status, html, form_action })
 }
 
@@ -482,7 +483,11 @@ pub(crate) async fn consent(
         return b.redirect(StatusCode::SEE_OTHER, &to);
     };
     match s.service.decide_consent(&req, &who, allow).await {
-        Ok(url) => b.redirect(StatusCode::SEE_OTHER, &url),
+        Ok(AuthorizeStep::Redirect(url)) => b.redirect(StatusCode::SEE_OTHER, &url),
+        Ok(_) => {
+            let to = format!("/login?return_to={}", form_encode(&authorize_url(&req)));
+            b.redirect(StatusCode::SEE_OTHER, &to)
+        }
         Err(e) => authorize_error(&b, &s, e, false),
     }
 }
@@ -563,6 +568,7 @@ pub(crate) async fn account(
         is_email_verified: user.email.as_ref().is_some_and(|e| e.verified_at.is_some()),
         factors,
         recovery_codes_left,
+        passkeys: s.service.passkeys_available(),
     }
     .render();
     b.page(Page { status: StatusCode::OK, html, form_action: None })

@@ -87,6 +87,11 @@ fn failure(b: &Browser, e: &MfaError) -> Response {
             "Sign in again",
             "Changing your security settings needs a sign-in within the last 5 minutes. Sign out, sign in again, and come back.",
         ),
+        MfaError::FactorRequired => b.error(
+            StatusCode::FORBIDDEN,
+            "A second factor is required",
+            "Your account must keep a second factor. Add another one before removing this one.",
+        ),
         MfaError::NoFactor => {
             b.error(StatusCode::BAD_REQUEST, "No second factor", "Set up an authenticator app or a passkey first.")
         }

@@ -23,6 +23,8 @@ pub(crate) struct LoginPage {
     pub(crate) error: Option<String>,
     /// The app the user is signing in for, when the login interrupts an authorization.
     pub(crate) app_name: Option<String>,
+    /// Whether **Sign in with a passkey** is offered (the issuer has a domain name).
+    pub(crate) passkeys: bool,
 }
 
 /// The second step of a sign-in (SPEC 11): **Authentication code**, **Verify**, and a
@@ -173,6 +175,8 @@ pub(crate) struct AccountPage {
     pub(crate) factors: Vec<FactorRow>,
     /// How many recovery codes are left.
     pub(crate) recovery_codes_left: usize,
+    /// Whether **Add a passkey** is offered (the issuer has a domain name).
+    pub(crate) passkeys: bool,
 }
 
 /// An HTML error page, for example an unknown client or `redirect_uri` at

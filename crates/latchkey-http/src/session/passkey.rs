@@ -36,8 +36,11 @@ pub(crate) async fn finish_registration(
 
 /// `POST /auth/passkeys/login/start`: `{challenge_id, publicKey}` for
 /// `navigator.credentials.get`.
-pub(crate) async fn begin_login(State(s): State<AppState>) -> ApiResult {
-    Ok(Json(s.service.begin_passkey_login().await?).into_response())
+pub(crate) async fn begin_login(
+    State(s): State<AppState>,
+    RequestCaller(caller): RequestCaller,
+) -> ApiResult {
+    Ok(Json(s.service.begin_passkey_login(&caller).await?).into_response())
 }
 
 /// `POST /auth/passkeys/login/finish`: the token response.

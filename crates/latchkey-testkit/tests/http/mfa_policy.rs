@@ -119,3 +119,29 @@ async fn the_sign_in_page_takes_a_user_who_must_enrol_to_set_up_an_app() {
     assert_eq!(account.status, 200, "{}", account.text);
     assert!(account.text.contains("Authenticator app"), "{}", account.text);
 }
+
+#[tokio::test]
+async fn the_policy_reaches_sessions_that_exist_and_keeps_the_last_factor() {
+    let s = TestServer::start_with(|c| c.settings.mfa.required_roles = vec!["admin".into()]).await;
+    let c = http_client();
+    // A role that needs a factor, given to a signed-in user without one: the sessions end.
+    let signed_in = s.signed_in(&c, "eli").await;
+    s.service.admin_set_roles("eli", &["admin".to_owned()]).await.expect("set roles");
+    let refresh = s.refresh(&c, signed_in.str("refresh_token")).await;
+    assert_eq!((refresh.status, refresh.str("error_reason")), (400, "revoked_by_admin"), "{}", refresh.text);
+    let login = s.post(&c, "/auth/login", json!({"username": "eli", "password": PASSWORD})).await;
+    assert_eq!(login.status, 403, "{}", login.text);
+
+    // After setting one up, the last factor cannot be removed.
+    let token = login.str("mfa_token").to_owned();
+    let begun = s.post(&c, "/auth/mfa/totp", json!({"mfa_token": token})).await;
+    let secret = TotpSecret::from_base32(begun.str("secret")).expect("base32");
+    let done =
+        s.post(&c, "/auth/mfa/totp/confirm", json!({"mfa_token": token, "code": code(&s, &secret, 0)})).await;
+    let at = done.str("access_token").to_owned();
+    let factors = s.get_auth(&c, "/auth/mfa", &at).await;
+    let id = factors.json["factors"][0]["id"].as_str().expect("a factor").to_owned();
+    let refused = send(c.delete(s.url(&format!("/auth/mfa/{id}"))).bearer_auth(&at)).await;
+    assert_eq!(refused.status, 403, "{}", refused.text);
+    assert_eq!(s.get_auth(&c, "/auth/mfa", &at).await.json["factors"].as_array().map(Vec::len), Some(1));
+}

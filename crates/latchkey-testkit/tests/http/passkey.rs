@@ -207,11 +207,7 @@ async fn a_passkey_is_registered_and_then_signs_in_without_a_username() {
     let done = s.post_auth(&c, "/auth/passkeys/register/finish", &at, body.clone()).await;
     assert_eq!(done.status, 200, "{}", done.text);
     assert_eq!(done.json["name"], "Laptop");
-    assert_eq!(
-        done.json["recovery_codes"].as_array().map(Vec::len),
-        Some(10),
-        "the first factor brings codes"
-    );
+    assert!(done.json.get("recovery_codes").is_none(), "codes come when asked for: {}", done.text);
     // The challenge was answered: the same finish again is refused.
     let again = s.post_auth(&c, "/auth/passkeys/register/finish", &at, body).await;
     assert_eq!((again.status, again.str("error")), (400, "invalid_request"), "{}", again.text);
@@ -230,7 +226,7 @@ async fn a_passkey_is_registered_and_then_signs_in_without_a_username() {
     // The password now leads to the passkey (or a recovery code) as the second step.
     let login = s.post(&c, "/auth/login", json!({"username": "ann", "password": PASSWORD})).await;
     assert_eq!((login.status, login.str("error")), (401, "mfa_required"), "{}", login.text);
-    assert_eq!(login.json["methods"], json!(["passkey", "recovery_code"]));
+    assert_eq!(login.json["methods"], json!(["passkey"]), "SPEC 11: a passkey as the only factor");
     let token = login.str("mfa_token").to_owned();
     let no_proof = s.post(&c, "/auth/login/mfa", json!({"mfa_token": token, "method": "passkey"})).await;
     assert_eq!(no_proof.status, 400, "{}", no_proof.text);
@@ -239,7 +235,13 @@ async fn a_passkey_is_registered_and_then_signs_in_without_a_username() {
     let body = json!({"mfa_token": token, "method": "passkey", "challenge_id": start.str("challenge_id"), "credential": credential});
     let second = s.post(&c, "/auth/login/mfa", body).await;
     assert_eq!(second.status, 200, "{}", second.text);
-    assert_eq!(crate::mfa::claims_of(second.str("access_token"))["amr"], json!(["pwd", "hwk", "mfa"]));
+    let at = second.str("access_token").to_owned();
+    assert_eq!(crate::mfa::claims_of(&at)["amr"], json!(["pwd", "hwk", "mfa"]));
+    // Recovery codes on request; then they are a method too.
+    let codes = s.post_auth(&c, "/auth/mfa/recovery-codes", &at, json!({})).await;
+    assert_eq!(codes.json["recovery_codes"].as_array().map(Vec::len), Some(10), "{}", codes.text);
+    let login = s.post(&c, "/auth/login", json!({"username": "ann", "password": PASSWORD})).await;
+    assert_eq!(login.json["methods"], json!(["passkey", "recovery_code"]));
 }
 
 #[tokio::test]
@@ -304,6 +306,8 @@ async fn one_passkey_challenge_answered_in_parallel_signs_in_once() {
 async fn passkeys_need_an_issuer_with_a_domain_name_and_a_recent_sign_in() {
     let s = TestServer::start_with(|c| c.settings.issuer = "http://127.0.0.1:9".into()).await;
     let c = http_client();
+    let page = crate::send(c.get(s.url("/login"))).await;
+    assert!(!page.text.contains("Sign in with a passkey"), "no button that cannot work");
     let at = s.signed_in(&c, "fay").await.str("access_token").to_owned();
     let start = s.post_auth(&c, "/auth/passkeys/register/start", &at, json!({})).await;
     assert_eq!((start.status, start.str("error")), (404, "not_found"), "{}", start.text);
@@ -314,4 +318,30 @@ async fn passkeys_need_an_issuer_with_a_domain_name_and_a_recent_sign_in() {
     s.clock.advance(std::time::Duration::from_secs(301));
     let old = s.post_auth(&c, "/auth/passkeys/register/start", &at, json!({})).await;
     assert_eq!((old.status, old.str("error")), (403, "login_required"), "{}", old.text);
+}
+
+#[tokio::test]
+async fn another_users_challenge_id_is_left_alone_and_starts_are_limited() {
+    let s = TestServer::start_on_localhost(|_| {}).await;
+    let c = http_client();
+    let mut device = SoftAuthenticator::new(s.issuer());
+    let hal = s.signed_in(&c, "hal").await.str("access_token").to_owned();
+    let ivy = s.signed_in(&c, "ivy").await.str("access_token").to_owned();
+    let start = s.post_auth(&c, "/auth/passkeys/register/start", &hal, json!({})).await;
+    let credential = device.create(&start.json["publicKey"]);
+    let body = json!({"challenge_id": start.str("challenge_id"), "credential": credential});
+    let foreign = s.post_auth(&c, "/auth/passkeys/register/finish", &ivy, body.clone()).await;
+    assert_eq!(foreign.status, 400, "{}", foreign.text);
+    let own = s.post_auth(&c, "/auth/passkeys/register/finish", &hal, body).await;
+    assert_eq!(own.status, 200, "Ivy's attempt did not spend Hal's challenge: {}", own.text);
+
+    // Each sign-in start stores state: one address gets 30 a minute.
+    let mut statuses = Vec::new();
+    for _ in 0..31 {
+        statuses.push(s.post(&c, "/auth/passkeys/login/start", json!({})).await);
+    }
+    assert!(statuses[..30].iter().all(|a| a.status == 200));
+    let last = &statuses[30];
+    assert_eq!((last.status, last.str("error")), (429, "too_many_requests"), "{}", last.text);
+    assert!(last.header("retry-after").is_some());
 }

@@ -81,6 +81,18 @@ async fn sign_in_again(t: &Setup, attempt: &Attempt, secret: Option<&TotpSecret>
     authorize_again(&t.browser, &s.url(&back)).await
 }
 
+/// The consent form's fields for `attempt` as the browser would post them: its CSRF token,
+/// the request's parameters and Allow.
+async fn consent_form(t: &Setup, attempt: &Attempt) -> Vec<(String, String)> {
+    let login = send(t.browser.get(t.server.url("/login"))).await;
+    let mut form: Vec<(String, String)> =
+        hidden_fields(&login.text).into_iter().filter(|(k, _)| k == "csrf").collect();
+    let url = reqwest::Url::parse(&attempt.url).expect("an absolute URL");
+    form.extend(url.query_pairs().map(|(k, v)| (k.into_owned(), v.into_owned())));
+    form.push(("decision".to_owned(), "allow".to_owned()));
+    form
+}
+
 /// Sets up an authenticator app for the user through the API; its secret.
 async fn enrol(t: &Setup) -> TotpSecret {
     let s = &t.server;
@@ -117,6 +129,16 @@ async fn acr_values_and_max_age_ask_for_a_new_sign_in_at_the_level_asked() {
     assert_eq!(none.status, 302, "{}", none.text);
     let to = none.header("location").unwrap_or_default();
     assert!(to.starts_with(REDIRECT_URI) && to.contains("error=login_required"), "{to}");
+
+    // The consent form posted with a higher level is no way round: sign in first.
+    let consent = consent_form(&t, &Attempt::asking(&t.rp, &[MFA], None)).await;
+    let answer = send(t.browser.post(s.url("/oauth/authorize")).form(&consent)).await;
+    assert_eq!(answer.status, 303, "{}", answer.text);
+    assert!(
+        answer.header("location").unwrap_or_default().starts_with("/login?"),
+        "{:?}",
+        answer.header("location")
+    );
 
     // A higher level for a user without a factor: a new sign-in, which can only reach
     // `pwd`; the app sees it and refuses.
