@@ -38,6 +38,7 @@ use crate::mail::FactorChange;
 use crate::mfa::{MFA_TOKEN_PREFIX, MfaError};
 use crate::service::Latchkey;
 use crate::store::{FactorRecord, PasskeyChallengeRecord, UserRecord, UserStatus};
+use crate::throttle::{account_key, address_key};
 use crate::web::SignedIn;
 
 /// The stored kind of a passkey factor.
@@ -242,7 +243,7 @@ impl Latchkey {
 
     /// `POST /auth/passkeys/login/start`: the options for `navigator.credentials.get`
     /// (no username: any of the user's discoverable credentials for this RP). At most
-    /// [`STARTS_PER_MINUTE`] per client address and clock minute.
+    /// 30 per client address and clock minute (`STARTS_PER_MINUTE`).
     ///
     /// # Errors
     /// [`MfaError::PasskeysUnavailable`], [`MfaError::Throttled`], storage.
@@ -358,12 +359,30 @@ impl Latchkey {
         Ok(self.open_web_session(passed.user, amr, ctx, now).await?)
     }
 
-    /// The second step of a password sign-in proved with a passkey (`POST
-    /// /auth/login/mfa` with `method` `passkey`): the passkey must be the `mfa_token`
-    /// user's. The token is spent by a success. The user, and the session's `amr`.
+    /// The pages' second step proved with a passkey: as `passkey_second_step` (`POST /auth/login/mfa`),
+    /// opening a browser session; with its cookie value.
     ///
     /// # Errors
-    /// [`MfaError::InvalidMfaToken`], those of [`Latchkey::check_passkey`].
+    /// As `passkey_second_step`: [`MfaError::InvalidMfaToken`], [`MfaError::Throttled`],
+    /// [`MfaError::PasskeyRefused`]; signing and storage.
+    pub async fn web_passkey_second_step(
+        &self,
+        token: &MfaToken,
+        req: PasskeyFinish,
+        ctx: &Caller,
+    ) -> Result<(SignedIn, String), MfaError> {
+        let (user, amr) = self.passkey_second_step(token, &req.challenge_id, req.credential, ctx).await?;
+        Ok(self.open_web_session(user, amr, ctx, self.clock.now()).await?)
+    }
+
+    /// The second step of a password sign-in proved with a passkey (`POST
+    /// /auth/login/mfa` with `method` `passkey`, or the pages' second step): the passkey
+    /// must be the `mfa_token` user's. A success spends the token and clears the account's
+    /// failure count, like a right code. The user, and the session's `amr`.
+    ///
+    /// # Errors
+    /// [`MfaError::InvalidMfaToken`], [`MfaError::Throttled`], those of
+    /// [`Latchkey::check_passkey`].
     pub(crate) async fn passkey_second_step(
         &self,
         token: &MfaToken,
@@ -373,13 +392,23 @@ impl Latchkey {
     ) -> Result<(UserRecord, &'static str), MfaError> {
         let now = self.clock.now();
         let (user, hash) = self.open_challenge(token, MFA_TOKEN_PREFIX, now).await?;
+        let acct = account_key(&user.username);
+        let addr = ctx.ip.as_deref().map(address_key);
+        // As with a code (SPEC 11): a throttled account's token dies, and the password
+        // comes first again.
+        if let Some(retry_after) = self.throttled_for(&acct, addr.as_deref(), now).await? {
+            self.store.spend_mfa_challenge(&hash, now).await?;
+            return Err(MfaError::Throttled { retry_after });
+        }
         let passed = self.check_passkey(challenge_id, credential, ctx).await?;
         if passed.user.id != user.id {
-            return Err(MfaError::PasskeyRefused("this passkey is not this user's"));
+            let why = "another user's passkey for this user's second step";
+            return Err(self.passkey_refused(Some(&user.id), why, ctx, now).await);
         }
         if !self.store.spend_mfa_challenge(&hash, now).await? {
             return Err(MfaError::InvalidMfaToken);
         }
+        self.store.delete_throttle(&acct).await?;
         Ok((user, passkey_amr(passed.backup_eligible, true)))
     }
 }

@@ -105,6 +105,8 @@
           return_to: signIn.dataset.returnTo,
           challenge_id: start.challenge_id,
           credential: credentialJson(credential),
+          // On the second step after the password, the passkey finishes that sign-in.
+          mfa_token: signIn.dataset.mfaToken || undefined,
         });
         window.location.assign(done.redirect);
       } catch (e) {

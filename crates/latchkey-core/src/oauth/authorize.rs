@@ -80,8 +80,8 @@ impl AuthorizeParams {
     /// leaving out `prompt=login`, `max_age` and `acr_values` when `after_sign_in`: the
     /// fresh sign-in honoured them (kept, a slow way back could send the browser round
     /// again), and the ID token's `auth_time` and `acr` tell the app what it reached. The
-    /// front channel cannot stop a browser from leaving them out itself; the app checks
-    /// those claims, or pushes its request (PAR).
+    /// front channel cannot stop a browser from leaving them out itself: the app checks
+    /// those claims.
     pub fn to_pairs(&self, after_sign_in: bool) -> Vec<(String, String)> {
         let prompt = self.prompt.as_deref().map(|p| {
             if after_sign_in {

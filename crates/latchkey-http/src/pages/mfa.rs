@@ -43,7 +43,7 @@ pub(super) async fn step_page(
         has_recovery_codes: methods.contains(&MfaMethod::RecoveryCode),
     }
     .render();
-    b.page(Page { status, html, form_action })
+    super::security::no_store(b.page(Page { status, html, form_action }))
 }
 
 /// `POST /login/mfa`: the code (`method` `totp` or `recovery_code`) for a sign-in's

@@ -1,11 +1,16 @@
 //! The server-rendered pages (SPEC 5.3): sign-in, consent (the browser side of
 //! `/oauth/authorize`), the account page, sign-out and error pages. They work without
-//! JavaScript. Every answer carries a strict Content-Security-Policy (no inline script or
-//! style, `frame-ancestors 'none'`); every form is protected against cross-site requests
-//! twice: a CSRF token bound to the browser by a cookie, and the `Origin` /
-//! `Sec-Fetch-Site` headers. The browser session cookie is `HttpOnly`, `SameSite=Lax`, and
-//! `Secure` whenever the issuer is https. The pages behind SPEC 10's mailed links are in
-//! `recovery.rs`.
+//! JavaScript, except the passkey buttons (SPEC 11), whose one script is
+//! `/static/passkey.js`. Every answer carries a strict Content-Security-Policy (no inline
+//! script or style, scripts from this origin only, `frame-ancestors 'none'`); every form is
+//! protected against cross-site requests twice: a CSRF token bound to the browser by a
+//! cookie, and the `Origin` / `Sec-Fetch-Site` headers. The browser session cookie is
+//! `HttpOnly`, `SameSite=Lax`, and `Secure` whenever the issuer is https.
+//!
+//! Also here: `recovery.rs` (the pages behind SPEC 10's mailed links), `mfa.rs` (the
+//! second step after the password), `security.rs` (the account page's Security section
+//! and the set-up step a policy asks for) and `passkey.rs` (the passkey buttons' JSON
+//! requests).
 
 mod mfa;
 mod passkey;

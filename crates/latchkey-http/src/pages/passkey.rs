@@ -9,8 +9,8 @@ use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
-use latchkey_proto::ErrorCode;
 use latchkey_proto::auth::PasskeyFinish;
+use latchkey_proto::{ErrorCode, MfaToken};
 use serde::Deserialize;
 use serde_json::json;
 
@@ -32,6 +32,10 @@ pub(crate) struct PageRequest {
     credential: Option<serde_json::Value>,
     #[serde(default)]
     name: Option<String>,
+    /// On the second step of a password sign-in: its `mfa_token`, which the passkey must
+    /// finish (it must be that user's).
+    #[serde(default)]
+    mfa_token: Option<String>,
 }
 
 impl PageRequest {
@@ -63,8 +67,9 @@ impl PageRequest {
     }
 }
 
-/// `POST /login/passkey`: signs the browser in with a passkey; `{"redirect"}` says where to
-/// go next (`return_to`, checked like the sign-in form's).
+/// `POST /login/passkey`: signs the browser in with a passkey, alone or (with `mfa_token`)
+/// as the second step after the password; `{"redirect"}` says where to go next
+/// (`return_to`, checked like the sign-in form's).
 pub(crate) async fn login_passkey(
     State(s): State<AppState>,
     RequestCaller(ctx): RequestCaller,
@@ -75,7 +80,10 @@ pub(crate) async fn login_passkey(
     let b = Browser::of(&s, &headers);
     let return_to = safe_return_to(req.return_to.as_deref());
     let previous = signed_in(&s, &headers, &ctx).await;
-    let (_, cookie) = s.service.web_login_passkey(req.finish()?, &ctx).await?;
+    let (_, cookie) = match req.mfa_token.clone() {
+        Some(token) => s.service.web_passkey_second_step(&MfaToken::new(token), req.finish()?, &ctx).await?,
+        None => s.service.web_login_passkey(req.finish()?, &ctx).await?,
+    };
     let res = Json(json!({"redirect": return_to})).into_response();
     Ok(replace_session(&s, &b, &ctx, previous, &cookie, res).await)
 }

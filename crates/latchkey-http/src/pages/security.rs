@@ -30,7 +30,7 @@ fn qr_svg(uri: &str) -> String {
         return String::new();
     };
     let svg = code.render::<qrcode::render::svg::Color>().min_dimensions(200, 200).build();
-    let svg = svg.find("<svg").map_or(svg.as_str(), |at| &svg[at..]);
+    let svg = svg.find("<svg").and_then(|at| svg.get(at..)).unwrap_or_default();
     svg.replacen("<svg ", "<svg role=\"img\" aria-label=\"QR code for your authenticator app\" ", 1)
 }
 
@@ -55,7 +55,14 @@ fn setup_page(
         error,
     }
     .render();
-    b.page(Page { status, html, form_action: None })
+    no_store(b.page(Page { status, html, form_action: None }))
+}
+
+/// Marks a page that carries a secret (a TOTP key, recovery codes, an `mfa_token`) as not
+/// to be kept in any cache.
+pub(super) fn no_store(mut res: Response) -> Response {
+    res.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    res
 }
 
 /// The set-up page again after a wrong code, from the fields the form carried back.
@@ -74,9 +81,7 @@ fn setup_again(
 /// Recovery codes, shown once, then **Continue** to `continue_to`.
 fn codes_page(b: &Browser, codes: RecoveryCodes, continue_to: String) -> Response {
     let html = RecoveryCodesPage { codes: codes.recovery_codes, continue_to }.render();
-    let mut res = b.page(Page { status: StatusCode::OK, html, form_action: None });
-    res.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    res
+    no_store(b.page(Page { status: StatusCode::OK, html, form_action: None }))
 }
 
 /// The page for what a factor change could not do.
@@ -116,7 +121,11 @@ pub(super) async fn overview(s: &AppState, who: &SignedIn) -> (Vec<FactorRow>, u
                 .factors
                 .into_iter()
                 .map(|f| FactorRow {
-                    kind: if f.kind == "passkey" { "Passkey" } else { "Authenticator app" },
+                    kind: if f.kind == latchkey_core::passkey::PASSKEY {
+                        "Passkey"
+                    } else {
+                        "Authenticator app"
+                    },
                     id: f.id,
                     name: f.name,
                     created_at: f.created_at.replace('T', " ").replace('Z', " UTC"),

@@ -22,8 +22,7 @@ pub(crate) async fn begin_registration(State(s): State<AppState>, Bearer(token):
     Ok(Json(s.service.begin_passkey_registration(&auth).await?).into_response())
 }
 
-/// `POST /auth/passkeys/register/finish`: `{id, name}` of the new factor (with
-/// `recovery_codes` when the user had none).
+/// `POST /auth/passkeys/register/finish`: `{id, name}` of the new factor.
 pub(crate) async fn finish_registration(
     State(s): State<AppState>,
     Bearer(token): Bearer,

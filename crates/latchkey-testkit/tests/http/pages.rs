@@ -73,6 +73,12 @@ async fn cross_site_posts_are_refused_on_every_form() {
             vec![("token", "lkp_x".into()), ("new_password", "a new passphrase".into())],
         ),
         ("/verify-email".into(), vec![("token", "lkv_x".into())]),
+        ("/login/enrol".into(), vec![("mfa_token", "lke_x".into()), ("code", "123456".into())]),
+        ("/login/mfa".into(), vec![("mfa_token", "lkm_x".into()), ("code", "123456".into())]),
+        ("/account/mfa/totp".into(), vec![]),
+        ("/account/mfa/totp/confirm".into(), vec![("code", "123456".into())]),
+        ("/account/mfa/recovery-codes".into(), vec![]),
+        ("/account/mfa/x/remove".into(), vec![]),
     ];
     for (path, fields) in &forms {
         // No token, a wrong token, a right token from another site (Origin / Fetch-Metadata).
@@ -97,6 +103,25 @@ async fn cross_site_posts_are_refused_on_every_form() {
             }
             let a = send(req).await;
             assert_eq!(a.status, 403, "{path} {token:?} {origin:?} {site:?}: {}", a.text);
+        }
+    }
+    // The passkey requests are JSON with the token in the body: refused the same ways.
+    for path in ["/login/passkey", "/account/passkeys/start", "/account/passkeys/finish"] {
+        let attempts = [
+            (json!({"csrf": "wrong"}), None, None),
+            (json!({"csrf": csrf}), Some("http://evil.example"), None),
+            (json!({"csrf": csrf}), None, Some("cross-site")),
+        ];
+        for (body, origin, site) in attempts {
+            let mut req = b.post(s.url(path)).json(&body);
+            if let Some(o) = origin {
+                req = req.header("origin", o);
+            }
+            if let Some(site) = site {
+                req = req.header("sec-fetch-site", site);
+            }
+            let a = send(req).await;
+            assert_eq!(a.status, 403, "{path} {body} {origin:?} {site:?}: {}", a.text);
         }
     }
     // Nothing happened: still signed in, the app still connected.

@@ -345,3 +345,64 @@ async fn another_users_challenge_id_is_left_alone_and_starts_are_limited() {
     assert_eq!((last.status, last.str("error")), (429, "too_many_requests"), "{}", last.text);
     assert!(last.header("retry-after").is_some());
 }
+
+#[tokio::test]
+async fn forged_user_handles_and_counters_that_go_back_are_refused() {
+    let s = TestServer::start_on_localhost(|_| {}).await;
+    let c = http_client();
+    let mut jo = SoftAuthenticator::new(s.issuer());
+    let mut kim = SoftAuthenticator::new(s.issuer());
+    with_passkey(&s, &c, "jo", &mut jo).await;
+    with_passkey(&s, &c, "kim", &mut kim).await;
+    // Jo's credential presented as Kim's (the user handle is the authenticator's word).
+    let start = s.post(&c, "/auth/passkeys/login/start", json!({})).await;
+    let mut credential = jo.get(&start.json["publicKey"], 0);
+    credential["response"]["userHandle"] = json!(b64(&kim.credentials[0].user_handle));
+    let body = json!({"challenge_id": start.str("challenge_id"), "credential": credential});
+    let forged = s.post(&c, "/auth/passkeys/login/finish", body).await;
+    assert_eq!((forged.status, forged.str("error")), (401, "invalid_credentials"), "{}", forged.text);
+    // A copy of the authenticator whose counter is behind the original's.
+    assert_eq!(passkey_login(&s, &c, &mut jo, 0).await.status, 200);
+    let original = jo.credentials[0].counter;
+    jo.credentials[0].counter = 0;
+    let cloned = passkey_login(&s, &c, &mut jo, 0).await;
+    assert_eq!(cloned.status, 401, "a counter that did not move forward: {}", cloned.text);
+    let events = s.cli(&["events", "--limit", "1"], "").await.expect("events");
+    assert!(events.contains("possibly a cloned authenticator"), "{events}");
+    jo.credentials[0].counter = original;
+    assert_eq!(passkey_login(&s, &c, &mut jo, 0).await.status, 200, "the original moves on");
+}
+
+#[tokio::test]
+async fn the_pages_second_step_takes_only_the_users_own_passkey() {
+    let s = TestServer::start_on_localhost(|_| {}).await;
+    let c = http_client();
+    let mut lee = SoftAuthenticator::new(s.issuer());
+    let mut mo = SoftAuthenticator::new(s.issuer());
+    with_passkey(&s, &c, "lee", &mut lee).await;
+    with_passkey(&s, &c, "mo", &mut mo).await;
+    let b = crate::oauth::browser();
+    let page = crate::send(b.get(s.url("/login"))).await;
+    let mut form = crate::oauth::hidden_fields(&page.text);
+    form.push(("username".into(), "lee".into()));
+    form.push(("password".into(), PASSWORD.into()));
+    let step = crate::send(b.post(s.url("/login")).form(&form)).await;
+    assert_eq!(step.status, 200, "{}", step.text);
+    assert!(step.text.contains("Sign in with a passkey") && !step.text.contains("Authentication code"));
+    let token =
+        step.text.split("data-mfa-token=\"").nth(1).and_then(|t| t.split('"').next()).expect("the token");
+    let csrf = form.iter().find(|(k, _)| k == "csrf").map(|(_, v)| v.clone()).expect("csrf");
+    let finish = |device: &mut SoftAuthenticator, start: &latchkey_testkit::Answer| {
+        let credential = device.get(&start.json["publicKey"], 0);
+        json!({"csrf": csrf, "return_to": "/account", "mfa_token": token,
+               "challenge_id": start.str("challenge_id"), "credential": credential})
+    };
+    let start = s.post(&c, "/auth/passkeys/login/start", json!({})).await;
+    let wrong = crate::send(b.post(s.url("/login/passkey")).json(&finish(&mut mo, &start))).await;
+    assert_eq!(wrong.status, 401, "Mo's passkey does not finish Lee's sign-in: {}", wrong.text);
+    let start = s.post(&c, "/auth/passkeys/login/start", json!({})).await;
+    let right = crate::send(b.post(s.url("/login/passkey")).json(&finish(&mut lee, &start))).await;
+    assert_eq!((right.status, right.json["redirect"].as_str()), (200, Some("/account")), "{}", right.text);
+    let account = crate::send(b.get(s.url("/account"))).await;
+    assert!(account.text.contains("Signed in as lee"), "{}", account.text);
+}
