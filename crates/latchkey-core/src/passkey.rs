@@ -101,14 +101,18 @@ pub struct PasskeySignIn {
     pub backup_eligible: bool,
 }
 
+/// The relying party for an issuer: its host is the RP ID and its origin the only one
+/// accepted; `None` when it has no domain name (an IP address).
+pub(crate) fn relying_party(issuer: &str) -> Option<Webauthn> {
+    let origin = Url::parse(issuer).ok()?;
+    let rp_id = origin.domain()?.to_owned();
+    WebauthnBuilder::new(&rp_id, &origin).and_then(|b| b.rp_name(&rp_id).timeout(CEREMONY_TTL).build()).ok()
+}
+
 impl Latchkey {
-    /// The relying party: the issuer's host and origin.
-    fn webauthn(&self) -> Result<Webauthn, MfaError> {
-        let origin = Url::parse(&self.settings.issuer).map_err(|_| MfaError::PasskeysUnavailable)?;
-        let rp_id = origin.domain().ok_or(MfaError::PasskeysUnavailable)?.to_owned();
-        WebauthnBuilder::new(&rp_id, &origin)
-            .and_then(|b| b.rp_name(&rp_id).timeout(CEREMONY_TTL).build())
-            .map_err(|_| MfaError::PasskeysUnavailable)
+    /// The relying party, or [`MfaError::PasskeysUnavailable`].
+    fn webauthn(&self) -> Result<&Webauthn, MfaError> {
+        self.webauthn.as_ref().ok_or(MfaError::PasskeysUnavailable)
     }
 
     /// Stores a ceremony's state; its `challenge_id`.
@@ -238,7 +242,7 @@ impl Latchkey {
 
     /// Whether passkeys work with this issuer (it has a domain name).
     pub fn passkeys_available(&self) -> bool {
-        self.webauthn().is_ok()
+        self.webauthn.is_some()
     }
 
     /// `POST /auth/passkeys/login/start`: the options for `navigator.credentials.get`

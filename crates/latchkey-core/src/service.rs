@@ -41,6 +41,9 @@ pub struct Latchkey {
     pub(crate) resets: crate::password_reset::ResetQueue,
     /// Access tokens whose signature verified (see `token_cache.rs`).
     pub(crate) verified: crate::token_cache::VerifiedTokens,
+    /// The WebAuthn relying party, built from the issuer; `None` when the issuer has no
+    /// domain name, so passkeys cannot work (see `passkey.rs`).
+    pub(crate) webauthn: Option<webauthn_rs::prelude::Webauthn>,
     /// When maintenance last pruned old rows.
     last_prune: std::sync::atomic::AtomicI64,
     /// Held for a whole `maintain`, so a second caller waits for a run in progress instead
@@ -70,6 +73,7 @@ impl Latchkey {
         let keys = KeyRing::new(master_key, retention);
         let passwords = PasswordHasher::new(settings.password_hash_concurrency)?;
         let service = Self {
+            webauthn: crate::passkey::relying_party(&settings.issuer),
             store,
             clock,
             settings,

@@ -169,6 +169,15 @@ pub enum AuthorizeStep {
     Redirect(String),
 }
 
+/// The consent form's outcome.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ConsentOutcome {
+    /// Redirect the browser here (a code, or `access_denied`).
+    Redirect(String),
+    /// The session falls short of the request: sign in again first.
+    SignInAgain,
+}
+
 /// Why an authorization request cannot go on.
 #[derive(Debug, thiserror::Error)]
 pub enum AuthorizeError {
@@ -405,9 +414,9 @@ impl Latchkey {
         req: &AuthorizeRequest,
         signed_in: &SignedIn,
         allow: bool,
-    ) -> Result<AuthorizeStep, AuthorizeError> {
+    ) -> Result<ConsentOutcome, AuthorizeError> {
         if req.prompt.login || Self::falls_short(req, signed_in.session(), self.clock.now()) {
-            return Ok(AuthorizeStep::Login);
+            return Ok(ConsentOutcome::SignInAgain);
         }
         if !allow {
             let denied = Self::redirect_error(
@@ -416,7 +425,7 @@ impl Latchkey {
                 "The user denied your request",
                 Some("user_denied"),
             );
-            return Ok(AuthorizeStep::Redirect(denied.url(&self.settings.issuer)));
+            return Ok(ConsentOutcome::Redirect(denied.url(&self.settings.issuer)));
         }
         let now = self.clock.now();
         let user = signed_in.user();
@@ -427,7 +436,7 @@ impl Latchkey {
             .unwrap_or_default()
             .union(&req.scopes);
         self.store.save_consent(&user.id, &req.client.client_id, &granted, now).await?;
-        Ok(AuthorizeStep::Redirect(self.issue_code(req, signed_in, now).await?))
+        Ok(ConsentOutcome::Redirect(self.issue_code(req, signed_in, now).await?))
     }
 
     async fn issue_code(

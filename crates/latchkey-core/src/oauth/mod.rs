@@ -9,7 +9,9 @@ mod endpoints;
 mod id_token;
 mod token;
 
-pub use authorize::{AuthorizeError, AuthorizeParams, AuthorizeRequest, AuthorizeStep, Prompt, ScopeInfo};
+pub use authorize::{
+    AuthorizeError, AuthorizeParams, AuthorizeRequest, AuthorizeStep, ConsentOutcome, Prompt, ScopeInfo,
+};
 pub use endpoints::{INTROSPECT_SCOPE, MAX_TOKEN_REVOCATIONS, TOKEN_REVOCATION_WINDOW, UserinfoError};
 pub use token::{ClientCredentials, TokenGrant, TokenRequestError};
 

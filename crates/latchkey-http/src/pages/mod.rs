@@ -27,7 +27,9 @@ use latchkey_core::crypto::{TokenHash, b64, random_bytes};
 use latchkey_core::device;
 use latchkey_core::email_verification::EmailError;
 use latchkey_core::login::LoginError;
-use latchkey_core::oauth::{AuthorizeError, AuthorizeParams, AuthorizeRequest, AuthorizeStep, form_encode};
+use latchkey_core::oauth::{
+    AuthorizeError, AuthorizeParams, AuthorizeRequest, AuthorizeStep, ConsentOutcome, form_encode,
+};
 use latchkey_core::web::SignedIn;
 use latchkey_core::{Caller, ClientId, SessionId};
 use latchkey_proto::auth::Credentials;
@@ -488,8 +490,8 @@ pub(crate) async fn consent(
         return b.redirect(StatusCode::SEE_OTHER, &to);
     };
     match s.service.decide_consent(&req, &who, allow).await {
-        Ok(AuthorizeStep::Redirect(url)) => b.redirect(StatusCode::SEE_OTHER, &url),
-        Ok(_) => {
+        Ok(ConsentOutcome::Redirect(url)) => b.redirect(StatusCode::SEE_OTHER, &url),
+        Ok(ConsentOutcome::SignInAgain) => {
             let to = format!("/login?return_to={}", form_encode(&authorize_url(&req)));
             b.redirect(StatusCode::SEE_OTHER, &to)
         }
