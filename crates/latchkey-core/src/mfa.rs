@@ -174,13 +174,34 @@ pub enum MfaError {
     Store(#[from] StoreError),
 }
 
+/// The second-step methods proved by a typed code (a passkey is proved by an assertion:
+/// see `passkey.rs`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CodeMethod {
+    /// A code from an authenticator app.
+    Totp,
+    /// One of the user's recovery codes.
+    RecoveryCode,
+}
+
+impl CodeMethod {
+    /// The code method an API `method` names; `None` for a passkey.
+    pub fn of(method: MfaMethod) -> Option<Self> {
+        match method {
+            MfaMethod::Totp => Some(Self::Totp),
+            MfaMethod::RecoveryCode => Some(Self::RecoveryCode),
+            MfaMethod::Passkey => None,
+        }
+    }
+}
+
 /// A second-factor sign-in that passed: the user, and the method that proved it.
 #[derive(Debug)]
 pub struct SecondFactor {
     /// The user.
     pub user: UserRecord,
     /// How.
-    pub method: MfaMethod,
+    pub method: CodeMethod,
 }
 
 /// What a recovery code looks like once typed: lower case, without spaces or dashes.
@@ -213,11 +234,8 @@ impl SecondFactor {
     /// The session's `amr` for this sign-in.
     pub fn amr(&self) -> &'static str {
         match self.method {
-            MfaMethod::Totp => AMR_PASSWORD_AND_OTP,
-            MfaMethod::RecoveryCode => AMR_PASSWORD_AND_RECOVERY_CODE,
-            // A passkey is proved by `passkey_second_step`, never by a code, so no
-            // `SecondFactor` has it; were one made, it would claim the password alone.
-            MfaMethod::Passkey => AMR_PASSWORD,
+            CodeMethod::Totp => AMR_PASSWORD_AND_OTP,
+            CodeMethod::RecoveryCode => AMR_PASSWORD_AND_RECOVERY_CODE,
         }
     }
 }
@@ -584,7 +602,7 @@ impl Latchkey {
     pub async fn check_second_factor(
         &self,
         token: &MfaToken,
-        method: MfaMethod,
+        method: CodeMethod,
         code: &OneTimeCode,
         ctx: &Caller,
     ) -> Result<SecondFactor, MfaError> {
@@ -626,14 +644,14 @@ impl Latchkey {
         req: latchkey_proto::auth::MfaLoginRequest,
         ctx: &Caller,
     ) -> Result<latchkey_proto::auth::TokenResponse, MfaError> {
-        let (user, amr) = match req.method {
-            MfaMethod::Passkey => {
+        let (user, amr) = match CodeMethod::of(req.method) {
+            None => {
                 let (Some(challenge_id), Some(credential)) = (req.challenge_id, req.credential) else {
                     return Err(MfaError::MissingProof("method passkey needs challenge_id and credential."));
                 };
                 self.passkey_second_step(&req.mfa_token, &challenge_id, credential, ctx).await?
             }
-            method => {
+            Some(method) => {
                 let code = req.code.ok_or(MfaError::MissingProof("This method needs a code."))?;
                 let passed = self.check_second_factor(&req.mfa_token, method, &code, ctx).await?;
                 let amr = passed.amr();
@@ -648,17 +666,16 @@ impl Latchkey {
     async fn second_factor_is_right(
         &self,
         user: &UserRecord,
-        method: MfaMethod,
+        method: CodeMethod,
         code: &OneTimeCode,
         now: Timestamp,
     ) -> Result<bool, MfaError> {
         match method {
-            MfaMethod::RecoveryCode => {
+            CodeMethod::RecoveryCode => {
                 let hash = recovery_code_hash(&user.id, code.expose_secret());
                 Ok(self.store.use_recovery_code(&user.id, &hash, now).await?)
             }
-            MfaMethod::Passkey => Ok(false),
-            MfaMethod::Totp => {
+            CodeMethod::Totp => {
                 let factors = self.store.list_factors(&user.id).await?;
                 for factor in factors.iter().filter(|f| f.kind == TOTP && f.confirmed_at.is_some()) {
                     let secret = self.open_totp_secret(factor)?;

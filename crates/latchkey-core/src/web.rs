@@ -76,7 +76,7 @@ impl Latchkey {
     pub async fn web_sign_in_mfa(
         &self,
         token: &latchkey_proto::MfaToken,
-        method: latchkey_proto::auth::MfaMethod,
+        method: crate::mfa::CodeMethod,
         code: &latchkey_proto::OneTimeCode,
         ctx: &Caller,
     ) -> Result<(SignedIn, String), crate::mfa::MfaError> {

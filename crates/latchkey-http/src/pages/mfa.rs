@@ -9,7 +9,7 @@ use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::Response;
-use latchkey_core::mfa::MfaError;
+use latchkey_core::mfa::{CodeMethod, MfaError};
 use latchkey_proto::auth::MfaMethod;
 use latchkey_proto::{MfaToken, OneTimeCode};
 
@@ -62,8 +62,8 @@ pub(crate) async fn login_mfa(
     let return_to = safe_return_to(form_value(&pairs, "return_to"));
     let token = MfaToken::new(form_value(&pairs, "mfa_token").unwrap_or_default().to_owned());
     let method = match form_value(&pairs, "method") {
-        Some("recovery_code") => MfaMethod::RecoveryCode,
-        _ => MfaMethod::Totp,
+        Some("recovery_code") => CodeMethod::RecoveryCode,
+        _ => CodeMethod::Totp,
     };
     let code = OneTimeCode::new(form_value(&pairs, "code").unwrap_or_default().to_owned());
     let previous = signed_in(&s, &headers, &ctx).await;
