@@ -615,6 +615,20 @@ async fn a_person_adds_a_passkey_and_signs_in_with_it_in_chromium() {
     click_button(&b, "Sign in with a passkey").await;
     wait_until(&b, "account page", |url, src| url.ends_with("/account") && src.contains("Signed in as pia"))
         .await;
+
+    // The password now leads to a second step, which the same passkey finishes.
+    click_button(&b, "Sign out").await;
+    wait_until(&b, "signed out", |url, _| !url.ends_with("/account")).await;
+    b.goto(&page("/login")).await.unwrap();
+    wait_until(&b, "sign-in page", |_, src| src.contains("Sign in with a passkey")).await;
+    sign_in(&b, "pia").await;
+    wait_until(&b, "second step", |_, src| {
+        src.contains("Two-step verification") && src.contains("data-mfa-token")
+    })
+    .await;
+    click_button(&b, "Sign in with a passkey").await;
+    wait_until(&b, "account page", |url, src| url.ends_with("/account") && src.contains("Signed in as pia"))
+        .await;
     b.close().await.unwrap();
 }
 
