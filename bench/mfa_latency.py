@@ -5,20 +5,13 @@ app for each (RFC 6238 codes computed here), then times, per user, the password 
 password-only sign-in. Prints p50 and p99 of each. Each user signs in once with the app:
 each code is good once, and a factor has one code per 30-second step.
 Usage: mfa_latency.py BASE_URL N LABEL"""
-import base64, hashlib, hmac, json, statistics, struct, sys, time, urllib.request
+import base64, hashlib, hmac, json, struct, sys, time
+import latency_client
 
 base = sys.argv[1]; n = int(sys.argv[2]); tag = sys.argv[3]
 PASSWORD = "correct horse battery"
 
-def post(path, body, ip, token=None):
-    req = urllib.request.Request(base + path, data=json.dumps(body).encode(), method="POST")
-    req.add_header("content-type", "application/json"); req.add_header("x-forwarded-for", ip)
-    if token: req.add_header("authorization", "Bearer " + token)
-    t = time.perf_counter()
-    try:
-        with urllib.request.urlopen(req) as r: out = (r.status, r.read())
-    except urllib.error.HTTPError as e: out = (e.code, e.read())
-    return out, (time.perf_counter() - t) * 1000
+def post(path, body, ip, token=None): return latency_client.post(base, path, body, ip, token)
 
 def code(secret_b32, step):
     key = base64.b32decode(secret_b32 + "=" * (-len(secret_b32) % 8))
@@ -55,8 +48,6 @@ for i, (u, secret, step) in enumerate(secrets):
     assert s == 200, (s, b)
     plain.append(t3)
 
-def fig(xs):
-    xs = sorted(xs)
-    return f"p50={statistics.median(xs):.2f} ms p99={xs[max(0, int(0.99 * len(xs)) - 1)]:.2f} ms"
+fig = latency_client.fig
 print(f"{tag}: n={n} password-only sign-in {fig(plain)}")
 print(f"{tag}: with an app: password step {fig(pwd_step)}; code step {fig(code_step)}; both {fig(total)}")

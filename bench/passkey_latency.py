@@ -5,7 +5,8 @@ formats laid out here as in the server's tests), then times, per user, a usernam
 sign-in (POST /auth/passkeys/login/start and /finish, and both together) and, for as many
 other users, a password-only sign-in. Prints p50 and p99 of each.
 Usage: passkey_latency.py BASE_URL N LABEL"""
-import base64, hashlib, json, os, statistics, sys, time, urllib.request
+import base64, hashlib, json, os, sys
+import latency_client
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
 
@@ -16,15 +17,7 @@ ORIGIN = base.replace("127.0.0.1", "localhost")
 def b64(b): return base64.urlsafe_b64encode(b).rstrip(b"=").decode()
 def unb64(s): return base64.urlsafe_b64decode(s + "=" * (-len(s) % 4))
 
-def post(path, body, ip, token=None):
-    req = urllib.request.Request(base + path, data=json.dumps(body).encode(), method="POST")
-    req.add_header("content-type", "application/json"); req.add_header("x-forwarded-for", ip)
-    if token: req.add_header("authorization", "Bearer " + token)
-    t = time.perf_counter()
-    try:
-        with urllib.request.urlopen(req) as r: out = (r.status, r.read())
-    except urllib.error.HTTPError as e: out = (e.code, e.read())
-    return out, (time.perf_counter() - t) * 1000
+def post(path, body, ip, token=None): return latency_client.post(base, path, body, ip, token)
 
 def cbor_bytes(b):
     head = bytes([0x40 | len(b)]) if len(b) < 24 else bytes([0x58, len(b)]) if len(b) < 256 else bytes([0x59]) + len(b).to_bytes(2, "big")
@@ -87,8 +80,6 @@ for i, held in enumerate(devices):
     assert s == 200, (s, b)
     plain.append(t3)
 
-def fig(xs):
-    xs = sorted(xs)
-    return f"p50={statistics.median(xs):.2f} ms p99={xs[max(0, int(0.99 * len(xs)) - 1)]:.2f} ms"
+fig = latency_client.fig
 print(f"{tag}: n={n} password-only sign-in {fig(plain)}")
 print(f"{tag}: with a passkey: start {fig(start_t)}; finish {fig(finish_t)}; both {fig(total)}")
