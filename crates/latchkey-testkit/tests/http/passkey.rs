@@ -152,6 +152,34 @@ impl SoftAuthenticator {
     }
 }
 
+/// Signs in `name` (registered already) and adds a passkey with `device`; the access
+/// token and the registration's answer.
+async fn with_passkey_for(
+    s: &TestServer,
+    c: &reqwest::Client,
+    name: &str,
+    device: &mut SoftAuthenticator,
+) -> (String, Value) {
+    let at = s.login(c, name, PASSWORD).await.str("access_token").to_owned();
+    add_passkey(s, c, &at, device).await
+}
+
+/// Adds a passkey with `device` for the session of `at`; `at` and the registration's answer.
+async fn add_passkey(
+    s: &TestServer,
+    c: &reqwest::Client,
+    at: &str,
+    device: &mut SoftAuthenticator,
+) -> (String, Value) {
+    let start = s.post_auth(c, "/auth/passkeys/register/start", at, json!({})).await;
+    assert_eq!(start.status, 200, "{}", start.text);
+    let credential = device.create(&start.json["publicKey"]);
+    let body = json!({"challenge_id": start.str("challenge_id"), "credential": credential, "name": "Laptop"});
+    let done = s.post_auth(c, "/auth/passkeys/register/finish", at, body).await;
+    assert_eq!(done.status, 200, "{}", done.text);
+    (at.to_owned(), done.json)
+}
+
 /// Registers `name`, signs in and adds a passkey with `device`; the access token and the
 /// registration's answer.
 async fn with_passkey(
@@ -161,13 +189,7 @@ async fn with_passkey(
     device: &mut SoftAuthenticator,
 ) -> (String, Value) {
     let at = s.signed_in(c, name).await.str("access_token").to_owned();
-    let start = s.post_auth(c, "/auth/passkeys/register/start", &at, json!({})).await;
-    assert_eq!(start.status, 200, "{}", start.text);
-    let credential = device.create(&start.json["publicKey"]);
-    let body = json!({"challenge_id": start.str("challenge_id"), "credential": credential, "name": "Laptop"});
-    let done = s.post_auth(c, "/auth/passkeys/register/finish", &at, body).await;
-    assert_eq!(done.status, 200, "{}", done.text);
-    (at, done.json)
+    add_passkey(s, c, &at, device).await
 }
 
 /// A passkey sign-in with credential `which`: the answer.
@@ -405,4 +427,24 @@ async fn the_pages_second_step_takes_only_the_users_own_passkey() {
     assert_eq!((right.status, right.json["redirect"].as_str()), (200, Some("/account")), "{}", right.text);
     let account = crate::send(b.get(s.url("/account"))).await;
     assert!(account.text.contains("Signed in as lee"), "{}", account.text);
+}
+
+/// SPEC 11: adding a passkey ends the user's other sessions, and a removed passkey neither
+/// signs in nor stands between the password and a session any more.
+#[tokio::test]
+async fn a_passkey_added_ends_other_sessions_and_a_removed_one_is_gone() {
+    let s = TestServer::start_on_localhost(|_| {}).await;
+    let c = http_client();
+    let mut device = SoftAuthenticator::new(s.issuer());
+    s.register(&c, "max", PASSWORD).await;
+    let other = s.login(&c, "max", PASSWORD).await;
+    let (at, added) = with_passkey_for(&s, &c, "max", &mut device).await;
+    let refused = s.refresh(&c, other.str("refresh_token")).await;
+    assert_eq!((refused.status, refused.str("error_reason")), (400, "revoked_by_user"), "{}", refused.text);
+
+    let id = added["id"].as_str().expect("the passkey's id");
+    let removed = crate::send(c.delete(s.url(&format!("/auth/mfa/{id}"))).bearer_auth(&at)).await;
+    assert_eq!(removed.status, 204, "{}", removed.text);
+    assert_eq!(passkey_login(&s, &c, &mut device, 0).await.status, 401, "the removed passkey is unknown");
+    assert_eq!(s.post(&c, "/auth/login", json!({"username": "max", "password": PASSWORD})).await.status, 200);
 }
