@@ -22,6 +22,9 @@ pub struct Caller {
     pub ip: Option<String>,
     /// Its `User-Agent`.
     pub user_agent: Option<String>,
+    /// The DPoP key it proved it holds, at the endpoints that take proofs (SPEC 12):
+    /// already checked, replay included. `None` for a Bearer caller.
+    pub dpop: Option<crate::dpop::Thumbprint>,
 }
 
 /// SHA-256 over a caller's IP network and user agent.
@@ -78,7 +81,7 @@ mod tests {
     use super::*;
 
     fn caller(ip: &str, agent: &str) -> Caller {
-        Caller { ip: Some(ip.into()), user_agent: Some(agent.into()) }
+        Caller { ip: Some(ip.into()), user_agent: Some(agent.into()), dpop: None }
     }
 
     #[test]
@@ -97,11 +100,17 @@ mod tests {
     fn missing_parts_do_not_collide_with_present_ones() {
         let none = CallerFingerprint::of(&Caller::default());
         assert_eq!(none, CallerFingerprint::of(&Caller::default()));
-        assert_ne!(none, CallerFingerprint::of(&Caller { ip: None, user_agent: Some("x".into()) }));
+        assert_ne!(
+            none,
+            CallerFingerprint::of(&Caller { ip: None, user_agent: Some("x".into()), dpop: None })
+        );
         // The parts are length-prefixed: a user agent cannot imitate a network boundary.
-        let split =
-            CallerFingerprint::of(&Caller { ip: Some("10.0.0.9".into()), user_agent: Some("x".into()) });
-        let joined = Caller { ip: None, user_agent: Some("10.0.0.0/24x".into()) };
+        let split = CallerFingerprint::of(&Caller {
+            ip: Some("10.0.0.9".into()),
+            user_agent: Some("x".into()),
+            dpop: None,
+        });
+        let joined = Caller { ip: None, user_agent: Some("10.0.0.0/24x".into()), dpop: None };
         assert_ne!(split, CallerFingerprint::of(&joined));
     }
 

@@ -162,7 +162,7 @@ impl Latchkey {
         }
         // What the app held dies with it: its sessions (through the feed too) and consents.
         let target = crate::store::RevocationTarget::ClientSessions { client_id: client_id.clone() };
-        let ctx = crate::caller::Caller { ip: None, user_agent: None };
+        let ctx = crate::caller::Caller { ip: None, user_agent: None, dpop: None };
         self.revoke(target, latchkey_proto::ErrorReason::RevokedByAdmin, None, None, &ctx).await?;
         Ok(())
     }

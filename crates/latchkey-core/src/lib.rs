@@ -12,6 +12,7 @@ pub mod clients;
 pub mod clock;
 pub mod crypto;
 pub mod device;
+pub mod dpop;
 pub mod email_verification;
 pub mod feed;
 pub mod feed_hub;

@@ -60,6 +60,7 @@ impl SessionLifetimes {
             revoked_at: None,
             revoke_reason: None,
             amr: crate::mfa::AMR_PASSWORD.to_owned(),
+            dpop_jkt: ctx.dpop.clone(),
         }
     }
 }
@@ -485,10 +486,10 @@ impl Latchkey {
         let refresh_token = new_refresh_token();
         self.store.insert_session(&session, &RefreshTokenKey::of(refresh_token.expose_secret())).await?;
         self.confirm_sign_in(user, &session, ctx).await?;
-        let access_token = self.mint_access_token(user, &session, now)?;
+        let access_token = self.mint_access_token(user, &session, ctx.dpop.as_ref(), now)?;
         Ok(TokenResponse {
             access_token,
-            token_type: "Bearer",
+            token_type: crate::tokens::token_type(ctx.dpop.as_ref()),
             expires_in: self.access_token_lifetime(&session, now),
             refresh_token,
             session_id: session.id.into_string(),

@@ -43,6 +43,9 @@ const MAIL_INFO: &[u8] = b"seal queued mail";
 /// The HKDF label of the AES-256-GCM key that seals TOTP secrets (SPEC 11: "encrypted at
 /// rest like signing keys"), each bound to its factor's id.
 const TOTP_INFO: &[u8] = b"seal totp secrets";
+/// The HKDF label of the HMAC key that makes DPoP nonces (see `dpop.rs`): every node with
+/// the master key makes and accepts the same nonces.
+const DPOP_NONCE_INFO: &[u8] = b"dpop nonces";
 /// The HKDF label of the key id.
 const ID_INFO: &[u8] = b"key id";
 
@@ -88,6 +91,7 @@ pub struct MasterKey {
     key: Zeroizing<[u8; 32]>,
     mail_key: Zeroizing<[u8; 32]>,
     totp_key: Zeroizing<[u8; 32]>,
+    dpop_nonce_key: Zeroizing<[u8; 32]>,
     id: String,
     /// The sealing key of earlier versions (SHA-256 of the configured text), to open keys
     /// sealed as `LKE1` until they are re-sealed.
@@ -116,9 +120,19 @@ impl MasterKey {
         let key = hkdf::<32>(ikm.as_ref(), SEAL_INFO).ok_or(MasterKeyError::NotThirtyTwoBytes)?;
         let mail_key = hkdf::<32>(ikm.as_ref(), MAIL_INFO).ok_or(MasterKeyError::NotThirtyTwoBytes)?;
         let totp_key = hkdf::<32>(ikm.as_ref(), TOTP_INFO).ok_or(MasterKeyError::NotThirtyTwoBytes)?;
+        let dpop_nonce_key =
+            hkdf::<32>(ikm.as_ref(), DPOP_NONCE_INFO).ok_or(MasterKeyError::NotThirtyTwoBytes)?;
         let id_bytes = hkdf::<6>(ikm.as_ref(), ID_INFO).ok_or(MasterKeyError::NotThirtyTwoBytes)?;
         let (legacy_key, legacy_id) = legacy(configured);
-        Ok(Self { key, mail_key, totp_key, id: b64(id_bytes.as_ref()), legacy_key, legacy_id })
+        Ok(Self {
+            key,
+            mail_key,
+            totp_key,
+            dpop_nonce_key,
+            id: b64(id_bytes.as_ref()),
+            legacy_key,
+            legacy_id,
+        })
     }
 
     /// The same key, opening keys that an earlier version sealed under `old_secret`, the
@@ -128,6 +142,11 @@ impl MasterKey {
     pub fn with_legacy_secret(mut self, old_secret: &str) -> Self {
         (self.legacy_key, self.legacy_id) = legacy(old_secret);
         self
+    }
+
+    /// The HMAC key for DPoP nonces, the same on every node.
+    pub(crate) fn dpop_nonce_key(&self) -> &[u8; 32] {
+        &self.dpop_nonce_key
     }
 
     /// The key's id, stored beside what it seals.

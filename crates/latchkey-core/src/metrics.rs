@@ -58,10 +58,21 @@ pub enum RefreshOutcome {
     ReuseDetected,
     /// Refused (revoked, expired, unknown).
     Refused,
+    /// A DPoP-bound session's token came with another key: theft, the session was revoked.
+    DpopKeyMismatch,
+    /// A DPoP-bound session's token came without a proof: the session was revoked.
+    DpopProofMissing,
 }
 
 impl RefreshOutcome {
-    const ALL: [Self; 4] = [Self::Rotated, Self::Grace, Self::ReuseDetected, Self::Refused];
+    const ALL: [Self; 6] = [
+        Self::Rotated,
+        Self::Grace,
+        Self::ReuseDetected,
+        Self::Refused,
+        Self::DpopKeyMismatch,
+        Self::DpopProofMissing,
+    ];
 
     fn label(self) -> &'static str {
         match self {
@@ -69,6 +80,8 @@ impl RefreshOutcome {
             Self::Grace => "grace",
             Self::ReuseDetected => "reuse_detected",
             Self::Refused => "refused",
+            Self::DpopKeyMismatch => "dpop_key_mismatch",
+            Self::DpopProofMissing => "dpop_proof_missing",
         }
     }
 }
@@ -104,7 +117,7 @@ pub struct Metrics {
     /// Indexed by [`LoginOutcome`]; each is also a series of `latchkey_logins_total`.
     logins: [Counter; 3],
     /// Indexed by [`RefreshOutcome`]; each is also a series of `latchkey_refreshes_total`.
-    refreshes: [Counter; 4],
+    refreshes: [Counter; 6],
     registrations: Counter,
     password_failures: Counter,
     revocations: Family<ReasonLabel, Counter>,
@@ -129,7 +142,7 @@ impl Default for Metrics {
         let refreshes = RefreshOutcome::ALL
             .map(|o| refreshes_by_result.get_or_create_owned(&ResultLabel { result: o.label() }));
         let [_, _, throttled] = logins.clone();
-        let [_, grace, reuse_detected, _] = refreshes.clone();
+        let [_, grace, reuse_detected, ..] = refreshes.clone();
         let registrations = Counter::default();
         let password_failures = Counter::default();
         let revocations = Family::<ReasonLabel, Counter>::default();

@@ -2,8 +2,10 @@
 //!
 //! [`decide`] is the whole policy: revoked and expired sessions are refused; a live token
 //! rotates; the newest retired token, presented again within the grace window, before its
-//! successor has been used and by the caller that rotated it (same IP network and user
-//! agent, see `caller.rs`), is a benign concurrent refresh and gets the same successor;
+//! successor has been used and by the caller that rotated it (the session's DPoP key when
+//! it is bound, SPEC 12; otherwise the same IP network and user agent, see `caller.rs`), is
+//! a benign concurrent refresh and gets the same successor; a bound session's token without
+//! its key is theft;
 //! any other retired token is reuse and revokes the session, whatever else is wrong with
 //! the request (a scope beyond the grant is judged only after the token's state). The store runs `decide` inside
 //! the rotation's transaction, so concurrent refreshes of one token see each other's writes
@@ -26,6 +28,10 @@ use crate::settings::{BindingPolicy, Settings};
 use crate::store::{
     NewSecurityEvent, RefreshSnapshot, RotationDecision, SessionRevocation, StoreError, Touch, UserStatus,
 };
+use crate::tokens::token_type;
+
+/// The security event of a bound session's token presented without its key (SPEC 12).
+pub const DPOP_KEY_MISMATCH: &str = "dpop_key_mismatch";
 
 /// Refresh failures.
 #[derive(Debug, thiserror::Error)]
@@ -147,17 +153,35 @@ pub fn decide(snap: &RefreshSnapshot, ctx: &RefreshContext) -> RotationDecision 
         return RotationDecision::Refuse { reason: ErrorReason::IdleExpired };
     }
 
+    // Key continuity (SPEC 12): a bound session's every refresh must prove its key. `None`
+    // for a Bearer session; `Some(false)` for another key or no proof, which is theft
+    // whatever the token's state.
+    let has_session_key =
+        session.dpop_jkt.as_ref().map(|bound| ctx.caller.dpop.as_ref().is_some_and(|key| key.ct_eq(bound)));
+    let key_mismatch = |token: &str| {
+        let detail = Some(format!(
+            "{token} token presented {}",
+            if ctx.caller.dpop.is_some() { "with another DPoP key" } else { "without a DPoP proof" }
+        ));
+        revoke(ctx, snap, ErrorReason::ReuseDetected, DPOP_KEY_MISMATCH, detail)
+    };
+
     // A retired token is reuse unless it is the benign concurrent retry of SPEC 4: inside
-    // the grace window, before its successor was used, and from the caller that rotated it.
+    // the grace window, before its successor was used, and from the caller that rotated it
+    // (the session's key when it has one; otherwise the same IP network and user agent).
     // Without the caller bound, a thief holding a copy could wait for the victim to rotate
     // (the device list shows when) and collect the victim's successor inside the window.
     // Decided before binding and before the requested scope, so theft is reported as theft
     // whatever else the thief sends.
     if let Some(retired_at) = snap.token.retired_at {
+        if has_session_key == Some(false) {
+            return key_mismatch("retired");
+        }
         let grace = i64::try_from(ctx.policy.refresh_grace.as_secs()).unwrap_or(i64::MAX);
         let is_within_window = grace > 0 && now.seconds_since(retired_at) <= grace;
-        let is_same_caller =
-            snap.token.retired_by.is_some_and(|by| by.ct_eq(&CallerFingerprint::of(&ctx.caller)));
+        let is_same_caller = has_session_key.unwrap_or_else(|| {
+            snap.token.retired_by.is_some_and(|by| by.ct_eq(&CallerFingerprint::of(&ctx.caller)))
+        });
         let is_benign_retry = is_within_window
             && !snap.token.is_successor_used
             && snap.token.successor_sealed.is_some()
@@ -171,10 +195,15 @@ pub fn decide(snap: &RefreshSnapshot, ctx: &RefreshContext) -> RotationDecision 
             ));
             return revoke(ctx, snap, ErrorReason::ReuseDetected, "refresh_token_reuse", detail);
         }
+    } else if has_session_key == Some(false) {
+        return key_mismatch("live");
     }
 
-    // Binding (SPEC 4): a different user agent than the login's.
-    let is_foreign_agent = session.user_agent.is_some() && ctx.caller.user_agent != session.user_agent;
+    // Binding (SPEC 4): a different user agent than the login's. A bound session's key
+    // says more than its user agent, which changes with every browser update.
+    let is_foreign_agent = has_session_key.is_none()
+        && session.user_agent.is_some()
+        && ctx.caller.user_agent != session.user_agent;
     let mut anomaly = None;
     if is_foreign_agent {
         let detail = Some(format!(
@@ -276,7 +305,14 @@ impl Latchkey {
                 open_successor(presented, sealed).ok_or(RefreshError::Sealing)?
             }
             RotationDecision::Revoke { revocation } => {
-                if revocation.reason == ErrorReason::ReuseDetected {
+                if revocation.event.kind == DPOP_KEY_MISMATCH {
+                    let outcome = match caller.dpop {
+                        Some(_) => RefreshOutcome::DpopKeyMismatch,
+                        None => RefreshOutcome::DpopProofMissing,
+                    };
+                    self.metrics.refresh(outcome);
+                    tracing::warn!(sid = %snap.session.id, sub = %snap.user.id, "refresh without the session's DPoP key; session revoked");
+                } else if revocation.reason == ErrorReason::ReuseDetected {
                     self.metrics.refresh(RefreshOutcome::ReuseDetected);
                     tracing::warn!(sid = %snap.session.id, sub = %snap.user.id, "refresh token reuse detected; session revoked");
                 } else {
@@ -295,10 +331,10 @@ impl Latchkey {
                 return Err(RefreshError::ScopeExceeded);
             }
         };
-        let access_token = self.mint_access_token(&snap.user, &snap.session, now)?;
+        let access_token = self.mint_access_token(&snap.user, &snap.session, caller.dpop.as_ref(), now)?;
         Ok(TokenResponse {
             access_token,
-            token_type: "Bearer",
+            token_type: token_type(caller.dpop.as_ref()),
             expires_in: self.access_token_lifetime(&snap.session, now),
             refresh_token,
             session_id: snap.session.id.into_string(),

@@ -44,6 +44,8 @@ pub struct Latchkey {
     /// The WebAuthn relying party, built from the issuer; `None` when the issuer has no
     /// domain name, so passkeys cannot work (see `passkey.rs`).
     pub(crate) webauthn: Option<webauthn_rs::prelude::Webauthn>,
+    /// The key DPoP nonces are made with (see `dpop.rs`).
+    pub(crate) nonces: crate::dpop::NonceKey,
     /// When maintenance last pruned old rows.
     last_prune: std::sync::atomic::AtomicI64,
     /// Held for a whole `maintain`, so a second caller waits for a run in progress instead
@@ -70,10 +72,12 @@ impl Latchkey {
     ) -> Result<Self, StartError> {
         let retention =
             settings.access_token_ttl.max(std::time::Duration::from_secs(3600)) + settings.clock_skew;
+        let nonces = crate::dpop::NonceKey::new(master_key.as_ref());
         let keys = KeyRing::new(master_key, retention);
         let passwords = PasswordHasher::new(settings.password_hash_concurrency)?;
         let service = Self {
             webauthn: crate::passkey::relying_party(&settings.issuer),
+            nonces,
             store,
             clock,
             settings,

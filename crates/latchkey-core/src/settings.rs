@@ -106,6 +106,9 @@ pub struct Settings {
     pub refresh_grace: Duration,
     /// Binding policy.
     pub binding: BindingPolicy,
+    /// Whether DPoP proofs must carry a nonce this server issued (`DPoP-Nonce`, RFC 9449
+    /// §8), which bounds a proof made ahead of time to the nonce's few minutes.
+    pub dpop_nonce: bool,
     /// Registration.
     pub registration: Registration,
     /// Whether registration asks for an email address.
@@ -140,6 +143,7 @@ impl Settings {
             session_max_ttl: Duration::from_secs(90 * 86_400),
             refresh_grace: Duration::from_secs(10),
             binding: BindingPolicy::Log,
+            dpop_nonce: false,
             registration: Registration::Open,
             registration_email: RegistrationEmail::Optional,
             mfa: MfaPolicy::default(),

@@ -141,6 +141,9 @@ pub struct SessionRecord {
     /// (`pwd`, `pwd otp mfa`, `pwd mfa`; see [`crate::mfa::acr_of`]). An app's session takes
     /// the browser sign-in's.
     pub amr: String,
+    /// The DPoP key the session is bound to for its whole life (SPEC 12): every refresh must
+    /// come with a proof from it. `None` for a Bearer session.
+    pub dpop_jkt: Option<crate::dpop::Thumbprint>,
 }
 
 /// A refresh token as stored: its key and hash, never the token.
@@ -730,6 +733,14 @@ pub trait ThrottleStore {
     async fn delete_throttle(&self, key: &str) -> Result<(), StoreError>;
 }
 
+/// DPoP proofs seen (SPEC 12): the replay cache, in the database so that every node shares it.
+#[async_trait]
+pub trait ProofStore {
+    /// Remembers a proof (by [`crate::dpop`]'s hash of its key and `jti`) until `until`;
+    /// `false` when it was remembered already, by this node or another.
+    async fn remember_dpop_proof(&self, hash: &TokenHash, until: Timestamp) -> Result<bool, StoreError>;
+}
+
 /// Security events (SPEC 8).
 #[async_trait]
 pub trait AuditStore {
@@ -762,6 +773,7 @@ pub trait Store:
     + LinkStore
     + OutboxStore
     + MfaStore
+    + ProofStore
     + Send
     + Sync
     + 'static
@@ -769,7 +781,7 @@ pub trait Store:
     /// Succeeds when the database answers.
     async fn ping(&self) -> Result<(), StoreError>;
     /// Deletes what no longer matters: feed events past their `until`, throttling counters
-    /// idle for a day, sessions (with their refresh tokens) that expired or were revoked
+    /// idle for a day, DPoP proofs past their window, sessions (with their refresh tokens) that expired or were revoked
     /// before `forget_sessions_before`, and link tokens and mail a week past their use.
     /// Returns how many rows went.
     async fn prune(&self, now: Timestamp, forget_sessions_before: Timestamp) -> Result<u64, StoreError>;
@@ -778,7 +790,7 @@ pub trait Store:
 /// Every port trait, for `use crate::store::ports::*`.
 pub mod ports {
     pub use super::{
-        AuditStore, FeedStore, KeyStore, LinkStore, MfaStore, OAuthStore, OutboxStore, SessionStore, Store,
-        ThrottleStore, UserStore,
+        AuditStore, FeedStore, KeyStore, LinkStore, MfaStore, OAuthStore, OutboxStore, ProofStore,
+        SessionStore, Store, ThrottleStore, UserStore,
     };
 }

@@ -9,11 +9,12 @@ use std::sync::Arc;
 use jsonwebtoken::{Validation, decode, decode_header};
 use latchkey_proto::TokenErrorReason;
 use latchkey_proto::claims::{
-    ACCESS_TOKEN_TYP, AccessTokenClaims, ClaimsCheck, MAX_ACCESS_TOKEN_LEN, is_access_token_typ,
+    ACCESS_TOKEN_TYP, AccessTokenClaims, ClaimsCheck, Confirmation, MAX_ACCESS_TOKEN_LEN, is_access_token_typ,
 };
 
 use crate::clock::Timestamp;
 use crate::crypto::{TokenHash, new_id};
+use crate::dpop::Thumbprint;
 use crate::ids::{ClientId, Scope};
 use crate::keys::KeyError;
 use crate::service::Latchkey;
@@ -31,8 +32,18 @@ pub(crate) fn carries_roles(session: &SessionRecord) -> bool {
     session.client_id == crate::login::FIRST_PARTY_CLIENT_ID || session.scope.contains(crate::oauth::ROLES)
 }
 
+/// The `token_type` of a token response: `DPoP` when its access token is bound to a key.
+pub(crate) fn token_type(key: Option<&Thumbprint>) -> &'static str {
+    if key.is_some() { "DPoP" } else { "Bearer" }
+}
+
+fn confirmation(key: Option<&Thumbprint>) -> Option<Confirmation> {
+    key.map(|k| Confirmation { jkt: k.as_str().to_owned() })
+}
+
 impl Latchkey {
-    /// Mints an access token for a session.
+    /// Mints an access token for a session, bound to `key` when the request proved one
+    /// (`cnf.jkt`, SPEC 12).
     ///
     /// # Errors
     /// When no key can sign.
@@ -40,6 +51,7 @@ impl Latchkey {
         &self,
         user: &UserRecord,
         session: &SessionRecord,
+        key: Option<&Thumbprint>,
         now: Timestamp,
     ) -> Result<String, KeyError> {
         let s = &self.settings;
@@ -58,7 +70,7 @@ impl Latchkey {
             scope: session.scope.to_string(),
             roles: if carries_roles(session) { user.roles.clone() } else { Vec::new() },
             authz_ver: user.authz_ver,
-            cnf: None,
+            cnf: confirmation(key),
             amr: crate::mfa::amr_values(&session.amr),
             acr: Some(crate::mfa::acr_of(&session.amr).to_owned()),
         };
@@ -77,6 +89,7 @@ impl Latchkey {
         &self,
         client_id: &ClientId,
         scope: &Scope,
+        key: Option<&Thumbprint>,
         now: Timestamp,
     ) -> Result<String, KeyError> {
         let s = &self.settings;
@@ -93,7 +106,7 @@ impl Latchkey {
             scope: scope.to_string(),
             roles: Vec::new(),
             authz_ver: 0,
-            cnf: None,
+            cnf: confirmation(key),
             amr: Vec::new(),
             acr: None,
         };

@@ -13,6 +13,7 @@ use latchkey_core::StoreError;
 use latchkey_core::account::{AccountError, AuthError};
 use latchkey_core::clients::ClientError;
 use latchkey_core::crypto::new_id;
+use latchkey_core::dpop::DpopError;
 use latchkey_core::email_verification::EmailError;
 use latchkey_core::feed::FeedError;
 use latchkey_core::keys::KeyError;
@@ -61,6 +62,8 @@ pub enum ApiError {
     Reset(ResetError),
     /// Second factors (SPEC 11).
     Mfa(MfaError),
+    /// A `DPoP` proof (SPEC 12).
+    Dpop(DpopError),
 }
 
 impl ApiError {
@@ -92,7 +95,8 @@ from_domain!(
     Account(AccountError),
     Email(EmailError),
     Reset(ResetError),
-    Mfa(MfaError)
+    Mfa(MfaError),
+    Dpop(DpopError)
 );
 
 fn body(status: StatusCode, body: ErrorBody) -> Response {
@@ -120,6 +124,36 @@ fn missing_token() -> Response {
         plain(StatusCode::UNAUTHORIZED, ErrorCode::InvalidToken, "A Bearer access token is required.");
     res.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer realm=\"latchkey\""));
     res
+}
+
+/// The `DPoP-Nonce` response header (RFC 9449 §8).
+pub(crate) const DPOP_NONCE: &str = "dpop-nonce";
+
+/// A proof refused (`400 invalid_dpop_proof`), or a nonce asked for (`400 use_dpop_nonce`
+/// with the nonce to use, RFC 9449 §8).
+fn dpop(e: &DpopError) -> Response {
+    match e {
+        DpopError::Invalid(why) => {
+            plain(StatusCode::BAD_REQUEST, ErrorCode::InvalidDpopProof, why.to_string())
+        }
+        DpopError::Replayed => plain(
+            StatusCode::BAD_REQUEST,
+            ErrorCode::InvalidDpopProof,
+            "The DPoP proof was used before; make a new one for each request.",
+        ),
+        DpopError::UseNonce { nonce } => {
+            let mut res = plain(
+                StatusCode::BAD_REQUEST,
+                ErrorCode::UseDpopNonce,
+                "Sign the DPoP proof with the nonce in the DPoP-Nonce header.",
+            );
+            if let Ok(v) = HeaderValue::from_str(nonce) {
+                res.headers_mut().insert(DPOP_NONCE, v);
+            }
+            res
+        }
+        DpopError::Store(s) => store(s),
+    }
 }
 
 /// `429` for mails asked for too often (SPEC 10).
@@ -293,6 +327,7 @@ impl IntoResponse for ApiError {
                 RegisterError::Store(s) => store(s),
             },
             Self::Login(e) => login_error(e),
+            Self::Dpop(e) => dpop(e),
             Self::Refresh(e) => match e {
                 RefreshError::Refused(reason) => {
                     body(StatusCode::BAD_REQUEST, ErrorBody::with_reason(ErrorCode::InvalidGrant, *reason))

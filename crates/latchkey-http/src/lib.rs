@@ -42,20 +42,26 @@ pub const REQUEST_BODY_TIMEOUT: std::time::Duration = std::time::Duration::from_
 
 /// Every route of the server.
 pub fn router(state: AppState) -> Router {
+    // The endpoints that take DPoP proofs (SPEC 12) hand out the next nonce with every
+    // answer when nonces are on, so a client needs no failed request to learn it.
+    let offers_nonce = middleware::map_response_with_state(state.clone(), offer_dpop_nonce);
     Router::new()
         .route("/auth/register", post(session::register))
-        .route("/auth/login", post(session::login))
-        .route("/auth/login/mfa", post(session::mfa::login))
+        .route("/auth/login", post(session::login).layer(offers_nonce.clone()))
+        .route("/auth/login/mfa", post(session::mfa::login).layer(offers_nonce.clone()))
         .route("/auth/mfa", get(session::mfa::list))
         .route("/auth/mfa/totp", post(session::mfa::begin_totp))
-        .route("/auth/mfa/totp/confirm", post(session::mfa::confirm_totp))
+        .route("/auth/mfa/totp/confirm", post(session::mfa::confirm_totp).layer(offers_nonce.clone()))
         .route("/auth/mfa/recovery-codes", post(session::mfa::replace_recovery_codes))
         .route("/auth/mfa/{id}", delete(session::mfa::remove))
         .route("/auth/passkeys/register/start", post(session::passkey::begin_registration))
         .route("/auth/passkeys/register/finish", post(session::passkey::finish_registration))
         .route("/auth/passkeys/login/start", post(session::passkey::begin_login))
-        .route("/auth/passkeys/login/finish", post(session::passkey::finish_login))
-        .route("/auth/refresh", post(session::refresh))
+        .route(
+            "/auth/passkeys/login/finish",
+            post(session::passkey::finish_login).layer(offers_nonce.clone()),
+        )
+        .route("/auth/refresh", post(session::refresh).layer(offers_nonce.clone()))
         .route("/auth/logout", post(session::logout))
         .route("/auth/logout-all", post(session::logout_all))
         .route("/auth/sessions", get(session::list_sessions))
@@ -72,7 +78,7 @@ pub fn router(state: AppState) -> Router {
         .route("/.well-known/openid-configuration", get(oauth::discovery))
         .route("/.well-known/oauth-authorization-server", get(oauth::discovery))
         .route("/oauth/authorize", get(pages::authorize).post(pages::consent))
-        .route("/oauth/token", post(oauth::token))
+        .route("/oauth/token", post(oauth::token).layer(offers_nonce.clone()))
         .route("/oauth/revoke", post(oauth::revoke))
         .route("/oauth/introspect", post(oauth::introspect))
         .route("/oauth/userinfo", get(oauth::userinfo).post(oauth::userinfo))
@@ -228,6 +234,14 @@ fn too_large(is_body_unread: bool) -> Response {
     let mut res = error::ApiError::body_too_large().into_response();
     if is_body_unread {
         res.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
+    }
+    res
+}
+
+/// Adds `DPoP-Nonce` with the current nonce, when `dpop_nonce` is on.
+async fn offer_dpop_nonce(State(state): State<AppState>, mut res: Response) -> Response {
+    if let Some(v) = state.service.dpop_nonce().and_then(|n| HeaderValue::from_str(&n).ok()) {
+        res.headers_mut().insert(error::DPOP_NONCE, v);
     }
     res
 }

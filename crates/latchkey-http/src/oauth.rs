@@ -18,6 +18,7 @@ use crate::error::ApiError;
 use crate::extract::bearer::Bearer;
 use crate::extract::caller::RequestCaller;
 use crate::extract::client_auth::{credentials, form_decode};
+use crate::extract::dpop::ProvingCaller;
 
 type ApiResult = Result<Response, ApiError>;
 
@@ -102,7 +103,7 @@ fn client_credentials(parts: &HeaderMap, params: &Params) -> Result<ClientCreden
 /// `POST /oauth/token`.
 pub(crate) async fn token(
     State(s): State<AppState>,
-    RequestCaller(ctx): RequestCaller,
+    ProvingCaller(ctx): ProvingCaller,
     headers: HeaderMap,
     body: Bytes,
 ) -> ApiResult {

@@ -39,6 +39,11 @@ pub enum ErrorCode {
     /// The password was right, but the user must set up a second factor first (SPEC 11
     /// policy), with the `mfa_token` that `POST /auth/mfa/totp` and its `/confirm` accept.
     MfaEnrolmentRequired,
+    /// RFC 9449: the `DPoP` proof is missing where required, malformed, replayed, or does
+    /// not match the request.
+    InvalidDpopProof,
+    /// RFC 9449 §8: the proof must carry the nonce in the `DPoP-Nonce` response header.
+    UseDpopNonce,
     /// The username is taken.
     UsernameTaken,
     /// The email address belongs to another account (SPEC 10).
@@ -80,6 +85,8 @@ impl ErrorCode {
             Self::InvalidCredentials => "invalid_credentials",
             Self::MfaRequired => "mfa_required",
             Self::MfaEnrolmentRequired => "mfa_enrolment_required",
+            Self::InvalidDpopProof => "invalid_dpop_proof",
+            Self::UseDpopNonce => "use_dpop_nonce",
             Self::UsernameTaken => "username_taken",
             Self::EmailTaken => "email_taken",
             Self::RegistrationClosed => "registration_closed",

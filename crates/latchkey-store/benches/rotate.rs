@@ -50,6 +50,7 @@ fn rotate(c: &mut Criterion) {
             revoked_at: None,
             revoke_reason: None,
             amr: "pwd".to_owned(),
+            dpop_jkt: None,
         };
         let first = new_refresh_token();
         store.insert_session(&session, &RefreshTokenKey::of(first.expose_secret())).await.expect("session");

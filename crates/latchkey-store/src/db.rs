@@ -21,6 +21,7 @@ use std::task::{Context, Poll, Waker};
 
 use async_trait::async_trait;
 use latchkey_core::StoreError;
+use latchkey_core::dpop::Thumbprint;
 use latchkey_core::ids::{ClientId, RedirectUri, Scope, SessionId, UserId};
 
 /// A boxed, sendable future: what [`Conn`] methods and operations return.
@@ -171,7 +172,7 @@ macro_rules! text_params {
         }
     )*};
 }
-text_params!(UserId, ClientId, SessionId, RedirectUri, Scope);
+text_params!(UserId, ClientId, SessionId, RedirectUri, Scope, Thumbprint);
 
 /// Expands to `body` once per kind of [`Param`], with `v` bound to its value: how each
 /// driver binds a parameter, written once.

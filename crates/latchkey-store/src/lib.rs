@@ -10,6 +10,7 @@
 
 mod audit;
 mod db;
+mod dpop;
 mod feed;
 mod keys;
 mod links;

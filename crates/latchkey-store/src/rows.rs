@@ -5,6 +5,7 @@
 use latchkey_core::caller::CallerFingerprint;
 use latchkey_core::clock::Timestamp;
 use latchkey_core::crypto::TokenHash;
+use latchkey_core::dpop::Thumbprint;
 use latchkey_core::ids::Scope;
 use latchkey_core::store::{
     AuthCodeRecord, ClientRecord, FactorRecord, FeedEventRecord, LinkPurpose, LinkRecord, MailRecord,
@@ -70,7 +71,8 @@ pub(crate) use mail_columns;
 macro_rules! session_columns {
     () => {
         "s.id, s.user_id, s.client_id, s.scope, s.created_at, s.last_used_at, s.idle_expires_at, \
-         s.expires_at, s.ip, s.user_agent, s.revoked_at, s.revoke_reason, s.amr"
+         s.expires_at, s.ip, s.user_agent, s.revoked_at, s.revoke_reason, s.amr, \
+         s.dpop_jkt"
     };
 }
 pub(crate) use session_columns;
@@ -257,6 +259,10 @@ pub(crate) fn session(row: &dyn Row) -> Result<SessionRecord, DbError> {
         // revoked either way, and the revocation is the fact that matters.
         revoke_reason: reason.map(|r| ErrorReason::parse(&r).unwrap_or(ErrorReason::RevokedByAdmin)),
         amr: row.text(12)?,
+        dpop_jkt: match row.opt_text(13)? {
+            Some(t) => Some(Thumbprint::parse(&t).ok_or_else(|| DbError::corrupt("sessions.dpop_jkt", t))?),
+            None => None,
+        },
     })
 }
 

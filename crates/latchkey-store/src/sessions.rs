@@ -27,7 +27,7 @@ use crate::rows::{self, session_columns};
 
 static INSERT: Sql = Sql::new(
     "INSERT INTO sessions (id, user_id, client_id, scope, created_at, last_used_at, idle_expires_at, \
-     expires_at, ip, user_agent, amr) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
+     expires_at, ip, user_agent, amr, dpop_jkt) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
 );
 static INSERT_TOKEN: Sql =
     Sql::new("INSERT INTO refresh_tokens (id, hash, session_id, created_at) VALUES ($1, $2, $3, $4)");
@@ -93,7 +93,8 @@ pub(crate) async fn insert_session_in_tx(
         s.expires_at.0,
         &s.ip,
         &s.user_agent,
-        &s.amr
+        &s.amr,
+        &s.dpop_jkt
     ];
     c.execute(&INSERT, p).await?;
     if let Some(key) = refresh_token {

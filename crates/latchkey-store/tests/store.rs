@@ -116,6 +116,7 @@ fn session(id: &str, user_id: &str, expires_at: i64) -> SessionRecord {
         revoked_at: None,
         revoke_reason: None,
         amr: "pwd".to_owned(),
+        dpop_jkt: None,
     }
 }
 
@@ -129,7 +130,7 @@ async fn rotate(store: &dyn Store, presented: &RefreshToken, now: i64) -> Option
         client_id: "latchkey".into(),
         now: Timestamp(now),
         policy: RotationPolicy::from(&Settings::new("http://issuer")),
-        caller: Caller { ip: None, user_agent: Some("ua".into()) },
+        caller: Caller { ip: None, user_agent: Some("ua".into()), dpop: None },
         requested_scope: None,
         successor: RefreshTokenKey::of(successor.expose_secret()),
         successor_sealed: seal_successor(presented, &successor).unwrap(),

@@ -64,6 +64,7 @@ struct RawConfig {
     session_max_ttl: Option<RawDuration>,
     refresh_grace: Option<RawDuration>,
     binding: Option<String>,
+    dpop_nonce: Option<bool>,
     registration: Option<String>,
     registration_email: Option<String>,
     mfa: Option<String>,
@@ -288,6 +289,9 @@ fn apply_env(raw: &mut RawConfig, env: &dyn Fn(&str) -> Option<String>) -> anyho
     if let Some(v) = get("mfa_required_roles") {
         raw.mfa_required_roles = Some(RawList::Text(v));
     }
+    if let Some(v) = get("dpop_nonce") {
+        raw.dpop_nonce = Some(v.parse().context("LATCHKEY_DPOP_NONCE: expected true or false")?);
+    }
     if let Some(v) = get("password_hash_concurrency") {
         raw.password_hash_concurrency = Some(v.parse().context("LATCHKEY_PASSWORD_HASH_CONCURRENCY")?);
     }
@@ -408,6 +412,7 @@ impl Config {
             Some("deny") => BindingPolicy::Deny,
             Some(other) => bail!("setting binding: expected off, log or deny, got {other:?}"),
         };
+        s.dpop_nonce = raw.dpop_nonce.unwrap_or(false);
         s.registration = match raw.registration.as_deref() {
             None | Some("open") => Registration::Open,
             Some("closed") => Registration::Closed,
@@ -442,9 +447,16 @@ impl Config {
             anyhow::anyhow!("setting trusted_proxies: {bad:?} is not an address or CIDR network")
         })?;
         let mail = mail_config(raw.smtp_url, raw.mail_from, raw.smtp_ca_file)?;
+        let database_url = raw.database_url.unwrap_or_else(|| DEFAULT_DATABASE_URL.to_owned());
+        let master_key = master_key(raw.master_key, raw.legacy_master_key)?;
+        // Nonces are an HMAC under a key derived from the master key; without one each node
+        // draws its own, and nodes behind one load balancer would refuse each other's.
+        if s.dpop_nonce && master_key.is_none() && !database_url.starts_with("sqlite:") {
+            bail!("setting dpop_nonce: several nodes need LATCHKEY_MASTER_KEY to share DPoP nonces");
+        }
         Ok(Self {
             listen,
-            database_url: raw.database_url.unwrap_or_else(|| DEFAULT_DATABASE_URL.to_owned()),
+            database_url,
             database_pool_size: match raw.database_pool_size {
                 None => latchkey_store::DEFAULT_PG_POOL,
                 Some(0) => bail!("setting database_pool_size: must be at least 1"),
@@ -452,7 +464,7 @@ impl Config {
             },
             settings: s,
             trusted_proxies,
-            master_key: master_key(raw.master_key, raw.legacy_master_key)?,
+            master_key,
             log: raw.log.unwrap_or_else(|| "info".to_owned()),
             mail,
         })
@@ -476,6 +488,17 @@ mod tests {
         assert!(parse_duration("5 weeks").is_err());
         assert!(parse_duration("m").is_err());
         assert!(parse_duration("").is_err());
+    }
+
+    #[test]
+    fn dpop_nonces_on_postgresql_need_the_master_key() {
+        let env = |k: &str| (k == "LATCHKEY_DPOP_NONCE").then(|| "true".to_owned());
+        assert!(Config::load_with(None, &Flags::default(), &env).unwrap().settings.dpop_nonce);
+        let pg = Flags { database_url: Some("postgres://127.0.0.1/x".into()), ..Flags::default() };
+        let err = Config::load_with(None, &pg, &env).err().unwrap();
+        assert!(format!("{err:#}").contains("dpop_nonce"), "{err:#}");
+        let bad = |k: &str| (k == "LATCHKEY_DPOP_NONCE").then(|| "yes".to_owned());
+        assert!(Config::load_with(None, &Flags::default(), &bad).is_err());
     }
 
     #[test]

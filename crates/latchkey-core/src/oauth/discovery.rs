@@ -29,6 +29,7 @@ impl Latchkey {
             "revocation_endpoint_auth_methods_supported": client_auth,
             "introspection_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post"],
             "code_challenge_methods_supported": ["S256"],
+            "dpop_signing_alg_values_supported": crate::dpop::ALGORITHMS,
             "prompt_values_supported": ["none", "login", "consent"],
             "acr_values_supported": crate::mfa::AcrLevel::ALL.map(crate::mfa::AcrLevel::as_str),
             "claims_supported": [

@@ -22,6 +22,7 @@ use crate::store::{
     AuthCodeRecord, ClientRecord, CodeDecision, CodeIssuer, CodeRedemption, RevocationTarget,
     SessionRevocation, StoreError, UserStatus,
 };
+use crate::tokens::token_type;
 
 /// How the client presented itself.
 #[derive(Debug)]
@@ -279,7 +280,7 @@ impl Latchkey {
                 let t = self.refresh_for(&client.client_id, &refresh_token, scope, ctx).await?;
                 Ok(OAuthTokenResponse {
                     access_token: t.access_token,
-                    token_type: "Bearer",
+                    token_type: t.token_type,
                     expires_in: t.expires_in,
                     refresh_token: Some(t.refresh_token),
                     id_token: None,
@@ -299,10 +300,11 @@ impl Latchkey {
                     None => client.scopes.clone(),
                 };
                 let now = self.clock.now();
-                let access_token = self.mint_client_token(&client.client_id, &scope, now)?;
+                let access_token =
+                    self.mint_client_token(&client.client_id, &scope, ctx.dpop.as_ref(), now)?;
                 Ok(OAuthTokenResponse {
                     access_token,
-                    token_type: "Bearer",
+                    token_type: token_type(ctx.dpop.as_ref()),
                     expires_in: self.settings.access_token_ttl.as_secs(),
                     refresh_token: None,
                     id_token: None,
@@ -339,6 +341,10 @@ impl Latchkey {
         let (client_id, redirect, verifier_owned) =
             (client.client_id.clone(), redirect_uri.clone(), verifier.to_owned());
         let lifetimes = SessionLifetimes::from(s);
+        // RFC 9449 §5: a public client's refresh tokens are bound to its key for the session's
+        // life; a confidential client's are bound to its credentials, and each of its access
+        // tokens to the key of the request that got it.
+        let is_public = client.secret_hash.is_none();
         let ctx_owned = ctx.clone();
         let decide = Box::new(move |code: &AuthCodeRecord, issuer: &CodeIssuer| {
             let problem = code_problem(code, &client_id, &redirect, &verifier_owned, now)
@@ -351,6 +357,9 @@ impl Latchkey {
             // The app's session is as strong as the browser sign-in that approved the code.
             if let Some(browser) = &issuer.browser_session {
                 session.amr.clone_from(&browser.amr);
+            }
+            if !is_public {
+                session.dpop_jkt = None;
             }
             CodeDecision::Issue { session: Box::new(session), refresh_token: refresh_key }
         });
@@ -416,7 +425,7 @@ impl Latchkey {
                 reason: Some(ErrorReason::UserDisabled),
             });
         };
-        let access_token = self.mint_access_token(&user, &session, now)?;
+        let access_token = self.mint_access_token(&user, &session, ctx.dpop.as_ref(), now)?;
         let is_oidc = session.scope.contains(OPENID);
         let id_token = if is_oidc {
             Some(self.mint_id_token(
@@ -432,7 +441,7 @@ impl Latchkey {
         };
         Ok(OAuthTokenResponse {
             access_token,
-            token_type: "Bearer",
+            token_type: token_type(ctx.dpop.as_ref()),
             expires_in: self.access_token_lifetime(&session, now),
             refresh_token,
             id_token,
@@ -479,6 +488,7 @@ mod tests {
             revoked_at: None,
             revoke_reason: None,
             amr: "pwd".to_owned(),
+            dpop_jkt: None,
         }
     }
 

@@ -38,6 +38,7 @@ fn snapshot() -> RefreshSnapshot {
             revoked_at: None,
             revoke_reason: None,
             amr: "pwd".to_owned(),
+            dpop_jkt: None,
         },
         user: UserRecord {
             id: "u".into(),
@@ -53,7 +54,7 @@ fn snapshot() -> RefreshSnapshot {
 }
 
 fn client(agent: &str) -> Caller {
-    Caller { ip: Some("127.0.0.2".into()), user_agent: Some(agent.into()) }
+    Caller { ip: Some("127.0.0.2".into()), user_agent: Some(agent.into()), dpop: None }
 }
 
 fn run(snap: &RefreshSnapshot, now: i64, settings: &Settings, agent: &str) -> RotationDecision {
@@ -258,7 +259,7 @@ fn grace_replay_needs_the_caller_that_rotated() {
         client_id: "latchkey".into(),
         now: Timestamp(T0 + 101),
         policy: RotationPolicy::from(&s),
-        caller: Caller { ip: Some("198.51.100.7".into()), user_agent: Some("agent/1".into()) },
+        caller: Caller { ip: Some("198.51.100.7".into()), user_agent: Some("agent/1".into()), dpop: None },
         requested_scope: None,
         successor: RefreshTokenKey::of("lkr_new"),
         successor_sealed: b"sealed".to_vec(),
@@ -295,4 +296,87 @@ fn scope_is_judged_after_the_tokens_state() {
     assert!(matches!(decide(&snapshot(), &ctx), RotationDecision::Rotate { .. }));
     ctx.requested_scope = Some(Scope::from(""));
     assert!(matches!(decide(&snapshot(), &ctx), RotationDecision::Rotate { .. }));
+}
+
+// Key continuity (SPEC 12).
+
+fn key(n: u8) -> crate::dpop::Thumbprint {
+    crate::dpop::Thumbprint::parse(&format!("{}{n:03}", "k".repeat(40))).unwrap()
+}
+
+/// A decision for a session bound to `key(1)`, asked by a caller holding `presented`
+/// (and, to show the key outweighs the network, from another network and user agent).
+fn run_bound(snap: &RefreshSnapshot, now: i64, presented: Option<u8>) -> RotationDecision {
+    let mut snap = snap.clone();
+    snap.session.dpop_jkt = Some(key(1));
+    let ctx = RefreshContext {
+        client_id: "latchkey".into(),
+        now: Timestamp(now),
+        policy: RotationPolicy::from(&settings()),
+        caller: Caller {
+            ip: Some("203.0.113.9".into()),
+            user_agent: Some("other-agent/9".into()),
+            dpop: presented.map(key),
+        },
+        requested_scope: None,
+        successor: RefreshTokenKey::of("lkr_new"),
+        successor_sealed: b"sealed".to_vec(),
+    };
+    decide(&snap, &ctx)
+}
+
+fn revoked_as(d: &RotationDecision) -> Option<(ErrorReason, &'static str)> {
+    match d {
+        RotationDecision::Revoke { revocation } => Some((revocation.reason, revocation.event.kind)),
+        _ => None,
+    }
+}
+
+#[test]
+fn a_bound_sessions_live_token_rotates_only_with_its_key() {
+    let d = run_bound(&snapshot(), T0 + 1, Some(1));
+    // Another network and user agent: no anomaly, the key is what counts.
+    assert!(matches!(d, RotationDecision::Rotate { event: None, .. }), "{d:?}");
+    for presented in [Some(2), None] {
+        let d = run_bound(&snapshot(), T0 + 1, presented);
+        assert_eq!(revoked_as(&d), Some((ErrorReason::ReuseDetected, DPOP_KEY_MISMATCH)), "{presented:?}");
+    }
+}
+
+#[test]
+fn a_duplicate_with_the_sessions_key_is_benign_and_with_another_key_is_theft() {
+    let mut snap = snapshot();
+    retired(&mut snap, T0, false);
+    // Same key inside the window: the same successor, whatever the network says.
+    assert!(matches!(run_bound(&snap, T0 + 5, Some(1)), RotationDecision::Replay { .. }));
+    // Another key, or none: theft, reported as a key mismatch.
+    for presented in [Some(2), None] {
+        let d = run_bound(&snap, T0 + 5, presented);
+        assert_eq!(revoked_as(&d), Some((ErrorReason::ReuseDetected, DPOP_KEY_MISMATCH)), "{presented:?}");
+    }
+    // The session's key does not stretch the window or revive a used successor.
+    let d = run_bound(&snap, T0 + 11, Some(1));
+    assert_eq!(revoked_as(&d), Some((ErrorReason::ReuseDetected, "refresh_token_reuse")));
+    retired(&mut snap, T0, true);
+    let d = run_bound(&snap, T0 + 5, Some(1));
+    assert_eq!(revoked_as(&d), Some((ErrorReason::ReuseDetected, "refresh_token_reuse")));
+}
+
+#[test]
+fn a_bearer_session_ignores_a_proof_and_keeps_the_network_rule() {
+    let mut snap = snapshot();
+    retired(&mut snap, T0, false);
+    let mut ctx_caller = client("agent/1");
+    ctx_caller.dpop = Some(key(7));
+    let ctx = RefreshContext {
+        client_id: "latchkey".into(),
+        now: Timestamp(T0 + 5),
+        policy: RotationPolicy::from(&settings()),
+        caller: ctx_caller,
+        requested_scope: None,
+        successor: RefreshTokenKey::of("lkr_new"),
+        successor_sealed: b"sealed".to_vec(),
+    };
+    // A proof's key is part of neither the Bearer fingerprint nor the decision.
+    assert!(matches!(decide(&snap, &ctx), RotationDecision::Replay { .. }));
 }

@@ -115,7 +115,7 @@ where
             .get(header::USER_AGENT)
             .and_then(|v| v.to_str().ok())
             .map(|s| s.chars().take(512).collect());
-        Ok(Self(Caller { ip: ip.map(|i| i.to_string()), user_agent }))
+        Ok(Self(Caller { ip: ip.map(|i| i.to_string()), user_agent, dpop: None }))
     }
 }
 

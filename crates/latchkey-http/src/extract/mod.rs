@@ -4,4 +4,5 @@
 pub(crate) mod bearer;
 pub(crate) mod caller;
 pub(crate) mod client_auth;
+pub(crate) mod dpop;
 pub(crate) mod json;

@@ -11,6 +11,7 @@ use crate::AppState;
 use crate::error::ApiError;
 use crate::extract::bearer::{Bearer, MaybeBearer};
 use crate::extract::caller::RequestCaller;
+use crate::extract::dpop::ProvingCaller;
 use crate::extract::json::{ApiJson, OptionalJson};
 
 type ApiResult = Result<Response, ApiError>;
@@ -40,7 +41,7 @@ pub(crate) async fn begin_totp(
 pub(crate) async fn confirm_totp(
     State(s): State<AppState>,
     MaybeBearer(token): MaybeBearer,
-    RequestCaller(caller): RequestCaller,
+    ProvingCaller(caller): ProvingCaller,
     ApiJson(req): ApiJson<TotpConfirmRequest>,
 ) -> ApiResult {
     match (token, req.mfa_token) {
@@ -88,7 +89,7 @@ pub(crate) async fn remove(
 /// `POST /auth/login/mfa`: the second step of a sign-in; the token response.
 pub(crate) async fn login(
     State(s): State<AppState>,
-    RequestCaller(caller): RequestCaller,
+    ProvingCaller(caller): ProvingCaller,
     ApiJson(req): ApiJson<MfaLoginRequest>,
 ) -> ApiResult {
     Ok(Json(s.service.login_mfa(req, &caller).await?).into_response())

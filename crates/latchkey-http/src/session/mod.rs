@@ -15,6 +15,7 @@ use crate::AppState;
 use crate::error::ApiError;
 use crate::extract::bearer::{Bearer, MaybeBearer};
 use crate::extract::caller::RequestCaller;
+use crate::extract::dpop::ProvingCaller;
 use crate::extract::json::{ApiJson, OptionalJson};
 
 pub(crate) mod mfa;
@@ -40,7 +41,7 @@ pub(crate) async fn register(
 
 pub(crate) async fn login(
     State(s): State<AppState>,
-    RequestCaller(caller): RequestCaller,
+    ProvingCaller(caller): ProvingCaller,
     ApiJson(creds): ApiJson<Credentials>,
 ) -> ApiResult {
     Ok(Json(s.service.login(creds, &caller).await?).into_response())
@@ -48,7 +49,7 @@ pub(crate) async fn login(
 
 pub(crate) async fn refresh(
     State(s): State<AppState>,
-    RequestCaller(caller): RequestCaller,
+    ProvingCaller(caller): ProvingCaller,
     ApiJson(req): ApiJson<RefreshRequest>,
 ) -> ApiResult {
     Ok(Json(s.service.refresh(&req.refresh_token, &caller).await?).into_response())

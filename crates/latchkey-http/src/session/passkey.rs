@@ -11,6 +11,7 @@ use crate::AppState;
 use crate::error::ApiError;
 use crate::extract::bearer::Bearer;
 use crate::extract::caller::RequestCaller;
+use crate::extract::dpop::ProvingCaller;
 use crate::extract::json::ApiJson;
 
 type ApiResult = Result<Response, ApiError>;
@@ -45,7 +46,7 @@ pub(crate) async fn begin_login(
 /// `POST /auth/passkeys/login/finish`: the token response.
 pub(crate) async fn finish_login(
     State(s): State<AppState>,
-    RequestCaller(caller): RequestCaller,
+    ProvingCaller(caller): ProvingCaller,
     ApiJson(req): ApiJson<PasskeyFinish>,
 ) -> ApiResult {
     Ok(Json(s.service.login_passkey(req, &caller).await?).into_response())

@@ -102,6 +102,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (7, include_str!("../../migrations/postgres/0007_second_factors.sql")),
     (8, include_str!("../../migrations/postgres/0008_session_amr.sql")),
     (9, include_str!("../../migrations/postgres/0009_passkey_challenges.sql")),
+    (10, include_str!("../../migrations/postgres/0010_dpop.sql")),
 ];
 
 /// Advisory lock key held while migrating, so nodes starting together migrate one at a time.

@@ -52,6 +52,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (10, include_str!("../../migrations/sqlite/0010_second_factors.sql")),
     (11, include_str!("../../migrations/sqlite/0011_session_amr.sql")),
     (12, include_str!("../../migrations/sqlite/0012_passkey_challenges.sql")),
+    (13, include_str!("../../migrations/sqlite/0013_dpop.sql")),
 ];
 
 /// Maps SQLite errors to the port's, without leaking rusqlite types.

@@ -18,6 +18,7 @@ mod cli;
 mod client;
 mod client_js;
 mod delays;
+mod dpop;
 mod email;
 mod feed;
 mod fuzz;

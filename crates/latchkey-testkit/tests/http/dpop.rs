@@ -1,0 +1,389 @@
+//! DPoP at the token-issuing endpoints (SPEC 12): bound sessions and tokens, key
+//! continuity deciding duplicate from theft, every kind of bad proof at every endpoint,
+//! replay across requests, server nonces, and many parallel refreshes of a bound session.
+
+use std::collections::HashSet;
+use std::time::Duration;
+
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use futures::future::join_all;
+use latchkey_dpop::ProofKey;
+use latchkey_testkit::{Answer, ISSUER};
+use serde_json::{Value, json};
+
+use crate::oauth::{App, REDIRECT, VERIFIER, browser, first_code, register_app};
+use crate::{TestServer, http_client, send};
+
+const PASSWORD: &str = "correct horse battery";
+
+fn now(s: &TestServer) -> i64 {
+    latchkey_core::Clock::now(&*s.clock).0
+}
+
+fn claims(jwt: &str) -> Value {
+    let part = jwt.split('.').nth(1).unwrap();
+    serde_json::from_slice(&URL_SAFE_NO_PAD.decode(part).unwrap()).unwrap()
+}
+
+/// A fresh proof by `key` for `POST path` on the test server, with the server's time.
+fn proof(s: &TestServer, key: &ProofKey, path: &str) -> String {
+    key.proof("POST", &format!("{ISSUER}{path}"), now(s), None, None).unwrap()
+}
+
+/// `POST` JSON with a `DPoP` header, when given one.
+async fn post(s: &TestServer, path: &str, body: Value, dpop: Option<&str>) -> Answer {
+    let mut req = http_client().post(s.url(path)).json(&body);
+    if let Some(p) = dpop {
+        req = req.header("DPoP", p);
+    }
+    send(req).await
+}
+
+async fn login(s: &TestServer, user: &str, key: Option<&ProofKey>) -> Answer {
+    let p = key.map(|k| proof(s, k, "/auth/login"));
+    post(s, "/auth/login", json!({"username": user, "password": PASSWORD}), p.as_deref()).await
+}
+
+async fn refresh(s: &TestServer, token: &str, key: Option<&ProofKey>) -> Answer {
+    let p = key.map(|k| proof(s, k, "/auth/refresh"));
+    post(s, "/auth/refresh", json!({"refresh_token": token}), p.as_deref()).await
+}
+
+/// Asserts a token response bound to `key`.
+fn assert_bound(a: &Answer, key: &ProofKey) {
+    assert_eq!(a.status, 200, "{}", a.text);
+    assert_eq!(a.str("token_type"), "DPoP");
+    assert_eq!(claims(a.str("access_token"))["cnf"]["jkt"], key.thumbprint().as_str());
+}
+
+async fn events_of_kind(s: &TestServer, kind: &str) -> usize {
+    s.store().list_security_events(1000).await.unwrap().iter().filter(|e| e.kind == kind).count()
+}
+
+async fn metric(s: &TestServer, line: &str) -> bool {
+    send(http_client().get(s.url("/metrics"))).await.text.lines().any(|l| l == line)
+}
+
+#[tokio::test]
+async fn a_session_opened_with_a_proof_is_bound_to_its_key_for_life() {
+    let s = TestServer::start().await;
+    let c = http_client();
+    s.register(&c, "dora", PASSWORD).await;
+    let key = ProofKey::generate_es256().unwrap();
+    let first = login(&s, "dora", Some(&key)).await;
+    assert_bound(&first, &key);
+    // Each refresh needs a proof from the same key, and stays bound.
+    let mut rt = first.str("refresh_token").to_owned();
+    for _ in 0..3 {
+        let next = refresh(&s, &rt, Some(&key)).await;
+        assert_bound(&next, &key);
+        rt = next.str("refresh_token").to_owned();
+    }
+    // A Bearer sign-in stays Bearer: no cnf, token_type Bearer.
+    let bearer = login(&s, "dora", None).await;
+    assert_eq!(bearer.str("token_type"), "Bearer");
+    assert!(claims(bearer.str("access_token")).get("cnf").is_none());
+    // The discovery document says which algorithms proofs may use.
+    let d = send(c.get(s.url("/.well-known/openid-configuration"))).await;
+    assert_eq!(d.json["dpop_signing_alg_values_supported"], json!(["ES256", "EdDSA"]));
+}
+
+#[tokio::test]
+async fn the_live_token_without_the_key_or_with_another_revokes_the_session() {
+    let s = TestServer::start().await;
+    let c = http_client();
+    s.register(&c, "eve", PASSWORD).await;
+    let owner = ProofKey::generate_ed25519().unwrap();
+    for (round, thief) in [None, Some(ProofKey::generate_es256().unwrap())].into_iter().enumerate() {
+        let first = login(&s, "eve", Some(&owner)).await;
+        assert_bound(&first, &owner);
+        let rt = first.str("refresh_token");
+        // A copy of the live token, presented without the key: theft.
+        let stolen = refresh(&s, rt, thief.as_ref()).await;
+        assert_eq!(stolen.status, 400, "{}", stolen.text);
+        assert_eq!(stolen.json["error"], "invalid_grant");
+        assert_eq!(stolen.json["error_reason"], "reuse_detected");
+        // The session is over for the owner too, and its access token is refused.
+        assert_eq!(refresh(&s, rt, Some(&owner)).await.json["error_reason"], "reuse_detected");
+        assert_eq!(s.get_auth(&c, "/auth/me", first.str("access_token")).await.status, 401);
+        assert_eq!(events_of_kind(&s, "dpop_key_mismatch").await, round + 1);
+    }
+    assert!(metric(&s, "latchkey_refreshes_total{result=\"dpop_proof_missing\"} 1").await);
+    assert!(metric(&s, "latchkey_refreshes_total{result=\"dpop_key_mismatch\"} 1").await);
+    // The feed published the revocations.
+    let feed = s.store().list_feed_events(0, latchkey_core::Clock::now(&*s.clock), 100).await.unwrap();
+    assert_eq!(feed.len(), 2, "{feed:?}");
+}
+
+#[tokio::test]
+async fn a_duplicate_with_the_sessions_key_is_benign_and_with_another_key_is_theft() {
+    let s = TestServer::start().await;
+    let c = http_client();
+    s.register(&c, "fay", PASSWORD).await;
+    let key = ProofKey::generate_es256().unwrap();
+
+    // Same key, inside the window, from another user agent: the same successor.
+    let first = login(&s, "fay", Some(&key)).await;
+    let rt = first.str("refresh_token");
+    let rotated = refresh(&s, rt, Some(&key)).await;
+    assert_bound(&rotated, &key);
+    s.clock.advance(Duration::from_secs(5));
+    let p = proof(&s, &key, "/auth/refresh");
+    let other_agent = reqwest::Client::builder().user_agent("another-agent/2").build().unwrap();
+    let dup =
+        send(other_agent.post(s.url("/auth/refresh")).header("DPoP", p).json(&json!({"refresh_token": rt})))
+            .await;
+    assert_bound(&dup, &key);
+    assert_eq!(dup.str("refresh_token"), rotated.str("refresh_token"));
+    assert_eq!(events_of_kind(&s, "dpop_key_mismatch").await, 0);
+
+    // Another key, inside the window, before the successor was used: theft.
+    let first = login(&s, "fay", Some(&key)).await;
+    let rt = first.str("refresh_token");
+    let rotated = refresh(&s, rt, Some(&key)).await;
+    let thief = ProofKey::generate_es256().unwrap();
+    let stolen = refresh(&s, rt, Some(&thief)).await;
+    assert_eq!(stolen.json["error_reason"], "reuse_detected", "{}", stolen.text);
+    assert_eq!(
+        refresh(&s, rotated.str("refresh_token"), Some(&key)).await.json["error_reason"],
+        "reuse_detected"
+    );
+    assert_eq!(events_of_kind(&s, "dpop_key_mismatch").await, 1);
+    let _ = c;
+}
+
+#[tokio::test]
+async fn parallel_refreshes_of_a_bound_session_yield_one_successor() {
+    let s = TestServer::start().await;
+    let c = http_client();
+    s.register(&c, "gil", PASSWORD).await;
+    let key = ProofKey::generate_es256().unwrap();
+    for round in 0..10 {
+        let first = login(&s, "gil", Some(&key)).await;
+        let rt = first.str("refresh_token").to_owned();
+        // Each request its own proof, all from the session's key.
+        let answers = join_all((0..24).map(|_| refresh(&s, &rt, Some(&key)))).await;
+        let successors: HashSet<&str> = answers
+            .iter()
+            .map(|a| {
+                assert_bound(a, &key);
+                a.str("refresh_token")
+            })
+            .collect();
+        assert_eq!(successors.len(), 1, "round {round}");
+        assert_eq!(s.live_refresh_tokens(first.str("session_id")).await, 1, "round {round}");
+    }
+    assert_eq!(events_of_kind(&s, "dpop_key_mismatch").await, 0);
+}
+
+/// Every kind of bad proof, refused with `400 invalid_dpop_proof`.
+fn bad_proofs(s: &TestServer, path: &str) -> Vec<(&'static str, String)> {
+    let key = ProofKey::generate_es256().unwrap();
+    let url = format!("{ISSUER}{path}");
+    let t = now(s);
+    let header = json!({"typ": "dpop+jwt", "alg": "ES256", "jwk": key.public_jwk()});
+    let claims = |htm: &str, htu: &str, iat: i64| json!({"jti": format!("j-{iat}-{htm}"), "htm": htm, "htu": htu, "iat": iat});
+    let other = ProofKey::generate_es256().unwrap();
+    let mut private = key.public_jwk().clone();
+    private["d"] = json!("AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA");
+    let none_header = URL_SAFE_NO_PAD
+        .encode(json!({"typ": "dpop+jwt", "alg": "none", "jwk": key.public_jwk()}).to_string());
+    let none_claims = URL_SAFE_NO_PAD.encode(claims("POST", &url, t).to_string());
+    vec![
+        ("htm", key.proof("GET", &url, t, None, None).unwrap()),
+        ("htu", key.proof("POST", &format!("{ISSUER}/elsewhere"), t, None, None).unwrap()),
+        ("htu host", key.proof("POST", &format!("https://evil.example{path}"), t, None, None).unwrap()),
+        ("iat past", key.proof("POST", &url, t - 120, None, None).unwrap()),
+        ("iat future", key.proof("POST", &url, t + 120, None, None).unwrap()),
+        ("wrong key", other.sign(&header, &claims("POST", &url, t)).unwrap()),
+        ("alg none", format!("{none_header}.{none_claims}.")),
+        (
+            "private key",
+            key.sign(&json!({"typ": "dpop+jwt", "alg": "ES256", "jwk": private}), &claims("POST", &url, t))
+                .unwrap(),
+        ),
+        (
+            "typ",
+            key.sign(
+                &json!({"typ": "JWT", "alg": "ES256", "jwk": key.public_jwk()}),
+                &claims("POST", &url, t),
+            )
+            .unwrap(),
+        ),
+        ("ath at a token endpoint", key.proof("POST", &url, t, Some("some-token"), None).unwrap()),
+        ("garbage", "not.a.proof".to_owned()),
+        ("huge", "A".repeat(3000)),
+    ]
+}
+
+#[tokio::test]
+async fn every_bad_proof_is_refused_at_every_endpoint_and_nothing_is_issued() {
+    let s = TestServer::start().await;
+    let c = http_client();
+    s.register(&c, "hal", PASSWORD).await;
+    let live = login(&s, "hal", None).await;
+    let app = register_app(&s, &["--grant-types", "client_credentials", "--scopes", "notes:read"]).await;
+    let secret = app.secret.clone().unwrap();
+    let bodies: Vec<(&str, Value)> = vec![
+        ("/auth/login", json!({"username": "hal", "password": PASSWORD})),
+        ("/auth/refresh", json!({"refresh_token": live.str("refresh_token")})),
+        ("/auth/login/mfa", json!({"mfa_token": "lkm_x", "method": "totp", "code": "123456"})),
+        ("/auth/passkeys/login/finish", json!({"challenge_id": "x", "credential": {}})),
+    ];
+    for (path, body) in &bodies {
+        for (what, p) in bad_proofs(&s, path) {
+            let a = post(&s, path, body.clone(), Some(&p)).await;
+            assert_eq!(a.status, 400, "{path} {what}: {}", a.text);
+            assert_eq!(a.json["error"], "invalid_dpop_proof", "{path} {what}: {}", a.text);
+        }
+    }
+    for (what, p) in bad_proofs(&s, "/oauth/token") {
+        let req = c
+            .post(s.url("/oauth/token"))
+            .basic_auth(&app.id, Some(&secret))
+            .header("DPoP", p)
+            .form(&[("grant_type", "client_credentials")]);
+        let a = send(req).await;
+        assert_eq!(
+            (a.status, a.json["error"].as_str()),
+            (400, Some("invalid_dpop_proof")),
+            "{what}: {}",
+            a.text
+        );
+    }
+    // Two DPoP headers.
+    let key = ProofKey::generate_es256().unwrap();
+    let url = format!("{ISSUER}/auth/login");
+    let two = c
+        .post(s.url("/auth/login"))
+        .header("DPoP", key.proof("POST", &url, now(&s), None, None).unwrap())
+        .header("DPoP", key.proof("POST", &url, now(&s), None, None).unwrap())
+        .json(&json!({"username": "hal", "password": PASSWORD}));
+    assert_eq!(send(two).await.json["error"], "invalid_dpop_proof");
+    // Nothing was issued or spent: the refresh token still rotates, once.
+    let rotated = s.refresh(&c, live.str("refresh_token")).await;
+    assert_eq!(rotated.status, 200, "{}", rotated.text);
+    let sessions = s.get_auth(&c, "/auth/sessions", rotated.str("access_token")).await;
+    assert_eq!(sessions.json["sessions"].as_array().unwrap().len(), 1, "{}", sessions.text);
+}
+
+#[tokio::test]
+async fn a_proof_is_accepted_once() {
+    let s = TestServer::start().await;
+    let c = http_client();
+    s.register(&c, "ida", PASSWORD).await;
+    let key = ProofKey::generate_ed25519().unwrap();
+    let p = proof(&s, &key, "/auth/login");
+    let body = json!({"username": "ida", "password": PASSWORD});
+    assert_bound(&post(&s, "/auth/login", body.clone(), Some(&p)).await, &key);
+    let again = post(&s, "/auth/login", body.clone(), Some(&p)).await;
+    assert_eq!(
+        (again.status, again.json["error"].as_str()),
+        (400, Some("invalid_dpop_proof")),
+        "{}",
+        again.text
+    );
+    // Replayed in parallel: exactly one gets through.
+    let p = proof(&s, &key, "/auth/login");
+    let answers = join_all((0..12).map(|_| post(&s, "/auth/login", body.clone(), Some(&p)))).await;
+    assert_eq!(answers.iter().filter(|a| a.status == 200).count(), 1);
+    assert!(answers.iter().all(|a| a.status == 200 || a.json["error"] == "invalid_dpop_proof"));
+}
+
+#[tokio::test]
+async fn with_nonces_on_a_proof_must_carry_a_current_one() {
+    let s = TestServer::start_with(|c| c.settings.dpop_nonce = true).await;
+    let c = http_client();
+    s.register(&c, "jo", PASSWORD).await;
+    let key = ProofKey::generate_es256().unwrap();
+    let url = format!("{ISSUER}/auth/login");
+    let body = json!({"username": "jo", "password": PASSWORD});
+    let first = post(&s, "/auth/login", body.clone(), Some(&proof(&s, &key, "/auth/login"))).await;
+    assert_eq!((first.status, first.json["error"].as_str()), (400, Some("use_dpop_nonce")), "{}", first.text);
+    let nonce = first.header("dpop-nonce").unwrap().to_owned();
+    let made_up = key.proof("POST", &url, now(&s), None, Some("made-up")).unwrap();
+    assert_eq!(post(&s, "/auth/login", body.clone(), Some(&made_up)).await.json["error"], "use_dpop_nonce");
+    let signed_in = post(
+        &s,
+        "/auth/login",
+        body.clone(),
+        Some(&key.proof("POST", &url, now(&s), None, Some(&nonce)).unwrap()),
+    )
+    .await;
+    assert_bound(&signed_in, &key);
+    // Every answer offers the current nonce; the previous one still works for a while, not forever.
+    assert!(signed_in.header("dpop-nonce").is_some());
+    s.clock.advance(Duration::from_secs(300));
+    let still = key.proof("POST", &url, now(&s), None, Some(&nonce)).unwrap();
+    assert_eq!(post(&s, "/auth/login", body.clone(), Some(&still)).await.status, 200);
+    s.clock.advance(Duration::from_secs(600));
+    let stale = key.proof("POST", &url, now(&s), None, Some(&nonce)).unwrap();
+    assert_eq!(post(&s, "/auth/login", body, Some(&stale)).await.json["error"], "use_dpop_nonce");
+    // Bearer requests need no nonce.
+    assert_eq!(login(&s, "jo", None).await.status, 200);
+}
+
+/// The code flow: a public app's session is bound for life; a confidential app's access
+/// tokens are bound per request, its refresh tokens to its credentials (RFC 9449 §5).
+#[tokio::test]
+async fn apps_get_bound_tokens_through_the_code_flow_and_client_credentials() {
+    let s = TestServer::start().await;
+    let c = http_client();
+    s.register(&c, "kim", PASSWORD).await;
+    let key = ProofKey::generate_es256().unwrap();
+    let exchange = |app: &App, code: String, key: &ProofKey| {
+        let mut form = vec![
+            ("grant_type", "authorization_code".to_owned()),
+            ("code", code),
+            ("redirect_uri", REDIRECT.to_owned()),
+            ("code_verifier", VERIFIER.to_owned()),
+        ];
+        let mut req = c.post(s.url("/oauth/token")).header("DPoP", proof(&s, key, "/oauth/token"));
+        match &app.secret {
+            Some(secret) => req = req.basic_auth(&app.id, Some(secret)),
+            None => form.push(("client_id", app.id.clone())),
+        }
+        send(req.form(&form))
+    };
+    let refresh = |app: &App, rt: &str, key: Option<&ProofKey>| {
+        let mut form = vec![("grant_type", "refresh_token".to_owned()), ("refresh_token", rt.to_owned())];
+        let mut req = c.post(s.url("/oauth/token"));
+        if let Some(k) = key {
+            req = req.header("DPoP", proof(&s, k, "/oauth/token"));
+        }
+        match &app.secret {
+            Some(secret) => req = req.basic_auth(&app.id, Some(secret)),
+            None => form.push(("client_id", app.id.clone())),
+        }
+        send(req.form(&form))
+    };
+
+    let public = register_app(&s, &["--public"]).await;
+    let code = first_code(&s, &browser(), &public, "kim").await;
+    let tokens = exchange(&public, code, &key).await;
+    assert_bound(&tokens, &key);
+    let rt = tokens.str("refresh_token");
+    let next = refresh(&public, rt, Some(&key)).await;
+    assert_bound(&next, &key);
+    let stolen = refresh(&public, next.str("refresh_token"), None).await;
+    assert_eq!(stolen.json["error_reason"], "reuse_detected", "{}", stolen.text);
+
+    let confidential = register_app(&s, &[]).await;
+    let code = first_code(&s, &browser(), &confidential, "kim").await;
+    let tokens = exchange(&confidential, code, &key).await;
+    assert_bound(&tokens, &key);
+    let other = ProofKey::generate_ed25519().unwrap();
+    let next = refresh(&confidential, tokens.str("refresh_token"), Some(&other)).await;
+    assert_bound(&next, &other);
+    let bearer = refresh(&confidential, next.str("refresh_token"), None).await;
+    assert_eq!(bearer.str("token_type"), "Bearer", "{}", bearer.text);
+
+    let machine = register_app(&s, &["--grant-types", "client_credentials", "--scopes", "notes:read"]).await;
+    let req = c
+        .post(s.url("/oauth/token"))
+        .basic_auth(&machine.id, machine.secret.as_deref())
+        .header("DPoP", proof(&s, &key, "/oauth/token"))
+        .form(&[("grant_type", "client_credentials")]);
+    assert_bound(&send(req).await, &key);
+}
