@@ -106,8 +106,9 @@ impl Latchkey {
         {
             return Err(DpopError::UseNonce { nonce });
         }
-        // Remembered past the latest moment its `iat` is accepted.
-        let until = now.plus(std::time::Duration::from_secs(2 * IAT_WINDOW_SECS.unsigned_abs()));
+        // Remembered past the latest moment its `iat` is accepted: a proof dated `now + 60`
+        // passes until `now + 120` inclusive, and rows go when `expires_at <= now`.
+        let until = now.plus(std::time::Duration::from_secs(2 * IAT_WINDOW_SECS.unsigned_abs() + 1));
         if !self.store.remember_dpop_proof(&replay_key(&checked), until).await? {
             return Err(DpopError::Replayed);
         }

@@ -118,6 +118,8 @@ pub struct Metrics {
     logins: [Counter; 3],
     /// Indexed by [`RefreshOutcome`]; each is also a series of `latchkey_refreshes_total`.
     refreshes: [Counter; 6],
+    /// Every theft caught at refresh, whichever way (`latchkey_refresh_reuse_detections`).
+    reuse_detections: Counter,
     registrations: Counter,
     password_failures: Counter,
     revocations: Family<ReasonLabel, Counter>,
@@ -142,7 +144,8 @@ impl Default for Metrics {
         let refreshes = RefreshOutcome::ALL
             .map(|o| refreshes_by_result.get_or_create_owned(&ResultLabel { result: o.label() }));
         let [_, _, throttled] = logins.clone();
-        let [_, grace, reuse_detected, ..] = refreshes.clone();
+        let [_, grace, ..] = refreshes.clone();
+        let reuse_detections = Counter::default();
         let registrations = Counter::default();
         let password_failures = Counter::default();
         let revocations = Family::<ReasonLabel, Counter>::default();
@@ -172,8 +175,8 @@ impl Default for Metrics {
         );
         registry.register(
             "refresh_reuse_detections",
-            "Retired refresh tokens replayed (sessions revoked)",
-            reuse_detected,
+            "Stolen refresh tokens caught (sessions revoked): a retired token replayed, or a DPoP-bound session's token without its key",
+            reuse_detections.clone(),
         );
         registry.register("revocations", "Sessions revoked by this node, by reason", revocations.clone());
         registry.register("mail_queued", "Mails written to the outbox by this node", mail_queued.clone());
@@ -203,6 +206,7 @@ impl Default for Metrics {
             registry,
             logins,
             refreshes,
+            reuse_detections,
             registrations,
             password_failures,
             revocations,
@@ -228,6 +232,14 @@ impl Metrics {
     pub fn refresh(&self, outcome: RefreshOutcome) {
         if let Some(c) = self.refreshes.get(outcome as usize) {
             c.inc();
+        }
+        if matches!(
+            outcome,
+            RefreshOutcome::ReuseDetected
+                | RefreshOutcome::DpopKeyMismatch
+                | RefreshOutcome::DpopProofMissing
+        ) {
+            self.reuse_detections.inc();
         }
     }
 
@@ -337,7 +349,7 @@ mod tests {
             "# TYPE latchkey_refreshes_total counter",
             "latchkey_refreshes_total{result=\"reuse_detected\"} 0",
             "# TYPE latchkey_refresh_grace_hits_total counter",
-            "# HELP latchkey_refresh_reuse_detections_total Retired refresh tokens replayed (sessions revoked).",
+            "# HELP latchkey_refresh_reuse_detections_total Stolen refresh tokens caught (sessions revoked): a retired token replayed, or a DPoP-bound session's token without its key.",
             "# TYPE latchkey_refresh_reuse_detections_total counter",
             "latchkey_refresh_reuse_detections_total 0",
             "# TYPE latchkey_revocations_total counter",

@@ -119,6 +119,10 @@ impl Latchkey {
         if let Err(e) = self.tidy_outbox(now).await {
             tracing::warn!(error = %e, "outbox upkeep failed; will retry");
         }
+        // Spent DPoP proofs go at every run, not hourly: anyone can add one per request.
+        if let Err(e) = store.forget_dpop_proofs(now).await {
+            tracing::warn!(error = %e, "forgetting spent DPoP proofs failed; will retry");
+        }
         let last = self.last_prune.load(std::sync::atomic::Ordering::Relaxed);
         if now.0 - last >= PRUNE_EVERY_SECS {
             self.last_prune.store(now.0, std::sync::atomic::Ordering::Relaxed);

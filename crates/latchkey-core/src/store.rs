@@ -739,6 +739,8 @@ pub trait ProofStore {
     /// Remembers a proof (by [`crate::dpop`]'s hash of its key and `jti`) until `until`;
     /// `false` when it was remembered already, by this node or another.
     async fn remember_dpop_proof(&self, hash: &TokenHash, until: Timestamp) -> Result<bool, StoreError>;
+    /// Forgets the proofs remembered until `now` or earlier; how many.
+    async fn forget_dpop_proofs(&self, now: Timestamp) -> Result<u64, StoreError>;
 }
 
 /// Security events (SPEC 8).
@@ -781,7 +783,7 @@ pub trait Store:
     /// Succeeds when the database answers.
     async fn ping(&self) -> Result<(), StoreError>;
     /// Deletes what no longer matters: feed events past their `until`, throttling counters
-    /// idle for a day, DPoP proofs past their window, sessions (with their refresh tokens) that expired or were revoked
+    /// idle for a day, sessions (with their refresh tokens) that expired or were revoked
     /// before `forget_sessions_before`, and link tokens and mail a week past their use.
     /// Returns how many rows went.
     async fn prune(&self, now: Timestamp, forget_sessions_before: Timestamp) -> Result<u64, StoreError>;

@@ -1,7 +1,7 @@
 //! Checking a proof (RFC 9449 §4.3), everything that needs no memory: form, key,
 //! signature, `typ`, `htm`, `htu`, `iat`, `ath`.
 
-use aws_lc_rs::signature::{ECDSA_P256_SHA256_FIXED, ED25519, UnparsedPublicKey};
+use aws_lc_rs::signature::{ECDSA_P256_SHA256_FIXED, UnparsedPublicKey};
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use serde::Deserialize;
@@ -73,6 +73,8 @@ struct Header {
     typ: Option<String>,
     alg: String,
     jwk: Map<String, Value>,
+    /// RFC 7515 §4.1.11: extensions the receiver must understand. None are understood here.
+    crit: Option<Value>,
 }
 
 #[derive(Deserialize)]
@@ -96,10 +98,32 @@ fn b64(part: &str, what: &'static str) -> Result<Vec<u8>, ProofError> {
     URL_SAFE_NO_PAD.decode(part).map_err(|_| ProofError::Malformed(what))
 }
 
+/// A proof's key, parsed for its signature check.
+enum Verifying {
+    /// The uncompressed P-256 point.
+    Es256(Vec<u8>),
+    /// Strict Ed25519 (RFC 8032 with small-order keys and `R` refused): with a key of small
+    /// order anyone can make a signature that verifies, which would let a "key" nobody holds
+    /// bind a session.
+    Ed25519(ed25519_dalek::VerifyingKey),
+}
+
+impl Verifying {
+    fn verify(&self, message: &[u8], signature: &[u8]) -> Result<(), ProofError> {
+        let is_valid = match self {
+            Self::Es256(point) => {
+                UnparsedPublicKey::new(&ECDSA_P256_SHA256_FIXED, point).verify(message, signature).is_ok()
+            }
+            Self::Ed25519(key) => ed25519_dalek::Signature::from_slice(signature)
+                .is_ok_and(|sig| key.verify_strict(message, &sig).is_ok()),
+        };
+        if is_valid { Ok(()) } else { Err(ProofError::BadSignature) }
+    }
+}
+
 /// A key as the signature check takes it, and its thumbprint.
 struct PublicKey {
-    algorithm: &'static dyn aws_lc_rs::signature::VerificationAlgorithm,
-    bytes: Vec<u8>,
+    verifying: Verifying,
     jkt: Thumbprint,
 }
 
@@ -133,12 +157,17 @@ fn public_key(alg: &str, jwk: &Map<String, Value>) -> Result<PublicKey, ProofErr
             bytes.extend_from_slice(&yb);
             // RFC 7638 §3.2: the required members in lexicographic order, no whitespace.
             let jkt = Thumbprint::of_members(&format!(r#"{{"crv":"P-256","kty":"EC","x":"{x}","y":"{y}"}}"#));
-            Ok(PublicKey { algorithm: &ECDSA_P256_SHA256_FIXED, bytes, jkt })
+            Ok(PublicKey { verifying: Verifying::Es256(bytes), jkt })
         }
         ("EdDSA", "OKP", "Ed25519") => {
             let (x, bytes) = coordinate(jwk, "x")?;
+            let bytes: [u8; 32] = bytes.try_into().map_err(|_| ProofError::BadKey)?;
+            let key = ed25519_dalek::VerifyingKey::from_bytes(&bytes).map_err(|_| ProofError::BadKey)?;
+            if key.is_weak() {
+                return Err(ProofError::BadKey);
+            }
             let jkt = Thumbprint::of_members(&format!(r#"{{"crv":"Ed25519","kty":"OKP","x":"{x}"}}"#));
-            Ok(PublicKey { algorithm: &ED25519, bytes, jkt })
+            Ok(PublicKey { verifying: Verifying::Ed25519(key), jkt })
         }
         ("ES256" | "EdDSA", _, _) => Err(ProofError::BadKey),
         _ => Err(ProofError::UnsupportedAlgorithm),
@@ -175,12 +204,13 @@ pub fn check(proof: &str, expected: &Expected<'_>) -> Result<CheckedProof, Proof
     if header.typ.as_deref() != Some(PROOF_TYP) {
         return Err(ProofError::Malformed("typ is not dpop+jwt"));
     }
+    if header.crit.is_some() {
+        return Err(ProofError::Malformed("crit names extensions this server does not understand"));
+    }
     let key = public_key(&header.alg, &header.jwk)?;
     let signature = b64(s, "signature")?;
     let signing_input = proof.get(..h.len() + 1 + p.len()).ok_or(ProofError::Malformed("parts"))?;
-    UnparsedPublicKey::new(key.algorithm, &key.bytes)
-        .verify(signing_input.as_bytes(), &signature)
-        .map_err(|_| ProofError::BadSignature)?;
+    key.verifying.verify(signing_input.as_bytes(), &signature)?;
 
     let claims: Claims =
         serde_json::from_slice(&b64(p, "payload")?).map_err(|_| ProofError::Malformed("claims"))?;

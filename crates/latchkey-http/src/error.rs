@@ -62,8 +62,11 @@ pub enum ApiError {
     Reset(ResetError),
     /// Second factors (SPEC 11).
     Mfa(MfaError),
-    /// A `DPoP` proof (SPEC 12).
+    /// A `DPoP` proof at a token endpoint (SPEC 12): `400`.
     Dpop(DpopError),
+    /// A `DPoP` proof that came with an access token (userinfo, the account API): `401`
+    /// with a `DPoP` challenge (RFC 9449 §7.1).
+    DpopResource(DpopError),
 }
 
 impl ApiError {
@@ -107,8 +110,28 @@ fn plain(status: StatusCode, code: ErrorCode, description: impl Into<String>) ->
     body(status, ErrorBody::new(code, description))
 }
 
-/// 401 `invalid_token` with the RFC 6750 challenge.
+/// `401` with the `DPoP` challenge (RFC 9449 §7.1) for `b`'s error, with `algs`.
+fn dpop_refused(b: ErrorBody) -> Response {
+    // The body is ours: its error code and description hold no quotes.
+    let challenge = format!(
+        "DPoP error=\"{}\", error_description=\"{}\", algs=\"{}\"",
+        b.error.as_str(),
+        b.error_description,
+        latchkey_core::dpop::ALGORITHMS.join(" ")
+    );
+    let mut res = body(StatusCode::UNAUTHORIZED, b);
+    if let Ok(v) = HeaderValue::from_str(&challenge) {
+        res.headers_mut().insert(header::WWW_AUTHENTICATE, v);
+    }
+    res
+}
+
+/// 401 `invalid_token` with the RFC 6750 challenge, or RFC 9449's for a token whose DPoP
+/// binding failed.
 fn invalid_token(reason: TokenErrorReason) -> Response {
+    if matches!(reason, TokenErrorReason::DpopRequired | TokenErrorReason::DpopKeyMismatch) {
+        return dpop_refused(ErrorBody::invalid_token(reason));
+    }
     let b = ErrorBody::invalid_token(reason);
     let challenge = format!("Bearer error=\"invalid_token\", error_description=\"{}\"", b.error_description);
     let mut res = body(StatusCode::UNAUTHORIZED, b);
@@ -328,6 +351,12 @@ impl IntoResponse for ApiError {
             },
             Self::Login(e) => login_error(e),
             Self::Dpop(e) => dpop(e),
+            Self::DpopResource(e) => match e {
+                DpopError::Invalid(_) | DpopError::Replayed => {
+                    dpop_refused(ErrorBody::new(ErrorCode::InvalidDpopProof, e.to_string()))
+                }
+                DpopError::UseNonce { .. } | DpopError::Store(_) => dpop(e),
+            },
             Self::Refresh(e) => match e {
                 RefreshError::Refused(reason) => {
                     body(StatusCode::BAD_REQUEST, ErrorBody::with_reason(ErrorCode::InvalidGrant, *reason))

@@ -202,6 +202,12 @@ pub enum TokenErrorReason {
     WrongIssuer,
     /// `kid` names no published key.
     UnknownKey,
+    /// The token is bound to a DPoP key (`cnf.jkt`) and came as `Bearer`: it must come as
+    /// `Authorization: DPoP` with a proof (SPEC 12).
+    DpopRequired,
+    /// The DPoP proof's key is not the one the token is bound to, or the token is not bound
+    /// and came as `DPoP`.
+    DpopKeyMismatch,
 }
 
 impl TokenErrorReason {
@@ -216,6 +222,8 @@ impl TokenErrorReason {
             Self::WrongAudience => "wrong_audience",
             Self::WrongIssuer => "wrong_issuer",
             Self::UnknownKey => "unknown_key",
+            Self::DpopRequired => "dpop_required",
+            Self::DpopKeyMismatch => "dpop_key_mismatch",
         }
     }
 
@@ -230,6 +238,10 @@ impl TokenErrorReason {
             Self::WrongAudience => "The access token is not meant for this audience.",
             Self::WrongIssuer => "The access token was issued by another issuer.",
             Self::UnknownKey => "The access token was signed with an unknown key.",
+            Self::DpopRequired => {
+                "The access token is DPoP-bound; send it as Authorization: DPoP with a proof."
+            }
+            Self::DpopKeyMismatch => "The DPoP proof is not from the key the access token is bound to.",
         }
     }
 }

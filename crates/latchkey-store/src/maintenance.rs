@@ -23,7 +23,6 @@ static EXPIRED_CODES: Sql = Sql::new("DELETE FROM auth_codes WHERE expires_at <=
 static OLD_LINKS: Sql = Sql::new("DELETE FROM link_tokens WHERE expires_at <= $1");
 static OLD_MFA_CHALLENGES: Sql = Sql::new("DELETE FROM mfa_challenges WHERE expires_at <= $1");
 static OLD_PASSKEY_CHALLENGES: Sql = Sql::new("DELETE FROM passkey_challenges WHERE expires_at <= $1");
-static SPENT_PROOFS: Sql = Sql::new("DELETE FROM dpop_proofs WHERE expires_at <= $1");
 static DONE_MAIL: Sql = Sql::new("DELETE FROM outbox WHERE state <> 'pending' AND created_at <= $1");
 static ENDED_COOKIES: Sql =
     Sql::new(concat!("DELETE FROM web_sessions WHERE session_id IN (", ended_before!(), ")"));
@@ -50,7 +49,6 @@ fn prune(c: &mut dyn Conn, (now, before): (i64, i64)) -> OpFuture<'_, u64> {
         n += c.execute(&OLD_LINKS, params![now.saturating_sub(MAIL_RETENTION_SECS)]).await?;
         n += c.execute(&OLD_MFA_CHALLENGES, params![now.saturating_sub(CODE_RETENTION_SECS)]).await?;
         n += c.execute(&OLD_PASSKEY_CHALLENGES, params![now]).await?;
-        n += c.execute(&SPENT_PROOFS, params![now]).await?;
         n += c.execute(&DONE_MAIL, params![now.saturating_sub(MAIL_RETENTION_SECS)]).await?;
         n += c.execute(&ENDED_COOKIES, params![before]).await?;
         n += c.execute(&ENDED_TOKENS, params![before]).await?;

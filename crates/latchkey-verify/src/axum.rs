@@ -1,7 +1,9 @@
 //! axum adapter: the [`AccessToken`] extractor, the [`VerifyLayer`] tower layer, and
 //! role/scope guards, answering exactly as SPEC 5.5 says: `401` +
 //! `WWW-Authenticate: Bearer error="invalid_token"` with the JSON body
-//! `{error, error_description, error_reason, error_type}`; `403 insufficient_scope` for a
+//! `{error, error_description, error_reason, error_type}` (a `DPoP` challenge with `algs`
+//! for a token that came as `Authorization: DPoP`, for its proof's failures, and for a
+//! bound token that came as `Bearer`, SPEC 12); `403 insufficient_scope` for a
 //! missing role or scope (a missing scope named in the challenge's `scope` attribute,
 //! RFC 6750 §3); `400 invalid_request` for two `Authorization` headers. Tokens are taken
 //! from the `Authorization` header only: one offered in the query string is refused.
@@ -21,9 +23,13 @@ use axum::extract::{FromRef, FromRequestParts, Request};
 use axum::http::request::Parts;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
+use latchkey_dpop::ProofError;
 use latchkey_proto::{ErrorBody, ErrorCode, TokenErrorReason};
 
 use crate::verifier::{Verified, Verifier, VerifyError};
+
+/// The `DPoP` request header.
+const DPOP: &str = "dpop";
 
 /// A verified access token, extracted from `Authorization: Bearer` (or left in the request
 /// extensions by [`VerifyLayer`], where `Extension<AccessToken>` finds it too). It
@@ -60,6 +66,9 @@ pub enum Rejection {
     TwoAuthorizationHeaders,
     /// The token was refused.
     Verify(VerifyError),
+    /// A token that came as `Authorization: DPoP` was refused, or its proof (SPEC 12): the
+    /// challenge is `DPoP`.
+    VerifyDpop(VerifyError),
     /// A role or scope is missing.
     InsufficientScope(Missing),
 }
@@ -78,23 +87,69 @@ fn quotable(value: &str) -> String {
     value.chars().filter(|c| matches!(c, ' '..='!' | '#'..='[' | ']'..='~')).collect()
 }
 
+/// The `algs` of every `DPoP` challenge (RFC 9449 §7.1).
+fn dpop_algs() -> String {
+    format!("algs=\"{}\"", latchkey_dpop::ALGORITHMS.join(" "))
+}
+
 fn invalid_token(body: ErrorBody) -> Response {
     let challenge =
         format!("Bearer error=\"invalid_token\", error_description=\"{}\"", body.error_description);
     with_challenge((StatusCode::UNAUTHORIZED, Json(body)).into_response(), challenge)
 }
 
+/// `401` with a `DPoP` challenge: `invalid_token` for the token, `invalid_dpop_proof` for
+/// the proof.
+fn dpop_refused(body: ErrorBody) -> Response {
+    let challenge = format!(
+        "DPoP error=\"{}\", error_description=\"{}\", {}",
+        body.error.as_str(),
+        quotable(&body.error_description),
+        dpop_algs()
+    );
+    with_challenge((StatusCode::UNAUTHORIZED, Json(body)).into_response(), challenge)
+}
+
+fn feed_unavailable(message: &'static str) -> Response {
+    let mut res =
+        (StatusCode::SERVICE_UNAVAILABLE, Json(ErrorBody::new(ErrorCode::TemporarilyUnavailable, message)))
+            .into_response();
+    res.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
+    res
+}
+
+/// The answer to a refusal of a token that came as `DPoP`, or of a bound token that came
+/// as `Bearer`.
+fn dpop_rejection(e: VerifyError) -> Response {
+    match e {
+        VerifyError::Invalid(reason) => dpop_refused(ErrorBody::invalid_token(reason)),
+        VerifyError::FeedUnavailable => {
+            feed_unavailable("Token revocations cannot be checked right now; retry shortly.")
+        }
+        VerifyError::ProofCacheFull => feed_unavailable("Too many DPoP requests right now; retry shortly."),
+        VerifyError::Proof(_) | VerifyError::ProofReplayed => {
+            dpop_refused(ErrorBody::new(ErrorCode::InvalidDpopProof, e.to_string()))
+        }
+    }
+}
+
 impl IntoResponse for Rejection {
     fn into_response(self) -> Response {
         match self {
-            Self::Missing => with_challenge(
-                (
-                    StatusCode::UNAUTHORIZED,
-                    Json(ErrorBody::new(ErrorCode::InvalidToken, "A Bearer access token is required.")),
-                )
-                    .into_response(),
-                "Bearer".to_owned(),
-            ),
+            Self::Missing => {
+                let mut res = with_challenge(
+                    (
+                        StatusCode::UNAUTHORIZED,
+                        Json(ErrorBody::new(ErrorCode::InvalidToken, "An access token is required.")),
+                    )
+                        .into_response(),
+                    "Bearer".to_owned(),
+                );
+                if let Ok(v) = HeaderValue::from_str(&format!("DPoP {}", dpop_algs())) {
+                    res.headers_mut().append(header::WWW_AUTHENTICATE, v);
+                }
+                res
+            }
             Self::TokenInQuery => {
                 let mut body = ErrorBody::invalid_token(TokenErrorReason::Malformed);
                 "Access tokens are accepted in the Authorization header only.".clone_into(&mut body.error_description);
@@ -112,19 +167,13 @@ impl IntoResponse for Rejection {
                 "Bearer error=\"invalid_request\", error_description=\"Only one Authorization header is allowed.\""
                     .to_owned(),
             ),
-            Self::Verify(VerifyError::Invalid(reason)) => invalid_token(ErrorBody::invalid_token(reason)),
-            Self::Verify(VerifyError::FeedUnavailable) => {
-                let mut res = (
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    Json(ErrorBody::new(
-                        ErrorCode::TemporarilyUnavailable,
-                        "Token revocations cannot be checked right now; retry shortly.",
-                    )),
-                )
-                    .into_response();
-                res.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
-                res
+            Self::Verify(VerifyError::Invalid(reason)) if reason != TokenErrorReason::DpopRequired => {
+                invalid_token(ErrorBody::invalid_token(reason))
             }
+            Self::Verify(VerifyError::FeedUnavailable) => {
+                feed_unavailable("Token revocations cannot be checked right now; retry shortly.")
+            }
+            Self::Verify(e) | Self::VerifyDpop(e) => dpop_rejection(e),
             Self::InsufficientScope(missing) => {
                 let (description, scope) = match &missing {
                     Missing::Role(role) => (format!("The access token lacks the role {role}."), None),
@@ -187,8 +236,17 @@ impl AccessToken {
     }
 }
 
-/// The Bearer token of a request: from exactly one `Authorization` header, never the query.
-fn bearer(parts: &Parts) -> Result<&str, Rejection> {
+/// How a request presents its token.
+enum Presented<'a> {
+    /// `Authorization: Bearer`.
+    Bearer(&'a str),
+    /// `Authorization: DPoP`, with the `DPoP` header.
+    Dpop { token: &'a str, proof: &'a str },
+}
+
+/// The token of a request: from exactly one `Authorization` header, never the query; with
+/// the `DPoP` scheme, exactly one `DPoP` header too.
+fn presented(parts: &Parts) -> Result<Presented<'_>, Rejection> {
     let mut values = parts.headers.get_all(header::AUTHORIZATION).iter();
     let Some(value) = values.next() else {
         let in_query = parts.uri.query().is_some_and(|q| {
@@ -201,17 +259,50 @@ fn bearer(parts: &Parts) -> Result<&str, Rejection> {
     }
     let (scheme, token) = value.to_str().ok().and_then(|v| v.split_once(' ')).ok_or(Rejection::Missing)?;
     let token = token.trim();
-    if !scheme.eq_ignore_ascii_case("bearer") || token.is_empty() {
+    if token.is_empty() {
         return Err(Rejection::Missing);
     }
-    Ok(token)
+    if scheme.eq_ignore_ascii_case("bearer") {
+        return Ok(Presented::Bearer(token));
+    }
+    if !scheme.eq_ignore_ascii_case("dpop") {
+        return Err(Rejection::Missing);
+    }
+    let proof_error = |why| Rejection::VerifyDpop(VerifyError::Proof(ProofError::Malformed(why)));
+    let mut proofs = parts.headers.get_all(DPOP).iter();
+    let proof = match (proofs.next(), proofs.next()) {
+        (None, _) => return Err(proof_error("no DPoP header")),
+        (Some(_), Some(_)) => return Err(proof_error("more than one DPoP header")),
+        (Some(v), None) => v.to_str().map_err(|_| proof_error("not ASCII"))?,
+    };
+    Ok(Presented::Dpop { token, proof })
+}
+
+/// The URL a client sent this request to, as its proof names it: the configured
+/// `resource_url`, or `http://` and the `Host`, with the path.
+fn request_url(parts: &Parts, verifier: &Verifier) -> String {
+    let path = parts.uri.path();
+    match &verifier.resource_url {
+        Some(base) => format!("{base}{path}"),
+        None => {
+            let host = parts.headers.get(header::HOST).and_then(|h| h.to_str().ok()).unwrap_or("localhost");
+            format!("http://{host}{path}")
+        }
+    }
 }
 
 async fn authenticate(parts: &Parts, verifier: &Verifier) -> Result<AccessToken, Rejection> {
     if let Some(done) = parts.extensions.get::<AccessToken>() {
         return Ok(done.clone());
     }
-    verifier.verify(bearer(parts)?).await.map(AccessToken).map_err(Rejection::Verify)
+    match presented(parts)? {
+        Presented::Bearer(token) => verifier.verify(token).await.map(AccessToken).map_err(Rejection::Verify),
+        Presented::Dpop { token, proof } => verifier
+            .verify_dpop(token, proof, parts.method.as_str(), &request_url(parts, verifier))
+            .await
+            .map(AccessToken)
+            .map_err(Rejection::VerifyDpop),
+    }
 }
 
 impl<S> FromRequestParts<S> for AccessToken

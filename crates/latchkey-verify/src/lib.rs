@@ -48,6 +48,7 @@
 
 pub mod axum;
 mod clock;
+mod dpop;
 mod feed;
 mod jwks;
 mod verifier;

@@ -238,3 +238,79 @@ async fn a_name_that_cannot_be_quoted_does_not_break_the_challenge() {
     // The JSON body keeps the name as given.
     assert_eq!(body["error_description"], "The access token lacks the scope no\"te\\s\n.");
 }
+
+// DPoP (SPEC 12).
+
+const API: &str = "https://api.verify.test/notes";
+
+/// A token bound to `key`, and a verifier judging by `T0 + 10`.
+async fn bound(key: &latchkey_dpop::ProofKey) -> (Arc<Verifier>, String) {
+    let k = keys();
+    let (_, clock) = manual_clock(T0 + 10);
+    let verifier = builder(&k).insecure_without_revocation().time_fn(clock).build().await.unwrap();
+    let mut c = claims(FIRST_PARTY_CLIENT_ID, "profile", &[]);
+    c.cnf = Some(latchkey_proto::claims::Confirmation { jkt: key.thumbprint().as_str().to_owned() });
+    (verifier, sign(&k, &c))
+}
+
+#[tokio::test]
+async fn a_bound_token_needs_a_proof_from_its_key_naming_it_and_the_request() {
+    let key = latchkey_dpop::ProofKey::generate_es256().unwrap();
+    let (v, token) = bound(&key).await;
+    let t = T0 + 10;
+    // As Bearer: refused, the client must use DPoP.
+    assert_eq!(v.verify(&token).await, Err(VerifyError::Invalid(TokenErrorReason::DpopRequired)));
+    // With a right proof: accepted once.
+    let proof = key.proof("GET", API, t, Some(&token), None).unwrap();
+    assert!(v.verify_dpop(&token, &proof, "GET", API).await.is_ok());
+    assert_eq!(v.verify_dpop(&token, &proof, "GET", API).await, Err(VerifyError::ProofReplayed));
+    // Another key, or a proof without `ath`, or for another request: refused.
+    let other = latchkey_dpop::ProofKey::generate_ed25519().unwrap();
+    let p = other.proof("GET", API, t, Some(&token), None).unwrap();
+    assert_eq!(
+        v.verify_dpop(&token, &p, "GET", API).await,
+        Err(VerifyError::Invalid(TokenErrorReason::DpopKeyMismatch))
+    );
+    let p = key.proof("GET", API, t, None, None).unwrap();
+    assert!(matches!(v.verify_dpop(&token, &p, "GET", API).await, Err(VerifyError::Proof(_))));
+    let p = key.proof("POST", API, t, Some(&token), None).unwrap();
+    assert!(matches!(v.verify_dpop(&token, &p, "GET", API).await, Err(VerifyError::Proof(_))));
+    let p = key.proof("GET", API, t - 3600, Some(&token), None).unwrap();
+    assert!(matches!(v.verify_dpop(&token, &p, "GET", API).await, Err(VerifyError::Proof(_))));
+    // An unbound token sent as DPoP is refused too: nothing ties it to the proof.
+    let k = keys();
+    let (_, clock) = manual_clock(T0 + 10);
+    let plain_verifier = builder(&k).insecure_without_revocation().time_fn(clock).build().await.unwrap();
+    let unbound = sign(&k, &claims(FIRST_PARTY_CLIENT_ID, "profile", &[]));
+    let p = key.proof("GET", API, t, Some(&unbound), None).unwrap();
+    assert_eq!(
+        plain_verifier.verify_dpop(&unbound, &p, "GET", API).await,
+        Err(VerifyError::Invalid(TokenErrorReason::DpopKeyMismatch))
+    );
+}
+
+#[tokio::test]
+async fn dpop_refusals_carry_a_dpop_challenge_with_algs() {
+    let (status, challenge, body) =
+        answer(Rejection::Verify(VerifyError::Invalid(TokenErrorReason::DpopRequired))).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    assert!(challenge.starts_with("DPoP error=\"invalid_token\""), "{challenge}");
+    assert!(challenge.contains("algs=\"ES256 EdDSA\""), "{challenge}");
+    assert_eq!(body["error_reason"], "dpop_required");
+    let (status, challenge, body) = answer(Rejection::VerifyDpop(VerifyError::ProofReplayed)).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    assert!(challenge.starts_with("DPoP error=\"invalid_dpop_proof\""), "{challenge}");
+    assert_eq!(body["error"], "invalid_dpop_proof");
+    let (status, _, body) = answer(Rejection::VerifyDpop(VerifyError::ProofCacheFull)).await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(body["error"], "temporarily_unavailable");
+    // Without a token, both schemes are offered.
+    let res = Rejection::Missing.into_response();
+    let offered: Vec<_> = res
+        .headers()
+        .get_all(header::WWW_AUTHENTICATE)
+        .iter()
+        .map(|v| v.to_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(offered, ["Bearer", "DPoP algs=\"ES256 EdDSA\""]);
+}

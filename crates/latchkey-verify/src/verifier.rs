@@ -31,6 +31,17 @@ pub enum VerifyError {
     /// The revocation feed has been unreachable longer than allowed (fail closed).
     #[error("revocation feed unavailable")]
     FeedUnavailable,
+    /// The `DPoP` proof that came with the token is not acceptable (SPEC 12): answered
+    /// `401 invalid_dpop_proof`.
+    #[error(transparent)]
+    Proof(#[from] latchkey_dpop::ProofError),
+    /// The proof was seen before by this verifier.
+    #[error("the DPoP proof was used before")]
+    ProofReplayed,
+    /// The replay cache is full of live proofs (far more DPoP requests than it was sized
+    /// for): answered `503` rather than forgetting proofs that could then be replayed.
+    #[error("the DPoP replay cache is full")]
+    ProofCacheFull,
 }
 
 /// Why [`VerifierBuilder::build`] refused to build a verifier.
@@ -128,6 +139,8 @@ pub struct VerifierBuilder {
     http: Option<reqwest::Client>,
     initial_jwks: Option<String>,
     now: TimeFn,
+    dpop_replay_capacity: usize,
+    resource_url: Option<String>,
 }
 
 impl std::fmt::Debug for VerifierBuilder {
@@ -225,6 +238,25 @@ impl VerifierBuilder {
         self
     }
 
+    /// The URL clients reach this API at (`https://api.example.com`, with any path prefix a
+    /// proxy strips): DPoP proofs name it in `htu`, with the request's path. Without it the
+    /// request's `Host` and plain `http` are used, which is right only when clients talk to
+    /// this process directly.
+    #[must_use]
+    pub fn resource_url(mut self, url: impl Into<String>) -> Self {
+        self.resource_url = Some(url.into().trim_end_matches('/').to_owned());
+        self
+    }
+
+    /// How many DPoP proofs the replay cache holds (default 200,000: a proof is kept about
+    /// two minutes, so about 1,600 DPoP requests a second). Past it, DPoP requests are
+    /// answered `503` until old proofs expire: forgetting one early would let it be replayed.
+    #[must_use]
+    pub fn dpop_replay_capacity(mut self, capacity: usize) -> Self {
+        self.dpop_replay_capacity = capacity.max(1);
+        self
+    }
+
     /// The HTTP client to use (for tests that count requests).
     #[must_use]
     pub fn http_client(mut self, http: reqwest::Client) -> Self {
@@ -315,6 +347,8 @@ impl VerifierBuilder {
             skew: self.skew,
             now: self.now,
             cache: Mutex::new(HashMap::new()),
+            proofs: Mutex::new(crate::dpop::ReplayCache::new(self.dpop_replay_capacity)),
+            resource_url: self.resource_url,
         });
         runtime.spawn(refresh_keys_on_schedule(Arc::downgrade(&verifier)));
         Ok(verifier)
@@ -356,11 +390,16 @@ pub struct Verifier {
     max_feed_staleness: Duration,
     policy: FeedPolicy,
     skew: i64,
-    now: TimeFn,
+    pub(crate) now: TimeFn,
     cache: Mutex<HashMap<String, Verified>>,
+    /// DPoP proofs seen (see `dpop.rs`).
+    pub(crate) proofs: Mutex<crate::dpop::ReplayCache>,
+    /// Where clients reach this API, for the proofs' `htu`; `None`: from each request's
+    /// `Host`.
+    pub(crate) resource_url: Option<String>,
 }
 
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+pub(crate) fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
@@ -384,14 +423,28 @@ impl Verifier {
             http: None,
             initial_jwks: None,
             now: Arc::new(system_time),
+            dpop_replay_capacity: crate::dpop::DEFAULT_REPLAY_CAPACITY,
+            resource_url: None,
         }
     }
 
-    /// Verifies a token: signature and claims (or the cache), then the revocation state.
+    /// Verifies a token that came as `Authorization: Bearer`: signature and claims (or the
+    /// cache), then the revocation state. A DPoP-bound token is refused
+    /// ([`TokenErrorReason::DpopRequired`]): without its proof it proves nothing; see
+    /// [`Self::verify_dpop`].
     ///
     /// # Errors
     /// The reason of SPEC 5.5, or [`VerifyError::FeedUnavailable`].
     pub async fn verify(&self, token: &str) -> Result<Verified, VerifyError> {
+        let verified = self.verify_token(token).await?;
+        if verified.claims.cnf.is_some() {
+            return Err(VerifyError::Invalid(TokenErrorReason::DpopRequired));
+        }
+        Ok(verified)
+    }
+
+    /// Signature, claims and revocation, whatever the token is bound to.
+    pub(crate) async fn verify_token(&self, token: &str) -> Result<Verified, VerifyError> {
         if token.len() > MAX_ACCESS_TOKEN_LEN {
             return Err(VerifyError::Invalid(TokenErrorReason::Malformed));
         }

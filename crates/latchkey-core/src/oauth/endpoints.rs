@@ -191,9 +191,11 @@ impl Latchkey {
             // A client_credentials token of a client that was removed since.
             return Ok(inactive);
         }
+        // RFC 9449 §6.2: a bound token's key, so a resource server can check the proof.
+        let token_type = if claims.cnf.is_some() { "DPoP" } else { "Bearer" };
         let mut out = json!({
             "active": true,
-            "token_type": "Bearer",
+            "token_type": token_type,
             "client_id": claims.client_id,
             "sub": claims.sub,
             "scope": claims.scope,
@@ -209,6 +211,9 @@ impl Latchkey {
             }
             if let Some(name) = username {
                 obj.insert("username".to_owned(), json!(name));
+            }
+            if let Some(cnf) = claims.cnf {
+                obj.insert("cnf".to_owned(), json!({"jkt": cnf.jkt}));
             }
         }
         Ok(out)

@@ -1,3 +1,5 @@
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use serde_json::json;
 
 use super::*;
@@ -107,6 +109,11 @@ fn forged_and_malformed_proofs_are_refused() {
     // typ.
     let p = es.sign(&json!({"typ": "JWT", "alg": "ES256", "jwk": es.public_jwk()}), &claims).unwrap();
     assert!(matches!(check(&p, &e).unwrap_err(), ProofError::Malformed(_)));
+    // A critical extension nobody here understands.
+    let p = es
+        .sign(&json!({"typ": "dpop+jwt", "alg": "ES256", "jwk": es.public_jwk(), "crit": ["b64"], "b64": false}), &claims)
+        .unwrap();
+    assert!(matches!(check(&p, &e).unwrap_err(), ProofError::Malformed(_)));
     // Missing claims, empty jti, garbage.
     for bad in [
         json!({"htm": "POST", "htu": URL, "iat": NOW}),
@@ -117,5 +124,27 @@ fn forged_and_malformed_proofs_are_refused() {
     }
     for garbage in ["", "a.b", "a.b.c.d", "!!.??.**", &"A".repeat(3000)] {
         assert!(matches!(check(garbage, &e).unwrap_err(), ProofError::Malformed(_)), "{garbage:.20}");
+    }
+}
+
+#[test]
+fn an_ed25519_key_of_small_order_is_refused_so_nobody_can_forge_for_it() {
+    // The identity point, and a point of order 8: with either, R = identity and S = 0 is a
+    // signature of every message.
+    let forged_sig = {
+        let mut s = [0u8; 64];
+        s[0] = 1;
+        URL_SAFE_NO_PAD.encode(s)
+    };
+    for x in ["AQAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA", "JuiVj8KyJ7BFw_SJ8u-Y8NXfrAXTxjM5sTgCiG1T_AU"] {
+        let header =
+            json!({"typ": "dpop+jwt", "alg": "EdDSA", "jwk": {"kty": "OKP", "crv": "Ed25519", "x": x}});
+        let claims = json!({"jti": "a", "htm": "POST", "htu": URL, "iat": NOW});
+        let proof = format!(
+            "{}.{}.{forged_sig}",
+            URL_SAFE_NO_PAD.encode(header.to_string()),
+            URL_SAFE_NO_PAD.encode(claims.to_string())
+        );
+        assert_eq!(check(&proof, &expected()).unwrap_err(), ProofError::BadKey, "{x}");
     }
 }

@@ -1,20 +1,31 @@
-//! Bearer tokens from the `Authorization` header (RFC 6750 §2.1) only: never from the query
+//! Access tokens from the `Authorization` header (RFC 6750 §2.1) only: never from the query
 //! string or the body. Two `Authorization` headers are a 400 (SPEC 5.5).
+//!
+//! A DPoP-bound token (SPEC 12) is accepted only as `Authorization: DPoP` with a proof
+//! from its key whose `ath` is the token's hash; as `Bearer` it is refused
+//! (`dpop_required`). Both checks happen here, at the edge, so every handler that takes a
+//! token gets one its caller has proved it may use. A token that fails its own checks is
+//! passed on: the handler answers for it as for any invalid token.
 
-use axum::extract::FromRequestParts;
+use axum::extract::{FromRef, FromRequestParts};
 use axum::http::request::Parts;
 use axum::http::{StatusCode, header};
-use latchkey_proto::ErrorCode;
+use latchkey_core::account::AuthError;
+use latchkey_core::dpop::DpopError;
+use latchkey_proto::{ErrorCode, TokenErrorReason};
 
+use crate::AppState;
 use crate::error::ApiError;
+use crate::extract::dpop::DPOP;
 
-/// A Bearer token that must be present.
+/// An access token that must be present.
 pub(crate) struct Bearer(pub(crate) String);
 
-/// A Bearer token that may be absent.
+/// An access token that may be absent.
 pub(crate) struct MaybeBearer(pub(crate) Option<String>);
 
-fn extract(parts: &Parts) -> Result<Option<String>, ApiError> {
+/// The token of a request and, for the `DPoP` scheme, its proof.
+fn presented(parts: &Parts) -> Result<Option<(&str, Option<&str>)>, ApiError> {
     let mut values = parts.headers.get_all(header::AUTHORIZATION).iter();
     let Some(value) = values.next() else {
         return Ok(None);
@@ -29,24 +40,72 @@ fn extract(parts: &Parts) -> Result<Option<String>, ApiError> {
     let value = value.to_str().map_err(|_| ApiError::MissingToken)?;
     let (scheme, token) = value.split_once(' ').ok_or(ApiError::MissingToken)?;
     let token = token.trim();
-    if !scheme.eq_ignore_ascii_case("bearer") || token.is_empty() {
+    if token.is_empty() {
         return Err(ApiError::MissingToken);
+    }
+    if scheme.eq_ignore_ascii_case("bearer") {
+        return Ok(Some((token, None)));
+    }
+    if !scheme.eq_ignore_ascii_case("dpop") {
+        return Err(ApiError::MissingToken);
+    }
+    let malformed =
+        |why| ApiError::DpopResource(DpopError::Invalid(latchkey_dpop::ProofError::Malformed(why)));
+    let mut proofs = parts.headers.get_all(DPOP).iter();
+    match (proofs.next(), proofs.next()) {
+        (None, _) => Err(malformed("no DPoP header")),
+        (Some(_), Some(_)) => Err(malformed("more than one DPoP header")),
+        (Some(v), None) => Ok(Some((token, Some(v.to_str().map_err(|_| malformed("not ASCII"))?)))),
+    }
+}
+
+async fn extract(parts: &Parts, state: &AppState) -> Result<Option<String>, ApiError> {
+    let Some((token, proof)) = presented(parts)? else {
+        return Ok(None);
+    };
+    let service = &state.service;
+    // Expired tokens too: logout takes them, and the binding holds for them as well.
+    let bound_to = match service.verify_access_token(token, true) {
+        Ok(claims) => claims.cnf.map(|c| c.jkt),
+        Err(_) => return Ok(Some(token.to_owned())),
+    };
+    let refused = |reason| ApiError::Auth(AuthError::InvalidToken(reason));
+    match (proof, bound_to) {
+        (None, None) => {}
+        (None, Some(_)) => return Err(refused(TokenErrorReason::DpopRequired)),
+        (Some(proof), bound_to) => {
+            let key = service
+                .check_dpop_proof(proof, parts.method.as_str(), parts.uri.path(), Some(token))
+                .await
+                .map_err(ApiError::DpopResource)?;
+            if bound_to.as_deref() != Some(key.as_str()) {
+                return Err(refused(TokenErrorReason::DpopKeyMismatch));
+            }
+        }
     }
     Ok(Some(token.to_owned()))
 }
 
-impl<S: Send + Sync> FromRequestParts<S> for Bearer {
+impl<S> FromRequestParts<S> for Bearer
+where
+    S: Send + Sync,
+    AppState: FromRef<S>,
+{
     type Rejection = ApiError;
 
-    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
-        extract(parts)?.map(Self).ok_or(ApiError::MissingToken)
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        extract(parts, &AppState::from_ref(state)).await?.map(Self).ok_or(ApiError::MissingToken)
     }
 }
 
-impl<S: Send + Sync> FromRequestParts<S> for MaybeBearer {
+impl<S> FromRequestParts<S> for MaybeBearer
+where
+    S: Send + Sync,
+    AppState: FromRef<S>,
+{
     type Rejection = ApiError;
 
-    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
-        extract(parts).map(Self)
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        extract(parts, &AppState::from_ref(state)).await.map(Self)
     }
 }

@@ -111,6 +111,8 @@ async fn the_live_token_without_the_key_or_with_another_revokes_the_session() {
     }
     assert!(metric(&s, "latchkey_refreshes_total{result=\"dpop_proof_missing\"} 1").await);
     assert!(metric(&s, "latchkey_refreshes_total{result=\"dpop_key_mismatch\"} 1").await);
+    // Both are thefts caught, where operators' alerts look.
+    assert!(metric(&s, "latchkey_refresh_reuse_detections_total 2").await);
     // The feed published the revocations.
     let feed = s.store().list_feed_events(0, latchkey_core::Clock::now(&*s.clock), 100).await.unwrap();
     assert_eq!(feed.len(), 2, "{feed:?}");
@@ -175,6 +177,97 @@ async fn parallel_refreshes_of_a_bound_session_yield_one_successor() {
         assert_eq!(s.live_refresh_tokens(first.str("session_id")).await, 1, "round {round}");
     }
     assert_eq!(events_of_kind(&s, "dpop_key_mismatch").await, 0);
+}
+
+/// `GET path` on the server with a bound token and a fresh proof for it.
+fn dpop_get(
+    s: &TestServer,
+    c: &reqwest::Client,
+    path: &str,
+    token: &str,
+    key: &ProofKey,
+) -> reqwest::RequestBuilder {
+    let p = key.proof("GET", &format!("{ISSUER}{path}"), now(s), Some(token), None).unwrap();
+    c.get(s.url(path)).header("Authorization", format!("DPoP {token}")).header("DPoP", p)
+}
+
+#[tokio::test]
+async fn a_bound_token_works_at_the_servers_endpoints_only_with_its_proof() {
+    let s = TestServer::start().await;
+    let c = http_client();
+    s.register(&c, "lou", PASSWORD).await;
+    let key = ProofKey::generate_es256().unwrap();
+    let signed_in = login(&s, "lou", Some(&key)).await;
+    let at = signed_in.str("access_token");
+    // As Bearer: refused with a DPoP challenge.
+    let bearer = s.get_auth(&c, "/auth/me", at).await;
+    assert_eq!(bearer.status, 401);
+    assert_eq!(bearer.json["error_reason"], "dpop_required");
+    let challenge = bearer.header("www-authenticate").unwrap();
+    assert!(
+        challenge.starts_with("DPoP error=\"invalid_token\"") && challenge.contains("algs=\"ES256 EdDSA\""),
+        "{challenge}"
+    );
+    // With a proof: served; the same proof again is not.
+    let p = key.proof("GET", &format!("{ISSUER}/auth/me"), now(&s), Some(at), None).unwrap();
+    let me = || c.get(s.url("/auth/me")).header("Authorization", format!("DPoP {at}"));
+    assert_eq!(send(me().header("DPoP", &p)).await.status, 200);
+    let replay = send(me().header("DPoP", &p)).await;
+    assert_eq!((replay.status, replay.json["error"].as_str()), (401, Some("invalid_dpop_proof")));
+    assert!(replay.header("www-authenticate").unwrap().starts_with("DPoP error=\"invalid_dpop_proof\""));
+    // Another key's proof; a proof without ath; no proof at all.
+    let other = ProofKey::generate_es256().unwrap();
+    let a = send(dpop_get(&s, &c, "/auth/me", at, &other)).await;
+    assert_eq!((a.status, a.json["error_reason"].as_str()), (401, Some("dpop_key_mismatch")));
+    let no_ath = key.proof("GET", &format!("{ISSUER}/auth/me"), now(&s), None, None).unwrap();
+    assert_eq!(send(me().header("DPoP", no_ath)).await.json["error"], "invalid_dpop_proof");
+    assert_eq!(send(me()).await.json["error"], "invalid_dpop_proof");
+    // A Bearer token sent as DPoP is not bound to the proof's key.
+    let plain = login(&s, "lou", None).await;
+    let a = send(dpop_get(&s, &c, "/auth/me", plain.str("access_token"), &key)).await;
+    assert_eq!(a.json["error_reason"], "dpop_key_mismatch");
+    // Logout takes the bound token with its proof.
+    let p = key.proof("POST", &format!("{ISSUER}/auth/logout"), now(&s), Some(at), None).unwrap();
+    let out =
+        send(c.post(s.url("/auth/logout")).header("Authorization", format!("DPoP {at}")).header("DPoP", p))
+            .await;
+    assert_eq!(out.status, 204, "{}", out.text);
+    assert_eq!(
+        refresh(&s, signed_in.str("refresh_token"), Some(&key)).await.json["error_reason"],
+        "logged_out"
+    );
+}
+
+#[tokio::test]
+async fn notes_api_takes_bound_tokens_with_proofs_and_hears_of_theft_through_the_feed() {
+    let s = TestServer::start().await;
+    let c = http_client();
+    s.register(&c, "max", PASSWORD).await;
+    let n = crate::notes::notes_api_with(&s, |b| b.poll_every(Duration::from_millis(100))).await;
+    let key = ProofKey::generate_ed25519().unwrap();
+    let signed_in = login(&s, "max", Some(&key)).await;
+    let at = signed_in.str("access_token").to_owned();
+    let whoami = |token: &str, key: Option<&ProofKey>| {
+        let url = format!("{}/whoami", n.base);
+        let mut req = c.get(&url);
+        req = match key {
+            Some(k) => req
+                .header("Authorization", format!("DPoP {token}"))
+                .header("DPoP", k.proof("GET", &url, now(&s), Some(token), None).unwrap()),
+            None => req.bearer_auth(token),
+        };
+        send(req)
+    };
+    crate::notes::wait_for(|| async { whoami(&at, Some(&key)).await.status == 200 }).await;
+    let bearer = whoami(&at, None).await;
+    assert_eq!((bearer.status, bearer.json["error_reason"].as_str()), (401, Some("dpop_required")));
+    assert!(bearer.header("www-authenticate").unwrap().starts_with("DPoP "));
+    // The refresh token is copied and used without the key: the session is revoked, and
+    // the API refuses the owner's access token once the feed says so.
+    let stolen = refresh(&s, signed_in.str("refresh_token"), None).await;
+    assert_eq!(stolen.json["error_reason"], "reuse_detected");
+    crate::notes::wait_for(|| async { whoami(&at, Some(&key)).await.json["error_reason"] == "revoked" })
+        .await;
 }
 
 /// Every kind of bad proof, refused with `400 invalid_dpop_proof`.
@@ -289,6 +382,15 @@ async fn a_proof_is_accepted_once() {
     let answers = join_all((0..12).map(|_| post(&s, "/auth/login", body.clone(), Some(&p)))).await;
     assert_eq!(answers.iter().filter(|a| a.status == 200).count(), 1);
     assert!(answers.iter().all(|a| a.status == 200 || a.json["error"] == "invalid_dpop_proof"));
+    // A proof dated a minute ahead passes for two minutes; it is remembered as long, even
+    // across the maintenance that forgets spent proofs.
+    let ahead = key.proof("POST", &format!("{ISSUER}/auth/login"), now(&s) + 60, None, None).unwrap();
+    assert_eq!(post(&s, "/auth/login", body.clone(), Some(&ahead)).await.status, 200);
+    s.clock.advance(Duration::from_secs(120));
+    s.service.maintain().await.unwrap();
+    let late = post(&s, "/auth/login", body, Some(&ahead)).await;
+    assert_eq!(late.json["error"], "invalid_dpop_proof", "{}", late.text);
+    assert!(late.json["error_description"].as_str().unwrap().contains("used before"), "{}", late.text);
 }
 
 #[tokio::test]
@@ -363,6 +465,11 @@ async fn apps_get_bound_tokens_through_the_code_flow_and_client_credentials() {
     let code = first_code(&s, &browser(), &public, "kim").await;
     let tokens = exchange(&public, code, &key).await;
     assert_bound(&tokens, &key);
+    // The app's bound token reads userinfo with a proof, and not as Bearer.
+    let at = tokens.str("access_token");
+    let info = send(dpop_get(&s, &c, "/oauth/userinfo", at, &key)).await;
+    assert_eq!(info.status, 200, "{}", info.text);
+    assert_eq!(s.get_auth(&c, "/oauth/userinfo", at).await.json["error_reason"], "dpop_required");
     let rt = tokens.str("refresh_token");
     let next = refresh(&public, rt, Some(&key)).await;
     assert_bound(&next, &key);
@@ -385,5 +492,16 @@ async fn apps_get_bound_tokens_through_the_code_flow_and_client_credentials() {
         .basic_auth(&machine.id, machine.secret.as_deref())
         .header("DPoP", proof(&s, &key, "/oauth/token"))
         .form(&[("grant_type", "client_credentials")]);
-    assert_bound(&send(req).await, &key);
+    let machine_token = send(req).await;
+    assert_bound(&machine_token, &key);
+    // Introspection tells a resource server the token's key (RFC 9449 section 6.2).
+    let seen = send(
+        c.post(s.url("/oauth/introspect"))
+            .basic_auth(&machine.id, machine.secret.as_deref())
+            .form(&[("token", machine_token.str("access_token"))]),
+    )
+    .await;
+    assert_eq!(seen.json["active"], true, "{}", seen.text);
+    assert_eq!(seen.json["token_type"], "DPoP");
+    assert_eq!(seen.json["cnf"]["jkt"], key.thumbprint().as_str());
 }
