@@ -61,6 +61,11 @@ impl CallerFingerprint {
     }
 }
 
+/// The network of an address given as text; `None` when it does not parse.
+pub(crate) fn network(ip: &str) -> Option<String> {
+    ip.parse::<IpAddr>().ok().map(network_of)
+}
+
 /// The network an address belongs to, as text: its /24 (IPv4) or /64 (IPv6) prefix.
 fn network_of(ip: IpAddr) -> String {
     match ip.to_canonical() {

@@ -90,6 +90,25 @@ pub fn display_name(user_agent: &str) -> String {
     known.unwrap_or_else(|| shortened(user_agent))
 }
 
+/// A user agent's family, without versions: "Chrome on Linux", "curl"; for an agent uap-core
+/// does not know, its first product token ("MyApp" of `MyApp/2.1 (build 7)`). Two agents of
+/// one family are one client updated, not two clients (see `risk.rs`).
+pub fn family(user_agent: &str) -> String {
+    let user_agent = user_agent.trim();
+    let known = EXTRACTORS.as_ref().and_then(|e| {
+        let browser =
+            e.browser.extract(user_agent).filter(|b| b.family != "Other").map(|b| b.family.into_owned());
+        let os = e.os.extract(user_agent).filter(|o| o.os != "Other").map(|o| os_name(&o.os).to_owned());
+        match (browser, os) {
+            (Some(b), Some(o)) => Some(format!("{b} on {o}")),
+            (Some(b), None) => Some(b),
+            (None, Some(o)) => Some(o),
+            (None, None) => None,
+        }
+    });
+    known.unwrap_or_else(|| user_agent.split(['/', ' ']).next().unwrap_or_default().to_owned())
+}
+
 /// uap-core's OS family, as the OS calls itself today.
 fn os_name(family: &str) -> &str {
     match family {
@@ -158,6 +177,21 @@ mod tests {
         for (ua, want) in cases {
             assert_eq!(display_name(ua), want, "{ua}");
         }
+    }
+
+    #[test]
+    fn families_ignore_versions() {
+        let chrome = |v: &str| {
+            format!(
+                "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/{v} Safari/537.36"
+            )
+        };
+        assert_eq!(family(&chrome("155.0.0.0")), family(&chrome("156.0.1.2")));
+        assert_eq!(family(&chrome("156.0.0.0")), "Chrome on Linux");
+        let firefox = "Mozilla/5.0 (X11; Linux x86_64; rv:140.0) Gecko/20100101 Firefox/140.0";
+        assert_ne!(family(&chrome("156.0.0.0")), family(firefox));
+        assert_eq!(family("MyApp/2.1 (build 7)"), family("MyApp/2.2 (build 9)"));
+        assert_ne!(family("MyApp/2.1"), family("python-requests/2.32"));
     }
 
     #[test]

@@ -61,6 +61,7 @@ impl SessionLifetimes {
             revoke_reason: None,
             amr: crate::mfa::AMR_PASSWORD.to_owned(),
             dpop_jkt: ctx.dpop.clone(),
+            step_up_at: None,
         }
     }
 }
@@ -486,11 +487,12 @@ impl Latchkey {
         let refresh_token = new_refresh_token();
         self.store.insert_session(&session, &RefreshTokenKey::of(refresh_token.expose_secret())).await?;
         self.confirm_sign_in(user, &session, ctx).await?;
-        let access_token = self.mint_access_token(user, &session, ctx.dpop.as_ref(), now)?;
+        let access_token =
+            self.mint_access_token(user, &session, ctx.dpop.as_ref(), self.settings.access_token_ttl, now)?;
         Ok(TokenResponse {
             access_token,
             token_type: crate::tokens::token_type(ctx.dpop.as_ref()),
-            expires_in: self.access_token_lifetime(&session, now),
+            expires_in: self.access_token_lifetime(&session, self.settings.access_token_ttl, now),
             refresh_token,
             session_id: session.id.into_string(),
             scope: session.scope.into_string(),

@@ -16,6 +16,8 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::{Registry, Unit};
 
+use crate::risk::RiskAction;
+
 /// The `Content-Type` of [`Metrics::render`]: the Prometheus text exposition format 0.0.4,
 /// which every Prometheus-compatible scraper accepts.
 pub const CONTENT_TYPE: &str = prometheus_text::CONTENT_TYPE;
@@ -98,6 +100,12 @@ struct ReasonLabel {
     reason: &'static str,
 }
 
+/// The `action` label of risk decisions.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ActionLabel {
+    action: &'static str,
+}
+
 /// The labels of an HTTP request: the HTTP layer bounds `method` to the standard methods
 /// and `route` to the router's templates.
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -123,6 +131,7 @@ pub struct Metrics {
     registrations: Counter,
     password_failures: Counter,
     revocations: Family<ReasonLabel, Counter>,
+    risk_actions: Family<ActionLabel, Counter>,
     mail_queued: Counter,
     mail_sent: Counter,
     mail_failed: Counter,
@@ -149,6 +158,10 @@ impl Default for Metrics {
         let registrations = Counter::default();
         let password_failures = Counter::default();
         let revocations = Family::<ReasonLabel, Counter>::default();
+        let risk_actions = Family::<ActionLabel, Counter>::default();
+        for action in [RiskAction::Shorten, RiskAction::StepUp, RiskAction::Revoke] {
+            let _ = risk_actions.get_or_create(&ActionLabel { action: action.as_str() });
+        }
         let mail_queued = Counter::default();
         let mail_sent = Counter::default();
         let mail_failed = Counter::default();
@@ -179,6 +192,11 @@ impl Default for Metrics {
             reuse_detections.clone(),
         );
         registry.register("revocations", "Sessions revoked by this node, by reason", revocations.clone());
+        registry.register(
+            "refresh_risk_actions",
+            "Refreshes that risk did not simply allow, by action (shorten, step_up, revoke)",
+            risk_actions.clone(),
+        );
         registry.register("mail_queued", "Mails written to the outbox by this node", mail_queued.clone());
         registry.register("mail_sent", "Mails the mail server accepted from this node", mail_sent.clone());
         registry.register(
@@ -210,6 +228,7 @@ impl Default for Metrics {
             registrations,
             password_failures,
             revocations,
+            risk_actions,
             mail_queued,
             mail_sent,
             mail_failed,
@@ -276,6 +295,11 @@ impl Metrics {
     /// Counts a registration.
     pub fn registration(&self) {
         self.registrations.inc();
+    }
+
+    /// Counts a risk action that is not `allow`.
+    pub fn risk(&self, action: RiskAction) {
+        self.risk_actions.get_or_create(&ActionLabel { action: action.as_str() }).inc();
     }
 
     /// Counts revoked sessions by reason.

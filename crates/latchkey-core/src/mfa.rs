@@ -608,30 +608,51 @@ impl Latchkey {
     ) -> Result<SecondFactor, MfaError> {
         let now = self.clock.now();
         let (user, hash) = self.open_challenge(token, MFA_TOKEN_PREFIX, now).await?;
-        let acct = account_key(&user.username);
-        let addr = ctx.ip.as_deref().map(address_key);
-        // SPEC 11: the token survives wrong codes until the account is throttled; then it
-        // dies, and the next attempt starts again from the password.
-        if let Some(retry_after) = self.throttled_for(&acct, addr.as_deref(), now).await? {
-            self.store.spend_mfa_challenge(&hash, now).await?;
-            return Err(MfaError::Throttled { retry_after });
-        }
-        if !self.second_factor_is_right(&user, method, code, now).await? {
-            let locked =
-                self.record_failure("mfa_failed", Some(&user.id), &acct, addr.as_deref(), ctx, now).await?;
-            return Err(match locked {
-                Some(retry_after) => {
-                    self.store.spend_mfa_challenge(&hash, now).await?;
-                    MfaError::Throttled { retry_after }
-                }
-                None => MfaError::WrongCode,
-            });
+        match self.prove_code(&user, method, code, ctx, now).await {
+            Ok(()) => {}
+            // SPEC 11: the token survives wrong codes until the account is throttled; then
+            // it dies, and the next attempt starts again from the password.
+            Err(e @ MfaError::Throttled { .. }) => {
+                self.store.spend_mfa_challenge(&hash, now).await?;
+                return Err(e);
+            }
+            Err(e) => return Err(e),
         }
         if !self.store.spend_mfa_challenge(&hash, now).await? {
             return Err(MfaError::InvalidMfaToken);
         }
-        self.store.delete_throttle(&acct).await?;
+        self.store.delete_throttle(&account_key(&user.username)).await?;
         Ok(SecondFactor { user, method })
+    }
+
+    /// Checks a code for `user`, throttled like passwords (per account and per address):
+    /// the part of a second step shared by sign-in and step-up. The account's failure count
+    /// is left for the caller to clear once the whole step has passed.
+    ///
+    /// # Errors
+    /// [`MfaError::WrongCode`], [`MfaError::Throttled`], storage.
+    pub(crate) async fn prove_code(
+        &self,
+        user: &UserRecord,
+        method: CodeMethod,
+        code: &OneTimeCode,
+        ctx: &Caller,
+        now: Timestamp,
+    ) -> Result<(), MfaError> {
+        let acct = account_key(&user.username);
+        let addr = ctx.ip.as_deref().map(address_key);
+        if let Some(retry_after) = self.throttled_for(&acct, addr.as_deref(), now).await? {
+            return Err(MfaError::Throttled { retry_after });
+        }
+        if self.second_factor_is_right(user, method, code, now).await? {
+            return Ok(());
+        }
+        let locked =
+            self.record_failure("mfa_failed", Some(&user.id), &acct, addr.as_deref(), ctx, now).await?;
+        Err(match locked {
+            Some(retry_after) => MfaError::Throttled { retry_after },
+            None => MfaError::WrongCode,
+        })
     }
 
     /// Completes an API sign-in with its second factor (`POST /auth/login/mfa`): a new

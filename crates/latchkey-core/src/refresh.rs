@@ -23,6 +23,7 @@ use crate::crypto::{RefreshTokenKey, new_refresh_token, open_successor, seal_suc
 use crate::ids::{ClientId, Scope};
 use crate::keys::KeyError;
 use crate::metrics::RefreshOutcome;
+use crate::risk::{Observed, RiskAction, RiskPolicy};
 use crate::service::Latchkey;
 use crate::settings::{BindingPolicy, Settings};
 use crate::store::{
@@ -32,6 +33,9 @@ use crate::tokens::token_type;
 
 /// The security event of a bound session's token presented without its key (SPEC 12).
 pub const DPOP_KEY_MISMATCH: &str = "dpop_key_mismatch";
+/// The security event of a refresh that risk did not simply allow (SPEC 12); its detail
+/// names the action, the score and the signals.
+pub const REFRESH_RISK: &str = "refresh_risk";
 
 /// Refresh failures.
 #[derive(Debug, thiserror::Error)]
@@ -64,6 +68,10 @@ pub struct RotationPolicy {
     pub binding: BindingPolicy,
     /// How long a revocation's feed event must be remembered.
     pub revocation_horizon: Duration,
+    /// `risk_policy`.
+    pub risk: RiskPolicy,
+    /// The fastest a client refreshes (see `risk.rs`).
+    pub cadence_floor: Duration,
 }
 
 impl From<&Settings> for RotationPolicy {
@@ -73,6 +81,8 @@ impl From<&Settings> for RotationPolicy {
             session_idle_ttl: s.session_idle_ttl,
             binding: s.binding,
             revocation_horizon: s.revocation_horizon(),
+            risk: s.risk,
+            cadence_floor: crate::risk::cadence_floor(s.access_token_ttl),
         }
     }
 }
@@ -95,6 +105,9 @@ pub struct RefreshContext {
     pub successor: RefreshTokenKey,
     /// The successor sealed under the presented token.
     pub successor_sealed: Vec<u8>,
+    /// The user has just signed in again (`POST /auth/step-up`): a step-up wait ends, and
+    /// this refresh is not scored.
+    pub is_stepped_up: bool,
 }
 
 fn event(
@@ -199,6 +212,12 @@ pub fn decide(snap: &RefreshSnapshot, ctx: &RefreshContext) -> RotationDecision 
         return key_mismatch("live");
     }
 
+    // A session waiting for its user to sign in again (risk's `step_up`) stays waiting; theft
+    // was judged above, so a thief's replay still revokes it.
+    if session.step_up_at.is_some() && !ctx.is_stepped_up {
+        return RotationDecision::Refuse { reason: ErrorReason::StepUpRequired };
+    }
+
     // Binding (SPEC 4): a different user agent than the login's. A bound session's key
     // says more than its user agent, which changes with every browser update.
     let is_foreign_agent = has_session_key.is_none()
@@ -227,6 +246,46 @@ pub fn decide(snap: &RefreshSnapshot, ctx: &RefreshContext) -> RotationDecision 
         return RotationDecision::ScopeExceeded;
     }
 
+    // Risk (SPEC 12), for what would otherwise go through.
+    let mut events: Vec<NewSecurityEvent> = anomaly.into_iter().collect();
+    let mut shortened = false;
+    if !ctx.is_stepped_up && ctx.policy.risk.is_on() {
+        let observed = Observed {
+            now,
+            last_used_at: session.last_used_at,
+            last_ip: session.ip.as_deref(),
+            sign_in_agent: session.user_agent.as_deref(),
+            ip: ctx.caller.ip.as_deref(),
+            agent: ctx.caller.user_agent.as_deref(),
+            is_grace_hit: snap.token.retired_at.is_some(),
+            cadence_floor: ctx.policy.cadence_floor,
+        };
+        let signals = crate::risk::signals(&observed);
+        let score = crate::risk::score(&signals);
+        let action = ctx.policy.risk.action(score);
+        let names: Vec<&str> = signals.iter().map(|s| s.as_str()).collect();
+        let risk_event = || {
+            event(
+                ctx,
+                snap,
+                REFRESH_RISK,
+                Some(format!("{}: score {score} ({})", action.as_str(), names.join(", "))),
+            )
+        };
+        match action {
+            RiskAction::Allow => {}
+            RiskAction::Shorten => {
+                shortened = true;
+                events.push(risk_event());
+            }
+            RiskAction::StepUp => return RotationDecision::StepUp { at: now, event: risk_event() },
+            RiskAction::Revoke => {
+                let detail = risk_event().detail;
+                return revoke(ctx, snap, ErrorReason::SuspiciousRefresh, REFRESH_RISK, detail);
+            }
+        }
+    }
+
     let touch = Touch {
         now,
         idle_expires_at: now.plus(ctx.policy.session_idle_ttl).min(session.expires_at),
@@ -238,9 +297,10 @@ pub fn decide(snap: &RefreshSnapshot, ctx: &RefreshContext) -> RotationDecision 
             successor: ctx.successor,
             successor_sealed: ctx.successor_sealed.clone(),
             touch,
-            event: anomaly,
+            events,
+            shortened,
         },
-        Some(_) => RotationDecision::Replay { touch, event: anomaly },
+        Some(_) => RotationDecision::Replay { touch, events, shortened },
     }
 }
 
@@ -271,6 +331,19 @@ impl Latchkey {
         requested_scope: Option<Scope>,
         caller: &Caller,
     ) -> Result<TokenResponse, RefreshError> {
+        self.rotate(client_id, presented, requested_scope, caller, false).await
+    }
+
+    /// The rotation itself; `is_stepped_up` after the user signed in again (see
+    /// [`RefreshContext::is_stepped_up`]).
+    pub(crate) async fn rotate(
+        &self,
+        client_id: &ClientId,
+        presented: &RefreshToken,
+        requested_scope: Option<Scope>,
+        caller: &Caller,
+        is_stepped_up: bool,
+    ) -> Result<TokenResponse, RefreshError> {
         if !presented.expose_secret().starts_with(RefreshToken::PREFIX) {
             self.metrics.refresh(RefreshOutcome::Refused);
             return Err(RefreshError::Refused(ErrorReason::UnknownToken));
@@ -286,6 +359,7 @@ impl Latchkey {
             requested_scope,
             successor: RefreshTokenKey::of(successor.expose_secret()),
             successor_sealed,
+            is_stepped_up,
         };
         let presented_key = RefreshTokenKey::of(presented.expose_secret());
         let outcome =
@@ -294,15 +368,21 @@ impl Latchkey {
             self.metrics.refresh(RefreshOutcome::Refused);
             return Err(RefreshError::Refused(ErrorReason::UnknownToken));
         };
-        let refresh_token = match decision {
-            RotationDecision::Rotate { .. } => {
+        let (refresh_token, shortened) = match decision {
+            RotationDecision::Rotate { shortened, .. } => {
                 self.metrics.refresh(RefreshOutcome::Rotated);
-                successor
+                (successor, shortened)
             }
-            RotationDecision::Replay { .. } => {
+            RotationDecision::Replay { shortened, .. } => {
                 self.metrics.refresh(RefreshOutcome::Grace);
                 let sealed = snap.token.successor_sealed.as_deref().ok_or(RefreshError::Sealing)?;
-                open_successor(presented, sealed).ok_or(RefreshError::Sealing)?
+                (open_successor(presented, sealed).ok_or(RefreshError::Sealing)?, shortened)
+            }
+            RotationDecision::StepUp { .. } => {
+                self.metrics.refresh(RefreshOutcome::Refused);
+                self.metrics.risk(RiskAction::StepUp);
+                tracing::warn!(sid = %snap.session.id, sub = %snap.user.id, "risky refresh; the user must sign in again");
+                return Err(RefreshError::Refused(ErrorReason::StepUpRequired));
             }
             RotationDecision::Revoke { revocation } => {
                 if revocation.event.kind == DPOP_KEY_MISMATCH {
@@ -312,6 +392,10 @@ impl Latchkey {
                     };
                     self.metrics.refresh(outcome);
                     tracing::warn!(sid = %snap.session.id, sub = %snap.user.id, "refresh without the session's DPoP key; session revoked");
+                } else if revocation.event.kind == REFRESH_RISK {
+                    self.metrics.refresh(RefreshOutcome::Refused);
+                    self.metrics.risk(RiskAction::Revoke);
+                    tracing::warn!(sid = %snap.session.id, sub = %snap.user.id, "risky refresh; session revoked");
                 } else if revocation.reason == ErrorReason::ReuseDetected {
                     self.metrics.refresh(RefreshOutcome::ReuseDetected);
                     tracing::warn!(sid = %snap.session.id, sub = %snap.user.id, "refresh token reuse detected; session revoked");
@@ -331,11 +415,18 @@ impl Latchkey {
                 return Err(RefreshError::ScopeExceeded);
             }
         };
-        let access_token = self.mint_access_token(&snap.user, &snap.session, caller.dpop.as_ref(), now)?;
+        let lifetime = if shortened {
+            self.metrics.risk(RiskAction::Shorten);
+            crate::risk::SHORT_ACCESS_TOKEN.min(self.settings.access_token_ttl)
+        } else {
+            self.settings.access_token_ttl
+        };
+        let access_token =
+            self.mint_access_token(&snap.user, &snap.session, caller.dpop.as_ref(), lifetime, now)?;
         Ok(TokenResponse {
             access_token,
             token_type: token_type(caller.dpop.as_ref()),
-            expires_in: self.access_token_lifetime(&snap.session, now),
+            expires_in: self.access_token_lifetime(&snap.session, lifetime, now),
             refresh_token,
             session_id: snap.session.id.into_string(),
             scope: snap.session.scope.into_string(),

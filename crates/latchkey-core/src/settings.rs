@@ -109,6 +109,8 @@ pub struct Settings {
     /// Whether DPoP proofs must carry a nonce this server issued (`DPoP-Nonce`, RFC 9449
     /// §8), which bounds a proof made ahead of time to the nonce's few minutes.
     pub dpop_nonce: bool,
+    /// What risky refreshes get (SPEC 12, `risk.rs`).
+    pub risk: crate::risk::RiskPolicy,
     /// Registration.
     pub registration: Registration,
     /// Whether registration asks for an email address.
@@ -144,6 +146,7 @@ impl Settings {
             refresh_grace: Duration::from_secs(10),
             binding: BindingPolicy::Log,
             dpop_nonce: false,
+            risk: crate::risk::RiskPolicy::default(),
             registration: Registration::Open,
             registration_email: RegistrationEmail::Optional,
             mfa: MfaPolicy::default(),

@@ -144,6 +144,9 @@ pub struct SessionRecord {
     /// The DPoP key the session is bound to for its whole life (SPEC 12): every refresh must
     /// come with a proof from it. `None` for a Bearer session.
     pub dpop_jkt: Option<crate::dpop::Thumbprint>,
+    /// Since when the session waits for its user to sign in again (`risk_policy`'s
+    /// `step_up`, SPEC 12): refreshes are refused until `POST /auth/step-up`.
+    pub step_up_at: Option<Timestamp>,
 }
 
 /// A refresh token as stored: its key and hash, never the token.
@@ -199,17 +202,28 @@ pub enum RotationDecision {
         successor: RefreshTokenKey,
         /// The new token sealed for the grace window.
         successor_sealed: Vec<u8>,
-        /// Session update.
+        /// Session update (which also ends a step-up wait).
         touch: Touch,
-        /// An anomaly to record (binding policy `log`).
-        event: Option<NewSecurityEvent>,
+        /// Anomalies to record (binding policy `log`, a risk action).
+        events: Vec<NewSecurityEvent>,
+        /// Whether risk shortened the new access token's life.
+        shortened: bool,
     },
     /// A benign concurrent refresh inside the grace window: hand out the same successor.
     Replay {
         /// Session update.
         touch: Touch,
-        /// An anomaly to record (binding policy `log`).
-        event: Option<NewSecurityEvent>,
+        /// Anomalies to record (binding policy `log`, a risk action).
+        events: Vec<NewSecurityEvent>,
+        /// Whether risk shortened the new access token's life.
+        shortened: bool,
+    },
+    /// Refuse, and make the session wait for its user to sign in again (risk's `step_up`).
+    StepUp {
+        /// Now.
+        at: Timestamp,
+        /// The risk event.
+        event: NewSecurityEvent,
     },
     /// Revoke the session (reuse detected, binding denied).
     Revoke {

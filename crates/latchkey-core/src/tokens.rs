@@ -42,8 +42,9 @@ fn confirmation(key: Option<&Thumbprint>) -> Option<Confirmation> {
 }
 
 impl Latchkey {
-    /// Mints an access token for a session, bound to `key` when the request proved one
-    /// (`cnf.jkt`, SPEC 12).
+    /// Mints an access token for a session that lives `lifetime` (the configured one, or
+    /// less when risk shortened it; never past the session's end), bound to `key` when the
+    /// request proved one (`cnf.jkt`, SPEC 12).
     ///
     /// # Errors
     /// When no key can sign.
@@ -52,6 +53,7 @@ impl Latchkey {
         user: &UserRecord,
         session: &SessionRecord,
         key: Option<&Thumbprint>,
+        lifetime: std::time::Duration,
         now: Timestamp,
     ) -> Result<String, KeyError> {
         let s = &self.settings;
@@ -62,7 +64,7 @@ impl Latchkey {
             client_id: session.client_id.to_string(),
             // Never valid past the session's absolute end, even for verifiers that only look
             // at the token.
-            exp: now.plus(s.access_token_ttl).min(session.expires_at).0,
+            exp: now.plus(lifetime).min(session.expires_at).0,
             iat: now.0,
             nbf: None,
             jti: new_id(),
@@ -116,10 +118,15 @@ impl Latchkey {
         key.sign_jwt(ACCESS_TOKEN_TYP, &claims)
     }
 
-    /// Seconds a token minted now for `session` lives (`expires_in`): the configured
-    /// lifetime, or less when the session ends sooner.
-    pub(crate) fn access_token_lifetime(&self, session: &SessionRecord, now: Timestamp) -> u64 {
-        let exp = now.plus(self.settings.access_token_ttl).min(session.expires_at);
+    /// Seconds a token minted now for `session` with `lifetime` lives (`expires_in`): that,
+    /// or less when the session ends sooner.
+    pub(crate) fn access_token_lifetime(
+        &self,
+        session: &SessionRecord,
+        lifetime: std::time::Duration,
+        now: Timestamp,
+    ) -> u64 {
+        let exp = now.plus(lifetime).min(session.expires_at);
         u64::try_from(exp.seconds_since(now)).unwrap_or(0)
     }
 

@@ -46,7 +46,7 @@ pub enum ProofError {
     #[error("the DPoP proof is malformed: {0}")]
     Malformed(&'static str),
     /// `alg` is not ES256 or EdDSA, or does not fit the key.
-    #[error("the DPoP proof's alg is not supported (ES256, EdDSA) or does not fit its key")]
+    #[error("the DPoP proof's alg is not supported (ES256, EdDSA, Ed25519)")]
     UnsupportedAlgorithm,
     /// The `jwk` is not a public ES256 or Ed25519 key.
     #[error("the DPoP proof's jwk is not a public P-256 or Ed25519 key")]
@@ -159,7 +159,9 @@ fn public_key(alg: &str, jwk: &Map<String, Value>) -> Result<PublicKey, ProofErr
             let jkt = Thumbprint::of_members(&format!(r#"{{"crv":"P-256","kty":"EC","x":"{x}","y":"{y}"}}"#));
             Ok(PublicKey { verifying: Verifying::Es256(bytes), jkt })
         }
-        ("EdDSA", "OKP", "Ed25519") => {
+        // "Ed25519" is RFC 9864's fully specified name for what JOSE called "EdDSA" with this
+        // curve; current libraries (oauth4webapi, so openid-client) sign proofs with it.
+        ("EdDSA" | "Ed25519", "OKP", "Ed25519") => {
             let (x, bytes) = coordinate(jwk, "x")?;
             let bytes: [u8; 32] = bytes.try_into().map_err(|_| ProofError::BadKey)?;
             let key = ed25519_dalek::VerifyingKey::from_bytes(&bytes).map_err(|_| ProofError::BadKey)?;
@@ -169,7 +171,7 @@ fn public_key(alg: &str, jwk: &Map<String, Value>) -> Result<PublicKey, ProofErr
             let jkt = Thumbprint::of_members(&format!(r#"{{"crv":"Ed25519","kty":"OKP","x":"{x}"}}"#));
             Ok(PublicKey { verifying: Verifying::Ed25519(key), jkt })
         }
-        ("ES256" | "EdDSA", _, _) => Err(ProofError::BadKey),
+        ("ES256" | "EdDSA" | "Ed25519", _, _) => Err(ProofError::BadKey),
         _ => Err(ProofError::UnsupportedAlgorithm),
     }
 }

@@ -31,8 +31,9 @@ pub const MAX_PROOF_LEN: usize = 2048;
 pub const IAT_WINDOW_SECS: i64 = 60;
 
 /// The algorithms a proof may use (SPEC 12), as `dpop_signing_alg_values_supported` and
-/// `WWW-Authenticate: DPoP algs` list them.
-pub const ALGORITHMS: [&str; 2] = ["ES256", "EdDSA"];
+/// `WWW-Authenticate: DPoP algs` list them: ES256, and Ed25519 under both its JOSE names
+/// (`EdDSA`, and RFC 9864's `Ed25519`).
+pub const ALGORITHMS: [&str; 3] = ["ES256", "EdDSA", "Ed25519"];
 
 /// A proof key's RFC 7638 thumbprint: SHA-256 over the key's required members, base64url.
 /// What `cnf.jkt` carries and a session is bound to.

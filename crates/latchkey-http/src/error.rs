@@ -23,6 +23,7 @@ use latchkey_core::oauth::{TokenRequestError, UserinfoError};
 use latchkey_core::password::PasswordError;
 use latchkey_core::password_reset::ResetError;
 use latchkey_core::refresh::RefreshError;
+use latchkey_core::step_up::StepUpError;
 use latchkey_proto::{ErrorBody, ErrorCode, TokenErrorReason};
 
 /// Every failure a handler can answer with.
@@ -62,6 +63,8 @@ pub enum ApiError {
     Reset(ResetError),
     /// Second factors (SPEC 11).
     Mfa(MfaError),
+    /// Step-up (SPEC 12).
+    StepUp(StepUpError),
     /// A `DPoP` proof at a token endpoint (SPEC 12): `400`.
     Dpop(DpopError),
     /// A `DPoP` proof that came with an access token (userinfo, the account API): `401`
@@ -99,7 +102,8 @@ from_domain!(
     Email(EmailError),
     Reset(ResetError),
     Mfa(MfaError),
-    Dpop(DpopError)
+    Dpop(DpopError),
+    StepUp(StepUpError)
 );
 
 fn body(status: StatusCode, body: ErrorBody) -> Response {
@@ -147,6 +151,21 @@ fn missing_token() -> Response {
         plain(StatusCode::UNAUTHORIZED, ErrorCode::InvalidToken, "A Bearer access token is required.");
     res.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer realm=\"latchkey\""));
     res
+}
+
+/// A refresh refused (`invalid_grant` with its reason), or failed.
+fn refresh(e: &RefreshError) -> Response {
+    match e {
+        RefreshError::Refused(reason) => {
+            body(StatusCode::BAD_REQUEST, ErrorBody::with_reason(ErrorCode::InvalidGrant, *reason))
+        }
+        RefreshError::ScopeExceeded => {
+            plain(StatusCode::BAD_REQUEST, ErrorCode::InvalidScope, "The scope exceeds what was granted.")
+        }
+        RefreshError::Keys(k) => keys(k),
+        RefreshError::Store(s) => store(s),
+        RefreshError::Sealing => internal(e),
+    }
 }
 
 /// The `DPoP-Nonce` response header (RFC 9449 §8).
@@ -351,25 +370,27 @@ impl IntoResponse for ApiError {
             },
             Self::Login(e) => login_error(e),
             Self::Dpop(e) => dpop(e),
+            Self::StepUp(e) => match e {
+                StepUpError::InvalidToken(reason) => invalid_token(*reason),
+                StepUpError::MissingProof(why) => {
+                    plain(StatusCode::BAD_REQUEST, ErrorCode::InvalidRequest, *why)
+                }
+                StepUpError::InvalidCredentials => plain(
+                    StatusCode::UNAUTHORIZED,
+                    ErrorCode::InvalidCredentials,
+                    "The password or code is wrong.",
+                ),
+                StepUpError::Throttled { retry_after } => throttled(*retry_after),
+                StepUpError::Refresh(r) => refresh(r),
+                StepUpError::Store(s) => store(s),
+            },
             Self::DpopResource(e) => match e {
                 DpopError::Invalid(_) | DpopError::Replayed => {
                     dpop_refused(ErrorBody::new(ErrorCode::InvalidDpopProof, e.to_string()))
                 }
                 DpopError::UseNonce { .. } | DpopError::Store(_) => dpop(e),
             },
-            Self::Refresh(e) => match e {
-                RefreshError::Refused(reason) => {
-                    body(StatusCode::BAD_REQUEST, ErrorBody::with_reason(ErrorCode::InvalidGrant, *reason))
-                }
-                RefreshError::ScopeExceeded => plain(
-                    StatusCode::BAD_REQUEST,
-                    ErrorCode::InvalidScope,
-                    "The scope exceeds what was granted.",
-                ),
-                RefreshError::Keys(k) => keys(k),
-                RefreshError::Store(s) => store(s),
-                RefreshError::Sealing => internal(e),
-            },
+            Self::Refresh(e) => refresh(e),
             Self::Auth(e) => auth(e),
             Self::Email(e) => match e {
                 EmailError::NoAddress => plain(

@@ -62,6 +62,7 @@ pub fn router(state: AppState) -> Router {
             post(session::passkey::finish_login).layer(offers_nonce.clone()),
         )
         .route("/auth/refresh", post(session::refresh).layer(offers_nonce.clone()))
+        .route("/auth/step-up", post(session::step_up).layer(offers_nonce.clone()))
         .route("/auth/logout", post(session::logout))
         .route("/auth/logout-all", post(session::logout_all))
         .route("/auth/sessions", get(session::list_sessions))

@@ -85,6 +85,23 @@ pub struct RefreshRequest {
     pub refresh_token: RefreshToken,
 }
 
+/// `POST /auth/step-up` body (SPEC 12): the session's refresh token and a fresh proof of the
+/// user: the password, or a second factor's code.
+#[derive(Debug, Deserialize)]
+pub struct StepUpRequest {
+    /// The session's live refresh token; it rotates when the step-up passes.
+    pub refresh_token: RefreshToken,
+    /// The user's password.
+    #[serde(default)]
+    pub password: Option<Password>,
+    /// Or a second factor (`totp`, `recovery_code`)…
+    #[serde(default)]
+    pub method: Option<MfaMethod>,
+    /// …and its code.
+    #[serde(default)]
+    pub code: Option<OneTimeCode>,
+}
+
 /// `POST /auth/logout` body, when the client has no access token at hand.
 #[derive(Debug, Default, Deserialize)]
 pub struct LogoutRequest {

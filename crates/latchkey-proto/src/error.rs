@@ -126,6 +126,12 @@ pub enum ErrorReason {
     UnknownToken,
     /// Latchkey extension: binding policy `deny` refused a refresh from another device.
     BindingMismatch,
+    /// The refresh looked risky (`risk_policy`'s `step_up`, SPEC 12): the session stays, and
+    /// continues after the user signs in again (`POST /auth/step-up`, or `prompt=login`).
+    StepUpRequired,
+    /// The refresh looked too risky (`risk_policy`'s `revoke`, SPEC 12): the session was
+    /// revoked.
+    SuspiciousRefresh,
 }
 
 impl ErrorReason {
@@ -142,6 +148,8 @@ impl ErrorReason {
             Self::UserDisabled => "user_disabled",
             Self::UnknownToken => "unknown_token",
             Self::BindingMismatch => "binding_mismatch",
+            Self::StepUpRequired => "step_up_required",
+            Self::SuspiciousRefresh => "suspicious_refresh",
         }
     }
 
@@ -158,6 +166,8 @@ impl ErrorReason {
             "user_disabled" => Self::UserDisabled,
             "unknown_token" => Self::UnknownToken,
             "binding_mismatch" => Self::BindingMismatch,
+            "step_up_required" => Self::StepUpRequired,
+            "suspicious_refresh" => Self::SuspiciousRefresh,
             _ => return None,
         })
     }
@@ -176,6 +186,10 @@ impl ErrorReason {
             Self::UnknownToken => "The refresh token is not recognised.",
             Self::BindingMismatch => {
                 "The refresh came from a different device than the session's; it was revoked."
+            }
+            Self::StepUpRequired => "The refresh looked unusual; sign in again to continue the session.",
+            Self::SuspiciousRefresh => {
+                "The refresh looked like someone else's; the session was revoked for safety."
             }
         }
     }

@@ -51,6 +51,7 @@ fn rotate(c: &mut Criterion) {
             revoke_reason: None,
             amr: "pwd".to_owned(),
             dpop_jkt: None,
+            step_up_at: None,
         };
         let first = new_refresh_token();
         store.insert_session(&session, &RefreshTokenKey::of(first.expose_secret())).await.expect("session");
@@ -72,6 +73,7 @@ fn rotate(c: &mut Criterion) {
                 requested_scope: None,
                 successor: RefreshTokenKey::of(successor.expose_secret()),
                 successor_sealed: sealed,
+                is_stepped_up: false,
             };
             let out = store
                 .rotate_refresh_token(

@@ -72,7 +72,7 @@ macro_rules! session_columns {
     () => {
         "s.id, s.user_id, s.client_id, s.scope, s.created_at, s.last_used_at, s.idle_expires_at, \
          s.expires_at, s.ip, s.user_agent, s.revoked_at, s.revoke_reason, s.amr, \
-         s.dpop_jkt"
+         s.dpop_jkt, s.step_up_at"
     };
 }
 pub(crate) use session_columns;
@@ -263,6 +263,7 @@ pub(crate) fn session(row: &dyn Row) -> Result<SessionRecord, DbError> {
             Some(t) => Some(Thumbprint::parse(&t).ok_or_else(|| DbError::corrupt("sessions.dpop_jkt", t))?),
             None => None,
         },
+        step_up_at: row.opt_int(14)?.map(Timestamp),
     })
 }
 

@@ -59,8 +59,12 @@ static LIVE_IDS_OF_GRANT: Sql =
 static OWNER: Sql = Sql::new("SELECT user_id FROM sessions WHERE id = $1");
 static FORGET_CONSENTS_OF_CLIENT: Sql = Sql::new("DELETE FROM consents WHERE client_id = $1");
 static FORGET_CONSENT: Sql = Sql::new("DELETE FROM consents WHERE user_id = $1 AND client_id = $2");
-static TOUCH: Sql =
-    Sql::new("UPDATE sessions SET last_used_at = $1, idle_expires_at = $2, ip = $3 WHERE id = $4");
+/// A use of the session; it also ends a step-up wait, which only a stepped-up refresh gets
+/// past (`refresh::decide`).
+static TOUCH: Sql = Sql::new(
+    "UPDATE sessions SET last_used_at = $1, idle_expires_at = $2, ip = $3, step_up_at = NULL WHERE id = $4",
+);
+static WAIT_FOR_STEP_UP: Sql = Sql::new("UPDATE sessions SET step_up_at = $1 WHERE id = $2");
 // Every lookup of a presented token matches its hash as well as its key: a key alone
 // proves nothing (see `RefreshTokenKey`).
 static TOKEN_SESSION: Sql = Sql::new("SELECT session_id FROM refresh_tokens WHERE id = $1 AND hash = $2");
@@ -211,20 +215,24 @@ async fn apply_rotation(
     decision: &RotationDecision,
 ) -> Result<(), DbError> {
     match decision {
-        RotationDecision::Rotate { retired_by, successor, successor_sealed, touch, event } => {
+        RotationDecision::Rotate { retired_by, successor, successor_sealed, touch, events, .. } => {
             let p = params![touch.now.0, &successor.id, successor_sealed, &retired_by.0, &presented.id];
             c.execute(&RETIRE, p).await?;
             c.execute(&INSERT_TOKEN, params![&successor.id, &successor.hash.0, sid, touch.now.0]).await?;
             touch_in_tx(c, sid, touch).await?;
-            if let Some(e) = event {
+            for e in events {
                 insert_security_event(c, e).await?;
             }
         }
-        RotationDecision::Replay { touch, event } => {
+        RotationDecision::Replay { touch, events, .. } => {
             touch_in_tx(c, sid, touch).await?;
-            if let Some(e) = event {
+            for e in events {
                 insert_security_event(c, e).await?;
             }
+        }
+        RotationDecision::StepUp { at, event } => {
+            c.execute(&WAIT_FOR_STEP_UP, params![at.0, sid]).await?;
+            insert_security_event(c, event).await?;
         }
         RotationDecision::Revoke { revocation } => {
             revoke_in_tx(c, vec![sid.clone()], revocation).await?;

@@ -117,6 +117,7 @@ fn session(id: &str, user_id: &str, expires_at: i64) -> SessionRecord {
         revoke_reason: None,
         amr: "pwd".to_owned(),
         dpop_jkt: None,
+        step_up_at: None,
     }
 }
 
@@ -134,6 +135,7 @@ async fn rotate(store: &dyn Store, presented: &RefreshToken, now: i64) -> Option
         requested_scope: None,
         successor: RefreshTokenKey::of(successor.expose_secret()),
         successor_sealed: seal_successor(presented, &successor).unwrap(),
+        is_stepped_up: false,
     };
     let key = RefreshTokenKey::of(presented.expose_secret());
     store.rotate_refresh_token(&key, Box::new(move |snap| decide(snap, &ctx))).await.unwrap().map(|(_, d)| d)

@@ -295,7 +295,7 @@ async fn dpop_refusals_carry_a_dpop_challenge_with_algs() {
         answer(Rejection::Verify(VerifyError::Invalid(TokenErrorReason::DpopRequired))).await;
     assert_eq!(status, StatusCode::UNAUTHORIZED);
     assert!(challenge.starts_with("DPoP error=\"invalid_token\""), "{challenge}");
-    assert!(challenge.contains("algs=\"ES256 EdDSA\""), "{challenge}");
+    assert!(challenge.contains("algs=\"ES256 EdDSA Ed25519\""), "{challenge}");
     assert_eq!(body["error_reason"], "dpop_required");
     let (status, challenge, body) = answer(Rejection::VerifyDpop(VerifyError::ProofReplayed)).await;
     assert_eq!(status, StatusCode::UNAUTHORIZED);
@@ -312,5 +312,5 @@ async fn dpop_refusals_carry_a_dpop_challenge_with_algs() {
         .iter()
         .map(|v| v.to_str().unwrap().to_owned())
         .collect();
-    assert_eq!(offered, ["Bearer", "DPoP algs=\"ES256 EdDSA\""]);
+    assert_eq!(offered, ["Bearer", "DPoP algs=\"ES256 EdDSA Ed25519\""]);
 }

@@ -12,6 +12,7 @@ use anyhow::{Context, bail};
 use latchkey_core::Settings;
 use latchkey_core::keys::Algorithm;
 use latchkey_core::master_key::MasterKey;
+use latchkey_core::risk::RiskPolicy;
 use latchkey_core::settings::{BindingPolicy, MfaPolicy, Registration, RegistrationEmail};
 use serde::Deserialize;
 use zeroize::Zeroizing;
@@ -65,6 +66,7 @@ struct RawConfig {
     refresh_grace: Option<RawDuration>,
     binding: Option<String>,
     dpop_nonce: Option<bool>,
+    risk_policy: Option<String>,
     registration: Option<String>,
     registration_email: Option<String>,
     mfa: Option<String>,
@@ -244,6 +246,34 @@ fn algorithm(raw: Option<String>, key: &str, default: Algorithm) -> anyhow::Resu
     }
 }
 
+/// `risk_policy`: `off`, or the scores from which actions apply, `shorten=3,step_up=5,revoke=7`
+/// (an action left out never applies).
+fn risk_policy(text: &str) -> anyhow::Result<RiskPolicy> {
+    let text = text.trim();
+    if text == "off" {
+        return Ok(RiskPolicy::OFF);
+    }
+    let mut policy = RiskPolicy::OFF;
+    for part in text.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        let (action, score) = part
+            .split_once('=')
+            .with_context(|| format!("setting risk_policy: expected ACTION=SCORE, got {part:?}"))?;
+        let score: u32 = score
+            .trim()
+            .parse()
+            .ok()
+            .filter(|s| *s > 0)
+            .with_context(|| format!("setting risk_policy: {part:?} needs a positive score"))?;
+        match action.trim() {
+            "shorten" => policy.shorten = Some(score),
+            "step_up" => policy.step_up = Some(score),
+            "revoke" => policy.revoke = Some(score),
+            other => bail!("setting risk_policy: expected shorten, step_up or revoke, got {other:?}"),
+        }
+    }
+    Ok(policy)
+}
+
 /// Reads `LATCHKEY_<KEY>` for every key, over the file's values.
 fn apply_env(raw: &mut RawConfig, env: &dyn Fn(&str) -> Option<String>) -> anyhow::Result<()> {
     let get = |k: &str| env(&format!("LATCHKEY_{}", k.to_ascii_uppercase()));
@@ -264,6 +294,7 @@ fn apply_env(raw: &mut RawConfig, env: &dyn Fn(&str) -> Option<String>) -> anyho
         database_url,
         audience,
         binding,
+        risk_policy,
         registration,
         registration_email,
         mfa,
@@ -413,6 +444,9 @@ impl Config {
             Some(other) => bail!("setting binding: expected off, log or deny, got {other:?}"),
         };
         s.dpop_nonce = raw.dpop_nonce.unwrap_or(false);
+        if let Some(text) = raw.risk_policy.as_deref() {
+            s.risk = risk_policy(text)?;
+        }
         s.registration = match raw.registration.as_deref() {
             None | Some("open") => Registration::Open,
             Some("closed") => Registration::Closed,
@@ -488,6 +522,21 @@ mod tests {
         assert!(parse_duration("5 weeks").is_err());
         assert!(parse_duration("m").is_err());
         assert!(parse_duration("").is_err());
+    }
+
+    #[test]
+    fn the_risk_policy_reads_thresholds_or_off() {
+        let c = Config::load_with(None, &Flags::default(), &no_env).unwrap();
+        assert_eq!(c.settings.risk, RiskPolicy::default());
+        let env = |k: &str| (k == "LATCHKEY_RISK_POLICY").then(|| "shorten=2, revoke=9".to_owned());
+        let c = Config::load_with(None, &Flags::default(), &env).unwrap();
+        assert_eq!(c.settings.risk, RiskPolicy { shorten: Some(2), step_up: None, revoke: Some(9) });
+        let off = |k: &str| (k == "LATCHKEY_RISK_POLICY").then(|| "off".to_owned());
+        assert_eq!(Config::load_with(None, &Flags::default(), &off).unwrap().settings.risk, RiskPolicy::OFF);
+        for bad in ["shorten", "shorten=0", "panic=3", "revoke=x"] {
+            let env = |k: &str| (k == "LATCHKEY_RISK_POLICY").then(|| bad.to_owned());
+            assert!(Config::load_with(None, &Flags::default(), &env).is_err(), "{bad}");
+        }
     }
 
     #[test]

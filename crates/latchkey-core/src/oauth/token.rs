@@ -425,7 +425,8 @@ impl Latchkey {
                 reason: Some(ErrorReason::UserDisabled),
             });
         };
-        let access_token = self.mint_access_token(&user, &session, ctx.dpop.as_ref(), now)?;
+        let access_token =
+            self.mint_access_token(&user, &session, ctx.dpop.as_ref(), self.settings.access_token_ttl, now)?;
         let is_oidc = session.scope.contains(OPENID);
         let id_token = if is_oidc {
             Some(self.mint_id_token(
@@ -442,7 +443,7 @@ impl Latchkey {
         Ok(OAuthTokenResponse {
             access_token,
             token_type: token_type(ctx.dpop.as_ref()),
-            expires_in: self.access_token_lifetime(&session, now),
+            expires_in: self.access_token_lifetime(&session, self.settings.access_token_ttl, now),
             refresh_token,
             id_token,
             scope: session.scope.into_string(),
@@ -489,6 +490,7 @@ mod tests {
             revoke_reason: None,
             amr: "pwd".to_owned(),
             dpop_jkt: None,
+            step_up_at: None,
         }
     }
 

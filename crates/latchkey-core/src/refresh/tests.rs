@@ -9,8 +9,12 @@ use crate::store::{RefreshTokenRecord, SessionRecord, UserRecord};
 
 const T0: i64 = 1_000_000;
 
+/// Settings with risk scoring off: these tests are about rotation, binding and keys; risk
+/// has its own below.
 fn settings() -> Settings {
-    Settings::new("http://issuer.test")
+    let mut s = Settings::new("http://issuer.test");
+    s.risk = crate::risk::RiskPolicy::OFF;
+    s
 }
 
 fn snapshot() -> RefreshSnapshot {
@@ -39,6 +43,7 @@ fn snapshot() -> RefreshSnapshot {
             revoke_reason: None,
             amr: "pwd".to_owned(),
             dpop_jkt: None,
+            step_up_at: None,
         },
         user: UserRecord {
             id: "u".into(),
@@ -66,6 +71,7 @@ fn run(snap: &RefreshSnapshot, now: i64, settings: &Settings, agent: &str) -> Ro
         requested_scope: None,
         successor: RefreshTokenKey::of("lkr_new"),
         successor_sealed: b"sealed".to_vec(),
+        is_stepped_up: false,
     };
     decide(snap, &ctx)
 }
@@ -89,12 +95,12 @@ fn reason(d: &RotationDecision) -> Option<ErrorReason> {
 #[test]
 fn live_token_rotates_and_slides_idle_expiry() {
     let d = run(&snapshot(), T0 + 10, &settings(), "agent/1");
-    let RotationDecision::Rotate { successor, touch, event, .. } = d else { panic!("{d:?}") };
+    let RotationDecision::Rotate { successor, touch, events, .. } = d else { panic!("{d:?}") };
     assert_eq!(successor, RefreshTokenKey::of("lkr_new"));
     assert_eq!(touch.now, Timestamp(T0 + 10));
     // 14 days from now is past the absolute expiry, so the idle expiry stops there.
     assert_eq!(touch.idle_expires_at, Timestamp(T0 + 5000));
-    assert_eq!(event, None);
+    assert_eq!(events, []);
 }
 
 #[test]
@@ -184,14 +190,17 @@ fn reuse_revocation_records_event_and_until() {
 fn binding_policy_off_log_deny() {
     let mut s = settings();
     s.binding = BindingPolicy::Off;
-    assert!(matches!(run(&snapshot(), T0 + 1, &s, "other/2"), RotationDecision::Rotate { event: None, .. }));
+    assert!(
+        matches!(run(&snapshot(), T0 + 1, &s, "other/2"), RotationDecision::Rotate { ref events, .. } if events.is_empty())
+    );
     s.binding = BindingPolicy::Log;
-    let RotationDecision::Rotate { event: Some(e), .. } = run(&snapshot(), T0 + 1, &s, "other/2") else {
-        panic!()
-    };
+    let RotationDecision::Rotate { events, .. } = run(&snapshot(), T0 + 1, &s, "other/2") else { panic!() };
+    let [e] = events.as_slice() else { panic!("{events:?}") };
     assert_eq!(e.kind, "binding_anomaly");
     // Same agent: no anomaly.
-    assert!(matches!(run(&snapshot(), T0 + 1, &s, "agent/1"), RotationDecision::Rotate { event: None, .. }));
+    assert!(
+        matches!(run(&snapshot(), T0 + 1, &s, "agent/1"), RotationDecision::Rotate { ref events, .. } if events.is_empty())
+    );
     s.binding = BindingPolicy::Deny;
     assert_eq!(reason(&run(&snapshot(), T0 + 1, &s, "other/2")), Some(ErrorReason::BindingMismatch));
     assert!(matches!(run(&snapshot(), T0 + 1, &s, "agent/1"), RotationDecision::Rotate { .. }));
@@ -201,9 +210,8 @@ fn binding_policy_off_log_deny() {
     retired(&mut replayed, T0, false);
     replayed.token.retired_by = Some(CallerFingerprint::of(&client("other/2")));
     s.binding = BindingPolicy::Log;
-    let RotationDecision::Replay { event: Some(e), .. } = run(&replayed, T0 + 1, &s, "other/2") else {
-        panic!()
-    };
+    let RotationDecision::Replay { events, .. } = run(&replayed, T0 + 1, &s, "other/2") else { panic!() };
+    let [e] = events.as_slice() else { panic!("{events:?}") };
     assert_eq!(e.kind, "binding_anomaly");
     s.binding = BindingPolicy::Deny;
     // Deny also applies to such a grace replay.
@@ -236,6 +244,7 @@ fn another_clients_token_is_unknown_and_revokes_nothing() {
         requested_scope: None,
         successor: RefreshTokenKey::of("lkr_new"),
         successor_sealed: b"sealed".to_vec(),
+        is_stepped_up: false,
     };
     assert_eq!(decide(&snap, &ctx), RotationDecision::Refuse { reason: ErrorReason::UnknownToken });
 }
@@ -263,6 +272,7 @@ fn grace_replay_needs_the_caller_that_rotated() {
         requested_scope: None,
         successor: RefreshTokenKey::of("lkr_new"),
         successor_sealed: b"sealed".to_vec(),
+        is_stepped_up: false,
     };
     assert_eq!(reason(&decide(&snap, &ctx)), Some(ErrorReason::ReuseDetected));
     // Another address in the same /24 with the same agent: benign.
@@ -286,6 +296,7 @@ fn scope_is_judged_after_the_tokens_state() {
         requested_scope: Some("profile admin".into()),
         successor: RefreshTokenKey::of("lkr_new"),
         successor_sealed: b"sealed".to_vec(),
+        is_stepped_up: false,
     };
     assert_eq!(decide(&snapshot(), &ctx), RotationDecision::ScopeExceeded);
     let mut snap = snapshot();
@@ -321,6 +332,7 @@ fn run_bound(snap: &RefreshSnapshot, now: i64, presented: Option<u8>) -> Rotatio
         requested_scope: None,
         successor: RefreshTokenKey::of("lkr_new"),
         successor_sealed: b"sealed".to_vec(),
+        is_stepped_up: false,
     };
     decide(&snap, &ctx)
 }
@@ -336,7 +348,7 @@ fn revoked_as(d: &RotationDecision) -> Option<(ErrorReason, &'static str)> {
 fn a_bound_sessions_live_token_rotates_only_with_its_key() {
     let d = run_bound(&snapshot(), T0 + 1, Some(1));
     // Another network and user agent: no anomaly, the key is what counts.
-    assert!(matches!(d, RotationDecision::Rotate { event: None, .. }), "{d:?}");
+    assert!(matches!(d, RotationDecision::Rotate { ref events, .. } if events.is_empty()), "{d:?}");
     for presented in [Some(2), None] {
         let d = run_bound(&snapshot(), T0 + 1, presented);
         assert_eq!(revoked_as(&d), Some((ErrorReason::ReuseDetected, DPOP_KEY_MISMATCH)), "{presented:?}");
@@ -376,7 +388,77 @@ fn a_bearer_session_ignores_a_proof_and_keeps_the_network_rule() {
         requested_scope: None,
         successor: RefreshTokenKey::of("lkr_new"),
         successor_sealed: b"sealed".to_vec(),
+        is_stepped_up: false,
     };
     // A proof's key is part of neither the Bearer fingerprint nor the decision.
     assert!(matches!(decide(&snap, &ctx), RotationDecision::Replay { .. }));
+}
+
+// Risk (SPEC 12): the decision applies risk's action, and a step-up wait holds.
+
+/// A decision with the default risk policy, from `ip` with `agent`, at `now`.
+fn run_risky(
+    snap: &RefreshSnapshot,
+    now: i64,
+    ip: &str,
+    agent: &str,
+    is_stepped_up: bool,
+) -> RotationDecision {
+    let ctx = RefreshContext {
+        client_id: "latchkey".into(),
+        now: Timestamp(now),
+        policy: RotationPolicy::from(&Settings::new("http://issuer.test")),
+        caller: Caller { ip: Some(ip.into()), user_agent: Some(agent.into()), dpop: None },
+        requested_scope: None,
+        successor: RefreshTokenKey::of("lkr_new"),
+        successor_sealed: b"sealed".to_vec(),
+        is_stepped_up,
+    };
+    decide(snap, &ctx)
+}
+
+const FIREFOX: &str = "Mozilla/5.0 (X11; Linux x86_64; rv:140.0) Gecko/20100101 Firefox/140.0";
+
+#[test]
+fn risk_shortens_steps_up_and_revokes_by_score() {
+    // An ordinary refresh: nothing.
+    let d = run_risky(&snapshot(), T0 + 200, "127.0.0.9", "agent/1", false);
+    assert!(
+        matches!(d, RotationDecision::Rotate { shortened: false, ref events, .. } if events.is_empty()),
+        "{d:?}"
+    );
+    // Another network and browser family, some minutes later: shortened, with an event.
+    let d = run_risky(&snapshot(), T0 + 200, "203.0.113.9", FIREFOX, false);
+    let RotationDecision::Rotate { shortened: true, events, .. } = d else { panic!("{d:?}") };
+    // (The binding policy's `log` notes the other user agent as well.)
+    let kinds: Vec<&str> = events.iter().map(|e| e.kind).collect();
+    assert_eq!(kinds, ["binding_anomaly", REFRESH_RISK]);
+    let detail = events[1].detail.as_deref().unwrap();
+    assert!(detail.starts_with("shorten: score 3 (new_network, agent_family_changed)"), "{detail}");
+    // The same a minute after the last use, from both networks at once: step up.
+    let d = run_risky(&snapshot(), T0 + 60, "203.0.113.9", FIREFOX, false);
+    assert!(matches!(&d, RotationDecision::StepUp { event, .. } if event.kind == REFRESH_RISK), "{d:?}");
+    // And seconds after it: revoked.
+    let d = run_risky(&snapshot(), T0 + 5, "203.0.113.9", FIREFOX, false);
+    assert_eq!(revoked_as(&d), Some((ErrorReason::SuspiciousRefresh, REFRESH_RISK)));
+    // After the user stepped up, the same refresh goes through unscored (the binding policy
+    // still notes the user agent).
+    let d = run_risky(&snapshot(), T0 + 5, "203.0.113.9", FIREFOX, true);
+    let RotationDecision::Rotate { shortened: false, events, .. } = d else { panic!("{d:?}") };
+    assert!(events.iter().all(|e| e.kind != REFRESH_RISK), "{events:?}");
+}
+
+#[test]
+fn a_session_waiting_for_step_up_refuses_until_stepped_up_but_theft_still_revokes() {
+    let mut snap = snapshot();
+    snap.session.step_up_at = Some(Timestamp(T0));
+    let d = run_risky(&snap, T0 + 200, "127.0.0.9", "agent/1", false);
+    assert_eq!(d, RotationDecision::Refuse { reason: ErrorReason::StepUpRequired });
+    assert!(matches!(
+        run_risky(&snap, T0 + 200, "127.0.0.9", "agent/1", true),
+        RotationDecision::Rotate { .. }
+    ));
+    retired(&mut snap, T0, true);
+    let d = run_risky(&snap, T0 + 200, "127.0.0.9", "agent/1", false);
+    assert_eq!(revoked_as(&d), Some((ErrorReason::ReuseDetected, "refresh_token_reuse")));
 }

@@ -38,6 +38,20 @@ fn the_thumbprint_is_rfc_7638s() {
 }
 
 #[test]
+fn an_ed25519_key_may_name_its_alg_ed25519_as_rfc_9864_does() {
+    let key = ProofKey::generate_ed25519().unwrap();
+    let claims = json!({"jti": "a", "htm": "POST", "htu": URL, "iat": NOW});
+    let proof =
+        key.sign(&json!({"typ": "dpop+jwt", "alg": "Ed25519", "jwk": key.public_jwk()}), &claims).unwrap();
+    assert_eq!(&check(&proof, &expected()).unwrap().jkt, key.thumbprint());
+    // Not for a P-256 key.
+    let es = ProofKey::generate_es256().unwrap();
+    let proof =
+        es.sign(&json!({"typ": "dpop+jwt", "alg": "Ed25519", "jwk": es.public_jwk()}), &claims).unwrap();
+    assert_eq!(check(&proof, &expected()).unwrap_err(), ProofError::BadKey);
+}
+
+#[test]
 fn query_fragment_case_and_default_port_do_not_matter_in_htu() {
     let key = ProofKey::generate_es256().unwrap();
     for htu in ["https://ID.example.com:443/oauth/token", "https://id.example.com/oauth/token?x=1#f"] {

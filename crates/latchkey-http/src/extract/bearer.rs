@@ -11,7 +11,7 @@ use axum::extract::{FromRef, FromRequestParts};
 use axum::http::request::Parts;
 use axum::http::{StatusCode, header};
 use latchkey_core::account::AuthError;
-use latchkey_core::dpop::DpopError;
+use latchkey_core::dpop::{DpopError, Thumbprint};
 use latchkey_proto::{ErrorCode, TokenErrorReason};
 
 use crate::AppState;
@@ -23,6 +23,13 @@ pub(crate) struct Bearer(pub(crate) String);
 
 /// An access token that may be absent.
 pub(crate) struct MaybeBearer(pub(crate) Option<String>);
+
+/// An access token that must be present, and the DPoP key its proof showed (`None` for
+/// `Bearer`): for `POST /auth/step-up`, whose refresh must prove the session's key.
+pub(crate) struct KeyedBearer {
+    pub(crate) token: String,
+    pub(crate) key: Option<Thumbprint>,
+}
 
 /// The token of a request and, for the `DPoP` scheme, its proof.
 fn presented(parts: &Parts) -> Result<Option<(&str, Option<&str>)>, ApiError> {
@@ -59,20 +66,21 @@ fn presented(parts: &Parts) -> Result<Option<(&str, Option<&str>)>, ApiError> {
     }
 }
 
-async fn extract(parts: &Parts, state: &AppState) -> Result<Option<String>, ApiError> {
+async fn extract(parts: &Parts, state: &AppState) -> Result<Option<KeyedBearer>, ApiError> {
     let Some((token, proof)) = presented(parts)? else {
         return Ok(None);
     };
     let service = &state.service;
-    // Expired tokens too: logout takes them, and the binding holds for them as well.
+    let unchecked = KeyedBearer { token: token.to_owned(), key: None };
+    // Expired tokens too: logout and step-up take them, and the binding holds for them too.
     let bound_to = match service.verify_access_token(token, true) {
         Ok(claims) => claims.cnf.map(|c| c.jkt),
-        Err(_) => return Ok(Some(token.to_owned())),
+        Err(_) => return Ok(Some(unchecked)),
     };
     let refused = |reason| ApiError::Auth(AuthError::InvalidToken(reason));
     match (proof, bound_to) {
-        (None, None) => {}
-        (None, Some(_)) => return Err(refused(TokenErrorReason::DpopRequired)),
+        (None, None) => Ok(Some(unchecked)),
+        (None, Some(_)) => Err(refused(TokenErrorReason::DpopRequired)),
         (Some(proof), bound_to) => {
             let key = service
                 .check_dpop_proof(proof, parts.method.as_str(), parts.uri.path(), Some(token))
@@ -81,9 +89,9 @@ async fn extract(parts: &Parts, state: &AppState) -> Result<Option<String>, ApiE
             if bound_to.as_deref() != Some(key.as_str()) {
                 return Err(refused(TokenErrorReason::DpopKeyMismatch));
             }
+            Ok(Some(KeyedBearer { token: token.to_owned(), key: Some(key) }))
         }
     }
-    Ok(Some(token.to_owned()))
 }
 
 impl<S> FromRequestParts<S> for Bearer
@@ -94,7 +102,20 @@ where
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
-        extract(parts, &AppState::from_ref(state)).await?.map(Self).ok_or(ApiError::MissingToken)
+        let found = extract(parts, &AppState::from_ref(state)).await?;
+        found.map(|b| Self(b.token)).ok_or(ApiError::MissingToken)
+    }
+}
+
+impl<S> FromRequestParts<S> for KeyedBearer
+where
+    S: Send + Sync,
+    AppState: FromRef<S>,
+{
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        extract(parts, &AppState::from_ref(state)).await?.ok_or(ApiError::MissingToken)
     }
 }
 
@@ -106,6 +127,6 @@ where
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
-        extract(parts, &AppState::from_ref(state)).await.map(Self)
+        Ok(Self(extract(parts, &AppState::from_ref(state)).await?.map(|b| b.token)))
     }
 }

@@ -8,12 +8,13 @@ use axum::response::{IntoResponse, Response};
 use latchkey_core::SessionId;
 use latchkey_proto::auth::{
     Credentials, EmailChangeRequest, ForgotPasswordRequest, LogoutAllRequest, LogoutRequest,
-    PasswordChangeRequest, PasswordResetRequest, RefreshRequest, RegisterRequest, VerifyEmailRequest,
+    PasswordChangeRequest, PasswordResetRequest, RefreshRequest, RegisterRequest, StepUpRequest,
+    VerifyEmailRequest,
 };
 
 use crate::AppState;
 use crate::error::ApiError;
-use crate::extract::bearer::{Bearer, MaybeBearer};
+use crate::extract::bearer::{Bearer, KeyedBearer, MaybeBearer};
 use crate::extract::caller::RequestCaller;
 use crate::extract::dpop::ProvingCaller;
 use crate::extract::json::{ApiJson, OptionalJson};
@@ -53,6 +54,16 @@ pub(crate) async fn refresh(
     ApiJson(req): ApiJson<RefreshRequest>,
 ) -> ApiResult {
     Ok(Json(s.service.refresh(&req.refresh_token, &caller).await?).into_response())
+}
+
+pub(crate) async fn step_up(
+    State(s): State<AppState>,
+    KeyedBearer { token, key }: KeyedBearer,
+    RequestCaller(mut caller): RequestCaller,
+    ApiJson(req): ApiJson<StepUpRequest>,
+) -> ApiResult {
+    caller.dpop = key;
+    Ok(Json(s.service.step_up(&token, req, &caller).await?).into_response())
 }
 
 pub(crate) async fn logout(

@@ -103,6 +103,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (8, include_str!("../../migrations/postgres/0008_session_amr.sql")),
     (9, include_str!("../../migrations/postgres/0009_passkey_challenges.sql")),
     (10, include_str!("../../migrations/postgres/0010_dpop.sql")),
+    (11, include_str!("../../migrations/postgres/0011_session_step_up.sql")),
 ];
 
 /// Advisory lock key held while migrating, so nodes starting together migrate one at a time.

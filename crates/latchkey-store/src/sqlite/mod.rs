@@ -53,6 +53,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (11, include_str!("../../migrations/sqlite/0011_session_amr.sql")),
     (12, include_str!("../../migrations/sqlite/0012_passkey_challenges.sql")),
     (13, include_str!("../../migrations/sqlite/0013_dpop.sql")),
+    (14, include_str!("../../migrations/sqlite/0014_session_step_up.sql")),
 ];
 
 /// Maps SQLite errors to the port's, without leaking rusqlite types.

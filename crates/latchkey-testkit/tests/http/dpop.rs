@@ -86,7 +86,7 @@ async fn a_session_opened_with_a_proof_is_bound_to_its_key_for_life() {
     assert!(claims(bearer.str("access_token")).get("cnf").is_none());
     // The discovery document says which algorithms proofs may use.
     let d = send(c.get(s.url("/.well-known/openid-configuration"))).await;
-    assert_eq!(d.json["dpop_signing_alg_values_supported"], json!(["ES256", "EdDSA"]));
+    assert_eq!(d.json["dpop_signing_alg_values_supported"], json!(["ES256", "EdDSA", "Ed25519"]));
 }
 
 #[tokio::test]
@@ -205,7 +205,8 @@ async fn a_bound_token_works_at_the_servers_endpoints_only_with_its_proof() {
     assert_eq!(bearer.json["error_reason"], "dpop_required");
     let challenge = bearer.header("www-authenticate").unwrap();
     assert!(
-        challenge.starts_with("DPoP error=\"invalid_token\"") && challenge.contains("algs=\"ES256 EdDSA\""),
+        challenge.starts_with("DPoP error=\"invalid_token\"")
+            && challenge.contains("algs=\"ES256 EdDSA Ed25519\""),
         "{challenge}"
     );
     // With a proof: served; the same proof again is not.

@@ -36,6 +36,7 @@ mod pages;
 mod passkey;
 mod processes;
 mod recovery;
+mod risk;
 mod rotation;
 mod security;
 mod soak;
