@@ -337,6 +337,8 @@ pub struct AuthCodeRecord {
     /// the app before the redemption leaves the code worthless (SPEC 4: revoked is final).
     /// `None` for codes issued before this was recorded, which are refused.
     pub browser_session_id: Option<SessionId>,
+    /// The DPoP key the code must be redeemed with (`dpop_jkt`, RFC 9449 §10).
+    pub dpop_jkt: Option<crate::dpop::Thumbprint>,
 }
 
 /// What the domain decided about a code's first redemption.

@@ -26,7 +26,7 @@ static DELETE_CLIENT: Sql = Sql::new("DELETE FROM clients WHERE client_id = $1")
 static INSERT_CODE: Sql = Sql::new(concat!(
     "INSERT INTO auth_codes (",
     code_columns!(),
-    ") VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)"
+    ") VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)"
 ));
 static LOCK_CODE: Sql =
     Sql::new(concat!("SELECT ", code_columns!(), " FROM auth_codes WHERE hash = $1 FOR UPDATE"));
@@ -84,7 +84,8 @@ fn insert_code(c: &mut dyn Conn, code: AuthCodeRecord) -> OpFuture<'_, ()> {
             code.expires_at.0,
             code.used_at.map(|t| t.0),
             &code.session_id,
-            &code.browser_session_id
+            &code.browser_session_id,
+            &code.dpop_jkt
         ];
         c.execute(&INSERT_CODE, p).await.map(|_| ())
     })

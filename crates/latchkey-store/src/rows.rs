@@ -81,7 +81,7 @@ pub(crate) use session_columns;
 macro_rules! code_columns {
     () => {
         "hash, client_id, user_id, redirect_uri, scope, nonce, code_challenge, auth_time, created_at, \
-         expires_at, used_at, session_id, browser_session_id"
+         expires_at, used_at, session_id, browser_session_id, dpop_jkt"
     };
 }
 pub(crate) use code_columns;
@@ -259,12 +259,14 @@ pub(crate) fn session(row: &dyn Row) -> Result<SessionRecord, DbError> {
         // revoked either way, and the revocation is the fact that matters.
         revoke_reason: reason.map(|r| ErrorReason::parse(&r).unwrap_or(ErrorReason::RevokedByAdmin)),
         amr: row.text(12)?,
-        dpop_jkt: match row.opt_text(13)? {
-            Some(t) => Some(Thumbprint::parse(&t).ok_or_else(|| DbError::corrupt("sessions.dpop_jkt", t))?),
-            None => None,
-        },
+        dpop_jkt: thumbprint(row.opt_text(13)?, "sessions.dpop_jkt")?,
         step_up_at: row.opt_int(14)?.map(Timestamp),
     })
+}
+
+/// A stored DPoP key thumbprint; one of another form is corrupt.
+fn thumbprint(stored: Option<String>, column: &str) -> Result<Option<Thumbprint>, DbError> {
+    stored.map(|t| Thumbprint::parse(&t).ok_or_else(|| DbError::corrupt(column, t))).transpose()
 }
 
 /// An authorization code from [`code_columns`].
@@ -283,6 +285,7 @@ pub(crate) fn auth_code(row: &dyn Row) -> Result<AuthCodeRecord, DbError> {
         used_at: row.opt_int(10)?.map(Timestamp),
         session_id: row.opt_text(11)?.map(Into::into),
         browser_session_id: row.opt_text(12)?.map(Into::into),
+        dpop_jkt: thumbprint(row.opt_text(13)?, "auth_codes.dpop_jkt")?,
     })
 }
 

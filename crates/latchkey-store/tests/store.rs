@@ -324,6 +324,7 @@ fn code(hash: &TokenHash) -> AuthCodeRecord {
         used_at: None,
         session_id: None,
         browser_session_id: Some("web".into()),
+        dpop_jkt: None,
     }
 }
 

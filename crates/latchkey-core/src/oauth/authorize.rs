@@ -43,6 +43,9 @@ pub struct AuthorizeParams {
     pub max_age: Option<String>,
     /// `acr_values`.
     pub acr_values: Option<String>,
+    /// `dpop_jkt` (RFC 9449 §10): the thumbprint of the DPoP key the code must be redeemed
+    /// with.
+    pub dpop_jkt: Option<String>,
     /// Names given more than once (RFC 6749 §3.1: an error).
     pub repeated: Vec<String>,
 }
@@ -65,6 +68,7 @@ impl AuthorizeParams {
                 "prompt" => &mut p.prompt,
                 "max_age" => &mut p.max_age,
                 "acr_values" => &mut p.acr_values,
+                "dpop_jkt" => &mut p.dpop_jkt,
                 _ => continue,
             };
             if slot.is_some() {
@@ -102,6 +106,7 @@ impl AuthorizeParams {
             ("prompt", &prompt.filter(|p| !p.is_empty())),
             ("max_age", &self.max_age.clone().filter(|_| !after_sign_in)),
             ("acr_values", &self.acr_values.clone().filter(|_| !after_sign_in)),
+            ("dpop_jkt", &self.dpop_jkt),
         ]
         .into_iter()
         .filter_map(|(k, v)| v.as_ref().map(|v| (k.to_owned(), v.clone())))
@@ -142,6 +147,8 @@ pub struct AuthorizeRequest {
     /// The lowest level among the `acr_values` Latchkey knows (OpenID Connect Core
     /// §3.1.2.1: any of them satisfies the app); `None` when it asked for none of them.
     pub min_acr: Option<AcrLevel>,
+    /// The DPoP key the code is bound to (`dpop_jkt`).
+    pub dpop_jkt: Option<crate::dpop::Thumbprint>,
     /// The parameters as received.
     pub params: AuthorizeParams,
 }
@@ -320,6 +327,12 @@ impl Latchkey {
             };
         let min_acr =
             params.acr_values.as_deref().unwrap_or_default().split(' ').filter_map(AcrLevel::parse).min();
+        let dpop_jkt = match params.dpop_jkt.as_deref() {
+            None => None,
+            Some(j) => Some(crate::dpop::Thumbprint::parse(j).ok_or_else(|| {
+                fail(ErrorCode::InvalidRequest, "dpop_jkt must be a JWK SHA-256 thumbprint (RFC 7638).")
+            })?),
+        };
         Ok(AuthorizeRequest {
             client,
             redirect_uri,
@@ -330,6 +343,7 @@ impl Latchkey {
             prompt,
             max_age,
             min_acr,
+            dpop_jkt,
             params,
         })
     }
@@ -460,6 +474,7 @@ impl Latchkey {
             used_at: None,
             session_id: None,
             browser_session_id: Some(signed_in.session().id.clone()),
+            dpop_jkt: req.dpop_jkt.clone(),
         };
         self.store.insert_auth_code(&record).await?;
         let mut params = vec![("code", code.as_str())];

@@ -13,6 +13,7 @@ use super::OPENID;
 use crate::caller::Caller;
 use crate::clock::Timestamp;
 use crate::crypto::{RefreshTokenKey, TokenHash, b64, new_refresh_token};
+use crate::dpop::Thumbprint;
 use crate::ids::{ClientId, RedirectUri, Scope};
 use crate::keys::KeyError;
 use crate::login::SessionLifetimes;
@@ -165,6 +166,7 @@ fn code_problem(
     client_id: &ClientId,
     redirect_uri: &RedirectUri,
     verifier: &str,
+    key: Option<&Thumbprint>,
     now: Timestamp,
 ) -> Option<&'static str> {
     if code.client_id != *client_id {
@@ -179,6 +181,9 @@ fn code_problem(
     let challenge = b64(digest(&SHA256, verifier.as_bytes()).as_ref());
     if !TokenHash::of(&challenge).ct_eq(&TokenHash::of(&code.code_challenge)) {
         return Some("The code_verifier does not match the code_challenge.");
+    }
+    if code.dpop_jkt.as_ref().is_some_and(|bound| !key.is_some_and(|k| k.ct_eq(bound))) {
+        return Some("The DPoP proof is not from the key the authorization request named (dpop_jkt).");
     }
     None
 }
@@ -347,8 +352,9 @@ impl Latchkey {
         let is_public = client.secret_hash.is_none();
         let ctx_owned = ctx.clone();
         let decide = Box::new(move |code: &AuthCodeRecord, issuer: &CodeIssuer| {
-            let problem = code_problem(code, &client_id, &redirect, &verifier_owned, now)
-                .or_else(|| issuer_problem(code, issuer, now));
+            let problem =
+                code_problem(code, &client_id, &redirect, &verifier_owned, ctx_owned.dpop.as_ref(), now)
+                    .or_else(|| issuer_problem(code, issuer, now));
             if let Some(why) = problem {
                 return CodeDecision::Refuse { why };
             }
@@ -471,6 +477,7 @@ mod tests {
             used_at: None,
             session_id: None,
             browser_session_id: Some("web".into()),
+            dpop_jkt: None,
         }
     }
 
@@ -532,13 +539,25 @@ mod tests {
     fn a_code_needs_its_client_redirect_uri_verifier_and_time() {
         let c = code();
         let ok = |client: &str, redirect: &str, verifier: &str, now: i64| {
-            code_problem(&c, &client.into(), &redirect.into(), verifier, Timestamp(now))
+            code_problem(&c, &client.into(), &redirect.into(), verifier, None, Timestamp(now))
         };
         assert_eq!(ok("app", "https://app.example/cb", VERIFIER, 159), None);
         assert!(ok("other", "https://app.example/cb", VERIFIER, 120).is_some());
         assert!(ok("app", "https://app.example/cb/", VERIFIER, 120).is_some());
         assert!(ok("app", "https://app.example/cb", &VERIFIER.replace('d', "e"), 120).is_some());
         assert!(ok("app", "https://app.example/cb", VERIFIER, 160).is_some());
+    }
+
+    #[test]
+    fn a_code_bound_by_dpop_jkt_needs_a_proof_from_that_key() {
+        let key = |n: u8| Thumbprint::parse(&format!("{}{n:03}", "k".repeat(40))).unwrap();
+        let c = AuthCodeRecord { dpop_jkt: Some(key(1)), ..code() };
+        let with = |k: Option<&Thumbprint>| {
+            code_problem(&c, &"app".into(), &"https://app.example/cb".into(), VERIFIER, k, Timestamp(120))
+        };
+        assert_eq!(with(Some(&key(1))), None);
+        assert!(with(Some(&key(2))).is_some());
+        assert!(with(None).is_some());
     }
 
     #[test]

@@ -506,3 +506,62 @@ async fn apps_get_bound_tokens_through_the_code_flow_and_client_credentials() {
     assert_eq!(seen.json["token_type"], "DPoP");
     assert_eq!(seen.json["cnf"]["jkt"], key.thumbprint().as_str());
 }
+
+/// RFC 9449 section 10: `dpop_jkt` at the authorization endpoint binds the code to a key,
+/// through sign-in and consent; another key (or none) cannot redeem it.
+#[tokio::test]
+async fn dpop_jkt_binds_the_code_to_the_key_that_asked_for_it() {
+    use crate::oauth::{authorize_url, consent, location, param, sign_in};
+    let s = TestServer::start().await;
+    let c = http_client();
+    s.register(&c, "nia", PASSWORD).await;
+    let app = register_app(&s, &["--public"]).await;
+    let key = ProofKey::generate_es256().unwrap();
+    let other = ProofKey::generate_es256().unwrap();
+    let code_for = |b: reqwest::Client| {
+        let url = authorize_url(&s, &app, &[("dpop_jkt", key.thumbprint().as_str())]);
+        let s = &s;
+        async move {
+            let start = send(b.get(url)).await;
+            let mut next = location(&start);
+            if next.starts_with("/login") {
+                next = sign_in(s, &b, &next, "nia").await;
+            }
+            if next.starts_with("/oauth/authorize") {
+                next = consent(s, &b, &next, "allow").await;
+            }
+            param(&next, "code").unwrap_or_else(|| panic!("no code in {next}"))
+        }
+    };
+    let exchange = |code: &str, k: Option<&ProofKey>| {
+        let mut req = c.post(s.url("/oauth/token"));
+        if let Some(k) = k {
+            req = req.header("DPoP", proof(&s, k, "/oauth/token"));
+        }
+        let form = [
+            ("grant_type", "authorization_code"),
+            ("code", code),
+            ("redirect_uri", REDIRECT),
+            ("code_verifier", VERIFIER),
+            ("client_id", app.id.as_str()),
+        ];
+        send(req.form(&form))
+    };
+    let b = browser();
+    for wrong in [Some(&other), None] {
+        let code = code_for(b.clone()).await;
+        let refused = exchange(&code, wrong).await;
+        assert_eq!(
+            (refused.status, refused.json["error"].as_str()),
+            (400, Some("invalid_grant")),
+            "{}",
+            refused.text
+        );
+        assert!(refused.text.contains("dpop_jkt"), "{}", refused.text);
+    }
+    let code = code_for(b.clone()).await;
+    assert_bound(&exchange(&code, Some(&key)).await, &key);
+    // Not a thumbprint: refused at the authorization endpoint, back to the app.
+    let bad = send(b.get(authorize_url(&s, &app, &[("dpop_jkt", "not-a-thumbprint")]))).await;
+    assert_eq!(param(&location(&bad), "error").as_deref(), Some("invalid_request"));
+}

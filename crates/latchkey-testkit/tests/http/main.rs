@@ -25,6 +25,7 @@ mod fuzz;
 mod hardening;
 mod input;
 mod interop;
+mod interop_node;
 mod mail;
 mod master_key;
 mod mfa;

@@ -1,0 +1,26 @@
+//! Interoperability with an independent, OpenID-certified relying party in another language:
+//! `openid-client` 6 (on `oauth4webapi`) drives the server with DPoP through discovery, the
+//! code flow with PKCE, userinfo and refresh, for a public and a confidential client, and
+//! again against a server with `dpop_nonce = true` (its automatic `use_dpop_nonce` retry).
+//! The test itself is `interop/node/interop.test.mjs`; `interop/node/run-local.sh` starts
+//! the two servers from the binary built here, creates the user and the clients with the
+//! CLI, and runs it. `npm ci` there first (scripts/test does).
+
+#[tokio::test]
+async fn openid_client_drives_the_code_flow_refresh_and_userinfo_with_dpop() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../interop/node");
+    let out = tokio::process::Command::new("bash")
+        .arg("run-local.sh")
+        .current_dir(&dir)
+        .env("LATCHKEY_BIN", env!("CARGO_BIN_EXE_latchkey-node"))
+        .output()
+        .await
+        .expect("bash and Node.js 20 or newer must be installed");
+    let report = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success(), "openid-client interop failed:\n{report}");
+    assert!(
+        report.contains("# fail 0") && report.contains("# todo 0"),
+        "every test ran and passed:\n{report}"
+    );
+    assert!(!report.contains("# pass 0"), "{report}");
+}
