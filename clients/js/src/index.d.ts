@@ -30,6 +30,18 @@ export interface LatchkeyOptions {
   now?: () => number;
   /** A Web Locks implementation (default navigator.locks); null forces the storage lease. */
   locks?: { request<T>(name: string, work: () => Promise<T>): Promise<T> } | null;
+  /**
+   * Bind each session to a key of its own with DPoP (RFC 9449; default false). Each session
+   * (`login()`, `setTokens()`) gets a new ES256 key pair from WebCrypto, its private key
+   * non-extractable. The sign-in, every refresh and every `fetch()` with a DPoP-bound access
+   * token carry a fresh proof from it (`logout()` too when it sends the access token), with
+   * one retry when the server asks for a nonce. The key pair is kept in IndexedDB when a
+   * `storage` is given in a browser (tabs find it there), else in this client's memory. A
+   * stored session whose key is not found counts as signed out: `resume()` answers false
+   * and nothing is sent (a refresh without the key would make the server revoke the
+   * session). Needs `crypto.subtle`: a secure context in browsers.
+   */
+  dpop?: boolean;
 }
 
 export interface Session {
@@ -69,6 +81,8 @@ export class MemoryStorage implements TokenStorage {
 /** The token endpoint's answer, for setTokens(). */
 export interface TokenAnswer {
   access_token: string;
+  /** `Bearer` (or absent); a `DPoP` answer is refused, as its key is not the client's. */
+  token_type?: string;
   expires_in: number;
   refresh_token?: string;
   session_id?: string;
@@ -81,10 +95,15 @@ export class Latchkey {
   readonly session: Session | null;
   resume(): Promise<boolean>;
   login(credentials: { username: string; password: string }): Promise<Session>;
+  /** Takes over tokens from the OAuth code flow. With `dpop`, the session gets a key and
+   * its refreshes bind the access tokens they get. Throws a TypeError for a `DPoP` answer. */
   setTokens(answer: TokenAnswer): Promise<Session>;
-  /** fetch() with the Bearer token, to the issuer's origin or one of `apiOrigins` only.
-   * Relative URLs resolve against `location`, as fetch() does. */
+  /** fetch() with the access token (Bearer, or DPoP with a proof naming this request), to
+   * the issuer's origin or one of `apiOrigins` only. Relative URLs resolve against
+   * `location`, as fetch() does. */
   fetch(url: string | URL, init?: RequestInit): Promise<Response>;
+  /** The current access token. A DPoP-bound one is of no use without a proof from the
+   * session's key, which only `fetch()` can make. */
   accessToken(): Promise<string>;
   refresh(): Promise<Session>;
   logout(): Promise<void>;

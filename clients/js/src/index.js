@@ -16,11 +16,21 @@
 //   listed (scheme, host and port compared exactly); any other URL is refused with
 //   `origin_not_allowed` before anything is sent. fetch() itself drops Authorization on a
 //   redirect to another origin (the Fetch standard; Node 20's fetch and current browsers).
+// - DPoP (RFC 9449, SPEC 12) with `dpop: true`: each session gets its own ES256 key pair,
+//   made by WebCrypto when it begins (login, setTokens), the private key non-extractable.
+//   The sign-in and every refresh carry a fresh proof from it; a bound access token
+//   (token_type DPoP) goes out as `Authorization: DPoP` with a fresh proof naming it
+//   (`ath`). A server's `use_dpop_nonce` gets one retry with its nonce. The key pair is kept
+//   in IndexedDB when the session is in a shared storage in a browser, so that tabs find
+//   it; otherwise in this client's memory. A stored session whose key is not there counts as
+//   signed out: a refresh without the key would make the server revoke the session as stolen.
 // - Tokens never appear in errors or logs.
 
 const STORAGE_KEY = 'latchkey.session';
 const LEASE_KEY = 'latchkey.refresh-lease';
 const LOCK_NAME = 'latchkey.refresh';
+const KEYS_DATABASE = 'latchkey.dpop-keys';
+const KEYS_STORE = 'keys';
 
 /** Why a call failed. `code` is one of `not_signed_in`, `reauth`, `invalid_credentials`,
  * `throttled`, `server`, `network`, `origin_not_allowed`, `invalid_url`; `reason` is the
@@ -63,9 +73,9 @@ function isInvalidToken(res) {
   return res.status === 401 && /error="invalid_token"/.test(res.headers.get('www-authenticate') ?? '');
 }
 
-function withBearer(init, token) {
+function withAuthorization(init, scheme, token) {
   const headers = new Headers(init?.headers ?? {});
-  headers.set('authorization', `Bearer ${token}`);
+  headers.set('authorization', `${scheme} ${token}`);
   return { ...init, headers };
 }
 
@@ -76,6 +86,119 @@ function randomId() {
 }
 
 const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
+
+const encoder = new TextEncoder();
+
+function base64url(bytes) {
+  let binary = '';
+  for (const b of new Uint8Array(bytes)) binary += String.fromCharCode(b);
+  return btoa(binary).replace(/\+/g, '-').replace(/\//g, '_').replace(/=+$/, '');
+}
+
+const sha256 = (text) => globalThis.crypto.subtle.digest('SHA-256', encoder.encode(text));
+
+/** A key pair as proofs use it: the public JWK with only the members RFC 7638 hashes, and
+ * its thumbprint, which the server puts in the access token's `cnf.jkt`. Exporting the
+ * public key works though the pair was made non-extractable: that covers the private key. */
+async function dpopKey(pair) {
+  const { crv, kty, x, y } = await globalThis.crypto.subtle.exportKey('jwk', pair.publicKey);
+  const jwk = { crv, kty, x, y };
+  // RFC 7638: the members in lexicographic order without whitespace, which this is.
+  return { pair, jwk, jkt: base64url(await sha256(JSON.stringify(jwk))) };
+}
+
+/** A DPoP proof (RFC 9449 §4.2) for one request. `ath` ties it to the access token the
+ * request carries, `nonce` is the server's when it asked for one. */
+async function dpopProof(key, method, url, accessToken, nonce) {
+  const claims = {
+    jti: randomId(),
+    htm: method,
+    htu: url,
+    // The real clock, not options.now: the server holds iat against its own.
+    iat: Math.floor(Date.now() / 1000),
+  };
+  if (accessToken !== null) claims.ath = base64url(await sha256(accessToken));
+  if (nonce !== null) claims.nonce = nonce;
+  const part = (value) => base64url(encoder.encode(JSON.stringify(value)));
+  const input = `${part({ typ: 'dpop+jwt', alg: 'ES256', jwk: key.jwk })}.${part(claims)}`;
+  // WebCrypto's ECDSA signature is r||s (64 bytes), the form JWS wants (RFC 7518 §3.4).
+  const signature = await globalThis.crypto.subtle.sign(
+    { name: 'ECDSA', hash: 'SHA-256' }, key.pair.privateKey, encoder.encode(input),
+  );
+  return `${input}.${base64url(signature)}`;
+}
+
+// fetch() sends these methods in upper case whatever case they were given in (the Fetch
+// standard's normalisation) and any other as given; htm names the method sent.
+const NORMALISED_METHODS = new Set(['DELETE', 'GET', 'HEAD', 'OPTIONS', 'POST', 'PUT']);
+
+function sentMethod(method = 'GET') {
+  const upper = String(method).toUpperCase();
+  return NORMALISED_METHODS.has(upper) ? upper : String(method);
+}
+
+/** Whether `res` asks for a proof with the nonce it carries: `400 use_dpop_nonce` from a
+ * token endpoint (RFC 9449 §8) or a 401 `use_dpop_nonce` challenge from an API (§9). */
+async function asksForNonce(res) {
+  if (!res.headers.has('dpop-nonce')) return false;
+  if (res.status === 401) return /error="use_dpop_nonce"/.test(res.headers.get('www-authenticate') ?? '');
+  if (res.status !== 400) return false;
+  // A copy, so that the caller can still read the answer.
+  try { return (await res.clone().json()).error === 'use_dpop_nonce'; } catch { return false; }
+}
+
+/** DPoP keys in this client's memory: they go with the page or process. */
+class MemoryKeys {
+  #map = new Map();
+  async get(jkt) { return this.#map.get(jkt) ?? null; }
+  async put(key) { this.#map.set(key.jkt, key); }
+  async remove(jkt) { this.#map.delete(jkt); }
+}
+
+/** DPoP key pairs in IndexedDB, by thumbprint, where every tab of the origin finds them.
+ * IndexedDB keeps a CryptoKey as it is (structured clone), so the private key stays
+ * non-extractable there too. */
+class IndexedDbKeys {
+  #db = null;
+
+  #open() {
+    this.#db ??= new Promise((resolve, reject) => {
+      const req = globalThis.indexedDB.open(KEYS_DATABASE, 1);
+      req.onupgradeneeded = () => req.result.createObjectStore(KEYS_STORE);
+      req.onsuccess = () => resolve(req.result);
+      req.onerror = () => reject(req.error);
+    }).catch((e) => {
+      this.#db = null; // the next call tries again
+      throw e;
+    });
+    return this.#db;
+  }
+
+  // Settles when the transaction commits: a key is in place before the session that names
+  // it is written to the storage, where other tabs may read it at once.
+  async #run(mode, op) {
+    const db = await this.#open();
+    return new Promise((resolve, reject) => {
+      const tx = db.transaction(KEYS_STORE, mode);
+      const req = op(tx.objectStore(KEYS_STORE));
+      tx.oncomplete = () => resolve(req.result);
+      tx.onerror = () => reject(tx.error);
+      tx.onabort = () => reject(tx.error);
+    });
+  }
+
+  async get(jkt) {
+    const pair = await this.#run('readonly', (store) => store.get(jkt));
+    return pair ? dpopKey(pair) : null;
+  }
+
+  async put(key) {
+    const { privateKey, publicKey } = key.pair;
+    await this.#run('readwrite', (store) => store.put({ privateKey, publicKey }, key.jkt));
+  }
+
+  async remove(jkt) { await this.#run('readwrite', (store) => store.delete(jkt)); }
+}
 
 /** The origin of an absolute http(s) URL (`scheme://host[:port]`, default port left out, as
  * the URL parser normalises it), or null for any other URL: other schemes have opaque
@@ -119,6 +242,8 @@ export class Latchkey {
   #now;
   #locks;
   #oauth;
+  #keys;
+  #nonces = new Map();
   #epoch = 0;
   #tokens = null;
   #flight = null;
@@ -138,8 +263,11 @@ export class Latchkey {
    * @param {() => number} [options.now]  The clock in milliseconds (tests).
    * @param {object|null} [options.locks]  A Web Locks implementation (default
    *   navigator.locks when present; null forces the storage lease).
+   * @param {boolean} [options.dpop]  Bind each session to a key of its own (RFC 9449).
    */
-  constructor({ issuer, apiOrigins = [], onReauth, storage, fetch: fetchImpl, refreshMargin = 30, oauth, now, locks } = {}) {
+  constructor({
+    issuer, apiOrigins = [], onReauth, storage, fetch: fetchImpl, refreshMargin = 30, oauth, now, locks, dpop = false,
+  } = {}) {
     if (typeof issuer !== 'string' || issuer === '') throw new TypeError('issuer is required');
     this.#origins = allowedOrigins(issuer, apiOrigins);
     this.#base = issuer.replace(/\/+$/, '');
@@ -151,6 +279,12 @@ export class Latchkey {
     this.#now = now ?? (() => Date.now());
     this.#locks = locks === undefined ? (globalThis.navigator?.locks ?? null) : locks;
     this.#oauth = oauth ?? null;
+    if (dpop && !globalThis.crypto?.subtle) {
+      throw new TypeError('dpop needs WebCrypto (crypto.subtle), which browsers give only to secure contexts (https, localhost)');
+    }
+    // Without `dpop` there is no key store at all: a stored session bound to a key is then
+    // signed out here, never refreshed without its key.
+    this.#keys = !dpop ? null : this.#shared && globalThis.indexedDB ? new IndexedDbKeys() : new MemoryKeys();
   }
 
   /** `{ sessionId, expiresAt }` (expiresAt in ms since the epoch), or null. */
@@ -172,7 +306,7 @@ export class Latchkey {
   async #sync() {
     if (!this.#shared) return;
     const epoch = this.#epoch;
-    const stored = parse(await this.#storage.get(STORAGE_KEY));
+    const stored = await this.#load();
     if (epoch !== this.#epoch) return;
     if (stored === null) {
       if (this.#tokens !== null) { this.#tokens = null; this.#epoch += 1; }
@@ -187,60 +321,124 @@ export class Latchkey {
     }
   }
 
+  /** The stored session with its key, or null. One whose key is not here counts as none,
+   * but stays in the storage for whoever holds the key (a client in another process). */
+  async #load() {
+    const stored = parse(await this.#storage.get(STORAGE_KEY));
+    if (stored === null) return null;
+    const { jkt, ...tokens } = stored;
+    if (jkt === undefined && tokens.scheme !== 'DPoP') return { ...tokens, key: null };
+    if (typeof jkt !== 'string') return null;
+    const key = this.#tokens?.key?.jkt === jkt ? this.#tokens.key : await this.#keys?.get(jkt);
+    return key ? { ...tokens, key } : null;
+  }
+
   #url(path) { return `${this.#base}${path}`; }
+
+  /** A key for a session about to begin, in the key store before anything names it. */
+  async #newKey() {
+    const pair = await globalThis.crypto.subtle.generateKey({ name: 'ECDSA', namedCurve: 'P-256' }, false, ['sign', 'verify']);
+    const key = await dpopKey(pair);
+    await this.#keys.put(key);
+    return key;
+  }
+
+  /** Drops the key of a session that ended. A key left behind opens nothing, so a failure
+   * here must not fail what ended the session. */
+  async #forgetKey(key) {
+    if (key) await this.#keys.remove(key.jkt).catch(() => {});
+  }
+
+  /** fetch(url, init), with a fresh proof from `key` when there is one, and once more with a
+   * new proof when the server asks for a nonce. `accessToken` is the token the request
+   * carries, for `ath`. The latest nonce of each origin is kept for the next proof. */
+  async #send(url, init, key, accessToken = null) {
+    if (!key) return this.#fetch(url, init);
+    const target = new URL(url);
+    // htu: the URL without query and fragment (RFC 9449 §4.2).
+    const htu = `${target.origin}${target.pathname}`;
+    const method = sentMethod(init.method);
+    const attempt = async () => {
+      const headers = new Headers(init.headers ?? {});
+      const nonce = this.#nonces.get(target.origin) ?? null;
+      headers.set('dpop', await dpopProof(key, method, htu, accessToken, nonce));
+      const res = await this.#fetch(url, { ...init, headers });
+      const next = res.headers.get('dpop-nonce');
+      if (next) this.#nonces.set(target.origin, next);
+      return res;
+    };
+    const res = await attempt();
+    return (await asksForNonce(res)) ? attempt() : res;
+  }
 
   /** First-party sign-in (SPEC 5.1). */
   async login({ username, password }) {
     const epoch = this.#epoch;
-    let res;
-    try {
-      res = await this.#fetch(this.#url('/auth/login'), {
-        method: 'POST',
-        headers: { 'content-type': 'application/json' },
-        body: JSON.stringify({ username, password }),
-      });
-    } catch {
-      throw new LatchkeyError('network', 'The server could not be reached.');
-    }
-    if (!res.ok) {
+    const key = this.#keys ? await this.#newKey() : null;
+    const res = await this.#send(this.#url('/auth/login'), {
+      method: 'POST',
+      headers: { 'content-type': 'application/json' },
+      body: JSON.stringify({ username, password }),
+    }, key).catch(() => null);
+    if (!res?.ok) {
+      await this.#forgetKey(key);
+      if (!res) throw new LatchkeyError('network', 'The server could not be reached.');
       const e = await errorOf(res);
       if (e.status === 401) throw new LatchkeyError('invalid_credentials', 'Wrong username or password.', e);
       if (e.status === 429) throw new LatchkeyError('throttled', 'Too many attempts; retry later.', e);
       throw new LatchkeyError('server', `The server answered ${e.status} ${e.error}.`, e);
     }
-    await this.#adopt(epoch, this.#tokensFrom(await res.json(), null));
+    await this.#adopt(epoch, this.#tokensFrom(await res.json(), null, key));
     return this.session;
   }
 
-  /** Takes over tokens the app obtained itself (the OAuth token endpoint's answer). */
+  /** Takes over tokens the app obtained itself (the OAuth token endpoint's answer). With
+   * `dpop` the session gets a key here, and its refreshes bind the access tokens they get;
+   * an answer already bound to a key is refused, as that key is not this client's. */
   async setTokens(answer) {
-    await this.#adopt(this.#epoch, this.#tokensFrom(answer, null));
+    if (isDpopType(answer.token_type)) {
+      throw new TypeError('setTokens() takes Bearer tokens: DPoP-bound ones need the key their proof was made with');
+    }
+    const key = this.#keys ? await this.#newKey() : null;
+    await this.#adopt(this.#epoch, this.#tokensFrom(answer, null, key));
     return this.session;
   }
 
-  #tokensFrom(answer, keepRefresh) {
+  #tokensFrom(answer, keepRefresh, key) {
     return {
       accessToken: answer.access_token,
       refreshToken: answer.refresh_token ?? keepRefresh,
       sessionId: answer.session_id ?? null,
       expiresAt: this.#now() + Number(answer.expires_in) * 1000,
+      // How this access token is sent: a DPoP one with a proof from the session's key.
+      scheme: isDpopType(answer.token_type) ? 'DPoP' : 'Bearer',
+      key,
     };
+  }
+
+  /** The tokens of a late answer: revoked, and their key dropped. */
+  #discard(tokens) {
+    this.#revoke(tokens).catch(() => {});
+    this.#forgetKey(tokens.key);
   }
 
   async #adopt(epoch, tokens) {
     if (epoch !== this.#epoch) {
-      this.#revoke(tokens).catch(() => {});
+      this.#discard(tokens);
       throw notSignedIn();
     }
+    const replaced = this.#tokens?.key;
     this.#tokens = tokens;
     this.#reauthReported = false;
-    await this.#storage.set(STORAGE_KEY, JSON.stringify(tokens));
+    await this.#storage.set(STORAGE_KEY, storedForm(tokens));
     if (epoch !== this.#epoch) {
       // A logout ran while the storage was written: its removal must win.
       await this.#storage.remove(STORAGE_KEY);
-      this.#revoke(tokens).catch(() => {});
+      this.#discard(tokens);
       throw notSignedIn();
     }
+    // A sign-in over another session: no session in the storage names that key any more.
+    if (replaced && replaced.jkt !== tokens.key?.jkt) await this.#forgetKey(replaced);
   }
 
   /** Signs out: the barrier first, then the server. Signed out locally either way. */
@@ -249,12 +447,15 @@ export class Latchkey {
     const tokens = this.#tokens;
     this.#tokens = null;
     await this.#storage.remove(STORAGE_KEY);
-    if (tokens) await this.#revoke(tokens);
+    if (tokens) {
+      await this.#forgetKey(tokens.key);
+      await this.#revoke(tokens);
+    }
   }
 
   // A form POST to an OAuth endpoint as the app: HTTP Basic with its secret
   // (client_secret_basic), or its client_id in the form when it is a public client.
-  #oauthPost(path, fields) {
+  #oauthPost(path, fields, key = null) {
     const form = new URLSearchParams(fields);
     const headers = { 'content-type': 'application/x-www-form-urlencoded' };
     if (this.#oauth.clientSecret) {
@@ -262,7 +463,7 @@ export class Latchkey {
     } else {
       form.set('client_id', this.#oauth.clientId);
     }
-    return this.#fetch(this.#url(path), { method: 'POST', headers, body: form.toString() });
+    return this.#send(this.#url(path), { method: 'POST', headers, body: form.toString() }, key);
   }
 
   async #revoke(tokens) {
@@ -276,10 +477,7 @@ export class Latchkey {
         body: JSON.stringify({ refresh_token: tokens.refreshToken }),
       });
     } else {
-      res = await this.#fetch(this.#url('/auth/logout'), {
-        method: 'POST',
-        headers: { authorization: `Bearer ${tokens.accessToken}` },
-      });
+      res = await this.#sendWith(tokens, this.#url('/auth/logout'), { method: 'POST' });
     }
     if (!res.ok) {
       const e = await errorOf(res);
@@ -289,10 +487,15 @@ export class Latchkey {
 
   /** A current access token, refreshed first when it expires within the margin. */
   async accessToken() {
+    return (await this.#current()).accessToken;
+  }
+
+  /** The session's tokens, refreshed first when the access token expires within the margin. */
+  async #current() {
     await this.#sync();
     const t = this.#tokens;
     if (!t) throw notSignedIn();
-    if (this.#now() + this.#marginMs < t.expiresAt) return t.accessToken;
+    if (this.#now() + this.#marginMs < t.expiresAt) return t;
     return this.#refreshOnce(t.accessToken);
   }
 
@@ -339,18 +542,18 @@ export class Latchkey {
     const t = this.#tokens;
     if (!t) throw notSignedIn();
     // Another tab, or an earlier flight, replaced the token meanwhile: use its result.
-    if (t.accessToken !== stale) return t.accessToken;
+    if (t.accessToken !== stale) return t;
     const epoch = this.#epoch;
     let res;
     try {
-      res = await this.#postRefresh(t.refreshToken);
+      res = await this.#postRefresh(t);
     } catch {
       throw new LatchkeyError('network', 'The server could not be reached.');
     }
     if (res.ok) {
-      const tokens = this.#tokensFrom(await res.json(), t.refreshToken);
+      const tokens = this.#tokensFrom(await res.json(), t.refreshToken, t.key);
       await this.#adopt(epoch, tokens);
-      return tokens.accessToken;
+      return tokens;
     }
     const e = await errorOf(res);
     if (e.status !== 400 || e.error !== 'invalid_grant') {
@@ -361,6 +564,7 @@ export class Latchkey {
     this.#tokens = null;
     this.#epoch += 1;
     await this.#storage.remove(STORAGE_KEY);
+    await this.#forgetKey(t.key);
     const first = !this.#reauthReported;
     this.#reauthReported = true;
     if (first && this.#onReauth) {
@@ -369,32 +573,40 @@ export class Latchkey {
     throw new LatchkeyError('reauth', `The session ended (${reason}); sign in again.`, { reason, status: e.status });
   }
 
-  #postRefresh(refreshToken) {
+  /** The refresh request, with a proof from the session's key when it has one: a bound
+   * session's refresh without it would be taken for theft. */
+  #postRefresh({ refreshToken, key }) {
     if (!refreshToken) {
       return Promise.resolve(new Response(JSON.stringify({ error: 'invalid_grant', error_reason: 'unknown_token' }), { status: 400 }));
     }
     if (this.#oauth) {
-      return this.#oauthPost('/oauth/token', { grant_type: 'refresh_token', refresh_token: refreshToken });
+      return this.#oauthPost('/oauth/token', { grant_type: 'refresh_token', refresh_token: refreshToken }, key);
     }
-    return this.#fetch(this.#url('/auth/refresh'), {
+    return this.#send(this.#url('/auth/refresh'), {
       method: 'POST',
       headers: { 'content-type': 'application/json' },
       body: JSON.stringify({ refresh_token: refreshToken }),
-    });
+    }, key);
   }
 
-  /** fetch() with the Bearer token; one refresh and one retry on 401 invalid_token. The
-   * body must be re-sendable (a string, not a stream) for the retry. Only to the issuer's
+  /** A request carrying the access token of `tokens`: Bearer, or DPoP with a proof. */
+  #sendWith(tokens, url, init) {
+    const key = tokens.scheme === 'DPoP' ? tokens.key : null;
+    return this.#send(url, withAuthorization(init, key ? 'DPoP' : 'Bearer', tokens.accessToken), key, tokens.accessToken);
+  }
+
+  /** fetch() with the access token (Bearer, or DPoP with a proof); one refresh and one
+   * retry on 401 invalid_token, and one more proof when the API asks for a DPoP nonce. The
+   * body must be re-sendable (a string, not a stream) for the retries. Only to the issuer's
    * origin and `apiOrigins`: another URL is refused before anything is sent (no refresh
    * either). A relative URL is resolved against the page's address (`location`), as
    * fetch() would; without a page (Node), it must be absolute. */
   async fetch(url, init = {}) {
     const target = this.#admit(url);
-    const token = await this.accessToken();
-    const res = await this.#fetch(target, withBearer(init, token));
+    const tokens = await this.#current();
+    const res = await this.#sendWith(tokens, target, init);
     if (!isInvalidToken(res)) return res;
-    const fresh = await this.#refreshOnce(token);
-    return this.#fetch(target, withBearer(init, fresh));
+    return this.#sendWith(await this.#refreshOnce(tokens.accessToken), target, init);
   }
 
   /** The URL to fetch, when its origin may receive the token. The URL itself stays out of
@@ -420,6 +632,16 @@ export class Latchkey {
     }
     return parsed.href;
   }
+}
+
+function isDpopType(tokenType) {
+  // RFC 6749 §5.1: token_type is case-insensitive.
+  return typeof tokenType === 'string' && tokenType.toLowerCase() === 'dpop';
+}
+
+/** The session as the storage keeps it: its key by thumbprint only. */
+function storedForm({ key, ...tokens }) {
+  return JSON.stringify(key ? { ...tokens, jkt: key.jkt } : tokens);
 }
 
 function parse(text) {

@@ -19,6 +19,11 @@ pub enum Error {
     /// long as its access token).
     #[error("the session ended ({}); sign in again", .0.as_str())]
     Reauth(ErrorReason),
+    /// The server found the refresh unusual and waits for the user to sign in again
+    /// (`step_up_required`, SPEC 12). The session is kept: call
+    /// [`Client::step_up`](crate::Client::step_up) with the password.
+    #[error("the server asks the user to sign in again to continue the session")]
+    StepUpRequired,
     /// Wrong username or password.
     #[error("wrong username or password")]
     InvalidCredentials,
@@ -49,6 +54,9 @@ pub enum Error {
     /// out of the message). Nothing was sent.
     #[error("invalid URL: {0}")]
     InvalidUrl(String),
+    /// A DPoP key could not be made or used.
+    #[error("the DPoP key could not be generated or used")]
+    Dpop,
     /// The request did not complete (network, timeout, unreadable answer).
     #[error("request failed: {0}")]
     Transport(String),

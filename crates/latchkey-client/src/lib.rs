@@ -18,6 +18,11 @@
 //!   call to any other URL fails with [`Error::OriginNotAllowed`] before anything is sent
 //!   (no refresh either), and the default HTTP client follows a redirect only within one
 //!   origin, so a redirect cannot carry the token elsewhere.
+//! - **DPoP** (SPEC 12) with [`ClientBuilder::dpop`]: each sign-in makes a new P-256 key,
+//!   the session is bound to it, and every refresh and API call carries a fresh proof (with
+//!   `ath` for API calls); a `use_dpop_nonce` answer is retried once with the server's
+//!   nonce. The key lives in memory only, so a DPoP session is not persisted and does not
+//!   outlive the process: without its key the server would take the next refresh for theft.
 //! - Tokens live in memory; [`TokenStorage`] persists them when the app wants to.
 //!   Tokens and the client secret never appear in `Debug` output, logs or error messages.
 //!
@@ -55,6 +60,7 @@ mod tests;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant, SystemTime};
 
+use latchkey_dpop::ProofKey;
 use latchkey_proto::RefreshToken;
 use reqwest::StatusCode;
 use serde::{Deserialize, Serialize};
@@ -118,6 +124,8 @@ pub struct Session {
 #[derive(Clone)]
 struct Tokens {
     access: String,
+    /// The session's DPoP key, when the server bound the tokens to it.
+    key: Option<Arc<ProofKey>>,
     refresh: Option<RefreshToken>,
     session_id: Option<String>,
     expires_at: SystemTime,
@@ -142,10 +150,18 @@ fn wall_now() -> SystemTime {
 }
 
 impl Tokens {
-    fn from_answer(t: ReceivedTokens, keep_refresh: Option<RefreshToken>) -> Self {
+    /// Tokens from a token answer; `key` is the one the request's proof was made with, kept
+    /// when the server bound the tokens to it.
+    fn from_answer(
+        t: ReceivedTokens,
+        keep_refresh: Option<RefreshToken>,
+        key: Option<Arc<ProofKey>>,
+    ) -> Self {
         let lifetime = Duration::from_secs(t.expires_in);
+        let is_bound = t.token_type.as_deref().is_some_and(|tt| tt.eq_ignore_ascii_case("dpop"));
         Self {
             access: t.access_token,
+            key: key.filter(|_| is_bound),
             refresh: t.refresh_token.or(keep_refresh),
             session_id: t.session_id,
             expires_at: wall_now() + lifetime,
@@ -170,6 +186,7 @@ impl Tokens {
         let left = expires_at.duration_since(wall_now()).unwrap_or_default();
         Some(Self {
             access: s.access_token,
+            key: None,
             refresh: s.refresh_token.map(RefreshToken::new),
             session_id: s.session_id,
             expires_at,
@@ -203,6 +220,10 @@ struct Inner {
     storage_order: tokio::sync::Mutex<()>,
     storage: Arc<dyn TokenStorage>,
     on_reauth: Option<ReauthCallback>,
+    /// Whether sign-ins make a DPoP key.
+    dpop: bool,
+    /// The latest `DPoP-Nonce` of each origin (RFC 9449 §8, §9).
+    nonces: Mutex<std::collections::HashMap<String, String>>,
 }
 
 /// Builds a [`Client`]. Nothing is checked until [`ClientBuilder::build`], which parses
@@ -215,6 +236,7 @@ pub struct ClientBuilder {
     margin: Duration,
     storage: Option<Arc<dyn TokenStorage>>,
     on_reauth: Option<ReauthCallback>,
+    dpop: bool,
 }
 
 impl std::fmt::Debug for ClientBuilder {
@@ -224,6 +246,7 @@ impl std::fmt::Debug for ClientBuilder {
             .field("api_origins", &self.api_origins)
             .field("grant", &self.grant)
             .field("margin", &self.margin)
+            .field("dpop", &self.dpop)
             .finish_non_exhaustive()
     }
 }
@@ -286,6 +309,14 @@ impl ClientBuilder {
         self
     }
 
+    /// Binds each session to a key this client holds (DPoP, SPEC 12): see the crate docs.
+    /// Sessions are then not persisted.
+    #[must_use]
+    pub fn dpop(mut self, on: bool) -> Self {
+        self.dpop = on;
+        self
+    }
+
     /// How long before expiry the access token is refreshed (default 30 s).
     #[must_use]
     pub fn refresh_margin(mut self, margin: Duration) -> Self {
@@ -332,6 +363,8 @@ impl ClientBuilder {
                 storage_order: tokio::sync::Mutex::new(()),
                 storage: self.storage.unwrap_or_else(|| Arc::new(MemoryStorage::default())),
                 on_reauth: self.on_reauth,
+                dpop: self.dpop,
+                nonces: Mutex::new(std::collections::HashMap::new()),
             }),
         })
     }
@@ -411,6 +444,7 @@ impl Client {
             margin: Duration::from_secs(30),
             storage: None,
             on_reauth: None,
+            dpop: false,
         }
     }
 
@@ -451,14 +485,18 @@ impl Client {
     /// logout started meanwhile (the new session is revoked again), others.
     pub async fn login(&self, username: &str, password: &str) -> Result<Session, Error> {
         let epoch = self.state().epoch;
+        let key = if self.inner.dpop {
+            Some(Arc::new(ProofKey::generate_es256().map_err(|_| Error::Dpop)?))
+        } else {
+            None
+        };
+        let url = self.url("/auth/login");
+        let body = json!({"username": username, "password": password});
         let res = self
-            .inner
-            .http
-            .post(self.url("/auth/login"))
-            .json(&json!({"username": username, "password": password}))
-            .send()
-            .await
-            .map_err(Error::transport)?;
+            .send_proved(key.as_deref(), &reqwest::Method::POST, &url, None, || {
+                self.inner.http.post(&url).json(&body)
+            })
+            .await?;
         if !res.status().is_success() {
             let e = error_of(res).await;
             return Err(match e.status {
@@ -468,7 +506,7 @@ impl Client {
             });
         }
         let answer: ReceivedTokens = res.json().await.map_err(Error::transport)?;
-        self.adopt(epoch, Tokens::from_answer(answer, None)).await
+        self.adopt(epoch, Tokens::from_answer(answer, None, key)).await
     }
 
     /// Takes over tokens the app obtained itself (the OAuth code flow's token answer).
@@ -477,7 +515,7 @@ impl Client {
     /// [`Error::NotSignedIn`] when a logout started meanwhile.
     pub async fn set_tokens(&self, answer: ReceivedTokens) -> Result<Session, Error> {
         let epoch = self.state().epoch;
-        self.adopt(epoch, Tokens::from_answer(answer, None)).await
+        self.adopt(epoch, Tokens::from_answer(answer, None, None)).await
     }
 
     /// Installs tokens obtained under `epoch`, unless a logout came in between: then they
@@ -501,6 +539,10 @@ impl Client {
     }
 
     async fn persist(&self, epoch: u64, tokens: &Tokens) {
+        // A bound session without its key is worthless, and the key stays in memory.
+        if tokens.key.is_some() {
+            return;
+        }
         let _order = self.inner.storage_order.lock().await;
         let is_current = self.state().epoch == epoch;
         if is_current {
@@ -543,7 +585,21 @@ impl Client {
             (Grant::FirstParty, Some(rt)) => {
                 http.post(self.url("/auth/logout")).json(&json!({"refresh_token": rt.expose_secret()}))
             }
-            (Grant::FirstParty, None) => http.post(self.url("/auth/logout")).bearer_auth(&tokens.access),
+            (Grant::FirstParty, None) => {
+                let url = self.url("/auth/logout");
+                let access = &tokens.access;
+                let res = self
+                    .send_proved(tokens.key.as_deref(), &reqwest::Method::POST, &url, Some(access), || {
+                        authorized(http.post(&url), access, tokens.key.is_some())
+                    })
+                    .await?;
+                return if res.status().is_success() {
+                    Ok(())
+                } else {
+                    let e = error_of(res).await;
+                    Err(Error::Server { status: e.status, error: e.error })
+                };
+            }
             (Grant::OAuth { client_id, client_secret }, rt) => {
                 let token = rt.as_ref().map_or(tokens.access.as_str(), RefreshToken::expose_secret);
                 self.oauth_post("/oauth/revoke", vec![("token", token)], client_id, client_secret.as_ref())
@@ -598,18 +654,21 @@ impl Client {
             }
             (st.epoch, t.refresh.clone())
         };
+        let key = self.state().tokens.as_ref().and_then(|t| t.key.clone());
         let outcome = match &refresh {
-            Some(rt) => self.post_refresh(rt).await?,
+            Some(rt) => self.post_refresh(rt, key.as_deref()).await?,
             // Without a refresh token the session cannot outlive its access token.
             None => Refreshed::Refused(ErrorReason::SessionExpired),
         };
         match outcome {
             Refreshed::Tokens(answer) => {
-                let tokens = Tokens::from_answer(answer, refresh);
+                let tokens = Tokens::from_answer(answer, refresh, key);
                 let access = tokens.access.clone();
                 self.adopt(epoch, tokens).await?;
                 Ok(access)
             }
+            // The session stays, waiting for the user (see `Client::step_up`).
+            Refreshed::Refused(ErrorReason::StepUpRequired) => Err(Error::StepUpRequired),
             Refreshed::Refused(reason) => {
                 let callback = {
                     let mut st = self.state();
@@ -656,20 +715,23 @@ impl Client {
         req.form(&form)
     }
 
-    async fn post_refresh(&self, rt: &RefreshToken) -> Result<Refreshed, Error> {
+    async fn post_refresh(&self, rt: &RefreshToken, key: Option<&ProofKey>) -> Result<Refreshed, Error> {
         let http = &self.inner.http;
-        let req = match &self.inner.grant {
-            Grant::FirstParty => {
-                http.post(self.url("/auth/refresh")).json(&json!({"refresh_token": rt.expose_secret()}))
-            }
+        let path = match &self.inner.grant {
+            Grant::FirstParty => "/auth/refresh",
+            Grant::OAuth { .. } => "/oauth/token",
+        };
+        let url = self.url(path);
+        let build = || match &self.inner.grant {
+            Grant::FirstParty => http.post(&url).json(&json!({"refresh_token": rt.expose_secret()})),
             Grant::OAuth { client_id, client_secret } => self.oauth_post(
-                "/oauth/token",
+                path,
                 vec![("grant_type", "refresh_token"), ("refresh_token", rt.expose_secret())],
                 client_id,
                 client_secret.as_ref(),
             ),
         };
-        let res = req.send().await.map_err(Error::transport)?;
+        let res = self.send_proved(key, &reqwest::Method::POST, &url, None, build).await?;
         if res.status().is_success() {
             return res.json().await.map(Refreshed::Tokens).map_err(Error::transport);
         }
@@ -678,6 +740,76 @@ impl Client {
             return Ok(Refreshed::Refused(refusal_reason(e.reason.as_deref())));
         }
         Err(Error::Server { status: e.status, error: e.error })
+    }
+
+    /// Continues a session the server stopped with `step_up_required` ([`Error::StepUpRequired`]):
+    /// the user's password, with the session's tokens (`POST /auth/step-up`, SPEC 12).
+    ///
+    /// # Errors
+    /// [`Error::InvalidCredentials`], [`Error::Throttled`], [`Error::NotSignedIn`],
+    /// [`Error::Reauth`] when the session ended meanwhile, others.
+    pub async fn step_up(&self, password: &str) -> Result<Session, Error> {
+        let _flight = self.inner.flight.lock().await;
+        let (epoch, tokens) = {
+            let st = self.state();
+            (st.epoch, st.tokens.clone().ok_or(Error::NotSignedIn)?)
+        };
+        let refresh = tokens.refresh.clone().ok_or(Error::NotSignedIn)?;
+        let url = self.url("/auth/step-up");
+        let body = json!({"refresh_token": refresh.expose_secret(), "password": password});
+        let access = &tokens.access;
+        let res = self
+            .send_proved(tokens.key.as_deref(), &reqwest::Method::POST, &url, Some(access), || {
+                authorized(self.inner.http.post(&url).json(&body), access, tokens.key.is_some())
+            })
+            .await?;
+        if !res.status().is_success() {
+            let e = error_of(res).await;
+            return Err(match (e.status, e.error) {
+                (401, Some(ErrorCode::InvalidCredentials)) => Error::InvalidCredentials,
+                (429, _) => Error::Throttled(e.retry_after.unwrap_or(1)),
+                (400, Some(ErrorCode::InvalidGrant)) => Error::Reauth(refusal_reason(e.reason.as_deref())),
+                (status, error) => Error::Server { status, error },
+            });
+        }
+        let answer: ReceivedTokens = res.json().await.map_err(Error::transport)?;
+        self.adopt(epoch, Tokens::from_answer(answer, Some(refresh), tokens.key)).await
+    }
+
+    /// Sends the request `build` makes, with a fresh `DPoP` proof for `method url` when there
+    /// is a `key` (with `ath` for `access`, the origin's latest nonce), and again once with a
+    /// new proof when the server answers that it wants a nonce (RFC 9449 §8, §9).
+    async fn send_proved(
+        &self,
+        key: Option<&ProofKey>,
+        method: &reqwest::Method,
+        url: &str,
+        access: Option<&str>,
+        build: impl Fn() -> reqwest::RequestBuilder,
+    ) -> Result<reqwest::Response, Error> {
+        let Some(key) = key else {
+            return build().send().await.map_err(Error::transport);
+        };
+        let origin = reqwest::Url::parse(url).map(|u| u.origin().ascii_serialization()).unwrap_or_default();
+        let mut is_retry = false;
+        loop {
+            let nonce = lock(&self.inner.nonces).get(&origin).cloned();
+            let proof = key
+                .proof(method.as_str(), url, unix_now(), access, nonce.as_deref())
+                .map_err(|_| Error::Dpop)?;
+            let res = build().header("DPoP", proof).send().await.map_err(Error::transport)?;
+            let Some(fresh) =
+                res.headers().get("dpop-nonce").and_then(|v| v.to_str().ok()).map(str::to_owned)
+            else {
+                return Ok(res);
+            };
+            lock(&self.inner.nonces).insert(origin.clone(), fresh);
+            let (res, wants_nonce) = wants_nonce(res).await?;
+            if !wants_nonce || is_retry {
+                return Ok(res);
+            }
+            is_retry = true;
+        }
     }
 
     /// Calls an API with the access token: `method url`, with whatever `build` adds (a body,
@@ -703,16 +835,29 @@ impl Client {
         // A RequestBuilder's URL cannot be changed afterwards, so the URL checked here is
         // the one the request goes to, whatever `build` does.
         let url = self.inner.origins.admit(url)?;
-        let attempt = |access: &str| {
-            build(self.inner.http.request(method.clone(), url.clone())).bearer_auth(access).send()
-        };
         let access = self.access_token().await?;
-        let res = attempt(&access).await.map_err(Error::transport)?;
+        let res = self.call(&method, &url, &access, &build).await?;
         if res.status() != StatusCode::UNAUTHORIZED || !is_invalid_token(&res) {
             return Ok(res);
         }
         let access = self.refresh_once(Some(&access)).await?;
-        attempt(&access).await.map_err(Error::transport)
+        self.call(&method, &url, &access, &build).await
+    }
+
+    /// One attempt of [`Self::request`]: the token as `Bearer`, or as `DPoP` with a proof.
+    async fn call(
+        &self,
+        method: &reqwest::Method,
+        url: &reqwest::Url,
+        access: &str,
+        build: &impl Fn(reqwest::RequestBuilder) -> reqwest::RequestBuilder,
+    ) -> Result<reqwest::Response, Error> {
+        let key = self.state().tokens.as_ref().and_then(|t| t.key.clone());
+        let is_bound = key.is_some();
+        self.send_proved(key.as_deref(), method, url.as_str(), Some(access), || {
+            authorized(build(self.inner.http.request(method.clone(), url.clone())), access, is_bound)
+        })
+        .await
     }
 
     /// `GET url` through [`Self::request`].
@@ -741,6 +886,53 @@ fn form_urlencoded(value: &str) -> std::borrow::Cow<'_, str> {
         }
     }
     std::borrow::Cow::Owned(out)
+}
+
+/// The request with its access token: `DPoP` for a token bound to the session's key.
+fn authorized(req: reqwest::RequestBuilder, access: &str, is_bound: bool) -> reqwest::RequestBuilder {
+    if is_bound {
+        req.header(reqwest::header::AUTHORIZATION, format!("DPoP {access}"))
+    } else {
+        req.bearer_auth(access)
+    }
+}
+
+/// Seconds since the epoch, for proofs' `iat`.
+fn unix_now() -> i64 {
+    wall_now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// Whether an answer asks for a DPoP nonce: `400 use_dpop_nonce` at a token endpoint, or a
+/// `401` whose `DPoP` challenge says `use_dpop_nonce` at a resource. A `400` is read to tell,
+/// so the answer is rebuilt for the caller.
+async fn wants_nonce(res: reqwest::Response) -> Result<(reqwest::Response, bool), Error> {
+    if res.status() == StatusCode::UNAUTHORIZED {
+        let asks = res
+            .headers()
+            .get_all(reqwest::header::WWW_AUTHENTICATE)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .any(|v| v.contains("use_dpop_nonce"));
+        return Ok((res, asks));
+    }
+    if res.status() != StatusCode::BAD_REQUEST {
+        return Ok((res, false));
+    }
+    let status = res.status();
+    let headers = res.headers().clone();
+    let body = res.bytes().await.map_err(Error::transport)?;
+    let asks = serde_json::from_slice::<serde_json::Value>(&body)
+        .is_ok_and(|v| v.get("error").and_then(serde_json::Value::as_str) == Some("use_dpop_nonce"));
+    let mut rebuilt = http::Response::new(body.to_vec());
+    *rebuilt.status_mut() = status;
+    *rebuilt.headers_mut() = headers;
+    Ok((reqwest::Response::from(rebuilt), asks))
 }
 
 /// Whether a 401 is about the token (RFC 6750 `error="invalid_token"`).

@@ -388,7 +388,18 @@ impl IntoResponse for ApiError {
                 DpopError::Invalid(_) | DpopError::Replayed => {
                     dpop_refused(ErrorBody::new(ErrorCode::InvalidDpopProof, e.to_string()))
                 }
-                DpopError::UseNonce { .. } | DpopError::Store(_) => dpop(e),
+                // RFC 9449 §9: a resource asks for a nonce with a 401 and a DPoP challenge.
+                DpopError::UseNonce { nonce } => {
+                    let mut res = dpop_refused(ErrorBody::new(
+                        ErrorCode::UseDpopNonce,
+                        "Sign the DPoP proof with the nonce in the DPoP-Nonce header.",
+                    ));
+                    if let Ok(v) = HeaderValue::from_str(nonce) {
+                        res.headers_mut().insert(DPOP_NONCE, v);
+                    }
+                    res
+                }
+                DpopError::Store(s) => store(s),
             },
             Self::Refresh(e) => refresh(e),
             Self::Auth(e) => auth(e),

@@ -236,6 +236,9 @@ mod tests {
 pub struct ReceivedTokens {
     /// The access token.
     pub access_token: String,
+    /// `Bearer`, or `DPoP` for an access token bound to the client's key (SPEC 12).
+    #[serde(default)]
+    pub token_type: Option<String>,
     /// Seconds until it expires.
     pub expires_in: u64,
     /// The refresh token, when one was issued.

@@ -159,16 +159,29 @@ impl TestServer {
 
     /// Starts a server whose issuer is `http://localhost:PORT`, its own address by name:
     /// passkeys need an issuer with a domain name (SPEC 11), and browsers allow WebAuthn on
-    /// `localhost` over plain http. The port is found free first and bound again by the
-    /// server, which can lose a race with another process only in theory.
+    /// `localhost` over plain http.
     pub async fn start_on_localhost(adjust: impl FnOnce(&mut Config)) -> Self {
+        Self::start_at_own_address("localhost", adjust).await
+    }
+
+    /// Starts a server whose issuer is its own address, `http://127.0.0.1:PORT`: for clients
+    /// that sign the URLs they call (DPoP's `htu`, SPEC 12) and so must reach the server at
+    /// its issuer.
+    pub async fn start_reachable(adjust: impl FnOnce(&mut Config)) -> Self {
+        Self::start_at_own_address("127.0.0.1", adjust).await
+    }
+
+    /// A server on 127.0.0.1 whose issuer is `http://HOST:PORT`. The port is found free
+    /// first and bound again by the server, which can lose a race with another process only
+    /// in theory.
+    async fn start_at_own_address(host: &str, adjust: impl FnOnce(&mut Config)) -> Self {
         let port = std::net::TcpListener::bind("127.0.0.1:0")
             .and_then(|l| l.local_addr())
             .expect("a free port")
             .port();
         Self::start_with(|c| {
             c.listen = std::net::SocketAddr::from(([127, 0, 0, 1], port));
-            c.settings.issuer = format!("http://localhost:{port}");
+            c.settings.issuer = format!("http://{host}:{port}");
             c.settings.audience = c.settings.issuer.clone();
             adjust(c);
         })

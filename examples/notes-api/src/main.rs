@@ -1,4 +1,4 @@
-//! The notes-api binary: `notes-api --issuer URL [--listen ADDR] [--audience AUD]
+//! The notes-api binary: `notes-api --issuer URL [--listen ADDR] [--audience AUD] [--resource-url URL]
 //! (--feed-client-id ID --feed-client-secret SECRET | --insecure-without-revocation)`
 //! (also `NOTES_API_*` variables). It refuses to start without one of the two: an API that
 //! does not follow the revocation feed accepts logged-out users' tokens until they expire.
@@ -23,6 +23,10 @@ struct Args {
     /// Audience tokens must carry (default: the issuer).
     #[arg(long, env = "NOTES_API_AUDIENCE")]
     audience: Option<String>,
+    /// The URL clients reach this API at, which their DPoP proofs name (default: `http://`
+    /// and the request's Host); set it behind a proxy or TLS.
+    #[arg(long, env = "NOTES_API_RESOURCE_URL")]
+    resource_url: Option<String>,
     /// Feed client id (a client with the scope revocations:read).
     #[arg(long, env = "NOTES_API_FEED_CLIENT_ID", requires = "feed_client_secret")]
     feed_client_id: Option<String>,
@@ -51,6 +55,9 @@ async fn main() -> anyhow::Result<()> {
     let mut builder = latchkey_verify::Verifier::builder(&args.issuer);
     if let Some(aud) = args.audience {
         builder = builder.audience(aud);
+    }
+    if let Some(url) = args.resource_url {
+        builder = builder.resource_url(url);
     }
     if let (Some(id), Some(secret)) = (args.feed_client_id, args.feed_client_secret) {
         builder = builder.feed_credentials(id, secret);

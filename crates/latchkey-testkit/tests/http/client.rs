@@ -322,3 +322,46 @@ async fn the_token_goes_only_to_the_issuer_and_the_configured_api_origin() {
     assert_eq!(client.get(&rig.url("/whoami")).await.unwrap().status(), 200);
     assert_eq!(rig.api.with_token.load(Ordering::SeqCst), 2);
 }
+
+/// `dpop(true)` (SPEC 12): the session is bound to a key the client made at sign-in, API
+/// calls carry proofs, 20 concurrent forced refreshes make one rotation with the key (no
+/// theft detected), nothing is persisted, and logout ends the session.
+#[tokio::test]
+async fn a_dpop_client_binds_its_session_and_refreshes_and_calls_with_proofs() {
+    let s = TestServer::start_reachable(|_| {}).await;
+    let n = notes_api_with(&s, |b| b.poll_every(Duration::from_millis(100))).await;
+    s.register(&http_client(), "dpo", "correct horse battery").await;
+    let storage = Arc::new(MemoryStorage::default());
+    let client = Client::builder(s.issuer())
+        .api_origin(&n.base)
+        .dpop(true)
+        .storage(Arc::clone(&storage) as Arc<dyn TokenStorage>)
+        .build()
+        .unwrap();
+    let session = client.login("dpo", "correct horse battery").await.unwrap();
+    let at = client.access_token().await.unwrap();
+    let part = at.split('.').nth(1).unwrap();
+    use base64::Engine as _;
+    let claims: Value =
+        serde_json::from_slice(&base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(part).unwrap())
+            .unwrap();
+    assert!(claims["cnf"]["jkt"].as_str().is_some_and(|j| j.len() == 43), "{claims}");
+    // The API takes it with proofs; as Bearer, by hand, it is refused.
+    let whoami = format!("{}/whoami", n.base);
+    wait_for(|| async { client.get(&whoami).await.unwrap().status() == 200 }).await;
+    assert_eq!(api(&n, Method::GET, "/whoami", &at, None).await.json["error_reason"], "dpop_required");
+    // Single flight with the key: one rotation, and the session lives on.
+    let refreshed = futures::future::join_all((0..20).map(|_| client.refresh())).await;
+    assert!(refreshed.iter().all(Result::is_ok), "{refreshed:?}");
+    assert_eq!(client.session().unwrap().session_id, session.session_id);
+    assert_ne!(client.access_token().await.unwrap(), at);
+    assert_eq!(client.get(&whoami).await.unwrap().status(), 200);
+    let metrics = send(http_client().get(s.url("/metrics"))).await.text;
+    assert!(metrics.contains("latchkey_refresh_reuse_detections_total 0"), "{metrics}");
+    // The key cannot be stored, so neither is the session.
+    assert_eq!(storage.get(latchkey_client::STORAGE_KEY).await, None);
+    client.logout().await.unwrap();
+    let sid = latchkey_core::SessionId::from(session.session_id.unwrap().as_str());
+    let ended = s.store().find_session(&sid).await.unwrap().unwrap();
+    assert_eq!(ended.revoke_reason, Some(ErrorReason::LoggedOut));
+}

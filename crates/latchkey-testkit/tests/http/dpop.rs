@@ -417,6 +417,16 @@ async fn with_nonces_on_a_proof_must_carry_a_current_one() {
     assert_bound(&signed_in, &key);
     // Every answer offers the current nonce; the previous one still works for a while, not forever.
     assert!(signed_in.header("dpop-nonce").is_some());
+    // At a resource, the nonce is asked for with a 401 DPoP challenge (RFC 9449 section 9).
+    let at = signed_in.str("access_token");
+    let me = send(dpop_get(&s, &c, "/auth/me", at, &key)).await;
+    assert_eq!((me.status, me.json["error"].as_str()), (401, Some("use_dpop_nonce")), "{}", me.text);
+    assert!(me.header("www-authenticate").unwrap().starts_with("DPoP error=\"use_dpop_nonce\""));
+    let fresh = me.header("dpop-nonce").unwrap().to_owned();
+    let p = key.proof("GET", &format!("{ISSUER}/auth/me"), now(&s), Some(at), Some(&fresh)).unwrap();
+    let served =
+        send(c.get(s.url("/auth/me")).header("Authorization", format!("DPoP {at}")).header("DPoP", p)).await;
+    assert_eq!(served.status, 200, "{}", served.text);
     s.clock.advance(Duration::from_secs(300));
     let still = key.proof("POST", &url, now(&s), None, Some(&nonce)).unwrap();
     assert_eq!(post(&s, "/auth/login", body.clone(), Some(&still)).await.status, 200);

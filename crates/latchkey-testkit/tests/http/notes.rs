@@ -24,7 +24,7 @@ pub(crate) async fn notes_api_with(
     configure: impl FnOnce(latchkey_verify::VerifierBuilder) -> latchkey_verify::VerifierBuilder,
 ) -> Notes {
     let (client_id, client_secret) = crate::feed::feed_client(s, "revocations:read").await;
-    let verifier = latchkey_verify::Verifier::builder(latchkey_testkit::ISSUER)
+    let verifier = latchkey_verify::Verifier::builder(s.issuer())
         .endpoint(&s.base)
         .feed_credentials(client_id, client_secret);
     let verifier = configure(verifier).build().await.unwrap();
