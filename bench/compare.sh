@@ -9,6 +9,7 @@
 #   introspect          RFC 7662 introspection of a refresh token
 #   introspect-access   RFC 7662 introspection of an access token (what APIs send)
 #   jwks                GET jwks_uri
+#   oauth-refresh, DPoP the same rotation with a DPoP proof on every request
 # Then Latchkey-only figures: first-party POST /auth/refresh (and under a login flood),
 # refresh rotation on PostgreSQL against pgbench's raw rotate transaction on the same
 # database (when PostgreSQL answers on 127.0.0.1:5432), notes-api GET /whoami against a
@@ -76,8 +77,13 @@ for w in oauth-refresh client-credentials introspect introspect-access jwks; do
   [ "$w" = introspect-access ] && PEER_EXTRA=(--resource https://api-opaque.example)
   record "$w" oidc-provider "$(peer --workload "$w" "${PEER_EXTRA[@]}")"
 done
+# DPoP (SPEC 12): the same OAuth rotation with a fresh ES256 proof on every request, at both
+# (the peer's DPoP feature is on; neither asks for nonces).
+record "oauth-refresh, DPoP" latchkey "$(lk --workload oauth-refresh --dpop)"
+record "oauth-refresh, DPoP" oidc-provider "$(peer --workload oauth-refresh --dpop)"
 record "first-party refresh" latchkey "$(load --url "http://127.0.0.1:$LK" --workload refresh)"
 IDLE_P99=$(tail -n1 "$RESULTS" | cut -f5)
+record "first-party refresh, DPoP-bound sessions" latchkey "$(load --url "http://127.0.0.1:$LK" --workload refresh --dpop)"
 FLOOD=$(load --url "http://127.0.0.1:$LK" --workload refresh --login-flood 8)
 record "first-party refresh + 8-way login flood" latchkey "$FLOOD"
 LOGINS=$(echo "$FLOOD" | field logins_per_s)

@@ -17,6 +17,7 @@
 //   so `https://api-opaque.example` (same scope) gives opaque ones to introspect.
 // - Refresh tokens: 14 days, rotated on every use; reusing a rotated one is invalid_grant
 //   and revokes its whole grant (every token issued from it).
+// - DPoP (RFC 9449) on, without nonces, for the DPoP rows of bench/compare.sh.
 // - `POST /bench/seed?n=64` (bench only) makes n grants for account `bench-user`, each with
 //   a refresh token (scope `openid offline_access api`, resource `https://api.example`),
 //   and answers {"refresh_tokens": [...]}, so no browser login is needed.
@@ -63,6 +64,9 @@ const provider = new Provider(issuer, {
   },
   features: {
     clientCredentials: { enabled: true },
+    // RFC 9449 DPoP, as Latchkey offers it: a token request with a proof gets tokens bound
+    // to its key; one without stays Bearer. No server nonces (Latchkey's default).
+    dpop: { enabled: true },
     // Any authenticated client may introspect or revoke (Latchkey's rule for confidential
     // clients); setting the policies also keeps oidc-provider's first-use notices quiet.
     introspection: { enabled: true, allowedPolicy: () => true },

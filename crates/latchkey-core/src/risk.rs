@@ -7,7 +7,7 @@
 //! | signal | weight | seen when |
 //! | --- | ---: | --- |
 //! | `new_network` | 1 | the caller's IP network (/24, /64) is not the one of the session's last use |
-//! | `agent_family_changed` | 2 | the caller's user-agent family ("Chrome on Linux") is not the sign-in's |
+//! | `agent_family_changed` | 2 | the caller's user-agent family ("Chrome on Linux") is not the sign-in's, or it sends none |
 //! | `fast_cadence` | 1 | the previous refresh was less than a tenth of the access-token lifetime ago (30 s by default): a client refreshes near expiry, single-flight |
 //! | `two_networks_at_once` | 3 | a new network, and the previous use less than 2 minutes ago |
 //! | `grace_hit` | 1 | a benign duplicate inside the grace window |
@@ -169,10 +169,13 @@ pub fn signals(o: &Observed<'_>) -> Vec<Signal> {
             out.push(Signal::TwoNetworksAtOnce);
         }
     }
-    if let (Some(then), Some(now)) = (o.sign_in_agent, o.agent)
-        && then != now
-        && crate::device::family(then) != crate::device::family(now)
-    {
+    // A sign-in with an agent, refreshed without one, changed family as much as any.
+    let is_other_family = match (o.sign_in_agent, o.agent) {
+        (Some(then), Some(now)) => then != now && crate::device::family(then) != crate::device::family(now),
+        (Some(_), None) => true,
+        (None, _) => false,
+    };
+    if is_other_family {
         out.push(Signal::AgentFamilyChanged);
     }
     if since_last < i64::try_from(o.cadence_floor.as_secs()).unwrap_or(i64::MAX) {

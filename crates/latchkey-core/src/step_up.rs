@@ -77,7 +77,14 @@ impl Latchkey {
         let key = RefreshTokenKey::of(req.refresh_token.expose_secret());
         let session = self.store.find_session_by_refresh_token(&key).await?;
         let unknown = StepUpError::Refresh(RefreshError::Refused(ErrorReason::UnknownToken));
-        let Some(session) = session.filter(|s| claims.sid.as_deref() == Some(s.id.as_str())) else {
+        // First-party sessions only, like `/auth/refresh`: an app's session continues through
+        // `prompt=login`, and its refresh token is redeemed at `/oauth/token` with the app's
+        // own authentication, never here without it.
+        let is_first_party =
+            |s: &crate::store::SessionRecord| s.client_id == crate::login::FIRST_PARTY_CLIENT_ID;
+        let Some(session) =
+            session.filter(|s| claims.sid.as_deref() == Some(s.id.as_str()) && is_first_party(s))
+        else {
             return Err(unknown);
         };
         let user = self.store.find_user(&session.user_id).await?;

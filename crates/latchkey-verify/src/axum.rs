@@ -285,6 +285,12 @@ fn request_url(parts: &Parts, verifier: &Verifier) -> String {
     match &verifier.resource_url {
         Some(base) => format!("{base}{path}"),
         None => {
+            verifier.host_warning.call_once(|| {
+                tracing::warn!(
+                    "DPoP proofs are checked against the request's Host, which the client chooses: \
+                     a proof made for another API could be replayed here; set resource_url"
+                );
+            });
             let host = parts.headers.get(header::HOST).and_then(|h| h.to_str().ok()).unwrap_or("localhost");
             format!("http://{host}{path}")
         }

@@ -239,9 +239,11 @@ impl VerifierBuilder {
     }
 
     /// The URL clients reach this API at (`https://api.example.com`, with any path prefix a
-    /// proxy strips): DPoP proofs name it in `htu`, with the request's path. Without it the
-    /// request's `Host` and plain `http` are used, which is right only when clients talk to
-    /// this process directly.
+    /// proxy strips): DPoP proofs name it in `htu`, with the request's path. Set it whenever
+    /// DPoP is in use. Without it the request's `Host` and plain `http` are used (with a
+    /// warning in the log at the first DPoP request): the client chooses the `Host`, so a
+    /// proof and token captured at another API that accepts the same tokens could be replayed
+    /// here once.
     #[must_use]
     pub fn resource_url(mut self, url: impl Into<String>) -> Self {
         self.resource_url = Some(url.into().trim_end_matches('/').to_owned());
@@ -349,6 +351,7 @@ impl VerifierBuilder {
             cache: Mutex::new(HashMap::new()),
             proofs: Mutex::new(crate::dpop::ReplayCache::new(self.dpop_replay_capacity)),
             resource_url: self.resource_url,
+            host_warning: std::sync::Once::new(),
         });
         runtime.spawn(refresh_keys_on_schedule(Arc::downgrade(&verifier)));
         Ok(verifier)
@@ -397,6 +400,8 @@ pub struct Verifier {
     /// Where clients reach this API, for the proofs' `htu`; `None`: from each request's
     /// `Host`.
     pub(crate) resource_url: Option<String>,
+    /// Warns once that proofs are checked against the request's `Host`.
+    pub(crate) host_warning: std::sync::Once,
 }
 
 pub(crate) fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {

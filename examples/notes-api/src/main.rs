@@ -24,7 +24,7 @@ struct Args {
     #[arg(long, env = "NOTES_API_AUDIENCE")]
     audience: Option<String>,
     /// The URL clients reach this API at, which their DPoP proofs name (default: `http://`
-    /// and the request's Host); set it behind a proxy or TLS.
+    /// and the listen address); set it behind a proxy or TLS.
     #[arg(long, env = "NOTES_API_RESOURCE_URL")]
     resource_url: Option<String>,
     /// Feed client id (a client with the scope revocations:read).
@@ -56,9 +56,9 @@ async fn main() -> anyhow::Result<()> {
     if let Some(aud) = args.audience {
         builder = builder.audience(aud);
     }
-    if let Some(url) = args.resource_url {
-        builder = builder.resource_url(url);
-    }
+    // Never the request's Host, which the client chooses: a proof made for another API
+    // could be replayed here.
+    builder = builder.resource_url(args.resource_url.unwrap_or_else(|| format!("http://{}", args.listen)));
     if let (Some(id), Some(secret)) = (args.feed_client_id, args.feed_client_secret) {
         builder = builder.feed_credentials(id, secret);
     }

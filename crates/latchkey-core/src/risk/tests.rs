@@ -84,8 +84,11 @@ fn unknown_addresses_and_agents_are_no_signal() {
         ..ordinary()
     };
     assert_eq!(judged(&o), (vec![], RiskAction::Allow));
-    let o = Observed { ip: Some("not an address"), agent: None, ..ordinary() };
+    let o = Observed { ip: Some("not an address"), ..ordinary() };
     assert_eq!(judged(&o), (vec![], RiskAction::Allow));
+    // An agent at sign-in and none now is another family.
+    let o = Observed { agent: None, ..ordinary() };
+    assert_eq!(judged(&o).0, [Signal::AgentFamilyChanged]);
 }
 
 #[test]

@@ -110,11 +110,12 @@ where
         // makes them IPv4 again (for throttling, trusted_proxies and the device list).
         let peer = parts.extensions.get::<ConnectInfo<SocketAddr>>().map(|c| c.0.ip().to_canonical());
         let ip = peer.map(|peer| client_address(peer, &parts.headers, &state.trusted_proxies));
+        // Bytes that are not ASCII are kept (lossily), not dropped: an agent made unreadable
+        // on purpose must not read as no agent at all to the binding policy and risk.
         let user_agent = parts
             .headers
             .get(header::USER_AGENT)
-            .and_then(|v| v.to_str().ok())
-            .map(|s| s.chars().take(512).collect());
+            .map(|v| String::from_utf8_lossy(v.as_bytes()).chars().take(512).collect());
         Ok(Self(Caller { ip: ip.map(|i| i.to_string()), user_agent, dpop: None }))
     }
 }

@@ -26,6 +26,10 @@
 //! - `jwks`: `GET` of the `jwks_uri`.
 //! - `get`: `GET --path P` (with `--bearer TOKEN` if given), expecting 200: an API route.
 //!
+//! `--dpop` adds a fresh DPoP proof (RFC 9449, ES256, one key for the run) to every token
+//! request of `refresh`, `oauth-refresh` and `client-credentials`, and to the sign-ins that
+//! seed `refresh`, so those sessions are bound to the key.
+//!
 //! Endpoints come from the server's `/.well-known/openid-configuration`, so the issuer must
 //! be the address the tool talks to.
 
@@ -69,6 +73,8 @@ struct Args {
     bearer: Option<String>,
     /// RFC 8707 `resource` for the token `introspect-access` introspects.
     resource: Option<String>,
+    /// The DPoP key, with `--dpop`.
+    dpop: Option<latchkey_dpop::ProofKey>,
 }
 
 fn parse_args() -> Args {
@@ -86,6 +92,7 @@ fn parse_args() -> Args {
         path: "/".into(),
         bearer: None,
         resource: None,
+        dpop: None,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -115,10 +122,20 @@ fn parse_args() -> Args {
             "--path" => a.path = value(),
             "--bearer" => a.bearer = Some(value()),
             "--resource" => a.resource = Some(value()),
+            "--dpop" => a.dpop = Some(latchkey_dpop::ProofKey::generate_es256().expect("a DPoP key")),
             other => panic!("unknown flag {other}; see the file's doc comment"),
         }
     }
     a
+}
+
+/// The request with a fresh DPoP proof for `POST url` when the run has a key.
+fn proved(req: reqwest::RequestBuilder, a: &Args, url: &str) -> reqwest::RequestBuilder {
+    let Some(key) = &a.dpop else { return req };
+    #[expect(clippy::disallowed_methods, reason = "proofs carry the real time the server checks")]
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).expect("clock").as_secs();
+    let proof = key.proof("POST", url, i64::try_from(now).expect("time"), None, None).expect("a proof");
+    req.header("DPoP", proof)
 }
 
 /// Sends a request; returns the status (0 when there was no answer) and the JSON body.
@@ -182,7 +199,8 @@ impl Conn {
         let (status, body, expect_token) = match a.workload {
             Workload::Refresh => {
                 let url = format!("{}/auth/refresh", a.url);
-                let (s, b) = call(self.client.post(url).json(&json!({"refresh_token": self.token}))).await;
+                let req = self.client.post(&url).json(&json!({"refresh_token": self.token}));
+                let (s, b) = call(proved(req, a, &url)).await;
                 (s, b, true)
             }
             Workload::OauthRefresh => {
@@ -192,12 +210,14 @@ impl Conn {
                     ("client_id", &a.client_id),
                     ("client_secret", &a.client_secret),
                 ];
-                let (s, b) = call(self.client.post(&self.endpoints().token).form(&form)).await;
+                let token = &self.endpoints().token;
+                let (s, b) = call(proved(self.client.post(token).form(&form), a, token)).await;
                 (s, b, true)
             }
             Workload::ClientCredentials => {
+                let token = &self.endpoints().token;
                 let (s, b) =
-                    call(self.client.post(&self.endpoints().token).form(&client_credentials(a))).await;
+                    call(proved(self.client.post(token).form(&client_credentials(a)), a, token)).await;
                 let ok = b["access_token"].is_string();
                 return if s == 200 && ok { Ok(()) } else { Err(format!("{s} {b}")) };
             }
@@ -259,13 +279,10 @@ async fn first_party_chains(client: &reqwest::Client, a: &Args, user: &str, pass
     .await;
     assert!(status == 201, "register failed: {status} {body}");
     let mut chains = Vec::with_capacity(a.connections);
+    let url = format!("{}/auth/login", a.url);
     for _ in 0..a.connections {
-        let (status, body) = call(
-            client
-                .post(format!("{}/auth/login", a.url))
-                .json(&json!({"username": user, "password": password})),
-        )
-        .await;
+        let req = client.post(&url).json(&json!({"username": user, "password": password}));
+        let (status, body) = call(proved(req, a, &url)).await;
         assert!(status == 200, "login failed: {status} {body}");
         chains.push(body["refresh_token"].as_str().expect("refresh_token").to_owned());
     }

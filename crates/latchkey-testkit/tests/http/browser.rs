@@ -333,12 +333,20 @@ window.offset = 0;
 window.lk = new Latchkey({
   issuer: location.origin, storage, now: () => Date.now() + window.offset,
   ...(noLocks ? { locks: null } : {}),
+  ...(location.search.includes('dpop') ? { dpop: true } : {}),
 });
 window.ready = true;
 </script>"#;
 
 impl Origin {
     async fn start(latchkey: &str, notes: &str) -> Self {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        Self::start_on(listener, latchkey, notes).await
+    }
+
+    /// The origin on a listener bound beforehand, so that the server behind it can be
+    /// started with the origin's URL as its issuer (DPoP proofs name the URL the page uses).
+    async fn start_on(listener: tokio::net::TcpListener, latchkey: &str, notes: &str) -> Self {
         use axum::body::Body;
         use axum::extract::{Request, State};
         use axum::response::Response;
@@ -398,7 +406,6 @@ impl Origin {
             )
             .fallback(forward)
             .with_state(up);
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let base = format!("http://{}", listener.local_addr().unwrap());
         let task = tokio::spawn(async move {
             let _ = axum::serve(listener, app).await;
@@ -476,6 +483,97 @@ async fn two_tabs_share_one_refresh_with_web_locks_and_without() {
         assert_eq!(refreshes, 1, "{variant}: one refresh for 50 calls in two tabs");
         b.close().await.unwrap();
     }
+}
+
+/// SPEC 12 in a real browser: with `dpop: true` the JS client signs in with a WebCrypto key
+/// whose private half cannot be exported, keeps it in IndexedDB, and a second tab finds it
+/// there; 25 calls in each tab after the access token expired make one refresh, with the
+/// session's key (a refresh without it would revoke the session), and every call reaches
+/// notes-api with a proof.
+#[tokio::test]
+async fn two_tabs_share_one_dpop_key_and_one_refresh() {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let origin_url = format!("http://{}", listener.local_addr().unwrap());
+    let issuer = origin_url.clone();
+    let s = TestServer::start_with(move |c| {
+        c.settings.issuer = issuer.clone();
+        c.settings.audience = issuer;
+    })
+    .await;
+    s.register(&http_client(), "keyed", "correct horse battery").await;
+    let api_url = format!("{origin_url}/api");
+    let notes =
+        crate::notes::notes_api_with(&s, |b| b.poll_every(Duration::from_millis(100)).resource_url(api_url))
+            .await;
+    let origin = Origin::start_on(listener, &s.base, &notes.base).await;
+    let driver = Driver::start().await;
+    let b = driver.browser(true).await;
+    b.goto(&format!("{}/?dpop", origin.base)).await.unwrap();
+    page_ready(&b).await;
+    let signed_in = b
+        .execute_async(
+            "const done = arguments[arguments.length - 1];
+             window.lk.login({username: 'keyed', password: 'correct horse battery'})
+               .then(() => window.lk.accessToken())
+               .then((t) => done(JSON.parse(atob(t.split('.')[1].replace(/-/g, '+').replace(/_/g, '/'))).cnf?.jkt ?? 'no cnf'),
+                     (e) => done('error ' + (e.code ?? e)));",
+            vec![],
+        )
+        .await
+        .unwrap();
+    let jkt = signed_in.as_str().unwrap().to_owned();
+    assert_eq!(jkt.len(), 43, "a bound token: {signed_in}");
+    // The key is in IndexedDB under its thumbprint, its private half not extractable.
+    let stored = b
+        .execute_async(
+            "const done = arguments[arguments.length - 1];
+             const open = indexedDB.open('latchkey.dpop-keys');
+             open.onsuccess = () => {
+               const get = open.result.transaction('keys').objectStore('keys').get(arguments[0]);
+               get.onsuccess = () => done(get.result ? [get.result.privateKey.extractable, get.result.privateKey.algorithm.namedCurve] : null);
+             };
+             open.onerror = () => done('no database');",
+            vec![json!(jkt)],
+        )
+        .await
+        .unwrap();
+    assert_eq!(stored, json!([false, "P-256"]));
+    let first = b.window().await.unwrap();
+    let second = b.new_window(true).await.unwrap().handle;
+    b.switch_to_window(second.clone()).await.unwrap();
+    b.goto(&format!("{}/?dpop", origin.base)).await.unwrap();
+    page_ready(&b).await;
+    let resumed = b
+        .execute_async("const done = arguments[arguments.length - 1]; window.lk.resume().then(done);", vec![])
+        .await
+        .unwrap();
+    assert_eq!(resumed, json!(true), "the second tab finds the session and its key");
+    let before = origin.refreshes.load(std::sync::atomic::Ordering::SeqCst);
+    let burst = "window.offset = 10 * 60 * 1000;
+         window.burst = Promise.all(Array.from({length: 25}, () => window.lk.fetch('/api/whoami')))
+           .then((rs) => rs.map((r) => r.status), (e) => ['error ' + e.code]);
+         return true;";
+    for tab in [&first, &second] {
+        b.switch_to_window(tab.clone()).await.unwrap();
+        b.execute(burst, vec![]).await.unwrap();
+    }
+    for tab in [&first, &second] {
+        b.switch_to_window(tab.clone()).await.unwrap();
+        let statuses = b
+            .execute_async("const done = arguments[arguments.length - 1]; window.burst.then(done);", vec![])
+            .await
+            .unwrap();
+        assert_eq!(statuses, json!(vec![200; 25]));
+    }
+    assert_eq!(
+        origin.refreshes.load(std::sync::atomic::Ordering::SeqCst) - before,
+        1,
+        "one refresh for both tabs"
+    );
+    let metrics = send(http_client().get(s.url("/metrics"))).await.text;
+    assert!(metrics.contains("latchkey_refresh_reuse_detections_total 0"), "{metrics}");
+    assert!(metrics.contains("latchkey_refreshes_total{result=\"rotated\"} 1"), "{metrics}");
+    b.close().await.unwrap();
 }
 
 /// SPEC 10 as a person meets it: **Forgot your password?** on the sign-in page, the mailed

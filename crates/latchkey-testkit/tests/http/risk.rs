@@ -215,3 +215,34 @@ async fn a_bound_session_steps_up_with_its_key_only() {
     .await;
     assert_eq!(bearer.json["error_reason"], "dpop_required");
 }
+
+/// From the outside probe: an agent made unreadable (a byte that is not ASCII) once read as
+/// no agent, which raised no signal; and an app's session could be stepped up here without
+/// the app's own authentication.
+#[tokio::test]
+async fn an_unreadable_agent_is_another_family_and_apps_cannot_step_up_here() {
+    let s = server(None).await;
+    let first = sign_in(&s, "hob").await;
+    s.clock.advance(Duration::from_secs(60));
+    let req = http_client()
+        .post(s.url("/auth/refresh"))
+        .header("x-forwarded-for", ELSEWHERE)
+        .header("user-agent", reqwest::header::HeaderValue::from_bytes(b"Mozilla/5.0 Firefox \xe9").unwrap())
+        .json(&json!({"refresh_token": first.str("refresh_token")}));
+    let a = send(req).await;
+    assert_eq!(a.json["error_reason"], "step_up_required", "{}", a.text);
+
+    let app = crate::oauth::register_app(&s, &[]).await;
+    let code = crate::oauth::first_code(&s, &crate::oauth::browser(), &app, "hob").await;
+    let tokens = crate::oauth::exchange(&s, &app, &code).await;
+    let step_up = send(
+        http_client()
+            .post(s.url("/auth/step-up"))
+            .bearer_auth(tokens.str("access_token"))
+            .json(&json!({"refresh_token": tokens.str("refresh_token"), "password": PASSWORD})),
+    )
+    .await;
+    assert_eq!(step_up.json["error_reason"], "unknown_token", "{}", step_up.text);
+    // The app's refresh token is untouched: it still rotates at the token endpoint.
+    assert_eq!(crate::oauth::refresh_app(&s, &app, tokens.str("refresh_token")).await.status, 200);
+}
