@@ -128,6 +128,8 @@ PIDS+=($!)
 wait_for "http://127.0.0.1:$HELLO/hello"
 for _ in $(seq 100); do curl -fs -H "authorization: Bearer $AT" "http://127.0.0.1:$NOTES/whoami" >/dev/null && break; sleep 0.1; done
 record "notes-api GET /whoami" latchkey "$(load --url "http://127.0.0.1:$NOTES" --workload get --path /whoami --bearer "$AT")"
+record "notes-api GET /whoami, DPoP" latchkey \
+  "$(load --url "http://127.0.0.1:$NOTES" --workload get --path /whoami --dpop --sign-in "http://127.0.0.1:$LK")"
 record "hello-world axum GET /hello" axum "$(load --url "http://127.0.0.1:$HELLO" --workload get --path /hello)"
 
 VERIFY=""
@@ -168,6 +170,10 @@ for r in rows:
             ratio = f"{num(rps) / peer:.1f}x"
     if name == "first-party refresh, PostgreSQL" and num(pgbench):
         ratio = f"{num(rps) / num(pgbench):.2f}x of pgbench"
+    if name == "notes-api GET /whoami, DPoP" and ("notes-api GET /whoami", "latchkey") in by:
+        bearer = num(by[("notes-api GET /whoami", "latchkey")][2])
+        if bearer and num(rps):
+            ratio = f"{num(rps) / bearer:.2f}x of Bearer"
     if name == "notes-api GET /whoami" and ("hello-world axum GET /hello", "axum") in by:
         hello = num(by[("hello-world axum GET /hello", "axum")][2])
         if hello and num(rps):

@@ -66,7 +66,7 @@ const provider = new Provider(issuer, {
     clientCredentials: { enabled: true },
     // RFC 9449 DPoP, as Latchkey offers it: a token request with a proof gets tokens bound
     // to its key; one without stays Bearer. No server nonces (Latchkey's default).
-    dpop: { enabled: true },
+    dPoP: { enabled: true },
     // Any authenticated client may introspect or revoke (Latchkey's rule for confidential
     // clients); setting the policies also keeps oidc-provider's first-use notices quiet.
     introspection: { enabled: true, allowedPolicy: () => true },

@@ -371,6 +371,10 @@ pub(crate) trait Backend: Send + Sync + 'static {
     /// The highest feed seq written so far (SQLite keeps a high-water mark that survives
     /// pruning; PostgreSQL's sequence counts uncommitted seqs, so it takes the maximum).
     async fn last_feed_seq(&self) -> Result<i64, StoreError>;
+    /// Where the DPoP proofs seen are kept when not in the database (see `dpop.rs`).
+    fn memory_proofs(&self) -> Option<&crate::dpop::MemoryProofs> {
+        None
+    }
 }
 
 /// A store on a backend: implements every port trait of `latchkey_core::store` once, for

@@ -14,7 +14,7 @@ use crate::clock::unix_secs;
 use crate::verifier::{Verified, Verifier, VerifyError, lock};
 
 /// The replay cache's default size.
-pub(crate) const DEFAULT_REPLAY_CAPACITY: usize = 200_000;
+pub(crate) const DEFAULT_REPLAY_CAPACITY: usize = 1_000_000;
 
 /// How long a generation of the cache lasts. A proof passes while its `iat` is within
 /// [`IAT_WINDOW_SECS`] of now, so for at most twice that; a proof seen in one generation

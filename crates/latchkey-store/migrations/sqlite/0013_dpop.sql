@@ -5,10 +5,5 @@ ALTER TABLE sessions ADD COLUMN dpop_jkt TEXT;
 -- proof from that key.
 ALTER TABLE auth_codes ADD COLUMN dpop_jkt TEXT;
 
--- Proofs seen, so that each is accepted once, by any node: SHA-256 over the key's
--- thumbprint and the proof's `jti`, kept until the proof's `iat` window has passed.
-CREATE TABLE dpop_proofs (
-    hash       BLOB PRIMARY KEY,
-    expires_at INTEGER NOT NULL
-) WITHOUT ROWID;
-CREATE INDEX dpop_proofs_by_expiry ON dpop_proofs(expires_at);
+-- (The DPoP replay cache is the server process's memory on SQLite; see
+-- crates/latchkey-store/src/dpop.rs. PostgreSQL keeps it in a table, for all nodes.)

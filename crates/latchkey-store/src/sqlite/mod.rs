@@ -108,6 +108,8 @@ pub struct Sqlite {
     inline: Arc<std::sync::Mutex<Vec<Connection>>>,
     /// Dropping the last clone stops the checkpointer.
     _checkpointer: Arc<mpsc::Sender<()>>,
+    /// The DPoP replay cache: one server process per file (see `dpop.rs`).
+    proofs: Arc<crate::dpop::MemoryProofs>,
 }
 
 /// The SQLite implementation of `latchkey_core::Store`.
@@ -143,6 +145,7 @@ impl Db<Sqlite> {
             readers,
             inline: Arc::new(std::sync::Mutex::new(inline)),
             _checkpointer: Arc::new(checkpointer),
+            proofs: Arc::default(),
         }))
     }
 }
@@ -202,6 +205,10 @@ impl Backend for Sqlite {
                 .map_err(db_err)
             })
             .await
+    }
+
+    fn memory_proofs(&self) -> Option<&crate::dpop::MemoryProofs> {
+        Some(&self.proofs)
     }
 }
 

@@ -28,7 +28,9 @@
 //!
 //! `--dpop` adds a fresh DPoP proof (RFC 9449, ES256, one key for the run) to every token
 //! request of `refresh`, `oauth-refresh` and `client-credentials`, and to the sign-ins that
-//! seed `refresh`, so those sessions are bound to the key.
+//! seed `refresh`, so those sessions are bound to the key. With `get`, `--dpop --sign-in
+//! LATCHKEY_URL` signs in there with a proof and sends the bound token as
+//! `Authorization: DPoP` with a fresh proof (and `ath`) on every request.
 //!
 //! Endpoints come from the server's `/.well-known/openid-configuration`, so the issuer must
 //! be the address the tool talks to.
@@ -75,6 +77,8 @@ struct Args {
     resource: Option<String>,
     /// The DPoP key, with `--dpop`.
     dpop: Option<latchkey_dpop::ProofKey>,
+    /// Where `get --dpop` signs in for its bound token.
+    sign_in: Option<String>,
 }
 
 fn parse_args() -> Args {
@@ -93,6 +97,7 @@ fn parse_args() -> Args {
         bearer: None,
         resource: None,
         dpop: None,
+        sign_in: None,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -122,6 +127,7 @@ fn parse_args() -> Args {
             "--path" => a.path = value(),
             "--bearer" => a.bearer = Some(value()),
             "--resource" => a.resource = Some(value()),
+            "--sign-in" => a.sign_in = Some(value()),
             "--dpop" => a.dpop = Some(latchkey_dpop::ProofKey::generate_es256().expect("a DPoP key")),
             other => panic!("unknown flag {other}; see the file's doc comment"),
         }
@@ -131,10 +137,22 @@ fn parse_args() -> Args {
 
 /// The request with a fresh DPoP proof for `POST url` when the run has a key.
 fn proved(req: reqwest::RequestBuilder, a: &Args, url: &str) -> reqwest::RequestBuilder {
+    proved_for(req, a, "POST", url, None)
+}
+
+/// The request with a fresh DPoP proof for `method url` (and `ath` of `token`) when the
+/// run has a key.
+fn proved_for(
+    req: reqwest::RequestBuilder,
+    a: &Args,
+    method: &str,
+    url: &str,
+    token: Option<&str>,
+) -> reqwest::RequestBuilder {
     let Some(key) = &a.dpop else { return req };
     #[expect(clippy::disallowed_methods, reason = "proofs carry the real time the server checks")]
     let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).expect("clock").as_secs();
-    let proof = key.proof("POST", url, i64::try_from(now).expect("time"), None, None).expect("a proof");
+    let proof = key.proof(method, url, i64::try_from(now).expect("time"), token, None).expect("a proof");
     req.header("DPoP", proof)
 }
 
@@ -231,8 +249,18 @@ impl Conn {
                 return if s == 200 && b["active"] == true { Ok(()) } else { Err(format!("{s} {b}")) };
             }
             Workload::Get => {
-                let mut req = self.client.get(format!("{}{}", a.url, a.path));
-                if let Some(token) = &a.bearer {
+                let url = format!("{}{}", a.url, a.path);
+                let mut req = self.client.get(&url);
+                if a.dpop.is_some() {
+                    let token = self.token.as_str();
+                    req = proved_for(
+                        req.header("authorization", format!("DPoP {token}")),
+                        a,
+                        "GET",
+                        &url,
+                        Some(token),
+                    );
+                } else if let Some(token) = &a.bearer {
                     req = req.bearer_auth(token);
                 }
                 let s = match req.send().await {
@@ -287,6 +315,17 @@ async fn first_party_chains(client: &reqwest::Client, a: &Args, user: &str, pass
         chains.push(body["refresh_token"].as_str().expect("refresh_token").to_owned());
     }
     chains
+}
+
+/// A DPoP-bound access token from Latchkey at `base`: a new user signs in with a proof.
+async fn bound_token(client: &reqwest::Client, a: &Args, base: &str, user: &str, password: &str) -> String {
+    let body = json!({"username": user, "password": password});
+    let (status, b) = call(client.post(format!("{base}/auth/register")).json(&body)).await;
+    assert!(status == 201, "register failed: {status} {b}");
+    let url = format!("{base}/auth/login");
+    let (status, b) = call(proved(client.post(&url).json(&body), a, &url)).await;
+    assert!(status == 200 && b["token_type"] == "DPoP", "DPoP sign-in failed: {status} {b}");
+    b["access_token"].as_str().expect("access_token").to_owned()
 }
 
 /// OAuth refresh tokens from the peer's bench-only seeding endpoint.
@@ -405,6 +444,10 @@ async fn main() {
                 .as_str()
                 .unwrap_or_else(|| panic!("client_credentials: {status} {body}"));
             vec![token.to_owned(); args.connections]
+        }
+        (Workload::Get, _) if args.dpop.is_some() => {
+            let base = args.sign_in.as_deref().expect("get --dpop needs --sign-in LATCHKEY_URL");
+            vec![bound_token(&client, &args, base, &user, password).await; args.connections]
         }
         _ => vec![String::new(); args.connections],
     };

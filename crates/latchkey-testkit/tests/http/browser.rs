@@ -424,6 +424,40 @@ async fn page_ready(b: &Client) {
     panic!("the page's module did not load");
 }
 
+/// Opens a second tab on `page`, which must resume the first tab's session; then both tabs'
+/// clocks jump past the access token's expiry and 25 API calls start in each. Asserts that
+/// all 50 succeed; returns how many refreshes reached the server meanwhile.
+async fn burst_in_two_tabs(b: &Client, origin: &Origin, page: &str) -> usize {
+    let first = b.window().await.unwrap();
+    let second = b.new_window(true).await.unwrap().handle;
+    b.switch_to_window(second.clone()).await.unwrap();
+    b.goto(page).await.unwrap();
+    page_ready(b).await;
+    let resumed = b
+        .execute_async("const done = arguments[arguments.length - 1]; window.lk.resume().then(done);", vec![])
+        .await
+        .unwrap();
+    assert_eq!(resumed, json!(true), "the second tab shares the session");
+    let before = origin.refreshes.load(std::sync::atomic::Ordering::SeqCst);
+    let burst = "window.offset = 10 * 60 * 1000;
+         window.burst = Promise.all(Array.from({length: 25}, () => window.lk.fetch('/api/whoami')))
+           .then((rs) => rs.map((r) => r.status), (e) => ['error ' + e.code]);
+         return true;";
+    for tab in [&first, &second] {
+        b.switch_to_window(tab.clone()).await.unwrap();
+        b.execute(burst, vec![]).await.unwrap();
+    }
+    for tab in [&first, &second] {
+        b.switch_to_window(tab.clone()).await.unwrap();
+        let statuses = b
+            .execute_async("const done = arguments[arguments.length - 1]; window.burst.then(done);", vec![])
+            .await
+            .unwrap();
+        assert_eq!(statuses, json!(vec![200; 25]), "{page}");
+    }
+    origin.refreshes.load(std::sync::atomic::Ordering::SeqCst) - before
+}
+
 #[tokio::test]
 async fn two_tabs_share_one_refresh_with_web_locks_and_without() {
     let s = TestServer::start().await;
@@ -445,41 +479,7 @@ async fn two_tabs_share_one_refresh_with_web_locks_and_without() {
             .await
             .unwrap();
         assert_eq!(login, json!("ok"));
-        let first = b.window().await.unwrap();
-        let second = b.new_window(true).await.unwrap().handle;
-        b.switch_to_window(second.clone()).await.unwrap();
-        b.goto(&format!("{}/{variant}", origin.base)).await.unwrap();
-        page_ready(&b).await;
-        let resumed = b
-            .execute_async(
-                "const done = arguments[arguments.length - 1]; window.lk.resume().then(done);",
-                vec![],
-            )
-            .await
-            .unwrap();
-        assert_eq!(resumed, json!(true), "the second tab shares the session");
-        // Both tabs' clocks jump past the access token's expiry; 25 calls start in each.
-        let before = origin.refreshes.load(std::sync::atomic::Ordering::SeqCst);
-        let burst = "window.offset = 10 * 60 * 1000;
-             window.burst = Promise.all(Array.from({length: 25}, () => window.lk.fetch('/api/whoami')))
-               .then((rs) => rs.map((r) => r.status), (e) => ['error ' + e.code]);
-             return true;";
-        for tab in [&first, &second] {
-            b.switch_to_window(tab.clone()).await.unwrap();
-            b.execute(burst, vec![]).await.unwrap();
-        }
-        for tab in [&first, &second] {
-            b.switch_to_window(tab.clone()).await.unwrap();
-            let statuses = b
-                .execute_async(
-                    "const done = arguments[arguments.length - 1]; window.burst.then(done);",
-                    vec![],
-                )
-                .await
-                .unwrap();
-            assert_eq!(statuses, json!(vec![200; 25]), "{variant}");
-        }
-        let refreshes = origin.refreshes.load(std::sync::atomic::Ordering::SeqCst) - before;
+        let refreshes = burst_in_two_tabs(&b, &origin, &format!("{}/{variant}", origin.base)).await;
         assert_eq!(refreshes, 1, "{variant}: one refresh for 50 calls in two tabs");
         b.close().await.unwrap();
     }
@@ -538,38 +538,8 @@ async fn two_tabs_share_one_dpop_key_and_one_refresh() {
         .await
         .unwrap();
     assert_eq!(stored, json!([false, "P-256"]));
-    let first = b.window().await.unwrap();
-    let second = b.new_window(true).await.unwrap().handle;
-    b.switch_to_window(second.clone()).await.unwrap();
-    b.goto(&format!("{}/?dpop", origin.base)).await.unwrap();
-    page_ready(&b).await;
-    let resumed = b
-        .execute_async("const done = arguments[arguments.length - 1]; window.lk.resume().then(done);", vec![])
-        .await
-        .unwrap();
-    assert_eq!(resumed, json!(true), "the second tab finds the session and its key");
-    let before = origin.refreshes.load(std::sync::atomic::Ordering::SeqCst);
-    let burst = "window.offset = 10 * 60 * 1000;
-         window.burst = Promise.all(Array.from({length: 25}, () => window.lk.fetch('/api/whoami')))
-           .then((rs) => rs.map((r) => r.status), (e) => ['error ' + e.code]);
-         return true;";
-    for tab in [&first, &second] {
-        b.switch_to_window(tab.clone()).await.unwrap();
-        b.execute(burst, vec![]).await.unwrap();
-    }
-    for tab in [&first, &second] {
-        b.switch_to_window(tab.clone()).await.unwrap();
-        let statuses = b
-            .execute_async("const done = arguments[arguments.length - 1]; window.burst.then(done);", vec![])
-            .await
-            .unwrap();
-        assert_eq!(statuses, json!(vec![200; 25]));
-    }
-    assert_eq!(
-        origin.refreshes.load(std::sync::atomic::Ordering::SeqCst) - before,
-        1,
-        "one refresh for both tabs"
-    );
+    let refreshes = burst_in_two_tabs(&b, &origin, &format!("{}/?dpop", origin.base)).await;
+    assert_eq!(refreshes, 1, "one refresh for both tabs, with the key the second tab found");
     let metrics = send(http_client().get(s.url("/metrics"))).await.text;
     assert!(metrics.contains("latchkey_refresh_reuse_detections_total 0"), "{metrics}");
     assert!(metrics.contains("latchkey_refreshes_total{result=\"rotated\"} 1"), "{metrics}");
