@@ -53,6 +53,8 @@ export interface Session {
 export type LatchkeyErrorCode =
   | 'not_signed_in'
   | 'reauth'
+  /** The server waits for the user to sign in again; the session is kept: call stepUp(). */
+  | 'step_up_required'
   | 'invalid_credentials'
   | 'throttled'
   | 'server'
@@ -98,6 +100,8 @@ export class Latchkey {
   /** Takes over tokens from the OAuth code flow. With `dpop`, the session gets a key and
    * its refreshes bind the access tokens they get. Throws a TypeError for a `DPoP` answer. */
   setTokens(answer: TokenAnswer): Promise<Session>;
+  /** Continues a session the server stopped with `step_up_required` (SPEC 12). */
+  stepUp(proof: { password: string } | { method: 'totp' | 'recovery_code'; code: string }): Promise<Session>;
   /** fetch() with the access token (Bearer, or DPoP with a proof naming this request), to
    * the issuer's origin or one of `apiOrigins` only. Relative URLs resolve against
    * `location`, as fetch() does. */

@@ -32,7 +32,8 @@ const LOCK_NAME = 'latchkey.refresh';
 const KEYS_DATABASE = 'latchkey.dpop-keys';
 const KEYS_STORE = 'keys';
 
-/** Why a call failed. `code` is one of `not_signed_in`, `reauth`, `invalid_credentials`,
+/** Why a call failed. `code` is one of `not_signed_in`, `reauth`, `step_up_required` (the
+ * session is kept: call stepUp()), `invalid_credentials`,
  * `throttled`, `server`, `network`, `origin_not_allowed`, `invalid_url`; `reason` is the
  * server's error_reason for `reauth`; `origin` the refused origin for `origin_not_allowed`. */
 export class LatchkeyError extends Error {
@@ -392,6 +393,31 @@ export class Latchkey {
     return this.session;
   }
 
+  /** Continues a session the server stopped with `step_up_required`: the user's password,
+   * or `{ method: 'totp' | 'recovery_code', code }` for a user with a second factor
+   * (`POST /auth/step-up`, SPEC 12). First-party sessions only. */
+  async stepUp(proof) {
+    await this.#sync();
+    const t = this.#tokens;
+    if (!t?.refreshToken) throw notSignedIn();
+    const epoch = this.#epoch;
+    const body = JSON.stringify({ refresh_token: t.refreshToken, ...proof });
+    const res = await this.#sendWith(t, this.#url('/auth/step-up'), {
+      method: 'POST', headers: { 'content-type': 'application/json' }, body,
+    }).catch(() => null);
+    if (!res) throw new LatchkeyError('network', 'The server could not be reached.');
+    if (!res.ok) {
+      const e = await errorOf(res);
+      if (e.status === 401 && e.error === 'invalid_credentials') {
+        throw new LatchkeyError('invalid_credentials', 'Wrong password or code.', e);
+      }
+      if (e.status === 429) throw new LatchkeyError('throttled', 'Too many attempts; retry later.', e);
+      throw new LatchkeyError('server', `The server answered ${e.status} ${e.error}.`, e);
+    }
+    await this.#adopt(epoch, this.#tokensFrom(await res.json(), t.refreshToken, t.key));
+    return this.session;
+  }
+
   /** Takes over tokens the app obtained itself (the OAuth token endpoint's answer). With
    * `dpop` the session gets a key here, and its refreshes bind the access tokens they get;
    * an answer already bound to a key is refused, as that key is not this client's. */
@@ -560,6 +586,10 @@ export class Latchkey {
       throw new LatchkeyError('server', `Refresh answered ${e.status} ${e.error}.`, e);
     }
     const reason = e.reason ?? 'unknown_token';
+    // The session stays, waiting for its user (SPEC 12): stepUp() continues it.
+    if (reason === 'step_up_required') {
+      throw new LatchkeyError('step_up_required', 'Sign in again to continue the session.', { reason, status: e.status });
+    }
     if (epoch !== this.#epoch) throw notSignedIn();
     this.#tokens = null;
     this.#epoch += 1;

@@ -343,3 +343,34 @@ test('dpop: OAuth tokens: the refresh at /oauth/token carries a proof, and its t
   assert.equal(requests.at(-1).url, 'https://id.example/oauth/revoke');
   assert.equal(requests.at(-1).headers.get('dpop'), null);
 });
+
+test('step_up_required keeps the session; stepUp() continues it with the password', async () => {
+  // A fake issuer: the refresh is stopped for risk, the step-up answers new tokens.
+  const requests = [];
+  const fake = async (url, init) => {
+    requests.push({ url: String(url), headers: new Headers(init.headers), body: init.body });
+    const { pathname } = new URL(url);
+    if (pathname === '/auth/login') {
+      return Response.json({ access_token: 'at-1', token_type: 'Bearer', expires_in: 300, refresh_token: 'rt-1', session_id: 's' });
+    }
+    if (pathname === '/auth/refresh') {
+      return Response.json({ error: 'invalid_grant', error_reason: 'step_up_required' }, { status: 400 });
+    }
+    if (pathname === '/auth/step-up') {
+      return Response.json({ access_token: 'at-2', token_type: 'Bearer', expires_in: 300, refresh_token: 'rt-2', session_id: 's' });
+    }
+    return new Response('{}', { status: 404 });
+  };
+  let reauth = 0;
+  const lk = new Latchkey({ issuer: 'https://id.example', fetch: fake, onReauth: () => { reauth += 1; } });
+  await lk.login({ username: 'u', password: 'p' });
+  await assert.rejects(lk.refresh(), (e) => e.code === 'step_up_required');
+  assert.equal(reauth, 0, 'not the end of the session');
+  assert.equal(lk.session?.sessionId, 's');
+  await lk.stepUp({ password: 'p' });
+  const sent = requests.at(-1);
+  assert.equal(sent.url, 'https://id.example/auth/step-up');
+  assert.equal(sent.headers.get('authorization'), 'Bearer at-1');
+  assert.deepEqual(JSON.parse(sent.body), { refresh_token: 'rt-1', password: 'p' });
+  assert.equal(await lk.accessToken(), 'at-2');
+});

@@ -644,7 +644,9 @@ impl Client {
     /// `stale`, the proactive case: refresh only if still due.
     async fn refresh_once(&self, stale: Option<&str>) -> Result<String, Error> {
         let _flight = self.inner.flight.lock().await;
-        let (epoch, refresh) = {
+        // The token and its key from one look at the state: a sign-in in between must not
+        // pair one session's token with another's key (the server would take it for theft).
+        let (epoch, refresh, key) = {
             let st = self.state();
             let t = st.tokens.as_ref().ok_or(Error::NotSignedIn)?;
             let is_replaced = stale.is_some_and(|s| s != t.access);
@@ -652,9 +654,8 @@ impl Client {
             if is_replaced || (stale.is_none() && !is_due) {
                 return Ok(t.access.clone());
             }
-            (st.epoch, t.refresh.clone())
+            (st.epoch, t.refresh.clone(), t.key.clone())
         };
-        let key = self.state().tokens.as_ref().and_then(|t| t.key.clone());
         let outcome = match &refresh {
             Some(rt) => self.post_refresh(rt, key.as_deref()).await?,
             // Without a refresh token the session cannot outlive its access token.

@@ -250,10 +250,13 @@ pub fn decide(snap: &RefreshSnapshot, ctx: &RefreshContext) -> RotationDecision 
     let mut events: Vec<NewSecurityEvent> = anomaly.into_iter().collect();
     let mut shortened = false;
     if !ctx.is_stepped_up && ctx.policy.risk.is_on() {
+        // A bound session's key already proves the caller is its client, wherever it is: a
+        // phone moving between networks is no signal.
+        let is_proven = has_session_key == Some(true);
         let observed = Observed {
             now,
             last_used_at: session.last_used_at,
-            last_ip: session.ip.as_deref(),
+            last_ip: session.ip.as_deref().filter(|_| !is_proven),
             sign_in_agent: session.user_agent.as_deref(),
             ip: ctx.caller.ip.as_deref(),
             agent: ctx.caller.user_agent.as_deref(),
@@ -290,6 +293,7 @@ pub fn decide(snap: &RefreshSnapshot, ctx: &RefreshContext) -> RotationDecision 
         now,
         idle_expires_at: now.plus(ctx.policy.session_idle_ttl).min(session.expires_at),
         ip: ctx.caller.ip.clone().or_else(|| session.ip.clone()),
+        ends_step_up_wait: ctx.is_stepped_up,
     };
     match snap.token.retired_at {
         None => RotationDecision::Rotate {

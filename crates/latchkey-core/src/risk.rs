@@ -11,12 +11,15 @@
 //! | `fast_cadence` | 1 | the previous refresh was less than a tenth of the access-token lifetime ago (30 s by default): a client refreshes near expiry, single-flight |
 //! | `two_networks_at_once` | 3 | a new network, and the previous use less than 2 minutes ago |
 //! | `grace_hit` | 1 | a benign duplicate inside the grace window |
-//! | `dpop_key_mismatch` | 10 | a bound session's token without its key (revoked before scoring; listed for the record) |
+//!
+//! A DPoP-bound session's token without its key is revoked before any scoring (SPEC 12); a
+//! bound session's refresh with its key shows no network signals, since the key proves the
+//! client wherever it is.
 //!
 //! The default policy allows below 3, shortens at 3 (the new access token lives 60 s), asks
-//! for a step-up at 5 and revokes at 7, so no single signal does more than shorten, and
-//! revocation needs several strong ones at once (a new network used at once from both,
-//! with another browser family and a fast cadence).
+//! for a step-up at 5 and revokes at 7: one observation alone (a network moved moments
+//! after the last use counts 1 + 3) at most shortens, and revocation needs several at once
+//! (that, with another browser family and a fast cadence).
 
 use std::time::Duration;
 
@@ -35,8 +38,6 @@ pub enum Signal {
     TwoNetworksAtOnce,
     /// A duplicate inside the grace window.
     GraceHit,
-    /// A bound session's token without its key.
-    DpopKeyMismatch,
 }
 
 impl Signal {
@@ -46,7 +47,6 @@ impl Signal {
             Self::NewNetwork | Self::FastCadence | Self::GraceHit => 1,
             Self::AgentFamilyChanged => 2,
             Self::TwoNetworksAtOnce => 3,
-            Self::DpopKeyMismatch => 10,
         }
     }
 
@@ -58,7 +58,6 @@ impl Signal {
             Self::FastCadence => "fast_cadence",
             Self::TwoNetworksAtOnce => "two_networks_at_once",
             Self::GraceHit => "grace_hit",
-            Self::DpopKeyMismatch => "dpop_key_mismatch",
         }
     }
 }
@@ -143,7 +142,8 @@ pub struct Observed<'a> {
     pub now: Timestamp,
     /// The session's last use.
     pub last_used_at: Timestamp,
-    /// The address of the session's last use.
+    /// The address of the session's last use; `None` when networks do not matter (a bound
+    /// session that proved its key).
     pub last_ip: Option<&'a str>,
     /// The sign-in's user agent.
     pub sign_in_agent: Option<&'a str>,

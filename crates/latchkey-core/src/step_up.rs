@@ -1,6 +1,6 @@
 //! `POST /auth/step-up` (SPEC 12): a session that `risk_policy` stopped with
-//! `step_up_required` continues once its user proves themselves again, with the password or
-//! a second factor's code. The session, its tokens and its key stay; the refresh token
+//! `step_up_required` continues once its user proves themselves again: with the password,
+//! or, for a user with a second factor, that factor's code (what a sign-in would need). The session, its tokens and its key stay; the refresh token
 //! rotates as any refresh does, unscored (the user just signed in again).
 
 use latchkey_proto::auth::{Credentials, StepUpRequest, TokenResponse};
@@ -91,8 +91,25 @@ impl Latchkey {
         let Some(user) = user.filter(|u| u.status == UserStatus::Active) else {
             return Err(StepUpError::Refresh(RefreshError::Refused(ErrorReason::UserDisabled)));
         };
+        // A retired token, or a session that ended, goes straight to the rotation, which
+        // judges it (reuse revokes) before any password is checked: old tokens must not buy
+        // password or code guesses, nor clear the account's failure count.
+        if session.revoked_at.is_some() || !self.store.is_live_refresh_token(&key).await? {
+            return Err(self
+                .rotate(&session.client_id, &req.refresh_token, None, caller, false)
+                .await
+                .err()
+                .map_or(unknown, StepUpError::from));
+        }
         let now = self.clock.now();
+        let has_factor = self.store.list_factors(&user.id).await?.iter().any(|f| f.confirmed_at.is_some());
         match (req.password, req.method, req.code) {
+            // A user with a second factor proves that factor, as a sign-in would need it.
+            (Some(_), None, None) if has_factor => {
+                return Err(StepUpError::MissingProof(
+                    "This account has a second factor: send its method (totp, recovery_code) and code.",
+                ));
+            }
             (Some(password), None, None) => {
                 let username = latchkey_proto::Username::parse(&user.username)
                     .map_err(|_| StepUpError::InvalidCredentials)?;
@@ -112,7 +129,8 @@ impl Latchkey {
                 ));
             }
         }
+        let tokens = self.rotate(&session.client_id, &req.refresh_token, None, caller, true).await?;
         self.store.delete_throttle(&account_key(&user.username)).await?;
-        Ok(self.rotate(&session.client_id, &req.refresh_token, None, caller, true).await?)
+        Ok(tokens)
     }
 }

@@ -189,6 +189,8 @@ pub struct Touch {
     pub idle_expires_at: Timestamp,
     /// Client address, when known.
     pub ip: Option<String>,
+    /// Whether this use ends the session's step-up wait (a refresh after `POST /auth/step-up`).
+    pub ends_step_up_wait: bool,
 }
 
 /// What the domain decided, for the store to apply inside the same transaction.

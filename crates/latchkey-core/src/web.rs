@@ -134,6 +134,7 @@ impl Latchkey {
                 now,
                 idle_expires_at: now.plus(self.settings.session_idle_ttl).min(session.expires_at),
                 ip: ctx.ip.clone().or_else(|| session.ip.clone()),
+                ends_step_up_wait: false,
             };
             self.store.touch_session(&session.id, &touch).await?;
         }

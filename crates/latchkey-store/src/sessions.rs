@@ -59,9 +59,10 @@ static LIVE_IDS_OF_GRANT: Sql =
 static OWNER: Sql = Sql::new("SELECT user_id FROM sessions WHERE id = $1");
 static FORGET_CONSENTS_OF_CLIENT: Sql = Sql::new("DELETE FROM consents WHERE client_id = $1");
 static FORGET_CONSENT: Sql = Sql::new("DELETE FROM consents WHERE user_id = $1 AND client_id = $2");
-/// A use of the session; it also ends a step-up wait, which only a stepped-up refresh gets
-/// past (`refresh::decide`).
-static TOUCH: Sql = Sql::new(
+static TOUCH: Sql =
+    Sql::new("UPDATE sessions SET last_used_at = $1, idle_expires_at = $2, ip = $3 WHERE id = $4");
+/// A use that also ends the session's step-up wait: the refresh after `POST /auth/step-up`.
+static TOUCH_ENDING_STEP_UP: Sql = Sql::new(
     "UPDATE sessions SET last_used_at = $1, idle_expires_at = $2, ip = $3, step_up_at = NULL WHERE id = $4",
 );
 static WAIT_FOR_STEP_UP: Sql = Sql::new("UPDATE sessions SET step_up_at = $1 WHERE id = $2");
@@ -134,7 +135,8 @@ async fn target_ids(c: &mut dyn Conn, target: &RevocationTarget) -> Result<Vec<S
 }
 
 async fn touch_in_tx(c: &mut dyn Conn, sid: &SessionId, t: &Touch) -> Result<u64, DbError> {
-    c.execute(&TOUCH, params![t.now.0, t.idle_expires_at.0, &t.ip, sid]).await
+    let sql = if t.ends_step_up_wait { &TOUCH_ENDING_STEP_UP } else { &TOUCH };
+    c.execute(sql, params![t.now.0, t.idle_expires_at.0, &t.ip, sid]).await
 }
 
 /// A refresh token row, and whether its successor has itself been rotated.

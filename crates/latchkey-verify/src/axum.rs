@@ -26,7 +26,7 @@ use axum::response::{IntoResponse, Response};
 use latchkey_dpop::ProofError;
 use latchkey_proto::{ErrorBody, ErrorCode, TokenErrorReason};
 
-use crate::verifier::{Verified, Verifier, VerifyError};
+use crate::verifier::{ResourceUrl, Verified, Verifier, VerifyError};
 
 /// The `DPoP` request header.
 const DPOP: &str = "dpop";
@@ -279,21 +279,18 @@ fn presented(parts: &Parts) -> Result<Presented<'_>, Rejection> {
 }
 
 /// The URL a client sent this request to, as its proof names it: the configured
-/// `resource_url`, or `http://` and the `Host`, with the path.
-fn request_url(parts: &Parts, verifier: &Verifier) -> String {
-    let path = parts.uri.path();
+/// `resource_url` and the request's path (the original one, before any `nest` stripped a
+/// prefix); or, only with `insecure_htu_from_host`, `http://` and the `Host` the client
+/// chose. `None`: this verifier takes no DPoP (neither was configured).
+fn request_url(parts: &Parts, verifier: &Verifier) -> Option<String> {
+    let path = parts.extensions.get::<axum::extract::OriginalUri>().map_or(parts.uri.path(), |o| o.0.path());
     match &verifier.resource_url {
-        Some(base) => format!("{base}{path}"),
-        None => {
-            verifier.host_warning.call_once(|| {
-                tracing::warn!(
-                    "DPoP proofs are checked against the request's Host, which the client chooses: \
-                     a proof made for another API could be replayed here; set resource_url"
-                );
-            });
+        ResourceUrl::Configured(base) => Some(format!("{base}{path}")),
+        ResourceUrl::InsecureFromHost => {
             let host = parts.headers.get(header::HOST).and_then(|h| h.to_str().ok()).unwrap_or("localhost");
-            format!("http://{host}{path}")
+            Some(format!("http://{host}{path}"))
         }
+        ResourceUrl::Unset => None,
     }
 }
 
@@ -303,11 +300,18 @@ async fn authenticate(parts: &Parts, verifier: &Verifier) -> Result<AccessToken,
     }
     match presented(parts)? {
         Presented::Bearer(token) => verifier.verify(token).await.map(AccessToken).map_err(Rejection::Verify),
-        Presented::Dpop { token, proof } => verifier
-            .verify_dpop(token, proof, parts.method.as_str(), &request_url(parts, verifier))
-            .await
-            .map(AccessToken)
-            .map_err(Rejection::VerifyDpop),
+        Presented::Dpop { token, proof } => {
+            let Some(url) = request_url(parts, verifier) else {
+                return Err(Rejection::VerifyDpop(VerifyError::Proof(ProofError::Malformed(
+                    "this API takes no DPoP proofs: its resource_url is not set",
+                ))));
+            };
+            verifier
+                .verify_dpop(token, proof, parts.method.as_str(), &url)
+                .await
+                .map(AccessToken)
+                .map_err(Rejection::VerifyDpop)
+        }
     }
 }
 

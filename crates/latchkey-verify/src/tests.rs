@@ -289,6 +289,24 @@ async fn a_bound_token_needs_a_proof_from_its_key_naming_it_and_the_request() {
     );
 }
 
+/// Without `resource_url` (or the insecure Host rule) the axum layer takes no DPoP at all.
+#[tokio::test]
+async fn without_a_resource_url_the_extractor_takes_no_dpop() {
+    use axum::extract::FromRequestParts as _;
+    let key = latchkey_dpop::ProofKey::generate_es256().unwrap();
+    let (v, token) = bound(&key).await;
+    let proof = key.proof("GET", API, T0 + 10, Some(&token), None).unwrap();
+    let req = axum::http::Request::get("/notes")
+        .header("authorization", format!("DPoP {token}"))
+        .header("dpop", proof)
+        .header("host", "api.verify.test")
+        .body(())
+        .unwrap();
+    let (mut parts, ()) = req.into_parts();
+    let refused = AccessToken::from_request_parts(&mut parts, &v).await.unwrap_err();
+    assert!(matches!(refused, Rejection::VerifyDpop(VerifyError::Proof(_))), "{refused:?}");
+}
+
 #[tokio::test]
 async fn dpop_refusals_carry_a_dpop_challenge_with_algs() {
     let (status, challenge, body) =

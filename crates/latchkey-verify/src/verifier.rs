@@ -140,7 +140,7 @@ pub struct VerifierBuilder {
     initial_jwks: Option<String>,
     now: TimeFn,
     dpop_replay_capacity: usize,
-    resource_url: Option<String>,
+    resource_url: ResourceUrl,
 }
 
 impl std::fmt::Debug for VerifierBuilder {
@@ -239,14 +239,22 @@ impl VerifierBuilder {
     }
 
     /// The URL clients reach this API at (`https://api.example.com`, with any path prefix a
-    /// proxy strips): DPoP proofs name it in `htu`, with the request's path. Set it whenever
-    /// DPoP is in use. Without it the request's `Host` and plain `http` are used (with a
-    /// warning in the log at the first DPoP request): the client chooses the `Host`, so a
-    /// proof and token captured at another API that accepts the same tokens could be replayed
-    /// here once.
+    /// proxy strips): DPoP proofs name it in `htu`, with the request's path. Without it (or
+    /// [`Self::insecure_htu_from_host`]) the verifier takes no DPoP: a bound token gets
+    /// `invalid_dpop_proof`.
     #[must_use]
     pub fn resource_url(mut self, url: impl Into<String>) -> Self {
-        self.resource_url = Some(url.into().trim_end_matches('/').to_owned());
+        self.resource_url = ResourceUrl::Configured(url.into().trim_end_matches('/').to_owned());
+        self
+    }
+
+    /// Checks DPoP proofs against `http://` and each request's `Host` instead of a
+    /// configured URL. The client chooses the `Host`, so a proof and token captured at
+    /// another API that accepts the same tokens can be replayed here once; for tests and a
+    /// process clients reach directly only.
+    #[must_use]
+    pub fn insecure_htu_from_host(mut self) -> Self {
+        self.resource_url = ResourceUrl::InsecureFromHost;
         self
     }
 
@@ -352,7 +360,6 @@ impl VerifierBuilder {
             cache: Mutex::new(HashMap::new()),
             proofs: Mutex::new(crate::dpop::ReplayCache::new(self.dpop_replay_capacity)),
             resource_url: self.resource_url,
-            host_warning: std::sync::Once::new(),
         });
         runtime.spawn(refresh_keys_on_schedule(Arc::downgrade(&verifier)));
         Ok(verifier)
@@ -398,11 +405,19 @@ pub struct Verifier {
     cache: Mutex<HashMap<String, Verified>>,
     /// DPoP proofs seen (see `dpop.rs`).
     pub(crate) proofs: Mutex<crate::dpop::ReplayCache>,
-    /// Where clients reach this API, for the proofs' `htu`; `None`: from each request's
-    /// `Host`.
-    pub(crate) resource_url: Option<String>,
-    /// Warns once that proofs are checked against the request's `Host`.
-    pub(crate) host_warning: std::sync::Once,
+    /// Where clients reach this API, for the proofs' `htu`.
+    pub(crate) resource_url: ResourceUrl,
+}
+
+/// Where a DPoP proof's `htu` must point.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum ResourceUrl {
+    /// Not configured: DPoP is refused (a bound token then cannot be used here).
+    Unset,
+    /// [`VerifierBuilder::resource_url`].
+    Configured(String),
+    /// [`VerifierBuilder::insecure_htu_from_host`].
+    InsecureFromHost,
 }
 
 pub(crate) fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -430,7 +445,7 @@ impl Verifier {
             initial_jwks: None,
             now: Arc::new(system_time),
             dpop_replay_capacity: crate::dpop::DEFAULT_REPLAY_CAPACITY,
-            resource_url: None,
+            resource_url: ResourceUrl::Unset,
         }
     }
 

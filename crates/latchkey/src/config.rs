@@ -253,6 +253,11 @@ fn risk_policy(text: &str) -> anyhow::Result<RiskPolicy> {
     if text == "off" {
         return Ok(RiskPolicy::OFF);
     }
+    if text.is_empty() {
+        bail!(
+            "setting risk_policy: expected off, or ACTION=SCORE pairs such as shorten=3,step_up=5,revoke=7"
+        );
+    }
     let mut policy = RiskPolicy::OFF;
     for part in text.split(',').map(str::trim).filter(|p| !p.is_empty()) {
         let (action, score) = part
@@ -270,6 +275,12 @@ fn risk_policy(text: &str) -> anyhow::Result<RiskPolicy> {
             "revoke" => policy.revoke = Some(score),
             other => bail!("setting risk_policy: expected shorten, step_up or revoke, got {other:?}"),
         }
+    }
+    // Milder actions from lower scores: a policy that revoked below where it steps up would
+    // never step up.
+    let set: Vec<u32> = [policy.shorten, policy.step_up, policy.revoke].into_iter().flatten().collect();
+    if set.windows(2).any(|w| w.first() >= w.get(1)) {
+        bail!("setting risk_policy: scores must rise from shorten to step_up to revoke, got {text:?}");
     }
     Ok(policy)
 }
@@ -533,7 +544,9 @@ mod tests {
         assert_eq!(c.settings.risk, RiskPolicy { shorten: Some(2), step_up: None, revoke: Some(9) });
         let off = |k: &str| (k == "LATCHKEY_RISK_POLICY").then(|| "off".to_owned());
         assert_eq!(Config::load_with(None, &Flags::default(), &off).unwrap().settings.risk, RiskPolicy::OFF);
-        for bad in ["shorten", "shorten=0", "panic=3", "revoke=x"] {
+        for bad in
+            ["shorten", "shorten=0", "panic=3", "revoke=x", "", "shorten=7,revoke=3", "step_up=5,revoke=5"]
+        {
             let env = |k: &str| (k == "LATCHKEY_RISK_POLICY").then(|| bad.to_owned());
             assert!(Config::load_with(None, &Flags::default(), &env).is_err(), "{bad}");
         }

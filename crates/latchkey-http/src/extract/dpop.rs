@@ -27,6 +27,16 @@ where
 
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
         let Ok(RequestCaller(mut caller)) = RequestCaller::from_request_parts(parts, state).await;
+        // With `Authorization: DPoP`, the proof belongs to the access token (and carries its
+        // `ath`): the token's extractor checks it, once (`/auth/mfa/totp/confirm` takes both).
+        let is_token_proof = parts
+            .headers
+            .get(axum::http::header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.get(..5).is_some_and(|scheme| scheme.eq_ignore_ascii_case("dpop ")));
+        if is_token_proof {
+            return Ok(Self(caller));
+        }
         let mut proofs = parts.headers.get_all(DPOP).iter();
         let proof = match (proofs.next(), proofs.next()) {
             (None, _) => return Ok(Self(caller)),

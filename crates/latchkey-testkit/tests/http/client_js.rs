@@ -50,5 +50,5 @@ async fn node_tests_pass() {
     let report = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
     eprintln!("{report}");
     assert!(out.status.success(), "node --test failed:\n{report}");
-    assert!(report.contains("pass 15") && report.contains("fail 0"), "every JS test ran:\n{report}");
+    assert!(report.contains("pass 16") && report.contains("fail 0"), "every JS test ran:\n{report}");
 }

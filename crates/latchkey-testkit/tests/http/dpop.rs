@@ -575,3 +575,27 @@ async fn dpop_jkt_binds_the_code_to_the_key_that_asked_for_it() {
     let bad = send(b.get(authorize_url(&s, &app, &[("dpop_jkt", "not-a-thumbprint")]))).await;
     assert_eq!(param(&location(&bad), "error").as_deref(), Some("invalid_request"));
 }
+
+/// From the review: `/auth/mfa/totp/confirm` takes both an access token and, for enrolment
+/// at sign-in, a proof of its own; a bound session's one proof (with `ath`) is checked once.
+#[tokio::test]
+async fn a_bound_session_sets_up_an_authenticator_app() {
+    use latchkey_core::totp::TotpSecret;
+    let s = TestServer::start().await;
+    let c = http_client();
+    s.register(&c, "ola", PASSWORD).await;
+    let key = ProofKey::generate_es256().unwrap();
+    let signed_in = login(&s, "ola", Some(&key)).await;
+    let at = signed_in.str("access_token");
+    let post_bound = |path: &str, body: Value| {
+        let p = key.proof("POST", &format!("{ISSUER}{path}"), now(&s), Some(at), None).unwrap();
+        send(c.post(s.url(path)).header("Authorization", format!("DPoP {at}")).header("DPoP", p).json(&body))
+    };
+    let begun = post_bound("/auth/mfa/totp", json!({})).await;
+    assert_eq!(begun.status, 200, "{}", begun.text);
+    let secret = TotpSecret::from_base32(begun.str("secret")).unwrap();
+    let confirmed =
+        post_bound("/auth/mfa/totp/confirm", json!({"code": crate::mfa::code(&s, &secret, 0)})).await;
+    assert_eq!(confirmed.status, 200, "{}", confirmed.text);
+    assert!(confirmed.json["recovery_codes"].is_array(), "{}", confirmed.text);
+}

@@ -24,12 +24,14 @@ pub(crate) async fn notes_api_with(
     configure: impl FnOnce(latchkey_verify::VerifierBuilder) -> latchkey_verify::VerifierBuilder,
 ) -> Notes {
     let (client_id, client_secret) = crate::feed::feed_client(s, "revocations:read").await;
-    let verifier = latchkey_verify::Verifier::builder(s.issuer())
-        .endpoint(&s.base)
-        .feed_credentials(client_id, client_secret);
-    let verifier = configure(verifier).build().await.unwrap();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let base = format!("http://{}", listener.local_addr().unwrap());
+    // Where clients reach it, which DPoP proofs name (a test behind a proxy sets its own).
+    let verifier = latchkey_verify::Verifier::builder(s.issuer())
+        .endpoint(&s.base)
+        .feed_credentials(client_id, client_secret)
+        .resource_url(&base);
+    let verifier = configure(verifier).build().await.unwrap();
     let task = tokio::spawn(async move {
         notes_api::serve(listener, notes_api::app(verifier)).await;
     });

@@ -5,6 +5,7 @@
 
 use std::time::Duration;
 
+use latchkey_core::risk::RiskPolicy;
 use latchkey_dpop::ProofKey;
 use latchkey_testkit::{Answer, ISSUER};
 use serde_json::{Value, json};
@@ -18,15 +19,11 @@ const FIREFOX: &str = "Mozilla/5.0 (X11; Linux x86_64; rv:140.0) Gecko/20100101 
 const HOME: &str = "198.51.100.7";
 const ELSEWHERE: &str = "203.0.113.50";
 
-async fn server(policy: Option<&str>) -> TestServer {
-    let policy = policy.map(str::to_owned);
+async fn server(policy: Option<RiskPolicy>) -> TestServer {
     TestServer::start_with(move |c| {
         c.trusted_proxies = vec!["127.0.0.1".into()];
         if let Some(p) = policy {
-            c.settings.risk = match p.as_str() {
-                "off" => latchkey_core::risk::RiskPolicy::OFF,
-                _ => unreachable!(),
-            };
+            c.settings.risk = p;
         }
     })
     .await
@@ -151,7 +148,7 @@ async fn many_strong_signals_at_once_revoke_and_off_allows_everything() {
     assert!(metric(&s, "latchkey_refresh_risk_actions_total{action=\"revoke\"} 1").await);
     assert!(metric(&s, "latchkey_revocations_total{reason=\"suspicious_refresh\"} 1").await);
 
-    let off = server(Some("off")).await;
+    let off = server(Some(RiskPolicy::OFF)).await;
     let first = sign_in(&off, "fin").await;
     off.clock.advance(Duration::from_secs(5));
     let anything = refresh_from(&off, first.str("refresh_token"), ELSEWHERE, FIREFOX).await;
@@ -164,9 +161,12 @@ async fn many_strong_signals_at_once_revoke_and_off_allows_everything() {
     assert_eq!(risk_events(&off).await, Vec::<String>::new());
 }
 
+/// A bound session's key proves its client wherever it is, so networks are no signal for it;
+/// a stricter policy (step-up from 3) still stops it on another browser family refreshing
+/// fast, and it steps up with its key.
 #[tokio::test]
 async fn a_bound_session_steps_up_with_its_key_only() {
-    let s = server(None).await;
+    let s = server(Some(RiskPolicy { shorten: Some(2), step_up: Some(3), revoke: None })).await;
     s.register(&http_client(), "gus", PASSWORD).await;
     let key = ProofKey::generate_es256().unwrap();
     let now = || latchkey_core::Clock::now(&*s.clock).0;
@@ -184,7 +184,21 @@ async fn a_bound_session_steps_up_with_its_key_only() {
     .await;
     assert_eq!(login.str("token_type"), "DPoP");
     let (at, rt) = (login.str("access_token"), login.str("refresh_token"));
-    s.clock.advance(Duration::from_secs(60));
+    // Another network, same browser, minutes later: nothing (the key proves the client).
+    s.clock.advance(Duration::from_secs(270));
+    let moved = send(
+        http_client()
+            .post(s.url("/auth/refresh"))
+            .header("x-forwarded-for", ELSEWHERE)
+            .header("user-agent", CHROME)
+            .header("DPoP", proof("/auth/refresh", None))
+            .json(&json!({"refresh_token": rt})),
+    )
+    .await;
+    assert_eq!((moved.status, moved.json["expires_in"].as_u64()), (200, Some(300)), "{}", moved.text);
+    let rt = moved.str("refresh_token");
+    // Another browser family seconds later (2 + 1): the stricter policy asks for a step-up.
+    s.clock.advance(Duration::from_secs(5));
     let risky = send(
         http_client()
             .post(s.url("/auth/refresh"))
@@ -245,4 +259,42 @@ async fn an_unreadable_agent_is_another_family_and_apps_cannot_step_up_here() {
     assert_eq!(step_up.json["error_reason"], "unknown_token", "{}", step_up.text);
     // The app's refresh token is untouched: it still rotates at the token endpoint.
     assert_eq!(crate::oauth::refresh_app(&s, &app, tokens.str("refresh_token")).await.status, 200);
+}
+
+/// From the review: step-up asks a user with a second factor for that factor (a password
+/// alone would do what sign-in does not allow, and clear the account's failure count), and
+/// an old token goes to the rotation, which judges it, before any password is checked.
+#[tokio::test]
+async fn step_up_needs_the_factor_of_a_user_who_has_one_and_a_live_token() {
+    use latchkey_core::totp::TotpSecret;
+    let s = server(None).await;
+    let c = http_client();
+    let first = sign_in(&s, "mia").await;
+    let (at, rt) = (first.str("access_token"), first.str("refresh_token"));
+    let begun = s.post_auth(&c, "/auth/mfa/totp", at, json!({})).await;
+    let secret = TotpSecret::from_base32(begun.str("secret")).unwrap();
+    let confirmed = s
+        .post_auth(&c, "/auth/mfa/totp/confirm", at, json!({"code": crate::mfa::code(&s, &secret, 0)}))
+        .await;
+    assert_eq!(confirmed.status, 200, "{}", confirmed.text);
+    let step_up = |body: Value| send(http_client().post(s.url("/auth/step-up")).bearer_auth(at).json(&body));
+    let password_only = step_up(json!({"refresh_token": rt, "password": PASSWORD})).await;
+    assert_eq!((password_only.status, password_only.json["error"].as_str()), (400, Some("invalid_request")));
+    s.clock.advance(Duration::from_secs(30));
+    let with_code =
+        step_up(json!({"refresh_token": rt, "method": "totp", "code": crate::mfa::code(&s, &secret, 0)}))
+            .await;
+    assert_eq!(with_code.status, 200, "{}", with_code.text);
+    // The retired token, even with the right password, is reuse: the session ends.
+    s.clock.advance(Duration::from_secs(60));
+    let next = refresh_from(&s, with_code.str("refresh_token"), HOME, CHROME).await;
+    assert_eq!(next.status, 200, "{}", next.text);
+    let old =
+        step_up(json!({"refresh_token": rt, "method": "totp", "code": crate::mfa::code(&s, &secret, 1)}))
+            .await;
+    assert_eq!(old.json["error_reason"], "reuse_detected", "{}", old.text);
+    assert_eq!(
+        refresh_from(&s, next.str("refresh_token"), HOME, CHROME).await.json["error_reason"],
+        "reuse_detected"
+    );
 }
