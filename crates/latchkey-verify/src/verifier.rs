@@ -261,7 +261,7 @@ impl VerifierBuilder {
     /// How many DPoP proofs the replay cache holds (default 1,000,000, at most about 25 MB: a
     /// proof is kept two to four minutes, so at least 4,000 DPoP requests a second, sustained).
     /// Past it, DPoP requests are answered `503` until old proofs expire: forgetting one
-    /// early would let it be replayed.
+    /// early would let it be replayed. One key's proofs may fill a quarter of it at most.
     #[must_use]
     pub fn dpop_replay_capacity(mut self, capacity: usize) -> Self {
         self.dpop_replay_capacity = capacity.max(1);
