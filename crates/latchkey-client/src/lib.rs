@@ -53,6 +53,7 @@
 
 mod dpop;
 mod error;
+mod held;
 mod origin;
 mod storage;
 #[cfg(test)]
@@ -64,10 +65,10 @@ use std::time::{Duration, Instant, SystemTime};
 use latchkey_dpop::ProofKey;
 use latchkey_proto::RefreshToken;
 use reqwest::StatusCode;
-use serde::{Deserialize, Serialize};
 use serde_json::json;
 
 use crate::dpop::authorized;
+use crate::held::Tokens;
 use crate::origin::AllowedOrigins;
 
 /// The HTTP client library the calls are made with, re-exported on purpose.
@@ -122,79 +123,11 @@ pub struct Session {
     pub expires_at: SystemTime,
 }
 
-/// The held tokens.
-#[derive(Clone)]
-struct Tokens {
-    access: String,
-    /// The session's DPoP key, when the server bound the tokens to it.
-    key: Option<Arc<ProofKey>>,
-    refresh: Option<RefreshToken>,
-    session_id: Option<String>,
-    expires_at: SystemTime,
-    /// The same moment on the monotonic clock, for refresh decisions.
-    expires: Instant,
-}
-
-/// The persisted form.
-#[derive(Serialize, Deserialize)]
-struct Stored {
-    access_token: String,
-    refresh_token: Option<String>,
-    session_id: Option<String>,
-    expires_at: u64,
-}
-
 /// The wall clock: the client runs in the app's process, on its clock (the server's
 /// injected clock is not reachable here).
 #[expect(clippy::disallowed_methods, reason = "the app's own clock decides when its token expires")]
 fn wall_now() -> SystemTime {
     SystemTime::now()
-}
-
-impl Tokens {
-    /// Tokens from a token answer; `key` is the one the request's proof was made with, kept
-    /// when the server bound the tokens to it.
-    fn from_answer(
-        t: ReceivedTokens,
-        keep_refresh: Option<RefreshToken>,
-        key: Option<Arc<ProofKey>>,
-    ) -> Self {
-        let lifetime = Duration::from_secs(t.expires_in);
-        let is_bound = t.token_type.as_deref().is_some_and(|tt| tt.eq_ignore_ascii_case("dpop"));
-        Self {
-            access: t.access_token,
-            key: key.filter(|_| is_bound),
-            refresh: t.refresh_token.or(keep_refresh),
-            session_id: t.session_id,
-            expires_at: wall_now() + lifetime,
-            expires: Instant::now() + lifetime,
-        }
-    }
-
-    fn stored(&self) -> String {
-        let expires_at = self.expires_at.duration_since(SystemTime::UNIX_EPOCH).map_or(0, |d| d.as_secs());
-        let s = Stored {
-            access_token: self.access.clone(),
-            refresh_token: self.refresh.as_ref().map(|r| r.expose_secret().to_owned()),
-            session_id: self.session_id.clone(),
-            expires_at,
-        };
-        serde_json::to_string(&s).unwrap_or_default()
-    }
-
-    fn restored(text: &str) -> Option<Self> {
-        let s: Stored = serde_json::from_str(text).ok()?;
-        let expires_at = SystemTime::UNIX_EPOCH + Duration::from_secs(s.expires_at);
-        let left = expires_at.duration_since(wall_now()).unwrap_or_default();
-        Some(Self {
-            access: s.access_token,
-            key: None,
-            refresh: s.refresh_token.map(RefreshToken::new),
-            session_id: s.session_id,
-            expires_at,
-            expires: Instant::now() + left,
-        })
-    }
 }
 
 #[derive(Default)]

@@ -184,18 +184,20 @@ fn dpop(e: &DpopError) -> Response {
             "The DPoP proof was used before; make a new one for each request.",
         ),
         DpopError::UseNonce { nonce } => {
-            let mut res = plain(
-                StatusCode::BAD_REQUEST,
-                ErrorCode::UseDpopNonce,
-                "Sign the DPoP proof with the nonce in the DPoP-Nonce header.",
-            );
-            if let Ok(v) = HeaderValue::from_str(nonce) {
-                res.headers_mut().insert(DPOP_NONCE, v);
-            }
-            res
+            with_nonce(plain(StatusCode::BAD_REQUEST, ErrorCode::UseDpopNonce, USE_NONCE), nonce)
         }
         DpopError::Store(s) => store(s),
     }
+}
+
+const USE_NONCE: &str = "Sign the DPoP proof with the nonce in the DPoP-Nonce header.";
+
+/// The answer with the nonce the next proof must carry.
+fn with_nonce(mut res: Response, nonce: &str) -> Response {
+    if let Ok(v) = HeaderValue::from_str(nonce) {
+        res.headers_mut().insert(DPOP_NONCE, v);
+    }
+    res
 }
 
 /// `429` for mails asked for too often (SPEC 10).
@@ -390,14 +392,7 @@ impl IntoResponse for ApiError {
                 }
                 // RFC 9449 §9: a resource asks for a nonce with a 401 and a DPoP challenge.
                 DpopError::UseNonce { nonce } => {
-                    let mut res = dpop_refused(ErrorBody::new(
-                        ErrorCode::UseDpopNonce,
-                        "Sign the DPoP proof with the nonce in the DPoP-Nonce header.",
-                    ));
-                    if let Ok(v) = HeaderValue::from_str(nonce) {
-                        res.headers_mut().insert(DPOP_NONCE, v);
-                    }
-                    res
+                    with_nonce(dpop_refused(ErrorBody::new(ErrorCode::UseDpopNonce, USE_NONCE)), nonce)
                 }
                 DpopError::Store(s) => store(s),
             },

@@ -262,6 +262,13 @@ async fn notes_api_takes_bound_tokens_with_proofs_and_hears_of_theft_through_the
     crate::notes::wait_for(|| async { whoami(&at, Some(&key)).await.status == 200 }).await;
     let bearer = whoami(&at, None).await;
     assert_eq!((bearer.status, bearer.json["error_reason"].as_str()), (401, Some("dpop_required")));
+    // The API keeps its own replay cache: one proof, sent twice, passes once.
+    let url = format!("{}/whoami", n.base);
+    let p = key.proof("GET", &url, now(&s), Some(&at), None).unwrap();
+    let twice = || c.get(&url).header("Authorization", format!("DPoP {at}")).header("DPoP", &p);
+    assert_eq!(send(twice()).await.status, 200);
+    let replayed = send(twice()).await;
+    assert_eq!((replayed.status, replayed.json["error"].as_str()), (401, Some("invalid_dpop_proof")));
     assert!(bearer.header("www-authenticate").unwrap().starts_with("DPoP "));
     // The refresh token is copied and used without the key: the session is revoked, and
     // the API refuses the owner's access token once the feed says so.
