@@ -27,6 +27,12 @@ pub struct NewClient {
     pub scopes: Vec<String>,
     /// A public client (no secret; PKCE only).
     pub is_public: bool,
+    /// Exact URIs the app may send the browser to after RP-initiated logout.
+    pub post_logout_redirect_uris: Vec<String>,
+    /// Where the app receives back-channel logout tokens.
+    pub backchannel_logout_uri: Option<String>,
+    /// The app needs `sid` in logout tokens (always sent; recorded for its metadata).
+    pub backchannel_logout_session_required: bool,
 }
 
 /// Registration and authentication failures.
@@ -83,6 +89,27 @@ fn is_acceptable_redirect_uri(uri: &str) -> bool {
     is_scheme && !rest.is_empty() && !uri.contains('#') && !uri.chars().any(char::is_whitespace)
 }
 
+/// A URI an operator registers for the server to call (`backchannel_logout_uri`, later
+/// `jwks_uri`): `https`, or `http` on a loopback address (development and tests; SPEC 13),
+/// with a host and without a fragment or credentials.
+pub fn is_acceptable_server_called_uri(uri: &str) -> bool {
+    let Ok(url) = url::Url::parse(uri) else {
+        return false;
+    };
+    let is_loopback = match url.host() {
+        Some(url::Host::Domain(d)) => d.eq_ignore_ascii_case("localhost"),
+        Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
+        Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
+        None => false,
+    };
+    let scheme_ok = url.scheme() == "https" || (url.scheme() == "http" && is_loopback);
+    scheme_ok
+        && url.host().is_some()
+        && url.fragment().is_none()
+        && url.username().is_empty()
+        && url.password().is_none()
+}
+
 impl Latchkey {
     /// `latchkey client add`: registers a client; returns it and, for a confidential
     /// client, its secret (shown once, stored only as a hash).
@@ -101,6 +128,23 @@ impl Latchkey {
             return Err(ClientError::Invalid(format!(
                 "redirect URI {bad:?} must be absolute, without a fragment"
             )));
+        }
+        if let Some(bad) = new.post_logout_redirect_uris.iter().find(|u| !is_acceptable_redirect_uri(u)) {
+            return Err(ClientError::Invalid(format!(
+                "post-logout redirect URI {bad:?} must be absolute, without a fragment"
+            )));
+        }
+        if let Some(bad) = new.backchannel_logout_uri.as_ref().filter(|u| !is_acceptable_server_called_uri(u))
+        {
+            return Err(ClientError::Invalid(format!(
+                "back-channel logout URI {bad:?} must be https (or http on a loopback address), \
+                 without a fragment"
+            )));
+        }
+        if new.backchannel_logout_session_required && new.backchannel_logout_uri.is_none() {
+            return Err(ClientError::Invalid(
+                "--backchannel-logout-session-required needs --backchannel-logout-uri".into(),
+            ));
         }
         let mut grant_types = if new.grant_types.is_empty() {
             vec!["authorization_code".to_owned(), "refresh_token".to_owned()]
@@ -138,6 +182,15 @@ impl Latchkey {
             grant_types,
             scopes: Scope::from_names(scopes),
             created_at: self.clock.now(),
+            post_logout_redirect_uris: new
+                .post_logout_redirect_uris
+                .into_iter()
+                .map(RedirectUri::from)
+                .collect(),
+            backchannel_logout: new.backchannel_logout_uri.map(|uri| crate::store::BackchannelLogout {
+                uri,
+                session_required: new.backchannel_logout_session_required,
+            }),
         };
         self.store.insert_client(&record).await?;
         Ok((record, secret))
@@ -189,6 +242,29 @@ impl Latchkey {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn server_called_uris_are_https_or_loopback_http() {
+        for ok in [
+            "https://app.example.com/logout",
+            "http://127.0.0.1:9000/bcl",
+            "http://[::1]/bcl",
+            "http://localhost:3000/x?y=1",
+        ] {
+            assert!(is_acceptable_server_called_uri(ok), "{ok}");
+        }
+        for bad in [
+            "http://app.example.com/logout",
+            "https://app.example.com/logout#frag",
+            "https://user:pw@app.example.com/",
+            "ftp://127.0.0.1/",
+            "/relative",
+            "http://10.0.0.1/bcl",
+            "",
+        ] {
+            assert!(!is_acceptable_server_called_uri(bad), "{bad}");
+        }
+    }
 
     #[test]
     fn client_ids_never_look_like_options() {

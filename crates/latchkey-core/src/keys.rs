@@ -314,6 +314,52 @@ impl KeySet {
     pub fn keys(&self) -> &[Arc<LoadedKey>] {
         &self.keys
     }
+
+    /// Checks a JWT this server signed: its header `typ` must satisfy `typ_ok`, its `kid`
+    /// must name a published key and its `alg` that key's; then the signature. No claim
+    /// is checked (times and audiences are each caller's): returns the `kid` and the
+    /// payload.
+    ///
+    /// # Errors
+    /// [`JwtRejection`]: unreadable or of the wrong type, an unknown key, a bad signature.
+    pub fn verify_jwt<T: serde::de::DeserializeOwned>(
+        &self,
+        token: &str,
+        typ_ok: impl Fn(Option<&str>) -> bool,
+    ) -> Result<(String, T), JwtRejection> {
+        let header = jsonwebtoken::decode_header(token).map_err(|_| JwtRejection::Malformed)?;
+        if !typ_ok(header.typ.as_deref()) {
+            return Err(JwtRejection::Malformed);
+        }
+        let kid = header.kid.ok_or(JwtRejection::UnknownKey)?;
+        let key = self.find(&kid).ok_or(JwtRejection::UnknownKey)?;
+        if header.alg != key.alg.jwt() {
+            return Err(JwtRejection::BadSignature);
+        }
+        let mut validation = jsonwebtoken::Validation::new(key.alg.jwt());
+        validation.validate_exp = false;
+        validation.validate_nbf = false;
+        validation.validate_aud = false;
+        validation.required_spec_claims.clear();
+        let data = jsonwebtoken::decode::<T>(token, key.decoding_key(), &validation).map_err(|e| match e
+            .kind()
+        {
+            jsonwebtoken::errors::ErrorKind::InvalidSignature => JwtRejection::BadSignature,
+            _ => JwtRejection::Malformed,
+        })?;
+        Ok((kid, data.claims))
+    }
+}
+
+/// Why [`KeySet::verify_jwt`] refused a token.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum JwtRejection {
+    /// Not a JWT of the expected type, or claims that do not parse.
+    Malformed,
+    /// No `kid`, or one this server does not publish.
+    UnknownKey,
+    /// The signature (or `alg`) does not match the key.
+    BadSignature,
 }
 
 /// When a key stops being published: when the next newer key of its algorithm activated,

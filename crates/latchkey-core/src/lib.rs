@@ -7,6 +7,7 @@
 
 pub mod account;
 pub mod admin;
+pub mod backchannel;
 pub mod caller;
 pub mod clients;
 pub mod clock;

@@ -62,6 +62,7 @@ impl SessionLifetimes {
             amr: crate::mfa::AMR_PASSWORD.to_owned(),
             dpop_jkt: ctx.dpop.clone(),
             step_up_at: None,
+            browser_session_id: None,
         }
     }
 }

@@ -137,6 +137,11 @@ pub struct Metrics {
     mail_failed: Counter,
     mail_retried: Counter,
     mail_pending: Gauge,
+    logout_sent: Counter,
+    logout_retried: Counter,
+    logout_failed: Counter,
+    logout_pending: Gauge,
+    logout_oldest_age: Gauge,
     http: Family<HttpLabels, Histogram, fn() -> Histogram>,
 }
 
@@ -167,6 +172,11 @@ impl Default for Metrics {
         let mail_failed = Counter::default();
         let mail_retried = Counter::default();
         let mail_pending = Gauge::default();
+        let logout_sent = Counter::default();
+        let logout_retried = Counter::default();
+        let logout_failed = Counter::default();
+        let logout_pending = Gauge::default();
+        let logout_oldest_age = Gauge::default();
         let http = Family::<HttpLabels, Histogram, fn() -> Histogram>::new_with_constructor(
             latency_histogram as fn() -> Histogram,
         );
@@ -214,6 +224,32 @@ impl Default for Metrics {
             "Mails waiting in the outbox (all nodes)",
             mail_pending.clone(),
         );
+        registry.register(
+            "backchannel_logout_sent",
+            "Back-channel logout tokens an app accepted from this node",
+            logout_sent.clone(),
+        );
+        registry.register(
+            "backchannel_logout_retried",
+            "Failed back-channel logout deliveries on this node that will be retried",
+            logout_retried.clone(),
+        );
+        registry.register(
+            "backchannel_logout_failed",
+            "Back-channel logout tokens given up by this node: refused for good, or undelivered for 25 hours",
+            logout_failed.clone(),
+        );
+        registry.register(
+            "backchannel_logout_pending",
+            "Back-channel logout tokens waiting to be delivered (all nodes)",
+            logout_pending.clone(),
+        );
+        registry.register_with_unit(
+            "backchannel_logout_oldest_pending_age",
+            "How long the oldest waiting back-channel logout token has waited (all nodes)",
+            Unit::Seconds,
+            logout_oldest_age.clone(),
+        );
         registry.register_with_unit(
             "http_request_duration",
             "HTTP request latency",
@@ -234,6 +270,11 @@ impl Default for Metrics {
             mail_failed,
             mail_retried,
             mail_pending,
+            logout_sent,
+            logout_retried,
+            logout_failed,
+            logout_pending,
+            logout_oldest_age,
             http,
         }
     }
@@ -290,6 +331,27 @@ impl Metrics {
     /// Sets how many mails wait in the outbox.
     pub fn set_mail_pending(&self, n: i64) {
         self.mail_pending.set(n);
+    }
+
+    /// Counts a logout token an app accepted.
+    pub fn logout_sent(&self) {
+        self.logout_sent.inc();
+    }
+
+    /// Counts a failed logout delivery that will be retried.
+    pub fn logout_retried(&self) {
+        self.logout_retried.inc();
+    }
+
+    /// Counts logout tokens given up.
+    pub fn logout_failed(&self, n: u64) {
+        self.logout_failed.inc_by(n);
+    }
+
+    /// Sets the logout queue's length and the age of its oldest entry, in seconds.
+    pub fn set_logout_backlog(&self, pending: i64, oldest_age: i64) {
+        self.logout_pending.set(pending);
+        self.logout_oldest_age.set(oldest_age);
     }
 
     /// Counts a registration.
@@ -386,6 +448,13 @@ mod tests {
             "latchkey_mail_retried_total 0",
             "# TYPE latchkey_mail_outbox_pending gauge",
             "latchkey_mail_outbox_pending 0",
+            "# TYPE latchkey_backchannel_logout_sent_total counter",
+            "latchkey_backchannel_logout_sent_total 0",
+            "# TYPE latchkey_backchannel_logout_retried_total counter",
+            "# TYPE latchkey_backchannel_logout_failed_total counter",
+            "# TYPE latchkey_backchannel_logout_pending gauge",
+            "latchkey_backchannel_logout_pending 0",
+            "# TYPE latchkey_backchannel_logout_oldest_pending_age_seconds gauge",
             "# HELP latchkey_http_request_duration_seconds HTTP request latency.",
             "# TYPE latchkey_http_request_duration_seconds histogram",
         ] {

@@ -31,7 +31,7 @@ use futures_util::StreamExt as _;
 use crate::clock::Timestamp;
 use crate::mail_seal::open_body;
 use crate::service::Latchkey;
-use crate::store::{MailOutcome, MailRecord, MailState, StoreError};
+use crate::store::{DeliveryOutcome, DeliveryState, MailRecord, StoreError};
 
 /// How many mails one pass claims.
 pub const BATCH: i64 = 16;
@@ -120,6 +120,29 @@ pub fn next_attempt(attempts: i64, id: i64, now: Timestamp) -> Timestamp {
     now.plus(Duration::from_secs(base - jitter))
 }
 
+/// Runs one send under `limit`; running out of time is a transient failure.
+pub async fn within(
+    limit: Duration,
+    send: impl std::future::Future<Output = Result<(), DeliveryError>>,
+) -> Result<(), DeliveryError> {
+    tokio::time::timeout(limit, send)
+        .await
+        .unwrap_or_else(|_| Err(DeliveryError::Transient(format!("no answer within {} s", limit.as_secs()))))
+}
+
+/// What to record for the `attempts`-th attempt of queue row `id`: sent, due again at
+/// [`next_attempt`] after a transient failure, or failed for good. Both queues (mail and
+/// back-channel logout) settle their attempts this way.
+pub fn settle(result: Result<(), DeliveryError>, attempts: i64, id: i64, now: Timestamp) -> DeliveryOutcome {
+    match result {
+        Ok(()) => DeliveryOutcome::Sent,
+        Err(DeliveryError::Transient(error)) => {
+            DeliveryOutcome::Retry { at: next_attempt(attempts, id, now), error }
+        }
+        Err(DeliveryError::Permanent(error)) => DeliveryOutcome::Failed { error },
+    }
+}
+
 /// The host of an issuer URL (`https://id.example.com:8443/x` → `id.example.com`), for the
 /// right side of a `Message-ID` and the SMTP greeting.
 pub fn issuer_host(issuer: &str) -> &str {
@@ -147,7 +170,7 @@ impl Latchkey {
     /// Storage.
     pub async fn list_mail(
         &self,
-        state: Option<MailState>,
+        state: Option<DeliveryState>,
         limit: i64,
     ) -> Result<Vec<MailRecord>, StoreError> {
         let master = self.keys.master_key();
@@ -225,12 +248,12 @@ impl Latchkey {
     }
 
     /// Sends one claimed mail; the outcome to record (and the metrics moved).
-    async fn deliver_one(&self, transport: &dyn MailTransport, mail: &MailRecord) -> MailOutcome {
+    async fn deliver_one(&self, transport: &dyn MailTransport, mail: &MailRecord) -> DeliveryOutcome {
         let (id, kind, attempt) = (mail.id, mail.kind.as_str(), mail.attempts);
         let (Some(text), Some(html)) = (mail.text.as_deref(), mail.html.as_deref()) else {
             tracing::error!(outbox_id = id, kind, attempt, "a pending mail has no body");
             self.metrics.mail_failed(1);
-            return MailOutcome::Failed { error: "the mail has no body".into() };
+            return DeliveryOutcome::Failed { error: "the mail has no body".into() };
         };
         let master = self.keys.master_key();
         let opened = open_body(master, &mail.recipient, text)
@@ -242,7 +265,7 @@ impl Latchkey {
                 let at = next_attempt(attempt, id, self.clock.now());
                 tracing::warn!(outbox_id = id, kind, attempt, error = %e, retry_at = %at, "mail cannot be opened; will retry");
                 self.metrics.mail_retried();
-                return MailOutcome::Retry { at, error: e.to_string() };
+                return DeliveryOutcome::Retry { at, error: e.to_string() };
             }
         };
         let message_id = message_id(mail, &self.settings.issuer);
@@ -254,28 +277,23 @@ impl Latchkey {
             message_id: &message_id,
             date: mail.created_at,
         };
-        let result = match tokio::time::timeout(SEND_TIMEOUT, transport.send(&outgoing)).await {
-            Ok(result) => result,
-            Err(_) => Err(DeliveryError::Transient(format!("no answer within {} s", SEND_TIMEOUT.as_secs()))),
-        };
-        match result {
-            Ok(()) => {
+        let outcome =
+            settle(within(SEND_TIMEOUT, transport.send(&outgoing)).await, attempt, id, self.clock.now());
+        match &outcome {
+            DeliveryOutcome::Sent => {
                 tracing::info!(outbox_id = id, kind, attempt, "mail sent");
                 self.metrics.mail_sent();
-                MailOutcome::Sent
             }
-            Err(DeliveryError::Transient(error)) => {
-                let at = next_attempt(attempt, id, self.clock.now());
+            DeliveryOutcome::Retry { at, error } => {
                 tracing::warn!(outbox_id = id, kind, attempt, %error, retry_at = %at, "mail delivery failed; will retry");
                 self.metrics.mail_retried();
-                MailOutcome::Retry { at, error }
             }
-            Err(DeliveryError::Permanent(error)) => {
+            DeliveryOutcome::Failed { error } => {
                 tracing::warn!(outbox_id = id, kind, attempt, %error, "mail refused for good");
                 self.metrics.mail_failed(1);
-                MailOutcome::Failed { error }
             }
         }
+        outcome
     }
 
     /// The sender: a delivery pass whenever mail is queued on this node and at every `tick`
@@ -355,7 +373,7 @@ mod tests {
             html: None,
             created_at: NOW,
             expires_at: NOW,
-            state: crate::store::MailState::Pending,
+            state: crate::store::DeliveryState::Pending,
             attempts: 3,
             next_attempt_at: NOW,
             last_error: None,

@@ -119,6 +119,9 @@ impl Latchkey {
         if let Err(e) = self.tidy_outbox(now).await {
             tracing::warn!(error = %e, "outbox upkeep failed; will retry");
         }
+        if let Err(e) = self.tidy_logout_queue(now).await {
+            tracing::warn!(error = %e, "logout queue upkeep failed; will retry");
+        }
         // Spent DPoP proofs go at every run, not hourly: anyone can add one per request.
         if let Err(e) = store.forget_dpop_proofs(now).await {
             tracing::warn!(error = %e, "forgetting spent DPoP proofs failed; will retry");

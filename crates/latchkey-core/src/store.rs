@@ -147,6 +147,9 @@ pub struct SessionRecord {
     /// Since when the session waits for its user to sign in again (`risk_policy`'s
     /// `step_up`, SPEC 12): refreshes are refused until `POST /auth/step-up`.
     pub step_up_at: Option<Timestamp>,
+    /// For an app's session, the browser session whose sign-in approved its code:
+    /// RP-initiated logout of that browser session ends it too (SPEC 13).
+    pub browser_session_id: Option<SessionId>,
 }
 
 /// A refresh token as stored: its key and hash, never the token.
@@ -296,6 +299,14 @@ pub enum RevocationTarget {
     ClientSessions {
         /// The client.
         client_id: ClientId,
+    },
+    /// A browser session and every app session created under it (RP-initiated logout,
+    /// SPEC 13), only if the browser session belongs to `user_id`.
+    BrowserSession {
+        /// The browser session.
+        id: SessionId,
+        /// Owner check.
+        user_id: UserId,
     },
     /// A user's grant to an app: every live session of the user with that client; the
     /// remembered consent is forgotten in the same transaction.
@@ -603,16 +614,19 @@ pub trait AuditStore {
     async fn list_security_events(&self, limit: i64) -> Result<Vec<SecurityEventRecord>, StoreError>;
 }
 
+mod delivery;
 mod mail;
 mod mfa;
 mod oauth;
+pub use delivery::{DeliveryOutcome, DeliveryState, LogoutDeliveryRecord, LogoutDeliveryStore};
 pub use mail::{
-    LinkEffect, LinkJudge, LinkPurpose, LinkRecord, LinkRedemption, LinkStore, MailOutcome, MailRecord,
-    MailState, NewMail, OutboxStore,
+    LinkEffect, LinkJudge, LinkPurpose, LinkRecord, LinkRedemption, LinkStore, MailRecord, NewMail,
+    OutboxStore,
 };
 pub use mfa::{FactorRecord, MfaChallengeRecord, MfaStore, PasskeyChallengeRecord};
 pub use oauth::{
-    AuthCodeRecord, ClientRecord, CodeDecide, CodeDecision, CodeIssuer, CodeRedemption, OAuthStore,
+    AuthCodeRecord, BackchannelLogout, ClientRecord, CodeDecide, CodeDecision, CodeIssuer, CodeRedemption,
+    OAuthStore,
 };
 
 /// The storage port: one trait per aggregate, so a new capability adds a trait of its own.
@@ -629,6 +643,7 @@ pub trait Store:
     + AuditStore
     + LinkStore
     + OutboxStore
+    + LogoutDeliveryStore
     + MfaStore
     + ProofStore
     + Send
@@ -639,7 +654,7 @@ pub trait Store:
     async fn ping(&self) -> Result<(), StoreError>;
     /// Deletes what no longer matters: feed events past their `until`, throttling counters
     /// idle for a day, sessions (with their refresh tokens) that expired or were revoked
-    /// before `forget_sessions_before`, and link tokens and mail a week past their use.
+    /// before `forget_sessions_before`, and link tokens, mail and logout deliveries a week past their use.
     /// Returns how many rows went.
     async fn prune(&self, now: Timestamp, forget_sessions_before: Timestamp) -> Result<u64, StoreError>;
 }
@@ -647,7 +662,7 @@ pub trait Store:
 /// Every port trait, for `use crate::store::ports::*`.
 pub mod ports {
     pub use super::{
-        AuditStore, FeedStore, KeyStore, LinkStore, MfaStore, OAuthStore, OutboxStore, ProofStore,
-        SessionStore, Store, ThrottleStore, UserStore,
+        AuditStore, FeedStore, KeyStore, LinkStore, LogoutDeliveryStore, MfaStore, OAuthStore, OutboxStore,
+        ProofStore, SessionStore, Store, ThrottleStore, UserStore,
     };
 }

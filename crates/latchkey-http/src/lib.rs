@@ -88,6 +88,7 @@ pub fn router(state: AppState) -> Router {
         .route("/login/enrol", post(pages::enrol))
         .route("/login/passkey", post(pages::login_passkey))
         .route("/logout", post(pages::logout))
+        .route("/oauth/logout", get(pages::end_session).post(pages::end_session))
         .route("/account", get(pages::account))
         .route("/account/sessions/{id}/revoke", post(pages::revoke_device))
         .route("/account/apps/{client_id}/revoke", post(pages::revoke_app))

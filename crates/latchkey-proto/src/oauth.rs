@@ -45,6 +45,45 @@ fn serialize_optional_refresh_token<S: serde::Serializer>(
     }
 }
 
+/// The event a logout token carries (OpenID Connect Back-Channel Logout 1.0 §2.4).
+pub const BACKCHANNEL_LOGOUT_EVENT: &str = "http://schemas.openid.net/event/backchannel-logout";
+/// The `typ` header of a logout token (§2.4: explicit typing).
+pub const LOGOUT_TOKEN_TYPE: &str = "logout+jwt";
+
+/// The claims of a logout token (OpenID Connect Back-Channel Logout 1.0 §2.4): never a
+/// `nonce`; `sid` and `sub` both, so an app may key its sessions either way.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LogoutTokenClaims {
+    /// The issuer.
+    pub iss: String,
+    /// The user.
+    pub sub: String,
+    /// The app's client id.
+    pub aud: String,
+    /// Signing time (each attempt signs anew).
+    pub iat: i64,
+    /// Two minutes after `iat`.
+    pub exp: i64,
+    /// The same on every attempt of one delivery, so the app can drop a duplicate.
+    pub jti: String,
+    /// The session that ended: the `sid` of its ID tokens.
+    pub sid: String,
+    /// `{"http://schemas.openid.net/event/backchannel-logout": {}}`.
+    pub events: LogoutEvents,
+}
+
+/// The `events` claim of a logout token.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LogoutEvents {
+    /// An empty object under [`BACKCHANNEL_LOGOUT_EVENT`].
+    #[serde(rename = "http://schemas.openid.net/event/backchannel-logout")]
+    pub backchannel_logout: EmptyObject,
+}
+
+/// `{}`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EmptyObject {}
+
 /// The claims of an ID token (OpenID Connect Core §2, §3.1.3.6).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct IdTokenClaims {

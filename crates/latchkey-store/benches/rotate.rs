@@ -52,6 +52,7 @@ fn rotate(c: &mut Criterion) {
             amr: "pwd".to_owned(),
             dpop_jkt: None,
             step_up_at: None,
+            browser_session_id: None,
         };
         let first = new_refresh_token();
         store.insert_session(&session, &RefreshTokenKey::of(first.expose_secret())).await.expect("session");

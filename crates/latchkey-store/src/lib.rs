@@ -10,10 +10,12 @@
 
 mod audit;
 mod db;
+mod delivery;
 mod dpop;
 mod feed;
 mod keys;
 mod links;
+mod logout_deliveries;
 mod maintenance;
 mod mfa;
 mod migrations;

@@ -24,6 +24,8 @@ static OLD_LINKS: Sql = Sql::new("DELETE FROM link_tokens WHERE expires_at <= $1
 static OLD_MFA_CHALLENGES: Sql = Sql::new("DELETE FROM mfa_challenges WHERE expires_at <= $1");
 static OLD_PASSKEY_CHALLENGES: Sql = Sql::new("DELETE FROM passkey_challenges WHERE expires_at <= $1");
 static DONE_MAIL: Sql = Sql::new("DELETE FROM outbox WHERE state <> 'pending' AND created_at <= $1");
+static DONE_LOGOUT_DELIVERIES: Sql =
+    Sql::new("DELETE FROM logout_deliveries WHERE state <> 'pending' AND created_at <= $1");
 static ENDED_COOKIES: Sql =
     Sql::new(concat!("DELETE FROM web_sessions WHERE session_id IN (", ended_before!(), ")"));
 static ENDED_TOKENS: Sql =
@@ -36,8 +38,8 @@ const THROTTLE_RETENTION_SECS: i64 = 86_400;
 /// How long a code is kept past its expiry, so that a late second use still revokes.
 const CODE_RETENTION_SECS: i64 = 600;
 /// How long a link token is kept past its expiry, so that a late click answers `used` or
-/// `expired` rather than `unknown`; and how long a sent, failed or expired mail stays
-/// listed in the outbox.
+/// `expired` rather than `unknown`; and how long a sent, failed or expired mail (or logout
+/// delivery) stays listed.
 const MAIL_RETENTION_SECS: i64 = 7 * 86_400;
 
 fn prune(c: &mut dyn Conn, (now, before): (i64, i64)) -> OpFuture<'_, u64> {
@@ -50,6 +52,7 @@ fn prune(c: &mut dyn Conn, (now, before): (i64, i64)) -> OpFuture<'_, u64> {
         n += c.execute(&OLD_MFA_CHALLENGES, params![now.saturating_sub(CODE_RETENTION_SECS)]).await?;
         n += c.execute(&OLD_PASSKEY_CHALLENGES, params![now]).await?;
         n += c.execute(&DONE_MAIL, params![now.saturating_sub(MAIL_RETENTION_SECS)]).await?;
+        n += c.execute(&DONE_LOGOUT_DELIVERIES, params![now.saturating_sub(MAIL_RETENTION_SECS)]).await?;
         n += c.execute(&ENDED_COOKIES, params![before]).await?;
         n += c.execute(&ENDED_TOKENS, params![before]).await?;
         n += c.execute(&ENDED_SESSIONS, params![before]).await?;

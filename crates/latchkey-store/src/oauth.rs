@@ -17,8 +17,11 @@ use crate::revocation::revoke_in_tx;
 use crate::rows::{self, client_columns, code_columns};
 use crate::sessions::insert_session_in_tx;
 
-static INSERT_CLIENT: Sql =
-    Sql::new(concat!("INSERT INTO clients (", client_columns!(), ") VALUES ($1, $2, $3, $4, $5, $6, $7)"));
+static INSERT_CLIENT: Sql = Sql::new(concat!(
+    "INSERT INTO clients (",
+    client_columns!(),
+    ") VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)"
+));
 static CLIENT: Sql = Sql::new(concat!("SELECT ", client_columns!(), " FROM clients WHERE client_id = $1"));
 static CLIENTS: Sql =
     Sql::new(concat!("SELECT ", client_columns!(), " FROM clients ORDER BY created_at, client_id"));
@@ -45,14 +48,27 @@ fn consent_scopes(row: &dyn crate::db::Row) -> Result<Scope, DbError> {
 
 fn insert_client(c: &mut dyn Conn, client: ClientRecord) -> OpFuture<'_, ()> {
     Box::pin(async move {
-        let (uris, grants, scopes) = (
+        let (uris, grants, scopes, logout_uris) = (
             rows::to_json(&client.redirect_uris)?,
             rows::to_json(&client.grant_types)?,
             rows::scope_json(&client.scopes)?,
+            rows::to_json(&client.post_logout_redirect_uris)?,
         );
         let secret = client.secret_hash.as_ref().map(|h| &h.0[..]);
-        let p =
-            params![&client.client_id, &client.name, secret, &uris, &grants, &scopes, client.created_at.0];
+        let backchannel = client.backchannel_logout.as_ref();
+        let backchannel_uri = backchannel.map(|b| b.uri.clone());
+        let p = params![
+            &client.client_id,
+            &client.name,
+            secret,
+            &uris,
+            &grants,
+            &scopes,
+            client.created_at.0,
+            &logout_uris,
+            &backchannel_uri,
+            i64::from(backchannel.is_some_and(|b| b.session_required))
+        ];
         c.execute(&INSERT_CLIENT, p).await.map(|_| ())
     })
 }

@@ -14,11 +14,12 @@
 use async_trait::async_trait;
 use latchkey_core::StoreError;
 use latchkey_core::clock::Timestamp;
-use latchkey_core::store::{MailOutcome, MailRecord, MailState, NewMail, OutboxStore};
+use latchkey_core::store::{DeliveryOutcome, DeliveryState, MailRecord, NewMail, OutboxStore};
 
 use crate::db::{
     Access, Backend, Conn, Db, DbError, OpFuture, Sql, first_int, op, params, query_all, query_one,
 };
+use crate::delivery::{self, QueueSql, claim_due};
 use crate::rows::{self, mail_columns};
 
 static INSERT_MAIL: Sql = Sql::new(
@@ -54,6 +55,8 @@ static MARK_FAILED: Sql = Sql::new(
      claimed_by = NULL, claimed_until = NULL \
      WHERE id = $1 AND claimed_by = $2 AND state = 'pending'",
 );
+static QUEUE_SQL: QueueSql =
+    QueueSql { claim: &CLAIM_MAIL, sent: &MARK_SENT, retry: &MARK_RETRY, failed: &MARK_FAILED };
 /// A mail being sent under a live lease is left to its sender, which completes it.
 static EXPIRE_MAIL: Sql = Sql::new(
     "UPDATE outbox SET state = 'expired', text_body = NULL, html_body = NULL, claimed_by = NULL, \
@@ -80,7 +83,7 @@ fn queue(c: &mut dyn Conn, mail: NewMail) -> OpFuture<'_, ()> {
     Box::pin(async move { insert_mail_in_tx(c, &mail).await })
 }
 
-fn list(c: &mut dyn Conn, (state, limit): (Option<MailState>, i64)) -> OpFuture<'_, Vec<MailRecord>> {
+fn list(c: &mut dyn Conn, (state, limit): (Option<DeliveryState>, i64)) -> OpFuture<'_, Vec<MailRecord>> {
     Box::pin(async move {
         match state {
             Some(s) => query_all(c, &LIST_MAIL, params![s.as_str(), limit], rows::mail).await,
@@ -89,33 +92,12 @@ fn list(c: &mut dyn Conn, (state, limit): (Option<MailState>, i64)) -> OpFuture<
     })
 }
 
-fn claim(
-    c: &mut dyn Conn,
-    (claimer, now, lease_until, limit): (String, i64, i64, i64),
-) -> OpFuture<'_, Vec<MailRecord>> {
-    Box::pin(async move {
-        let mut mail =
-            query_all(c, &CLAIM_MAIL, params![&claimer, lease_until, now, limit], rows::mail).await?;
-        // RETURNING gives no order.
-        mail.sort_by_key(|m| m.id);
-        Ok(mail)
-    })
+fn claim(c: &mut dyn Conn, args: (String, i64, i64, i64)) -> OpFuture<'_, Vec<MailRecord>> {
+    Box::pin(async move { claim_due(c, &QUEUE_SQL, args, rows::mail, |r| r.id).await })
 }
 
-fn complete(
-    c: &mut dyn Conn,
-    (id, claimer, now, outcome): (i64, String, i64, MailOutcome),
-) -> OpFuture<'_, bool> {
-    Box::pin(async move {
-        let n = match &outcome {
-            MailOutcome::Sent => c.execute(&MARK_SENT, params![id, &claimer, now]).await?,
-            MailOutcome::Retry { at, error } => {
-                c.execute(&MARK_RETRY, params![id, &claimer, at.0, error]).await?
-            }
-            MailOutcome::Failed { error } => c.execute(&MARK_FAILED, params![id, &claimer, error]).await?,
-        };
-        Ok(n > 0)
-    })
+fn complete(c: &mut dyn Conn, args: (i64, String, i64, DeliveryOutcome)) -> OpFuture<'_, bool> {
+    Box::pin(async move { delivery::complete(c, &QUEUE_SQL, args).await })
 }
 
 fn expire(c: &mut dyn Conn, now: i64) -> OpFuture<'_, u64> {
@@ -132,7 +114,11 @@ impl<B: Backend> OutboxStore for Db<B> {
         self.0.run(Access::Transaction, op(mail.clone(), queue)).await
     }
 
-    async fn list_mail(&self, state: Option<MailState>, limit: i64) -> Result<Vec<MailRecord>, StoreError> {
+    async fn list_mail(
+        &self,
+        state: Option<DeliveryState>,
+        limit: i64,
+    ) -> Result<Vec<MailRecord>, StoreError> {
         self.0.run(Access::Scan, op((state, limit), list)).await
     }
 
@@ -152,7 +138,7 @@ impl<B: Backend> OutboxStore for Db<B> {
         id: i64,
         claimer: &str,
         now: Timestamp,
-        outcome: &MailOutcome,
+        outcome: &DeliveryOutcome,
     ) -> Result<bool, StoreError> {
         let args = (id, claimer.to_owned(), now.0, outcome.clone());
         self.0.run(Access::Statement, op(args, complete)).await

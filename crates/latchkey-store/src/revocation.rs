@@ -1,6 +1,7 @@
 //! Revoking sessions, written once for every caller that does it (logout, a user change,
 //! code reuse, rotation's reuse detection): sessions change in id order, the lock order,
-//! and their feed events follow the feed lock, taken last.
+//! and their feed events follow the feed lock, taken last. Each ended session of an app
+//! with a `backchannel_logout_uri` queues its logout token in the same transaction.
 
 use latchkey_core::ids::{SessionId, UserId};
 use latchkey_core::store::SessionRevocation;
@@ -8,6 +9,7 @@ use latchkey_core::store::SessionRevocation;
 use crate::audit::insert_security_event;
 use crate::db::{Conn, DbError, Sql, first_id, params, query_all};
 use crate::feed::insert_session_revoked;
+use crate::logout_deliveries::queue_logout_deliveries;
 
 static MARK_REVOKED: Sql =
     Sql::new("UPDATE sessions SET revoked_at = $1, revoke_reason = $2 WHERE id = $3 AND revoked_at IS NULL");
@@ -61,7 +63,8 @@ pub(crate) async fn mark_revoked(
 }
 
 /// The second half of [`revoke_in_tx`]: one `session_revoked` feed event per revoked
-/// session and the security event, after the feed lock (a no-op when it is held already).
+/// session and the security event, after the feed lock (a no-op when it is held already),
+/// and a back-channel logout delivery for each session whose app listens for them.
 pub(crate) async fn publish_revoked(
     c: &mut dyn Conn,
     revoked: &[SessionId],
@@ -74,5 +77,6 @@ pub(crate) async fn publish_revoked(
     for id in revoked {
         insert_session_revoked(c, id, rev).await?;
     }
-    insert_security_event(c, &rev.event_for(revoked)).await
+    insert_security_event(c, &rev.event_for(revoked)).await?;
+    queue_logout_deliveries(c, revoked, rev.now).await
 }

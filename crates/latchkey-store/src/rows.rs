@@ -8,9 +8,9 @@ use latchkey_core::crypto::TokenHash;
 use latchkey_core::dpop::Thumbprint;
 use latchkey_core::ids::Scope;
 use latchkey_core::store::{
-    AuthCodeRecord, ClientRecord, FactorRecord, FeedEventRecord, LinkPurpose, LinkRecord, MailRecord,
-    MailState, MfaChallengeRecord, PasskeyChallengeRecord, SecurityEventRecord, SessionRecord, StoredKey,
-    ThrottleRecord, UserEmail, UserRecord, UserStatus,
+    AuthCodeRecord, BackchannelLogout, ClientRecord, DeliveryState, FactorRecord, FeedEventRecord,
+    LinkPurpose, LinkRecord, LogoutDeliveryRecord, MailRecord, MfaChallengeRecord, PasskeyChallengeRecord,
+    SecurityEventRecord, SessionRecord, StoredKey, ThrottleRecord, UserEmail, UserRecord, UserStatus,
 };
 use latchkey_proto::ErrorReason;
 use latchkey_proto::events::RevocationEvent;
@@ -67,12 +67,21 @@ macro_rules! mail_columns {
 }
 pub(crate) use mail_columns;
 
+/// The columns [`logout_delivery`] reads.
+macro_rules! logout_delivery_columns {
+    () => {
+        "id, client_id, uri, user_id, session_id, created_at, expires_at, state, attempts, \
+         next_attempt_at, last_error, delivered_at"
+    };
+}
+pub(crate) use logout_delivery_columns;
+
 /// The columns [`session`] reads, from `sessions s`.
 macro_rules! session_columns {
     () => {
         "s.id, s.user_id, s.client_id, s.scope, s.created_at, s.last_used_at, s.idle_expires_at, \
          s.expires_at, s.ip, s.user_agent, s.revoked_at, s.revoke_reason, s.amr, \
-         s.dpop_jkt, s.step_up_at"
+         s.dpop_jkt, s.step_up_at, s.browser_session_id"
     };
 }
 pub(crate) use session_columns;
@@ -89,7 +98,8 @@ pub(crate) use code_columns;
 /// The columns [`client`] reads (also its insert list).
 macro_rules! client_columns {
     () => {
-        "client_id, name, secret_hash, redirect_uris, grant_types, scopes, created_at"
+        "client_id, name, secret_hash, redirect_uris, grant_types, scopes, created_at, \
+         post_logout_redirect_uris, backchannel_logout_uri, backchannel_logout_session_required"
     };
 }
 pub(crate) use client_columns;
@@ -232,11 +242,31 @@ pub(crate) fn mail(row: &dyn Row) -> Result<MailRecord, DbError> {
         html: row.opt_text(6)?,
         created_at: Timestamp(row.int(7)?),
         expires_at: Timestamp(row.int(8)?),
-        state: MailState::parse(&state).ok_or_else(|| DbError::corrupt("outbox.state", state))?,
+        state: DeliveryState::parse(&state).ok_or_else(|| DbError::corrupt("outbox.state", state))?,
         attempts: row.int(10)?,
         next_attempt_at: Timestamp(row.int(11)?),
         last_error: row.opt_text(12)?,
         sent_at: row.opt_int(13)?.map(Timestamp),
+    })
+}
+
+/// A back-channel logout delivery from [`logout_delivery_columns`].
+pub(crate) fn logout_delivery(row: &dyn Row) -> Result<LogoutDeliveryRecord, DbError> {
+    let state = row.text(7)?;
+    Ok(LogoutDeliveryRecord {
+        id: row.int(0)?,
+        client_id: row.text(1)?.into(),
+        uri: row.text(2)?,
+        user_id: row.text(3)?.into(),
+        session_id: row.text(4)?.into(),
+        created_at: Timestamp(row.int(5)?),
+        expires_at: Timestamp(row.int(6)?),
+        state: DeliveryState::parse(&state)
+            .ok_or_else(|| DbError::corrupt("logout_deliveries.state", state))?,
+        attempts: row.int(8)?,
+        next_attempt_at: Timestamp(row.int(9)?),
+        last_error: row.opt_text(10)?,
+        sent_at: row.opt_int(11)?.map(Timestamp),
     })
 }
 
@@ -261,6 +291,7 @@ pub(crate) fn session(row: &dyn Row) -> Result<SessionRecord, DbError> {
         amr: row.text(12)?,
         dpop_jkt: thumbprint(row.opt_text(13)?, "sessions.dpop_jkt")?,
         step_up_at: row.opt_int(14)?.map(Timestamp),
+        browser_session_id: row.opt_text(15)?.map(Into::into),
     })
 }
 
@@ -300,6 +331,14 @@ pub(crate) fn client(row: &dyn Row) -> Result<ClientRecord, DbError> {
         grant_types: json_list(row, 4, "clients.grant_types")?,
         scopes: scope_list(row, 5, "clients.scopes")?,
         created_at: Timestamp(row.int(6)?),
+        post_logout_redirect_uris: json_list(row, 7, "clients.post_logout_redirect_uris")?
+            .into_iter()
+            .map(Into::into)
+            .collect(),
+        backchannel_logout: row
+            .opt_text(8)?
+            .map(|uri| Ok::<_, DbError>(BackchannelLogout { uri, session_required: row.int(9)? != 0 }))
+            .transpose()?,
     })
 }
 

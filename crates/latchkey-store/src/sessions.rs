@@ -27,7 +27,8 @@ use crate::rows::{self, session_columns};
 
 static INSERT: Sql = Sql::new(
     "INSERT INTO sessions (id, user_id, client_id, scope, created_at, last_used_at, idle_expires_at, \
-     expires_at, ip, user_agent, amr, dpop_jkt) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
+     expires_at, ip, user_agent, amr, dpop_jkt, browser_session_id) \
+     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)",
 );
 static INSERT_TOKEN: Sql =
     Sql::new("INSERT INTO refresh_tokens (id, hash, session_id, created_at) VALUES ($1, $2, $3, $4)");
@@ -56,6 +57,8 @@ static LIVE_IDS_OF_CLIENT: Sql =
     Sql::new("SELECT id FROM sessions WHERE client_id = $1 AND revoked_at IS NULL");
 static LIVE_IDS_OF_GRANT: Sql =
     Sql::new("SELECT id FROM sessions WHERE user_id = $1 AND client_id = $2 AND revoked_at IS NULL");
+static LIVE_IDS_UNDER_BROWSER_SESSION: Sql =
+    Sql::new("SELECT id FROM sessions WHERE browser_session_id = $1 AND revoked_at IS NULL");
 static OWNER: Sql = Sql::new("SELECT user_id FROM sessions WHERE id = $1");
 static FORGET_CONSENTS_OF_CLIENT: Sql = Sql::new("DELETE FROM consents WHERE client_id = $1");
 static FORGET_CONSENT: Sql = Sql::new("DELETE FROM consents WHERE user_id = $1 AND client_id = $2");
@@ -99,7 +102,8 @@ pub(crate) async fn insert_session_in_tx(
         &s.ip,
         &s.user_agent,
         &s.amr,
-        &s.dpop_jkt
+        &s.dpop_jkt,
+        &s.browser_session_id
     ];
     c.execute(&INSERT, p).await?;
     if let Some(key) = refresh_token {
@@ -119,6 +123,15 @@ async fn target_ids(c: &mut dyn Conn, target: &RevocationTarget) -> Result<Vec<S
                 (Some(_), _) => vec![id.clone()],
                 (None, _) => Vec::new(),
             }
+        }
+        RevocationTarget::BrowserSession { id, user_id } => {
+            let owner: Option<UserId> = query_opt(c, &OWNER, params![id], first_id).await?;
+            if owner.as_ref() != Some(user_id) {
+                return Ok(Vec::new());
+            }
+            let mut ids = vec![id.clone()];
+            ids.extend(query_all(c, &LIVE_IDS_UNDER_BROWSER_SESSION, params![id], first_id).await?);
+            ids
         }
         RevocationTarget::UserSessions { user_id, except } => {
             live_session_ids(c, user_id, except.as_ref()).await?

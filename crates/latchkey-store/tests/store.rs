@@ -118,6 +118,7 @@ fn session(id: &str, user_id: &str, expires_at: i64) -> SessionRecord {
         amr: "pwd".to_owned(),
         dpop_jkt: None,
         step_up_at: None,
+        browser_session_id: None,
     }
 }
 
@@ -506,7 +507,7 @@ fn mail(i: i64, expires_at: i64) -> latchkey_core::store::NewMail {
 }
 
 store_test!(the_outbox_is_claimed_once_completed_by_its_claimer_and_expired, |store| {
-    use latchkey_core::store::{MailOutcome, MailState};
+    use latchkey_core::store::{DeliveryOutcome, DeliveryState};
     for i in 0..3 {
         store.queue_mail(&mail(i, T0 + 3600)).await.unwrap();
     }
@@ -521,22 +522,22 @@ store_test!(the_outbox_is_claimed_once_completed_by_its_claimer_and_expired, |st
     assert!(store.claim_mail("c", Timestamp(T0), lease, 10).await.unwrap().is_empty());
 
     // Only the claimer completes.
-    let sent = MailOutcome::Sent;
+    let sent = DeliveryOutcome::Sent;
     assert!(!store.complete_mail(a[0].id, "b", Timestamp(T0 + 1), &sent).await.unwrap());
     assert!(store.complete_mail(a[0].id, "a", Timestamp(T0 + 1), &sent).await.unwrap());
     assert!(!store.complete_mail(a[0].id, "a", Timestamp(T0 + 1), &sent).await.unwrap(), "once");
-    let failed = MailOutcome::Failed { error: "550 5.1.1 no such user".into() };
+    let failed = DeliveryOutcome::Failed { error: "550 5.1.1 no such user".into() };
     assert!(store.complete_mail(b[0].id, "b", Timestamp(T0 + 1), &failed).await.unwrap());
-    let retry = MailOutcome::Retry { at: Timestamp(T0 + 20), error: "connection refused".into() };
+    let retry = DeliveryOutcome::Retry { at: Timestamp(T0 + 20), error: "connection refused".into() };
     assert!(store.complete_mail(b[1].id, "b", Timestamp(T0 + 1), &retry).await.unwrap());
 
     let listed = |state| {
         let store = Arc::clone(&store);
         async move { store.list_mail(Some(state), 10).await.unwrap() }
     };
-    let s = listed(MailState::Sent).await;
+    let s = listed(DeliveryState::Sent).await;
     assert_eq!((s.len(), s[0].sent_at, s[0].text.as_deref()), (1, Some(Timestamp(T0 + 1)), None));
-    let f = listed(MailState::Failed).await;
+    let f = listed(DeliveryState::Failed).await;
     assert_eq!((f[0].last_error.as_deref(), f[0].html.as_deref()), (Some("550 5.1.1 no such user"), None));
     // a[1] is still claimed by `a`; b[1] waits for its retry.
     assert!(store.claim_mail("c", Timestamp(T0 + 19), lease, 10).await.unwrap().is_empty());
@@ -551,7 +552,7 @@ store_test!(the_outbox_is_claimed_once_completed_by_its_claimer_and_expired, |st
     // Expiry: only unclaimed (or lapsed) pending mail past `expires_at`; the bodies go.
     assert_eq!(store.expire_mail(Timestamp(T0 + 310)).await.unwrap(), 0, "c's lease still holds");
     assert_eq!(store.expire_mail(Timestamp(T0 + 320)).await.unwrap(), 1);
-    let e = listed(MailState::Expired).await;
+    let e = listed(DeliveryState::Expired).await;
     assert_eq!((e.len(), e[0].id, e[0].text.as_deref()), (1, b[1].id, None));
     assert_eq!(store.count_pending_mail().await.unwrap(), 1);
     assert_eq!(store.expire_mail(Timestamp(T0 + 5000)).await.unwrap(), 1);

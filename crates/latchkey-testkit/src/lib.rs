@@ -12,6 +12,7 @@
 )]
 
 pub mod html;
+pub mod logout_receiver;
 pub mod process;
 pub mod smtp;
 

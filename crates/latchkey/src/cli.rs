@@ -10,7 +10,7 @@ use std::sync::Arc;
 use anyhow::{Context, bail};
 use clap::{Args, Parser, Subcommand};
 use latchkey_core::SystemClock;
-use latchkey_core::store::MailState;
+use latchkey_core::store::DeliveryState;
 use latchkey_proto::{Password, Username};
 use serde_json::json;
 use zeroize::Zeroizing;
@@ -54,6 +54,32 @@ enum Command {
     /// Show the outbox (mail waiting to be sent, and sent).
     #[command(subcommand)]
     Mail(MailCommand),
+    /// Show back-channel logout deliveries (SPEC 13): tokens waiting for an app, and sent.
+    #[command(subcommand)]
+    LogoutDeliveries(LogoutDeliveriesCommand),
+}
+
+#[derive(Debug, Subcommand)]
+enum LogoutDeliveriesCommand {
+    /// List deliveries, newest first, one JSON object per line (never a token).
+    List {
+        /// pending, sent, failed, expired or all.
+        #[arg(long, default_value = "all")]
+        state: String,
+        /// How many.
+        #[arg(long, default_value_t = 50)]
+        limit: i64,
+    },
+}
+
+/// A `--state` of the listing commands: one state, or `None` for all.
+fn delivery_state(state: &str) -> anyhow::Result<Option<DeliveryState>> {
+    match state {
+        "all" => Ok(None),
+        other => DeliveryState::parse(other)
+            .map(Some)
+            .ok_or_else(|| anyhow::anyhow!("--state: expected pending, sent, failed, expired or all")),
+    }
 }
 
 #[derive(Debug, Subcommand)]
@@ -179,6 +205,16 @@ enum ClientCommand {
         /// Space-separated scopes (default "openid profile").
         #[arg(long)]
         scopes: Option<String>,
+        /// An exact URI the app may send the browser to after RP-initiated logout (repeat
+        /// for several).
+        #[arg(long = "post-logout-redirect-uri")]
+        post_logout_redirect_uris: Vec<String>,
+        /// Where the app receives back-channel logout tokens: https, or http on loopback.
+        #[arg(long)]
+        backchannel_logout_uri: Option<String>,
+        /// The app needs `sid` in its logout tokens (Latchkey always sends it).
+        #[arg(long)]
+        backchannel_logout_session_required: bool,
     },
     /// List clients, one JSON object per line (no secrets).
     List,
@@ -334,13 +370,25 @@ pub async fn run_with_env(
             KeysCommand::Seal => {}
         },
         Command::Client(cmd) => match cmd {
-            ClientCommand::Add { name, redirect_uris, public, grant_types, scopes } => {
+            ClientCommand::Add {
+                name,
+                redirect_uris,
+                public,
+                grant_types,
+                scopes,
+                post_logout_redirect_uris,
+                backchannel_logout_uri,
+                backchannel_logout_session_required,
+            } => {
                 let new = latchkey_core::clients::NewClient {
                     name,
                     redirect_uris,
                     grant_types,
                     scopes: scopes.map(|s| vec![s]).unwrap_or_default(),
                     is_public: public,
+                    post_logout_redirect_uris,
+                    backchannel_logout_uri,
+                    backchannel_logout_session_required,
                 };
                 let (client, secret) = app.admin_add_client(new).await?;
                 let mut out = json!({"client_id": client.client_id});
@@ -354,6 +402,9 @@ pub async fn run_with_env(
                     print(json!({
                         "client_id": c.client_id, "name": c.name, "public": c.secret_hash.is_none(),
                         "redirect_uris": c.redirect_uris, "grant_types": c.grant_types, "scopes": c.scopes.names().collect::<Vec<_>>(),
+                        "post_logout_redirect_uris": c.post_logout_redirect_uris,
+                        "backchannel_logout_uri": c.backchannel_logout.as_ref().map(|b| &b.uri),
+                        "backchannel_logout_session_required": c.backchannel_logout.as_ref().is_some_and(|b| b.session_required),
                         "created_at": c.created_at.rfc3339(),
                     }))?;
                 }
@@ -361,18 +412,22 @@ pub async fn run_with_env(
             ClientCommand::Remove { client_id } => app.admin_remove_client(&client_id.into()).await?,
         },
         Command::Mail(MailCommand::List { state, limit }) => {
-            let state = match state.as_str() {
-                "all" => None,
-                other => Some(MailState::parse(other).ok_or_else(|| {
-                    anyhow::anyhow!("--state: expected pending, sent, failed, expired or all")
-                })?),
-            };
-            for m in app.list_mail(state, limit).await? {
+            for m in app.list_mail(delivery_state(&state)?, limit).await? {
                 print(json!({
                     "id": m.id, "kind": m.kind, "to": m.recipient, "subject": m.subject,
                     "state": m.state.as_str(), "attempts": m.attempts,
                     "created_at": m.created_at.rfc3339(), "next_attempt_at": m.next_attempt_at.rfc3339(),
                     "sent_at": m.sent_at.map(|t| t.rfc3339()), "last_error": m.last_error, "text": m.text,
+                }))?;
+            }
+        }
+        Command::LogoutDeliveries(LogoutDeliveriesCommand::List { state, limit }) => {
+            for d in app.store().list_logout_deliveries(delivery_state(&state)?, limit).await? {
+                print(json!({
+                    "id": d.id, "client_id": d.client_id, "uri": d.uri, "sub": d.user_id, "sid": d.session_id,
+                    "state": d.state.as_str(), "attempts": d.attempts, "created_at": d.created_at.rfc3339(),
+                    "next_attempt_at": d.next_attempt_at.rfc3339(), "sent_at": d.sent_at.map(|t| t.rfc3339()),
+                    "last_error": d.last_error,
                 }))?;
             }
         }

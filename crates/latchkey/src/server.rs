@@ -144,6 +144,12 @@ impl Server {
             let app = Arc::clone(&self.service);
             tokio::spawn(app.run_mail_sender(mailer, interval.min(Duration::from_secs(1))))
         });
+        // Back-channel logout tokens: every node sends, whatever revoked the session.
+        let logout_sender = {
+            let app = Arc::clone(&self.service);
+            let transport = Arc::new(crate::logout_http::HttpLogoutTransport::new()?);
+            tokio::spawn(app.run_logout_sender(transport, interval.min(Duration::from_secs(1))))
+        };
         let (stop_resets, resets_stop) = tokio::sync::oneshot::channel::<()>();
         let resets = tokio::spawn(Arc::clone(&self.service).run_reset_mailer(async {
             let _ = resets_stop.await;
@@ -161,6 +167,8 @@ impl Server {
         let result = serve(self.listener, router(self.state), shutdown).await;
         maintenance.abort();
         feed_hub.abort();
+        // An interrupted POST is retried by whichever node claims it once its lease lapses.
+        logout_sender.abort();
         // Forgot-password requests already answered `202` get their links before the end.
         let _ = stop_resets.send(());
         if tokio::time::timeout(RESET_DRAIN_TIMEOUT, resets).await.is_err() {

@@ -7,12 +7,14 @@ mod authorize;
 mod discovery;
 mod endpoints;
 mod id_token;
+mod logout;
 mod token;
 
 pub use authorize::{
     AuthorizeError, AuthorizeParams, AuthorizeRequest, AuthorizeStep, ConsentOutcome, Prompt, ScopeInfo,
 };
 pub use endpoints::{INTROSPECT_SCOPE, MAX_TOKEN_REVOCATIONS, TOKEN_REVOCATION_WINDOW, UserinfoError};
+pub use logout::{EndSession, EndSessionError, EndSessionParams, HintedSession};
 pub use token::{ClientCredentials, TokenGrant, TokenRequestError};
 
 use latchkey_proto::ErrorCode;

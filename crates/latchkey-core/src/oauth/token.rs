@@ -361,8 +361,10 @@ impl Latchkey {
             let mut session =
                 lifetimes.start(code.user_id.clone(), client_id.clone(), code.scope.clone(), &ctx_owned, now);
             // The app's session is as strong as the browser sign-in that approved the code.
+            // ... and ends with it at RP-initiated logout (SPEC 13).
             if let Some(browser) = &issuer.browser_session {
                 session.amr.clone_from(&browser.amr);
+                session.browser_session_id = Some(browser.id.clone());
             }
             if !is_public {
                 session.dpop_jkt = None;
@@ -498,6 +500,7 @@ mod tests {
             amr: "pwd".to_owned(),
             dpop_jkt: None,
             step_up_at: None,
+            browser_session_id: None,
         }
     }
 

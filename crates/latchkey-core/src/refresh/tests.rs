@@ -44,6 +44,7 @@ fn snapshot() -> RefreshSnapshot {
             amr: "pwd".to_owned(),
             dpop_jkt: None,
             step_up_at: None,
+            browser_session_id: None,
         },
         user: UserRecord {
             id: "u".into(),

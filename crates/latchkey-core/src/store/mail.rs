@@ -5,7 +5,7 @@
 use async_trait::async_trait;
 use latchkey_proto::LinkTokenReason;
 
-use super::{StoreError, UserChange, UserRecord};
+use super::{DeliveryOutcome, DeliveryState, StoreError, UserChange, UserRecord};
 use crate::clock::Timestamp;
 use crate::crypto::TokenHash;
 use crate::ids::{SessionId, UserId};
@@ -91,36 +91,6 @@ impl std::fmt::Debug for NewMail {
     }
 }
 
-/// Where a queued mail is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum MailState {
-    /// Waiting to be sent (or retried).
-    Pending,
-    /// Accepted by the mail server.
-    Sent,
-    /// Refused for good.
-    Failed,
-    /// Not sent before `expires_at`.
-    Expired,
-}
-
-impl MailState {
-    /// The stored name.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Pending => "pending",
-            Self::Sent => "sent",
-            Self::Failed => "failed",
-            Self::Expired => "expired",
-        }
-    }
-
-    /// Reads a stored name.
-    pub fn parse(s: &str) -> Option<Self> {
-        [Self::Pending, Self::Sent, Self::Failed, Self::Expired].into_iter().find(|m| m.as_str() == s)
-    }
-}
-
 /// A queued mail.
 #[derive(Clone, PartialEq, Eq)]
 pub struct MailRecord {
@@ -143,7 +113,7 @@ pub struct MailRecord {
     /// Not sent after this.
     pub expires_at: Timestamp,
     /// Where it is.
-    pub state: MailState,
+    pub state: DeliveryState,
     /// Delivery attempts so far.
     pub attempts: i64,
     /// When it is due (again).
@@ -219,25 +189,6 @@ pub trait LinkStore {
     ) -> Result<LinkRedemption, StoreError>;
 }
 
-/// How one delivery attempt of a claimed mail ended.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum MailOutcome {
-    /// The mail server accepted it: `sent`, bodies dropped.
-    Sent,
-    /// A transient failure: due again at `at`, still `pending`.
-    Retry {
-        /// When it is due again.
-        at: Timestamp,
-        /// The mail server's or the transport's error (never a body).
-        error: String,
-    },
-    /// Refused for good: `failed`, bodies dropped.
-    Failed {
-        /// The refusal (never a body).
-        error: String,
-    },
-}
-
 /// The outbox (SPEC 10): mail waits here until it is sent.
 ///
 /// A sender claims due mail for a lease (`claimed_by`, `claimed_until`), sends it, and
@@ -249,7 +200,11 @@ pub trait OutboxStore {
     /// Queues a mail that needs no link (a notice).
     async fn queue_mail(&self, mail: &NewMail) -> Result<(), StoreError>;
     /// Queued mail, newest first, in one state or all.
-    async fn list_mail(&self, state: Option<MailState>, limit: i64) -> Result<Vec<MailRecord>, StoreError>;
+    async fn list_mail(
+        &self,
+        state: Option<DeliveryState>,
+        limit: i64,
+    ) -> Result<Vec<MailRecord>, StoreError>;
     /// Claims up to `limit` due mails for `claimer` until `lease_until`, oldest first: pending,
     /// `next_attempt_at <= now`, `expires_at > now`, and not claimed (or the claim lapsed).
     /// Each claim counts an attempt.
@@ -267,7 +222,7 @@ pub trait OutboxStore {
         id: i64,
         claimer: &str,
         now: Timestamp,
-        outcome: &MailOutcome,
+        outcome: &DeliveryOutcome,
     ) -> Result<bool, StoreError>;
     /// Marks pending mail past its `expires_at` (and not claimed by a live lease) `expired`,
     /// dropping the bodies; how many.

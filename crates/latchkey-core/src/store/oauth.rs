@@ -122,6 +122,19 @@ pub struct ClientRecord {
     pub scopes: Scope,
     /// Registration time.
     pub created_at: Timestamp,
+    /// Where the app may send the browser after RP-initiated logout (exact match).
+    pub post_logout_redirect_uris: Vec<RedirectUri>,
+    /// Where the app receives back-channel logout tokens, if it does (SPEC 13).
+    pub backchannel_logout: Option<BackchannelLogout>,
+}
+
+/// A client's back-channel logout registration (OpenID Connect Back-Channel Logout 1.0 §2.2).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BackchannelLogout {
+    /// The `backchannel_logout_uri` logout tokens are POSTed to.
+    pub uri: String,
+    /// `backchannel_logout_session_required`: the app needs `sid` (Latchkey always sends it).
+    pub session_required: bool,
 }
 
 impl std::fmt::Debug for ClientRecord {
@@ -133,6 +146,8 @@ impl std::fmt::Debug for ClientRecord {
             .field("redirect_uris", &self.redirect_uris)
             .field("grant_types", &self.grant_types)
             .field("scopes", &self.scopes)
+            .field("post_logout_redirect_uris", &self.post_logout_redirect_uris)
+            .field("backchannel_logout", &self.backchannel_logout)
             .finish_non_exhaustive()
     }
 }

@@ -12,6 +12,7 @@
 //! and the set-up step a policy asks for) and `passkey.rs` (the passkey buttons' JSON
 //! requests).
 
+mod logout;
 mod mfa;
 mod passkey;
 mod recovery;
@@ -43,6 +44,7 @@ use crate::AppState;
 use crate::extract::caller::RequestCaller;
 use crate::oauth::{form, parse_pairs};
 
+pub(crate) use self::logout::end_session;
 pub(crate) use self::mfa::login_mfa;
 pub(crate) use self::passkey::{login_passkey, register_passkey};
 pub(crate) use self::recovery::{forgot, forgot_page, reset, reset_page, verify, verify_page};

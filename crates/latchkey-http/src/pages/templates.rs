@@ -195,6 +195,19 @@ pub(crate) struct ErrorPage {
 #[template(path = "signed_out.html")]
 pub(crate) struct SignedOutPage;
 
+/// RP-initiated logout's question (SPEC 13): button **Sign out**, with the request's
+/// parameters carried in hidden fields.
+#[derive(Template)]
+#[template(path = "logout_confirm.html")]
+pub(crate) struct LogoutConfirmPage {
+    /// The CSRF token echoed in the form.
+    pub(crate) csrf: String,
+    /// The app asking, when known.
+    pub(crate) app_name: Option<String>,
+    /// The end-session parameters, as sent.
+    pub(crate) params: Vec<(&'static str, String)>,
+}
+
 /// `GET /forgot-password`, and the form again after a throttled post (SPEC 10).
 #[derive(Template)]
 #[template(path = "forgot_password.html")]

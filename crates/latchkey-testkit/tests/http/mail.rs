@@ -10,7 +10,7 @@
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
-use latchkey_core::store::{MailState, NewMail};
+use latchkey_core::store::{DeliveryState, NewMail};
 use latchkey_core::{Clock, Timestamp};
 use latchkey_testkit::smtp::{SinkOptions, SmtpSink};
 use latchkey_testkit::{ISSUER, MAIL_FROM, deliver_mail_to};
@@ -97,7 +97,7 @@ async fn a_verification_mail_is_delivered_with_both_parts_and_its_link_verifies(
     assert_eq!((sent["attempts"].as_i64(), &sent["text"]), (Some(1), &Value::Null), "{sent}");
     assert!(sent["sent_at"].is_string(), "{sent}");
     assert!(mail_list(&s, "pending").await.is_empty());
-    let row = s.store().list_mail(Some(MailState::Sent), 1).await.unwrap().remove(0);
+    let row = s.store().list_mail(Some(DeliveryState::Sent), 1).await.unwrap().remove(0);
     assert_eq!(message_id, format!("<{}.{}@{host}>", row.id, row.created_at.0), "stable");
     assert_eq!(metric(&s, "latchkey_mail_sent_total"), 1.0);
     assert_eq!(metric(&s, "latchkey_mail_outbox_pending"), 0.0);

@@ -26,6 +26,7 @@ mod hardening;
 mod input;
 mod interop;
 mod interop_node;
+mod logout;
 mod mail;
 mod master_key;
 mod mfa;
