@@ -416,3 +416,92 @@ async fn discovery_and_the_cli_describe_logout() {
     assert_eq!(row["backchannel_logout_uri"], receiver.uri());
     assert_eq!(row["backchannel_logout_session_required"], true);
 }
+
+/// `n` sessions of `app` for `user`, all from one browser (consent is asked once).
+async fn app_sessions(s: &TestServer, app: &App, user: &str, n: usize) -> Vec<latchkey_testkit::Answer> {
+    let b = browser();
+    let mut sessions = Vec::with_capacity(n);
+    for _ in 0..n {
+        sessions.push(app_session_in(s, &b, app, user).await);
+    }
+    sessions
+}
+
+/// Two nodes on one PostgreSQL database race for every delivery: each token arrives once.
+#[tokio::test]
+async fn two_nodes_on_postgres_deliver_each_logout_token_once() {
+    const SESSIONS: usize = 24;
+    let db = latchkey_testkit::fresh_pg_database().await;
+    let a = TestServer::start_on(Some(&db), |_| {}).await;
+    let b = TestServer::start_on(Some(&db), |_| {}).await;
+    let receiver = LogoutReceiver::start().await;
+    let app = listening_app(&a, &receiver).await;
+    a.register(&http_client(), "pat", PASSWORD).await;
+    let sessions = app_sessions(&a, &app, "pat", SESSIONS).await;
+    a.cli(&["user", "revoke-sessions", "pat"], "").await.unwrap();
+    // The CLI's clock is the wall clock; the nodes' test clocks started earlier.
+    a.clock.advance(Duration::from_secs(60));
+    b.clock.advance(Duration::from_secs(60));
+    let tokens = receiver.wait_for(SESSIONS, WAIT).await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let tokens = if receiver.tokens().len() > tokens.len() { receiver.tokens() } else { tokens };
+    assert_eq!(tokens.len(), SESSIONS, "each delivery once");
+    let sids: BTreeSet<String> =
+        tokens.iter().map(|t| claims(t)["sid"].as_str().unwrap().to_owned()).collect();
+    let expected: BTreeSet<String> = sessions.iter().map(sid_of).collect();
+    assert_eq!(sids, expected);
+    let sent = |s: &TestServer| {
+        let url = s.url("/metrics");
+        async move {
+            let text = send(http_client().get(url)).await.text;
+            text.lines()
+                .find_map(|l| l.strip_prefix("latchkey_backchannel_logout_sent_total ")?.parse::<f64>().ok())
+                .unwrap_or(0.0)
+        }
+    };
+    assert_eq!(sent(&a).await + sent(&b).await, SESSIONS as f64);
+}
+
+/// Deliveries survive `kill -9`: a node killed while its tokens wait for a receiver that
+/// is down sends each of them, once, after it restarts and the receiver is back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_9_with_logout_tokens_queued_delivers_them_once_after_restart() {
+    use latchkey_testkit::process::NodeProcess;
+    const SESSIONS: usize = 5;
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}/bcl.db", dir.path().display());
+    let mut receiver = LogoutReceiver::reserve();
+    let s = TestServer::start_on(Some(&url), |_| {}).await;
+    let app = listening_app(&s, &receiver).await;
+    s.register(&http_client(), "kim", PASSWORD).await;
+    let sessions = app_sessions(&s, &app, "kim", SESSIONS).await;
+    s.stop().await;
+    let bin = std::path::Path::new(env!("CARGO_BIN_EXE_latchkey-node"));
+    let node = NodeProcess::spawn(bin, &url, &[]).await;
+    // The CLI revokes while the node runs; the node's sender tries and fails each.
+    let argv = ["latchkey", "--database-url", &url, "user", "revoke-sessions", "kim"];
+    latchkey::cli::run_args(&argv, &mut std::io::empty(), &mut Vec::new()).await.unwrap();
+    let started = std::time::Instant::now();
+    loop {
+        let text = send(http_client().get(node.url("/metrics"))).await.text;
+        let retried = text
+            .lines()
+            .find_map(|l| l.strip_prefix("latchkey_backchannel_logout_retried_total ")?.parse::<f64>().ok())
+            .unwrap_or(0.0);
+        if retried >= SESSIONS as f64 {
+            break;
+        }
+        assert!(started.elapsed() < Duration::from_secs(120), "the node never tried");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    node.kill_9().await;
+    receiver.launch().await;
+    let node = NodeProcess::spawn(bin, &url, &[]).await;
+    let tokens = receiver.wait_for(SESSIONS, Duration::from_secs(180)).await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let tokens = if receiver.tokens().len() > tokens.len() { receiver.tokens() } else { tokens };
+    let sids: BTreeSet<String> =
+        tokens.iter().map(|t| claims(t)["sid"].as_str().unwrap().to_owned()).collect();
+    assert_eq!(tokens.len(), SESSIONS, "each once: {:?}", node.log.lock().map(|l| l.clone()));
+    assert_eq!(sids, sessions.iter().map(sid_of).collect::<BTreeSet<_>>());
+}
