@@ -14,11 +14,12 @@ use openidconnect::core::{
 };
 use openidconnect::{
     AccessToken, AccessTokenHash, AuthenticationContextClass, AuthorizationCode, ClientId, ClientSecret,
-    ConfigurationError, CsrfToken, EndpointMaybeSet, EndpointNotSet, EndpointSet, HttpClientError,
-    IntrospectionUrl, Nonce, OAuth2TokenResponse, PkceCodeChallenge, PkceCodeVerifier, RedirectUrl,
-    RefreshToken, RequestTokenError, RevocationUrl, Scope, StandardErrorResponse, SubjectIdentifier,
-    TokenIntrospectionResponse, TokenResponse as _,
+    ConfigurationError, CsrfToken, EndSessionUrl, EndpointMaybeSet, EndpointNotSet, EndpointSet,
+    HttpClientError, IntrospectionUrl, Nonce, OAuth2TokenResponse, PkceCodeChallenge, PkceCodeVerifier,
+    RedirectUrl, RefreshToken, RequestTokenError, RevocationUrl, Scope, StandardErrorResponse,
+    SubjectIdentifier, TokenIntrospectionResponse, TokenResponse as _,
 };
+use openidconnect::{LogoutRequest, PostLogoutRedirectUrl, ProviderMetadataWithLogout};
 use std::time::Duration;
 
 use serde_json::{Value, json};
@@ -27,6 +28,7 @@ use crate::{TestServer, http_client, send};
 use latchkey_testkit::html::hidden_fields;
 
 pub(crate) const REDIRECT_URI: &str = "http://127.0.0.1:9/cb";
+pub(crate) const POST_LOGOUT_URI: &str = "http://127.0.0.1:9/signed-out";
 pub(crate) const USERNAME: &str = "alice";
 pub(crate) const PASSWORD: &str = "correct horse battery";
 
@@ -48,6 +50,8 @@ struct Discovered {
     metadata: CoreProviderMetadata,
     introspection: IntrospectionUrl,
     revocation: RevocationUrl,
+    /// From the crate's RP-Initiated Logout metadata (`ProviderMetadataWithLogout`).
+    end_session: EndSessionUrl,
 }
 
 /// Discovery as a relying party does it, with one test-only step.
@@ -82,10 +86,14 @@ async fn discover(s: &TestServer) -> Discovered {
     let endpoint = |name: &str| json[name].as_str().expect(name).to_owned();
     let introspection = IntrospectionUrl::new(endpoint("introspection_endpoint")).expect("introspection URL");
     let revocation = RevocationUrl::new(endpoint("revocation_endpoint")).expect("revocation URL");
+    let with_logout: ProviderMetadataWithLogout =
+        serde_json::from_value(json.clone()).expect("the crate reads the logout metadata");
+    let end_session =
+        with_logout.additional_metadata().end_session_endpoint.clone().expect("end_session_endpoint");
     let metadata: CoreProviderMetadata =
         serde_json::from_value(json).expect("the crate reads the discovery document");
     assert_eq!(metadata.issuer().as_str(), ISSUER);
-    Discovered { metadata: metadata.set_jwks(keys), introspection, revocation }
+    Discovered { metadata: metadata.set_jwks(keys), introspection, revocation, end_session }
 }
 
 /// The crate's client for the registered app, as a confidential client (HTTP Basic).
@@ -133,6 +141,8 @@ impl Setup {
                     "authorization_code,refresh_token",
                     "--scopes",
                     "openid profile",
+                    "--post-logout-redirect-uri",
+                    POST_LOGOUT_URI,
                 ],
                 "",
             )
@@ -417,6 +427,39 @@ async fn openidconnect_crate_completes_the_code_flow() {
 
     check_revocation(&t, &more).await;
     check_rotation(&t, &tokens).await;
+}
+
+/// RP-initiated logout as the crate builds it: the hint names the browser's own sign-in, so
+/// the browser is signed out without a question and sent back with `state`; the app's
+/// session is over (its refresh token is refused).
+#[tokio::test]
+async fn openidconnect_crate_signs_the_browser_out() {
+    let t = Setup::new().await;
+    let attempt = Attempt::begin(&t.rp);
+    let location = sign_in_and_allow(&t.server, &t.browser, &attempt.url).await;
+    let tokens = exchange(&t, &t.rp, attempt.code(&location), &attempt.verifier).await.expect("tokens");
+    let id_token = tokens.id_token().expect("an ID token");
+    let state = CsrfToken::new_random();
+    let url = LogoutRequest::from(t.discovered.end_session.clone())
+        .set_id_token_hint(id_token)
+        .set_client_id(ClientId::new(t.client_id.clone()))
+        .set_post_logout_redirect_uri(PostLogoutRedirectUrl::new(POST_LOGOUT_URI.to_owned()).expect("URL"))
+        .set_state(state.clone())
+        .http_get_url();
+    let out = send(t.browser.get(url.as_str())).await;
+    assert_eq!(out.status, 303, "{}", out.text);
+    let back = reqwest::Url::parse(out.header("location").expect("Location")).expect("absolute");
+    assert_eq!(back.as_str().split('?').next(), Some(POST_LOGOUT_URI));
+    assert_eq!(
+        back.query_pairs().find(|(k, _)| k == "state").map(|(_, v)| v.into_owned()),
+        Some(state.secret().clone())
+    );
+    let refused =
+        t.rp.exchange_refresh_token(tokens.refresh_token().expect("a refresh token"))
+            .expect("the token endpoint was discovered")
+            .request_async(&t.http)
+            .await;
+    assert_eq!(error_code(&refused), CoreErrorResponseType::InvalidGrant);
 }
 
 #[tokio::test]
