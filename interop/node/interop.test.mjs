@@ -33,79 +33,20 @@ import { describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import * as client from 'openid-client';
 
-import { Browser, WireLog, discover, env, jwtClaims, thumbprint, userAuthorizes } from './support.mjs';
-
-const USERNAME = () => env('LATCHKEY_USERNAME');
-const PASSWORD = () => env('LATCHKEY_PASSWORD');
-
-/**
- * The whole first leg as a relying party does it: openid-client builds the authorization
- * URL (PKCE S256, state, nonce), the user signs in and allows on the server's pages, and
- * openid-client validates the response (state, iss) and redeems the code with `DPoP`,
- * validating the ID token (signature via jwks_uri, iss, aud, exp, iat, nonce).
- */
-async function codeFlow(config, DPoP, log) {
-  const verifier = client.randomPKCECodeVerifier();
-  const state = client.randomState();
-  const nonce = client.randomNonce();
-  const authorizationUrl = client.buildAuthorizationUrl(config, {
-    redirect_uri: config.clientMetadata().redirect_uris[0],
-    scope: 'openid profile',
-    code_challenge: await client.calculatePKCECodeChallenge(verifier),
-    code_challenge_method: 'S256',
-    state,
-    nonce,
-  });
-  const callback = await userAuthorizes(new Browser(), authorizationUrl.href, USERNAME(), PASSWORD());
-  assert.equal(callback.searchParams.get('iss'), config.serverMetadata().issuer, 'RFC 9207 iss');
-  try {
-    const tokens = await client.authorizationCodeGrant(
-      config,
-      callback,
-      { pkceCodeVerifier: verifier, expectedState: state, expectedNonce: nonce, idTokenExpected: true },
-      undefined,
-      DPoP ? { DPoP } : undefined,
-    );
-    return { tokens, nonce };
-  } catch (err) {
-    throw withWire(err, log);
-  }
-}
-
-/** Adds the last exchanges of the wire log to an error's message. */
-function withWire(err, log) {
-  err.message = `${err.message} [${err.name}${err.code ? ' ' + err.code : ''}${
-    err.error ? ' error=' + err.error : ''
-  }${err.cause?.error_reason ? ' error_reason=' + err.cause.error_reason : ''}]\n${log.dump()}`;
-  return err;
-}
-
-/** Runs `fn` with the wire log attached to any error it throws. */
-async function wire(log, fn) {
-  try {
-    return await fn();
-  } catch (err) {
-    throw withWire(err, log);
-  }
-}
-
-/** Asserts that `promise` rejects with an OAuth error `code` at the token endpoint. */
-async function rejectsWithOAuthError(promise, code, log, what) {
-  let err;
-  try {
-    const ok = await promise;
-    assert.fail(`${what}: expected ${code}, got tokens ${JSON.stringify(ok)}\n${log.dump(2)}`);
-  } catch (e) {
-    err = e;
-  }
-  if (err instanceof assert.AssertionError) throw err;
-  assert.ok(
-    err instanceof client.ResponseBodyError,
-    `${what}: expected a ResponseBodyError, got ${err?.name}: ${err?.message}\n${log.dump(2)}`,
-  );
-  assert.equal(err.error, code, `${what}: ${err.message} ${JSON.stringify(err.cause)}\n${log.dump(2)}`);
-  return err;
-}
+import {
+  Browser,
+  PASSWORD,
+  USERNAME,
+  WireLog,
+  codeFlow,
+  discover,
+  env,
+  jwtClaims,
+  rejectsWithOAuthError,
+  thumbprint,
+  userAuthorizes,
+  wire,
+} from './support.mjs';
 
 /** Checks a DPoP-bound token response: token_type, cnf.jkt, and the validated ID token. */
 async function assertBound(tokens, DPoP, keyPair, nonce) {

@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
-# Manual run of the openid-client interop test: starts two throwaway Latchkey servers (one
+# Manual run of the openid-client interop tests: starts two throwaway Latchkey servers (one
 # plain, one with LATCHKEY_DPOP_NONCE=true) on free loopback ports with SQLite databases in
 # a temporary directory, creates the user and the clients through the CLI, runs
-# `node --test` here with the environment interop.test.mjs documents, and stops the servers.
+# `node --test` here with the environment interop.test.mjs and logout.test.mjs document
+# (the latter registers its own clients with the CLI), and stops the servers.
 #
 #   ./run-local.sh                 # uses ../../target/debug/latchkey
 #   LATCHKEY_BIN=/path/latchkey ./run-local.sh [extra node --test arguments]
@@ -32,7 +33,8 @@ export LATCHKEY_PASSWORD='correct horse battery'
 redirect=${REDIRECT_URI:-http://127.0.0.1:9/cb}
 
 # start NAME [ENV=VALUE...]: starts a server, creates the user and two clients, and sets
-# ${NAME}_URL, ${NAME}_PUBLIC, ${NAME}_CONF (JSON from `client add`).
+# ${NAME}_URL, ${NAME}_DB (its database URL), ${NAME}_PUBLIC, ${NAME}_CONF (JSON from
+# `client add`).
 start() {
   local name=$1; shift
   local port db
@@ -50,6 +52,7 @@ start() {
     || { echo "server $name did not start:" >&2; cat "$work/$name.log" >&2; exit 1; }
   printf '%s\n' "$LATCHKEY_PASSWORD" | "$work/latchkey" --database-url "$db" user add "$LATCHKEY_USERNAME" --password-stdin >/dev/null
   printf -v "${name}_URL" '%s' "$url"
+  printf -v "${name}_DB" '%s' "$db"
   printf -v "${name}_PUBLIC" '%s' "$("$work/latchkey" --database-url "$db" client add --name "interop public" --redirect-uri "$redirect" --public)"
   printf -v "${name}_CONF" '%s' "$("$work/latchkey" --database-url "$db" client add --name "interop confidential" --redirect-uri "$redirect")"
 }
@@ -63,6 +66,8 @@ export LATCHKEY_URL=$MAIN_URL
 export PUBLIC_CLIENT_ID=$(field "$MAIN_PUBLIC" client_id)
 export CONFIDENTIAL_CLIENT_ID=$(field "$MAIN_CONF" client_id)
 export CONFIDENTIAL_CLIENT_SECRET=$(field "$MAIN_CONF" client_secret)
+export LATCHKEY_CLI=$work/latchkey
+export LATCHKEY_DATABASE_URL=$MAIN_DB
 export NONCE_LATCHKEY_URL=$NONCE_URL
 export NONCE_PUBLIC_CLIENT_ID=$(field "$NONCE_PUBLIC" client_id)
 export NONCE_CONFIDENTIAL_CLIENT_ID=$(field "$NONCE_CONF" client_id)

@@ -10,7 +10,8 @@ use crate::service::Latchkey;
 use crate::store::{ClientRecord, StoreError};
 
 /// The grant types a client may be registered for.
-pub const GRANT_TYPES: [&str; 3] = ["authorization_code", "refresh_token", "client_credentials"];
+pub const GRANT_TYPES: [&str; 4] =
+    ["authorization_code", "refresh_token", "client_credentials", crate::oauth::DEVICE_CODE_GRANT];
 /// The prefix of generated client secrets (so secret scanners can spot leaks).
 pub const SECRET_PREFIX: &str = "lks_";
 

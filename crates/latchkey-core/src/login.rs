@@ -25,8 +25,8 @@ pub const FIRST_PARTY_SCOPE: &str = "profile";
 /// also be started inside a store transaction.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct SessionLifetimes {
-    max: std::time::Duration,
-    idle: std::time::Duration,
+    pub(crate) max: std::time::Duration,
+    pub(crate) idle: std::time::Duration,
 }
 
 impl From<&crate::settings::Settings> for SessionLifetimes {

@@ -615,10 +615,15 @@ pub trait AuditStore {
 }
 
 mod delivery;
+mod device_grant;
 mod mail;
 mod mfa;
 mod oauth;
 pub use delivery::{DeliveryOutcome, DeliveryState, LogoutDeliveryRecord, LogoutDeliveryStore};
+pub use device_grant::{
+    DeviceAuthorizationRecord, DeviceGrantStore, DevicePoll, DevicePollDecide, DevicePollDecision,
+    DeviceState, DeviceWait,
+};
 pub use mail::{
     LinkEffect, LinkJudge, LinkPurpose, LinkRecord, LinkRedemption, LinkStore, MailRecord, NewMail,
     OutboxStore,
@@ -644,6 +649,7 @@ pub trait Store:
     + LinkStore
     + OutboxStore
     + LogoutDeliveryStore
+    + DeviceGrantStore
     + MfaStore
     + ProofStore
     + Send
@@ -662,7 +668,7 @@ pub trait Store:
 /// Every port trait, for `use crate::store::ports::*`.
 pub mod ports {
     pub use super::{
-        AuditStore, FeedStore, KeyStore, LinkStore, LogoutDeliveryStore, MfaStore, OAuthStore, OutboxStore,
-        ProofStore, SessionStore, Store, ThrottleStore, UserStore,
+        AuditStore, DeviceGrantStore, FeedStore, KeyStore, LinkStore, LogoutDeliveryStore, MfaStore,
+        OAuthStore, OutboxStore, ProofStore, SessionStore, Store, ThrottleStore, UserStore,
     };
 }

@@ -292,6 +292,24 @@ fn unavailable(detail: &dyn std::fmt::Display) -> Response {
     )
 }
 
+/// A device's poll without tokens (RFC 8628 §3.5): all `400`.
+fn device_wait(why: latchkey_core::store::DeviceWait) -> Response {
+    use latchkey_core::store::DeviceWait;
+    let (code, description) = match why {
+        DeviceWait::Pending => (ErrorCode::AuthorizationPending, "The user has not decided yet; poll again."),
+        DeviceWait::SlowDown => {
+            (ErrorCode::SlowDown, "Polled too soon; wait 5 seconds longer between polls from now on.")
+        }
+        DeviceWait::Denied => (ErrorCode::AccessDenied, "The user denied the request."),
+        DeviceWait::Expired => (ErrorCode::ExpiredToken, "The device code expired; start again."),
+        DeviceWait::Spent => (ErrorCode::InvalidGrant, "The device code was already used."),
+        DeviceWait::SignInEnded => {
+            (ErrorCode::InvalidGrant, "The sign-in that approved the device has ended.")
+        }
+    };
+    plain(StatusCode::BAD_REQUEST, code, description)
+}
+
 fn store(e: &StoreError) -> Response {
     match e {
         StoreError::Unavailable(_) => unavailable(e),
@@ -558,6 +576,7 @@ impl IntoResponse for ApiError {
                 TokenRequestError::InvalidScope(why) => {
                     plain(StatusCode::BAD_REQUEST, ErrorCode::InvalidScope, *why)
                 }
+                TokenRequestError::DeviceWait(why) => device_wait(*why),
                 TokenRequestError::RevocationThrottled { retry_after } => with_retry_after(
                     plain(
                         StatusCode::SERVICE_UNAVAILABLE,

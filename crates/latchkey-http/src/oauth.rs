@@ -123,19 +123,38 @@ pub(crate) async fn token(
         Some("client_credentials") => {
             TokenGrant::ClientCredentials { scope: params.get("scope").map(Into::into) }
         }
+        Some(latchkey_core::oauth::DEVICE_CODE_GRANT) => {
+            TokenGrant::DeviceCode { device_code: params.require("device_code", "device_code is required.")? }
+        }
         Some(_) => {
             // Authenticate first, so an unknown grant does not reveal whether the client exists.
             s.service.authenticate_token_client(&creds).await?;
             return Err(ApiError::Status(
                 StatusCode::BAD_REQUEST,
                 latchkey_proto::ErrorCode::UnsupportedGrantType,
-                "Supported grant types: authorization_code, refresh_token, client_credentials.",
+                "Supported grant types: authorization_code, refresh_token, client_credentials, \
+                 urn:ietf:params:oauth:grant-type:device_code.",
             ));
         }
     };
     let answer = s.service.token(&creds, grant, &ctx).await?;
     let mut res = Json(answer).into_response();
     res.headers_mut().insert(header::PRAGMA, HeaderValue::from_static("no-cache"));
+    Ok(res)
+}
+
+/// `POST /oauth/device_authorization` (RFC 8628 §3.1): codes for a device, with the same
+/// client authentication as the token endpoint.
+pub(crate) async fn device_authorization(
+    State(s): State<AppState>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> ApiResult {
+    let params = Params::parse(&headers, &body)?;
+    let creds = client_credentials(&headers, &params)?;
+    let answer = s.service.device_authorization(&creds, params.get("scope").map(Into::into)).await?;
+    let mut res = Json(answer).into_response();
+    res.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     Ok(res)
 }
 

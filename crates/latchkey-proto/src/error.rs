@@ -64,6 +64,12 @@ pub enum ErrorCode {
     ServerError,
     /// The server cannot serve now (database unreachable, overloaded).
     TemporarilyUnavailable,
+    /// Device flow (RFC 8628 §3.5): the user has not decided yet; poll again.
+    AuthorizationPending,
+    /// Device flow: polled sooner than the interval; wait 5 s longer from now on.
+    SlowDown,
+    /// Device flow: the device code expired before the user allowed it.
+    ExpiredToken,
 }
 
 impl ErrorCode {
@@ -97,6 +103,9 @@ impl ErrorCode {
             Self::UnsupportedMediaType => "unsupported_media_type",
             Self::ServerError => "server_error",
             Self::TemporarilyUnavailable => "temporarily_unavailable",
+            Self::AuthorizationPending => "authorization_pending",
+            Self::SlowDown => "slow_down",
+            Self::ExpiredToken => "expired_token",
         }
     }
 }

@@ -45,6 +45,23 @@ fn serialize_optional_refresh_token<S: serde::Serializer>(
     }
 }
 
+/// The answer of the device authorization endpoint (RFC 8628 §3.2).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeviceAuthorizationResponse {
+    /// For the device's token requests (`lkd_`).
+    pub device_code: String,
+    /// For the user to type, `XXXX-XXXX`.
+    pub user_code: String,
+    /// Where the user types it.
+    pub verification_uri: String,
+    /// The same with the code filled in (for a QR code).
+    pub verification_uri_complete: String,
+    /// Seconds the codes live.
+    pub expires_in: u64,
+    /// Seconds to wait between polls.
+    pub interval: u64,
+}
+
 /// The event a logout token carries (OpenID Connect Back-Channel Logout 1.0 §2.4).
 pub const BACKCHANNEL_LOGOUT_EVENT: &str = "http://schemas.openid.net/event/backchannel-logout";
 /// The `typ` header of a logout token (§2.4: explicit typing).

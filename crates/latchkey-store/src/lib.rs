@@ -11,6 +11,7 @@
 mod audit;
 mod db;
 mod delivery;
+mod device_grant;
 mod dpop;
 mod feed;
 mod keys;

@@ -20,6 +20,7 @@ static LOCK_ENDED: Sql = Sql::new(concat!(ended_before!(), " ORDER BY id FOR UPD
 static EXPIRED_EVENTS: Sql = Sql::new("DELETE FROM revocation_events WHERE until <= $1");
 static IDLE_THROTTLES: Sql = Sql::new("DELETE FROM throttles WHERE last_failure_at <= $1");
 static EXPIRED_CODES: Sql = Sql::new("DELETE FROM auth_codes WHERE expires_at <= $1");
+static OLD_DEVICE_AUTHORIZATIONS: Sql = Sql::new("DELETE FROM device_authorizations WHERE expires_at <= $1");
 static OLD_LINKS: Sql = Sql::new("DELETE FROM link_tokens WHERE expires_at <= $1");
 static OLD_MFA_CHALLENGES: Sql = Sql::new("DELETE FROM mfa_challenges WHERE expires_at <= $1");
 static OLD_PASSKEY_CHALLENGES: Sql = Sql::new("DELETE FROM passkey_challenges WHERE expires_at <= $1");
@@ -35,7 +36,8 @@ static ENDED_SESSIONS: Sql =
 
 /// How long a throttle counter is kept after its last failure.
 const THROTTLE_RETENTION_SECS: i64 = 86_400;
-/// How long a code is kept past its expiry, so that a late second use still revokes.
+/// How long a code (or a device authorization) is kept past its expiry, so that a late
+/// second use still revokes (or a late poll answers `expired_token`).
 const CODE_RETENTION_SECS: i64 = 600;
 /// How long a link token is kept past its expiry, so that a late click answers `used` or
 /// `expired` rather than `unknown`; and how long a sent, failed or expired mail (or logout
@@ -48,6 +50,7 @@ fn prune(c: &mut dyn Conn, (now, before): (i64, i64)) -> OpFuture<'_, u64> {
         let mut n = c.execute(&EXPIRED_EVENTS, params![now]).await?;
         n += c.execute(&IDLE_THROTTLES, params![now.saturating_sub(THROTTLE_RETENTION_SECS)]).await?;
         n += c.execute(&EXPIRED_CODES, params![now.saturating_sub(CODE_RETENTION_SECS)]).await?;
+        n += c.execute(&OLD_DEVICE_AUTHORIZATIONS, params![now.saturating_sub(CODE_RETENTION_SECS)]).await?;
         n += c.execute(&OLD_LINKS, params![now.saturating_sub(MAIL_RETENTION_SECS)]).await?;
         n += c.execute(&OLD_MFA_CHALLENGES, params![now.saturating_sub(CODE_RETENTION_SECS)]).await?;
         n += c.execute(&OLD_PASSKEY_CHALLENGES, params![now]).await?;

@@ -8,9 +8,10 @@ use latchkey_core::crypto::TokenHash;
 use latchkey_core::dpop::Thumbprint;
 use latchkey_core::ids::Scope;
 use latchkey_core::store::{
-    AuthCodeRecord, BackchannelLogout, ClientRecord, DeliveryState, FactorRecord, FeedEventRecord,
-    LinkPurpose, LinkRecord, LogoutDeliveryRecord, MailRecord, MfaChallengeRecord, PasskeyChallengeRecord,
-    SecurityEventRecord, SessionRecord, StoredKey, ThrottleRecord, UserEmail, UserRecord, UserStatus,
+    AuthCodeRecord, BackchannelLogout, ClientRecord, DeliveryState, DeviceAuthorizationRecord, DeviceState,
+    FactorRecord, FeedEventRecord, LinkPurpose, LinkRecord, LogoutDeliveryRecord, MailRecord,
+    MfaChallengeRecord, PasskeyChallengeRecord, SecurityEventRecord, SessionRecord, StoredKey,
+    ThrottleRecord, UserEmail, UserRecord, UserStatus,
 };
 use latchkey_proto::ErrorReason;
 use latchkey_proto::events::RevocationEvent;
@@ -66,6 +67,15 @@ macro_rules! mail_columns {
     };
 }
 pub(crate) use mail_columns;
+
+/// The columns [`device_authorization`] reads (also the insert list).
+macro_rules! device_columns {
+    () => {
+        "device_code_hash, user_code, client_id, scope, created_at, expires_at, interval_secs, \
+         last_polled_at, state, user_id, browser_session_id, decided_at, session_id"
+    };
+}
+pub(crate) use device_columns;
 
 /// The columns [`logout_delivery`] reads.
 macro_rules! logout_delivery_columns {
@@ -247,6 +257,27 @@ pub(crate) fn mail(row: &dyn Row) -> Result<MailRecord, DbError> {
         next_attempt_at: Timestamp(row.int(11)?),
         last_error: row.opt_text(12)?,
         sent_at: row.opt_int(13)?.map(Timestamp),
+    })
+}
+
+/// A device authorization from [`device_columns`].
+pub(crate) fn device_authorization(row: &dyn Row) -> Result<DeviceAuthorizationRecord, DbError> {
+    let state = row.text(8)?;
+    Ok(DeviceAuthorizationRecord {
+        device_code_hash: TokenHash(hash32(row.blob(0)?, "device_authorizations.device_code_hash")?),
+        user_code: row.text(1)?,
+        client_id: row.text(2)?.into(),
+        scope: row.text(3)?.into(),
+        created_at: Timestamp(row.int(4)?),
+        expires_at: Timestamp(row.int(5)?),
+        interval_secs: row.int(6)?,
+        last_polled_at: row.opt_int(7)?.map(Timestamp),
+        state: DeviceState::parse(&state)
+            .ok_or_else(|| DbError::corrupt("device_authorizations.state", state))?,
+        user_id: row.opt_text(9)?.map(Into::into),
+        browser_session_id: row.opt_text(10)?.map(Into::into),
+        decided_at: row.opt_int(11)?.map(Timestamp),
+        session_id: row.opt_text(12)?.map(Into::into),
     })
 }
 

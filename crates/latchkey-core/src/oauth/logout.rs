@@ -109,14 +109,15 @@ struct HintClaims {
     sid: String,
 }
 
-/// `uri` with `state` appended to its query.
+/// `uri` with `state` appended to its query, the rest of it exactly as registered
+/// (registered URIs carry no fragment).
 fn with_state(uri: &str, state: Option<&str>) -> String {
-    match (state, url::Url::parse(uri)) {
-        (Some(state), Ok(mut url)) => {
-            url.query_pairs_mut().append_pair("state", state);
-            url.to_string()
+    match state {
+        Some(state) => {
+            let sep = if uri.contains('?') { '&' } else { '?' };
+            format!("{uri}{sep}state={}", super::form_encode(state))
         }
-        _ => uri.to_owned(),
+        None => uri.to_owned(),
     }
 }
 
@@ -249,5 +250,10 @@ mod tests {
             "https://app.example/bye?x=1&state=s"
         );
         assert_eq!(with_state("https://app.example/bye", None), "https://app.example/bye");
+        assert_eq!(
+            with_state("https://app.example", Some("s")),
+            "https://app.example?state=s",
+            "as registered"
+        );
     }
 }

@@ -4,6 +4,7 @@
 //! other: it shares the refresh engine, the device list and the revocation feed.
 
 mod authorize;
+mod device_grant;
 mod discovery;
 mod endpoints;
 mod id_token;
@@ -12,6 +13,10 @@ mod token;
 
 pub use authorize::{
     AuthorizeError, AuthorizeParams, AuthorizeRequest, AuthorizeStep, ConsentOutcome, Prompt, ScopeInfo,
+};
+pub use device_grant::{
+    DEVICE_CODE_GRANT, DEVICE_CODE_TTL, DeviceError, DeviceRequest, POLL_INTERVAL_SECS, USER_CODE_ALPHABET,
+    WRONG_CODE_WINDOW, WRONG_CODES, display_user_code, normalize_user_code, poll_decision,
 };
 pub use endpoints::{INTROSPECT_SCOPE, MAX_TOKEN_REVOCATIONS, TOKEN_REVOCATION_WINDOW, UserinfoError};
 pub use logout::{EndSession, EndSessionError, EndSessionParams, HintedSession};

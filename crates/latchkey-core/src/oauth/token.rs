@@ -20,7 +20,7 @@ use crate::login::SessionLifetimes;
 use crate::refresh::RefreshError;
 use crate::service::Latchkey;
 use crate::store::{
-    AuthCodeRecord, ClientRecord, CodeDecision, CodeIssuer, CodeRedemption, RevocationTarget,
+    AuthCodeRecord, ClientRecord, CodeDecision, CodeIssuer, CodeRedemption, RevocationTarget, SessionRecord,
     SessionRevocation, StoreError, UserStatus,
 };
 use crate::tokens::token_type;
@@ -80,6 +80,11 @@ pub enum TokenGrant {
         /// The scope asked (default: every scope the client has).
         scope: Option<Scope>,
     },
+    /// `urn:ietf:params:oauth:grant-type:device_code` (RFC 8628 §3.4).
+    DeviceCode {
+        /// The device code.
+        device_code: String,
+    },
 }
 
 impl std::fmt::Debug for TokenGrant {
@@ -88,6 +93,7 @@ impl std::fmt::Debug for TokenGrant {
             Self::AuthorizationCode { .. } => "TokenGrant::AuthorizationCode",
             Self::RefreshToken { .. } => "TokenGrant::RefreshToken",
             Self::ClientCredentials { .. } => "TokenGrant::ClientCredentials",
+            Self::DeviceCode { .. } => "TokenGrant::DeviceCode",
         })
     }
 }
@@ -125,6 +131,11 @@ pub enum TokenRequestError {
         /// Seconds.
         retry_after: u64,
     },
+    /// A device's poll that gets no tokens (RFC 8628 §3.5): `authorization_pending`,
+    /// `slow_down`, `access_denied`, `expired_token`, or `invalid_grant` for a spent code
+    /// or an approval whose sign-in has ended.
+    #[error("no tokens for this device code yet: {0:?}")]
+    DeviceWait(crate::store::DeviceWait),
     /// Signing.
     #[error(transparent)]
     Keys(#[from] KeyError),
@@ -150,7 +161,7 @@ impl From<RefreshError> for TokenRequestError {
     }
 }
 
-fn has_grant(client: &ClientRecord, grant: &str) -> bool {
+pub(super) fn has_grant(client: &ClientRecord, grant: &str) -> bool {
     client.grant_types.iter().any(|g| g == grant)
 }
 
@@ -210,7 +221,7 @@ fn issuer_problem(code: &AuthCodeRecord, issuer: &CodeIssuer, now: Timestamp) ->
 }
 
 /// The names of `asked`, once each, if all are within `allowed`.
-fn narrowed(asked: &Scope, allowed: &Scope) -> Option<Scope> {
+pub(super) fn narrowed(asked: &Scope, allowed: &Scope) -> Option<Scope> {
     let mut out: Vec<&str> = Vec::new();
     for s in asked.names() {
         if !allowed.contains(s) {
@@ -292,6 +303,7 @@ impl Latchkey {
                     scope: t.scope,
                 })
             }
+            TokenGrant::DeviceCode { device_code } => self.poll_device(&client, &device_code, ctx).await,
             TokenGrant::ClientCredentials { scope } => {
                 if client.secret_hash.is_none() || !has_grant(&client, "client_credentials") {
                     return Err(TokenRequestError::UnauthorizedClient(
@@ -411,6 +423,22 @@ impl Latchkey {
                 (code, session)
             }
         };
+        self.answer_new_session(&session, code.auth_time, code.nonce.as_deref(), refresh_token, ctx, now)
+            .await
+    }
+
+    /// The token response for a session a grant just opened (a code, or a device's
+    /// approval): its user must still be active (else the session is revoked at once), an
+    /// access token, and an ID token when `openid` was granted.
+    pub(crate) async fn answer_new_session(
+        &self,
+        session: &SessionRecord,
+        auth_time: Timestamp,
+        nonce: Option<&str>,
+        refresh_token: Option<RefreshToken>,
+        ctx: &Caller,
+        now: Timestamp,
+    ) -> Result<OAuthTokenResponse, TokenRequestError> {
         let user = self.store.find_user(&session.user_id).await?;
         let Some(user) = user.filter(|u| u.status == UserStatus::Active) else {
             let revocation = SessionRevocation {
@@ -434,27 +462,20 @@ impl Latchkey {
             });
         };
         let access_token =
-            self.mint_access_token(&user, &session, ctx.dpop.as_ref(), self.settings.access_token_ttl, now)?;
+            self.mint_access_token(&user, session, ctx.dpop.as_ref(), self.settings.access_token_ttl, now)?;
         let is_oidc = session.scope.contains(OPENID);
         let id_token = if is_oidc {
-            Some(self.mint_id_token(
-                &user,
-                &session,
-                code.auth_time,
-                code.nonce.as_deref(),
-                &access_token,
-                now,
-            )?)
+            Some(self.mint_id_token(&user, session, auth_time, nonce, &access_token, now)?)
         } else {
             None
         };
         Ok(OAuthTokenResponse {
             access_token,
             token_type: token_type(ctx.dpop.as_ref()),
-            expires_in: self.access_token_lifetime(&session, self.settings.access_token_ttl, now),
+            expires_in: self.access_token_lifetime(session, self.settings.access_token_ttl, now),
             refresh_token,
             id_token,
-            scope: session.scope.into_string(),
+            scope: session.scope.to_string(),
         })
     }
 }

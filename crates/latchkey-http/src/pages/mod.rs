@@ -12,6 +12,7 @@
 //! and the set-up step a policy asks for) and `passkey.rs` (the passkey buttons' JSON
 //! requests).
 
+mod device_grant;
 mod logout;
 mod mfa;
 mod passkey;
@@ -44,6 +45,7 @@ use crate::AppState;
 use crate::extract::caller::RequestCaller;
 use crate::oauth::{form, parse_pairs};
 
+pub(crate) use self::device_grant::{device_page, device_post};
 pub(crate) use self::logout::end_session;
 pub(crate) use self::mfa::login_mfa;
 pub(crate) use self::passkey::{login_passkey, register_passkey};
@@ -260,7 +262,12 @@ fn form_value<'a>(pairs: &'a [(String, String)], name: &str) -> Option<&'a str> 
 /// account page, nothing else (no open redirect).
 fn safe_return_to(value: Option<&str>) -> String {
     match value {
-        Some(v) if v.starts_with("/oauth/authorize?") && !v.contains(['\r', '\n']) => v.to_owned(),
+        Some(v)
+            if (v.starts_with("/oauth/authorize?") || v == "/device" || v.starts_with("/device?"))
+                && !v.contains(['\r', '\n']) =>
+        {
+            v.to_owned()
+        }
         _ => "/account".to_owned(),
     }
 }
@@ -448,6 +455,7 @@ pub(crate) async fn authorize(
                 return b.error(StatusCode::BAD_REQUEST, "Invalid request", "Sign in first.");
             };
             let html = ConsentPage {
+                action: "/oauth/authorize",
                 csrf: b.csrf.clone(),
                 app_name: req.client.name.clone(),
                 username: user.username.clone(),

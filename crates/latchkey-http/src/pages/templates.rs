@@ -103,10 +103,26 @@ pub(crate) struct ScopeLine {
     pub(crate) description: String,
 }
 
-/// The consent page of `GET /oauth/authorize` (SPEC 5.2, 5.3).
+/// `/device` (RFC 8628, SPEC 13): field **Code**, button **Continue**.
+#[derive(Template)]
+#[template(path = "device.html")]
+pub(crate) struct DevicePage {
+    /// The CSRF token echoed in the form.
+    pub(crate) csrf: String,
+    /// The signed-in user's username.
+    pub(crate) username: String,
+    /// The code to prefill (from `verification_uri_complete`, or the last attempt).
+    pub(crate) user_code: String,
+    /// Why the last code was not accepted, shown with `role="alert"`.
+    pub(crate) error: Option<String>,
+}
+
+/// The consent page of `GET /oauth/authorize` (SPEC 5.2, 5.3), and of a device's request.
 #[derive(Template)]
 #[template(path = "consent.html")]
 pub(crate) struct ConsentPage {
+    /// Where the form posts: `/oauth/authorize`, or `/device` for a device's request.
+    pub(crate) action: &'static str,
     /// The CSRF token echoed in the form.
     pub(crate) csrf: String,
     /// The client's display name.

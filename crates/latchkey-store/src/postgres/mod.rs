@@ -105,6 +105,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (10, include_str!("../../migrations/postgres/0010_dpop.sql")),
     (11, include_str!("../../migrations/postgres/0011_session_step_up.sql")),
     (12, include_str!("../../migrations/postgres/0012_logout.sql")),
+    (13, include_str!("../../migrations/postgres/0013_device_authorizations.sql")),
 ];
 
 /// Advisory lock key held while migrating, so nodes starting together migrate one at a time.

@@ -55,6 +55,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (13, include_str!("../../migrations/sqlite/0013_dpop.sql")),
     (14, include_str!("../../migrations/sqlite/0014_session_step_up.sql")),
     (15, include_str!("../../migrations/sqlite/0015_logout.sql")),
+    (16, include_str!("../../migrations/sqlite/0016_device_authorizations.sql")),
 ];
 
 /// Maps SQLite errors to the port's, without leaking rusqlite types.

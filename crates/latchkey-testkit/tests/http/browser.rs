@@ -743,3 +743,43 @@ async fn a_person_manages_an_authenticator_app_on_the_account_page_in_chromium()
     .await;
     b.close().await.unwrap();
 }
+
+/// The device flow as a person meets it (RFC 8628, SPEC 13): a TV shows a code; in
+/// Chromium the person opens `/device`, signs in, types it under **Code**, presses
+/// **Continue** and **Allow**, and the TV's next poll gets tokens; a second code is denied.
+#[tokio::test]
+async fn a_person_connects_a_device_and_denies_another_in_chromium() {
+    use crate::device_grant::{ask, device_app, poll};
+    let s = TestServer::start().await;
+    s.register(&http_client(), "vic", "correct horse battery").await;
+    let app = device_app(&s, false).await;
+    let codes = ask(&s, &app, &[]).await;
+    assert_eq!(poll(&s, &app, codes.str("device_code")).await.json["error"], "authorization_pending");
+    let driver = Driver::start().await;
+    let b = driver.browser(true).await;
+
+    b.goto(&s.url("/device")).await.unwrap();
+    wait_until(&b, "sign-in page", |url, _| url.contains("/login")).await;
+    sign_in(&b, "vic").await;
+    wait_until(&b, "device page", |url, src| url.ends_with("/device") && src.contains("Connect a device"))
+        .await;
+    fill_by_label(&b, "Code", codes.str("user_code")).await;
+    click_button(&b, "Continue").await;
+    wait_until(&b, "consent", |_, src| src.contains("Test App wants to access your account")).await;
+    click_button(&b, "Allow").await;
+    wait_until(&b, "connected", |_, src| src.contains("Device connected")).await;
+    s.clock.advance(Duration::from_secs(10));
+    let tokens = poll(&s, &app, codes.str("device_code")).await;
+    assert_eq!(tokens.status, 200, "{}", tokens.text);
+
+    let second = ask(&s, &app, &[]).await;
+    b.goto(&s.url("/device")).await.unwrap();
+    wait_until(&b, "device page", |_, src| src.contains("Connect a device")).await;
+    fill_by_label(&b, "Code", &second.str("user_code").to_lowercase()).await;
+    click_button(&b, "Continue").await;
+    wait_until(&b, "consent", |_, src| src.contains(">Deny</button>")).await;
+    click_button(&b, "Deny").await;
+    wait_until(&b, "denied", |_, src| src.contains("Request denied")).await;
+    assert_eq!(poll(&s, &app, second.str("device_code")).await.json["error"], "access_denied");
+    b.close().await.unwrap();
+}

@@ -1,8 +1,10 @@
 //! Interoperability with an independent, OpenID-certified relying party in another language:
 //! `openid-client` 6 (on `oauth4webapi`) drives the server with DPoP through discovery, the
 //! code flow with PKCE, userinfo and refresh, for a public and a confidential client, and
-//! again against a server with `dpop_nonce = true` (its automatic `use_dpop_nonce` retry).
-//! The test itself is `interop/node/interop.test.mjs`; `interop/node/run-local.sh` starts
+//! again against a server with `dpop_nonce = true` (its automatic `use_dpop_nonce` retry);
+//! and OpenID Connect logout: `buildEndSessionUrl`, back-channel logout tokens checked with
+//! `jose`, and refused end-session requests (`interop/node/logout.test.mjs`).
+//! The tests themselves are in `interop/node/`; `interop/node/run-local.sh` starts
 //! the two servers from the binary built here, creates the user and the clients with the
 //! CLI, and runs it. `npm ci` there first (scripts/test does).
 
@@ -22,5 +24,6 @@ async fn openid_client_drives_the_code_flow_refresh_and_userinfo_with_dpop() {
         report.contains("# fail 0") && report.contains("# todo 0"),
         "every test ran and passed:\n{report}"
     );
-    assert!(!report.contains("# pass 0"), "{report}");
+    // Both files ran: 11 tests of the flows with DPoP, 6 of logout.
+    assert!(report.contains("# pass 17"), "{report}");
 }

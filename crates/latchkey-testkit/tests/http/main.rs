@@ -18,6 +18,7 @@ mod cli;
 mod client;
 mod client_js;
 mod delays;
+mod device_grant;
 mod dpop;
 mod email;
 mod feed;
