@@ -34,6 +34,8 @@ pub struct NewClient {
     pub backchannel_logout_uri: Option<String>,
     /// The app needs `sid` in logout tokens (always sent; recorded for its metadata).
     pub backchannel_logout_session_required: bool,
+    /// Its authorization requests must be pushed first (RFC 9126).
+    pub require_par: bool,
 }
 
 /// Registration and authentication failures.
@@ -163,6 +165,9 @@ impl Latchkey {
         if new.is_public && grant_types.iter().any(|g| g == "client_credentials") {
             return Err(ClientError::Invalid("a public client cannot use client_credentials".into()));
         }
+        if new.require_par && !grant_types.iter().any(|g| g == "authorization_code") {
+            return Err(ClientError::Invalid("--require-par needs the authorization_code grant".into()));
+        }
         if grant_types.iter().any(|g| g == "authorization_code") && new.redirect_uris.is_empty() {
             return Err(ClientError::Invalid("authorization_code needs at least one --redirect-uri".into()));
         }
@@ -192,6 +197,7 @@ impl Latchkey {
                 uri,
                 session_required: new.backchannel_logout_session_required,
             }),
+            require_par: new.require_par,
         };
         self.store.insert_client(&record).await?;
         Ok((record, secret))

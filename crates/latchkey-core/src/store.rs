@@ -619,6 +619,7 @@ mod device_grant;
 mod mail;
 mod mfa;
 mod oauth;
+mod pushed;
 pub use delivery::{DeliveryOutcome, DeliveryState, LogoutDeliveryRecord, LogoutDeliveryStore};
 pub use device_grant::{
     DeviceAuthorizationRecord, DeviceGrantStore, DevicePoll, DevicePollDecide, DevicePollDecision,
@@ -633,6 +634,7 @@ pub use oauth::{
     AuthCodeRecord, BackchannelLogout, ClientRecord, CodeDecide, CodeDecision, CodeIssuer, CodeRedemption,
     OAuthStore,
 };
+pub use pushed::{PushedRequestRecord, PushedRequestStore};
 
 /// The storage port: one trait per aggregate, so a new capability adds a trait of its own.
 /// The domain holds an `Arc<dyn Store>`; bring the aggregate traits into scope with
@@ -650,6 +652,7 @@ pub trait Store:
     + OutboxStore
     + LogoutDeliveryStore
     + DeviceGrantStore
+    + PushedRequestStore
     + MfaStore
     + ProofStore
     + Send
@@ -669,6 +672,7 @@ pub trait Store:
 pub mod ports {
     pub use super::{
         AuditStore, DeviceGrantStore, FeedStore, KeyStore, LinkStore, LogoutDeliveryStore, MfaStore,
-        OAuthStore, OutboxStore, ProofStore, SessionStore, Store, ThrottleStore, UserStore,
+        OAuthStore, OutboxStore, ProofStore, PushedRequestStore, SessionStore, Store, ThrottleStore,
+        UserStore,
     };
 }

@@ -23,6 +23,7 @@ mod migrations;
 mod oauth;
 mod outbox;
 mod postgres;
+mod pushed;
 mod revocation;
 mod rows;
 mod sessions;

@@ -21,6 +21,7 @@ static EXPIRED_EVENTS: Sql = Sql::new("DELETE FROM revocation_events WHERE until
 static IDLE_THROTTLES: Sql = Sql::new("DELETE FROM throttles WHERE last_failure_at <= $1");
 static EXPIRED_CODES: Sql = Sql::new("DELETE FROM auth_codes WHERE expires_at <= $1");
 static OLD_DEVICE_AUTHORIZATIONS: Sql = Sql::new("DELETE FROM device_authorizations WHERE expires_at <= $1");
+static OLD_PUSHED_REQUESTS: Sql = Sql::new("DELETE FROM pushed_requests WHERE expires_at <= $1");
 static OLD_LINKS: Sql = Sql::new("DELETE FROM link_tokens WHERE expires_at <= $1");
 static OLD_MFA_CHALLENGES: Sql = Sql::new("DELETE FROM mfa_challenges WHERE expires_at <= $1");
 static OLD_PASSKEY_CHALLENGES: Sql = Sql::new("DELETE FROM passkey_challenges WHERE expires_at <= $1");
@@ -51,6 +52,7 @@ fn prune(c: &mut dyn Conn, (now, before): (i64, i64)) -> OpFuture<'_, u64> {
         n += c.execute(&IDLE_THROTTLES, params![now.saturating_sub(THROTTLE_RETENTION_SECS)]).await?;
         n += c.execute(&EXPIRED_CODES, params![now.saturating_sub(CODE_RETENTION_SECS)]).await?;
         n += c.execute(&OLD_DEVICE_AUTHORIZATIONS, params![now.saturating_sub(CODE_RETENTION_SECS)]).await?;
+        n += c.execute(&OLD_PUSHED_REQUESTS, params![now.saturating_sub(CODE_RETENTION_SECS)]).await?;
         n += c.execute(&OLD_LINKS, params![now.saturating_sub(MAIL_RETENTION_SECS)]).await?;
         n += c.execute(&OLD_MFA_CHALLENGES, params![now.saturating_sub(CODE_RETENTION_SECS)]).await?;
         n += c.execute(&OLD_PASSKEY_CHALLENGES, params![now]).await?;

@@ -20,7 +20,7 @@ use crate::sessions::insert_session_in_tx;
 static INSERT_CLIENT: Sql = Sql::new(concat!(
     "INSERT INTO clients (",
     client_columns!(),
-    ") VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)"
+    ") VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)"
 ));
 static CLIENT: Sql = Sql::new(concat!("SELECT ", client_columns!(), " FROM clients WHERE client_id = $1"));
 static CLIENTS: Sql =
@@ -67,7 +67,8 @@ fn insert_client(c: &mut dyn Conn, client: ClientRecord) -> OpFuture<'_, ()> {
             client.created_at.0,
             &logout_uris,
             &backchannel_uri,
-            i64::from(backchannel.is_some_and(|b| b.session_required))
+            i64::from(backchannel.is_some_and(|b| b.session_required)),
+            i64::from(client.require_par)
         ];
         c.execute(&INSERT_CLIENT, p).await.map(|_| ())
     })

@@ -109,7 +109,7 @@ pub(crate) use code_columns;
 macro_rules! client_columns {
     () => {
         "client_id, name, secret_hash, redirect_uris, grant_types, scopes, created_at, \
-         post_logout_redirect_uris, backchannel_logout_uri, backchannel_logout_session_required"
+         post_logout_redirect_uris, backchannel_logout_uri, backchannel_logout_session_required, require_par"
     };
 }
 pub(crate) use client_columns;
@@ -370,6 +370,7 @@ pub(crate) fn client(row: &dyn Row) -> Result<ClientRecord, DbError> {
             .opt_text(8)?
             .map(|uri| Ok::<_, DbError>(BackchannelLogout { uri, session_required: row.int(9)? != 0 }))
             .transpose()?,
+        require_par: row.int(10)? != 0,
     })
 }
 

@@ -215,6 +215,9 @@ enum ClientCommand {
         /// The app needs `sid` in its logout tokens (Latchkey always sends it).
         #[arg(long)]
         backchannel_logout_session_required: bool,
+        /// The app's authorization requests must be pushed first (POST /oauth/par).
+        #[arg(long)]
+        require_par: bool,
     },
     /// List clients, one JSON object per line (no secrets).
     List,
@@ -379,6 +382,7 @@ pub async fn run_with_env(
                 post_logout_redirect_uris,
                 backchannel_logout_uri,
                 backchannel_logout_session_required,
+                require_par,
             } => {
                 let new = latchkey_core::clients::NewClient {
                     name,
@@ -389,6 +393,7 @@ pub async fn run_with_env(
                     post_logout_redirect_uris,
                     backchannel_logout_uri,
                     backchannel_logout_session_required,
+                    require_par,
                 };
                 let (client, secret) = app.admin_add_client(new).await?;
                 let mut out = json!({"client_id": client.client_id});
@@ -405,6 +410,7 @@ pub async fn run_with_env(
                         "post_logout_redirect_uris": c.post_logout_redirect_uris,
                         "backchannel_logout_uri": c.backchannel_logout.as_ref().map(|b| &b.uri),
                         "backchannel_logout_session_required": c.backchannel_logout.as_ref().is_some_and(|b| b.session_required),
+                        "require_par": c.require_par,
                         "created_at": c.created_at.rfc3339(),
                     }))?;
                 }

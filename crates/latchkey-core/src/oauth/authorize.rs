@@ -46,6 +46,8 @@ pub struct AuthorizeParams {
     /// `dpop_jkt` (RFC 9449 §10): the thumbprint of the DPoP key the code must be redeemed
     /// with.
     pub dpop_jkt: Option<String>,
+    /// `request_uri` (RFC 9126): a pushed request stands for every other parameter.
+    pub request_uri: Option<String>,
     /// Names given more than once (RFC 6749 §3.1: an error).
     pub repeated: Vec<String>,
 }
@@ -58,6 +60,7 @@ impl AuthorizeParams {
             let k = k.as_ref();
             let slot = match k {
                 "client_id" => &mut p.client_id,
+                "request_uri" => &mut p.request_uri,
                 "redirect_uri" => &mut p.redirect_uri,
                 "response_type" => &mut p.response_type,
                 "scope" => &mut p.scope,
@@ -86,6 +89,9 @@ impl AuthorizeParams {
     /// again), and the ID token's `auth_time` and `acr` tell the app what it reached. The
     /// front channel cannot stop a browser from leaving them out itself: the app checks
     /// those claims.
+    ///
+    /// A pushed request (RFC 9126) is carried as `client_id` and `request_uri` alone, plus
+    /// the `prompt` its sign-in has left (which overrides the pushed one).
     pub fn to_pairs(&self, after_sign_in: bool) -> Vec<(String, String)> {
         let prompt = self.prompt.as_deref().map(|p| {
             if after_sign_in {
@@ -94,6 +100,12 @@ impl AuthorizeParams {
                 p.to_owned()
             }
         });
+        if self.request_uri.is_some() {
+            return [("client_id", &self.client_id), ("request_uri", &self.request_uri), ("prompt", &prompt)]
+                .into_iter()
+                .filter_map(|(k, v)| v.as_ref().map(|v| (k.to_owned(), v.clone())))
+                .collect();
+        }
         [
             ("client_id", &self.client_id),
             ("redirect_uri", &self.redirect_uri),
@@ -214,12 +226,33 @@ fn is_s256_challenge(s: &str) -> bool {
 }
 
 impl Latchkey {
-    /// Checks an authorization request.
+    /// Checks an authorization request from the browser whose CSRF cookie is `browser`
+    /// (a pushed request is bound to the first browser that opens it).
     ///
     /// # Errors
-    /// [`AuthorizeError::Page`] for an unknown client or redirect URI,
-    /// [`AuthorizeError::Redirect`] for the rest.
-    pub async fn check_authorize(&self, params: AuthorizeParams) -> Result<AuthorizeRequest, AuthorizeError> {
+    /// [`AuthorizeError::Page`] for an unknown client or redirect URI, or a pushed request
+    /// that is unknown, expired, spent or another browser's; [`AuthorizeError::Redirect`]
+    /// for the rest.
+    pub async fn check_authorize(
+        &self,
+        params: AuthorizeParams,
+        browser: &str,
+    ) -> Result<AuthorizeRequest, AuthorizeError> {
+        let params = match params.request_uri.is_some() {
+            true => self.resolve_pushed_request(params, browser).await?,
+            false => params,
+        };
+        let pushed = params.request_uri.is_some();
+        self.check_authorize_params(params, pushed).await
+    }
+
+    /// The checks of [`Latchkey::check_authorize`] on the parameters themselves; `pushed`
+    /// says they came from a pushed request (which a `require_par` client needs).
+    pub(super) async fn check_authorize_params(
+        &self,
+        params: AuthorizeParams,
+        pushed: bool,
+    ) -> Result<AuthorizeRequest, AuthorizeError> {
         let repeated = |name: &str| params.repeated.iter().any(|r| r == name);
         if repeated("client_id") || repeated("redirect_uri") {
             return Err(page("Invalid request", "The client_id and redirect_uri may be given only once."));
@@ -240,6 +273,12 @@ impl Latchkey {
             return Err(page(
                 "Invalid redirect URI",
                 "The redirect_uri is not registered for this app, so Latchkey will not send you there.",
+            ));
+        }
+        if client.require_par && !pushed {
+            return Err(page(
+                "Invalid request",
+                "This app must push its authorization requests first (POST /oauth/par).",
             ));
         }
         let fail = |error: ErrorCode, description: &'static str| {
@@ -476,6 +515,14 @@ impl Latchkey {
             browser_session_id: Some(signed_in.session().id.clone()),
             dpop_jkt: req.dpop_jkt.clone(),
         };
+        if let Some(uri) = &req.params.request_uri
+            && !self.store.spend_pushed_request(&TokenHash::of(uri), now).await?
+        {
+            return Err(page(
+                "Request already used",
+                "This sign-in request was used already. Start again from the app.",
+            ));
+        }
         self.store.insert_auth_code(&record).await?;
         let mut params = vec![("code", code.as_str())];
         if let Some(s) = &req.state {

@@ -21,6 +21,8 @@ impl Latchkey {
             "introspection_endpoint": format!("{iss}/oauth/introspect"),
             "end_session_endpoint": format!("{iss}/oauth/logout"),
             "device_authorization_endpoint": format!("{iss}/oauth/device_authorization"),
+            "pushed_authorization_request_endpoint": format!("{iss}/oauth/par"),
+            "require_pushed_authorization_requests": false,
             "backchannel_logout_supported": true,
             "backchannel_logout_session_supported": true,
             "scopes_supported": ["openid", "profile", "offline_access", "roles"],

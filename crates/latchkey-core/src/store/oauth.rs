@@ -126,6 +126,8 @@ pub struct ClientRecord {
     pub post_logout_redirect_uris: Vec<RedirectUri>,
     /// Where the app receives back-channel logout tokens, if it does (SPEC 13).
     pub backchannel_logout: Option<BackchannelLogout>,
+    /// Its authorization requests must be pushed first (RFC 9126 §6).
+    pub require_par: bool,
 }
 
 /// A client's back-channel logout registration (OpenID Connect Back-Channel Logout 1.0 §2.2).
@@ -148,6 +150,7 @@ impl std::fmt::Debug for ClientRecord {
             .field("scopes", &self.scopes)
             .field("post_logout_redirect_uris", &self.post_logout_redirect_uris)
             .field("backchannel_logout", &self.backchannel_logout)
+            .field("require_par", &self.require_par)
             .finish_non_exhaustive()
     }
 }

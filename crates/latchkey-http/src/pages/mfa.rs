@@ -31,7 +31,7 @@ pub(super) async fn step_page(
     methods: &[MfaMethod],
     error: Option<String>,
 ) -> Response {
-    let (app_name, form_action) = signing_in_for(s, &return_to).await;
+    let (app_name, form_action) = signing_in_for(s, &return_to, &b.csrf).await;
     let html = MfaPage {
         csrf: b.csrf.clone(),
         return_to,

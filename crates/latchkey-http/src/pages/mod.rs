@@ -302,7 +302,7 @@ async fn render_login(
     username: String,
     error: Option<String>,
 ) -> Response {
-    let (app_name, form_action) = signing_in_for(s, &return_to).await;
+    let (app_name, form_action) = signing_in_for(s, &return_to, &b.csrf).await;
     let passkeys = s.service.passkeys_available();
     let html = LoginPage { csrf: b.csrf.clone(), return_to, username, error, app_name, passkeys }.render();
     b.page(Page { status, html, form_action })
@@ -310,10 +310,10 @@ async fn render_login(
 
 /// Signing in for an app (`return_to` is an authorization): its name, and the CSP
 /// `form-action` source that lets the redirect chain end at its redirect URI.
-async fn signing_in_for(s: &AppState, return_to: &str) -> (Option<String>, Option<String>) {
+async fn signing_in_for(s: &AppState, return_to: &str, browser: &str) -> (Option<String>, Option<String>) {
     if let Some(query) = return_to.strip_prefix("/oauth/authorize?")
         && let Some(pairs) = parse_pairs(query)
-        && let Ok(req) = s.service.check_authorize(AuthorizeParams::from_pairs(pairs)).await
+        && let Ok(req) = s.service.check_authorize(AuthorizeParams::from_pairs(pairs), browser).await
     {
         return (Some(req.client.name.clone()), csp_source(req.redirect_uri.as_str()));
     }
@@ -439,7 +439,7 @@ pub(crate) async fn authorize(
     let Some(pairs) = parse_pairs(q.as_deref().unwrap_or_default()) else {
         return b.error(StatusCode::BAD_REQUEST, "Invalid request", "The request could not be read.");
     };
-    let req = match s.service.check_authorize(AuthorizeParams::from_pairs(pairs)).await {
+    let req = match s.service.check_authorize(AuthorizeParams::from_pairs(pairs), &b.csrf).await {
         Ok(r) => r,
         Err(e) => return authorize_error(&b, &s, e, true),
     };
@@ -491,7 +491,7 @@ pub(crate) async fn consent(
     };
     let params =
         AuthorizeParams::from_pairs(pairs.iter().filter(|(k, _)| k != "csrf" && k != "decision").cloned());
-    let req = match s.service.check_authorize(params).await {
+    let req = match s.service.check_authorize(params, &b.csrf).await {
         Ok(r) => r,
         Err(e) => return authorize_error(&b, &s, e, false),
     };

@@ -106,6 +106,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (11, include_str!("../../migrations/postgres/0011_session_step_up.sql")),
     (12, include_str!("../../migrations/postgres/0012_logout.sql")),
     (13, include_str!("../../migrations/postgres/0013_device_authorizations.sql")),
+    (14, include_str!("../../migrations/postgres/0014_pushed_requests.sql")),
 ];
 
 /// Advisory lock key held while migrating, so nodes starting together migrate one at a time.

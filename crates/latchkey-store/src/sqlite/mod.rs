@@ -56,6 +56,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (14, include_str!("../../migrations/sqlite/0014_session_step_up.sql")),
     (15, include_str!("../../migrations/sqlite/0015_logout.sql")),
     (16, include_str!("../../migrations/sqlite/0016_device_authorizations.sql")),
+    (17, include_str!("../../migrations/sqlite/0017_pushed_requests.sql")),
 ];
 
 /// Maps SQLite errors to the port's, without leaking rusqlite types.

@@ -36,6 +36,7 @@ mod nodes;
 mod notes;
 mod oauth;
 mod pages;
+mod par;
 mod passkey;
 mod processes;
 mod recovery;

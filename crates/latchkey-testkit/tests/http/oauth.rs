@@ -169,8 +169,16 @@ async fn discovery_documents_advertise_what_is_served() {
         assert_eq!(d.json["response_types_supported"], json!(["code"]));
         assert_eq!(
             d.json["grant_types_supported"],
-            json!(["authorization_code", "refresh_token", "client_credentials"])
+            json!([
+                "authorization_code",
+                "refresh_token",
+                "client_credentials",
+                "urn:ietf:params:oauth:grant-type:device_code"
+            ])
         );
+        assert_eq!(d.json["end_session_endpoint"], format!("{iss}/oauth/logout"));
+        assert_eq!(d.json["device_authorization_endpoint"], format!("{iss}/oauth/device_authorization"));
+        assert_eq!(d.json["pushed_authorization_request_endpoint"], format!("{iss}/oauth/par"));
         assert_eq!(
             d.json["token_endpoint_auth_methods_supported"],
             json!(["client_secret_basic", "client_secret_post", "none"])

@@ -1,0 +1,17 @@
+-- Pushed authorization requests (RFC 9126, SPEC 13). The request_uri is kept as its SHA-256;
+-- `params` is the checked request as a JSON list of [name, value] pairs. The first browser
+-- to use it is bound to it (`browser_key`, the SHA-256 of its CSRF cookie) and has until
+-- `expires_at` (then extended for the sign-in) to finish; the code it produces spends it.
+CREATE TABLE pushed_requests (
+    hash        BLOB PRIMARY KEY,
+    client_id   TEXT NOT NULL,
+    params      TEXT NOT NULL,
+    created_at  INTEGER NOT NULL,
+    expires_at  INTEGER NOT NULL,
+    browser_key BLOB,
+    used_at     INTEGER
+) WITHOUT ROWID;
+CREATE INDEX pushed_requests_by_expiry ON pushed_requests(expires_at);
+
+-- A client that must push its authorization requests.
+ALTER TABLE clients ADD COLUMN require_par INTEGER NOT NULL DEFAULT 0;
