@@ -331,7 +331,12 @@ impl Latchkey {
                 Err(TokenRequestError::DeviceWait(why))
             }
             DevicePoll::Decided { authorization, decision: DevicePollDecision::Issue { session, .. } } => {
-                let auth_time = authorization.decided_at.unwrap_or(now);
+                // `auth_time` is when the approving browser signed in, as for a code.
+                let browser = match &authorization.browser_session_id {
+                    Some(id) => self.store.find_session(id).await?,
+                    None => None,
+                };
+                let auth_time = browser.map_or(now, |b| b.created_at);
                 self.answer_new_session(&session, auth_time, None, refresh_token, ctx, now).await
             }
         }

@@ -3,7 +3,9 @@
 //! code flow with PKCE, userinfo and refresh, for a public and a confidential client, and
 //! again against a server with `dpop_nonce = true` (its automatic `use_dpop_nonce` retry);
 //! and OpenID Connect logout: `buildEndSessionUrl`, back-channel logout tokens checked with
-//! `jose`, and refused end-session requests (`interop/node/logout.test.mjs`).
+//! `jose`, and refused end-session requests (`interop/node/logout.test.mjs`); and the device
+//! flow (`initiateDeviceAuthorization`, `pollDeviceAuthorizationGrant`, `/device` approved
+//! and denied; `interop/node/device.test.mjs`).
 //! The tests themselves are in `interop/node/`; `interop/node/run-local.sh` starts
 //! the two servers from the binary built here, creates the user and the clients with the
 //! CLI, and runs it. `npm ci` there first (scripts/test does).
@@ -24,6 +26,6 @@ async fn openid_client_drives_the_code_flow_refresh_and_userinfo_with_dpop() {
         report.contains("# fail 0") && report.contains("# todo 0"),
         "every test ran and passed:\n{report}"
     );
-    // Both files ran: 11 tests of the flows with DPoP, 6 of logout.
-    assert!(report.contains("# pass 17"), "{report}");
+    // Every file ran: 11 tests of the flows with DPoP, 6 of logout, 5 of the device flow.
+    assert!(report.contains("# pass 22"), "{report}");
 }
