@@ -36,6 +36,8 @@ pub struct NewClient {
     pub backchannel_logout_session_required: bool,
     /// Its authorization requests must be pushed first (RFC 9126).
     pub require_par: bool,
+    /// Resources (RFC 8707) it may ask tokens for: absolute URIs without a fragment.
+    pub resources: Vec<String>,
 }
 
 /// Registration and authentication failures.
@@ -113,6 +115,13 @@ pub fn is_acceptable_server_called_uri(uri: &str) -> bool {
         && url.password().is_none()
 }
 
+/// Whether `value` can be a resource indicator (RFC 8707 §2): an absolute URI without a
+/// fragment.
+pub fn is_resource_indicator(value: &str) -> bool {
+    value.len() <= 2048
+        && url::Url::parse(value).is_ok_and(|u| u.fragment().is_none() && !u.cannot_be_a_base())
+}
+
 impl Latchkey {
     /// `latchkey client add`: registers a client; returns it and, for a confidential
     /// client, its secret (shown once, stored only as a hash).
@@ -142,6 +151,11 @@ impl Latchkey {
             return Err(ClientError::Invalid(format!(
                 "back-channel logout URI {bad:?} must be https (or http on a loopback address), \
                  without a fragment"
+            )));
+        }
+        if let Some(bad) = new.resources.iter().find(|r| !is_resource_indicator(r)) {
+            return Err(ClientError::Invalid(format!(
+                "resource {bad:?} must be an absolute URI without a fragment"
             )));
         }
         if new.backchannel_logout_session_required && new.backchannel_logout_uri.is_none() {
@@ -198,6 +212,7 @@ impl Latchkey {
                 session_required: new.backchannel_logout_session_required,
             }),
             require_par: new.require_par,
+            resources: new.resources,
         };
         self.store.insert_client(&record).await?;
         Ok((record, secret))

@@ -63,6 +63,7 @@ impl SessionLifetimes {
             dpop_jkt: ctx.dpop.clone(),
             step_up_at: None,
             browser_session_id: None,
+            resources: Vec::new(),
         }
     }
 }
@@ -488,8 +489,14 @@ impl Latchkey {
         let refresh_token = new_refresh_token();
         self.store.insert_session(&session, &RefreshTokenKey::of(refresh_token.expose_secret())).await?;
         self.confirm_sign_in(user, &session, ctx).await?;
-        let access_token =
-            self.mint_access_token(user, &session, ctx.dpop.as_ref(), self.settings.access_token_ttl, now)?;
+        let access_token = self.mint_access_token(
+            user,
+            &session,
+            ctx.dpop.as_ref(),
+            &[],
+            self.settings.access_token_ttl,
+            now,
+        )?;
         Ok(TokenResponse {
             access_token,
             token_type: crate::tokens::token_type(ctx.dpop.as_ref()),

@@ -46,6 +46,9 @@ pub enum RefreshError {
     /// The request asked for a scope the session does not hold (`invalid_scope`).
     #[error("the scope exceeds what was granted")]
     ScopeExceeded,
+    /// The request asked for a resource the session was not granted (`invalid_target`).
+    #[error("the resource was not granted")]
+    TargetExceeded,
     /// Signing.
     #[error(transparent)]
     Keys(#[from] KeyError),
@@ -87,6 +90,16 @@ impl From<&Settings> for RotationPolicy {
     }
 }
 
+/// What a token request asked of a refresh besides the token: a narrower `scope`, and
+/// `resource`s (RFC 8707) for the access token's `aud`.
+#[derive(Debug, Clone, Default)]
+pub struct Requested {
+    /// The scope asked, when asked.
+    pub scope: Option<Scope>,
+    /// The resources asked; none means all the session's.
+    pub resources: Vec<String>,
+}
+
 /// Inputs to a decision besides the snapshot. Owned, so the store may run the decision on
 /// its own thread.
 #[derive(Debug, Clone)]
@@ -101,6 +114,8 @@ pub struct RefreshContext {
     pub caller: Caller,
     /// The scope the request asked for (the token endpoint's `scope`), when it asked.
     pub requested_scope: Option<Scope>,
+    /// The resources the request asked for (RFC 8707), if any: within the session's.
+    pub requested_resources: Vec<String>,
     /// Hash of the successor to install if the token rotates.
     pub successor: RefreshTokenKey,
     /// The successor sealed under the presented token.
@@ -246,6 +261,10 @@ pub fn decide(snap: &RefreshSnapshot, ctx: &RefreshContext) -> RotationDecision 
         return RotationDecision::ScopeExceeded;
     }
 
+    if ctx.requested_resources.iter().any(|r| !session.resources.contains(r)) {
+        return RotationDecision::TargetExceeded;
+    }
+
     // Risk (SPEC 12), for what would otherwise go through.
     let mut events: Vec<NewSecurityEvent> = anomaly.into_iter().collect();
     let mut shortened = false;
@@ -318,12 +337,14 @@ impl Latchkey {
         presented: &RefreshToken,
         caller: &Caller,
     ) -> Result<TokenResponse, RefreshError> {
-        self.refresh_for(&ClientId::from(crate::login::FIRST_PARTY_CLIENT_ID), presented, None, caller).await
+        let client = ClientId::from(crate::login::FIRST_PARTY_CLIENT_ID);
+        self.refresh_for(&client, presented, Requested::default(), caller).await
     }
 
     /// Rotates a refresh token presented by `client_id` (the first-party API, or an app at
     /// the token endpoint): the same engine, grace window and reuse detection for both.
-    /// `requested_scope` is the token request's `scope`, which may narrow but not widen.
+    /// `requested` is the token request's `scope` and `resource`s, which may narrow the
+    /// grant but not widen it.
     ///
     /// # Errors
     /// [`RefreshError::Refused`] with the reason for every refusal;
@@ -332,10 +353,10 @@ impl Latchkey {
         &self,
         client_id: &ClientId,
         presented: &RefreshToken,
-        requested_scope: Option<Scope>,
+        requested: Requested,
         caller: &Caller,
     ) -> Result<TokenResponse, RefreshError> {
-        self.rotate(client_id, presented, requested_scope, caller, false).await
+        self.rotate(client_id, presented, requested, caller, false).await
     }
 
     /// The rotation itself; `is_stepped_up` after the user signed in again (see
@@ -344,7 +365,7 @@ impl Latchkey {
         &self,
         client_id: &ClientId,
         presented: &RefreshToken,
-        requested_scope: Option<Scope>,
+        requested: Requested,
         caller: &Caller,
         is_stepped_up: bool,
     ) -> Result<TokenResponse, RefreshError> {
@@ -360,7 +381,8 @@ impl Latchkey {
             now,
             policy: RotationPolicy::from(&self.settings),
             caller: caller.clone(),
-            requested_scope,
+            requested_scope: requested.scope,
+            requested_resources: requested.resources.clone(),
             successor: RefreshTokenKey::of(successor.expose_secret()),
             successor_sealed,
             is_stepped_up,
@@ -418,6 +440,10 @@ impl Latchkey {
                 self.metrics.refresh(RefreshOutcome::Refused);
                 return Err(RefreshError::ScopeExceeded);
             }
+            RotationDecision::TargetExceeded => {
+                self.metrics.refresh(RefreshOutcome::Refused);
+                return Err(RefreshError::TargetExceeded);
+            }
         };
         let lifetime = if shortened {
             self.metrics.risk(RiskAction::Shorten);
@@ -425,8 +451,13 @@ impl Latchkey {
         } else {
             self.settings.access_token_ttl
         };
+        let audience = if requested.resources.is_empty() {
+            snap.session.resources.as_slice()
+        } else {
+            &requested.resources
+        };
         let access_token =
-            self.mint_access_token(&snap.user, &snap.session, caller.dpop.as_ref(), lifetime, now)?;
+            self.mint_access_token(&snap.user, &snap.session, caller.dpop.as_ref(), audience, lifetime, now)?;
         Ok(TokenResponse {
             access_token,
             token_type: token_type(caller.dpop.as_ref()),

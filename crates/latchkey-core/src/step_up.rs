@@ -96,7 +96,13 @@ impl Latchkey {
         // password or code guesses, nor clear the account's failure count.
         if session.revoked_at.is_some() || !self.store.is_live_refresh_token(&key).await? {
             return Err(self
-                .rotate(&session.client_id, &req.refresh_token, None, caller, false)
+                .rotate(
+                    &session.client_id,
+                    &req.refresh_token,
+                    crate::refresh::Requested::default(),
+                    caller,
+                    false,
+                )
                 .await
                 .err()
                 .map_or(unknown, StepUpError::from));
@@ -129,7 +135,15 @@ impl Latchkey {
                 ));
             }
         }
-        let tokens = self.rotate(&session.client_id, &req.refresh_token, None, caller, true).await?;
+        let tokens = self
+            .rotate(
+                &session.client_id,
+                &req.refresh_token,
+                crate::refresh::Requested::default(),
+                caller,
+                true,
+            )
+            .await?;
         self.store.delete_throttle(&account_key(&user.username)).await?;
         Ok(tokens)
     }

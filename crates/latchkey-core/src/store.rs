@@ -150,6 +150,9 @@ pub struct SessionRecord {
     /// For an app's session, the browser session whose sign-in approved its code:
     /// RP-initiated logout of that browser session ends it too (SPEC 13).
     pub browser_session_id: Option<SessionId>,
+    /// The resources (RFC 8707) granted to an app's session: its access tokens are for
+    /// them (or a part it asks for). Empty: the `audience` setting.
+    pub resources: Vec<String>,
 }
 
 /// A refresh token as stored: its key and hash, never the token.
@@ -244,6 +247,8 @@ pub enum RotationDecision {
     /// hold (RFC 6749 §6, `invalid_scope`). Decided only after the token's own state, so a
     /// retired token cannot be probed this way.
     ScopeExceeded,
+    /// Likewise for a `resource` the session was not granted (RFC 8707, `invalid_target`).
+    TargetExceeded,
 }
 
 /// The common part of every revocation: why, when, until when the feed must remember

@@ -9,7 +9,8 @@ use std::sync::Arc;
 use crate::keys::JwtRejection;
 use latchkey_proto::TokenErrorReason;
 use latchkey_proto::claims::{
-    ACCESS_TOKEN_TYP, AccessTokenClaims, ClaimsCheck, Confirmation, MAX_ACCESS_TOKEN_LEN, is_access_token_typ,
+    ACCESS_TOKEN_TYP, AccessTokenClaims, Audience, ClaimsCheck, Confirmation, MAX_ACCESS_TOKEN_LEN,
+    is_access_token_typ,
 };
 
 use crate::clock::Timestamp;
@@ -44,7 +45,8 @@ fn confirmation(key: Option<&Thumbprint>) -> Option<Confirmation> {
 impl Latchkey {
     /// Mints an access token for a session that lives `lifetime` (the configured one, or
     /// less when risk shortened it; never past the session's end), bound to `key` when the
-    /// request proved one (`cnf.jkt`, SPEC 12).
+    /// request proved one (`cnf.jkt`, SPEC 12), for `resources` (its `aud`, RFC 8707; the
+    /// `audience` setting when none).
     ///
     /// # Errors
     /// When no key can sign.
@@ -53,6 +55,7 @@ impl Latchkey {
         user: &UserRecord,
         session: &SessionRecord,
         key: Option<&Thumbprint>,
+        resources: &[String],
         lifetime: std::time::Duration,
         now: Timestamp,
     ) -> Result<String, KeyError> {
@@ -60,7 +63,7 @@ impl Latchkey {
         let claims = AccessTokenClaims {
             iss: s.issuer.clone(),
             sub: user.id.to_string(),
-            aud: s.audience.clone(),
+            aud: Audience::of(resources, &s.audience),
             client_id: session.client_id.to_string(),
             // Never valid past the session's absolute end, even for verifiers that only look
             // at the token.
@@ -83,7 +86,7 @@ impl Latchkey {
     }
 
     /// Mints an access token for a client acting on its own behalf (`client_credentials`):
-    /// `sub` is the client, no session, no roles.
+    /// `sub` is the client, no session, no roles; `aud` as for a session's.
     ///
     /// # Errors
     /// When no key can sign.
@@ -92,13 +95,14 @@ impl Latchkey {
         client_id: &ClientId,
         scope: &Scope,
         key: Option<&Thumbprint>,
+        resources: &[String],
         now: Timestamp,
     ) -> Result<String, KeyError> {
         let s = &self.settings;
         let claims = AccessTokenClaims {
             iss: s.issuer.clone(),
             sub: client_id.to_string(),
-            aud: s.audience.clone(),
+            aud: Audience::of(resources, &s.audience),
             client_id: client_id.to_string(),
             exp: now.plus(s.access_token_ttl).0,
             iat: now.0,

@@ -162,6 +162,11 @@ fn refresh(e: &RefreshError) -> Response {
         RefreshError::ScopeExceeded => {
             plain(StatusCode::BAD_REQUEST, ErrorCode::InvalidScope, "The scope exceeds what was granted.")
         }
+        RefreshError::TargetExceeded => plain(
+            StatusCode::BAD_REQUEST,
+            ErrorCode::InvalidTarget,
+            "The resource was not granted to this session.",
+        ),
         RefreshError::Keys(k) => keys(k),
         RefreshError::Store(s) => store(s),
         RefreshError::Sealing => internal(e),
@@ -575,6 +580,9 @@ impl IntoResponse for ApiError {
                 }
                 TokenRequestError::InvalidScope(why) => {
                     plain(StatusCode::BAD_REQUEST, ErrorCode::InvalidScope, *why)
+                }
+                TokenRequestError::InvalidTarget(why) => {
+                    plain(StatusCode::BAD_REQUEST, ErrorCode::InvalidTarget, *why)
                 }
                 TokenRequestError::DeviceWait(why) => device_wait(*why),
                 TokenRequestError::RevocationThrottled { retry_after } => with_retry_after(

@@ -59,7 +59,8 @@ impl Params {
             "The body must be application/x-www-form-urlencoded.",
         )))?;
         for (i, (k, _)) in pairs.iter().enumerate() {
-            if pairs.iter().skip(i + 1).any(|(other, _)| other == k) {
+            // `resource` may repeat (RFC 8707 §2); nothing else may (RFC 6749 §3.2).
+            if k != "resource" && pairs.iter().skip(i + 1).any(|(other, _)| other == k) {
                 return Err(ApiError::Token(TokenRequestError::InvalidRequest(
                     "A parameter was given more than once.",
                 )));
@@ -70,6 +71,11 @@ impl Params {
 
     fn get(&self, name: &str) -> Option<String> {
         self.0.iter().find(|(k, v)| k == name && !v.is_empty()).map(|(_, v)| v.clone())
+    }
+
+    /// Every non-empty value of a parameter that may repeat.
+    fn all(&self, name: &str) -> Vec<String> {
+        self.0.iter().filter(|(k, v)| k == name && !v.is_empty()).map(|(_, v)| v.clone()).collect()
     }
 
     fn require(&self, name: &str, why: &'static str) -> Result<String, ApiError> {
@@ -115,14 +121,17 @@ pub(crate) async fn token(
             code: params.require("code", "code is required.")?,
             redirect_uri: params.get("redirect_uri").map(Into::into),
             code_verifier: params.get("code_verifier"),
+            resources: params.all("resource"),
         },
         Some("refresh_token") => TokenGrant::RefreshToken {
             refresh_token: RefreshToken::new(params.require("refresh_token", "refresh_token is required.")?),
             scope: params.get("scope").map(Into::into),
+            resources: params.all("resource"),
         },
-        Some("client_credentials") => {
-            TokenGrant::ClientCredentials { scope: params.get("scope").map(Into::into) }
-        }
+        Some("client_credentials") => TokenGrant::ClientCredentials {
+            scope: params.get("scope").map(Into::into),
+            resources: params.all("resource"),
+        },
         Some(latchkey_core::oauth::DEVICE_CODE_GRANT) => {
             TokenGrant::DeviceCode { device_code: params.require("device_code", "device_code is required.")? }
         }

@@ -39,6 +39,48 @@ pub struct ClaimsCheck<'a> {
     pub allow_expired: bool,
 }
 
+/// A token's `aud` (RFC 7519 §4.1.3): one audience as a string, or several as an array
+/// (an app that asked for several resources, RFC 8707).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum Audience {
+    /// One audience.
+    One(String),
+    /// Several.
+    Many(Vec<String>),
+}
+
+impl Audience {
+    /// The audience of a token for `resources`: `default` when there are none.
+    pub fn of(resources: &[String], default: &str) -> Self {
+        match resources {
+            [] => Self::One(default.to_owned()),
+            [one] => Self::One(one.clone()),
+            many => Self::Many(many.to_vec()),
+        }
+    }
+
+    /// Whether `audience` is one of them.
+    pub fn contains(&self, audience: &str) -> bool {
+        match self {
+            Self::One(a) => a == audience,
+            Self::Many(all) => all.iter().any(|a| a == audience),
+        }
+    }
+}
+
+impl From<String> for Audience {
+    fn from(a: String) -> Self {
+        Self::One(a)
+    }
+}
+
+impl From<&str> for Audience {
+    fn from(a: &str) -> Self {
+        Self::One(a.to_owned())
+    }
+}
+
 /// The claims of a Latchkey access token.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AccessTokenClaims {
@@ -46,8 +88,9 @@ pub struct AccessTokenClaims {
     pub iss: String,
     /// User id (or client id for client_credentials).
     pub sub: String,
-    /// Audience.
-    pub aud: String,
+    /// Audience: Latchkey's `audience` setting, or the resources an app asked for
+    /// (RFC 8707).
+    pub aud: Audience,
     /// The client the token was issued to.
     pub client_id: String,
     /// Expiry, seconds since the epoch.
@@ -93,7 +136,7 @@ impl AccessTokenClaims {
         if self.iss != expect.issuer {
             return Err(TokenErrorReason::WrongIssuer);
         }
-        if self.aud != expect.audience {
+        if !self.aud.contains(expect.audience) {
             return Err(TokenErrorReason::WrongAudience);
         }
         let latest = expect.now.saturating_add(expect.skew);
@@ -112,4 +155,20 @@ impl AccessTokenClaims {
 pub struct Confirmation {
     /// JWK SHA-256 thumbprint of the client's DPoP key.
     pub jkt: String,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_audience_is_one_string_or_several() {
+        let one: Audience = serde_json::from_str("\"https://a\"").unwrap();
+        let many: Audience = serde_json::from_str("[\"https://a\",\"https://b\"]").unwrap();
+        assert!(one.contains("https://a") && !one.contains("https://b"));
+        assert!(many.contains("https://a") && many.contains("https://b") && !many.contains("https://c"));
+        assert_eq!(Audience::of(&[], "d"), Audience::One("d".into()));
+        assert_eq!(serde_json::to_string(&Audience::of(&["x".into()], "d")).unwrap(), "\"x\"");
+        assert_eq!(serde_json::to_string(&many).unwrap(), "[\"https://a\",\"https://b\"]");
+    }
 }

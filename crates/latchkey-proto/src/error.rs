@@ -70,6 +70,8 @@ pub enum ErrorCode {
     SlowDown,
     /// Device flow: the device code expired before the user allowed it.
     ExpiredToken,
+    /// A `resource` (RFC 8707) that is not registered for the client, or not granted.
+    InvalidTarget,
 }
 
 impl ErrorCode {
@@ -106,6 +108,7 @@ impl ErrorCode {
             Self::AuthorizationPending => "authorization_pending",
             Self::SlowDown => "slow_down",
             Self::ExpiredToken => "expired_token",
+            Self::InvalidTarget => "invalid_target",
         }
     }
 }

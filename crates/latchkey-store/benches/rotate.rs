@@ -53,6 +53,7 @@ fn rotate(c: &mut Criterion) {
             dpop_jkt: None,
             step_up_at: None,
             browser_session_id: None,
+            resources: Vec::new(),
         };
         let first = new_refresh_token();
         store.insert_session(&session, &RefreshTokenKey::of(first.expose_secret())).await.expect("session");
@@ -72,6 +73,7 @@ fn rotate(c: &mut Criterion) {
                 policy: RotationPolicy::from(&settings),
                 caller: client.clone(),
                 requested_scope: None,
+                requested_resources: Vec::new(),
                 successor: RefreshTokenKey::of(successor.expose_secret()),
                 successor_sealed: sealed,
                 is_stepped_up: false,

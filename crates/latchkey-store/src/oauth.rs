@@ -20,7 +20,7 @@ use crate::sessions::insert_session_in_tx;
 static INSERT_CLIENT: Sql = Sql::new(concat!(
     "INSERT INTO clients (",
     client_columns!(),
-    ") VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)"
+    ") VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)"
 ));
 static CLIENT: Sql = Sql::new(concat!("SELECT ", client_columns!(), " FROM clients WHERE client_id = $1"));
 static CLIENTS: Sql =
@@ -29,7 +29,7 @@ static DELETE_CLIENT: Sql = Sql::new("DELETE FROM clients WHERE client_id = $1")
 static INSERT_CODE: Sql = Sql::new(concat!(
     "INSERT INTO auth_codes (",
     code_columns!(),
-    ") VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)"
+    ") VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)"
 ));
 static LOCK_CODE: Sql =
     Sql::new(concat!("SELECT ", code_columns!(), " FROM auth_codes WHERE hash = $1 FOR UPDATE"));
@@ -48,6 +48,7 @@ fn consent_scopes(row: &dyn crate::db::Row) -> Result<Scope, DbError> {
 
 fn insert_client(c: &mut dyn Conn, client: ClientRecord) -> OpFuture<'_, ()> {
     Box::pin(async move {
+        let resources = rows::to_json(&client.resources)?;
         let (uris, grants, scopes, logout_uris) = (
             rows::to_json(&client.redirect_uris)?,
             rows::to_json(&client.grant_types)?,
@@ -68,7 +69,8 @@ fn insert_client(c: &mut dyn Conn, client: ClientRecord) -> OpFuture<'_, ()> {
             &logout_uris,
             &backchannel_uri,
             i64::from(backchannel.is_some_and(|b| b.session_required)),
-            i64::from(client.require_par)
+            i64::from(client.require_par),
+            &resources
         ];
         c.execute(&INSERT_CLIENT, p).await.map(|_| ())
     })
@@ -88,6 +90,7 @@ fn delete_client(c: &mut dyn Conn, id: ClientId) -> OpFuture<'_, bool> {
 
 fn insert_code(c: &mut dyn Conn, code: AuthCodeRecord) -> OpFuture<'_, ()> {
     Box::pin(async move {
+        let resources = rows::to_json(&code.resources)?;
         let p = params![
             &code.hash.0,
             &code.client_id,
@@ -102,7 +105,8 @@ fn insert_code(c: &mut dyn Conn, code: AuthCodeRecord) -> OpFuture<'_, ()> {
             code.used_at.map(|t| t.0),
             &code.session_id,
             &code.browser_session_id,
-            &code.dpop_jkt
+            &code.dpop_jkt,
+            &resources
         ];
         c.execute(&INSERT_CODE, p).await.map(|_| ())
     })

@@ -91,7 +91,7 @@ macro_rules! session_columns {
     () => {
         "s.id, s.user_id, s.client_id, s.scope, s.created_at, s.last_used_at, s.idle_expires_at, \
          s.expires_at, s.ip, s.user_agent, s.revoked_at, s.revoke_reason, s.amr, \
-         s.dpop_jkt, s.step_up_at, s.browser_session_id"
+         s.dpop_jkt, s.step_up_at, s.browser_session_id, s.resources"
     };
 }
 pub(crate) use session_columns;
@@ -100,7 +100,7 @@ pub(crate) use session_columns;
 macro_rules! code_columns {
     () => {
         "hash, client_id, user_id, redirect_uri, scope, nonce, code_challenge, auth_time, created_at, \
-         expires_at, used_at, session_id, browser_session_id, dpop_jkt"
+         expires_at, used_at, session_id, browser_session_id, dpop_jkt, resources"
     };
 }
 pub(crate) use code_columns;
@@ -109,7 +109,7 @@ pub(crate) use code_columns;
 macro_rules! client_columns {
     () => {
         "client_id, name, secret_hash, redirect_uris, grant_types, scopes, created_at, \
-         post_logout_redirect_uris, backchannel_logout_uri, backchannel_logout_session_required, require_par"
+         post_logout_redirect_uris, backchannel_logout_uri, backchannel_logout_session_required, require_par, resources"
     };
 }
 pub(crate) use client_columns;
@@ -323,6 +323,7 @@ pub(crate) fn session(row: &dyn Row) -> Result<SessionRecord, DbError> {
         dpop_jkt: thumbprint(row.opt_text(13)?, "sessions.dpop_jkt")?,
         step_up_at: row.opt_int(14)?.map(Timestamp),
         browser_session_id: row.opt_text(15)?.map(Into::into),
+        resources: json_list(row, 16, "sessions.resources")?,
     })
 }
 
@@ -348,6 +349,7 @@ pub(crate) fn auth_code(row: &dyn Row) -> Result<AuthCodeRecord, DbError> {
         session_id: row.opt_text(11)?.map(Into::into),
         browser_session_id: row.opt_text(12)?.map(Into::into),
         dpop_jkt: thumbprint(row.opt_text(13)?, "auth_codes.dpop_jkt")?,
+        resources: json_list(row, 14, "auth_codes.resources")?,
     })
 }
 
@@ -371,6 +373,7 @@ pub(crate) fn client(row: &dyn Row) -> Result<ClientRecord, DbError> {
             .map(|uri| Ok::<_, DbError>(BackchannelLogout { uri, session_required: row.int(9)? != 0 }))
             .transpose()?,
         require_par: row.int(10)? != 0,
+        resources: json_list(row, 11, "clients.resources")?,
     })
 }
 

@@ -27,8 +27,8 @@ use crate::rows::{self, session_columns};
 
 static INSERT: Sql = Sql::new(
     "INSERT INTO sessions (id, user_id, client_id, scope, created_at, last_used_at, idle_expires_at, \
-     expires_at, ip, user_agent, amr, dpop_jkt, browser_session_id) \
-     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)",
+     expires_at, ip, user_agent, amr, dpop_jkt, browser_session_id, resources) \
+     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)",
 );
 static INSERT_TOKEN: Sql =
     Sql::new("INSERT INTO refresh_tokens (id, hash, session_id, created_at) VALUES ($1, $2, $3, $4)");
@@ -90,6 +90,7 @@ pub(crate) async fn insert_session_in_tx(
     s: &SessionRecord,
     refresh_token: Option<&RefreshTokenKey>,
 ) -> Result<(), DbError> {
+    let resources = rows::to_json(&s.resources)?;
     let p = params![
         &s.id,
         &s.user_id,
@@ -103,7 +104,8 @@ pub(crate) async fn insert_session_in_tx(
         &s.user_agent,
         &s.amr,
         &s.dpop_jkt,
-        &s.browser_session_id
+        &s.browser_session_id,
+        &resources
     ];
     c.execute(&INSERT, p).await?;
     if let Some(key) = refresh_token {
@@ -252,7 +254,9 @@ async fn apply_rotation(
         RotationDecision::Revoke { revocation } => {
             revoke_in_tx(c, vec![sid.clone()], revocation).await?;
         }
-        RotationDecision::Refuse { .. } | RotationDecision::ScopeExceeded => {}
+        RotationDecision::Refuse { .. }
+        | RotationDecision::ScopeExceeded
+        | RotationDecision::TargetExceeded => {}
     }
     Ok(())
 }

@@ -119,6 +119,7 @@ fn session(id: &str, user_id: &str, expires_at: i64) -> SessionRecord {
         dpop_jkt: None,
         step_up_at: None,
         browser_session_id: None,
+        resources: Vec::new(),
     }
 }
 
@@ -134,6 +135,7 @@ async fn rotate(store: &dyn Store, presented: &RefreshToken, now: i64) -> Option
         policy: RotationPolicy::from(&Settings::new("http://issuer")),
         caller: Caller { ip: None, user_agent: Some("ua".into()), dpop: None },
         requested_scope: None,
+        requested_resources: Vec::new(),
         successor: RefreshTokenKey::of(successor.expose_secret()),
         successor_sealed: seal_successor(presented, &successor).unwrap(),
         is_stepped_up: false,
@@ -326,6 +328,7 @@ fn code(hash: &TokenHash) -> AuthCodeRecord {
         session_id: None,
         browser_session_id: Some("web".into()),
         dpop_jkt: None,
+        resources: vec!["https://api.example/notes".to_owned()],
     }
 }
 

@@ -218,6 +218,10 @@ enum ClientCommand {
         /// The app's authorization requests must be pushed first (POST /oauth/par).
         #[arg(long)]
         require_par: bool,
+        /// A resource (RFC 8707) the app may ask tokens for: the tokens' `aud` (repeat for
+        /// several).
+        #[arg(long = "resource")]
+        resources: Vec<String>,
     },
     /// List clients, one JSON object per line (no secrets).
     List,
@@ -383,6 +387,7 @@ pub async fn run_with_env(
                 backchannel_logout_uri,
                 backchannel_logout_session_required,
                 require_par,
+                resources,
             } => {
                 let new = latchkey_core::clients::NewClient {
                     name,
@@ -394,6 +399,7 @@ pub async fn run_with_env(
                     backchannel_logout_uri,
                     backchannel_logout_session_required,
                     require_par,
+                    resources,
                 };
                 let (client, secret) = app.admin_add_client(new).await?;
                 let mut out = json!({"client_id": client.client_id});
@@ -411,6 +417,7 @@ pub async fn run_with_env(
                         "backchannel_logout_uri": c.backchannel_logout.as_ref().map(|b| &b.uri),
                         "backchannel_logout_session_required": c.backchannel_logout.as_ref().is_some_and(|b| b.session_required),
                         "require_par": c.require_par,
+                        "resources": c.resources,
                         "created_at": c.created_at.rfc3339(),
                     }))?;
                 }

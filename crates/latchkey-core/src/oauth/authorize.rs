@@ -48,6 +48,8 @@ pub struct AuthorizeParams {
     pub dpop_jkt: Option<String>,
     /// `request_uri` (RFC 9126): a pushed request stands for every other parameter.
     pub request_uri: Option<String>,
+    /// Every `resource` (RFC 8707; the one parameter that may repeat).
+    pub resources: Vec<String>,
     /// Names given more than once (RFC 6749 §3.1: an error).
     pub repeated: Vec<String>,
 }
@@ -58,6 +60,10 @@ impl AuthorizeParams {
         let mut p = Self::default();
         for (k, v) in pairs {
             let k = k.as_ref();
+            if k == "resource" {
+                p.resources.push(v.into());
+                continue;
+            }
             let slot = match k {
                 "client_id" => &mut p.client_id,
                 "request_uri" => &mut p.request_uri,
@@ -122,6 +128,7 @@ impl AuthorizeParams {
         ]
         .into_iter()
         .filter_map(|(k, v)| v.as_ref().map(|v| (k.to_owned(), v.clone())))
+        .chain(self.resources.iter().map(|r| ("resource".to_owned(), r.clone())))
         .collect()
     }
 }
@@ -161,6 +168,8 @@ pub struct AuthorizeRequest {
     pub min_acr: Option<AcrLevel>,
     /// The DPoP key the code is bound to (`dpop_jkt`).
     pub dpop_jkt: Option<crate::dpop::Thumbprint>,
+    /// The resources asked for (RFC 8707), each registered for the client.
+    pub resources: Vec<String>,
     /// The parameters as received.
     pub params: AuthorizeParams,
 }
@@ -372,7 +381,17 @@ impl Latchkey {
                 fail(ErrorCode::InvalidRequest, "dpop_jkt must be a JWK SHA-256 thumbprint (RFC 7638).")
             })?),
         };
+        if params.resources.iter().any(|r| !client.resources.contains(r)) {
+            return Err(fail(
+                ErrorCode::InvalidTarget,
+                "The app asked for a resource it is not registered for.",
+            ));
+        }
+        let mut resources = params.resources.clone();
+        resources.sort();
+        resources.dedup();
         Ok(AuthorizeRequest {
+            resources,
             client,
             redirect_uri,
             scopes,
@@ -514,6 +533,7 @@ impl Latchkey {
             session_id: None,
             browser_session_id: Some(signed_in.session().id.clone()),
             dpop_jkt: req.dpop_jkt.clone(),
+            resources: req.resources.clone(),
         };
         if let Some(uri) = &req.params.request_uri
             && !self.store.spend_pushed_request(&TokenHash::of(uri), now).await?

@@ -337,7 +337,7 @@ impl Latchkey {
                     None => None,
                 };
                 let auth_time = browser.map_or(now, |b| b.created_at);
-                self.answer_new_session(&session, auth_time, None, refresh_token, ctx, now).await
+                self.answer_new_session(&session, &[], auth_time, None, refresh_token, ctx, now).await
             }
         }
     }

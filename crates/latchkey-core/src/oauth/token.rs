@@ -67,6 +67,8 @@ pub enum TokenGrant {
         redirect_uri: Option<RedirectUri>,
         /// The PKCE verifier.
         code_verifier: Option<String>,
+        /// The resources asked for (RFC 8707): within the code's.
+        resources: Vec<String>,
     },
     /// `refresh_token`.
     RefreshToken {
@@ -74,11 +76,15 @@ pub enum TokenGrant {
         refresh_token: RefreshToken,
         /// A narrower scope, if asked (must be within the grant).
         scope: Option<Scope>,
+        /// The resources asked for (RFC 8707): within the grant's.
+        resources: Vec<String>,
     },
     /// `client_credentials`.
     ClientCredentials {
         /// The scope asked (default: every scope the client has).
         scope: Option<Scope>,
+        /// The resources asked for (RFC 8707): registered for the client.
+        resources: Vec<String>,
     },
     /// `urn:ietf:params:oauth:grant-type:device_code` (RFC 8628 §3.4).
     DeviceCode {
@@ -124,6 +130,10 @@ pub enum TokenRequestError {
     /// `invalid_scope`.
     #[error("{0}")]
     InvalidScope(&'static str),
+    /// `invalid_target` (RFC 8707): a `resource` not registered for the client, or not
+    /// granted.
+    #[error("{0}")]
+    InvalidTarget(&'static str),
     /// Revocation (RFC 7009 §2.2): the client revoked too many of its own tokens lately;
     /// `503` with `Retry-After`, and the token is still valid.
     #[error("too many token revocations; retry after {retry_after} s")]
@@ -154,6 +164,9 @@ impl From<RefreshError> for TokenRequestError {
                 Self::InvalidGrant { description: reason.description(), reason: Some(reason) }
             }
             RefreshError::ScopeExceeded => Self::InvalidScope("The scope exceeds what was granted."),
+            RefreshError::TargetExceeded => {
+                Self::InvalidTarget("The resource was not granted to this session.")
+            }
             RefreshError::Keys(k) => Self::Keys(k),
             RefreshError::Store(s) => Self::Store(s),
             RefreshError::Sealing => Self::Internal,
@@ -270,8 +283,17 @@ impl Latchkey {
         ctx: &Caller,
     ) -> Result<OAuthTokenResponse, TokenRequestError> {
         let client = self.authenticate_token_client(creds).await?;
+        let asked = match &grant {
+            TokenGrant::AuthorizationCode { resources, .. }
+            | TokenGrant::RefreshToken { resources, .. }
+            | TokenGrant::ClientCredentials { resources, .. } => resources.as_slice(),
+            TokenGrant::DeviceCode { .. } => &[],
+        };
+        if asked.iter().any(|r| !client.resources.contains(r)) {
+            return Err(TokenRequestError::InvalidTarget("The client is not registered for that resource."));
+        }
         match grant {
-            TokenGrant::AuthorizationCode { code, redirect_uri, code_verifier } => {
+            TokenGrant::AuthorizationCode { code, redirect_uri, code_verifier, resources } => {
                 let redirect_uri =
                     redirect_uri.ok_or(TokenRequestError::InvalidRequest("redirect_uri is required."))?;
                 let verifier = code_verifier
@@ -281,9 +303,9 @@ impl Latchkey {
                         "code_verifier must be 43 to 128 unreserved characters.",
                     ));
                 }
-                self.redeem_code(&client, &code, &redirect_uri, &verifier, ctx).await
+                self.redeem_code(&client, &code, &redirect_uri, &verifier, resources, ctx).await
             }
-            TokenGrant::RefreshToken { refresh_token, scope } => {
+            TokenGrant::RefreshToken { refresh_token, scope, resources } => {
                 if !has_grant(&client, "refresh_token") {
                     return Err(TokenRequestError::UnauthorizedClient(
                         "This client may not use refresh tokens.",
@@ -293,7 +315,8 @@ impl Latchkey {
                 // only after the token's own state is judged: a retired token presented with
                 // a bad scope is still reuse. A narrower scope is accepted, and the tokens
                 // keep the session's scope, which the answer's `scope` states.
-                let t = self.refresh_for(&client.client_id, &refresh_token, scope, ctx).await?;
+                let asked = crate::refresh::Requested { scope, resources };
+                let t = self.refresh_for(&client.client_id, &refresh_token, asked, ctx).await?;
                 Ok(OAuthTokenResponse {
                     access_token: t.access_token,
                     token_type: t.token_type,
@@ -304,7 +327,7 @@ impl Latchkey {
                 })
             }
             TokenGrant::DeviceCode { device_code } => self.poll_device(&client, &device_code, ctx).await,
-            TokenGrant::ClientCredentials { scope } => {
+            TokenGrant::ClientCredentials { scope, resources } => {
                 if client.secret_hash.is_none() || !has_grant(&client, "client_credentials") {
                     return Err(TokenRequestError::UnauthorizedClient(
                         "This client may not use the client_credentials grant.",
@@ -318,7 +341,7 @@ impl Latchkey {
                 };
                 let now = self.clock.now();
                 let access_token =
-                    self.mint_client_token(&client.client_id, &scope, ctx.dpop.as_ref(), now)?;
+                    self.mint_client_token(&client.client_id, &scope, ctx.dpop.as_ref(), &resources, now)?;
                 Ok(OAuthTokenResponse {
                     access_token,
                     token_type: token_type(ctx.dpop.as_ref()),
@@ -337,6 +360,7 @@ impl Latchkey {
         code: &str,
         redirect_uri: &RedirectUri,
         verifier: &str,
+        asked: Vec<String>,
         ctx: &Caller,
     ) -> Result<OAuthTokenResponse, TokenRequestError> {
         let unknown = TokenRequestError::InvalidGrant {
@@ -363,10 +387,15 @@ impl Latchkey {
         // tokens to the key of the request that got it.
         let is_public = client.secret_hash.is_none();
         let ctx_owned = ctx.clone();
+        let asked_owned = asked.clone();
         let decide = Box::new(move |code: &AuthCodeRecord, issuer: &CodeIssuer| {
             let problem =
                 code_problem(code, &client_id, &redirect, &verifier_owned, ctx_owned.dpop.as_ref(), now)
-                    .or_else(|| issuer_problem(code, issuer, now));
+                    .or_else(|| issuer_problem(code, issuer, now))
+                    .or_else(|| {
+                        let granted = asked_owned.iter().all(|r| code.resources.contains(r));
+                        (!granted).then_some("The resource was not part of the authorization request.")
+                    });
             if let Some(why) = problem {
                 return CodeDecision::Refuse { why };
             }
@@ -381,6 +410,7 @@ impl Latchkey {
             if !is_public {
                 session.dpop_jkt = None;
             }
+            session.resources.clone_from(&code.resources);
             CodeDecision::Issue { session: Box::new(session), refresh_token: refresh_key }
         });
         let reuse = SessionRevocation {
@@ -423,16 +453,27 @@ impl Latchkey {
                 (code, session)
             }
         };
-        self.answer_new_session(&session, code.auth_time, code.nonce.as_deref(), refresh_token, ctx, now)
-            .await
+        self.answer_new_session(
+            &session,
+            &asked,
+            code.auth_time,
+            code.nonce.as_deref(),
+            refresh_token,
+            ctx,
+            now,
+        )
+        .await
     }
 
     /// The token response for a session a grant just opened (a code, or a device's
     /// approval): its user must still be active (else the session is revoked at once), an
-    /// access token, and an ID token when `openid` was granted.
+    /// access token for the resources `asked` (all the session's when none), and an ID
+    /// token when `openid` was granted.
+    #[expect(clippy::too_many_arguments, reason = "each is one fact of the grant being answered")]
     pub(crate) async fn answer_new_session(
         &self,
         session: &SessionRecord,
+        asked: &[String],
         auth_time: Timestamp,
         nonce: Option<&str>,
         refresh_token: Option<RefreshToken>,
@@ -461,8 +502,15 @@ impl Latchkey {
                 reason: Some(ErrorReason::UserDisabled),
             });
         };
-        let access_token =
-            self.mint_access_token(&user, session, ctx.dpop.as_ref(), self.settings.access_token_ttl, now)?;
+        let audience = if asked.is_empty() { session.resources.as_slice() } else { asked };
+        let access_token = self.mint_access_token(
+            &user,
+            session,
+            ctx.dpop.as_ref(),
+            audience,
+            self.settings.access_token_ttl,
+            now,
+        )?;
         let is_oidc = session.scope.contains(OPENID);
         let id_token = if is_oidc {
             Some(self.mint_id_token(&user, session, auth_time, nonce, &access_token, now)?)
@@ -501,6 +549,7 @@ mod tests {
             session_id: None,
             browser_session_id: Some("web".into()),
             dpop_jkt: None,
+            resources: Vec::new(),
         }
     }
 
@@ -522,6 +571,7 @@ mod tests {
             dpop_jkt: None,
             step_up_at: None,
             browser_session_id: None,
+            resources: Vec::new(),
         }
     }
 

@@ -44,6 +44,8 @@ pub struct AuthCodeRecord {
     pub browser_session_id: Option<SessionId>,
     /// The DPoP key the code must be redeemed with (`dpop_jkt`, RFC 9449 §10).
     pub dpop_jkt: Option<crate::dpop::Thumbprint>,
+    /// The resources (RFC 8707) the authorization request named.
+    pub resources: Vec<String>,
 }
 
 /// What the domain decided about a code's first redemption.
@@ -128,6 +130,8 @@ pub struct ClientRecord {
     pub backchannel_logout: Option<BackchannelLogout>,
     /// Its authorization requests must be pushed first (RFC 9126 §6).
     pub require_par: bool,
+    /// The resources (RFC 8707) it may ask tokens for.
+    pub resources: Vec<String>,
 }
 
 /// A client's back-channel logout registration (OpenID Connect Back-Channel Logout 1.0 §2.2).
@@ -151,6 +155,7 @@ impl std::fmt::Debug for ClientRecord {
             .field("post_logout_redirect_uris", &self.post_logout_redirect_uris)
             .field("backchannel_logout", &self.backchannel_logout)
             .field("require_par", &self.require_par)
+            .field("resources", &self.resources)
             .finish_non_exhaustive()
     }
 }

@@ -40,6 +40,7 @@ mod par;
 mod passkey;
 mod processes;
 mod recovery;
+mod resources;
 mod risk;
 mod rotation;
 mod security;
