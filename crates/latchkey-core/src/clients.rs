@@ -38,6 +38,10 @@ pub struct NewClient {
     pub require_par: bool,
     /// Resources (RFC 8707) it may ask tokens for: absolute URIs without a fragment.
     pub resources: Vec<String>,
+    /// A JWK set (JSON) for `private_key_jwt`: the client gets no secret.
+    pub jwks: Option<String>,
+    /// A URL of its JWK set for `private_key_jwt` (https, or http on loopback).
+    pub jwks_uri: Option<String>,
 }
 
 /// Registration and authentication failures.
@@ -192,7 +196,29 @@ impl Latchkey {
         };
         scopes.sort();
         scopes.dedup();
-        let secret = (!new.is_public)
+        let keys = match (new.jwks, new.jwks_uri) {
+            (Some(_), Some(_)) => {
+                return Err(ClientError::Invalid("give --jwks or --jwks-uri, not both".into()));
+            }
+            (Some(jwks), None) => {
+                crate::client_assertion::parse_jwks(&jwks)
+                    .map_err(|e| ClientError::Invalid(format!("--jwks: {e}")))?;
+                Some(crate::store::ClientKeys::Inline(jwks))
+            }
+            (None, Some(uri)) if is_acceptable_server_called_uri(&uri) => {
+                Some(crate::store::ClientKeys::Uri(uri))
+            }
+            (None, Some(uri)) => {
+                return Err(ClientError::Invalid(format!(
+                    "--jwks-uri {uri:?} must be https (or http on a loopback address), without a fragment"
+                )));
+            }
+            (None, None) => None,
+        };
+        if new.is_public && keys.is_some() {
+            return Err(ClientError::Invalid("a public client has no keys; drop --public".into()));
+        }
+        let secret = (!new.is_public && keys.is_none())
             .then(|| ClientSecret::new(format!("{SECRET_PREFIX}{}", b64(&random_bytes::<32>()))));
         let record = ClientRecord {
             client_id: new_client_id(),
@@ -213,6 +239,7 @@ impl Latchkey {
             }),
             require_par: new.require_par,
             resources: new.resources,
+            keys,
         };
         self.store.insert_client(&record).await?;
         Ok((record, secret))

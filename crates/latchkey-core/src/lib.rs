@@ -9,6 +9,7 @@ pub mod account;
 pub mod admin;
 pub mod backchannel;
 pub mod caller;
+pub mod client_assertion;
 pub mod clients;
 pub mod clock;
 pub mod crypto;

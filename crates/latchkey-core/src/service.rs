@@ -46,6 +46,8 @@ pub struct Latchkey {
     pub(crate) webauthn: Option<webauthn_rs::prelude::Webauthn>,
     /// The key DPoP nonces are made with (see `dpop.rs`).
     pub(crate) nonces: crate::dpop::NonceKey,
+    /// `private_key_jwt` clients' fetched key sets (see `client_assertion.rs`).
+    pub(crate) jwks: crate::client_assertion::JwksCache,
     /// When maintenance last pruned old rows.
     last_prune: std::sync::atomic::AtomicI64,
     /// Held for a whole `maintain`, so a second caller waits for a run in progress instead
@@ -89,6 +91,7 @@ impl Latchkey {
             mail_ready: tokio::sync::Notify::new(),
             resets: crate::password_reset::ResetQueue::default(),
             last_prune: std::sync::atomic::AtomicI64::new(0),
+            jwks: crate::client_assertion::JwksCache::default(),
             maintaining: tokio::sync::Mutex::new(()),
         };
         service.maintain().await?;

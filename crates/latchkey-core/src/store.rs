@@ -636,8 +636,8 @@ pub use mail::{
 };
 pub use mfa::{FactorRecord, MfaChallengeRecord, MfaStore, PasskeyChallengeRecord};
 pub use oauth::{
-    AuthCodeRecord, BackchannelLogout, ClientRecord, CodeDecide, CodeDecision, CodeIssuer, CodeRedemption,
-    OAuthStore,
+    AuthCodeRecord, BackchannelLogout, ClientKeys, ClientRecord, CodeDecide, CodeDecision, CodeIssuer,
+    CodeRedemption, OAuthStore,
 };
 pub use pushed::{PushedRequestRecord, PushedRequestStore};
 

@@ -83,10 +83,25 @@ impl Params {
     }
 }
 
-/// How the client authenticated: Basic, form fields, or a public `client_id`.
+/// How the client authenticated: Basic, form fields, a `private_key_jwt` assertion, or a
+/// public `client_id`. Two methods at once are `invalid_request`.
 fn client_credentials(parts: &HeaderMap, params: &Params) -> Result<ClientCredentials, ApiError> {
     let has_basic = parts.get(header::AUTHORIZATION).is_some();
     let (form_id, form_secret) = (params.get("client_id"), params.get("client_secret"));
+    let (assertion_type, assertion) = (params.get("client_assertion_type"), params.get("client_assertion"));
+    if assertion_type.is_some() || assertion.is_some() {
+        if has_basic || form_secret.is_some() {
+            return Err(ApiError::Token(TokenRequestError::InvalidRequest(
+                "Use one client authentication method only.",
+            )));
+        }
+        return match (assertion_type.as_deref(), assertion) {
+            (Some(latchkey_core::client_assertion::ASSERTION_TYPE), Some(assertion)) => {
+                Ok(ClientCredentials::Assertion { id: form_id.map(Into::into), assertion })
+            }
+            _ => Err(ApiError::Token(TokenRequestError::InvalidClient { basic: false })),
+        };
+    }
     if has_basic {
         let (id, secret) =
             credentials(parts).ok_or(ApiError::Token(TokenRequestError::InvalidClient { basic: true }))?;

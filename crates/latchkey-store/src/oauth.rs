@@ -8,8 +8,8 @@ use latchkey_core::clock::Timestamp;
 use latchkey_core::crypto::TokenHash;
 use latchkey_core::ids::{ClientId, Scope, UserId};
 use latchkey_core::store::{
-    AuthCodeRecord, ClientRecord, CodeDecide, CodeDecision, CodeIssuer, CodeRedemption, OAuthStore,
-    SessionRevocation,
+    AuthCodeRecord, ClientKeys, ClientRecord, CodeDecide, CodeDecision, CodeIssuer, CodeRedemption,
+    OAuthStore, SessionRevocation,
 };
 
 use crate::db::{Access, Backend, Conn, Db, DbError, OpFuture, Sql, op, params, query_all, query_opt};
@@ -20,7 +20,7 @@ use crate::sessions::insert_session_in_tx;
 static INSERT_CLIENT: Sql = Sql::new(concat!(
     "INSERT INTO clients (",
     client_columns!(),
-    ") VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)"
+    ") VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)"
 ));
 static CLIENT: Sql = Sql::new(concat!("SELECT ", client_columns!(), " FROM clients WHERE client_id = $1"));
 static CLIENTS: Sql =
@@ -49,6 +49,11 @@ fn consent_scopes(row: &dyn crate::db::Row) -> Result<Scope, DbError> {
 fn insert_client(c: &mut dyn Conn, client: ClientRecord) -> OpFuture<'_, ()> {
     Box::pin(async move {
         let resources = rows::to_json(&client.resources)?;
+        let (jwks, jwks_uri) = match &client.keys {
+            Some(ClientKeys::Inline(j)) => (Some(j.clone()), None),
+            Some(ClientKeys::Uri(u)) => (None, Some(u.clone())),
+            None => (None, None),
+        };
         let (uris, grants, scopes, logout_uris) = (
             rows::to_json(&client.redirect_uris)?,
             rows::to_json(&client.grant_types)?,
@@ -70,7 +75,9 @@ fn insert_client(c: &mut dyn Conn, client: ClientRecord) -> OpFuture<'_, ()> {
             &backchannel_uri,
             i64::from(backchannel.is_some_and(|b| b.session_required)),
             i64::from(client.require_par),
-            &resources
+            &resources,
+            &jwks,
+            &jwks_uri
         ];
         c.execute(&INSERT_CLIENT, p).await.map(|_| ())
     })

@@ -8,8 +8,8 @@ use latchkey_core::crypto::TokenHash;
 use latchkey_core::dpop::Thumbprint;
 use latchkey_core::ids::Scope;
 use latchkey_core::store::{
-    AuthCodeRecord, BackchannelLogout, ClientRecord, DeliveryState, DeviceAuthorizationRecord, DeviceState,
-    FactorRecord, FeedEventRecord, LinkPurpose, LinkRecord, LogoutDeliveryRecord, MailRecord,
+    AuthCodeRecord, BackchannelLogout, ClientKeys, ClientRecord, DeliveryState, DeviceAuthorizationRecord,
+    DeviceState, FactorRecord, FeedEventRecord, LinkPurpose, LinkRecord, LogoutDeliveryRecord, MailRecord,
     MfaChallengeRecord, PasskeyChallengeRecord, SecurityEventRecord, SessionRecord, StoredKey,
     ThrottleRecord, UserEmail, UserRecord, UserStatus,
 };
@@ -109,7 +109,7 @@ pub(crate) use code_columns;
 macro_rules! client_columns {
     () => {
         "client_id, name, secret_hash, redirect_uris, grant_types, scopes, created_at, \
-         post_logout_redirect_uris, backchannel_logout_uri, backchannel_logout_session_required, require_par, resources"
+         post_logout_redirect_uris, backchannel_logout_uri, backchannel_logout_session_required, require_par, resources, jwks, jwks_uri"
     };
 }
 pub(crate) use client_columns;
@@ -374,6 +374,12 @@ pub(crate) fn client(row: &dyn Row) -> Result<ClientRecord, DbError> {
             .transpose()?,
         require_par: row.int(10)? != 0,
         resources: json_list(row, 11, "clients.resources")?,
+        keys: match (row.opt_text(12)?, row.opt_text(13)?) {
+            (Some(jwks), None) => Some(ClientKeys::Inline(jwks)),
+            (None, Some(uri)) => Some(ClientKeys::Uri(uri)),
+            (None, None) => None,
+            (Some(_), Some(_)) => return Err(DbError::corrupt("clients.jwks", "both jwks and jwks_uri")),
+        },
     })
 }
 

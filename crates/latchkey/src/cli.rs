@@ -222,6 +222,14 @@ enum ClientCommand {
         /// several).
         #[arg(long = "resource")]
         resources: Vec<String>,
+        /// The app authenticates with private_key_jwt, its keys fetched from this URL
+        /// (https, or http on loopback); it gets no secret.
+        #[arg(long)]
+        jwks_uri: Option<String>,
+        /// The app authenticates with private_key_jwt with these keys (a JWK set, JSON); it
+        /// gets no secret.
+        #[arg(long)]
+        jwks: Option<String>,
     },
     /// List clients, one JSON object per line (no secrets).
     List,
@@ -388,6 +396,8 @@ pub async fn run_with_env(
                 backchannel_logout_session_required,
                 require_par,
                 resources,
+                jwks_uri,
+                jwks,
             } => {
                 let new = latchkey_core::clients::NewClient {
                     name,
@@ -400,6 +410,8 @@ pub async fn run_with_env(
                     backchannel_logout_session_required,
                     require_par,
                     resources,
+                    jwks,
+                    jwks_uri,
                 };
                 let (client, secret) = app.admin_add_client(new).await?;
                 let mut out = json!({"client_id": client.client_id});
@@ -411,7 +423,7 @@ pub async fn run_with_env(
             ClientCommand::List => {
                 for c in app.admin_list_clients().await? {
                     print(json!({
-                        "client_id": c.client_id, "name": c.name, "public": c.secret_hash.is_none(),
+                        "client_id": c.client_id, "name": c.name, "public": c.is_public(), "private_key_jwt": c.keys.is_some(),
                         "redirect_uris": c.redirect_uris, "grant_types": c.grant_types, "scopes": c.scopes.names().collect::<Vec<_>>(),
                         "post_logout_redirect_uris": c.post_logout_redirect_uris,
                         "backchannel_logout_uri": c.backchannel_logout.as_ref().map(|b| &b.uri),

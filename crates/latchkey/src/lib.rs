@@ -3,6 +3,6 @@
 
 pub mod cli;
 pub mod config;
-pub mod logout_http;
+pub mod outbound_http;
 pub mod server;
 pub mod smtp;

@@ -144,11 +144,13 @@ impl Server {
             let app = Arc::clone(&self.service);
             tokio::spawn(app.run_mail_sender(mailer, interval.min(Duration::from_secs(1))))
         });
-        // Back-channel logout tokens: every node sends, whatever revoked the session.
+        // Back-channel logout tokens: every node sends, whatever revoked the session. The
+        // same client fetches private_key_jwt clients' key sets.
+        let outbound = crate::outbound_http::OutboundHttp::new()?;
+        self.service.use_jwks_fetcher(Arc::new(outbound.clone()));
         let logout_sender = {
             let app = Arc::clone(&self.service);
-            let transport = Arc::new(crate::logout_http::HttpLogoutTransport::new()?);
-            tokio::spawn(app.run_logout_sender(transport, interval.min(Duration::from_secs(1))))
+            tokio::spawn(app.run_logout_sender(Arc::new(outbound), interval.min(Duration::from_secs(1))))
         };
         let (stop_resets, resets_stop) = tokio::sync::oneshot::channel::<()>();
         let resets = tokio::spawn(Arc::clone(&self.service).run_reset_mailer(async {

@@ -310,7 +310,7 @@ impl Latchkey {
         let refresh_key = refresh_token.as_ref().map(|t| RefreshTokenKey::of(t.expose_secret()));
         let lifetimes = SessionLifetimes::from(&self.settings);
         let (client_id, ctx_owned) = (client.client_id.clone(), ctx.clone());
-        let is_public = client.secret_hash.is_none();
+        let is_public = client.is_public();
         let decide = Box::new(move |auth: &DeviceAuthorizationRecord, browser: Option<&SessionRecord>| {
             poll_decision(auth, browser, now, |auth, browser| {
                 let mut session =

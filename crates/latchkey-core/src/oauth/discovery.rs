@@ -10,7 +10,8 @@ impl Latchkey {
     pub fn discovery(&self) -> Value {
         let s = &self.settings;
         let iss = s.issuer.as_str();
-        let client_auth = ["client_secret_basic", "client_secret_post", "none"];
+        let client_auth = ["client_secret_basic", "client_secret_post", "private_key_jwt", "none"];
+        let signing = crate::client_assertion::ASSERTION_ALGORITHMS;
         json!({
             "issuer": iss,
             "authorization_endpoint": format!("{iss}/oauth/authorize"),
@@ -33,7 +34,11 @@ impl Latchkey {
             "id_token_signing_alg_values_supported": [s.id_token_alg.as_str()],
             "token_endpoint_auth_methods_supported": client_auth,
             "revocation_endpoint_auth_methods_supported": client_auth,
-            "introspection_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post"],
+            "introspection_endpoint_auth_methods_supported":
+                ["client_secret_basic", "client_secret_post", "private_key_jwt"],
+            "token_endpoint_auth_signing_alg_values_supported": signing,
+            "revocation_endpoint_auth_signing_alg_values_supported": signing,
+            "introspection_endpoint_auth_signing_alg_values_supported": signing,
             "code_challenge_methods_supported": ["S256"],
             "dpop_signing_alg_values_supported": crate::dpop::ALGORITHMS,
             "prompt_values_supported": ["none", "login", "consent"],

@@ -132,7 +132,7 @@ impl Latchkey {
     /// # Errors
     /// [`TokenRequestError::InvalidClient`] for a public client; storage.
     pub async fn introspect(&self, client: &ClientRecord, token: &str) -> Result<Value, TokenRequestError> {
-        if client.secret_hash.is_none() {
+        if client.is_public() {
             return Err(TokenRequestError::InvalidClient { basic: false });
         }
         let inactive = json!({"active": false});

@@ -47,14 +47,13 @@ pub enum ClientCredentials {
         /// The id.
         id: ClientId,
     },
-}
-
-impl ClientCredentials {
-    fn id(&self) -> &ClientId {
-        match self {
-            Self::Basic { id, .. } | Self::Post { id, .. } | Self::Public { id } => id,
-        }
-    }
+    /// `private_key_jwt` (RFC 7523): a signed assertion, and the `client_id` if sent.
+    Assertion {
+        /// The `client_id` parameter, when sent (it must be the assertion's).
+        id: Option<ClientId>,
+        /// The JWT.
+        assertion: String,
+    },
 }
 
 /// A token request's grant. `Debug` shows the grant type only.
@@ -265,10 +264,16 @@ impl Latchkey {
                     _ => invalid,
                 })
             }
-            ClientCredentials::Public { id } => match self.store.find_client(creds.id()).await? {
-                Some(c) if c.secret_hash.is_none() && c.client_id == *id => Ok(c),
+            ClientCredentials::Public { id } => match self.store.find_client(id).await? {
+                Some(c) if c.is_public() && c.client_id == *id => Ok(c),
                 _ => Err(invalid),
             },
+            ClientCredentials::Assertion { id, assertion } => {
+                self.authenticate_by_assertion(id.as_ref(), assertion).await.map_err(|e| match e {
+                    crate::clients::ClientError::Store(s) => TokenRequestError::Store(s),
+                    _ => invalid,
+                })
+            }
         }
     }
 
@@ -328,7 +333,7 @@ impl Latchkey {
             }
             TokenGrant::DeviceCode { device_code } => self.poll_device(&client, &device_code, ctx).await,
             TokenGrant::ClientCredentials { scope, resources } => {
-                if client.secret_hash.is_none() || !has_grant(&client, "client_credentials") {
+                if client.is_public() || !has_grant(&client, "client_credentials") {
                     return Err(TokenRequestError::UnauthorizedClient(
                         "This client may not use the client_credentials grant.",
                     ));
@@ -385,7 +390,7 @@ impl Latchkey {
         // RFC 9449 §5: a public client's refresh tokens are bound to its key for the session's
         // life; a confidential client's are bound to its credentials, and each of its access
         // tokens to the key of the request that got it.
-        let is_public = client.secret_hash.is_none();
+        let is_public = client.is_public();
         let ctx_owned = ctx.clone();
         let asked_owned = asked.clone();
         let decide = Box::new(move |code: &AuthCodeRecord, issuer: &CodeIssuer| {

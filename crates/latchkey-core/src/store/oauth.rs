@@ -132,6 +132,25 @@ pub struct ClientRecord {
     pub require_par: bool,
     /// The resources (RFC 8707) it may ask tokens for.
     pub resources: Vec<String>,
+    /// Its public keys, for `private_key_jwt` (RFC 7523); such a client has no secret and
+    /// is confidential.
+    pub keys: Option<ClientKeys>,
+}
+
+impl ClientRecord {
+    /// A public client: it holds no secret and no key, so it authenticates by id alone.
+    pub fn is_public(&self) -> bool {
+        self.secret_hash.is_none() && self.keys.is_none()
+    }
+}
+
+/// Where a `private_key_jwt` client's public keys are.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ClientKeys {
+    /// A JWK set registered with the client (`jwks`), as JSON.
+    Inline(String),
+    /// A URL Latchkey fetches the JWK set from (`jwks_uri`).
+    Uri(String),
 }
 
 /// A client's back-channel logout registration (OpenID Connect Back-Channel Logout 1.0 §2.2).
@@ -148,7 +167,7 @@ impl std::fmt::Debug for ClientRecord {
         f.debug_struct("ClientRecord")
             .field("client_id", &self.client_id)
             .field("name", &self.name)
-            .field("is_public", &self.secret_hash.is_none())
+            .field("is_public", &self.is_public())
             .field("redirect_uris", &self.redirect_uris)
             .field("grant_types", &self.grant_types)
             .field("scopes", &self.scopes)
@@ -156,6 +175,7 @@ impl std::fmt::Debug for ClientRecord {
             .field("backchannel_logout", &self.backchannel_logout)
             .field("require_par", &self.require_par)
             .field("resources", &self.resources)
+            .field("keys", &self.keys)
             .finish_non_exhaustive()
     }
 }

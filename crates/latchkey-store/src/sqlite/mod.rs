@@ -58,6 +58,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (16, include_str!("../../migrations/sqlite/0016_device_authorizations.sql")),
     (17, include_str!("../../migrations/sqlite/0017_pushed_requests.sql")),
     (18, include_str!("../../migrations/sqlite/0018_resource_indicators.sql")),
+    (19, include_str!("../../migrations/sqlite/0019_client_keys.sql")),
 ];
 
 /// Maps SQLite errors to the port's, without leaking rusqlite types.

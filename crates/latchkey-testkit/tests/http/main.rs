@@ -38,6 +38,7 @@ mod oauth;
 mod pages;
 mod par;
 mod passkey;
+mod private_key_jwt;
 mod processes;
 mod recovery;
 mod resources;

@@ -1,9 +1,10 @@
-//! The back-channel logout transport (SPEC 13): POSTs a logout token to an app's
-//! `backchannel_logout_uri` with hyper's client over rustls. The URIs come from operators,
-//! but a slow or hostile receiver must not hurt the server: connecting and the whole
-//! exchange time out, no redirect is followed (hyper follows none: a logout token goes
-//! only where it was registered to go), and at most [`MAX_RESPONSE_BYTES`] of an answer
-//! are read, for the error text.
+//! The server's outbound HTTP (SPEC 13), with hyper's client over rustls: back-channel
+//! logout tokens POSTed to an app's `backchannel_logout_uri`, and `private_key_jwt`
+//! clients' key sets fetched from their `jwks_uri`. The URIs come from operators, but a
+//! slow or hostile receiver must not hurt the server: connecting and the whole exchange
+//! time out, no redirect is followed (hyper follows none: a logout token goes only where
+//! it was registered to go), and at most [`MAX_RESPONSE_BYTES`] of a logout answer, or
+//! [`MAX_JWKS_BYTES`] of a key set, are read.
 
 use std::time::Duration;
 
@@ -15,6 +16,7 @@ use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 use latchkey_core::backchannel::LogoutTransport;
+use latchkey_core::client_assertion::{JwksFetcher, MAX_JWKS_BYTES};
 
 use latchkey_core::outbox::DeliveryError;
 
@@ -23,12 +25,13 @@ pub const MAX_RESPONSE_BYTES: usize = 4096;
 /// How long connecting (TCP) may take; TLS and the answer share [`POST_TIMEOUT`](latchkey_core::backchannel::POST_TIMEOUT).
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// POSTs logout tokens over HTTP(S).
-pub struct HttpLogoutTransport {
+/// The outbound client (cheap to clone: the connection pool is shared).
+#[derive(Clone)]
+pub struct OutboundHttp {
     client: Client<HttpsConnector<HttpConnector>, Full<Bytes>>,
 }
 
-impl HttpLogoutTransport {
+impl OutboundHttp {
     /// A client with the system's roots and the timeouts above.
     ///
     /// # Errors
@@ -87,9 +90,33 @@ fn one_line(e: &dyn std::error::Error) -> String {
 }
 
 #[async_trait]
-impl LogoutTransport for HttpLogoutTransport {
+impl LogoutTransport for OutboundHttp {
     /// The sender bounds the whole exchange by [`POST_TIMEOUT`](latchkey_core::backchannel::POST_TIMEOUT).
     async fn post(&self, uri: &str, logout_token: &str) -> Result<(), DeliveryError> {
         self.exchange(uri, logout_token).await
+    }
+}
+
+#[async_trait]
+impl JwksFetcher for OutboundHttp {
+    async fn fetch(&self, uri: &str) -> Result<String, String> {
+        let get = async {
+            let req = hyper::Request::get(uri)
+                .header(hyper::header::ACCEPT, "application/jwk-set+json, application/json")
+                .body(Full::new(Bytes::new()))
+                .map_err(|e| format!("cannot build the request: {e}"))?;
+            let res = self.client.request(req).await.map_err(|e| one_line(&e))?;
+            if !res.status().is_success() {
+                return Err(format!("HTTP {}", res.status()));
+            }
+            let body = Limited::new(res.into_body(), MAX_JWKS_BYTES)
+                .collect()
+                .await
+                .map_err(|_| format!("larger than {MAX_JWKS_BYTES} bytes, or cut off"))?;
+            String::from_utf8(body.to_bytes().to_vec()).map_err(|_| "not UTF-8".to_owned())
+        };
+        tokio::time::timeout(latchkey_core::backchannel::POST_TIMEOUT, get)
+            .await
+            .unwrap_or_else(|_| Err("no answer in time".to_owned()))
     }
 }
