@@ -2,9 +2,9 @@
 # Manual run of the openid-client interop tests: starts two throwaway Latchkey servers (one
 # plain, one with LATCHKEY_DPOP_NONCE=true) on free loopback ports with SQLite databases in
 # a temporary directory, creates the user and the clients through the CLI, runs
-# `node --test` here with the environment interop.test.mjs, logout.test.mjs and
-# device.test.mjs document (the latter two register their own clients with the CLI), and
-# stops the servers.
+# `node --test` here with the environment interop.test.mjs, logout.test.mjs,
+# device.test.mjs and par.test.mjs document (the latter three register their own clients
+# with the CLI), and stops the servers.
 #
 #   ./run-local.sh                 # uses ../../target/debug/latchkey
 #   LATCHKEY_BIN=/path/latchkey ./run-local.sh [extra node --test arguments]

@@ -25,6 +25,17 @@ pub enum Registration {
     Closed,
 }
 
+/// Who may register OAuth clients over HTTP (RFC 7591, SPEC 13 `dynamic_registration`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DynamicRegistration {
+    /// Only the CLI registers clients (the default).
+    Closed,
+    /// Whoever holds an initial access token from `latchkey client registration-token`.
+    Token,
+    /// Anyone.
+    Open,
+}
+
 /// Whether registration asks for an email address (SPEC 10 `registration_email`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum RegistrationEmail {
@@ -115,6 +126,8 @@ pub struct Settings {
     pub registration: Registration,
     /// Whether registration asks for an email address.
     pub registration_email: RegistrationEmail,
+    /// Who may register OAuth clients at `/oauth/register`.
+    pub dynamic_registration: DynamicRegistration,
     /// Who must have a second factor.
     pub mfa: MfaPolicy,
     /// Access-token signing algorithm.
@@ -149,6 +162,7 @@ impl Settings {
             risk: crate::risk::RiskPolicy::default(),
             registration: Registration::Open,
             registration_email: RegistrationEmail::Optional,
+            dynamic_registration: DynamicRegistration::Closed,
             mfa: MfaPolicy::default(),
             access_token_alg: Algorithm::EdDSA,
             id_token_alg: Algorithm::RS256,

@@ -144,6 +144,29 @@ impl Latchkey {
         token: &str,
         allow_expired: bool,
     ) -> Result<AccessTokenClaims, TokenErrorReason> {
+        self.verify_with(token, allow_expired, false)
+    }
+
+    /// As [`Latchkey::verify_access_token`], for the endpoints that speak of any token this
+    /// server issued (introspection, revocation): its `aud` may also be the resources an
+    /// app asked for (RFC 8707), not only the `audience` setting.
+    ///
+    /// # Errors
+    /// The [`TokenErrorReason`] of SPEC 5.5.
+    pub fn verify_issued_access_token(
+        &self,
+        token: &str,
+        allow_expired: bool,
+    ) -> Result<AccessTokenClaims, TokenErrorReason> {
+        self.verify_with(token, allow_expired, true)
+    }
+
+    fn verify_with(
+        &self,
+        token: &str,
+        allow_expired: bool,
+        any_audience: bool,
+    ) -> Result<AccessTokenClaims, TokenErrorReason> {
         if token.len() > MAX_ACCESS_TOKEN_LEN {
             return Err(TokenErrorReason::Malformed);
         }
@@ -159,9 +182,13 @@ impl Latchkey {
         };
         let claims = verified.claims.clone();
         let s = &self.settings;
+        let own = match &claims.aud {
+            Audience::One(a) => a.clone(),
+            Audience::Many(all) => all.first().cloned().unwrap_or_default(),
+        };
         claims.check(&ClaimsCheck {
             issuer: &s.issuer,
-            audience: &s.audience,
+            audience: if any_audience { &own } else { &s.audience },
             now: self.clock.now().0,
             skew: secs(s.clock_skew),
             allow_expired,

@@ -81,7 +81,7 @@ pub fn router(state: AppState) -> Router {
         .route("/oauth/authorize", get(pages::authorize).post(pages::consent))
         .route("/oauth/token", post(oauth::token).layer(offers_nonce.clone()))
         .route("/oauth/device_authorization", post(oauth::device_authorization))
-        .route("/oauth/par", post(oauth::par))
+        .route("/oauth/par", post(oauth::par).layer(offers_nonce.clone()))
         .route("/oauth/revoke", post(oauth::revoke))
         .route("/oauth/introspect", post(oauth::introspect))
         .route("/oauth/userinfo", get(oauth::userinfo).post(oauth::userinfo))

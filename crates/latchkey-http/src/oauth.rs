@@ -184,11 +184,16 @@ pub(crate) async fn device_authorization(
 
 /// `POST /oauth/par` (RFC 9126): `201` with a `request_uri` for the authorization request
 /// in the body, which is checked now; token-endpoint client authentication.
-pub(crate) async fn par(State(s): State<AppState>, headers: HeaderMap, body: Bytes) -> ApiResult {
+pub(crate) async fn par(
+    State(s): State<AppState>,
+    ProvingCaller(ctx): ProvingCaller,
+    headers: HeaderMap,
+    body: Bytes,
+) -> ApiResult {
     let params = Params::parse(&headers, &body)?;
     let creds = client_credentials(&headers, &params)?;
     let request = latchkey_core::oauth::AuthorizeParams::from_pairs(params.0.iter().cloned());
-    let answer = s.service.push_authorization_request(&creds, request).await?;
+    let answer = s.service.push_authorization_request(&creds, request, ctx.dpop.as_ref()).await?;
     let mut res = (StatusCode::CREATED, Json(answer)).into_response();
     res.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     Ok(res)

@@ -13,7 +13,9 @@ use latchkey_core::Settings;
 use latchkey_core::keys::Algorithm;
 use latchkey_core::master_key::MasterKey;
 use latchkey_core::risk::RiskPolicy;
-use latchkey_core::settings::{BindingPolicy, MfaPolicy, Registration, RegistrationEmail};
+use latchkey_core::settings::{
+    BindingPolicy, DynamicRegistration, MfaPolicy, Registration, RegistrationEmail,
+};
 use serde::Deserialize;
 use zeroize::Zeroizing;
 
@@ -69,6 +71,7 @@ struct RawConfig {
     risk_policy: Option<String>,
     registration: Option<String>,
     registration_email: Option<String>,
+    dynamic_registration: Option<String>,
     mfa: Option<String>,
     mfa_required_roles: Option<RawList>,
     access_token_alg: Option<String>,
@@ -308,6 +311,7 @@ fn apply_env(raw: &mut RawConfig, env: &dyn Fn(&str) -> Option<String>) -> anyho
         risk_policy,
         registration,
         registration_email,
+        dynamic_registration,
         mfa,
         access_token_alg,
         id_token_alg,
@@ -462,6 +466,14 @@ impl Config {
             None | Some("open") => Registration::Open,
             Some("closed") => Registration::Closed,
             Some(other) => bail!("setting registration: expected open or closed, got {other:?}"),
+        };
+        s.dynamic_registration = match raw.dynamic_registration.as_deref() {
+            None | Some("closed") => DynamicRegistration::Closed,
+            Some("token") => DynamicRegistration::Token,
+            Some("open") => DynamicRegistration::Open,
+            Some(other) => {
+                bail!("setting dynamic_registration: expected closed, token or open, got {other:?}")
+            }
         };
         s.registration_email = match raw.registration_email.as_deref() {
             None | Some("optional") => RegistrationEmail::Optional,

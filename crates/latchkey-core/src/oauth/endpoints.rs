@@ -56,7 +56,7 @@ impl Latchkey {
             }
             return Ok(());
         }
-        if let Ok(claims) = self.verify_access_token(token, true)
+        if let Ok(claims) = self.verify_issued_access_token(token, true)
             && client.client_id == claims.client_id.as_str()
         {
             let now = self.clock.now();
@@ -166,7 +166,7 @@ impl Latchkey {
                 "iss": self.settings.issuer,
             }));
         }
-        let Ok(claims) = self.verify_access_token(token, false) else { return Ok(inactive) };
+        let Ok(claims) = self.verify_issued_access_token(token, false) else { return Ok(inactive) };
         if !may_see(&claims.client_id) {
             return Ok(inactive);
         }

@@ -41,6 +41,7 @@ fn as_token_error(e: AuthorizeError) -> TokenRequestError {
         AuthorizeError::Redirect(r) => match r.error {
             ErrorCode::InvalidScope => TokenRequestError::InvalidScope(r.description),
             ErrorCode::UnauthorizedClient => TokenRequestError::UnauthorizedClient(r.description),
+            ErrorCode::InvalidTarget => TokenRequestError::InvalidTarget(r.description),
             _ => TokenRequestError::InvalidRequest(r.description),
         },
         AuthorizeError::Store(s) => TokenRequestError::Store(s),
@@ -53,14 +54,28 @@ impl Latchkey {
     /// # Errors
     /// Client authentication; `invalid_request` (with what `/oauth/authorize` would have
     /// said), `invalid_scope`, `unauthorized_client`.
+    ///
+    /// A DPoP proof with the push (`key`, checked by the caller) binds the code to its key,
+    /// as `dpop_jkt` would (RFC 9449 §10.1); both must then name the same key.
     pub async fn push_authorization_request(
         &self,
         creds: &ClientCredentials,
         mut params: AuthorizeParams,
+        key: Option<&crate::dpop::Thumbprint>,
     ) -> Result<PushedRequestResponse, TokenRequestError> {
         let client = self.authenticate_token_client(creds).await?;
         if params.request_uri.is_some() {
             return Err(TokenRequestError::InvalidRequest("request_uri cannot itself be pushed."));
+        }
+        if let Some(key) = key {
+            match &params.dpop_jkt {
+                Some(named) if named.as_str() != key.as_str() => {
+                    return Err(TokenRequestError::InvalidRequest(
+                        "dpop_jkt is not the key of the request's DPoP proof.",
+                    ));
+                }
+                _ => params.dpop_jkt = Some(key.as_str().to_owned()),
+            }
         }
         if params.client_id.as_deref().is_some_and(|id| id != client.client_id.as_str()) {
             return Err(TokenRequestError::InvalidRequest("client_id is not the authenticated client."));

@@ -5,7 +5,9 @@
 //! and OpenID Connect logout: `buildEndSessionUrl`, back-channel logout tokens checked with
 //! `jose`, and refused end-session requests (`interop/node/logout.test.mjs`); and the device
 //! flow (`initiateDeviceAuthorization`, `pollDeviceAuthorizationGrant`, `/device` approved
-//! and denied; `interop/node/device.test.mjs`).
+//! and denied; `interop/node/device.test.mjs`); and `buildAuthorizationUrlWithPAR` with
+//! `require_par`, DPoP at the push, and `resource` at every grant
+//! (`interop/node/par.test.mjs`).
 //! The tests themselves are in `interop/node/`; `interop/node/run-local.sh` starts
 //! the two servers from the binary built here, creates the user and the clients with the
 //! CLI, and runs it. `npm ci` there first (scripts/test does).
@@ -26,6 +28,7 @@ async fn openid_client_drives_the_code_flow_refresh_and_userinfo_with_dpop() {
         report.contains("# fail 0") && report.contains("# todo 0"),
         "every test ran and passed:\n{report}"
     );
-    // Every file ran: 11 tests of the flows with DPoP, 6 of logout, 5 of the device flow.
-    assert!(report.contains("# pass 22"), "{report}");
+    // Every file ran: 11 tests of the flows with DPoP, 6 of logout, 5 of the device flow,
+    // 7 of PAR and resource indicators.
+    assert!(report.contains("# pass 29"), "{report}");
 }

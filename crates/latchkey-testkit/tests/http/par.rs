@@ -148,3 +148,76 @@ async fn pushes_are_checked_authenticated_and_expire() {
         format!("{}/oauth/par", latchkey_testkit::ISSUER)
     );
 }
+
+/// RFC 9449 §10.1: a DPoP proof with the push binds the code to its key, as `dpop_jkt`
+/// would; a `dpop_jkt` naming another key is refused, and so is a bad proof.
+#[tokio::test]
+async fn a_dpop_proof_with_the_push_binds_the_code() {
+    use latchkey_dpop::ProofKey;
+    let s = TestServer::start().await;
+    s.register(&http_client(), "pia", PASSWORD).await;
+    let app = register_app(&s, &["--public"]).await;
+    let key = ProofKey::generate_es256().unwrap();
+    let other = ProofKey::generate_es256().unwrap();
+    let now = || latchkey_core::Clock::now(s.clock.as_ref()).0;
+    let proof = |k: &ProofKey, path: &str| {
+        k.proof("POST", &format!("{}{path}", latchkey_testkit::ISSUER), now(), None, None).unwrap()
+    };
+    let pushed_with = |dpop: String, extra: Vec<(&'static str, String)>| {
+        let s = &s;
+        let app = &app;
+        async move {
+            let challenge = challenge(VERIFIER);
+            let mut form: Vec<(&str, String)> = vec![
+                ("client_id", app.id.clone()),
+                ("response_type", "code".into()),
+                ("redirect_uri", REDIRECT.into()),
+                ("scope", "openid".into()),
+                ("code_challenge", challenge),
+                ("code_challenge_method", "S256".into()),
+            ];
+            form.extend(extra);
+            send(http_client().post(s.url("/oauth/par")).header("dpop", dpop).form(&form)).await
+        }
+    };
+    let garbage = pushed_with("garbage".into(), vec![]).await;
+    assert_eq!(
+        (garbage.status, garbage.json["error"].as_str()),
+        (400, Some("invalid_dpop_proof")),
+        "{}",
+        garbage.text
+    );
+    let mismatch =
+        pushed_with(proof(&key, "/oauth/par"), vec![("dpop_jkt", other.thumbprint().as_str().to_owned())])
+            .await;
+    assert_eq!(mismatch.json["error"], "invalid_request", "{}", mismatch.text);
+    let pushed = pushed_with(proof(&key, "/oauth/par"), vec![]).await;
+    assert_eq!(pushed.status, 201, "{}", pushed.text);
+
+    let b = browser();
+    let start = send(b.get(authorize_with(&s, &app, pushed.str("request_uri")))).await;
+    let back = sign_in(&s, &b, &location(&start), "pia").await;
+    let code = param(&consent(&s, &b, &back, "allow").await, "code").unwrap();
+    let redeem = |k: &ProofKey| {
+        let form = [
+            ("grant_type", "authorization_code"),
+            ("code", code.as_str()),
+            ("redirect_uri", REDIRECT),
+            ("code_verifier", VERIFIER),
+            ("client_id", app.id.as_str()),
+        ];
+        http_client().post(s.url("/oauth/token")).header("dpop", proof(k, "/oauth/token")).form(&form)
+    };
+    let stolen = send(redeem(&other)).await;
+    assert_eq!(stolen.json["error"], "invalid_grant", "another key: {}", stolen.text);
+}
+
+/// The push answers with the authorization endpoint's error codes (RFC 9126 §2.3).
+#[tokio::test]
+async fn a_pushed_unregistered_resource_is_invalid_target() {
+    let s = TestServer::start().await;
+    let app = register_app(&s, &["--resource", "https://api.example/notes"]).await;
+    let r = push(&s, &app, &[("resource", "https://api.example/files")]).await;
+    assert_eq!((r.status, r.json["error"].as_str()), (400, Some("invalid_target")), "{}", r.text);
+    assert_eq!(push(&s, &app, &[("resource", "https://api.example/notes")]).await.status, 201);
+}

@@ -125,6 +125,16 @@ async fn unregistered_resources_are_invalid_target_everywhere() {
     .await;
     let ok = token(&s, &machine, &[("grant_type", "client_credentials"), ("resource", NOTES)]).await;
     assert_eq!(aud(ok.str("access_token")), json!(NOTES));
+    // Introspection knows a resource token as one of this server's (RFC 7662).
+    let seen = send(
+        http_client()
+            .post(s.url("/oauth/introspect"))
+            .basic_auth(&machine.id, machine.secret.as_deref())
+            .form(&[("token", ok.str("access_token"))]),
+    )
+    .await;
+    assert_eq!(seen.json["active"], true, "{}", seen.text);
+    assert_eq!(seen.json["aud"], json!(NOTES));
     let bad = token(&s, &machine, &[("grant_type", "client_credentials"), ("resource", FILES)]).await;
     assert_eq!((bad.status, bad.json["error"].as_str()), (400, Some("invalid_target")));
     // Other parameters still may not repeat.
