@@ -136,6 +136,20 @@ impl Latchkey {
         &self,
         new: NewClient,
     ) -> Result<(ClientRecord, Option<ClientSecret>), ClientError> {
+        let (record, secret) = self.build_client(new)?;
+        self.store.insert_client(&record).await?;
+        Ok((record, secret))
+    }
+
+    /// A new client's record (with a fresh id, and a secret unless it is public or holds
+    /// keys) after the checks every registration makes; not stored yet.
+    ///
+    /// # Errors
+    /// An unacceptable field.
+    pub(crate) fn build_client(
+        &self,
+        new: NewClient,
+    ) -> Result<(ClientRecord, Option<ClientSecret>), ClientError> {
         let name = new.name.trim().to_owned();
         if name.is_empty() || name.chars().any(char::is_control) {
             return Err(ClientError::Invalid("the name must be printable and not blank".into()));
@@ -240,8 +254,8 @@ impl Latchkey {
             require_par: new.require_par,
             resources: new.resources,
             keys,
+            registration_token_hash: None,
         };
-        self.store.insert_client(&record).await?;
         Ok((record, secret))
     }
 

@@ -19,7 +19,7 @@ use latchkey_core::feed::FeedError;
 use latchkey_core::keys::KeyError;
 use latchkey_core::login::{LoginError, RegisterError};
 use latchkey_core::mfa::MfaError;
-use latchkey_core::oauth::{TokenRequestError, UserinfoError};
+use latchkey_core::oauth::{RegistrationError, TokenRequestError, UserinfoError};
 use latchkey_core::password::PasswordError;
 use latchkey_core::password_reset::ResetError;
 use latchkey_core::refresh::RefreshError;
@@ -70,6 +70,8 @@ pub enum ApiError {
     /// A `DPoP` proof that came with an access token (userinfo, the account API): `401`
     /// with a `DPoP` challenge (RFC 9449 §7.1).
     DpopResource(DpopError),
+    /// Dynamic client registration (RFC 7591, 7592).
+    Registration(RegistrationError),
 }
 
 impl ApiError {
@@ -103,7 +105,8 @@ from_domain!(
     Reset(ResetError),
     Mfa(MfaError),
     Dpop(DpopError),
-    StepUp(StepUpError)
+    StepUp(StepUpError),
+    Registration(RegistrationError)
 );
 
 fn body(status: StatusCode, body: ErrorBody) -> Response {
@@ -315,6 +318,29 @@ fn device_wait(why: latchkey_core::store::DeviceWait) -> Response {
     plain(StatusCode::BAD_REQUEST, code, description)
 }
 
+/// RFC 7591 §3.2.2 errors; a bad access token is RFC 6750's `401` with its challenge.
+fn registration(e: &RegistrationError) -> Response {
+    match e {
+        RegistrationError::Closed => {
+            plain(StatusCode::FORBIDDEN, e.code(), "Dynamic client registration is closed on this server.")
+        }
+        RegistrationError::InvalidToken => {
+            let mut res = plain(
+                StatusCode::UNAUTHORIZED,
+                e.code(),
+                "The access token is missing, unknown, used or expired.",
+            );
+            res.headers_mut()
+                .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer error=\"invalid_token\""));
+            res
+        }
+        RegistrationError::InvalidRedirectUri(why) | RegistrationError::InvalidMetadata(why) => {
+            plain(StatusCode::BAD_REQUEST, e.code(), why.clone())
+        }
+        RegistrationError::Store(s) => store(s),
+    }
+}
+
 fn store(e: &StoreError) -> Response {
     match e {
         StoreError::Unavailable(_) => unavailable(e),
@@ -395,6 +421,7 @@ impl IntoResponse for ApiError {
             },
             Self::Login(e) => login_error(e),
             Self::Dpop(e) => dpop(e),
+            Self::Registration(e) => registration(e),
             Self::StepUp(e) => match e {
                 StepUpError::InvalidToken(reason) => invalid_token(*reason),
                 StepUpError::MissingProof(why) => {

@@ -8,6 +8,7 @@ mod feed;
 mod oauth;
 mod ops;
 mod pages;
+mod registration;
 mod session;
 
 use std::sync::Arc;
@@ -82,6 +83,11 @@ pub fn router(state: AppState) -> Router {
         .route("/oauth/token", post(oauth::token).layer(offers_nonce.clone()))
         .route("/oauth/device_authorization", post(oauth::device_authorization))
         .route("/oauth/par", post(oauth::par).layer(offers_nonce.clone()))
+        .route("/oauth/register", post(registration::register))
+        .route(
+            "/oauth/register/{client_id}",
+            get(registration::read).put(registration::update).delete(registration::delete),
+        )
         .route("/oauth/revoke", post(oauth::revoke))
         .route("/oauth/introspect", post(oauth::introspect))
         .route("/oauth/userinfo", get(oauth::userinfo).post(oauth::userinfo))

@@ -72,6 +72,10 @@ pub enum ErrorCode {
     ExpiredToken,
     /// A `resource` (RFC 8707) that is not registered for the client, or not granted.
     InvalidTarget,
+    /// Dynamic registration (RFC 7591 §3.2.2): a redirect URI that cannot be registered.
+    InvalidRedirectUri,
+    /// Dynamic registration: other metadata that cannot be registered.
+    InvalidClientMetadata,
 }
 
 impl ErrorCode {
@@ -109,6 +113,8 @@ impl ErrorCode {
             Self::SlowDown => "slow_down",
             Self::ExpiredToken => "expired_token",
             Self::InvalidTarget => "invalid_target",
+            Self::InvalidRedirectUri => "invalid_redirect_uri",
+            Self::InvalidClientMetadata => "invalid_client_metadata",
         }
     }
 }

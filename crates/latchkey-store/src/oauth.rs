@@ -20,8 +20,19 @@ use crate::sessions::insert_session_in_tx;
 static INSERT_CLIENT: Sql = Sql::new(concat!(
     "INSERT INTO clients (",
     client_columns!(),
-    ") VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)"
+    ") VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)"
 ));
+/// The metadata a client may change (RFC 7592 §2.2): `$1` is the id.
+static UPDATE_CLIENT: Sql = Sql::new(
+    "UPDATE clients SET name = $2, redirect_uris = $3, grant_types = $4, scopes = $5, \
+     post_logout_redirect_uris = $6, backchannel_logout_uri = $7, backchannel_logout_session_required = $8, \
+     require_par = $9, resources = $10, jwks = $11, jwks_uri = $12 WHERE client_id = $1",
+);
+static INSERT_REGISTRATION_TOKEN: Sql =
+    Sql::new("INSERT INTO registration_tokens (hash, created_at, expires_at) VALUES ($1, $2, $3)");
+static USE_REGISTRATION_TOKEN: Sql = Sql::new(
+    "UPDATE registration_tokens SET used_at = $2 WHERE hash = $1 AND used_at IS NULL AND expires_at > $2",
+);
 static CLIENT: Sql = Sql::new(concat!("SELECT ", client_columns!(), " FROM clients WHERE client_id = $1"));
 static CLIENTS: Sql =
     Sql::new(concat!("SELECT ", client_columns!(), " FROM clients ORDER BY created_at, client_id"));
@@ -46,41 +57,96 @@ fn consent_scopes(row: &dyn crate::db::Row) -> Result<Scope, DbError> {
     rows::scope_list(row, 0, "consents.scopes")
 }
 
+/// A client's stored metadata, as the insert and the update write it.
+struct ClientColumns {
+    uris: String,
+    grants: String,
+    scopes: String,
+    logout_uris: String,
+    backchannel_uri: Option<String>,
+    session_required: i64,
+    require_par: i64,
+    resources: String,
+    jwks: Option<String>,
+    jwks_uri: Option<String>,
+}
+
+fn client_columns_of(client: &ClientRecord) -> Result<ClientColumns, DbError> {
+    let backchannel = client.backchannel_logout.as_ref();
+    let (jwks, jwks_uri) = match &client.keys {
+        Some(ClientKeys::Inline(j)) => (Some(j.clone()), None),
+        Some(ClientKeys::Uri(u)) => (None, Some(u.clone())),
+        None => (None, None),
+    };
+    Ok(ClientColumns {
+        uris: rows::to_json(&client.redirect_uris)?,
+        grants: rows::to_json(&client.grant_types)?,
+        scopes: rows::scope_json(&client.scopes)?,
+        logout_uris: rows::to_json(&client.post_logout_redirect_uris)?,
+        backchannel_uri: backchannel.map(|b| b.uri.clone()),
+        session_required: i64::from(backchannel.is_some_and(|b| b.session_required)),
+        require_par: i64::from(client.require_par),
+        resources: rows::to_json(&client.resources)?,
+        jwks,
+        jwks_uri,
+    })
+}
+
 fn insert_client(c: &mut dyn Conn, client: ClientRecord) -> OpFuture<'_, ()> {
     Box::pin(async move {
-        let resources = rows::to_json(&client.resources)?;
-        let (jwks, jwks_uri) = match &client.keys {
-            Some(ClientKeys::Inline(j)) => (Some(j.clone()), None),
-            Some(ClientKeys::Uri(u)) => (None, Some(u.clone())),
-            None => (None, None),
-        };
-        let (uris, grants, scopes, logout_uris) = (
-            rows::to_json(&client.redirect_uris)?,
-            rows::to_json(&client.grant_types)?,
-            rows::scope_json(&client.scopes)?,
-            rows::to_json(&client.post_logout_redirect_uris)?,
-        );
+        let m = client_columns_of(&client)?;
         let secret = client.secret_hash.as_ref().map(|h| &h.0[..]);
-        let backchannel = client.backchannel_logout.as_ref();
-        let backchannel_uri = backchannel.map(|b| b.uri.clone());
+        let registration = client.registration_token_hash.as_ref().map(|h| &h.0[..]);
         let p = params![
             &client.client_id,
             &client.name,
             secret,
-            &uris,
-            &grants,
-            &scopes,
+            &m.uris,
+            &m.grants,
+            &m.scopes,
             client.created_at.0,
-            &logout_uris,
-            &backchannel_uri,
-            i64::from(backchannel.is_some_and(|b| b.session_required)),
-            i64::from(client.require_par),
-            &resources,
-            &jwks,
-            &jwks_uri
+            &m.logout_uris,
+            &m.backchannel_uri,
+            m.session_required,
+            m.require_par,
+            &m.resources,
+            &m.jwks,
+            &m.jwks_uri,
+            registration
         ];
         c.execute(&INSERT_CLIENT, p).await.map(|_| ())
     })
+}
+
+fn update_client(c: &mut dyn Conn, client: ClientRecord) -> OpFuture<'_, bool> {
+    Box::pin(async move {
+        let m = client_columns_of(&client)?;
+        let p = params![
+            &client.client_id,
+            &client.name,
+            &m.uris,
+            &m.grants,
+            &m.scopes,
+            &m.logout_uris,
+            &m.backchannel_uri,
+            m.session_required,
+            m.require_par,
+            &m.resources,
+            &m.jwks,
+            &m.jwks_uri
+        ];
+        Ok(c.execute(&UPDATE_CLIENT, p).await? == 1)
+    })
+}
+
+fn insert_registration_token(c: &mut dyn Conn, (hash, now, until): ([u8; 32], i64, i64)) -> OpFuture<'_, ()> {
+    Box::pin(
+        async move { c.execute(&INSERT_REGISTRATION_TOKEN, params![&hash, now, until]).await.map(|_| ()) },
+    )
+}
+
+fn use_registration_token(c: &mut dyn Conn, (hash, now): ([u8; 32], i64)) -> OpFuture<'_, bool> {
+    Box::pin(async move { Ok(c.execute(&USE_REGISTRATION_TOKEN, params![&hash, now]).await? == 1) })
 }
 
 fn find_client(c: &mut dyn Conn, id: ClientId) -> OpFuture<'_, Option<ClientRecord>> {
@@ -196,6 +262,23 @@ impl<B: Backend> OAuthStore for Db<B> {
 
     async fn delete_client(&self, client_id: &ClientId) -> Result<bool, StoreError> {
         self.0.run(Access::Statement, op(client_id.clone(), delete_client)).await
+    }
+
+    async fn update_client(&self, client: &ClientRecord) -> Result<bool, StoreError> {
+        self.0.run(Access::Statement, op(client.clone(), update_client)).await
+    }
+
+    async fn insert_registration_token(
+        &self,
+        hash: &TokenHash,
+        now: Timestamp,
+        expires_at: Timestamp,
+    ) -> Result<(), StoreError> {
+        self.0.run(Access::Statement, op((hash.0, now.0, expires_at.0), insert_registration_token)).await
+    }
+
+    async fn use_registration_token(&self, hash: &TokenHash, now: Timestamp) -> Result<bool, StoreError> {
+        self.0.run(Access::Statement, op((hash.0, now.0), use_registration_token)).await
     }
 
     async fn insert_auth_code(&self, code: &AuthCodeRecord) -> Result<(), StoreError> {

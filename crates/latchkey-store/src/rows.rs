@@ -109,7 +109,8 @@ pub(crate) use code_columns;
 macro_rules! client_columns {
     () => {
         "client_id, name, secret_hash, redirect_uris, grant_types, scopes, created_at, \
-         post_logout_redirect_uris, backchannel_logout_uri, backchannel_logout_session_required, require_par, resources, jwks, jwks_uri"
+         post_logout_redirect_uris, backchannel_logout_uri, backchannel_logout_session_required, require_par, resources, jwks, jwks_uri, \
+         registration_token_hash"
     };
 }
 pub(crate) use client_columns;
@@ -380,6 +381,11 @@ pub(crate) fn client(row: &dyn Row) -> Result<ClientRecord, DbError> {
             (None, None) => None,
             (Some(_), Some(_)) => return Err(DbError::corrupt("clients.jwks", "both jwks and jwks_uri")),
         },
+        registration_token_hash: row
+            .opt_blob(14)?
+            .map(|h| hash32(h, "clients.registration_token_hash"))
+            .transpose()?
+            .map(TokenHash),
     })
 }
 

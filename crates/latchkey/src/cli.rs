@@ -233,6 +233,9 @@ enum ClientCommand {
     },
     /// List clients, one JSON object per line (no secrets).
     List,
+    /// An initial access token for one dynamic registration (`dynamic_registration =
+    /// "token"`), valid 24 hours; prints {"registration_token","expires_at"}, shown once.
+    RegistrationToken,
     /// Remove a client.
     Remove {
         /// The client's id (ids of older versions may start with `-`).
@@ -419,6 +422,10 @@ pub async fn run_with_env(
                     obj.insert("client_secret".into(), json!(secret.expose_secret()));
                 }
                 print(out)?;
+            }
+            ClientCommand::RegistrationToken => {
+                let (token, until) = app.admin_registration_token().await?;
+                print(json!({"registration_token": token, "expires_at": until.rfc3339()}))?;
             }
             ClientCommand::List => {
                 for c in app.admin_list_clients().await? {

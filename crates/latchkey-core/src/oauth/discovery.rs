@@ -12,7 +12,7 @@ impl Latchkey {
         let iss = s.issuer.as_str();
         let client_auth = ["client_secret_basic", "client_secret_post", "private_key_jwt", "none"];
         let signing = crate::client_assertion::ASSERTION_ALGORITHMS;
-        json!({
+        let mut doc = json!({
             "issuer": iss,
             "authorization_endpoint": format!("{iss}/oauth/authorize"),
             "token_endpoint": format!("{iss}/oauth/token"),
@@ -51,6 +51,12 @@ impl Latchkey {
             "request_parameter_supported": false,
             "request_uri_parameter_supported": false,
             "claims_parameter_supported": false,
-        })
+        });
+        if self.settings.dynamic_registration != crate::settings::DynamicRegistration::Closed
+            && let Some(obj) = doc.as_object_mut()
+        {
+            obj.insert("registration_endpoint".into(), Value::String(format!("{iss}/oauth/register")));
+        }
+        doc
     }
 }

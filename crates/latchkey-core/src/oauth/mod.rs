@@ -10,6 +10,7 @@ mod endpoints;
 mod id_token;
 mod logout;
 mod par;
+mod registration;
 mod token;
 
 pub use authorize::{
@@ -22,6 +23,7 @@ pub use device_grant::{
 pub use endpoints::{INTROSPECT_SCOPE, MAX_TOKEN_REVOCATIONS, TOKEN_REVOCATION_WINDOW, UserinfoError};
 pub use logout::{EndSession, EndSessionError, EndSessionParams, HintedSession};
 pub use par::{PUSHED_REQUEST_FLOW_TTL, PUSHED_REQUEST_TTL, PushedRequestResponse, REQUEST_URI_PREFIX};
+pub use registration::{ClientMetadata, REGISTRABLE_SCOPES, REGISTRATION_TOKEN_TTL, RegistrationError};
 pub use token::{ClientCredentials, TokenGrant, TokenRequestError};
 
 use latchkey_proto::ErrorCode;

@@ -135,6 +135,8 @@ pub struct ClientRecord {
     /// Its public keys, for `private_key_jwt` (RFC 7523); such a client has no secret and
     /// is confidential.
     pub keys: Option<ClientKeys>,
+    /// SHA-256 of its registration access token, when it registered itself (RFC 7592).
+    pub registration_token_hash: Option<TokenHash>,
 }
 
 impl ClientRecord {
@@ -192,6 +194,18 @@ pub trait OAuthStore {
     async fn list_clients(&self) -> Result<Vec<ClientRecord>, StoreError>;
     /// Deletes a client; `false` when there was none.
     async fn delete_client(&self, client_id: &ClientId) -> Result<bool, StoreError>;
+    /// Replaces a client's metadata (everything but its id, secret, creation time and
+    /// registration token); `false` when there is no such client.
+    async fn update_client(&self, client: &ClientRecord) -> Result<bool, StoreError>;
+    /// Stores an initial access token for dynamic registration (its hash).
+    async fn insert_registration_token(
+        &self,
+        hash: &TokenHash,
+        now: Timestamp,
+        expires_at: Timestamp,
+    ) -> Result<(), StoreError>;
+    /// Spends an initial access token; `false` when it is unknown, spent or expired.
+    async fn use_registration_token(&self, hash: &TokenHash, now: Timestamp) -> Result<bool, StoreError>;
     /// Stores a new authorization code.
     async fn insert_auth_code(&self, code: &AuthCodeRecord) -> Result<(), StoreError>;
     /// Redeems a code for `client_id` atomically: an unknown code is

@@ -59,6 +59,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (17, include_str!("../../migrations/sqlite/0017_pushed_requests.sql")),
     (18, include_str!("../../migrations/sqlite/0018_resource_indicators.sql")),
     (19, include_str!("../../migrations/sqlite/0019_client_keys.sql")),
+    (20, include_str!("../../migrations/sqlite/0020_dynamic_registration.sql")),
 ];
 
 /// Maps SQLite errors to the port's, without leaking rusqlite types.

@@ -41,6 +41,7 @@ mod passkey;
 mod private_key_jwt;
 mod processes;
 mod recovery;
+mod registration;
 mod resources;
 mod risk;
 mod rotation;
