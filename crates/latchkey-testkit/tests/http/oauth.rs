@@ -181,7 +181,7 @@ async fn discovery_documents_advertise_what_is_served() {
         assert_eq!(d.json["pushed_authorization_request_endpoint"], format!("{iss}/oauth/par"));
         assert_eq!(
             d.json["token_endpoint_auth_methods_supported"],
-            json!(["client_secret_basic", "client_secret_post", "none"])
+            json!(["client_secret_basic", "client_secret_post", "private_key_jwt", "none"])
         );
         assert_eq!(d.json["id_token_signing_alg_values_supported"], json!(["RS256"]));
     }
