@@ -1,10 +1,12 @@
 #!/usr/bin/env bash
-# Manual run of the openid-client interop tests: starts two throwaway Latchkey servers (one
-# plain, one with LATCHKEY_DPOP_NONCE=true) on free loopback ports with SQLite databases in
-# a temporary directory, creates the user and the clients through the CLI, runs
-# `node --test` here with the environment interop.test.mjs, logout.test.mjs,
-# device.test.mjs and par.test.mjs document (the latter three register their own clients
-# with the CLI), and stops the servers.
+# Manual run of the openid-client interop tests: starts three throwaway Latchkey servers (the
+# main one with LATCHKEY_DYNAMIC_REGISTRATION=open, one with LATCHKEY_DPOP_NONCE=true and
+# registration closed as by default, one with LATCHKEY_DYNAMIC_REGISTRATION=token) on free
+# loopback ports with SQLite databases in a temporary directory, creates the user and the
+# clients through the CLI, runs `node --test` here with the environment interop.test.mjs,
+# logout.test.mjs, device.test.mjs, par.test.mjs and registration.test.mjs document (logout,
+# device and par register their own clients with the CLI, registration over HTTP), and stops
+# the servers.
 #
 #   ./run-local.sh                 # uses ../../target/debug/latchkey
 #   LATCHKEY_BIN=/path/latchkey ./run-local.sh [extra node --test arguments]
@@ -60,8 +62,9 @@ start() {
 
 field() { node -pe 'JSON.parse(process.argv[1])[process.argv[2]]' "$1" "$2"; }
 
-start MAIN
+start MAIN LATCHKEY_DYNAMIC_REGISTRATION=open
 start NONCE LATCHKEY_DPOP_NONCE=true
+start TOKEN LATCHKEY_DYNAMIC_REGISTRATION=token
 
 export LATCHKEY_URL=$MAIN_URL
 export PUBLIC_CLIENT_ID=$(field "$MAIN_PUBLIC" client_id)
@@ -73,6 +76,9 @@ export NONCE_LATCHKEY_URL=$NONCE_URL
 export NONCE_PUBLIC_CLIENT_ID=$(field "$NONCE_PUBLIC" client_id)
 export NONCE_CONFIDENTIAL_CLIENT_ID=$(field "$NONCE_CONF" client_id)
 export NONCE_CONFIDENTIAL_CLIENT_SECRET=$(field "$NONCE_CONF" client_secret)
+export TOKEN_LATCHKEY_URL=$TOKEN_URL
+export TOKEN_LATCHKEY_DATABASE_URL=$TOKEN_DB
+export CLOSED_LATCHKEY_URL=$NONCE_URL
 
 cd "$here"
 node --test "$@"

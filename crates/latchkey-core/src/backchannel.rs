@@ -30,8 +30,10 @@ use crate::store::{DeliveryOutcome, LogoutDeliveryRecord, StoreError};
 
 /// How many deliveries one pass claims.
 pub const BATCH: i64 = 32;
-/// How many are posted at once (to as many apps, usually).
-pub const POSTS_AT_ONCE: usize = 8;
+/// How many are posted at once: the whole batch, so a pass lasts at most one
+/// [`POST_TIMEOUT`] however many receivers hang (with the claim order, never-tried
+/// deliveries first, one app's dead endpoint delays another's logout by one pass at most).
+pub const POSTS_AT_ONCE: usize = 32;
 /// How long one POST may take, connection included, before it counts as a failure.
 pub const POST_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long a claim holds; longer than a pass can take against receivers that never answer.

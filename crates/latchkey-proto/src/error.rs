@@ -76,6 +76,8 @@ pub enum ErrorCode {
     InvalidRedirectUri,
     /// Dynamic registration: other metadata that cannot be registered.
     InvalidClientMetadata,
+    /// A request object (`request`, OpenID Connect Core §6.1), which Latchkey does not take.
+    RequestNotSupported,
 }
 
 impl ErrorCode {
@@ -115,6 +117,7 @@ impl ErrorCode {
             Self::InvalidTarget => "invalid_target",
             Self::InvalidRedirectUri => "invalid_redirect_uri",
             Self::InvalidClientMetadata => "invalid_client_metadata",
+            Self::RequestNotSupported => "request_not_supported",
         }
     }
 }

@@ -25,13 +25,14 @@ static QUEUE: Sql = Sql::new(
      FROM sessions s JOIN clients c ON c.client_id = s.client_id \
      WHERE s.id = $1 AND c.backchannel_logout_uri IS NOT NULL",
 );
-/// `$1` claimer, `$2` lease end, `$3` now, `$4` limit.
+/// `$1` claimer, `$2` lease end, `$3` now, `$4` limit. Deliveries tried least come first,
+/// so an app whose endpoint keeps failing cannot hold back another app's first attempt.
 static CLAIM: Sql = Sql::new(concat!(
     "UPDATE logout_deliveries SET claimed_by = $1, claimed_until = $2, attempts = attempts + 1 \
      WHERE id IN (SELECT id FROM logout_deliveries \
                    WHERE state = 'pending' AND next_attempt_at <= $3 AND expires_at > $3 \
                      AND (claimed_until IS NULL OR claimed_until <= $3) \
-                   ORDER BY id LIMIT $4 FOR UPDATE SKIP LOCKED) \
+                   ORDER BY attempts, id LIMIT $4 FOR UPDATE SKIP LOCKED) \
      RETURNING ",
     logout_delivery_columns!()
 ));

@@ -9,7 +9,7 @@ use latchkey_core::crypto::TokenHash;
 use latchkey_core::ids::ClientId;
 use latchkey_core::store::{PushedRequestRecord, PushedRequestStore};
 
-use crate::db::{Access, Backend, Conn, Db, OpFuture, Sql, first_id, op, params, query_opt};
+use crate::db::{Access, Backend, Conn, Db, OpFuture, Sql, op, params, query_opt};
 
 static INSERT: Sql = Sql::new(
     "INSERT INTO pushed_requests (hash, client_id, params, created_at, expires_at) VALUES ($1, $2, $3, $4, $5)",
@@ -21,7 +21,7 @@ static USE: Sql = Sql::new(
          browser_key = COALESCE(browser_key, $3) \
      WHERE hash = $1 AND client_id = $2 AND used_at IS NULL AND expires_at > $4 \
        AND (browser_key IS NULL OR browser_key = $3) \
-     RETURNING params",
+     RETURNING params, created_at",
 );
 static SPEND: Sql = Sql::new("UPDATE pushed_requests SET used_at = $2 WHERE hash = $1 AND used_at IS NULL");
 
@@ -35,9 +35,12 @@ fn insert(c: &mut dyn Conn, r: PushedRequestRecord) -> OpFuture<'_, ()> {
 fn use_request(
     c: &mut dyn Conn,
     (hash, client_id, browser, now, until): ([u8; 32], ClientId, [u8; 32], i64, i64),
-) -> OpFuture<'_, Option<String>> {
+) -> OpFuture<'_, Option<(String, Timestamp)>> {
     Box::pin(async move {
-        query_opt(c, &USE, params![&hash, &client_id, &browser, now, until], first_id::<String>).await
+        query_opt(c, &USE, params![&hash, &client_id, &browser, now, until], |row| {
+            Ok((row.text(0)?, Timestamp(row.int(1)?)))
+        })
+        .await
     })
 }
 
@@ -58,7 +61,7 @@ impl<B: Backend> PushedRequestStore for Db<B> {
         browser: &TokenHash,
         now: Timestamp,
         extend_until: Timestamp,
-    ) -> Result<Option<String>, StoreError> {
+    ) -> Result<Option<(String, Timestamp)>, StoreError> {
         let args = (hash.0, client_id.clone(), browser.0, now.0, extend_until.0);
         self.0.run(Access::Transaction, op(args, use_request)).await
     }

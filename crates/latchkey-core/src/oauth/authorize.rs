@@ -50,6 +50,9 @@ pub struct AuthorizeParams {
     pub request_uri: Option<String>,
     /// Every `resource` (RFC 8707; the one parameter that may repeat).
     pub resources: Vec<String>,
+    /// `request`, a request object (OpenID Connect Core §6): not supported, so refused
+    /// rather than ignored (an app must not believe its signed parameters were used).
+    pub request: Option<String>,
     /// Names given more than once (RFC 6749 §3.1: an error).
     pub repeated: Vec<String>,
 }
@@ -67,6 +70,7 @@ impl AuthorizeParams {
             let slot = match k {
                 "client_id" => &mut p.client_id,
                 "request_uri" => &mut p.request_uri,
+                "request" => &mut p.request,
                 "redirect_uri" => &mut p.redirect_uri,
                 "response_type" => &mut p.response_type,
                 "scope" => &mut p.scope,
@@ -96,8 +100,7 @@ impl AuthorizeParams {
     /// front channel cannot stop a browser from leaving them out itself: the app checks
     /// those claims.
     ///
-    /// A pushed request (RFC 9126) is carried as `client_id` and `request_uri` alone, plus
-    /// the `prompt` its sign-in has left (which overrides the pushed one).
+    /// A pushed request (RFC 9126) is carried as `client_id` and `request_uri` alone.
     pub fn to_pairs(&self, after_sign_in: bool) -> Vec<(String, String)> {
         let prompt = self.prompt.as_deref().map(|p| {
             if after_sign_in {
@@ -107,7 +110,7 @@ impl AuthorizeParams {
             }
         });
         if self.request_uri.is_some() {
-            return [("client_id", &self.client_id), ("request_uri", &self.request_uri), ("prompt", &prompt)]
+            return [("client_id", &self.client_id), ("request_uri", &self.request_uri)]
                 .into_iter()
                 .filter_map(|(k, v)| v.as_ref().map(|v| (k.to_owned(), v.clone())))
                 .collect();
@@ -170,6 +173,9 @@ pub struct AuthorizeRequest {
     pub dpop_jkt: Option<crate::dpop::Thumbprint>,
     /// The resources asked for (RFC 8707), each registered for the client.
     pub resources: Vec<String>,
+    /// When the request was pushed (RFC 9126), if it was: a sign-in since meets its
+    /// `prompt=login`.
+    pub pushed_at: Option<Timestamp>,
     /// The parameters as received.
     pub params: AuthorizeParams,
 }
@@ -247,12 +253,13 @@ impl Latchkey {
         params: AuthorizeParams,
         browser: &str,
     ) -> Result<AuthorizeRequest, AuthorizeError> {
-        let params = match params.request_uri.is_some() {
-            true => self.resolve_pushed_request(params, browser).await?,
-            false => params,
-        };
-        let pushed = params.request_uri.is_some();
-        self.check_authorize_params(params, pushed).await
+        if params.request_uri.is_none() {
+            return self.check_authorize_params(params, false).await;
+        }
+        let (params, pushed_at) = self.resolve_pushed_request(params, browser).await?;
+        let mut req = self.check_authorize_params(params, true).await?;
+        req.pushed_at = Some(pushed_at);
+        Ok(req)
     }
 
     /// The checks of [`Latchkey::check_authorize`] on the parameters themselves; `pushed`
@@ -301,6 +308,12 @@ impl Latchkey {
         };
         if !params.repeated.is_empty() {
             return Err(fail(ErrorCode::InvalidRequest, "A parameter was given more than once."));
+        }
+        if params.request.is_some() {
+            return Err(fail(
+                ErrorCode::RequestNotSupported,
+                "Request objects are not supported; push the request (PAR) instead.",
+            ));
         }
         match params.response_type.as_deref() {
             None => return Err(fail(ErrorCode::InvalidRequest, "response_type is required.")),
@@ -391,6 +404,7 @@ impl Latchkey {
         resources.sort();
         resources.dedup();
         Ok(AuthorizeRequest {
+            pushed_at: None,
             resources,
             client,
             redirect_uri,
@@ -432,7 +446,12 @@ impl Latchkey {
     ) -> Result<AuthorizeStep, AuthorizeError> {
         let now = self.clock.now();
         let signed_in = match signed_in {
-            Some(pair) if !req.prompt.login && !Self::falls_short(req, pair.session(), now) => pair,
+            Some(pair)
+                if !Self::wants_login(req, pair.session())
+                    && !Self::falls_short(req, pair.session(), now) =>
+            {
+                pair
+            }
             _ if req.prompt.none => {
                 return Err(AuthorizeError::Redirect(Self::redirect_error(
                     req,
@@ -466,6 +485,13 @@ impl Latchkey {
         Ok(AuthorizeStep::Consent { scopes })
     }
 
+    /// Whether `prompt=login` still asks for a sign-in: for a pushed request, one since it
+    /// was pushed meets it (the browser cannot drop a pushed `prompt`); otherwise the way
+    /// back from sign-in carries the request without it.
+    fn wants_login(req: &AuthorizeRequest, session: &SessionRecord) -> bool {
+        req.prompt.login && req.pushed_at.is_none_or(|pushed| session.created_at < pushed)
+    }
+
     /// Whether a session falls short of what the request asks besides `prompt=login`:
     /// older than `max_age`, or below the lowest `acr_values` level (step-up).
     fn falls_short(req: &AuthorizeRequest, session: &SessionRecord, now: Timestamp) -> bool {
@@ -487,7 +513,9 @@ impl Latchkey {
         signed_in: &SignedIn,
         allow: bool,
     ) -> Result<ConsentOutcome, AuthorizeError> {
-        if req.prompt.login || Self::falls_short(req, signed_in.session(), self.clock.now()) {
+        if Self::wants_login(req, signed_in.session())
+            || Self::falls_short(req, signed_in.session(), self.clock.now())
+        {
             return Ok(ConsentOutcome::SignInAgain);
         }
         if !allow {

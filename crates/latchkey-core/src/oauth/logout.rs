@@ -8,7 +8,9 @@
 //! client registered exactly, and needs the client to be known (from the hint or
 //! `client_id`), or nothing is redirected anywhere; the user is asked unless the hint
 //! names an app session of the browser's own session, so a link on another site cannot
-//! sign anyone out silently. The page handler renders; nothing here knows HTTP.
+//! sign anyone out silently; and a hint ends another session only for the user signed in
+//! here (a leaked ID token is no way to sign its user out). The page handler renders;
+//! nothing here knows HTTP.
 
 use latchkey_proto::ErrorReason;
 use serde::Deserialize;
@@ -182,8 +184,8 @@ impl Latchkey {
     }
 
     /// Whether the user must confirm: not when the hint names the browser's own session
-    /// or an app session created under it, for the same user; not when there is nothing
-    /// to end; otherwise yes.
+    /// or an app session created under it, for the same user, and not when this browser
+    /// has no session (there is nothing it could end); otherwise yes.
     ///
     /// # Errors
     /// Storage.
@@ -192,24 +194,21 @@ impl Latchkey {
         req: &EndSession,
         browser: Option<&SignedIn>,
     ) -> Result<bool, StoreError> {
+        let Some(b) = browser else { return Ok(false) };
         let hinted = match &req.hinted {
             Some(h) => self.store.find_session(&h.session_id).await?.filter(|s| s.user_id == h.user_id),
             None => None,
         };
-        let hinted_live = hinted.as_ref().filter(|s| s.revoked_at.is_none());
-        Ok(match (browser, hinted_live) {
-            (None, None) => false,
-            (None, Some(_)) => true,
-            (Some(b), _) => !hinted.as_ref().is_some_and(|s| {
-                s.user_id == b.user().id
-                    && (s.id == b.session().id || s.browser_session_id.as_ref() == Some(&b.session().id))
-            }),
-        })
+        Ok(!hinted.is_some_and(|s| {
+            s.user_id == b.user().id
+                && (s.id == b.session().id || s.browser_session_id.as_ref() == Some(&b.session().id))
+        }))
     }
 
     /// Ends the browser's session and every app session created under it, and the session
-    /// the hint names (when it is still live and its user's), each with its feed event and
-    /// back-channel logout tokens. Returns how many sessions ended.
+    /// the hint names when it is the signed-in user's (a hint alone, from another browser
+    /// or another user, ends nothing: an ID token is not a credential). Each with its feed
+    /// event and back-channel logout tokens. Returns how many sessions ended.
     ///
     /// # Errors
     /// Storage.
@@ -219,17 +218,18 @@ impl Latchkey {
         browser: Option<&SignedIn>,
         ctx: &Caller,
     ) -> Result<usize, StoreError> {
-        let mut ended = 0;
-        if let Some(b) = browser {
-            let (user, session) = (&b.user().id, &b.session().id);
-            let target = RevocationTarget::BrowserSession { id: session.clone(), user_id: user.clone() };
-            ended += self.revoke(target, ErrorReason::LoggedOut, Some(user), Some(session), ctx).await?.len();
-        }
-        if let Some(h) = &req.hinted {
+        let Some(b) = browser else { return Ok(0) };
+        let (user, session) = (&b.user().id, &b.session().id);
+        let target = RevocationTarget::BrowserSession { id: session.clone(), user_id: user.clone() };
+        let mut ended =
+            self.revoke(target, ErrorReason::LoggedOut, Some(user), Some(session), ctx).await?.len();
+        if let Some(h) = req.hinted.as_ref().filter(|h| &h.user_id == user) {
             let target =
                 RevocationTarget::Session { id: h.session_id.clone(), user_id: Some(h.user_id.clone()) };
-            let reason = ErrorReason::LoggedOut;
-            ended += self.revoke(target, reason, Some(&h.user_id), Some(&h.session_id), ctx).await?.len();
+            ended += self
+                .revoke(target, ErrorReason::LoggedOut, Some(user), Some(&h.session_id), ctx)
+                .await?
+                .len();
         }
         Ok(ended)
     }

@@ -98,14 +98,21 @@ impl Latchkey {
     }
 
     /// The parameters a `request_uri` stands for, for this browser (bound to it on first
-    /// use). The front channel's `prompt`, when given, overrides the pushed one: it is how
-    /// the pages carry a finished sign-in. Every other front-channel parameter is ignored
-    /// (RFC 9126 §4).
+    /// use), and when it was pushed. Every front-channel parameter but `client_id` is
+    /// ignored (RFC 9126 §4), and a repeated one is refused: the browser cannot weaken what
+    /// the app pushed. (A pushed `prompt=login` is met by a sign-in after the push; see
+    /// `authorize_step`.)
     pub(super) async fn resolve_pushed_request(
         &self,
         front: AuthorizeParams,
         browser: &str,
-    ) -> Result<AuthorizeParams, AuthorizeError> {
+    ) -> Result<(AuthorizeParams, crate::clock::Timestamp), AuthorizeError> {
+        if !front.repeated.is_empty() {
+            return Err(AuthorizeError::Page {
+                title: "Invalid request",
+                message: "A parameter was given more than once.",
+            });
+        }
         let gone = AuthorizeError::Page {
             title: "Invalid request",
             message: "The app's pushed request is unknown, expired or used. Start again from the app.",
@@ -120,7 +127,7 @@ impl Latchkey {
             return Err(gone);
         }
         let now = self.clock.now();
-        let stored = self
+        let (stored, pushed_at) = self
             .store
             .use_pushed_request(
                 &TokenHash::of(&uri),
@@ -136,9 +143,6 @@ impl Latchkey {
         })?;
         let mut params = AuthorizeParams::from_pairs(pairs);
         params.request_uri = Some(uri);
-        if front.prompt.is_some() {
-            params.prompt = front.prompt;
-        }
-        Ok(params)
+        Ok((params, pushed_at))
     }
 }

@@ -8,7 +8,8 @@
 //! URIs are `https`, or `http` on a loopback address for native apps (RFC 8252 §7.3); the
 //! URIs the server calls (`backchannel_logout_uri`, `jwks_uri`) are `https`; the scopes are
 //! [`REGISTRABLE_SCOPES`] only (never the feed's or introspection's, which carry power over
-//! other clients' tokens), and it may not change how it authenticates.
+//! other clients' tokens), its grants those of a user's app (no `client_credentials`), and
+//! it may not change how it authenticates.
 
 use latchkey_proto::ErrorCode;
 use serde::Deserialize;
@@ -129,6 +130,13 @@ fn new_client(m: ClientMetadata) -> Result<NewClient, RegistrationError> {
     {
         return Err(RegistrationError::InvalidRedirectUri(format!(
             "{uri:?}: redirect URIs must be https, or http on a loopback address, without a fragment"
+        )));
+    }
+    let self_grants = ["authorization_code", "refresh_token", crate::oauth::DEVICE_CODE_GRANT];
+    if m.grant_types.as_ref().is_some_and(|g| g.iter().any(|g| !self_grants.contains(&g.as_str()))) {
+        return Err(RegistrationError::InvalidMetadata(format!(
+            "grant_types: a self-registered app may use {} only",
+            self_grants.join(", ")
         )));
     }
     if m.response_types.as_ref().is_some_and(|r| r.iter().any(|t| t != "code")) {

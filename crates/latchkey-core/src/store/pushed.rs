@@ -29,9 +29,10 @@ pub struct PushedRequestRecord {
 pub trait PushedRequestStore {
     /// Stores a pushed request.
     async fn insert_pushed_request(&self, request: &PushedRequestRecord) -> Result<(), StoreError>;
-    /// The parameters of an unspent, unexpired request of `client_id`, for the browser
-    /// whose key is `browser`: the first browser to ask is bound to it and gets until
-    /// `extend_until`; any other browser gets `None`, as for an unknown request.
+    /// The parameters of an unspent, unexpired request of `client_id` and when it was
+    /// pushed, for the browser whose key is `browser`: the first browser to ask is bound to
+    /// it and gets until `extend_until`; any other browser gets `None`, as for an unknown
+    /// request.
     async fn use_pushed_request(
         &self,
         hash: &TokenHash,
@@ -39,7 +40,7 @@ pub trait PushedRequestStore {
         browser: &TokenHash,
         now: Timestamp,
         extend_until: Timestamp,
-    ) -> Result<Option<String>, StoreError>;
+    ) -> Result<Option<(String, Timestamp)>, StoreError>;
     /// Spends a request (its code was issued); `false` when it was spent already.
     async fn spend_pushed_request(&self, hash: &TokenHash, now: Timestamp) -> Result<bool, StoreError>;
 }

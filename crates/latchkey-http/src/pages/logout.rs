@@ -76,6 +76,15 @@ pub(crate) async fn end_session(
             "The request could not be read.",
         );
     };
+    let repeated =
+        pairs.iter().enumerate().any(|(i, (k, _))| pairs.iter().skip(i + 1).any(|(other, _)| other == k));
+    if repeated {
+        return b.error(
+            StatusCode::BAD_REQUEST,
+            "Invalid sign-out request",
+            "A parameter was given more than once.",
+        );
+    }
     let req = match s.service.check_end_session(params_of(&pairs)).await {
         Ok(req) => req,
         Err(e) => return refused(&b, &e),
@@ -103,10 +112,12 @@ pub(crate) async fn end_session(
         Some(to) => b.redirect(StatusCode::SEE_OTHER, to),
         None => b.page(Page { status: StatusCode::OK, html: SignedOutPage.render(), form_action: None }),
     };
-    if who.is_some()
-        && let Ok(v) = HeaderValue::from_str(&format!("{SESSION_COOKIE}=; Max-Age=0{}", b.cookie_attrs()))
-    {
-        res.headers_mut().append(header::SET_COOKIE, v);
+    if who.is_some() {
+        if let Ok(v) = HeaderValue::from_str(&format!("{SESSION_COOKIE}=; Max-Age=0{}", b.cookie_attrs())) {
+            res.headers_mut().append(header::SET_COOKIE, v);
+        }
+        // SPEC 5.1: a browser's logout clears what the site left in it.
+        res.headers_mut().insert("clear-site-data", HeaderValue::from_static("\"cookies\", \"storage\""));
     }
     res
 }

@@ -271,6 +271,7 @@ async fn rp_initiated_logout_with_the_browsers_own_hint_ends_its_sessions_and_go
     assert!(to.starts_with(BYE), "{to}");
     assert_eq!(param(&to, "state").as_deref(), Some("s 1&x"));
     assert!(out.header("set-cookie").is_some_and(|c| c.contains("lk_session=;")), "the cookie is cleared");
+    assert_eq!(out.header("clear-site-data"), Some("\"cookies\", \"storage\""));
     for (app, t) in [(&app, &t), (&other, &t_other)] {
         let refused = refresh_app(&s, app, t.str("refresh_token")).await;
         assert_eq!(refused.json["error_reason"], "logged_out", "{}", refused.text);
@@ -339,6 +340,34 @@ async fn rp_initiated_logout_asks_before_ending_what_the_hint_does_not_name() {
     assert_eq!(page.status, 200);
     assert!(page.text.contains(">Sign out</button>"));
     assert_eq!(refresh_app(&s, &app, t2.str("refresh_token")).await.status, 200);
+    // A leaked ID token signs no one out (a probe's finding): a browser without a session
+    // ends nothing, and one signed in as someone else ends only its own session.
+    let stranger = send(
+        browser().get(
+            reqwest::Url::parse_with_params(
+                &s.url("/oauth/logout"),
+                &[("id_token_hint", t2.str("id_token"))],
+            )
+            .unwrap(),
+        ),
+    )
+    .await;
+    assert_eq!(stranger.status, 200, "{}", stranger.text);
+    assert!(stranger.text.contains("You are signed out"));
+    s.register(&c, "other", PASSWORD).await;
+    let (ob, _) = app_session(&s, &app, "other").await;
+    let url =
+        reqwest::Url::parse_with_params(&s.url("/oauth/logout"), &[("id_token_hint", t2.str("id_token"))])
+            .unwrap();
+    let page = send(ob.get(url)).await;
+    let done = send(ob.post(s.url("/oauth/logout")).form(&hidden_fields(&page.text))).await;
+    assert_eq!(done.status, 200, "{}", done.text);
+    assert!(done.header("clear-site-data").is_some());
+    assert_eq!(send(ob.get(s.url("/account"))).await.status, 303, "its own session ended");
+    let t2 = refresh_app(&s, &app, t2.str("refresh_token")).await;
+    assert_eq!(t2.status, 200, "sam's session lives: {}", t2.text);
+    let repeated = send(b3.get(format!("{}?state=a&state=b", s.url("/oauth/logout")))).await;
+    assert_eq!(repeated.status, 400);
     // Without a browser session, no redirect and no hint: just the signed-out page.
     let plain = send(browser().get(s.url("/oauth/logout"))).await;
     assert_eq!(plain.status, 200);

@@ -221,3 +221,46 @@ async fn a_pushed_unregistered_resource_is_invalid_target() {
     assert_eq!((r.status, r.json["error"].as_str()), (400, Some("invalid_target")), "{}", r.text);
     assert_eq!(push(&s, &app, &[("resource", "https://api.example/notes")]).await.status, 201);
 }
+
+/// The browser cannot weaken a pushed request (a probe's finding): a `prompt` it adds is
+/// ignored, so a pushed `prompt=login` still asks for the password, met by a sign-in
+/// after the push; a repeated parameter or a request object is refused.
+#[tokio::test]
+async fn the_browser_cannot_weaken_a_pushed_request() {
+    let s = TestServer::start().await;
+    s.register(&http_client(), "wes", PASSWORD).await;
+    let app = register_app(&s, &["--require-par"]).await;
+    // Signed in and consented once already.
+    let b = browser();
+    let first = push(&s, &app, &[]).await;
+    let start = send(b.get(authorize_with(&s, &app, first.str("request_uri")))).await;
+    let back = sign_in(&s, &b, &location(&start), "wes").await;
+    consent(&s, &b, &back, "allow").await;
+
+    s.clock.advance(Duration::from_secs(5));
+    let pushed = push(&s, &app, &[("prompt", "login")]).await;
+    let uri = pushed.str("request_uri").to_owned();
+    for extra in ["", "none", "select_account"] {
+        let url = format!("{}&prompt={extra}", authorize_with(&s, &app, &uri));
+        let r = send(b.get(&url)).await;
+        assert_eq!(r.status, 303, "prompt={extra}: {}", r.text);
+        assert!(location(&r).starts_with("/login"), "the pushed prompt=login stands: {}", location(&r));
+    }
+    let start = send(b.get(authorize_with(&s, &app, &uri))).await;
+    let back = sign_in(&s, &b, &location(&start), "wes").await;
+    let to_app = send(b.get(s.url(&back))).await;
+    assert_eq!(to_app.status, 302, "a sign-in since the push meets it: {}", to_app.text);
+    assert!(param(&location(&to_app), "code").is_some());
+
+    let twice = format!(
+        "{}&request_uri=urn%3Aietf%3Aparams%3Aoauth%3Arequest_uri%3Ax",
+        authorize_with(&s, &app, &uri)
+    );
+    assert_eq!(send(b.get(&twice)).await.status, 400, "a repeated parameter");
+    let plain_app = register_app(&s, &[]).await;
+    let with_object =
+        send(b.get(crate::oauth::authorize_url(&s, &plain_app, &[("request", "eyJhbGciOiJub25lIn0.e30.")])))
+            .await;
+    let to = location(&with_object);
+    assert_eq!(param(&to, "error").as_deref(), Some("request_not_supported"), "{to}");
+}

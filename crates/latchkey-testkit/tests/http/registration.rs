@@ -111,6 +111,7 @@ async fn self_registered_apps_get_only_safe_metadata() {
         (json!({"backchannel_logout_uri": "http://127.0.0.1:9/bcl"}), "invalid_client_metadata"),
         (json!({"token_endpoint_auth_method": "private_key_jwt"}), "invalid_client_metadata"),
         (json!({"grant_types": ["password"]}), "invalid_client_metadata"),
+        (json!({"grant_types": ["client_credentials"]}), "invalid_client_metadata"),
         (json!({"redirect_uris": []}), "invalid_client_metadata"),
     ] {
         let mut body = app_metadata();
