@@ -4,9 +4,9 @@
 # registration closed as by default, one with LATCHKEY_DYNAMIC_REGISTRATION=token) on free
 # loopback ports with SQLite databases in a temporary directory, creates the user and the
 # clients through the CLI, runs `node --test` here with the environment interop.test.mjs,
-# logout.test.mjs, device.test.mjs, par.test.mjs and registration.test.mjs document (logout,
-# device and par register their own clients with the CLI, registration over HTTP), and stops
-# the servers.
+# logout.test.mjs, device.test.mjs, par.test.mjs, registration.test.mjs and
+# private-key-jwt.test.mjs document (logout, device, par and private-key-jwt register their
+# own clients with the CLI, registration over HTTP), and stops the servers.
 #
 #   ./run-local.sh                 # uses ../../target/debug/latchkey
 #   LATCHKEY_BIN=/path/latchkey ./run-local.sh [extra node --test arguments]

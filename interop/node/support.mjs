@@ -82,11 +82,14 @@ export class WireLog {
 
 /**
  * openid-client's discovery of `issuer` for one client, with the wire log installed.
+ * `secret` is the client's secret (`client_secret_basic`), undefined for a public client
+ * (`none`), or an openid-client client authentication method (`client.PrivateKeyJwt(…)`).
  * `http://` issuers need `allowInsecureRequests` (tests run on loopback without TLS).
  */
 export async function discover(issuer, clientId, secret, log) {
   const insecure = new URL(issuer).protocol === 'http:';
-  const auth = secret === undefined ? client.None() : client.ClientSecretBasic(secret);
+  const auth =
+    secret === undefined ? client.None() : typeof secret === 'function' ? secret : client.ClientSecretBasic(secret);
   const config = await client.discovery(
     new URL(issuer),
     clientId,

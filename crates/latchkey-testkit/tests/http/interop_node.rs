@@ -8,7 +8,9 @@
 //! and denied; `interop/node/device.test.mjs`); and `buildAuthorizationUrlWithPAR` with
 //! `require_par`, DPoP at the push, and `resource` at every grant
 //! (`interop/node/par.test.mjs`); and `dynamicClientRegistration` in open and token mode
-//! (`interop/node/registration.test.mjs`).
+//! (`interop/node/registration.test.mjs`); and `PrivateKeyJwt` client authentication with
+//! registered keys and a served `jwks_uri`, and a replayed assertion refused
+//! (`interop/node/private-key-jwt.test.mjs`).
 //! The tests themselves are in `interop/node/`; `interop/node/run-local.sh` starts
 //! the two servers from the binary built here, creates the user and the clients with the
 //! CLI, and runs it. `npm ci` there first (scripts/test does).
@@ -30,6 +32,6 @@ async fn openid_client_drives_the_code_flow_refresh_and_userinfo_with_dpop() {
         "every test ran and passed:\n{report}"
     );
     // Every file ran: 11 tests of the flows with DPoP, 6 of logout, 5 of the device flow,
-    // 7 of PAR and resource indicators, 5 of dynamic registration.
-    assert!(report.contains("# pass 34"), "{report}");
+    // 7 of PAR and resource indicators, 5 of dynamic registration, 4 of private_key_jwt.
+    assert!(report.contains("# pass 38"), "{report}");
 }
