@@ -98,10 +98,9 @@ fn is_acceptable_redirect_uri(uri: &str) -> bool {
     is_scheme && !rest.is_empty() && !uri.contains('#') && !uri.chars().any(char::is_whitespace)
 }
 
-/// A URI an operator registers for the server to call (`backchannel_logout_uri`, later
-/// `jwks_uri`): `https`, or `http` on a loopback address (development and tests; SPEC 13),
-/// with a host and without a fragment or credentials.
-pub fn is_acceptable_server_called_uri(uri: &str) -> bool {
+/// An absolute `https` URI, or `http` on a loopback address (development, and native apps'
+/// redirects, RFC 8252 §7.3), with a host and without a fragment or credentials.
+pub fn is_https_or_loopback_http(uri: &str) -> bool {
     let Ok(url) = url::Url::parse(uri) else {
         return false;
     };
@@ -117,6 +116,12 @@ pub fn is_acceptable_server_called_uri(uri: &str) -> bool {
         && url.fragment().is_none()
         && url.username().is_empty()
         && url.password().is_none()
+}
+
+/// A URI an operator registers for the server to call (`backchannel_logout_uri`,
+/// `jwks_uri`): `https`, or `http` on a loopback address (development and tests; SPEC 13).
+pub fn is_acceptable_server_called_uri(uri: &str) -> bool {
+    is_https_or_loopback_http(uri)
 }
 
 /// Whether `value` can be a resource indicator (RFC 8707 §2): an absolute URI without a

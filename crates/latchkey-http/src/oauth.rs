@@ -58,13 +58,11 @@ impl Params {
         let pairs = form(headers, body).ok_or(ApiError::Token(TokenRequestError::InvalidRequest(
             "The body must be application/x-www-form-urlencoded.",
         )))?;
-        for (i, (k, _)) in pairs.iter().enumerate() {
-            // `resource` may repeat (RFC 8707 §2); nothing else may (RFC 6749 §3.2).
-            if k != "resource" && pairs.iter().skip(i + 1).any(|(other, _)| other == k) {
-                return Err(ApiError::Token(TokenRequestError::InvalidRequest(
-                    "A parameter was given more than once.",
-                )));
-            }
+        // `resource` may repeat (RFC 8707 §2); nothing else may (RFC 6749 §3.2).
+        if has_repeats(&pairs, &["resource"]) {
+            return Err(ApiError::Token(TokenRequestError::InvalidRequest(
+                "A parameter was given more than once.",
+            )));
         }
         Ok(Self(pairs))
     }
@@ -81,6 +79,21 @@ impl Params {
     fn require(&self, name: &str, why: &'static str) -> Result<String, ApiError> {
         self.get(name).ok_or(ApiError::Token(TokenRequestError::InvalidRequest(why)))
     }
+}
+
+/// Whether a parameter other than those in `may_repeat` is given more than once.
+pub(crate) fn has_repeats(pairs: &[(String, String)], may_repeat: &[&str]) -> bool {
+    pairs.iter().enumerate().any(|(i, (k, _))| {
+        !may_repeat.contains(&k.as_str()) && pairs.iter().skip(i + 1).any(|(other, _)| other == k)
+    })
+}
+
+/// A JSON answer that must not be cached (it carries credentials or codes).
+pub(crate) fn no_store_json(status: StatusCode, answer: impl serde::Serialize) -> Response {
+    let mut res = (status, Json(answer)).into_response();
+    res.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    res.headers_mut().insert(header::PRAGMA, HeaderValue::from_static("no-cache"));
+    res
 }
 
 /// How the client authenticated: Basic, form fields, a `private_key_jwt` assertion, or a
@@ -177,9 +190,7 @@ pub(crate) async fn device_authorization(
     let params = Params::parse(&headers, &body)?;
     let creds = client_credentials(&headers, &params)?;
     let answer = s.service.device_authorization(&creds, params.get("scope").map(Into::into)).await?;
-    let mut res = Json(answer).into_response();
-    res.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    Ok(res)
+    Ok(no_store_json(StatusCode::OK, answer))
 }
 
 /// `POST /oauth/par` (RFC 9126): `201` with a `request_uri` for the authorization request
@@ -194,9 +205,7 @@ pub(crate) async fn par(
     let creds = client_credentials(&headers, &params)?;
     let request = latchkey_core::oauth::AuthorizeParams::from_pairs(params.0.iter().cloned());
     let answer = s.service.push_authorization_request(&creds, request, ctx.dpop.as_ref()).await?;
-    let mut res = (StatusCode::CREATED, Json(answer)).into_response();
-    res.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    Ok(res)
+    Ok(no_store_json(StatusCode::CREATED, answer))
 }
 
 /// `POST /oauth/revoke` (RFC 7009): 200 whatever the token was.

@@ -3,10 +3,9 @@
 //! token (initial or registration access token) from `Authorization`. The decisions are
 //! `Latchkey::register_client` and its siblings'.
 
-use axum::Json;
 use axum::body::Bytes;
 use axum::extract::{Path, State};
-use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse as _, Response};
 use latchkey_core::ClientId;
 use latchkey_core::oauth::{ClientMetadata, RegistrationError};
@@ -14,6 +13,7 @@ use serde_json::Value;
 
 use crate::AppState;
 use crate::error::ApiError;
+use crate::oauth::no_store_json;
 
 type ApiResult = Result<Response, ApiError>;
 
@@ -40,19 +40,12 @@ fn metadata(headers: &HeaderMap, body: &[u8]) -> Result<ClientMetadata, ApiError
     serde_json::from_value(value).map_err(|e| invalid(format!("Unreadable metadata: {e}.")))
 }
 
-fn no_store(status: StatusCode, answer: Value) -> Response {
-    let mut res = (status, Json(answer)).into_response();
-    res.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    res.headers_mut().insert(header::PRAGMA, HeaderValue::from_static("no-cache"));
-    res
-}
-
 /// `POST /oauth/register`: `201` with the client, its secret and its registration access
 /// token.
 pub(crate) async fn register(State(s): State<AppState>, headers: HeaderMap, body: Bytes) -> ApiResult {
     let m = metadata(&headers, &body)?;
     let answer = s.service.register_client(m, bearer(&headers)).await?;
-    Ok(no_store(StatusCode::CREATED, answer))
+    Ok(no_store_json(StatusCode::CREATED, answer))
 }
 
 /// `GET /oauth/register/{client_id}`.
@@ -62,7 +55,7 @@ pub(crate) async fn read(
     headers: HeaderMap,
 ) -> ApiResult {
     let answer = s.service.read_registration(&id, bearer(&headers)).await?;
-    Ok(no_store(StatusCode::OK, answer))
+    Ok(no_store_json(StatusCode::OK, answer))
 }
 
 /// `PUT /oauth/register/{client_id}`: the whole metadata, replaced.
@@ -75,7 +68,7 @@ pub(crate) async fn update(
     let token = bearer(&headers).map(str::to_owned);
     let m = metadata(&headers, &body)?;
     let answer = s.service.update_registration(&id, token.as_deref(), m).await?;
-    Ok(no_store(StatusCode::OK, answer))
+    Ok(no_store_json(StatusCode::OK, answer))
 }
 
 /// `DELETE /oauth/register/{client_id}`: `204`.

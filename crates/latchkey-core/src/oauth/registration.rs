@@ -15,7 +15,7 @@ use latchkey_proto::ErrorCode;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use crate::clients::{ClientError, NewClient};
+use crate::clients::{ClientError, NewClient, is_https_or_loopback_http};
 use crate::clock::Timestamp;
 use crate::crypto::{TokenHash, b64, random_bytes};
 use crate::ids::ClientId;
@@ -102,22 +102,6 @@ impl From<ClientError> for RegistrationError {
     }
 }
 
-/// A redirect URI a client may register itself: `https`, or `http` on a loopback address
-/// (native apps), absolute, without a fragment.
-fn is_registrable_redirect(uri: &str) -> bool {
-    let Ok(url) = url::Url::parse(uri) else { return false };
-    let loopback = match url.host() {
-        Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
-        Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
-        Some(url::Host::Domain(d)) => d.eq_ignore_ascii_case("localhost"),
-        None => false,
-    };
-    url.fragment().is_none()
-        && url.username().is_empty()
-        && (url.scheme() == "https" || (url.scheme() == "http" && loopback))
-        && url.host().is_some()
-}
-
 fn is_https(uri: &str) -> bool {
     url::Url::parse(uri).is_ok_and(|u| u.scheme() == "https" && u.host().is_some() && u.fragment().is_none())
 }
@@ -126,7 +110,7 @@ fn is_https(uri: &str) -> bool {
 fn new_client(m: ClientMetadata) -> Result<NewClient, RegistrationError> {
     let bad = |why: &str| RegistrationError::InvalidMetadata(why.to_owned());
     if let Some(uri) =
-        m.redirect_uris.iter().chain(&m.post_logout_redirect_uris).find(|u| !is_registrable_redirect(u))
+        m.redirect_uris.iter().chain(&m.post_logout_redirect_uris).find(|u| !is_https_or_loopback_http(u))
     {
         return Err(RegistrationError::InvalidRedirectUri(format!(
             "{uri:?}: redirect URIs must be https, or http on a loopback address, without a fragment"
@@ -371,7 +355,7 @@ mod tests {
         for ok in
             ["https://app.example/cb", "http://127.0.0.1:8123/cb", "http://[::1]/cb", "http://localhost/cb"]
         {
-            assert!(is_registrable_redirect(ok), "{ok}");
+            assert!(is_https_or_loopback_http(ok), "{ok}");
         }
         for bad in [
             "http://app.example/cb",
@@ -380,7 +364,7 @@ mod tests {
             "javascript:alert(1)",
             "",
         ] {
-            assert!(!is_registrable_redirect(bad), "{bad}");
+            assert!(!is_https_or_loopback_http(bad), "{bad}");
         }
     }
 }

@@ -76,9 +76,7 @@ pub(crate) async fn end_session(
             "The request could not be read.",
         );
     };
-    let repeated =
-        pairs.iter().enumerate().any(|(i, (k, _))| pairs.iter().skip(i + 1).any(|(other, _)| other == k));
-    if repeated {
+    if crate::oauth::has_repeats(&pairs, &[]) {
         return b.error(
             StatusCode::BAD_REQUEST,
             "Invalid sign-out request",
