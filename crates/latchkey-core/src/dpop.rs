@@ -1,8 +1,9 @@
 //! DPoP at the token-issuing endpoints (SPEC 12, RFC 9449): a checked proof becomes the
 //! caller's key ([`crate::caller::Caller::dpop`]), which binds the session it opens and the
 //! access tokens it gets. What `latchkey_dpop::check` leaves to its caller is done here:
-//! the `jti` replay cache (in the database, so one proof is accepted once by all nodes) and
-//! server nonces.
+//! the `jti` replay cache (on PostgreSQL in the database, so one proof is accepted once by
+//! all nodes; on SQLite, whose file serves one process, in that process's memory) and server
+//! nonces.
 //!
 //! Nonces are stateless: an HMAC of the current five-minute window under a key derived
 //! from the master key, so every node that shares the master key makes and accepts the same

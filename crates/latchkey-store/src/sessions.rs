@@ -18,7 +18,7 @@ use latchkey_core::store::{
     SessionRevocation, SessionStore, Touch,
 };
 
-use crate::audit::insert_security_event;
+use crate::audit::{insert_anomaly, insert_security_event};
 use crate::db::{
     Access, Backend, Conn, Db, DbError, OpFuture, Sql, first_id, op, params, query_all, query_one, query_opt,
 };
@@ -238,13 +238,13 @@ async fn apply_rotation(
             c.execute(&INSERT_TOKEN, params![&successor.id, &successor.hash.0, sid, touch.now.0]).await?;
             touch_in_tx(c, sid, touch).await?;
             for e in events {
-                insert_security_event(c, e).await?;
+                insert_anomaly(c, e).await?;
             }
         }
         RotationDecision::Replay { touch, events, .. } => {
             touch_in_tx(c, sid, touch).await?;
             for e in events {
-                insert_security_event(c, e).await?;
+                insert_anomaly(c, e).await?;
             }
         }
         RotationDecision::StepUp { at, event } => {

@@ -110,6 +110,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (15, include_str!("../../migrations/postgres/0015_resource_indicators.sql")),
     (16, include_str!("../../migrations/postgres/0016_client_keys.sql")),
     (17, include_str!("../../migrations/postgres/0017_dynamic_registration.sql")),
+    (18, include_str!("../../migrations/postgres/0018_anomaly_index.sql")),
 ];
 
 /// Advisory lock key held while migrating, so nodes starting together migrate one at a time.

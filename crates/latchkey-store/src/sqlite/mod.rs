@@ -60,6 +60,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (18, include_str!("../../migrations/sqlite/0018_resource_indicators.sql")),
     (19, include_str!("../../migrations/sqlite/0019_client_keys.sql")),
     (20, include_str!("../../migrations/sqlite/0020_dynamic_registration.sql")),
+    (21, include_str!("../../migrations/sqlite/0021_anomaly_index.sql")),
 ];
 
 /// Maps SQLite errors to the port's, without leaking rusqlite types.

@@ -86,6 +86,28 @@ async fn one_signal_alone_is_allowed_and_two_shorten_the_access_token() {
 }
 
 #[tokio::test]
+async fn a_repeated_risk_is_recorded_once_and_counted_every_time() {
+    let s = server(None).await;
+    let first = sign_in(&s, "dee").await;
+    // Another browser family refreshing every few seconds: each refresh is shortened.
+    let mut rt = first.str("refresh_token").to_owned();
+    for _ in 0..4 {
+        s.clock.advance(Duration::from_secs(5));
+        let r = refresh_from(&s, &rt, HOME, FIREFOX).await;
+        assert_eq!((r.status, r.json["expires_in"].as_u64()), (200, Some(60)), "{}", r.text);
+        rt = r.str("refresh_token").to_owned();
+    }
+    assert_eq!(risk_events(&s).await, ["shorten: score 3 (agent_family_changed, fast_cadence)"]);
+    assert!(metric(&s, "latchkey_refresh_risk_actions_total{action=\"shorten\"} 4").await);
+    // Another session showing the same thing has its own event.
+    let second = sign_in(&s, "eve").await;
+    s.clock.advance(Duration::from_secs(5));
+    let r = refresh_from(&s, second.str("refresh_token"), HOME, FIREFOX).await;
+    assert_eq!(r.json["expires_in"].as_u64(), Some(60), "{}", r.text);
+    assert_eq!(risk_events(&s).await.len(), 2);
+}
+
+#[tokio::test]
 async fn a_risky_refresh_waits_for_the_user_to_step_up() {
     let s = server(None).await;
     let first = sign_in(&s, "cy").await;

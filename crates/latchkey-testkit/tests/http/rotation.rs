@@ -256,9 +256,37 @@ async fn binding_log_records_an_anomaly_and_continues() {
     )
     .await;
     assert_eq!(other.status, 200);
-    let events = s.store().list_security_events(50).await.unwrap();
-    assert!(events.iter().any(|e| e.kind == "binding_anomaly"
-        && e.session_id.as_ref().is_some_and(|id| id == login.str("session_id"))));
+    let anomalies = async || {
+        let events = s.store().list_security_events(1000).await.unwrap();
+        let of_session = |e: &&latchkey_core::store::SecurityEventRecord| {
+            e.kind == "binding_anomaly"
+                && e.session_id.as_ref().is_some_and(|id| id == login.str("session_id"))
+        };
+        events.iter().filter(of_session).count()
+    };
+    assert_eq!(anomalies().await, 1);
+    // The same anomaly on every refresh (the browser updated since sign-in) is recorded
+    // once an hour, not once per refresh.
+    let mut rt = other.str("refresh_token").to_owned();
+    for _ in 0..3 {
+        s.clock.advance(std::time::Duration::from_secs(600));
+        let next = send(
+            c.post(s.url("/auth/refresh"))
+                .header("user-agent", "other/2")
+                .json(&json!({"refresh_token": rt})),
+        )
+        .await;
+        assert_eq!(next.status, 200, "{}", next.text);
+        rt = next.str("refresh_token").to_owned();
+    }
+    assert_eq!(anomalies().await, 1);
+    s.clock.advance(std::time::Duration::from_secs(1801));
+    let later = send(
+        c.post(s.url("/auth/refresh")).header("user-agent", "other/2").json(&json!({"refresh_token": rt})),
+    )
+    .await;
+    assert_eq!(later.status, 200, "{}", later.text);
+    assert_eq!(anomalies().await, 2, "more than an hour after the first, the anomaly is recorded again");
 }
 
 #[tokio::test]
