@@ -201,8 +201,8 @@ pub struct Touch {
 
 /// How long a session's repeated anomaly is recorded once: a session that keeps showing
 /// the same thing on every refresh (a browser updated since sign-in under `binding = "log"`,
-/// another browser family refreshing fast) leaves one event per kind and detail in this
-/// time, not one per refresh. Metrics still count every refresh.
+/// another browser family refreshing fast) leaves one event per kind, detail and client
+/// address in this time, not one per refresh. Metrics still count every refresh.
 pub const ANOMALY_QUIET: std::time::Duration = std::time::Duration::from_secs(3600);
 
 /// What the domain decided, for the store to apply inside the same transaction.
@@ -219,8 +219,8 @@ pub enum RotationDecision {
         /// Session update (which also ends a step-up wait).
         touch: Touch,
         /// Anomalies to record (binding policy `log`, a risk action), each unless the
-        /// session already has one of the same kind and detail within [`ANOMALY_QUIET`]
-        /// before `touch.now`.
+        /// session already has one of the same kind, detail and address within
+        /// [`ANOMALY_QUIET`] before `touch.now`.
         events: Vec<NewSecurityEvent>,
         /// Whether risk shortened the new access token's life.
         shortened: bool,
@@ -230,8 +230,8 @@ pub enum RotationDecision {
         /// Session update.
         touch: Touch,
         /// Anomalies to record (binding policy `log`, a risk action), each unless the
-        /// session already has one of the same kind and detail within [`ANOMALY_QUIET`]
-        /// before `touch.now`.
+        /// session already has one of the same kind, detail and address within
+        /// [`ANOMALY_QUIET`] before `touch.now`.
         events: Vec<NewSecurityEvent>,
         /// Whether risk shortened the new access token's life.
         shortened: bool,

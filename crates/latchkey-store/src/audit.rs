@@ -14,14 +14,14 @@ static LATEST: Sql = Sql::new(
     "SELECT id, at, kind, user_id, session_id, ip, detail FROM security_events ORDER BY id DESC LIMIT $1",
 );
 
-/// The same, unless the session already has an event of this kind and detail at or after
-/// `$7`. The `kind IN (…)` term names the partial index's kinds, so the check is one index
+/// The same, unless the session already has an event of this kind and detail from the same
+/// address at or after `$7` (a thief elsewhere showing the same anomaly is still recorded). The `kind IN (…)` term names the partial index's kinds, so the check is one index
 /// probe (SQLite uses a partial index only for a query that states its condition).
 static INSERT_UNLESS_REPEATED: Sql = Sql::new(
     "INSERT INTO security_events (at, kind, user_id, session_id, ip, detail) \
      SELECT $1, $2, $3, $4, $5, $6 WHERE NOT EXISTS (SELECT 1 FROM security_events \
      WHERE kind IN ('binding_anomaly', 'refresh_risk') AND session_id = $4 AND kind = $2 \
-     AND detail = $6 AND at >= $7)",
+     AND detail = $6 AND COALESCE(ip, '') = COALESCE($5, '') AND at >= $7)",
 );
 
 /// Records a security event in the caller's transaction.
@@ -30,7 +30,7 @@ pub(crate) async fn insert_security_event(c: &mut dyn Conn, e: &NewSecurityEvent
 }
 
 /// Records an anomaly of a session that goes on, once per [`ANOMALY_QUIET`] for the same
-/// kind and detail (see there), in the caller's transaction.
+/// kind, detail and address (see there), in the caller's transaction.
 pub(crate) async fn insert_anomaly(c: &mut dyn Conn, e: &NewSecurityEvent) -> Result<(), DbError> {
     let since = e.at.0.saturating_sub(i64::try_from(ANOMALY_QUIET.as_secs()).unwrap_or(i64::MAX));
     let p = params![e.at.0, e.kind, &e.user_id, &e.session_id, &e.ip, &e.detail, since];

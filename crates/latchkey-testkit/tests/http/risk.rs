@@ -99,12 +99,24 @@ async fn a_repeated_risk_is_recorded_once_and_counted_every_time() {
     }
     assert_eq!(risk_events(&s).await, ["shorten: score 3 (agent_family_changed, fast_cadence)"]);
     assert!(metric(&s, "latchkey_refresh_risk_actions_total{action=\"shorten\"} 4").await);
+    // The same from another address is recorded again: it may be someone else. (Moving
+    // there is a risk of its own; then the same fast refreshes from there.)
+    s.clock.advance(Duration::from_secs(180));
+    let r = refresh_from(&s, &rt, ELSEWHERE, FIREFOX).await;
+    assert_eq!(r.json["expires_in"].as_u64(), Some(60), "{}", r.text);
+    rt = r.str("refresh_token").to_owned();
+    s.clock.advance(Duration::from_secs(5));
+    let r = refresh_from(&s, &rt, ELSEWHERE, FIREFOX).await;
+    assert_eq!(r.json["expires_in"].as_u64(), Some(60), "{}", r.text);
+    let events = risk_events(&s).await;
+    assert_eq!(events.len(), 3, "{events:?}");
+    assert_eq!(events.iter().filter(|d| d.ends_with("(agent_family_changed, fast_cadence)")).count(), 2);
     // Another session showing the same thing has its own event.
     let second = sign_in(&s, "eve").await;
     s.clock.advance(Duration::from_secs(5));
     let r = refresh_from(&s, second.str("refresh_token"), HOME, FIREFOX).await;
     assert_eq!(r.json["expires_in"].as_u64(), Some(60), "{}", r.text);
-    assert_eq!(risk_events(&s).await.len(), 2);
+    assert_eq!(risk_events(&s).await.len(), 4);
 }
 
 #[tokio::test]
