@@ -87,6 +87,13 @@ impl Writer {
             .name("latchkey-db-writer".into())
             .spawn(move || {
                 while let Ok(first) = rx.recv() {
+                    // Let the threads that woke us run first: on a busy core they are the
+                    // request handlers, each about to queue another write, so the group
+                    // (one commit, one WAL write) grows instead of committing one job at a
+                    // time. On an idle core this returns at once. bench A/B (one core for
+                    // the server, 64 connections): refresh +18-33%, DPoP refresh +24%,
+                    // p99 -25%.
+                    std::thread::yield_now();
                     let mut group = vec![first];
                     while group.len() < MAX_GROUP {
                         match rx.try_recv() {
