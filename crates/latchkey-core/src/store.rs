@@ -525,6 +525,12 @@ pub trait SessionStore {
         &self,
         key: &RefreshTokenKey,
     ) -> Result<Option<SessionRecord>, StoreError>;
+    /// The session of a refresh token that is still its session's live one (not retired),
+    /// in one read: what introspection needs (the session itself may be revoked or expired).
+    async fn find_session_by_live_refresh_token(
+        &self,
+        key: &RefreshTokenKey,
+    ) -> Result<Option<SessionRecord>, StoreError>;
     /// A user's sessions that are neither revoked nor expired at `now`, newest first.
     async fn list_live_sessions(
         &self,

@@ -42,6 +42,12 @@ static BY_TOKEN: Sql = Sql::new(concat!(
     session_columns!(),
     " FROM refresh_tokens t JOIN sessions s ON s.id = t.session_id WHERE t.id = $1 AND t.hash = $2"
 ));
+static BY_LIVE_TOKEN: Sql = Sql::new(concat!(
+    "SELECT ",
+    session_columns!(),
+    " FROM refresh_tokens t JOIN sessions s ON s.id = t.session_id \
+     WHERE t.id = $1 AND t.hash = $2 AND t.retired_at IS NULL"
+));
 static BY_COOKIE: Sql = Sql::new(concat!(
     "SELECT ",
     session_columns!(),
@@ -298,6 +304,10 @@ fn by_token(c: &mut dyn Conn, key: RefreshTokenKey) -> OpFuture<'_, Option<Sessi
     Box::pin(async move { query_opt(c, &BY_TOKEN, params![&key.id, &key.hash.0], rows::session).await })
 }
 
+fn by_live_token(c: &mut dyn Conn, key: RefreshTokenKey) -> OpFuture<'_, Option<SessionRecord>> {
+    Box::pin(async move { query_opt(c, &BY_LIVE_TOKEN, params![&key.id, &key.hash.0], rows::session).await })
+}
+
 fn by_cookie(c: &mut dyn Conn, hash: [u8; 32]) -> OpFuture<'_, Option<SessionRecord>> {
     Box::pin(async move { query_opt(c, &BY_COOKIE, params![&hash], rows::session).await })
 }
@@ -346,6 +356,13 @@ impl<B: Backend> SessionStore for Db<B> {
         key: &RefreshTokenKey,
     ) -> Result<Option<SessionRecord>, StoreError> {
         self.0.run(Access::Point, op(*key, by_token)).await
+    }
+
+    async fn find_session_by_live_refresh_token(
+        &self,
+        key: &RefreshTokenKey,
+    ) -> Result<Option<SessionRecord>, StoreError> {
+        self.0.run(Access::Point, op(*key, by_live_token)).await
     }
 
     async fn list_live_sessions(

@@ -175,7 +175,15 @@ store_test!(concurrent_rotations_yield_one_successor, |store| {
 
 store_test!(reuse_revokes_and_publishes, |store| {
     let first = seeded(store.as_ref()).await;
+    let first_key = RefreshTokenKey::of(first.expose_secret());
+    assert_eq!(
+        store.find_session_by_live_refresh_token(&first_key).await.unwrap().unwrap().id,
+        SessionId::from("s")
+    );
     assert!(matches!(rotate(store.as_ref(), &first, T0 + 1).await, Some(RotationDecision::Rotate { .. })));
+    // Retired: its session is still found, but not as a live token's.
+    assert!(store.find_session_by_refresh_token(&first_key).await.unwrap().is_some());
+    assert!(store.find_session_by_live_refresh_token(&first_key).await.unwrap().is_none());
     // Outside the grace window: reuse.
     let d = rotate(store.as_ref(), &first, T0 + 100).await.unwrap();
     assert!(

@@ -141,14 +141,13 @@ impl Latchkey {
         let now = self.clock.now();
         if token.starts_with(RefreshToken::PREFIX) {
             let key = RefreshTokenKey::of(token);
-            let session = self.store.find_session_by_refresh_token(&key).await?;
+            // A retired token has no session here: inactive, like an unknown one.
+            let session = self.store.find_session_by_live_refresh_token(&key).await?;
             let Some(session) = session.filter(|s| may_see(s.client_id.as_str())) else {
                 return Ok(inactive);
             };
-            let is_live = self.store.is_live_refresh_token(&key).await?
-                && session.revoked_at.is_none()
-                && now < session.expires_at
-                && now < session.idle_expires_at;
+            let is_live =
+                session.revoked_at.is_none() && now < session.expires_at && now < session.idle_expires_at;
             let user = self.store.find_user(&session.user_id).await?;
             let Some(user) = user.filter(|u| is_live && u.status == UserStatus::Active) else {
                 return Ok(inactive);
