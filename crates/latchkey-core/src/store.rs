@@ -200,9 +200,9 @@ pub struct Touch {
 }
 
 /// How long a session's repeated anomaly is recorded once: a session that keeps showing
-/// the same thing on every refresh (a browser updated since sign-in under `binding = "log"`,
-/// another browser family refreshing fast) leaves one event per kind, detail and client
-/// address in this time, not one per refresh. Metrics still count every refresh.
+/// the same `binding_anomaly` on every refresh (a browser updated since sign-in under
+/// `binding = "log"`) leaves one per detail and client address in this time. Risk
+/// decisions are always recorded (SPEC 12). Metrics still count every refresh.
 pub const ANOMALY_QUIET: std::time::Duration = std::time::Duration::from_secs(3600);
 
 /// What the domain decided, for the store to apply inside the same transaction.

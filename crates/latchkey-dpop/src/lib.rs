@@ -6,7 +6,8 @@
 //! in the header (public parts only), the signature, `typ`, `htm`, `htu`, `iat` within a
 //! window, and `ath` when an access token came with it. What needs memory or policy is
 //! left to the caller: the `jti` replay cache (the server's is shared by every node through
-//! PostgreSQL, or in memory for SQLite's single process; `latchkey-verify` keeps one in memory) and server nonces.
+//! PostgreSQL, or in memory for SQLite's single process; `latchkey-verify` keeps one in
+//! memory) and server nonces.
 //!
 //! [`ProofKey`] makes proofs, for `latchkey-client` and the tests.
 

@@ -17,11 +17,13 @@ static LATEST: Sql = Sql::new(
 /// The same, unless the session already has an event of this kind and detail from the same
 /// address at or after `$7` (a thief elsewhere showing the same anomaly is still recorded).
 /// The `kind IN (…)` term names the partial index's kinds, so the check is one index probe
-/// (SQLite uses a partial index only for a query that states its condition).
+/// (SQLite uses a partial index only for a query that states its condition). Only
+/// `binding_anomaly` repeats quietly: SPEC 12 makes every non-`allow` risk decision an event.
 static INSERT_UNLESS_REPEATED: Sql = Sql::new(
     "INSERT INTO security_events (at, kind, user_id, session_id, ip, detail) \
      SELECT $1, $2, $3, $4, $5, $6 WHERE NOT EXISTS (SELECT 1 FROM security_events \
-     WHERE kind IN ('binding_anomaly', 'refresh_risk') AND session_id = $4 AND kind = $2 \
+     WHERE kind IN ('binding_anomaly', 'refresh_risk') AND kind = 'binding_anomaly' \
+     AND session_id = $4 AND kind = $2 \
      AND detail = $6 AND COALESCE(ip, '') = COALESCE($5, '') AND at >= $7)",
 );
 

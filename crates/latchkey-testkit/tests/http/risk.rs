@@ -86,7 +86,7 @@ async fn one_signal_alone_is_allowed_and_two_shorten_the_access_token() {
 }
 
 #[tokio::test]
-async fn a_repeated_risk_is_recorded_once_and_counted_every_time() {
+async fn every_repeated_risk_decision_is_recorded_and_counted() {
     let s = server(None).await;
     let first = sign_in(&s, "dee").await;
     // Another browser family refreshing every few seconds: each refresh is shortened.
@@ -97,7 +97,8 @@ async fn a_repeated_risk_is_recorded_once_and_counted_every_time() {
         assert_eq!((r.status, r.json["expires_in"].as_u64()), (200, Some(60)), "{}", r.text);
         rt = r.str("refresh_token").to_owned();
     }
-    assert_eq!(risk_events(&s).await, ["shorten: score 3 (agent_family_changed, fast_cadence)"]);
+    // SPEC 12: every non-`allow` decision is a security event, repeated or not.
+    assert_eq!(risk_events(&s).await, ["shorten: score 3 (agent_family_changed, fast_cadence)"; 4]);
     assert!(metric(&s, "latchkey_refresh_risk_actions_total{action=\"shorten\"} 4").await);
     // The same from another address is recorded again: it may be someone else. (Moving
     // there is a risk of its own; then the same fast refreshes from there.)
@@ -109,14 +110,14 @@ async fn a_repeated_risk_is_recorded_once_and_counted_every_time() {
     let r = refresh_from(&s, &rt, ELSEWHERE, FIREFOX).await;
     assert_eq!(r.json["expires_in"].as_u64(), Some(60), "{}", r.text);
     let events = risk_events(&s).await;
-    assert_eq!(events.len(), 3, "{events:?}");
-    assert_eq!(events.iter().filter(|d| d.ends_with("(agent_family_changed, fast_cadence)")).count(), 2);
+    assert_eq!(events.len(), 6, "{events:?}");
+    assert_eq!(events.iter().filter(|d| d.ends_with("(agent_family_changed, fast_cadence)")).count(), 5);
     // Another session showing the same thing has its own event.
     let second = sign_in(&s, "eve").await;
     s.clock.advance(Duration::from_secs(5));
     let r = refresh_from(&s, second.str("refresh_token"), HOME, FIREFOX).await;
     assert_eq!(r.json["expires_in"].as_u64(), Some(60), "{}", r.text);
-    assert_eq!(risk_events(&s).await.len(), 4);
+    assert_eq!(risk_events(&s).await.len(), 7);
 }
 
 #[tokio::test]
