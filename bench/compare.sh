@@ -28,10 +28,11 @@ QUICK=0 ROUNDS=1
 while [ $# -gt 0 ]; do
   case "$1" in
     --quick) QUICK=1; shift ;;
-    --rounds) ROUNDS=$2; shift 2 ;;
+    --rounds) ROUNDS=${2:-}; shift $(($# > 1 ? 2 : 1)) ;;
     *) break ;;
   esac
 done
+[[ "$ROUNDS" =~ ^[1-9][0-9]*$ ]] || { echo "--rounds needs a count of at least 1" >&2; exit 2; }
 SECS=${1:-10}
 CONNS=${2:-64}
 LK=18301 PEER=18302 NOTES=18303 HELLO=18304 LKPG=18305
@@ -66,7 +67,11 @@ LKPID=$!
   >"$DIR/peer.log" 2>&1 &
 PIDS+=($!)
 PEERPID=$!
+# The baselines: a hello-world route and the floor of a token endpoint (examples/hello.rs).
+taskset -c 0 target/release/examples/hello "127.0.0.1:$HELLO" >"$DIR/hello.log" 2>&1 &
+PIDS+=($!)
 wait_for "http://127.0.0.1:$LK/healthz"
+wait_for "http://127.0.0.1:$HELLO/hello"
 wait_for "http://127.0.0.1:$PEER/.well-known/openid-configuration"
 
 RESULTS="$DIR/results.tsv" # name \t server \t req/s \t p50 \t p99 \t errors
@@ -88,6 +93,12 @@ for _ in $(seq "$ROUNDS"); do
     PEER_EXTRA=()
     [ "$w" = introspect-access ] && PEER_EXTRA=(--resource https://api-opaque.example)
     record "$w" oidc-provider "$(peer --workload "$w" "${PEER_EXTRA[@]}")"
+    # The floor of a token endpoint on this machine: the same axum and the same load, one
+    # Ed25519 JWT signed per request and nothing else (examples/hello.rs, `POST /token`).
+    if [ "$w" = client-credentials ]; then
+      record "$w" "axum floor" \
+        "$(load --url "http://127.0.0.1:$HELLO" --client-id floor --client-secret floor --workload "$w")"
+    fi
   done
   # DPoP (SPEC 12): the same OAuth rotation with a fresh ES256 proof on every request, at
   # both (the peer's DPoP feature is on; neither asks for nonces).
@@ -136,18 +147,11 @@ FEED=$($LKBIN --database-url "$DB" client add --name notes-api --grant-types cli
 NOTES_API_FEED_CLIENT_ID=$(echo "$FEED" | json client_id) NOTES_API_FEED_CLIENT_SECRET=$(echo "$FEED" | json client_secret) \
   taskset -c 0 target/release/notes-api --issuer "http://127.0.0.1:$LK" --listen "127.0.0.1:$NOTES" >"$DIR/notes.log" 2>&1 &
 PIDS+=($!)
-taskset -c 0 target/release/examples/hello "127.0.0.1:$HELLO" >"$DIR/hello.log" 2>&1 &
-PIDS+=($!)
-wait_for "http://127.0.0.1:$HELLO/hello"
 for _ in $(seq 100); do curl -fs -H "authorization: Bearer $AT" "http://127.0.0.1:$NOTES/whoami" >/dev/null && break; sleep 0.1; done
 record "notes-api GET /whoami" latchkey "$(load --url "http://127.0.0.1:$NOTES" --workload get --path /whoami --bearer "$AT")"
 record "notes-api GET /whoami, DPoP" latchkey \
   "$(load --url "http://127.0.0.1:$NOTES" --workload get --path /whoami --dpop --sign-in "http://127.0.0.1:$LK")"
 record "hello-world axum GET /hello" axum "$(load --url "http://127.0.0.1:$HELLO" --workload get --path /hello)"
-# The floor of a token endpoint on this machine: the same axum, the same load, one Ed25519
-# JWT signed per request and nothing else (examples/hello.rs, `POST /token`).
-record "client-credentials" "axum floor" \
-  "$(load --url "http://127.0.0.1:$HELLO" --client-id floor --client-secret floor --workload client-credentials)"
 
 VERIFY=""
 if [ "$QUICK" = 0 ]; then
