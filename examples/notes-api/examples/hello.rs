@@ -5,9 +5,9 @@
 //! - `POST /token`: the floor of a `client_credentials` token endpoint. It reads the form,
 //!   compares the client secret, and answers one freshly signed Ed25519 JWT: no database, no
 //!   client lookup, no middleware, no metrics. `bench/compare.sh` drives it with the same
-//!   workload as Latchkey and the peer, so its figure is the most any token endpoint that
-//!   signs a JWT per request can reach on the machine (`GET /.well-known/openid-configuration`
-//!   points the load tool at it).
+//!   workload as Latchkey and the peer, so its figure is about the most a token endpoint on
+//!   this stack that signs a JWT per request can reach on the machine
+//!   (`GET /.well-known/openid-configuration` points the load tool at it).
 //!
 //! `cargo run --release -p notes-api --example hello -- 127.0.0.1:8091`
 
