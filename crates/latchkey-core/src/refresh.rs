@@ -36,6 +36,9 @@ pub const DPOP_KEY_MISMATCH: &str = "dpop_key_mismatch";
 /// The security event of a refresh that risk did not simply allow (SPEC 12); its detail
 /// names the action, the score and the signals.
 pub const REFRESH_RISK: &str = "refresh_risk";
+/// The security event of a session refreshed from another user agent under
+/// `binding = "log"`; of all events, only this one repeats quietly ([`crate::store::ANOMALY_QUIET`]).
+pub const BINDING_ANOMALY: &str = "binding_anomaly";
 
 /// Refresh failures.
 #[derive(Debug, thiserror::Error)]
@@ -247,7 +250,7 @@ pub fn decide(snap: &RefreshSnapshot, ctx: &RefreshContext) -> RotationDecision 
         ));
         match ctx.policy.binding {
             BindingPolicy::Off => {}
-            BindingPolicy::Log => anomaly = Some(event(ctx, snap, "binding_anomaly", detail)),
+            BindingPolicy::Log => anomaly = Some(event(ctx, snap, BINDING_ANOMALY, detail)),
             BindingPolicy::Deny => {
                 return revoke(ctx, snap, ErrorReason::BindingMismatch, "binding_denied", detail);
             }

@@ -218,8 +218,8 @@ pub enum RotationDecision {
         successor_sealed: Vec<u8>,
         /// Session update (which also ends a step-up wait).
         touch: Touch,
-        /// Anomalies to record (binding policy `log`, a risk action), each unless the
-        /// session already has one of the same kind, detail and address within
+        /// Events to record: a risk action always; a `binding_anomaly` (policy `log`)
+        /// unless the session already has one with the same detail and address within
         /// [`ANOMALY_QUIET`] before `touch.now`.
         events: Vec<NewSecurityEvent>,
         /// Whether risk shortened the new access token's life.
@@ -229,8 +229,8 @@ pub enum RotationDecision {
     Replay {
         /// Session update.
         touch: Touch,
-        /// Anomalies to record (binding policy `log`, a risk action), each unless the
-        /// session already has one of the same kind, detail and address within
+        /// Events to record: a risk action always; a `binding_anomaly` (policy `log`)
+        /// unless the session already has one with the same detail and address within
         /// [`ANOMALY_QUIET`] before `touch.now`.
         events: Vec<NewSecurityEvent>,
         /// Whether risk shortened the new access token's life.

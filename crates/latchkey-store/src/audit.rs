@@ -2,6 +2,7 @@
 
 use async_trait::async_trait;
 use latchkey_core::StoreError;
+use latchkey_core::refresh::BINDING_ANOMALY;
 use latchkey_core::store::{ANOMALY_QUIET, AuditStore, NewSecurityEvent, SecurityEventRecord};
 
 use crate::db::{Access, Backend, Conn, Db, DbError, OpFuture, Sql, op, params, query_all};
@@ -17,13 +18,11 @@ static LATEST: Sql = Sql::new(
 /// The same, unless the session already has an event of this kind and detail from the same
 /// address at or after `$7` (a thief elsewhere showing the same anomaly is still recorded).
 /// The `kind IN (…)` term names the partial index's kinds, so the check is one index probe
-/// (SQLite uses a partial index only for a query that states its condition). Only
-/// `binding_anomaly` repeats quietly: SPEC 12 makes every non-`allow` risk decision an event.
+/// (SQLite uses a partial index only for a query that states its condition).
 static INSERT_UNLESS_REPEATED: Sql = Sql::new(
     "INSERT INTO security_events (at, kind, user_id, session_id, ip, detail) \
      SELECT $1, $2, $3, $4, $5, $6 WHERE NOT EXISTS (SELECT 1 FROM security_events \
-     WHERE kind IN ('binding_anomaly', 'refresh_risk') AND kind = 'binding_anomaly' \
-     AND session_id = $4 AND kind = $2 \
+     WHERE kind IN ('binding_anomaly', 'refresh_risk') AND session_id = $4 AND kind = $2 \
      AND detail = $6 AND COALESCE(ip, '') = COALESCE($5, '') AND at >= $7)",
 );
 
@@ -32,9 +31,24 @@ pub(crate) async fn insert_security_event(c: &mut dyn Conn, e: &NewSecurityEvent
     c.execute(&INSERT, params![e.at.0, e.kind, &e.user_id, &e.session_id, &e.ip, &e.detail]).await.map(|_| ())
 }
 
-/// Records an anomaly of a session that goes on, once per [`ANOMALY_QUIET`] for the same
-/// kind, detail and address (see there), in the caller's transaction.
-pub(crate) async fn insert_anomaly(c: &mut dyn Conn, e: &NewSecurityEvent) -> Result<(), DbError> {
+/// Records the events of a refresh that goes on, in the caller's transaction: a
+/// `binding_anomaly` once per [`ANOMALY_QUIET`] for the same detail and address (see
+/// there), every other event (a risk decision: SPEC 12) always.
+pub(crate) async fn insert_refresh_events(
+    c: &mut dyn Conn,
+    events: &[NewSecurityEvent],
+) -> Result<(), DbError> {
+    for e in events {
+        if e.kind == BINDING_ANOMALY {
+            insert_anomaly(c, e).await?;
+        } else {
+            insert_security_event(c, e).await?;
+        }
+    }
+    Ok(())
+}
+
+async fn insert_anomaly(c: &mut dyn Conn, e: &NewSecurityEvent) -> Result<(), DbError> {
     let since = e.at.0.saturating_sub(i64::try_from(ANOMALY_QUIET.as_secs()).unwrap_or(i64::MAX));
     let p = params![e.at.0, e.kind, &e.user_id, &e.session_id, &e.ip, &e.detail, since];
     c.execute(&INSERT_UNLESS_REPEATED, p).await.map(|_| ())

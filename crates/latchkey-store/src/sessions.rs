@@ -18,7 +18,7 @@ use latchkey_core::store::{
     SessionRevocation, SessionStore, Touch,
 };
 
-use crate::audit::{insert_anomaly, insert_security_event};
+use crate::audit::{insert_refresh_events, insert_security_event};
 use crate::db::{
     Access, Backend, Conn, Db, DbError, OpFuture, Sql, first_id, op, params, query_all, query_one, query_opt,
 };
@@ -243,15 +243,11 @@ async fn apply_rotation(
             c.execute(&RETIRE, p).await?;
             c.execute(&INSERT_TOKEN, params![&successor.id, &successor.hash.0, sid, touch.now.0]).await?;
             touch_in_tx(c, sid, touch).await?;
-            for e in events {
-                insert_anomaly(c, e).await?;
-            }
+            insert_refresh_events(c, events).await?;
         }
         RotationDecision::Replay { touch, events, .. } => {
             touch_in_tx(c, sid, touch).await?;
-            for e in events {
-                insert_anomaly(c, e).await?;
-            }
+            insert_refresh_events(c, events).await?;
         }
         RotationDecision::StepUp { at, event } => {
             c.execute(&WAIT_FOR_STEP_UP, params![at.0, sid]).await?;
